@@ -1,0 +1,434 @@
+"""Model registry, construction and checkpoint I/O.
+
+Every architecture number lives here (one registry entry per real variant). Checkpoints:
+
+* the published format: ``{"model_state_dict": state_dict, ...}`` (no ``module.`` prefix);
+* a bare state dict, with or without a DDP ``module.`` prefix;
+* ours: the published layout plus ``"model_config"`` and ``"metadata"``, loadable with
+  ``torch.load(weights_only=True)`` and by the published loaders.
+
+Files without a config (the published ones) get their architecture inferred from tensor shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sammed3d.config import ModelConfig
+from sammed3d.modeling import ImageEncoderViT3D, MaskDecoder3D, PromptEncoder3D, Sam3D
+from sammed3d.modeling.image_encoder import AttentionImpl
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "sammed3d"
+CHECKPOINT_FORMAT_VERSION = 1
+
+_VIT_B_ORI = ModelConfig()
+
+#: Registered architectures. ``sam_med3d`` / ``sam_med3d_turbo`` are the released ``vit_b_ori``.
+MODEL_REGISTRY: dict[str, ModelConfig] = {
+    "sam_med3d": _VIT_B_ORI,
+    "sam_med3d_turbo": _VIT_B_ORI,
+    # The parity-fixture geometry: released layout, narrower and shallower.
+    "sam_med3d_small": ModelConfig(
+        encoder_embed_dim=96,
+        encoder_depth=4,
+        encoder_num_heads=4,
+        encoder_global_attn_indexes=(1, 3),
+        prompt_embed_dim=96,
+    ),
+    # For unit tests: a 64^3 input (4^3 tokens, still padded to 14^3 windows).
+    "sam_med3d_tiny": ModelConfig(
+        img_size=64,
+        encoder_embed_dim=48,
+        encoder_depth=2,
+        encoder_num_heads=2,
+        encoder_global_attn_indexes=(1,),
+        prompt_embed_dim=48,
+        decoder_mlp_dim=128,
+        iou_head_hidden_dim=32,
+    ),
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read or does not fit the model (one-line message)."""
+
+
+def get_config(name_or_config: str | ModelConfig | Mapping[str, Any]) -> ModelConfig:
+    """Resolve a registry name, a :class:`ModelConfig` or a config dict."""
+    if isinstance(name_or_config, ModelConfig):
+        return name_or_config
+    if isinstance(name_or_config, str):
+        try:
+            return MODEL_REGISTRY[name_or_config]
+        except KeyError:
+            raise ValueError(
+                f"unknown model {name_or_config!r}; registered: {sorted(MODEL_REGISTRY)}"
+            ) from None
+    if isinstance(name_or_config, Mapping):
+        return ModelConfig.from_dict(dict(name_or_config))
+    raise TypeError(
+        "expected a model name, a ModelConfig or a dict, got " f"{type(name_or_config).__name__}"
+    )
+
+
+def _build_sam3d(cfg: ModelConfig, attn_impl: AttentionImpl = "fast") -> Sam3D:
+    grid = cfg.grid_size
+    return Sam3D(
+        image_encoder=ImageEncoderViT3D(
+            img_size=cfg.img_size,
+            patch_size=cfg.patch_size,
+            in_chans=cfg.in_chans,
+            embed_dim=cfg.encoder_embed_dim,
+            depth=cfg.encoder_depth,
+            num_heads=cfg.encoder_num_heads,
+            mlp_ratio=cfg.mlp_ratio,
+            out_chans=cfg.prompt_embed_dim,
+            qkv_bias=True,
+            use_abs_pos=True,
+            use_rel_pos=True,
+            window_size=cfg.window_size,
+            global_attn_indexes=cfg.encoder_global_attn_indexes,
+            attn_impl=attn_impl,
+        ),
+        prompt_encoder=PromptEncoder3D(
+            embed_dim=cfg.prompt_embed_dim,
+            image_embedding_size=(grid, grid, grid),
+            input_image_size=(cfg.img_size,) * 3,
+            mask_in_chans=cfg.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder3D(
+            transformer_dim=cfg.prompt_embed_dim,
+            num_multimask_outputs=cfg.num_multimask_outputs,
+            iou_head_depth=cfg.iou_head_depth,
+            iou_head_hidden_dim=cfg.iou_head_hidden_dim,
+            transformer_depth=cfg.decoder_depth,
+            transformer_num_heads=cfg.decoder_num_heads,
+            transformer_mlp_dim=cfg.decoder_mlp_dim,
+            attention_downsample_rate=cfg.decoder_attention_downsample_rate,
+        ),
+    )
+
+
+def build_model(
+    name_or_config: str | ModelConfig | Mapping[str, Any] = "sam_med3d_turbo",
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    attn_impl: AttentionImpl = "fast",
+    allow_unsafe_pickle: bool = False,
+) -> Sam3D:
+    """Build a model, optionally loading weights strictly from ``checkpoint``.
+
+    Args:
+        name_or_config: A registry name (``sam_med3d``, ``sam_med3d_turbo``, ...), a
+            :class:`ModelConfig` or a config dict.
+        checkpoint: Weights to load; their shapes must match the architecture.
+        device: Where to put the model.
+        attn_impl: ``"fast"`` (exact, default) or ``"reference"`` encoder attention.
+        allow_unsafe_pickle: Allow unpickling arbitrary objects (old published files). Only
+            for files you trust.
+
+    Returns:
+        A :class:`Sam3D` in eval mode.
+    """
+    cfg = get_config(name_or_config)
+    model = _build_sam3d(cfg, attn_impl=attn_impl)
+    model.config = cfg  # type: ignore[assignment]
+    if checkpoint is not None:
+        ckpt = read_checkpoint(checkpoint, allow_unsafe_pickle=allow_unsafe_pickle)
+        _load_state_dict_strict(model, ckpt.state_dict, source=str(checkpoint))
+    return model.to(device).eval()
+
+
+class _Checkpoint:
+    """What a checkpoint file holds, normalised."""
+
+    def __init__(
+        self,
+        state_dict: dict[str, torch.Tensor],
+        config: ModelConfig | None,
+        metadata: dict[str, Any],
+    ) -> None:
+        self.state_dict = state_dict
+        self.config = config
+        self.metadata = metadata
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str], *, allow_unsafe_pickle: bool = False
+) -> _Checkpoint:
+    """Read and normalise a checkpoint file without building a model."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path is a directory, expected a .pth file: {path}")
+    obj = _torch_load(path, allow_unsafe_pickle)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"{path} is not a SAM-Med3D checkpoint: expected a dict of tensors or a dict with "
+            f"'model_state_dict', got {type(obj).__name__}"
+        )
+    config: ModelConfig | None = None
+    metadata: dict[str, Any] = {}
+    if "model_state_dict" in obj:
+        raw = obj["model_state_dict"]
+        if obj.get("model_config") is not None:
+            try:
+                config = ModelConfig.from_dict(dict(obj["model_config"]))
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"{path}: invalid model_config: {exc}") from None
+        metadata = dict(obj.get("metadata") or {})
+        for key in ("epoch", "best_loss", "best_dice"):
+            if key in obj and key not in metadata and isinstance(obj[key], int | float):
+                metadata[key] = obj[key]
+    elif "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        raw = obj["state_dict"]
+    else:
+        raw = obj
+    if not isinstance(raw, Mapping) or not raw:
+        raise CheckpointError(f"{path} holds no state dict (empty or not a mapping)")
+    state_dict: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"{path} is not a SAM-Med3D checkpoint: entry {key!r} is a "
+                f"{type(value).__name__}, expected a tensor"
+            )
+        state_dict[key.removeprefix("module.")] = value
+    if not any(k.startswith("image_encoder.") for k in state_dict):
+        sample = ", ".join(list(state_dict)[:3])
+        raise CheckpointError(
+            f"{path} is not a SAM-Med3D checkpoint: no 'image_encoder.*' keys (found e.g. {sample})"
+        )
+    return _Checkpoint(state_dict, config, metadata)
+
+
+def _torch_load(path: Path, allow_unsafe_pickle: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
+    except pickle.UnpicklingError as exc:
+        if not allow_unsafe_pickle and "weights_only" in str(exc):
+            raise CheckpointError(
+                f"{path} contains pickled Python objects besides tensors (an older published "
+                "checkpoint?); if you trust the file, load it with allow_unsafe_pickle=True "
+                "(CLI: --allow-unsafe-pickle)"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {first}"
+        ) from None
+    except Exception as exc:  # unpickling arbitrary bytes raises nearly anything
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
+    """Infer the architecture from tensor shapes (for files that carry no config).
+
+    Recovers embed dims, depths, heads (from the relative-position table width), which blocks
+    are global (table length ``2*grid - 1``), the window size, image and patch size, MLP widths
+    and the decoder layout. Decoder heads cannot be seen in shapes: the released value (8) is used.
+    """
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state_dict:
+            raise CheckpointError(f"cannot infer the architecture: missing key {key!r}")
+        return tuple(state_dict[key].shape)
+
+    try:
+        pos = shape("image_encoder.pos_embed")  # (1, g, g, g, C)
+        proj = shape("image_encoder.patch_embed.proj.weight")  # (C, in, p, p, p)
+        embed_dim, grid, patch = pos[-1], pos[1], proj[-1]
+        block_ids = sorted(
+            {
+                int(m.group(1))
+                for k in state_dict
+                if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))
+            }
+        )
+        depth = len(block_ids)
+        if block_ids != list(range(depth)) or depth == 0:
+            raise CheckpointError(f"encoder blocks are not numbered 0..N-1: {block_ids}")
+        head_dim = shape("image_encoder.blocks.0.attn.rel_pos_d")[1]
+        global_idx, windows = [], set()
+        for i in range(depth):
+            length = shape(f"image_encoder.blocks.{i}.attn.rel_pos_d")[0]
+            if length == 2 * grid - 1:
+                global_idx.append(i)
+            else:
+                windows.add((length + 1) // 2)
+        if len(windows) > 1:
+            raise CheckpointError(f"blocks use different window sizes {sorted(windows)}")
+        mlp_hidden = shape("image_encoder.blocks.0.mlp.lin1.weight")[0]
+        prompt_dim = shape("image_encoder.neck.0.weight")[0]
+        dec_layers = {
+            int(m.group(1))
+            for k in state_dict
+            if (m := re.match(r"mask_decoder\.transformer\.layers\.(\d+)\.", k))
+        }
+        iou_layers = {
+            int(m.group(1))
+            for k in state_dict
+            if (m := re.match(r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\.", k))
+        }
+        cross = shape("mask_decoder.transformer.final_attn_token_to_image.q_proj.weight")[0]
+        return ModelConfig(
+            img_size=grid * patch,
+            patch_size=patch,
+            encoder_embed_dim=embed_dim,
+            encoder_depth=depth,
+            encoder_num_heads=embed_dim // head_dim,
+            encoder_global_attn_indexes=tuple(global_idx),
+            window_size=windows.pop() if windows else 0,
+            prompt_embed_dim=prompt_dim,
+            in_chans=proj[1],
+            mlp_ratio=mlp_hidden / embed_dim,
+            mask_in_chans=shape("prompt_encoder.mask_downscaling.3.weight")[0],
+            num_multimask_outputs=shape("mask_decoder.mask_tokens.weight")[0] - 1,
+            iou_head_depth=len(iou_layers),
+            iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
+            decoder_depth=len(dec_layers),
+            decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
+            decoder_attention_downsample_rate=prompt_dim // cross,
+        )
+    except (IndexError, ZeroDivisionError) as exc:
+        raise CheckpointError(f"cannot infer the architecture from tensor shapes: {exc}") from None
+    except ValueError as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"inferred an invalid architecture: {exc}") from None
+
+
+def _load_state_dict_strict(model: Sam3D, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_preview(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_preview(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es): {_preview(mismatched)}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _preview(items: list[str], n: int = 5) -> str:
+    head = ", ".join(items[:n])
+    return head + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    *,
+    attn_impl: AttentionImpl = "fast",
+    allow_unsafe_pickle: bool = False,
+) -> Sam3D:
+    """Load a checkpoint file into a new model (architecture from its config or its shapes).
+
+    Args:
+        path: A published checkpoint (``sam_med3d.pth``, ``sam_med3d_turbo.pth``), a bare state
+            dict, or a file written by :func:`save_checkpoint`.
+        device: Where to put the model.
+        attn_impl: ``"fast"`` (exact, default) or ``"reference"`` encoder attention.
+        allow_unsafe_pickle: Needed for the original Google-Drive files, which pickle non-tensor
+            objects. Only for files you trust.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable, truncated, not a SAM-Med3D checkpoint, or keys/shapes that
+            do not fit (the message names them).
+    """
+    ckpt = read_checkpoint(path, allow_unsafe_pickle=allow_unsafe_pickle)
+    cfg = ckpt.config or infer_config(ckpt.state_dict)
+    model = _build_sam3d(cfg, attn_impl=attn_impl)
+    model.config = cfg  # type: ignore[assignment]
+    _load_state_dict_strict(model, ckpt.state_dict, source=str(path))
+    model.metadata = ckpt.metadata  # type: ignore[assignment]
+    return model.to(device).eval()
+
+
+def model_config_of(model: Sam3D) -> ModelConfig:
+    """The :class:`ModelConfig` a model was built from (inferred if it was built by hand)."""
+    cfg = getattr(model, "config", None)
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    return infer_config(model.state_dict())
+
+
+def save_checkpoint(
+    model: Sam3D,
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` atomically in our format (a superset of the published one).
+
+    The file holds ``model_state_dict`` (published key names, no ``module.`` prefix),
+    ``model_config`` and ``metadata`` (plain Python values), so it loads with
+    ``weights_only=True`` here and with the published loaders. ``extra`` entries (optimizer
+    state, ...) are stored at the top level.
+    """
+    path = Path(path)
+    module = getattr(model, "module", model)  # unwrap DDP
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "model_state_dict": state,
+        "model_config": model_config_of(module).to_dict(),
+        "metadata": dict(metadata or {}),
+    }
+    if extra:
+        clash = set(extra) & set(payload)
+        if clash:
+            raise ValueError(f"extra keys clash with reserved checkpoint keys: {sorted(clash)}")
+        payload.update(extra)
+    atomic_torch_save(payload, path)
+    return path
+
+
+def export_published(model: Sam3D, path: str | os.PathLike[str]) -> Path:
+    """Write ``{"model_state_dict": ...}`` only, the layout the published tools read."""
+    path = Path(path)
+    module = getattr(model, "module", model)
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    atomic_torch_save({"model_state_dict": state}, path)
+    return path
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,119 @@
+"""Typed model configuration (field names follow ``shared/fixtures/sammed3d_small.json``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a SAM-Med3D model.
+
+    The first eight fields are those of the published builders; the rest default to the
+    released ``vit_b_ori`` values and exist so that small variants can be built.
+    """
+
+    img_size: int = 128
+    patch_size: int = 16
+    encoder_embed_dim: int = 768
+    encoder_depth: int = 12
+    encoder_num_heads: int = 12
+    encoder_global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    window_size: int = 14
+    prompt_embed_dim: int = 384
+    in_chans: int = 1
+    mlp_ratio: float = 4.0
+    mask_in_chans: int = 16
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    decoder_attention_downsample_rate: int = 2
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "encoder_global_attn_indexes", tuple(int(i) for i in self.encoder_global_attn_indexes)
+        )
+        self.validate()
+
+    @property
+    def grid_size(self) -> int:
+        """Edge of the token grid (8 for the released model)."""
+        return self.img_size // self.patch_size
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the offending values."""
+        positive = [
+            "img_size", "patch_size", "encoder_embed_dim", "encoder_depth", "encoder_num_heads",
+            "prompt_embed_dim", "in_chans", "mask_in_chans", "iou_head_depth",
+            "iou_head_hidden_dim", "decoder_depth", "decoder_num_heads", "decoder_mlp_dim",
+            "decoder_attention_downsample_rate",
+        ]  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.img_size % self.patch_size:
+            raise ValueError(
+                f"patch_size={self.patch_size} must divide img_size={self.img_size}"
+            )
+        if self.encoder_embed_dim % self.encoder_num_heads:
+            raise ValueError(
+                f"encoder_embed_dim={self.encoder_embed_dim} must be divisible by "
+                f"encoder_num_heads={self.encoder_num_heads}"
+            )
+        if self.prompt_embed_dim % 3:
+            raise ValueError(
+                f"prompt_embed_dim={self.prompt_embed_dim} must be divisible by 3 "
+                "(the point encoding is [sin, cos, sin] of prompt_embed_dim/3 features)"
+            )
+        if self.prompt_embed_dim % 8:
+            raise ValueError(
+                f"prompt_embed_dim={self.prompt_embed_dim} must be divisible by 8 "
+                "(the decoder upscales to prompt_embed_dim/4 and /8 channels)"
+            )
+        internal = self.prompt_embed_dim // self.decoder_attention_downsample_rate
+        if self.prompt_embed_dim % self.decoder_num_heads or internal % self.decoder_num_heads:
+            raise ValueError(
+                f"prompt_embed_dim={self.prompt_embed_dim} and its cross-attention width "
+                f"{internal} must be divisible by decoder_num_heads={self.decoder_num_heads}"
+            )
+        if self.mask_in_chans % 4:
+            raise ValueError(f"mask_in_chans must be divisible by 4, got {self.mask_in_chans}")
+        if self.window_size < 0:
+            raise ValueError(f"window_size must be >= 0, got {self.window_size}")
+        if self.num_multimask_outputs < 0:
+            raise ValueError(
+                f"num_multimask_outputs must be >= 0, got {self.num_multimask_outputs}"
+            )
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]
+        if bad:
+            raise ValueError(
+                f"encoder_global_attn_indexes {bad} out of range for encoder_depth="
+                f"{self.encoder_depth}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict (JSON/YAML/weights_only-safe)."""
+        out = dataclasses.asdict(self)
+        out.pop("extra")
+        out["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a dict; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise TypeError(f"model config must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**data)

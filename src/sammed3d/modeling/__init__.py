@@ -1,0 +1,27 @@
+"""The SAM-Med3D network: image encoder, prompt encoder, mask decoder and their composition.
+
+Module attribute names reproduce the published state-dict keys exactly, so published
+checkpoints load strictly (see ``tests/test_build.py``).
+"""
+
+from sammed3d.modeling.common import MLP, LayerNorm3d, MLPBlock
+from sammed3d.modeling.image_encoder import Block3D, ImageEncoderViT3D, PatchEmbed3D
+from sammed3d.modeling.mask_decoder import MaskDecoder3D
+from sammed3d.modeling.prompt_encoder import PositionEmbeddingRandom3D, PromptEncoder3D
+from sammed3d.modeling.sam3d import Sam3D
+from sammed3d.modeling.transformer import TwoWayAttentionBlock3D, TwoWayTransformer3D
+
+__all__ = [
+    "MLP",
+    "Block3D",
+    "ImageEncoderViT3D",
+    "LayerNorm3d",
+    "MLPBlock",
+    "MaskDecoder3D",
+    "PatchEmbed3D",
+    "PositionEmbeddingRandom3D",
+    "PromptEncoder3D",
+    "Sam3D",
+    "TwoWayAttentionBlock3D",
+    "TwoWayTransformer3D",
+]
