@@ -1,2 +1,0 @@
-def main(argv=None) -> int:
-    return 0

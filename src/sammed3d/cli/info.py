@@ -1,0 +1,74 @@
+"""``sammed3d info``: versions, devices, and optionally a checkpoint's architecture."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+HELP = "print versions and devices; with --checkpoint, describe a checkpoint"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="a checkpoint to describe (architecture, params)")
+    parser.add_argument(
+        "--allow-unsafe-pickle",
+        action="store_true",
+        help="allow pickled Python objects in the checkpoint (older published files; trusted only)",
+    )
+    parser.add_argument(
+        "--forward",
+        metavar="MODEL",
+        help="also time one encoder forward pass of a registered MODEL on a synthetic volume",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    import sammed3d
+    from sammed3d.build import build_model, load_checkpoint
+
+    info: dict[str, object] = {
+        "sammed3d": sammed3d.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "cpu_threads": torch.get_num_threads(),
+        "registered_models": sorted(sammed3d.MODEL_REGISTRY),
+    }
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint, allow_unsafe_pickle=args.allow_unsafe_pickle)
+        info["checkpoint"] = {
+            "path": args.checkpoint,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "config": model.config.to_dict(),
+            "metadata": getattr(model, "metadata", {}),
+        }
+    if args.forward:
+        model = build_model(args.forward)
+        size = model.img_size
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 1, size, size, size, generator=gen)
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            emb = model.image_encoder(x)
+            elapsed = time.perf_counter() - t0
+        info["forward"] = {
+            "model": args.forward,
+            "input": list(x.shape),
+            "embedding": list(emb.shape),
+            "finite": bool(torch.isfinite(emb).all()),
+            "seconds": round(elapsed, 3),
+        }
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        for key, value in info.items():
+            print(f"{key:>18}: {value}")
+    return 0
