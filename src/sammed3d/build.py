@@ -79,7 +79,7 @@ def get_config(name_or_config: str | ModelConfig | Mapping[str, Any]) -> ModelCo
     if isinstance(name_or_config, Mapping):
         return ModelConfig.from_dict(dict(name_or_config))
     raise TypeError(
-        "expected a model name, a ModelConfig or a dict, got " f"{type(name_or_config).__name__}"
+        f"expected a model name, a ModelConfig or a dict, got {type(name_or_config).__name__}"
     )
 
 
@@ -315,7 +315,9 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
         raise CheckpointError(f"inferred an invalid architecture: {exc}") from None
 
 
-def _load_state_dict_strict(model: Sam3D, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+def _load_state_dict_strict(
+    model: Sam3D, state_dict: Mapping[str, torch.Tensor], source: str
+) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]

@@ -37,7 +37,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "encoder_global_attn_indexes", tuple(int(i) for i in self.encoder_global_attn_indexes)
+            self,
+            "encoder_global_attn_indexes",
+            tuple(int(i) for i in self.encoder_global_attn_indexes),
         )
         self.validate()
 
@@ -59,9 +61,7 @@ class ModelConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.img_size % self.patch_size:
-            raise ValueError(
-                f"patch_size={self.patch_size} must divide img_size={self.img_size}"
-            )
+            raise ValueError(f"patch_size={self.patch_size} must divide img_size={self.img_size}")
         if self.encoder_embed_dim % self.encoder_num_heads:
             raise ValueError(
                 f"encoder_embed_dim={self.encoder_embed_dim} must be divisible by "

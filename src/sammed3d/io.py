@@ -65,7 +65,9 @@ class Volume:
         self.origin = tuple(float(o) for o in self.origin)  # type: ignore[assignment]
         direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
         if not np.isfinite(direction).all() or abs(abs(np.linalg.det(direction)) - 1) > 1e-3:
-            raise VolumeError(f"direction must be an orthonormal 3x3 matrix, got {direction.tolist()}")
+            raise VolumeError(
+                f"direction must be an orthonormal 3x3 matrix, got {direction.tolist()}"
+            )
         self.direction = direction
 
     @property

@@ -10,9 +10,7 @@ from torch import nn
 class MLPBlock(nn.Module):
     """Two-layer MLP ``lin2(act(lin1(x)))`` (the transformer feed-forward block)."""
 
-    def __init__(
-        self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU
-    ) -> None:
+    def __init__(self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU) -> None:
         super().__init__()
         self.lin1 = nn.Linear(embedding_dim, mlp_dim)
         self.lin2 = nn.Linear(mlp_dim, embedding_dim)
@@ -56,7 +54,7 @@ class MLP(nn.Module):
         self.num_layers = num_layers
         dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
         dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out, strict=True))
         self.sigmoid_output = sigmoid_output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,3 +63,38 @@ class MLP(nn.Module):
         if self.sigmoid_output:
             x = torch.sigmoid(x)
         return x
+
+
+def upsample_trilinear(x: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """``F.interpolate(x, size, mode="trilinear", align_corners=False)`` for ``(B, C, D, H, W)``.
+
+    For integer scale factors (the model's 4x case) the interpolation is done one axis at a
+    time with the fixed two-tap weights of each output phase, about twice as fast on CPU as
+    the generic kernel; results agree to float rounding (~1e-6). Other sizes use
+    ``F.interpolate``.
+    """
+    in_size = tuple(x.shape[2:])
+    if len(in_size) != 3 or any(o % i for i, o in zip(in_size, size, strict=True)):
+        return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+    for axis, (n_in, n_out) in enumerate(zip(in_size, size, strict=True)):
+        if n_out != n_in:
+            x = _upsample_axis(x, 2 + axis, n_out // n_in)
+    return x
+
+
+def _upsample_axis(x: torch.Tensor, dim: int, scale: int) -> torch.Tensor:
+    """Linear (align_corners=False) upsampling by an integer ``scale`` along ``dim``."""
+    n = x.shape[dim]
+    prev = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
+    nxt = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
+    phases = []
+    for r in range(scale):
+        f = (r + 0.5) / scale - 0.5  # source offset of output phase r, in (-0.5, 0.5)
+        if f < 0:
+            phases.append(torch.lerp(x, prev, -f))  # (1+f) x + (-f) prev
+        else:
+            phases.append(torch.lerp(x, nxt, f))
+    y = torch.stack(phases, dim + 1)
+    shape = list(x.shape)
+    shape[dim] *= scale
+    return y.reshape(shape)

@@ -80,7 +80,9 @@ class ImageEncoderViT3D(nn.Module):
         super().__init__()
         self.img_size = img_size
         grid = img_size // patch_size
-        self.patch_embed = PatchEmbed3D(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim)
+        self.patch_embed = PatchEmbed3D(
+            patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim
+        )
         self.pos_embed: nn.Parameter | None = None
         if use_abs_pos:
             self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, grid, embed_dim))
@@ -162,7 +164,11 @@ class Block3D(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         attn_size = input_size if window_size == 0 else (window_size,) * 3
         self.attn = Attention(
-            dim, num_heads=num_heads, qkv_bias=qkv_bias, use_rel_pos=use_rel_pos, input_size=attn_size
+            dim,
+            num_heads=num_heads,
+            qkv_bias=qkv_bias,
+            use_rel_pos=use_rel_pos,
+            input_size=attn_size,
         )
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLPBlock(embedding_dim=dim, mlp_dim=int(dim * mlp_ratio), act=nn.GELU)
@@ -268,10 +274,12 @@ class Attention(nn.Module):
             rel_w = torch.einsum("bndhxc,xkc->bndhxk", q_ext, rw)
             rel = (rel_d, rel_h, rel_w)
             bias = (
-                rel_d[..., None, None, :w]  # (.., d, h, w, 1, 1, kw)
-                + rel_h[:, :, :, :, None, :d, None, :w]  # (.., d, h, 1, kd, 1, kw)
-                + rel_w[:, :, :, :, None, None, :h, :w]  # (.., d, h, 1, 1, kh, kw)
-            ).reshape(b, nh, n, n)
+                (
+                    rel_d[..., None, None, :w]  # (.., d, h, w, 1, 1, kw)
+                    + rel_h[:, :, :, :, None, :d, None, :w]  # (.., d, h, 1, kd, 1, kw)
+                    + rel_w[:, :, :, :, None, None, :h, :w]  # (.., d, h, 1, 1, kh, kw)
+                ).reshape(b, nh, n, n)
+            )
         if padded_size is not None and padded_size**3 > n:
             k_bias = self._qkv_bias_part(1, q)
             v_bias = self._qkv_bias_part(2, q)

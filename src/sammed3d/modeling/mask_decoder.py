@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sammed3d.modeling.common import MLP, LayerNorm3d
@@ -83,11 +84,15 @@ class MaskDecoder3D(nn.Module):
         Returns:
             low-res logits ``(B, 1 or 3, 4g, 4g, 4g)`` and IoU predictions ``(B, 1 or 3)``.
         """
-        masks, iou_pred = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
-        )
         mask_slice = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, mask_slice], iou_pred[:, mask_slice]
+        masks, iou_pred = self.predict_masks(
+            image_embeddings,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+            mask_slice=mask_slice,
+        )
+        return masks, iou_pred[:, mask_slice]
 
     def predict_masks(
         self,
@@ -95,8 +100,9 @@ class MaskDecoder3D(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        mask_slice: slice | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """All ``num_mask_tokens`` masks and IoU predictions."""
+        """Masks (all ``num_mask_tokens``, or only ``mask_slice``) and all IoU predictions."""
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         bs = sparse_prompt_embeddings.shape[0]
         output_tokens = output_tokens.unsqueeze(0).expand(bs, -1, -1)
@@ -117,13 +123,61 @@ class MaskDecoder3D(nn.Module):
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
-        src = src.transpose(1, 2).reshape(b, c, x, y, z)
-        upscaled = self.output_upscaling(src)  # (B, C/8, 4g, 4g, 4g)
+        token_ids = range(self.num_mask_tokens)[mask_slice or slice(None)]
         hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+            [self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in token_ids],
             dim=1,
-        )  # (B, num_mask_tokens, C/8)
-        b, c, x, y, z = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(b, c, x * y * z)).reshape(b, -1, x, y, z)
+        )  # (B, T, C/8)
+        masks = self._upscale_and_project(src, hyper_in, (x, y, z))  # (B, T, 4x, 4y, 4z)
         iou_pred = self.iou_prediction_head(iou_token_out)
         return masks, iou_pred
+
+    def _upscale_and_project(
+        self, keys: torch.Tensor, hyper_in: torch.Tensor, grid: tuple[int, int, int]
+    ) -> torch.Tensor:
+        """``masks = hyper_in @ output_upscaling(keys)``, computed without big reshuffles.
+
+        Same arithmetic as the published path (ConvTranspose3d k2 s2, LayerNorm3d, GELU,
+        ConvTranspose3d k2 s2, GELU, then the hypernetwork product), but each kernel-2 stride-2
+        transposed convolution is one matmul whose outputs stay in "block" order (every input
+        voxel's 2x2x2 children next to each other). The LayerNorm, the GELUs and the product
+        act per voxel, so the order does not matter to them; only the final ``T`` mask channels
+        are shuffled back into spatial order.
+
+        Args:
+            keys: ``(B, g^3, C)`` image tokens from the transformer.
+            hyper_in: ``(B, T, C/8)``.
+            grid: ``(x, y, z)`` token grid.
+
+        Returns:
+            ``(B, T, 4x, 4y, 4z)`` mask logits.
+        """
+        up1, norm, act1, up2, act2 = self.output_upscaling
+        b, n, _ = keys.shape
+        gx, gy, gz = grid
+        c1, c2 = up1.out_channels, up2.out_channels
+        # voxel order after each layer: (x, y, z, a1, b1, c1[, a2, b2, c2]), channels last
+        h = _conv_transpose_k2s2_blocks(keys, up1).reshape(b, n * 8, c1)
+        h = act1(F.layer_norm(h, (c1,), norm.weight, norm.bias, norm.eps))
+        h = act2(_conv_transpose_k2s2_blocks(h, up2)).reshape(b, n * 64, c2)
+        masks = h @ hyper_in.to(h.dtype).transpose(1, 2)  # (B, n*64, T)
+        t = masks.shape[-1]
+        masks = masks.reshape(b, gx, gy, gz, 2, 2, 2, 2, 2, 2, t)
+        # -> (T, x a1 a2, y b1 b2, z c1 c2)
+        masks = masks.permute(0, 10, 1, 4, 7, 2, 5, 8, 3, 6, 9)
+        return masks.reshape(b, t, 4 * gx, 4 * gy, 4 * gz)
+
+
+def _conv_transpose_k2s2_blocks(x: torch.Tensor, conv: nn.ConvTranspose3d) -> torch.Tensor:
+    """Kernel-2 stride-2 ConvTranspose3d on voxels ``(B, N, Cin)`` -> ``(B, N, 8, Cout)``.
+
+    Output ``[b, n, 4a + 2b + c, :]`` is child ``(a, b, c)`` of input voxel ``n``.
+    """
+    if tuple(conv.kernel_size) != (2, 2, 2) or tuple(conv.stride) != (2, 2, 2):
+        raise ValueError("expected a kernel-2, stride-2 ConvTranspose3d")
+    b, n, cin = x.shape
+    cout = conv.out_channels
+    # weight (Cin, Cout, 2, 2, 2) -> (8 * Cout, Cin) with rows ordered (child, cout)
+    weight = conv.weight.reshape(cin, cout, 8).permute(2, 1, 0).reshape(8 * cout, cin)
+    bias = None if conv.bias is None else conv.bias.repeat(8).to(x.dtype)
+    return F.linear(x, weight.to(x.dtype), bias).view(b, n, 8, cout)

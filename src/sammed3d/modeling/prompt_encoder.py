@@ -121,9 +121,15 @@ class PromptEncoder3D(nn.Module):
         point_embedding = torch.where(
             (labels == -1)[..., None], torch.zeros_like(point_embedding), point_embedding
         )
-        point_embedding = point_embedding + (labels == -1)[..., None] * self.not_a_point_embed.weight
-        point_embedding = point_embedding + (labels == 0)[..., None] * self.point_embeddings[0].weight
-        point_embedding = point_embedding + (labels == 1)[..., None] * self.point_embeddings[1].weight
+        point_embedding = (
+            point_embedding + (labels == -1)[..., None] * self.not_a_point_embed.weight
+        )
+        point_embedding = (
+            point_embedding + (labels == 0)[..., None] * self.point_embeddings[0].weight
+        )
+        point_embedding = (
+            point_embedding + (labels == 1)[..., None] * self.point_embeddings[1].weight
+        )
         return point_embedding
 
     def _embed_masks(self, masks: torch.Tensor) -> torch.Tensor:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from sammed3d.modeling.common import upsample_trilinear
 from sammed3d.modeling.image_encoder import ImageEncoderViT3D
 from sammed3d.modeling.mask_decoder import MaskDecoder3D
 from sammed3d.modeling.prompt_encoder import PromptEncoder3D
@@ -95,5 +95,4 @@ class Sam3D(nn.Module):
 
     def upsample_logits(self, low_res_logits: torch.Tensor) -> torch.Tensor:
         """Trilinear (align_corners=False) upsampling of low-res logits to the input size."""
-        size = (self.img_size,) * 3
-        return F.interpolate(low_res_logits, size=size, mode="trilinear", align_corners=False)
+        return upsample_trilinear(low_res_logits, (self.img_size,) * 3)

@@ -1,0 +1,108 @@
+"""Parity with the published architecture's outputs (shared/fixtures, random weights)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sammed3d import load_checkpoint
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def cases(fixtures_dir):
+    return dict(np.load(fixtures_dir / "sammed3d_small_cases.npz"))
+
+
+@pytest.fixture(scope="module")
+def model(fixtures_dir):
+    return load_checkpoint(fixtures_dir / "sammed3d_small.pth")
+
+
+def test_loaded_config_matches_fixture(model, fixtures_dir):
+    expected = json.loads((fixtures_dir / "sammed3d_small.json").read_text())["config"]
+    got = model.config.to_dict()
+    for key, value in expected.items():
+        assert got[key] == value, key
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_image_embedding(model, cases, impl):
+    model.image_encoder.set_attn_impl(impl)
+    try:
+        with torch.inference_mode():
+            emb = model.image_encoder(torch.from_numpy(cases["image"]))
+    finally:
+        model.image_encoder.set_attn_impl("fast")
+    diff = (emb - torch.from_numpy(cases["image_embedding"])).abs().max().item()
+    assert diff <= TOL
+
+
+def test_dense_pe(model, cases):
+    pe = model.prompt_encoder.get_dense_pe()
+    assert (pe - torch.from_numpy(cases["dense_pe"])).abs().max().item() <= TOL
+
+
+def _steps(cases):
+    n = 0
+    while f"step{n}_point_coords" in cases:
+        n += 1
+    assert n >= 5
+    return range(n)
+
+
+def test_prompt_and_decoder_steps(model, cases):
+    emb = torch.from_numpy(cases["image_embedding"])  # decoder parity independent of encoder
+    pe = model.prompt_encoder.get_dense_pe()
+    seen_none, seen_multi = False, False
+    for s in _steps(cases):
+        p = f"step{s}_"
+        coords = torch.from_numpy(cases[p + "point_coords"])
+        labels = torch.from_numpy(cases[p + "point_labels"])
+        mask_in = cases[p + "mask_input"]
+        mask = None if mask_in.size == 0 else torch.from_numpy(mask_in)
+        seen_none |= mask is None
+        multi = bool(cases[p + "multimask_output"])
+        seen_multi |= multi
+        with torch.inference_mode():
+            sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=mask)
+            low, iou = model.mask_decoder(
+                image_embeddings=emb,
+                image_pe=pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multi,
+            )
+            up = model.upsample_logits(low[:, :1])
+        exp_low = torch.from_numpy(cases[p + "low_res_logits"])
+        assert sparse.shape == cases[p + "sparse_embeddings"].shape
+        assert (sparse - torch.from_numpy(cases[p + "sparse_embeddings"])).abs().max() <= TOL
+        assert (dense - torch.from_numpy(cases[p + "dense_embeddings"])).abs().max() <= TOL
+        assert low.shape == exp_low.shape
+        assert (low - exp_low).abs().max() <= TOL, f"step {s}"
+        assert (iou - torch.from_numpy(cases[p + "iou_predictions"])).abs().max() <= TOL
+        # Binary masks identical except where the reference logit is within TOL of 0.
+        ref_up = torch.nn.functional.interpolate(
+            exp_low[:, :1], size=up.shape[2:], mode="trilinear", align_corners=False
+        )
+        exp_mask = torch.from_numpy(cases[p + "mask_binary"])
+        differ = (up > 0) != exp_mask
+        assert not (differ & (ref_up.abs() > TOL)).any(), f"step {s}"
+    assert seen_none and seen_multi
+
+
+def test_full_chain_from_image(model, cases):
+    """Encoder (fast) -> first step, end to end, against the stored low-res logits."""
+    with torch.inference_mode():
+        emb = model.image_encoder(torch.from_numpy(cases["image"]))
+        low, _ = model.decode(
+            emb,
+            torch.from_numpy(cases["step0_point_coords"]),
+            torch.from_numpy(cases["step0_point_labels"]),
+            torch.from_numpy(cases["step0_mask_input"]),
+        )
+    assert (low - torch.from_numpy(cases["step0_low_res_logits"])).abs().max() <= TOL

@@ -1,0 +1,189 @@
+"""Registry, state-dict contract with the released model, checkpoint loading and errors."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import pytest
+import torch
+
+from sammed3d import CheckpointError, ModelConfig, build_model, load_checkpoint, save_checkpoint
+from sammed3d.build import MODEL_REGISTRY, _build_sam3d, export_published, infer_config
+
+
+def _meta_vit_b():
+    with torch.device("meta"):
+        return _build_sam3d(MODEL_REGISTRY["sam_med3d_turbo"])
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in re.findall(r"\d+", text))
+
+
+def test_state_dict_matches_released_keys(fixtures_dir):
+    rows = (fixtures_dir / "sammed3d_vitb_state_dict_keys.tsv").read_text().strip().splitlines()
+    expected = [(name, _parse_shape(shape)) for name, shape in (r.split("\t") for r in rows[1:])]
+    assert len(expected) == 324
+    sd = _meta_vit_b().state_dict()
+    got = [(k, tuple(v.shape)) for k, v in sd.items()]
+    assert got == expected  # names, shapes and order
+    assert sum(v.numel() for v in sd.values()) == 100_509_616
+
+
+def test_parameter_counts():
+    model = _meta_vit_b()
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(model) == 100_509_232
+    assert count(model.image_encoder) == 92_924_928
+    assert count(model.prompt_encoder) == 8_668
+    assert count(model.mask_decoder) == 7_575_636
+
+
+def test_infer_config_of_released_layout():
+    assert infer_config(_meta_vit_b().state_dict()) == MODEL_REGISTRY["sam_med3d"]
+
+
+@pytest.mark.parametrize("name", ["sam_med3d_small", "sam_med3d_tiny"])
+def test_infer_config_of_registered_variants(name):
+    model = build_model(name)
+    assert infer_config(model.state_dict()) == MODEL_REGISTRY[name]
+
+
+def test_published_format_and_prefix_and_bare(tmp_path, tiny_model):
+    sd = tiny_model.state_dict()
+    x = torch.randn(1, 1, 64, 64, 64)
+    with torch.inference_mode():
+        ref = tiny_model.image_encoder(x)
+    variants = {
+        "published.pth": {"model_state_dict": sd, "epoch": 3},
+        "ddp.pth": {"model_state_dict": {f"module.{k}": v for k, v in sd.items()}},
+        "bare.pth": sd,
+    }
+    for name, obj in variants.items():
+        torch.save(obj, tmp_path / name)
+        model = load_checkpoint(tmp_path / name)
+        assert model.config == MODEL_REGISTRY["sam_med3d_tiny"]
+        with torch.inference_mode():
+            assert torch.equal(model.image_encoder(x), ref), name
+    assert load_checkpoint(tmp_path / "published.pth").metadata["epoch"] == 3
+
+
+def test_own_format_round_trip(tmp_path, tiny_model):
+    path = save_checkpoint(tiny_model, tmp_path / "sub" / "ours.pth", metadata={"note": "x"})
+    raw = torch.load(path, weights_only=True)  # plain data only
+    assert raw["format"] == "sammed3d" and "model_state_dict" in raw
+    model = load_checkpoint(path)
+    assert model.metadata == {"note": "x"}
+    for k, v in tiny_model.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    assert not list(tmp_path.glob("sub/.*tmp"))  # no temp file left behind
+
+
+def test_own_format_keeps_non_inferable_config(tmp_path):
+    cfg = ModelConfig(
+        img_size=64, encoder_embed_dim=48, encoder_depth=1, encoder_num_heads=2,
+        encoder_global_attn_indexes=(0,), prompt_embed_dim=48, decoder_num_heads=4,
+        decoder_mlp_dim=64,
+    )  # fmt: skip
+    path = save_checkpoint(build_model(cfg), tmp_path / "c.pth")
+    assert load_checkpoint(path).config == cfg
+
+
+def test_export_published(tmp_path, tiny_model):
+    path = export_published(tiny_model, tmp_path / "pub.pth")
+    raw = torch.load(path, weights_only=True)
+    assert list(raw) == ["model_state_dict"]
+    assert load_checkpoint(path).config == MODEL_REGISTRY["sam_med3d_tiny"]
+
+
+def test_build_model_with_checkpoint(tmp_path, tiny_model):
+    path = save_checkpoint(tiny_model, tmp_path / "t.pth")
+    model = build_model("sam_med3d_tiny", checkpoint=path)
+    assert torch.equal(
+        model.mask_decoder.iou_token.weight, tiny_model.mask_decoder.iou_token.weight
+    )
+    with pytest.raises(CheckpointError, match="does not fit the model.*shape mismatch"):
+        build_model("sam_med3d_small", checkpoint=path)
+
+
+def test_fixture_checkpoint_loads_weights_only(fixtures_dir):
+    model = load_checkpoint(fixtures_dir / "sammed3d_small.pth")
+    assert model.config.encoder_embed_dim == 96 and not model.training
+
+
+# ---- errors --------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.pth")
+
+
+def test_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="is a directory"):
+        load_checkpoint(tmp_path)
+
+
+def test_garbage_file(tmp_path):
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(b"this is not a checkpoint at all" * 10)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(path)
+
+
+def test_truncated_file(tmp_path, fixtures_dir):
+    data = (fixtures_dir / "sammed3d_small.pth").read_bytes()
+    path = tmp_path / "truncated.pth"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_not_a_dict(tmp_path):
+    torch.save([torch.zeros(3)], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="got list"):
+        load_checkpoint(tmp_path / "list.pth")
+
+
+def test_other_model(tmp_path):
+    torch.save({"model_state_dict": {"backbone.conv1.weight": torch.zeros(3)}}, tmp_path / "o.pth")
+    with pytest.raises(CheckpointError, match="not a SAM-Med3D checkpoint.*backbone.conv1.weight"):
+        load_checkpoint(tmp_path / "o.pth")
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path, tiny_model):
+    sd = dict(tiny_model.state_dict())
+    sd.pop("mask_decoder.iou_token.weight")
+    sd["mask_decoder.extra.weight"] = torch.zeros(2)
+    torch.save({"model_state_dict": sd}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "bad.pth")
+    msg = str(err.value)
+    assert "missing key(s): mask_decoder.iou_token.weight" in msg
+    assert "unexpected key(s): mask_decoder.extra.weight" in msg
+    assert "\n" not in msg
+
+
+def test_shape_mismatch_named(tmp_path, tiny_model):
+    sd = dict(tiny_model.state_dict())
+    sd["prompt_encoder.no_mask_embed.weight"] = torch.zeros(1, 7)
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=r"no_mask_embed.weight \(1, 7\) vs model \(1, 48\)"):
+        load_checkpoint(tmp_path / "bad.pth")
+
+
+def test_pickled_objects_need_opt_in(tmp_path, tiny_model):
+    path = tmp_path / "old.pth"
+    torch.save(
+        {"model_state_dict": tiny_model.state_dict(), "args": argparse.Namespace(lr=1)}, path
+    )
+    with pytest.raises(CheckpointError, match="allow_unsafe_pickle=True"):
+        load_checkpoint(path)
+    model = load_checkpoint(path, allow_unsafe_pickle=True)
+    assert model.config == MODEL_REGISTRY["sam_med3d_tiny"]
+
+
+def test_reference_attn_impl_from_loader(fixtures_dir):
+    model = load_checkpoint(fixtures_dir / "sammed3d_small.pth", attn_impl="reference")
+    assert model.image_encoder.attn_impl == "reference"
