@@ -220,7 +220,7 @@ def _torch_load(path: Path, allow_unsafe_pickle: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
     except pickle.UnpicklingError as exc:
-        if not allow_unsafe_pickle and "weights_only" in str(exc):
+        if not allow_unsafe_pickle and "Unsupported global" in str(exc):
             raise CheckpointError(
                 f"{path} contains pickled Python objects besides tensors (an older published "
                 "checkpoint?); if you trust the file, load it with allow_unsafe_pickle=True "

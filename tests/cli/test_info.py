@@ -1,0 +1,45 @@
+"""``sammed3d info`` and the CLI's error handling."""
+
+from __future__ import annotations
+
+import json
+
+from sammed3d.cli import main
+
+
+def test_info_json_with_forward(capsys):
+    assert main(["info", "--json", "--forward", "sam_med3d_tiny"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["forward"]["embedding"] == [1, 48, 4, 4, 4]
+    assert out["forward"]["finite"] is True
+    assert "sam_med3d_turbo" in out["registered_models"]
+
+
+def test_info_describes_checkpoint(capsys, fixtures_dir):
+    assert main(["info", "--json", "--checkpoint", str(fixtures_dir / "sammed3d_small.pth")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["checkpoint"]["config"]["encoder_embed_dim"] == 96
+
+
+def test_missing_checkpoint_is_one_line_error(capsys, tmp_path):
+    assert main(["info", "--checkpoint", str(tmp_path / "none.pth")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: checkpoint not found") and "\n" not in err
+
+
+def test_corrupt_checkpoint_is_one_line_error(capsys, tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"\x00" * 100)
+    assert main(["info", "--checkpoint", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a readable PyTorch checkpoint" in err and "Traceback" not in err
+
+
+def test_unknown_model_is_one_line_error(capsys):
+    assert main(["info", "--forward", "vit_z"]) == 2
+    assert "unknown model 'vit_z'" in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "usage: sammed3d" in capsys.readouterr().out
