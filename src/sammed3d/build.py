@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from sammed3d.config import ModelConfig
+from sammed3d.io import default_file_mode
 from sammed3d.modeling import ImageEncoderViT3D, MaskDecoder3D, PromptEncoder3D, Sam3D
 from sammed3d.modeling.image_encoder import AttentionImpl
 
@@ -430,6 +431,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

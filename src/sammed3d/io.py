@@ -259,11 +259,19 @@ def write_volume(
     os.close(fd)
     try:
         sitk.WriteImage(to_sitk(volume), tmp, useCompression=compress)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def default_file_mode() -> int:
+    """``0o666`` minus the process umask (what ``open()`` would give a new file)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _first_line(exc: BaseException) -> str:
