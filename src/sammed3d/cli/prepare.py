@@ -1,0 +1,133 @@
+"""``sammed3d prepare``: clean nnU-Net/MSD datasets into the per-class training layout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "clean nnU-Net/MSD datasets into the per-class training layout (paper's 4-step cleaning)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SRC",
+        help="dataset folder: nnU-Net v2 / MSD (dataset.json + imagesTr/labelsTr) or per-class",
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, help="output folder (new, empty, or a previous run)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--split",
+        choices=("train", "test", "auto"),
+        default="train",
+        help="which split of each source to read (default: %(default)s)",
+    )
+    spacing = parser.add_mutually_exclusive_group()
+    spacing.add_argument(
+        "--spacing",
+        type=float,
+        nargs="+",
+        default=[1.5],
+        metavar="MM",
+        help="output spacing, one value or three (default: 1.5)",
+    )
+    spacing.add_argument(
+        "--native-spacing", action="store_true", help="do not resample (keep each case's spacing)"
+    )
+    rules = parser.add_argument_group("cleaning rules (defaults: the paper's)")
+    rules.add_argument(
+        "--min-volume", type=float, default=1000.0, metavar="MM3",
+        help="step 1: drop masks smaller than this volume in mm³ (default: %(default)g)",
+    )  # fmt: skip
+    rules.add_argument(
+        "--min-extent", type=float, default=15.0, metavar="MM",
+        help="step 1: drop masks with a bounding-box side below this (default: %(default)g)",
+    )  # fmt: skip
+    rules.add_argument(
+        "--max-background", type=float, default=0.99, metavar="FRACTION",
+        help="step 2: drop masks whose background share exceeds this; 1 disables "
+        "(default: %(default)g)",
+    )  # fmt: skip
+    rules.add_argument(
+        "--background-crop", type=int, default=None, metavar="VOXELS",
+        help="step 2: measure the background share in a cube of this edge around the mask "
+        "(e.g. 128, the training crop) instead of the whole volume",
+    )  # fmt: skip
+    rules.add_argument(
+        "--max-components", type=int, default=5, metavar="N",
+        help="step 3: keep the N largest connected components; 0 keeps all (default: %(default)s)",
+    )  # fmt: skip
+    rules.add_argument(
+        "--connectivity", type=int, choices=(6, 18, 26), default=26,
+        help="voxel connectivity of components (default: %(default)s)",
+    )  # fmt: skip
+    rules.add_argument(
+        "--no-split", action="store_true", help="step 4 off: do not split paired structures"
+    )
+    rules.add_argument(
+        "--paired", metavar="NAMES",
+        help="step 4: comma-separated paired class names to split, replacing the built-in list",
+    )  # fmt: skip
+    parser.add_argument("--no-histograms", action="store_true", help="skip the PNG histograms")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sammed3d.data.cleaning import PAIRED_STRUCTURES, CleaningConfig
+    from sammed3d.data.prepare import prepare_datasets
+
+    paired = PAIRED_STRUCTURES
+    if args.paired is not None:
+        paired = tuple(n.strip() for n in args.paired.split(",") if n.strip())
+        if not paired:
+            raise ValueError("--paired needs at least one class name, e.g. --paired kidney,lung")
+    if args.spacing is not None and len(args.spacing) not in (1, 3):
+        raise ValueError(f"--spacing takes 1 or 3 values, got {len(args.spacing)}")
+    cleaning = CleaningConfig(
+        min_volume_mm3=args.min_volume,
+        min_extent_mm=args.min_extent,
+        max_background_fraction=args.max_background,
+        background_crop=args.background_crop,
+        max_components=args.max_components,
+        connectivity=args.connectivity,
+        split_paired=not args.no_split,
+        paired_classes=paired,
+    )
+    result = prepare_datasets(
+        args.sources,
+        args.output,
+        cleaning=cleaning,
+        target_spacing=None if args.native_spacing else args.spacing,
+        split=args.split,
+        workers=args.workers,
+        show_progress=not args.no_progress,
+        histograms=not args.no_histograms,
+    )
+    summary = {
+        "output": str(result.output),
+        "cases": result.cases,
+        "cases_resumed": result.cases_resumed,
+        "cases_failed": result.cases_failed,
+        "kept": result.kept,
+        "dropped": result.dropped,
+        "manifest": str(result.manifest),
+        "catalogue": str(result.catalogue),
+        "report": str(result.report),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"{result.cases} cases ({result.cases_resumed} resumed, {result.cases_failed} "
+            f"failed): {result.kept} masks kept, {result.dropped} dropped"
+        )
+        print(f"manifest: {result.manifest}")
+        print(f"report:   {result.report}")
+        if result.cases_failed:
+            print(f"warning: {result.cases_failed} case(s) failed; see 'errors' in the report")
+    return 0

@@ -1,0 +1,1 @@
+"""Data: dataset layouts, curation, transforms and training datasets."""

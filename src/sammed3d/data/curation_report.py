@@ -1,0 +1,275 @@
+"""Category catalogue, summary report and PNG histograms of a ``sammed3d prepare`` manifest.
+
+All functions take manifest records (dicts, see :mod:`sammed3d.data.prepare`) so they can be
+re-run on an existing ``manifest.jsonl`` (:func:`sammed3d.data.prepare.read_manifest`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sammed3d.data.cleaning import CleaningConfig
+
+logger = logging.getLogger(__name__)
+
+#: PNG files written by :func:`write_histograms`.
+HISTOGRAM_FILES = (
+    "report_volume.png",
+    "report_extent.png",
+    "report_components.png",
+    "report_rules.png",
+    "report_classes.png",
+)
+
+
+def build_catalogue(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Categories across datasets, keyed by normalised class name.
+
+    ``"Liver"`` in one dataset and ``"liver"`` in another are one category ``"liver"``; a
+    split paired structure gives ``"kidney_left"`` and ``"kidney_right"`` (``paired_of``:
+    ``"kidney"``).
+
+    Returns:
+        ``{"categories": {name: {...}}, "num_categories": n}``. Each category lists the source
+        spellings (``source_names``), the ``(dataset, modality, source class, label value)``
+        sources, its datasets and modalities, and kept/dropped mask counts. Records without a
+        class (missing files) are not categories.
+    """
+    cats: dict[str, dict[str, Any]] = {}
+    sources: dict[str, set[tuple[str, str, str, int]]] = defaultdict(set)
+    for r in records:
+        name = r.get("class_name")
+        if not name:
+            continue
+        cat = cats.setdefault(
+            name,
+            {
+                "name": name,
+                "paired_of": None,
+                "side": None,
+                "source_names": set(),
+                "datasets": set(),
+                "modalities": set(),
+                "kept": 0,
+                "dropped": 0,
+                "error": 0,
+            },
+        )
+        if r.get("side"):
+            cat["side"] = r["side"]
+            cat["paired_of"] = name.rsplit("_", 1)[0]
+        if r.get("source_class"):
+            cat["source_names"].add(r["source_class"])
+        cat["datasets"].add(r.get("dataset") or "")
+        cat["modalities"].add(r.get("modality") or "unknown")
+        status = r.get("status", "error")
+        cat[status if status in ("kept", "dropped") else "error"] += 1
+        sources[name].add(
+            (
+                r.get("dataset") or "",
+                r.get("modality") or "unknown",
+                r.get("source_class") or "",
+                int(r.get("label_value") or 0),
+            )
+        )
+    out: dict[str, Any] = {}
+    for name in sorted(cats):
+        cat = cats[name]
+        for key in ("source_names", "datasets", "modalities"):
+            cat[key] = sorted(cat[key])
+        cat["sources"] = [
+            {"dataset": d, "modality": m, "source_class": c, "label_value": v}
+            for d, m, c, v in sorted(sources[name])
+        ]
+        out[name] = cat
+    return {"num_categories": len(out), "categories": out}
+
+
+def build_report(
+    records: Iterable[Mapping[str, Any]], settings: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Counts per class, rule, dataset and modality, plus the list of failed cases."""
+    records = list(records)
+    by_rule: Counter[str] = Counter()
+    by_class: dict[str, dict[str, Any]] = {}
+    by_dataset: dict[str, Counter[str]] = defaultdict(Counter)
+    by_modality: dict[str, Counter[str]] = defaultdict(Counter)
+    errors: list[dict[str, Any]] = []
+    seen_errors: set[tuple[str, str, str]] = set()
+    removed = Counter()
+    for r in records:
+        status = r.get("status", "error")
+        rule = r.get("rule")
+        if status != "kept":
+            by_rule[rule or "unknown"] += 1
+        name = r.get("class_name") or "(unknown)"
+        entry = by_class.setdefault(name, {"kept": 0, "dropped": 0, "error": 0, "rules": {}})
+        entry[status if status in entry else "error"] += 1
+        if status != "kept":
+            entry["rules"][rule or "unknown"] = entry["rules"].get(rule or "unknown", 0) + 1
+        by_dataset[f"{r.get('modality')}_{r.get('dataset')}"][status] += 1
+        by_modality[str(r.get("modality"))][status] += 1
+        if status == "kept":
+            removed["components"] += int(r.get("components_removed") or 0)
+            removed["voxels"] += int(r.get("voxels_removed") or 0)
+        if status == "error":
+            key = (str(r.get("source")), str(r.get("case")), str(r.get("message")))
+            if key not in seen_errors:
+                seen_errors.add(key)
+                errors.append(
+                    {
+                        "dataset": r.get("dataset"),
+                        "case": r.get("case"),
+                        "rule": rule,
+                        "message": r.get("message"),
+                    }
+                )
+    cases = {(r.get("source"), r.get("case"), r.get("label")) for r in records}
+    return {
+        "settings": dict(settings or {}),
+        "totals": {
+            "cases": len(cases),
+            "cases_failed": len({(e["dataset"], e["case"]) for e in errors}),
+            "masks": len(records),
+            "kept": sum(r.get("status") == "kept" for r in records),
+            "dropped": sum(r.get("status") == "dropped" for r in records),
+            "error": sum(r.get("status") == "error" for r in records),
+            "categories_kept": len(
+                {r.get("class_name") for r in records if r.get("status") == "kept"}
+            ),
+            "components_removed": removed["components"],
+            "voxels_removed": removed["voxels"],
+        },
+        "by_rule": dict(sorted(by_rule.items())),
+        "by_class": dict(sorted(by_class.items())),
+        "by_dataset": {k: dict(v) for k, v in sorted(by_dataset.items())},
+        "by_modality": {k: dict(v) for k, v in sorted(by_modality.items())},
+        "errors": errors,
+    }
+
+
+def write_histograms(
+    records: Iterable[Mapping[str, Any]],
+    out_dir: str | Path,
+    cleaning: CleaningConfig | None = None,
+) -> list[str]:
+    """Write the report PNGs (matplotlib Agg, no display needed).
+
+    Args:
+        records: Manifest records.
+        out_dir: Folder to write :data:`HISTOGRAM_FILES` into.
+        cleaning: Thresholds drawn as reference lines.
+
+    Returns:
+        The file names written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cleaning = cleaning or CleaningConfig()
+    records = [r for r in records if r.get("class_name")]
+    out_dir = Path(out_dir)
+    written: list[str] = []
+
+    def save(fig: Figure, name: str) -> None:
+        FigureCanvasAgg(fig)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".png", dir=out_dir)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
+            os.replace(tmp, out_dir / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(name)
+
+    def split(key: str, fn: Any) -> tuple[list[float], list[float]]:
+        kept, dropped = [], []
+        for r in records:
+            value = r.get(key)
+            if value is None or r.get("status") == "error":
+                continue
+            v = fn(value)
+            if v is None or not math.isfinite(v):
+                continue
+            (kept if r.get("status") == "kept" else dropped).append(v)
+        return kept, dropped
+
+    def hist(name: str, key: str, fn: Any, xlabel: str, line: float | None) -> None:
+        kept, dropped = split(key, fn)
+        fig = Figure(figsize=(6, 4))
+        ax = fig.add_subplot()
+        values = kept + dropped
+        bins = np.histogram_bin_edges(values, bins=30) if values else 10
+        if kept:
+            ax.hist(kept, bins=bins, alpha=0.7, label=f"kept ({len(kept)})")
+        if dropped:
+            ax.hist(dropped, bins=bins, alpha=0.7, label=f"dropped ({len(dropped)})")
+        if line is not None and line > 0:
+            ax.axvline(line, color="k", linestyle="--", linewidth=1, label="threshold")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("masks")
+        if values:
+            ax.legend()
+        save(fig, name)
+
+    hist(
+        "report_volume.png",
+        "volume_mm3",
+        lambda v: math.log10(v) if v > 0 else None,
+        "log10 mask volume (mm³)",
+        math.log10(cleaning.min_volume_mm3) if cleaning.min_volume_mm3 > 0 else None,
+    )
+    hist(
+        "report_extent.png",
+        "bbox_mm",
+        lambda v: float(min(v)) if v and min(v) > 0 else None,
+        "smallest bounding-box side (mm)",
+        cleaning.min_extent_mm,
+    )
+    hist(
+        "report_components.png",
+        "components",
+        float,
+        "connected components per mask (before keeping the largest)",
+        cleaning.max_components + 0.5 if cleaning.max_components else None,
+    )
+
+    rules = Counter(r.get("rule") or "unknown" for r in records if r.get("status") != "kept")
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    if rules:
+        names = sorted(rules)
+        ax.barh(names, [rules[n] for n in names])
+    ax.set_xlabel("dropped masks")
+    ax.set_title("drop rules")
+    save(fig, "report_rules.png")
+
+    per_class: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in records:
+        per_class[r["class_name"]][r.get("status", "error")] += 1
+    top = sorted(per_class, key=lambda n: (-per_class[n]["kept"], n))[:40]
+    fig = Figure(figsize=(7, max(3.0, 0.25 * len(top) + 1)))
+    ax = fig.add_subplot()
+    if top:
+        y = np.arange(len(top))
+        kept = [per_class[n]["kept"] for n in top]
+        other = [per_class[n]["dropped"] + per_class[n]["error"] for n in top]
+        ax.barh(y, kept, label="kept")
+        ax.barh(y, other, left=kept, label="dropped/error")
+        ax.set_yticks(y, top)
+        ax.invert_yaxis()
+        ax.legend()
+    ax.set_xlabel("masks")
+    ax.set_title("masks per category (top 40 by kept)")
+    save(fig, "report_classes.png")
+    return written

@@ -1,0 +1,231 @@
+"""Dataset layout discovery: nnU-Net v2, MSD and the per-class layout (files only, no I/O)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sammed3d.data.dataset_json import normalise_modality, parse_dataset_json, read_dataset_json
+from sammed3d.data.layout import (
+    Case,
+    Target,
+    detect_layout,
+    discover_dataset,
+    discover_dataset_lenient,
+    iter_targets,
+)
+
+
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def _nnunet_v2(root: Path, cases: list[str], ts: list[str] = (), ending: str = ".nii.gz") -> Path:
+    root.mkdir(parents=True)
+    meta = {
+        "channel_names": {"0": "ct"},
+        "labels": {"background": 0, "Liver": 1, "Kidney": 2},
+        "numTraining": len(cases),
+        "file_ending": ending,
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    for c in cases:
+        _touch(root / "imagesTr" / f"{c}_0000{ending}")
+        _touch(root / "labelsTr" / f"{c}{ending}")
+    for c in ts:
+        _touch(root / "imagesTs" / f"{c}_0000{ending}")
+        _touch(root / "labelsTs" / f"{c}{ending}")
+    return root
+
+
+def test_nnunet_v2_train(tmp_path: Path) -> None:
+    root = _nnunet_v2(tmp_path / "Dataset003_Liver", ["b", "a", "c"])
+    _touch(root / "imagesTr" / "a_0001.nii.gz")  # a second channel is not an unlabelled case
+    cases = discover_dataset(root, split="train")
+    assert [c.case_id for c in cases] == ["a", "b", "c"]
+    a = cases[0]
+    assert a.image == root / "imagesTr" / "a_0000.nii.gz"
+    assert a.label == root / "labelsTr" / "a.nii.gz"
+    assert a.labels == {"Liver": 1, "Kidney": 2}
+    assert a.modality == "CT"
+    assert a.dataset == "Liver"
+    targets = iter_targets(cases)
+    assert len(targets) == 6
+    assert targets[0] == Target("a", a.image, a.label, 1, "Liver", "CT", "Liver")
+    assert [t.class_name for t in targets[:2]] == ["Liver", "Kidney"]
+
+
+def test_auto_prefers_labelled_test_split(tmp_path: Path) -> None:
+    root = _nnunet_v2(tmp_path / "Dataset001_X", ["a", "b"], ts=["t1"])
+    assert [c.case_id for c in discover_dataset(root)] == ["t1"]
+    assert [c.case_id for c in discover_dataset(root, "train")] == ["a", "b"]
+    assert discover_dataset(root, "test")[0].image.parent.name == "imagesTs"
+    # imagesTs without labels: auto falls back to the training split, "test" is an error.
+    root2 = _nnunet_v2(tmp_path / "Dataset002_Y", ["a"])
+    _touch(root2 / "imagesTs" / "u_0000.nii.gz")
+    assert [c.case_id for c in discover_dataset(root2)] == ["a"]
+    with pytest.raises(FileNotFoundError, match="labelsTs"):
+        discover_dataset(root2, "test")
+
+
+def test_msd_layout_and_other_ending(tmp_path: Path) -> None:
+    root = tmp_path / "Task09_Spleen"
+    root.mkdir()
+    meta = {
+        "name": "Spleen",
+        "modality": {"0": "MRI"},
+        "labels": {"0": "background", "1": "spleen"},
+        "numTraining": 2,
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    for c in ("spleen_2", "spleen_10"):
+        _touch(root / "imagesTr" / f"{c}.nii.gz")
+        _touch(root / "labelsTr" / f"{c}.nii.gz")
+    _touch(root / "labelsTr" / "._spleen_2.nii.gz")  # macOS resource file: ignored
+    cases = discover_dataset(root, "train")
+    assert [c.case_id for c in cases] == ["spleen_10", "spleen_2"]
+    assert cases[0].image == root / "imagesTr" / "spleen_10.nii.gz"
+    assert cases[0].labels == {"spleen": 1}
+    assert cases[0].modality == "MR"
+    assert cases[0].dataset == "Spleen"
+
+    mha = _nnunet_v2(tmp_path / "Dataset004_M", ["x"], ending=".mha")
+    assert discover_dataset(mha)[0].label.name == "x.mha"
+
+
+def test_missing_files_are_named(tmp_path: Path) -> None:
+    root = _nnunet_v2(tmp_path / "Dataset005_Z", ["a", "b"])
+    (root / "imagesTr" / "b_0000.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"b_0000\.nii\.gz"):
+        discover_dataset(root)
+    cases, problems = discover_dataset_lenient(root)
+    assert [c.case_id for c in cases] == ["a"]
+    assert [p.case_id for p in problems] == ["b"]
+
+    _touch(root / "imagesTr" / "b_0000.nii.gz")
+    _touch(root / "imagesTr" / "orphan_0000.nii.gz")
+    with pytest.raises(FileNotFoundError, match=r"labelsTr.orphan\.nii\.gz"):
+        discover_dataset(root)
+
+
+@pytest.mark.parametrize(
+    ("setup", "error", "match"),
+    [
+        ("missing", FileNotFoundError, "not found"),
+        ("unknown", ValueError, "unknown dataset layout"),
+        ("empty_labels", ValueError, "no label files"),
+        ("bad_json", ValueError, "not valid JSON"),
+    ],
+)
+def test_layout_errors(tmp_path: Path, setup: str, error: type, match: str) -> None:
+    root = tmp_path / "ds"
+    if setup == "unknown":
+        _touch(root / "somefile.txt")
+        (root / "random_dir").mkdir()
+    elif setup == "empty_labels":
+        _nnunet_v2(root, [])
+        (root / "labelsTr").mkdir()
+        (root / "imagesTr").mkdir()
+    elif setup == "bad_json":
+        root.mkdir()
+        (root / "dataset.json").write_text("{not json")
+    with pytest.raises(error, match=match):
+        discover_dataset(root)
+
+
+def test_per_class_layout_all_roots(tmp_path: Path) -> None:
+    top = tmp_path / "prepared"
+    for cls, ds, cases in [
+        ("liver", "ct_AMOS", ["c2", "c1"]),
+        ("liver", "mr_CHAOS", ["m1"]),
+        ("kidney_left", "ct_AMOS", ["c1"]),
+        ("brain", "weird", ["w1"]),
+    ]:
+        for c in cases:
+            _touch(top / cls / ds / "imagesTr" / f"{c}.nii.gz")
+            _touch(top / cls / ds / "labelsTr" / f"{c}.nii.gz")
+    _touch(top / "manifest.jsonl")
+    (top / ".cache").mkdir()
+    assert detect_layout(top) == "per_class_root"
+    cases = discover_dataset(top)
+    assert len(cases) == 5
+    assert [(c.dataset, c.case_id, next(iter(c.labels))) for c in cases] == [
+        ("AMOS", "c1", "kidney_left"),
+        ("AMOS", "c1", "liver"),
+        ("AMOS", "c2", "liver"),
+        ("CHAOS", "m1", "liver"),
+        ("weird", "w1", "brain"),
+    ]
+    mods = {c.dataset: c.modality for c in cases}
+    assert mods == {"AMOS": "CT", "CHAOS": "MR", "weird": "unknown"}
+    assert all(c.labels[next(iter(c.labels))] == 1 for c in cases)
+
+    assert detect_layout(top / "liver") == "per_class_class"
+    assert len(discover_dataset(top / "liver")) == 3
+    one = discover_dataset(top / "liver" / "mr_CHAOS")
+    assert one == [
+        Case(
+            "m1",
+            top / "liver/mr_CHAOS/imagesTr/m1.nii.gz",
+            top / "liver/mr_CHAOS/labelsTr/m1.nii.gz",
+            {"liver": 1},
+            "MR",
+            "CHAOS",
+        )
+    ]
+
+
+def test_per_class_validation_split(tmp_path: Path) -> None:
+    folder = tmp_path / "liver" / "ct_X"
+    _touch(folder / "imagesTr" / "a.nii.gz")
+    _touch(folder / "labelsTr" / "a.nii.gz")
+    _touch(folder / "imagesVal" / "v.nii.gz")
+    _touch(folder / "labelsVal" / "v.nii.gz")
+    assert [c.case_id for c in discover_dataset(folder)] == ["v"]
+    assert [c.case_id for c in discover_dataset(folder, "train")] == ["a"]
+    with pytest.raises(ValueError, match="split"):
+        discover_dataset(folder, "val")  # type: ignore[arg-type]
+
+
+def test_dataset_json_flavours_and_errors(tmp_path: Path) -> None:
+    both = parse_dataset_json(
+        {"channel_names": {"0": "T2"}, "labels": {"background": 0, "a": 2, "b": [3]}}
+    )
+    assert both.labels == {"a": 2, "b": 3}
+    assert both.modality == "MR"
+    assert both.label_values == frozenset({0, 2, 3})
+    with pytest.raises(ValueError, match="share the value 1"):
+        parse_dataset_json({"labels": {"a": 1, "b": 1}})
+    with pytest.raises(ValueError, match="no foreground"):
+        parse_dataset_json({"labels": {"background": 0}})
+    with pytest.raises(ValueError, match="file_ending"):
+        parse_dataset_json({"labels": {"a": 1}, "file_ending": "nii"})
+    with pytest.raises(ValueError, match="missing required key 'labels'"):
+        parse_dataset_json({"channel_names": {"0": "CT"}})
+    with pytest.raises(ValueError, match="numTraining"):
+        parse_dataset_json({"labels": {"a": 1}, "numTraining": "3"})
+    with pytest.raises(FileNotFoundError):
+        read_dataset_json(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("CT", "CT"),
+        ("ct", "CT"),
+        ("MRI", "MR"),
+        ("T1", "MR"),
+        ("FLAIR", "MR"),
+        ("t2w", "MR"),
+        ("MRI T2", "MR"),
+        ("US", "US"),
+        ("zscore", "unknown"),
+        (None, "unknown"),
+    ],
+)
+def test_normalise_modality(raw: object, expected: str) -> None:
+    assert normalise_modality(raw) == expected
