@@ -1,0 +1,586 @@
+"""The click-simulation evaluation harness (the paper's protocol, reference.md §3 and §5).
+
+For every binary target (one class of one case) the harness
+
+1. reads the image and the label map and builds the **native-space** ground truth
+   ``label == value`` (no resampling, no cropping);
+2. starts a target on the predictor, with the ROI centred on the ground-truth bounding box
+   (``roi="gt"``, the published protocol) or left to the predictor (``roi="click"``: centred
+   on the first click, as a user gets it);
+3. simulates clicks with :func:`sammed3d.clicks.sample_next_click` from the native ground truth
+   and the predictor's current native prediction (click 1 from an empty prediction, i.e.
+   from the ground truth alone; with ``roi="gt"`` from the ground truth inside the ROI when
+   the predictor reports its ROI, as the published protocol clicks in the cropped ground
+   truth), each with a generator seeded by ``(seed, target)`` so results do not depend on
+   sharding, order or resumption;
+4. after every click, computes Dice / NSD / IoU (and HD95 on request) in native space at the
+   label file's physical spacing, and times the predictor call.
+
+Outputs in ``output_dir``:
+
+* ``parts/per_click.shard{I}of{N}.csv`` and ``parts/skipped.shard{I}of{N}.csv``: rows of each
+  shard, appended one finished target at a time (resumable: finished targets are skipped,
+  half-written ones redone);
+* ``per_click.csv``, ``skipped.csv``, ``summary.json`` and ``dice_vs_clicks.png``: built by
+  :func:`merge_results` from all parts once every shard of the run has finished (or on demand);
+* ``config.json``: the settings that define the results; resuming with different settings is
+  refused.
+
+Example:
+    >>> from sammed3d.data.layout import discover_dataset, iter_targets
+    >>> from sammed3d.evaluation import EvalConfig, RegionGrowingPredictor, evaluate_targets
+    >>> targets = iter_targets(discover_dataset("Dataset003_Liver", split="test"))
+    >>> result = evaluate_targets(RegionGrowingPredictor(), targets, "eval_out",
+    ...                           EvalConfig(clicks=(1, 3, 5), strategy=("random",)))
+    >>> result.summary["overall"]["5"]["dice"]["mean"]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+
+from sammed3d.clicks import CLICK_STRATEGIES, ClickStrategy, sample_next_click
+from sammed3d.evaluation.metrics import METRIC_NAMES, check_same_grid, compute_metrics
+from sammed3d.evaluation.predictors import ClickPredictor, bbox_center
+from sammed3d.evaluation.reports import (
+    CSV_FIELDS,
+    SKIPPED_FIELDS,
+    append_rows,
+    atomic_write_text,
+    build_summary,
+    complete_targets,
+    format_rows,
+    plot_dice_vs_clicks,
+    read_rows,
+    target_key,
+    write_summary,
+)
+from sammed3d.io import Volume, VolumeError, read_volume
+
+logger = logging.getLogger(__name__)
+
+RoiMode = Literal["gt", "click"]
+ROI_MODES: tuple[str, ...] = get_args(RoiMode)
+
+CONFIG_NAME = "config.json"
+PARTS_DIR = "parts"
+_PART_RE = re.compile(r"^(per_click|skipped)\.shard(\d+)of(\d+)\.csv$")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of an evaluation run.
+
+    Attributes:
+        clicks: Click counts to report (e.g. ``(1, 3, 5, 10)``); clicks ``1..max`` are run.
+        strategy: Click strategy per click index; the last entry repeats. ``("random",)`` is
+            the current published protocol; ``("center",)`` the RITM/EDT rule at every click;
+            ``("center", "center", "random")`` the legacy ``validation.py`` default.
+        roi: ``"gt"`` (ROI centred on the ground-truth bounding box) or ``"click"``.
+        seed: Base seed; each target's generator is seeded by ``(seed, crc32(target))``.
+        tolerance_mm: NSD tolerance.
+        metrics: Metrics per click among ``dice, nsd, iou, hd95`` (``dice`` is required).
+    """
+
+    clicks: tuple[int, ...] = (1, 3, 5, 10)
+    strategy: tuple[ClickStrategy, ...] = ("random",)
+    roi: RoiMode = "gt"
+    seed: int = 2023
+    tolerance_mm: float = 1.0
+    metrics: tuple[str, ...] = ("dice", "nsd", "iou")
+
+    def __post_init__(self) -> None:
+        clicks = tuple(sorted({int(k) for k in self.clicks}))
+        if not clicks or clicks[0] < 1:
+            raise ValueError(f"clicks must be positive integers, got {list(self.clicks)}")
+        if clicks[-1] > 1000:
+            raise ValueError(f"at most 1000 clicks per target, got {clicks[-1]}")
+        object.__setattr__(self, "clicks", clicks)
+        strategy = (self.strategy,) if isinstance(self.strategy, str) else tuple(self.strategy)
+        bad = [s for s in strategy if s not in CLICK_STRATEGIES]
+        if not strategy or bad:
+            raise ValueError(
+                f"strategy must be a list of {list(CLICK_STRATEGIES)}, got {list(strategy)}"
+            )
+        object.__setattr__(self, "strategy", strategy)
+        if self.roi not in ROI_MODES:
+            raise ValueError(f"roi must be one of {list(ROI_MODES)}, got {self.roi!r}")
+        if not (self.tolerance_mm >= 0 and np.isfinite(self.tolerance_mm)):
+            raise ValueError(f"tolerance_mm must be a finite number >= 0, got {self.tolerance_mm}")
+        metrics = tuple(self.metrics)
+        unknown = [m for m in metrics if m not in METRIC_NAMES]
+        if unknown or "dice" not in metrics:
+            raise ValueError(
+                f"metrics must include dice and be among {list(METRIC_NAMES)}, got {list(metrics)}"
+            )
+        object.__setattr__(self, "metrics", tuple(m for m in METRIC_NAMES if m in metrics))
+
+    @property
+    def max_clicks(self) -> int:
+        return self.clicks[-1]
+
+    def strategy_for(self, click: int) -> ClickStrategy:
+        """Strategy of click ``click`` (1-based)."""
+        return self.strategy[min(click, len(self.strategy)) - 1]
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that results depend on (everything but the reported click counts)."""
+        d = asdict(self)
+        d.pop("clicks")
+        d["strategy"] = list(self.strategy)
+        d["metrics"] = list(self.metrics)
+        return d
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_targets` did.
+
+    Attributes:
+        output_dir: The output folder.
+        shard: ``(index, count)``.
+        evaluated: Targets evaluated in this call.
+        resumed: Targets of this shard already finished before this call.
+        skipped: Targets skipped in this call (reasons in ``skipped.csv``).
+        summary: The merged summary when this call completed the run, else None.
+    """
+
+    output_dir: Path
+    shard: tuple[int, int]
+    evaluated: int = 0
+    resumed: int = 0
+    skipped: int = 0
+    summary: dict[str, Any] | None = None
+    skipped_reasons: list[str] = field(default_factory=list)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/8"`` -> ``(2, 8)`` (0-based index, count)."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m:
+        raise ValueError(f"shard must look like I/N (e.g. 0/4), got {text!r}")
+    index, count = int(m.group(1)), int(m.group(2))
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard index must satisfy 0 <= I < N, got {index}/{count}")
+    return index, count
+
+
+def shard_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` from torchrun's environment, else ``(0, 1)``."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return parse_shard(f"{env['RANK']}/{env['WORLD_SIZE']}")
+    return 0, 1
+
+
+def target_seed(seed: int, key: Sequence[Any]) -> list[int]:
+    """Seed sequence of one target: independent of order, sharding and resumption."""
+    return [int(seed), zlib.crc32("/".join(str(k) for k in key).encode("utf-8"))]
+
+
+def _key_of(target: Any) -> tuple[str, str, str, int]:
+    return (
+        str(target.dataset),
+        str(target.case_id),
+        str(target.class_name),
+        int(target.label_value),
+    )
+
+
+def _part_path(output_dir: Path, kind: str, shard: tuple[int, int]) -> Path:
+    return output_dir / PARTS_DIR / f"{kind}.shard{shard[0]}of{shard[1]}.csv"
+
+
+def _done_path(output_dir: Path, shard: tuple[int, int]) -> Path:
+    return output_dir / PARTS_DIR / f"done.shard{shard[0]}of{shard[1]}"
+
+
+def _part_files(output_dir: Path, kind: str) -> list[Path]:
+    parts = output_dir / PARTS_DIR
+    if not parts.is_dir():
+        return []
+    return sorted(
+        p for p in parts.iterdir() if (m := _PART_RE.match(p.name)) and m.group(1) == kind
+    )
+
+
+def _write_config(
+    output_dir: Path, config: EvalConfig, run_info: Mapping[str, Any], overwrite: bool
+) -> None:
+    """Write ``config.json``; refuse to resume a run made with other settings."""
+    path = output_dir / CONFIG_NAME
+    identity = {**config.identity(), **{f"run.{k}": v for k, v in run_info.items()}}
+    identity = json.loads(json.dumps(identity, default=str))
+    if path.exists() and not overwrite:
+        try:
+            old = json.loads(path.read_text())["identity"]
+        except (ValueError, KeyError) as exc:
+            raise ValueError(
+                f"{path} is not an evaluation config ({exc}); use --overwrite"
+            ) from None
+        diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+        if diff:
+            k = diff[0]
+            raise ValueError(
+                f"{output_dir} holds results made with other settings ({k}: "
+                f"{old.get(k)!r} there, {identity.get(k)!r} now); use another --output "
+                f"or --overwrite"
+            )
+    text = json.dumps(
+        {"identity": identity, "clicks": list(config.clicks), "config": asdict(config)},
+        indent=2,
+        default=str,
+    )
+    atomic_write_text(path, text + "\n")
+
+
+def clear_results(output_dir: str | os.PathLike[str]) -> None:
+    """Delete the files an evaluation wrote in ``output_dir`` (and nothing else)."""
+    output_dir = Path(output_dir)
+    for name in (CONFIG_NAME, "per_click.csv", "skipped.csv", "summary.json", "dice_vs_clicks.png"):
+        (output_dir / name).unlink(missing_ok=True)
+    parts = output_dir / PARTS_DIR
+    if parts.is_dir():
+        for p in parts.iterdir():
+            if _PART_RE.match(p.name) or p.name.startswith("done.shard"):
+                p.unlink()
+        if not any(parts.iterdir()):
+            parts.rmdir()
+
+
+def _read_skipped(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for p in paths:
+        rows.extend(read_rows(p, SKIPPED_FIELDS))
+    return rows
+
+
+def _shard_cases(targets: Sequence[Any], shard: tuple[int, int]) -> list[list[Any]]:
+    """Group targets by case (image + label file) and keep this shard's cases."""
+    cases: dict[tuple[str, str, str], list[Any]] = {}
+    for t in targets:
+        cases.setdefault((str(t.dataset), str(t.image), str(t.label)), []).append(t)
+    groups = list(cases.values())
+    return [g for i, g in enumerate(groups) if i % shard[1] == shard[0]]
+
+
+def _load_case(image_path: Path, label_path: Path) -> tuple[Volume, Volume]:
+    label = read_volume(label_path)
+    image = read_volume(image_path)
+    try:
+        check_same_grid(image, label)
+    except VolumeError as exc:
+        msg = str(exc).replace("prediction", "image").replace("ground-truth", "label")
+        raise VolumeError(f"{label_path.name}: {msg}") from None
+    return image, label
+
+
+def _first_click_region(predictor: ClickPredictor, gt: np.ndarray) -> np.ndarray:
+    """The ground truth inside the predictor's ROI, if it tells (published: the crop's GT)."""
+    contains = getattr(predictor, "roi_contains", None)
+    if contains is None:
+        return gt
+    coords = np.argwhere(gt)
+    inside = contains(coords)
+    if inside is None:
+        return gt
+    inside = np.asarray(inside, dtype=bool)
+    if inside.all() or not inside.any():
+        return gt
+    region = np.zeros_like(gt)
+    region[tuple(coords[inside].T)] = True
+    return region
+
+
+def _run_target(
+    predictor: ClickPredictor,
+    target: Any,
+    gt: np.ndarray,
+    spacing: Sequence[float],
+    config: EvalConfig,
+) -> list[dict[str, Any]]:
+    """Simulate the clicks of one target; returns its CSV rows."""
+    key = _key_of(target)
+    rng = np.random.default_rng(target_seed(config.seed, key))
+    roi_mask = gt if config.roi == "gt" else None
+    predictor.start_target(roi_mask=roi_mask, gt=gt if predictor.uses_gt else None)
+    first_gt = _first_click_region(predictor, gt) if roi_mask is not None else gt
+    pred = np.zeros(gt.shape, dtype=bool)
+    rows = []
+    for k in range(1, config.max_clicks + 1):
+        strategy = config.strategy_for(k)
+        click = sample_next_click(
+            pred, first_gt if k == 1 else gt, strategy=strategy, rng=rng, spacing=spacing
+        )
+        start = time.perf_counter()
+        mask = predictor.add_click(click)
+        seconds = time.perf_counter() - start
+        mask = np.asarray(mask)
+        if mask.shape != gt.shape:
+            raise ValueError(
+                f"predictor {predictor.name!r} returned a mask of shape {mask.shape}, "
+                f"expected the native shape {gt.shape}"
+            )
+        pred = mask if mask.dtype == bool else mask != 0
+        values = compute_metrics(
+            pred, gt, spacing, tolerance_mm=config.tolerance_mm, metrics=config.metrics
+        )
+        rows.append(
+            {
+                "dataset": key[0],
+                "case": key[1],
+                "class": key[2],
+                "label": key[3],
+                "modality": getattr(target, "modality", ""),
+                "click": k,
+                "strategy": strategy,
+                "positive": click.positive,
+                "coord_i": click.coord[0],
+                "coord_j": click.coord[1],
+                "coord_k": click.coord[2],
+                **values,
+                "seconds": round(seconds, 4),
+            }
+        )
+    return rows
+
+
+def evaluate_targets(
+    predictor: ClickPredictor,
+    targets: Sequence[Any],
+    output_dir: str | os.PathLike[str],
+    config: EvalConfig | None = None,
+    *,
+    run_info: Mapping[str, Any] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    show_progress: bool = True,
+    overwrite: bool = False,
+) -> EvalResult:
+    """Evaluate a predictor on binary targets with simulated clicks (resumable, shardable).
+
+    Args:
+        predictor: Any :class:`ClickPredictor` (the model through ``SessionPredictor``, a
+            baseline, an oracle).
+        targets: :class:`sammed3d.data.layout.Target` objects (or anything with ``case_id``,
+            ``image``, ``label``, ``label_value``, ``class_name``, ``modality``, ``dataset``).
+        output_dir: Output folder (created).
+        config: Protocol settings.
+        run_info: Extra settings that define the results (method, checkpoint, ...), stored in
+            ``config.json`` and checked on resume.
+        shard: ``(index, count)``: this process evaluates the cases with
+            ``case_number % count == index``; the last shard to finish merges the results.
+        show_progress: Show a tqdm progress bar.
+        overwrite: Delete previous results in ``output_dir`` instead of resuming.
+
+    Returns:
+        Counts, and the summary if this call completed the run.
+
+    Raises:
+        ValueError: bad settings, or ``output_dir`` holds a run with other settings.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or EvalConfig()
+    run_info = dict(run_info or {})
+    run_info.setdefault("method", getattr(predictor, "name", type(predictor).__name__))
+    run_info.setdefault("uses_gt", bool(getattr(predictor, "uses_gt", False)))
+    if not isinstance(predictor, ClickPredictor):
+        raise TypeError(
+            f"predictor must implement set_image/start_target/add_click, got {type(predictor)}"
+        )
+    if not targets:
+        raise ValueError("no targets to evaluate")
+    keys = [_key_of(t) for t in targets]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(f"duplicate target {dup} (dataset, case, class, label)")
+    shard = parse_shard(f"{shard[0]}/{shard[1]}")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        if shard[1] == 1:
+            clear_results(output_dir)
+        else:  # other shards may be running: clear only this shard's own files
+            for kind in ("per_click", "skipped"):
+                _part_path(output_dir, kind, shard).unlink(missing_ok=True)
+    _write_config(output_dir, config, run_info, overwrite)
+
+    my_csv = _part_path(output_dir, "per_click", shard)
+    my_skipped = _part_path(output_dir, "skipped", shard)
+    _done_path(output_dir, shard).unlink(missing_ok=True)
+
+    # resume: finished targets from any part file; drop half-written targets from ours
+    all_rows = [r for p in _part_files(output_dir, "per_click") for r in read_rows(p)]
+    finished = complete_targets(all_rows, config.max_clicks)
+    finished |= {target_key(r) for r in _read_skipped(_part_files(output_dir, "skipped"))}
+    mine = read_rows(my_csv)
+    kept = [r for r in mine if target_key(r) in finished]
+    if len(kept) != len(mine):
+        logger.info("%s: discarding %d rows of unfinished targets", my_csv, len(mine) - len(kept))
+        atomic_write_text(my_csv, format_rows(kept, CSV_FIELDS, header=True))
+
+    groups = _shard_cases(targets, shard)
+    total = sum(len(g) for g in groups)
+    result = EvalResult(output_dir=output_dir, shard=shard)
+    result.resumed = sum(1 for g in groups for t in g if _key_of(t) in finished)
+    if result.resumed:
+        logger.info("resuming: %d of %d targets already done", result.resumed, total)
+    last_dice: list[float] = []
+    with tqdm(
+        total=total,
+        initial=result.resumed,
+        disable=not show_progress,
+        desc=f"evaluate {run_info['method']}"
+        + (f" [{shard[0]}/{shard[1]}]" if shard[1] > 1 else ""),
+        unit="target",
+        dynamic_ncols=True,
+    ) as bar:
+        for group in groups:
+            todo = [t for t in group if _key_of(t) not in finished]
+            if not todo:
+                continue
+            try:
+                image, label = _load_case(Path(todo[0].image), Path(todo[0].label))
+                modality = getattr(todo[0], "modality", None)
+                predictor.set_image(image, modality=None if modality == "unknown" else modality)
+            except (VolumeError, ValueError, FileNotFoundError) as exc:
+                reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                logger.error("skipping case %s: %s", todo[0].case_id, reason)
+                _skip(my_skipped, todo, reason, result)
+                bar.update(len(todo))
+                continue
+            for target in todo:
+                gt = np.asarray(label.array) == target.label_value
+                if not gt.any():
+                    _skip(my_skipped, [target], "empty ground truth", result)
+                    bar.update(1)
+                    continue
+                try:
+                    rows = _run_target(predictor, target, gt, label.spacing, config)
+                except (VolumeError, ValueError) as exc:
+                    reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                    logger.error("skipping %s: %s", _key_of(target), reason)
+                    _skip(my_skipped, [target], reason, result)
+                    bar.update(1)
+                    continue
+                append_rows(my_csv, rows, CSV_FIELDS)
+                result.evaluated += 1
+                last_dice.append(float(rows[-1]["dice"]))
+                bar.set_postfix(
+                    {f"dice@{config.max_clicks}": f"{np.mean(last_dice):.3f}"}, refresh=False
+                )
+                bar.update(1)
+
+    atomic_write_text(_done_path(output_dir, shard), "done\n")
+    n_done = sum(_done_path(output_dir, (i, shard[1])).exists() for i in range(shard[1]))
+    if n_done == shard[1]:
+        result.summary = merge_results(output_dir)
+    else:
+        logger.info("shard %d/%d done; %d of %d shards finished", *shard, n_done, shard[1])
+    return result
+
+
+def _skip(path: Path, targets: Sequence[Any], reason: str, result: EvalResult) -> None:
+    rows = []
+    for t in targets:
+        dataset, case, cls, value = _key_of(t)
+        rows.append(
+            {"dataset": dataset, "case": case, "class": cls, "label": value, "reason": reason}
+        )
+    append_rows(path, rows, SKIPPED_FIELDS)
+    result.skipped += len(targets)
+    result.skipped_reasons.append(reason)
+
+
+def merge_results(
+    output_dir: str | os.PathLike[str], *, clicks: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """Build ``per_click.csv``, ``skipped.csv``, ``summary.json`` and ``dice_vs_clicks.png``.
+
+    Reads every part file in ``output_dir/parts`` (any shard count), keeps the targets whose
+    clicks are complete (first copy wins), and derives the summary from those rows.
+
+    Args:
+        output_dir: An evaluation output folder.
+        clicks: Click counts to report (default: those in ``config.json``).
+
+    Returns:
+        The summary.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` in ``output_dir``.
+    """
+    output_dir = Path(output_dir)
+    cfg_path = output_dir / CONFIG_NAME
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"not an evaluation output folder (no {CONFIG_NAME}): {output_dir}")
+    saved = json.loads(cfg_path.read_text())
+    clicks = sorted({int(k) for k in (clicks or saved["clicks"])})
+    metrics = [m for m in saved["config"]["metrics"] if m in METRIC_NAMES]
+    max_clicks = int(max(saved["clicks"]))
+
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for path in _part_files(output_dir, "per_click"):
+        for r in read_rows(path):
+            ident = (*target_key(r), int(r["click"]))
+            if ident not in seen:
+                seen.add(ident)
+                rows.append(r)
+    complete = complete_targets(rows, max_clicks)
+    rows = [r for r in rows if target_key(r) in complete and int(r["click"]) <= max_clicks]
+    rows.sort(key=lambda r: (*target_key(r), int(r["click"])))
+    skipped_all = _read_skipped(_part_files(output_dir, "skipped"))
+    skipped: list[dict[str, Any]] = []
+    skipped_keys: set[tuple[str, str, str, int]] = set()
+    for s in skipped_all:
+        key = target_key(s)
+        if key not in complete and key not in skipped_keys:
+            skipped_keys.add(key)
+            skipped.append(s)
+    skipped.sort(key=target_key)
+
+    atomic_write_text(output_dir / "per_click.csv", format_rows(rows, CSV_FIELDS, header=True))
+    atomic_write_text(output_dir / "skipped.csv", format_rows(skipped, SKIPPED_FIELDS, header=True))
+    config = {**saved["config"], **{k: v for k, v in saved["identity"].items() if "." in k}}
+    summary = build_summary(rows, clicks, metrics=metrics, config=config, skipped=skipped)
+    write_summary(output_dir / "summary.json", summary)
+    method = saved["identity"].get("run.method", "")
+    plot_dice_vs_clicks(
+        [r for r in rows if int(r["click"]) <= max(clicks)],
+        output_dir / "dice_vs_clicks.png",
+        title=f"{method}: Dice vs clicks ({len(complete)} targets)",
+    )
+    logger.info(
+        "wrote %s (%d targets, %d skipped)",
+        output_dir / "summary.json",
+        len(complete),
+        len(skipped),
+    )
+    return summary
+
+
+__all__ = [
+    "ROI_MODES",
+    "EvalConfig",
+    "EvalResult",
+    "RoiMode",
+    "clear_results",
+    "evaluate_targets",
+    "bbox_center",
+    "merge_results",
+    "parse_shard",
+    "shard_from_env",
+    "target_seed",
+]

@@ -1,0 +1,406 @@
+"""Predictors the evaluation harness can drive: the protocol and a classical baseline.
+
+The harness (:mod:`sammed3d.evaluation.evaluator`) only talks to a :class:`ClickPredictor`:
+
+1. ``set_image(image, modality=...)`` once per case (the native volume, as read from disk);
+2. ``start_target(roi_mask=..., gt=...)`` once per binary target;
+3. ``add_click(click) -> mask`` for each simulated click; the mask is the native-space
+   prediction after all clicks so far.
+
+``roi_mask`` is the ground truth when the ROI is to be placed as the published protocol does
+(centred on the ground-truth bounding box, ``--roi gt``); only its bounding box may be used.
+It is None for ``--roi click`` (the predictor places its ROI on the first click, as in
+interactive use). Predictors that set ``uses_gt = True`` also receive the ground truth itself
+as ``gt`` (baselines that simulate their own prompts, such as a slice-by-slice 2-D protocol,
+and test oracles); the run's ``config.json``/``summary.json`` record it. Model predictors must
+not use it.
+
+Optionally a predictor implements ``roi_contains(coords) -> bool array`` (native ``(N, 3)``
+voxel indices -> whether the current target's ROI covers them, or None before the ROI is
+placed). With ``--roi gt`` the harness then draws the first click from the ground truth
+inside that ROI, as the published protocol draws it from the cropped ground truth.
+
+:class:`~sammed3d.evaluation.session_predictor.SessionPredictor` adapts the
+``InteractiveSession`` users run, so the evaluated code is the code users run.
+:class:`RegionGrowingPredictor` is a classical baseline seeded with the very same clicks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from sammed3d.clicks import Click
+from sammed3d.io import Volume
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class ClickPredictor(Protocol):
+    """What the evaluation harness drives (one binary target at a time).
+
+    Attributes:
+        name: Method name recorded in the outputs.
+        uses_gt: Whether ``start_target`` must receive the ground truth (oracle baselines).
+    """
+
+    name: str
+    uses_gt: bool
+
+    def set_image(self, image: Volume, *, modality: str | None = None) -> None:
+        """Prepare a new case (the native image volume; modality ``"CT"``, ``"MR"``, ...)."""
+        ...
+
+    def start_target(self, *, roi_mask: np.ndarray | None, gt: np.ndarray | None) -> None:
+        """Forget previous clicks and start a new target.
+
+        Args:
+            roi_mask: ``(I, J, K)`` bool mask whose bounding box centres the ROI (the
+                published protocol), or None to place the ROI on the first click.
+            gt: ``(I, J, K)`` bool ground truth, only for predictors with ``uses_gt``.
+        """
+        ...
+
+    def add_click(self, click: Click) -> np.ndarray:
+        """Add one click (native voxel index); returns the ``(I, J, K)`` bool prediction."""
+        ...
+
+
+def bbox_center(mask: np.ndarray) -> tuple[float, float, float]:
+    """Centre of a mask's bounding box in (fractional) native voxel indices.
+
+    Raises:
+        ValueError: the mask is empty.
+    """
+    centre = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        nz = np.flatnonzero(np.asarray(mask).any(axis=other))
+        if nz.size == 0:
+            raise ValueError("cannot place the ROI: the mask is empty")
+        centre.append((nz[0] + nz[-1]) / 2.0)
+    return (float(centre[0]), float(centre[1]), float(centre[2]))
+
+
+class RegionGrowingPredictor:
+    """Classical baseline: region growing from each click with robust seed statistics.
+
+    The image inside the growing box is denoised with a median filter (edges are kept).
+    Every click grows its own region: voxels connected to the click whose intensity lies in
+    ``mean ± multiplier · std``. A later positive click uses the statistics of the object so
+    far (its first positive click's region) when its neighbourhood has voxels that fit them;
+    otherwise, and for the other clicks, the statistics come from the click's
+    ``(2·radius+1)³`` neighbourhood, and when that is clearly bimodal (the click is on an
+    edge) only one side is used: the side closer to the object's intensity (positive
+    clicks), farther from it (negative clicks), or, for the first click, the side of the
+    clicked voxel. The statistics are then re-estimated from the grown region
+    ``iterations`` times (as ITK's confidence-connected filter), and the rim the median
+    filter eroded is added back where the raw intensities fit. A voxel is foreground if it
+    lies in a positive click's region and is more likely under that click's intensity
+    Gaussian than under those of the negative clicks whose regions also hold it (exact ties:
+    the later click wins); the clicked voxels themselves take their click's label, and only
+    connected components that contain a positive click are kept. Growing is limited to a box
+    of ``roi_mm`` per side (the model's field of view: 128 voxels at 1.5 mm) centred like the
+    model's ROI (on the bounding box of ``roi_mask``, else on the first click).
+
+    Args:
+        multiplier: Width of the intensity interval in standard deviations.
+        iterations: Re-estimation rounds of the interval.
+        radius: Neighbourhood radius (voxels) for the initial statistics.
+        median_radius: Radius (voxels) of the median filter applied first; 0: none.
+        roi_mm: Side of the growing box in mm.
+
+    Example:
+        >>> rg = RegionGrowingPredictor()
+        >>> rg.set_image(read_volume("ct.nii.gz"))
+        >>> rg.start_target(roi_mask=None, gt=None)
+        >>> mask = rg.add_click(Click((120, 98, 40), True))
+    """
+
+    name = "region_growing"
+    uses_gt = False
+
+    def __init__(
+        self,
+        *,
+        multiplier: float = 2.5,
+        iterations: int = 2,
+        radius: int = 2,
+        median_radius: int = 1,
+        roi_mm: float = 192.0,
+    ) -> None:
+        if not (multiplier > 0 and math.isfinite(multiplier)):
+            raise ValueError(f"multiplier must be a positive number, got {multiplier}")
+        if iterations < 0 or radius < 1:
+            raise ValueError(
+                f"iterations must be >= 0 and radius >= 1, got {iterations} and {radius}"
+            )
+        if median_radius < 0:
+            raise ValueError(f"median_radius must be >= 0, got {median_radius}")
+        if not roi_mm > 0:
+            raise ValueError(f"roi_mm must be positive, got {roi_mm}")
+        self.multiplier = float(multiplier)
+        self.iterations = int(iterations)
+        self.radius = int(radius)
+        self.median_radius = int(median_radius)
+        self.roi_mm = float(roi_mm)
+        self._image: Volume | None = None
+        self._clicks: list[Click] = []
+        self._box: tuple[slice, ...] | None = None
+        self._crop: np.ndarray | None = None  # denoised
+        self._raw: np.ndarray | None = None
+        self._regions: list[_Region | None] = []
+
+    def set_image(self, image: Volume, *, modality: str | None = None) -> None:
+        self._image = image
+        self._clicks = []
+        self._box = None
+        self._crop = self._raw = None
+        self._regions = []
+
+    def start_target(
+        self, *, roi_mask: np.ndarray | None = None, gt: np.ndarray | None = None
+    ) -> None:
+        if self._image is None:
+            raise RuntimeError("call set_image() before start_target()")
+        self._clicks = []
+        self._regions = []
+        self._box = None
+        self._crop = self._raw = None
+        if roi_mask is not None:
+            if np.shape(roi_mask) != self._image.shape:
+                raise ValueError(
+                    f"roi_mask shape {np.shape(roi_mask)} != image shape {self._image.shape}"
+                )
+            self._place(bbox_center(roi_mask))
+
+    def roi_contains(self, coords: np.ndarray) -> np.ndarray | None:
+        """Whether native voxels ``(N, 3)`` lie in the growing box (None before it is placed)."""
+        if self._box is None:
+            return None
+        c = np.asarray(coords)
+        lo = np.array([b.start for b in self._box])
+        hi = np.array([b.stop for b in self._box])
+        return np.all((c >= lo) & (c < hi), axis=-1)
+
+    def _place(self, centre: Sequence[float]) -> None:
+        assert self._image is not None
+        self._box = self._make_box(centre)
+        crop = np.asarray(self._image.array[self._box], dtype=np.float32)
+        self._raw = crop
+        if self.median_radius > 0:  # edge-preserving denoising
+            import SimpleITK as sitk
+
+            image = sitk.GetImageFromArray(np.ascontiguousarray(crop.transpose(2, 1, 0)))
+            image = sitk.Median(image, [self.median_radius] * 3)
+            crop = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+        self._crop = np.ascontiguousarray(crop)
+
+    def _make_box(self, centre: Sequence[float]) -> tuple[slice, ...]:
+        assert self._image is not None
+        box = []
+        for c, n, s in zip(centre, self._image.shape, self._image.spacing, strict=True):
+            half = int(math.ceil(self.roi_mm / 2 / s))
+            lo = min(max(0, int(round(c)) - half), n - 1)
+            hi = min(n, int(round(c)) + half)
+            box.append(slice(lo, max(hi, lo + 1)))
+        return tuple(box)
+
+    def _grow(
+        self,
+        seed: tuple[int, int, int],
+        positive: bool,
+        reference: tuple[float, float] | None,
+    ) -> _Region:
+        """Region of one click inside the crop (robust start, iterated statistics).
+
+        ``reference`` is the ``(mean, std)`` intensity of the object so far (its first
+        positive click's region). A later positive click grows with those statistics when
+        its neighbourhood has voxels that fit them ("more of this object"); otherwise, and
+        for negative clicks, the neighbourhood's statistics are used, and on an edge a
+        positive click takes the side closer to the object, a negative click the side
+        farther from it.
+        """
+        import SimpleITK as sitk
+
+        crop = self._crop
+        assert crop is not None
+        r = self.radius
+        near = tuple(slice(max(0, v - r), v + r + 1) for v in seed)
+        hood = crop[near]
+        floor = 1e-6 * max(1.0, float(np.abs(crop).max()))
+        k = self.multiplier
+        stats: tuple[float, float] | None = None
+        if positive and reference is not None:
+            ref_mean, ref_std = reference
+            if np.any(np.abs(hood - ref_mean) <= k * ref_std):
+                stats = reference
+        if stats is None:
+            clusters = _split_neighbourhood(hood.ravel())
+            if len(clusters) == 1:
+                close = clusters[0]
+            elif reference is not None:  # an edge next to the object: extend / cut it
+                dist = [abs(float(c.mean()) - reference[0]) for c in clusters]
+                close = clusters[int(np.argmin(dist)) if positive else int(np.argmax(dist))]
+            else:  # first click on an edge: the side of the clicked voxel (its raw value is
+                # noisy, its denoised value mixes both sides: the mean of the two decides)
+                assert self._raw is not None
+                threshold = (float(clusters[0].mean()) + float(clusters[1].mean())) / 2
+                value = (float(self._raw[seed]) + float(crop[seed])) / 2
+                close = clusters[1] if value >= threshold else clusters[0]
+            stats = (float(close.mean()), max(float(close.std()), floor))
+        mean, std = stats
+        lower, upper = mean - k * std, mean + k * std
+        if not lower <= crop[seed] <= upper:
+            # the denoised seed lies on the other side of an edge: start from the nearest
+            # neighbourhood voxel that fits the statistics (the click itself keeps its label)
+            fits = np.argwhere((hood >= lower) & (hood <= upper))
+            if len(fits):
+                offset = np.array([sl.start for sl in near])
+                local = np.array(seed) - offset
+                best = fits[np.argmin(((fits - local) ** 2).sum(axis=1))]
+                seed = tuple(int(v) for v in best + offset)  # type: ignore[assignment]
+        image = sitk.GetImageFromArray(np.ascontiguousarray(crop.transpose(2, 1, 0)))
+        region = np.zeros(crop.shape, dtype=bool)
+        for _ in range(self.iterations + 1):
+            lower, upper = mean - self.multiplier * std, mean + self.multiplier * std
+            value = float(crop[seed])
+            lower, upper = min(lower, value), max(upper, value)  # the seed is always inside
+            grown = sitk.ConnectedThreshold(
+                image, seedList=[[int(v) for v in seed]], lower=lower, upper=upper, replaceValue=1
+            )  # ITK index order = (i, j, k) = our array order
+            region = sitk.GetArrayFromImage(grown).transpose(2, 1, 0).astype(bool)
+            vals = crop[region]
+            mean, std = float(vals.mean()), max(float(vals.std()), floor)
+        if self.median_radius > 0 and region.any():
+            region = self._restore_rim(region)
+        return _Region(region, mean, std)
+
+    def _restore_rim(self, region: np.ndarray) -> np.ndarray:
+        """Add back the one-voxel rim the median filter removed at corners and thin parts.
+
+        Rim voxels join if their *raw* intensity lies within 2 raw standard deviations of
+        the region's raw mean.
+        """
+        from scipy.ndimage import binary_dilation
+
+        raw = self._raw
+        assert raw is not None
+        vals = raw[region]
+        mean, std = float(vals.mean()), float(vals.std())
+        rim = binary_dilation(region, iterations=self.median_radius) & ~region
+        return region | (rim & (np.abs(raw - mean) <= 2.0 * std))
+
+    def _resolve(self) -> np.ndarray:
+        """Foreground of the crop: voxels claimed by the best-fitting click.
+
+        A voxel in the regions of positive and negative clicks goes to the click whose
+        intensity statistics (a Gaussian with the region's mean and std) give it the highest
+        likelihood; exact ties go to the later click.
+        """
+        crop = self._crop
+        assert crop is not None
+        best = {True: np.full(crop.shape, np.inf), False: np.full(crop.shape, np.inf)}
+        when = {True: np.full(crop.shape, -1), False: np.full(crop.shape, -1)}
+        for n, (c, reg) in enumerate(zip(self._clicks, self._regions, strict=True)):
+            if reg is None:
+                continue
+            z = np.full(crop.shape, np.inf)  # Gaussian negative log-likelihood
+            z[reg.mask] = 0.5 * ((crop[reg.mask] - reg.mean) / reg.std) ** 2 + math.log(reg.std)
+            better = z <= best[c.positive]
+            best[c.positive] = np.where(better, z, best[c.positive])
+            when[c.positive] = np.where(better & np.isfinite(z), n, when[c.positive])
+        zp, zn = best[True], best[False]
+        return np.isfinite(zp) & ((zp < zn) | ((zp == zn) & (when[True] > when[False])))
+
+    def add_click(self, click: Click) -> np.ndarray:
+        if self._image is None:
+            raise RuntimeError("call set_image() before add_click()")
+        shape = self._image.shape
+        if not all(0 <= c < n for c, n in zip(click.coord, shape, strict=True)):
+            raise ValueError(f"click {click.coord} lies outside the image of shape {shape}")
+        if self._box is None:
+            self._place(click.coord)
+        box = self._box
+        assert box is not None
+        inside = all(b.start <= v < b.stop for v, b in zip(click.coord, box, strict=True))
+        local = tuple(int(v) - b.start for v, b in zip(click.coord, box, strict=True))
+        reference = next(
+            (
+                (r.mean, r.std)
+                for c, r in zip(self._clicks, self._regions, strict=True)
+                if c.positive and r
+            ),
+            None,
+        )
+        self._clicks.append(click)
+        self._regions.append(
+            self._grow(local, click.positive, reference) if inside else None  # type: ignore[arg-type]
+        )
+
+        out = np.zeros(shape, dtype=bool)
+        fg = self._resolve()
+        seeds = []
+        for c in self._clicks:  # clicked voxels themselves, the latest click wins
+            loc = tuple(v - b.start for v, b in zip(c.coord, box, strict=True))
+            if all(0 <= v < n for v, n in zip(loc, fg.shape, strict=True)):
+                fg[loc] = c.positive
+                if c.positive:
+                    seeds.append(loc)
+        seeds = [s for s in seeds if fg[s]]
+        if not seeds:
+            return out
+        out[box] = _components_containing(fg, seeds)
+        return out
+
+
+@dataclass(frozen=True)
+class _Region:
+    """A click's grown region (crop-sized bool mask) and its intensity statistics."""
+
+    mask: np.ndarray
+    mean: float
+    std: float
+
+
+def _split_neighbourhood(values: np.ndarray, separation: float = 4.0) -> list[np.ndarray]:
+    """The neighbourhood's intensity clusters: two if it is clearly bimodal, else one.
+
+    Bimodal means an Otsu split whose class means differ by more than ``separation`` pooled
+    standard deviations (the click is near an edge).
+    """
+    v = np.sort(values.astype(np.float64))
+    n = v.size
+    if n < 4:
+        return [v]
+    k = np.arange(1, n)  # split after k values
+    csum = np.cumsum(v)[:-1]
+    csq = np.cumsum(v * v)[:-1]
+    mu_lo, mu_hi = csum / k, (v.sum() - csum) / (n - k)
+    between = k * (n - k) * (mu_hi - mu_lo) ** 2
+    best = int(np.argmax(between))
+    split = best + 1
+    var_lo = csq[best] / split - mu_lo[best] ** 2
+    var_hi = (np.sum(v * v) - csq[best]) / (n - split) - mu_hi[best] ** 2
+    pooled = math.sqrt(max((split * var_lo + (n - split) * var_hi) / n, 0.0))
+    if mu_hi[best] - mu_lo[best] <= separation * pooled:
+        return [v]
+    return [v[:split], v[split:]]
+
+
+def _components_containing(mask: np.ndarray, seeds: Sequence[tuple]) -> np.ndarray:
+    """The connected components (26-connectivity) of ``mask`` that contain a seed."""
+    import cc3d
+
+    labels = cc3d.connected_components(mask.astype(np.uint8), connectivity=26)
+    keep = {int(labels[s]) for s in seeds} - {0}
+    return np.isin(labels, sorted(keep)) if keep else np.zeros_like(mask)
+
+
+__all__ = ["ClickPredictor", "RegionGrowingPredictor", "bbox_center"]

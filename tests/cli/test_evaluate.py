@@ -1,0 +1,118 @@
+"""``sammed3d evaluate``: outputs, resume, shards + merge, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from sammed3d.cli import main
+from tests.evaluation.synthetic import make_nnunet_dataset
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_nnunet_dataset(tmp_path_factory.mktemp("cli_eval") / "Dataset001_Toy")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_region_growing_end_to_end(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rg"
+    argv = [
+        "evaluate",
+        "--data",
+        str(dataset),
+        "--method",
+        "region-growing",
+        "--clicks",
+        "1,3",
+        "--strategy",
+        "center",
+        "--output",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Dice (3 targets, 1 skipped)" in printed
+    rows = _rows(out / "per_click.csv")
+    assert len(rows) == 9
+    assert {r["strategy"] for r in rows} == {"center"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["run.method"] == "region_growing"
+    assert summary["config"]["strategy"] == ["center"]
+    assert list(summary["overall"]) == ["1", "3"]
+    assert summary["overall"]["3"]["dice"]["mean"] > 0.9
+    assert (out / "dice_vs_clicks.png").exists()
+    # resume: nothing left to do, same summary
+    assert main(argv) == 0
+    assert json.loads((out / "summary.json").read_text())["overall"] == summary["overall"]
+    # other settings in the same folder: refused with a one-line error
+    bad = [a if a != "center" else "random" for a in argv]
+    capsys.readouterr()
+    assert main(bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "strategy" in err and "\n" not in err
+
+
+def test_shards_and_merge(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sharded"
+    base = ["evaluate", "--data", str(dataset), "--method", "region-growing", "--clicks", "1,2"]
+    base += ["--output", str(out), "--no-progress"]
+    assert main([*base, "--shard", "0/2"]) == 0
+    assert "results are merged by the last shard" in capsys.readouterr().out
+    assert not (out / "summary.json").exists()
+    assert main([*base, "--shard", "1/2"]) == 0
+    assert (out / "summary.json").exists()
+    assert len(_rows(out / "per_click.csv")) == 3 * 2
+    (out / "summary.json").unlink()
+    assert main(["evaluate", "--merge", "--output", str(out), "--clicks", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["overall"]) == ["2"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "sam-med3d", "--checkpoint", "missing.pth"], "checkpoint not found"),
+        (["--method", "region-growing", "--strategy", "ritm"], "strategy"),
+        (["--method", "region-growing", "--metrics", "dice,dsc"], "metrics"),
+        (["--method", "region-growing", "--classes", "liver"], "unknown class"),
+        (["--method", "region-growing", "--shard", "2/2"], "shard"),
+        (["--method", "region-growing", "--checkpoint", "x.pth"], "only apply to sam-med3d"),
+    ],
+)
+def test_bad_arguments_exit_2(
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    argv = ["evaluate", "--data", str(dataset), "--output", str(tmp_path / "o"), "--no-progress"]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_missing_data_and_bad_clicks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["evaluate", "--output", str(tmp_path / "o"), "--method", "region-growing"]
+    assert main([*argv, "--data", str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(argv) == 2
+    assert "--data is required" in capsys.readouterr().err
+    assert main(["evaluate", "--merge", "--output", str(tmp_path / "empty")]) == 2
+    assert "config.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--data", str(tmp_path), "--clicks", "0,3"])
+    assert exc.value.code == 2

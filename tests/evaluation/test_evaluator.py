@@ -1,0 +1,275 @@
+"""Evaluation harness: oracle/known-Dice predictors, protocol, CSV vs summary, resume, shards."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sammed3d.clicks import Click
+from sammed3d.data.layout import discover_dataset, iter_targets
+from sammed3d.evaluation import (
+    EvalConfig,
+    RegionGrowingPredictor,
+    evaluate_targets,
+    merge_results,
+    parse_shard,
+    shard_from_env,
+)
+from sammed3d.evaluation.reports import read_rows
+from sammed3d.io import Volume, read_volume
+from tests.evaluation.synthetic import (
+    HalfPredictor,
+    OraclePredictor,
+    RecordingPredictor,
+    make_case,
+    make_nnunet_dataset,
+)
+
+CFG = EvalConfig(clicks=(1, 3), strategy=("random",), seed=7)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_nnunet_dataset(tmp_path_factory.mktemp("data") / "Dataset001_Toy")
+
+
+@pytest.fixture(scope="module")
+def targets(dataset: Path) -> list:
+    return iter_targets(discover_dataset(dataset, split="train"))
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _without_time(path: Path) -> list[dict[str, str]]:
+    """CSV rows without the (machine-dependent) seconds column."""
+    rows = _csv(path)
+    for r in rows:
+        r.pop("seconds")
+    return rows
+
+
+def test_oracle_scores_one_and_empty_targets_are_skipped(targets: list, tmp_path: Path) -> None:
+    oracle = OraclePredictor()
+    result = evaluate_targets(oracle, targets, tmp_path, CFG, show_progress=False)
+    assert (result.evaluated, result.skipped) == (3, 1)  # case_1 has no box
+    assert oracle.images == 2
+    rows = _csv(tmp_path / "per_click.csv")
+    assert len(rows) == 3 * 3  # 3 targets x clicks 1..3
+    assert {float(r["dice"]) for r in rows} == {1.0}
+    assert {float(r["nsd"]) for r in rows} == {1.0}
+    assert {float(r["iou"]) for r in rows} == {1.0}
+    skipped = _csv(tmp_path / "skipped.csv")
+    assert [(s["case"], s["class"], s["reason"]) for s in skipped] == [
+        ("case_1", "box", "empty ground truth")
+    ]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["n_targets"] == 3 and summary["n_skipped"] == 1
+    assert summary["overall"]["1"]["dice"]["mean"] == 1.0
+    assert summary["overall"]["3"]["dice"]["std"] == 0.0
+    assert summary["config"]["run.uses_gt"] is True
+    assert (tmp_path / "dice_vs_clicks.png").stat().st_size > 1000
+    assert result.summary == summary
+
+
+def test_wrong_predictor_has_known_dice(targets: list, tmp_path: Path) -> None:
+    evaluate_targets(HalfPredictor(), targets, tmp_path, CFG, show_progress=False)
+    rows = read_rows(tmp_path / "per_click.csv")
+    box = [r for r in rows if r["class"] == "box"]
+    assert len(box) == 3
+    for r in box:  # half of a 10-voxel-long box: Dice 2/3, IoU 1/2
+        assert r["dice"] == pytest.approx(2 / 3)
+        assert r["iou"] == pytest.approx(1 / 2)
+        assert 0 < r["nsd"] < 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["per_class"]["box"]["3"]["dice"]["mean"] == pytest.approx(2 / 3)
+
+
+def test_clicks_follow_the_protocol(targets: list, tmp_path: Path) -> None:
+    rec = RecordingPredictor()
+    cfg = EvalConfig(clicks=(1, 4), strategy=("center", "random"), roi="gt", seed=3)
+    evaluate_targets(rec, targets[:1], tmp_path, cfg, show_progress=False)
+    image, label = make_case(0)
+    gt = label == 1
+    kinds = [c[0] for c in rec.calls]
+    assert kinds == ["set_image", "start_target"] + ["add_click"] * 4
+    assert rec.calls[0][1] == ((40, 36, 24), "CT")  # modality from dataset.json
+    assert np.array_equal(rec.calls[1][1], gt)  # roi="gt": the ROI is placed on the GT box
+    clicks = [c[1] for c in rec.calls[2:]]
+    assert isinstance(clicks[0], Click) and clicks[0].positive and gt[clicks[0].coord]
+    prev = [np.zeros_like(gt)] + rec.outputs[:-1]
+    for click, before in zip(clicks, prev, strict=True):
+        fn, fp = gt & ~before, before & ~gt
+        assert fn[click.coord] or fp[click.coord]
+        assert click.positive == bool(fn[click.coord])
+    rows = read_rows(tmp_path / "per_click.csv")
+    assert [r["strategy"] for r in rows] == ["center", "random", "random", "random"]
+    assert [(r["coord_i"], r["coord_j"], r["coord_k"]) for r in rows] == [c.coord for c in clicks]
+    # the metric of each row is the metric of what the predictor returned
+    for r, out in zip(rows, rec.outputs, strict=True):
+        assert r["dice"] == pytest.approx(2 * (out & gt).sum() / (out.sum() + gt.sum()))
+
+
+def test_roi_click_mode_passes_no_centre(targets: list, tmp_path: Path) -> None:
+    rec = RecordingPredictor()
+    cfg = EvalConfig(clicks=(1,), roi="click")
+    evaluate_targets(rec, targets[:1], tmp_path, cfg, show_progress=False)
+    assert ("start_target", None) in rec.calls
+
+
+def test_csv_and_summary_agree(targets: list, tmp_path: Path) -> None:
+    cfg = EvalConfig(clicks=(1, 2, 3), strategy=("random",), seed=1, metrics=("dice", "nsd", "iou"))
+    evaluate_targets(RecordingPredictor(radius=3), targets, tmp_path, cfg, show_progress=False)
+    rows = _csv(tmp_path / "per_click.csv")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for k in ("1", "2", "3"):
+        for metric in ("dice", "nsd", "iou"):
+            vals = np.array([float(r[metric]) for r in rows if r["click"] == k])
+            assert summary["overall"][k][metric]["mean"] == pytest.approx(vals.mean(), abs=1e-6)
+            assert summary["overall"][k][metric]["std"] == pytest.approx(vals.std(), abs=1e-6)
+            assert summary["overall"][k][metric]["n"] == len(vals) == 3
+        for cls in ("ball", "box"):
+            vals = np.array(
+                [float(r["dice"]) for r in rows if r["click"] == k and r["class"] == cls]
+            )
+            assert summary["per_class"][cls][k]["dice"]["mean"] == pytest.approx(vals.mean(), 1e-6)
+    assert len({float(r["dice"]) for r in rows}) > 3  # not a constant predictor
+
+
+def test_resume_skips_finished_and_redoes_partial(targets: list, tmp_path: Path) -> None:
+    cfg = EvalConfig(clicks=(1, 3), seed=5)
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    evaluate_targets(RecordingPredictor(), targets, ref_dir, cfg, show_progress=False)
+    evaluate_targets(RecordingPredictor(), targets, run_dir, cfg, show_progress=False)
+    again = evaluate_targets(RecordingPredictor(), targets, run_dir, cfg, show_progress=False)
+    assert (again.evaluated, again.resumed) == (0, 4)
+    # simulate a crash in the middle of the last target: drop its last rows
+    part = run_dir / "parts" / "per_click.shard0of1.csv"
+    lines = part.read_text().splitlines(keepends=True)
+    part.write_text("".join(lines[:-2]) + lines[-2][:10])
+    rec = RecordingPredictor()
+    third = evaluate_targets(rec, targets, run_dir, cfg, show_progress=False)
+    assert third.evaluated == 1 and third.resumed == 3
+    assert _without_time(run_dir / "per_click.csv") == _without_time(ref_dir / "per_click.csv")
+
+
+def test_settings_change_is_refused_unless_overwrite(targets: list, tmp_path: Path) -> None:
+    evaluate_targets(OraclePredictor(), targets[:1], tmp_path, CFG, show_progress=False)
+    other = EvalConfig(clicks=(1, 3), strategy=("center",), seed=7)
+    with pytest.raises(ValueError, match="strategy"):
+        evaluate_targets(OraclePredictor(), targets[:1], tmp_path, other, show_progress=False)
+    res = evaluate_targets(
+        OraclePredictor(), targets[:1], tmp_path, other, show_progress=False, overwrite=True
+    )
+    assert res.evaluated == 1
+    # more clicks than before: finished targets are redone, fewer clicks: reused
+    more = EvalConfig(clicks=(1, 5), strategy=("center",), seed=7)
+    assert (
+        evaluate_targets(
+            OraclePredictor(), targets[:1], tmp_path, more, show_progress=False
+        ).evaluated
+        == 1
+    )
+    fewer = EvalConfig(clicks=(2,), strategy=("center",), seed=7)
+    res = evaluate_targets(OraclePredictor(), targets[:1], tmp_path, fewer, show_progress=False)
+    assert res.evaluated == 0 and list(res.summary["overall"]) == ["2"]
+
+
+def test_shards_merge_to_the_single_run(targets: list, tmp_path: Path) -> None:
+    cfg = EvalConfig(clicks=(1, 2), seed=9)
+    single = tmp_path / "single"
+    evaluate_targets(RecordingPredictor(), targets, single, cfg, show_progress=False)
+    sharded = tmp_path / "sharded"
+    first = evaluate_targets(
+        RecordingPredictor(), targets, sharded, cfg, shard=(1, 2), show_progress=False
+    )
+    assert first.summary is None and not (sharded / "summary.json").exists()
+    second = evaluate_targets(
+        RecordingPredictor(), targets, sharded, cfg, shard=(0, 2), show_progress=False
+    )
+    assert second.summary is not None
+    assert first.evaluated + first.skipped + second.evaluated + second.skipped == 4
+    assert _without_time(sharded / "per_click.csv") == _without_time(single / "per_click.csv")
+    assert (sharded / "skipped.csv").read_text() == (single / "skipped.csv").read_text()
+    # merge can be rerun on its own
+    assert merge_results(sharded)["overall"] == second.summary["overall"]
+
+
+def test_bad_predictor_output_is_recorded_as_skip(targets: list, tmp_path: Path) -> None:
+    class WrongShape(OraclePredictor):
+        name = "wrong_shape"
+
+        def add_click(self, click: Click) -> np.ndarray:
+            return np.zeros((3, 3, 3), bool)
+
+    res = evaluate_targets(WrongShape(), targets[:1], tmp_path, CFG, show_progress=False)
+    assert res.evaluated == 0 and res.skipped == 1
+    assert "expected the native shape" in _csv(tmp_path / "skipped.csv")[0]["reason"]
+
+
+def test_image_label_grid_mismatch_is_skipped(tmp_path: Path) -> None:
+    root = make_nnunet_dataset(tmp_path / "Dataset002_Bad", n_cases=1)
+    lab = read_volume(root / "labelsTr" / "case_0.nii.gz")
+    from sammed3d.io import write_volume
+
+    write_volume(
+        Volume(lab.array, (2.0, 2.0, 2.0), lab.origin), root / "labelsTr" / "case_0.nii.gz"
+    )
+    targets = iter_targets(discover_dataset(root))
+    res = evaluate_targets(OraclePredictor(), targets, tmp_path / "out", CFG, show_progress=False)
+    assert res.skipped == 2 and "spacing" in res.skipped_reasons[0]
+
+
+def test_region_growing_baseline(targets: list, tmp_path: Path) -> None:
+    cfg = EvalConfig(clicks=(1, 3), seed=0, metrics=("dice", "hd95"))
+    evaluate_targets(RegionGrowingPredictor(), targets, tmp_path, cfg, show_progress=False)
+    rows = read_rows(tmp_path / "per_click.csv")
+    ball = [r for r in rows if r["class"] == "ball"]
+    box = [r for r in rows if r["class"] == "box"]
+    assert min(r["dice"] for r in ball) > 0.9
+    assert min(r["dice"] for r in box) > 0.9
+    assert all(math.isfinite(r["hd95"]) for r in rows)
+
+
+def test_region_growing_negative_click_removes_region() -> None:
+    image, label = make_case(0)
+    vol = Volume(image, (1.0, 1.25, 2.0))
+    rg = RegionGrowingPredictor()
+    rg.set_image(vol)
+    rg.start_target(roi_mask=None, gt=None)
+    ball_voxel = tuple(int(v) for v in np.argwhere(label == 1)[0])
+    mask = rg.add_click(Click(ball_voxel, True))
+    assert (mask & (label == 1)).sum() > 0.9 * (label == 1).sum()
+    mask = rg.add_click(Click(ball_voxel, False))
+    assert not mask.any()
+    with pytest.raises(ValueError, match="outside"):
+        rg.add_click(Click((99, 0, 0), True))
+
+
+def test_config_validation_and_shards() -> None:
+    assert EvalConfig(clicks=(5, 1, 3, 3)).clicks == (1, 3, 5)
+    assert EvalConfig(strategy="center").strategy == ("center",)  # type: ignore[arg-type]
+    cfg = EvalConfig(strategy=("center", "center", "random"))
+    assert [cfg.strategy_for(k) for k in (1, 2, 3, 9)] == ["center", "center", "random", "random"]
+    for bad in (
+        {"clicks": (0,)},
+        {"strategy": ("ritm",)},
+        {"roi": "box"},
+        {"metrics": ("nsd",)},
+        {"tolerance_mm": -1.0},
+    ):
+        with pytest.raises(ValueError):
+            EvalConfig(**bad)  # type: ignore[arg-type]
+    assert parse_shard("1/4") == (1, 4)
+    for bad_shard in ("4/4", "a/b", "1/0"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad_shard)
+    assert shard_from_env({"RANK": "2", "WORLD_SIZE": "3"}) == (2, 3)
+    assert shard_from_env({}) == (0, 1)

@@ -1,0 +1,91 @@
+"""The model in the harness: the same InteractiveSession users run (tiny model, random weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sammed3d import build_model, save_checkpoint
+from sammed3d.cli import main
+from sammed3d.data.layout import discover_dataset, iter_targets
+from sammed3d.evaluation import EvalConfig, evaluate_targets
+from sammed3d.evaluation.reports import read_rows
+from sammed3d.evaluation.session_predictor import SessionPredictor
+from sammed3d.inference import InteractiveSession, SamMed3DPredictor
+from sammed3d.io import read_volume
+from tests.conftest import randomize_
+from tests.evaluation.synthetic import make_nnunet_dataset
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_nnunet_dataset(tmp_path_factory.mktemp("sess") / "Dataset001_Toy", n_cases=1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = randomize_(build_model("sam_med3d_tiny"), seed=1)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny.pth")
+
+
+def _session(checkpoint: Path) -> InteractiveSession:
+    return InteractiveSession(SamMed3DPredictor.from_checkpoint(checkpoint, "cpu"))
+
+
+def test_harness_scores_what_the_session_returns(
+    dataset: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    targets = iter_targets(discover_dataset(dataset))[:1]  # the ball of case_0
+    sp = SessionPredictor(_session(checkpoint))
+    cfg = EvalConfig(clicks=(1, 3), strategy=("random",), roi="gt", seed=4)
+    result = evaluate_targets(sp, targets, tmp_path, cfg, show_progress=False)
+    assert result.evaluated == 1
+    assert len(sp.session.clicks) == 3  # every simulated click went through the session
+    rows = read_rows(tmp_path / "per_click.csv")
+
+    # replay the recorded clicks by hand, as a user would, and score the result
+    image = read_volume(targets[0].image)
+    gt = read_volume(targets[0].label).array == targets[0].label_value
+    user = _session(checkpoint)
+    user.set_image(image, modality="CT")
+    user.new_object()
+    user.set_roi_from_mask(gt)
+    assert user.roi.key == sp.session.tiles[0].roi.key  # ROI of the published protocol
+    for row in rows:
+        mask = user.add_point((row["coord_i"], row["coord_j"], row["coord_k"]), row["positive"])
+        dice = 2 * (mask & gt).sum() / (mask.sum() + gt.sum())
+        assert row["dice"] == pytest.approx(dice)
+    assert np.array_equal(mask, sp.session.mask)
+
+
+def test_first_click_lies_in_the_roi(dataset: Path, checkpoint: Path) -> None:
+    sp = SessionPredictor(_session(checkpoint))
+    image = read_volume(dataset / "imagesTr" / "case_0_0000.nii.gz")
+    gt = read_volume(dataset / "labelsTr" / "case_0.nii.gz").array == 1
+    sp.set_image(image, modality="CT")
+    assert sp.roi_contains(np.argwhere(gt)) is None
+    sp.start_target(roi_mask=gt)
+    inside = sp.roi_contains(np.argwhere(gt))
+    assert inside is not None and inside.shape == (int(gt.sum()),) and inside.all()
+    sp.start_target(roi_mask=None)
+    assert sp.roi_contains(np.argwhere(gt)) is None
+    with pytest.raises(TypeError, match="InteractiveSession"):
+        SessionPredictor(object())  # type: ignore[arg-type]
+
+
+def test_cli_evaluates_a_checkpoint(
+    dataset: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model"
+    argv = ["evaluate", "--data", str(dataset), "--checkpoint", str(checkpoint), "--clicks", "2"]
+    argv += ["--output", str(out), "--no-progress", "--device", "cpu", "--no-extend"]
+    torch.manual_seed(0)
+    assert main(argv) == 0
+    assert "Dice (2 targets, 0 skipped)" in capsys.readouterr().out
+    summary = (out / "summary.json").read_text()
+    assert '"run.method": "sam_med3d"' in summary
+    assert '"extend": false' in summary
+    assert len(read_rows(out / "per_click.csv")) == 4
