@@ -1,0 +1,55 @@
+"""``sammed3d export``: write a checkpoint in the published format (``{"model_state_dict": ...}``).
+
+The output holds only the fp32 weights under the published key names, so the published tools
+(``train.py --checkpoint``, MedIM ``create_model(..., checkpoint_path=...)``) and
+``torch.load(weights_only=True)`` read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "export a checkpoint (e.g. a training run's) to the published SAM-Med3D format"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "checkpoint",
+        help="a checkpoint file, or a training run folder (its final/latest checkpoint)",
+    )
+    parser.add_argument("output", help="output .pth file")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    parser.add_argument(
+        "--allow-unsafe-pickle",
+        action="store_true",
+        help="allow pickled Python objects in the input (older published files; trusted only)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from sammed3d.build import export_published, load_checkpoint
+    from sammed3d.cli import CLIError
+
+    source = Path(args.checkpoint)
+    if source.is_dir():
+        from sammed3d.training.trainer import find_latest_checkpoint
+
+        found = find_latest_checkpoint(source)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint in run folder {source}/checkpoints")
+        source = found
+    elif not source.exists():
+        raise FileNotFoundError(f"checkpoint not found: {source}")
+    output = Path(args.output)
+    if output.exists() and output.resolve() == source.resolve():
+        raise CLIError(f"output {output} is the input checkpoint; choose another path")
+    if output.is_dir():
+        raise CLIError(f"output {output} is a directory; give a .pth file path")
+    if output.exists() and not args.overwrite:
+        raise CLIError(f"output {output} exists; pass --overwrite to replace it")
+    model = load_checkpoint(source, allow_unsafe_pickle=args.allow_unsafe_pickle)
+    export_published(model, output)
+    n = sum(p.numel() for p in model.state_dict().values())
+    print(f"exported {source} -> {output} ({len(model.state_dict())} tensors, {n:,} values)")
+    return 0

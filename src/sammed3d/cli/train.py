@@ -1,0 +1,138 @@
+"""``sammed3d train``: train or fine-tune with the published click-simulation regime.
+
+Examples::
+
+    sammed3d train --config finetune_turbo --init sam_med3d_turbo.pth \\
+        data.roots=[/data/Dataset001_Liver] run.output_dir=runs/liver
+    torchrun --nproc_per_node 8 -m sammed3d train --config default data.roots=[...]
+    sammed3d train --resume runs/liver            # continue an interrupted run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sammed3d.training.config import TrainingConfig
+
+HELP = "train or fine-tune (published regime; torchrun for multi-GPU; resumable)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="CONFIG",
+        help="YAML config, or a packaged one: default (the published regime), finetune_turbo, "
+        "tiny_cpu",
+    )
+    parser.add_argument(
+        "--init",
+        metavar="CKPT",
+        help="initial weights (published sam_med3d_turbo.pth or ours); must fit the model",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its latest checkpoint, with its saved config",
+    )
+    parser.add_argument(
+        "-o", "--output-dir", metavar="RUN_DIR", help="run folder (sets run.output_dir)"
+    )
+    parser.add_argument(
+        "--cache-only",
+        action="store_true",
+        help="only build the pre-processing cache, then exit (works under torchrun too)",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config as YAML and exit",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. optim.lr=8e-5 train.batch_size=2 data.roots=[/data/a]",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from sammed3d.cli import CLIError
+    from sammed3d.training.config import config_to_yaml, load_config, validate_config
+
+    overrides = list(args.overrides)
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise CLIError(f"overrides must look like section.key=value, got {bad[0]!r}")
+    if args.resume:
+        if args.config:
+            raise CLIError(
+                "--resume continues a run with its saved config.yaml; drop --config "
+                "(pass key=value overrides to change settings)"
+            )
+        if args.init:
+            raise CLIError("--init cannot be combined with --resume (weights come from the run)")
+        run_dir = Path(args.resume)
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"run folder not found: {run_dir}")
+        config_path = run_dir / "config.yaml"
+        if not config_path.exists():
+            raise FileNotFoundError(f"not a training run folder (no config.yaml): {run_dir}")
+        cfg = load_config(config_path, overrides)
+        cfg.run.output_dir = str(run_dir)
+    else:
+        if not args.config:
+            raise CLIError(
+                "--config is required (a YAML file or a packaged name: default, "
+                "finetune_turbo, tiny_cpu), or --resume RUN_DIR"
+            )
+        cfg = load_config(args.config, overrides)
+        if args.init:
+            cfg.model.init_checkpoint = str(args.init)
+        if args.output_dir:
+            cfg.run.output_dir = str(args.output_dir)
+    validate_config(cfg)
+
+    if args.print_config:
+        print(config_to_yaml(cfg), end="")
+        return 0
+    if args.cache_only:
+        return _cache_only(cfg, show_progress=not args.no_progress)
+
+    from sammed3d.training import train
+
+    result = train(cfg, resume=bool(args.resume), show_progress=not args.no_progress)
+    if os.environ.get("RANK", "0") == "0":
+        status = "finished" if result.finished else "stopped"
+        print(
+            f"{status}: epoch {result.epoch}, step {result.global_step}, "
+            f"checkpoint {result.checkpoint}"
+        )
+        if not result.finished:
+            print(f"continue with: sammed3d train --resume {result.run_dir}")
+    return 0
+
+
+def _cache_only(cfg: TrainingConfig, show_progress: bool) -> int:
+    from sammed3d.training.distributed import cleanup_distributed, init_distributed
+    from sammed3d.training.trainer import build_training_dataset
+
+    ctx = init_distributed(cfg.train.device)
+    ok = False
+    try:
+        dataset = build_training_dataset(cfg, ctx, show_progress=show_progress)
+        ok = True
+    finally:
+        if ok:
+            cleanup_distributed(ctx)
+        else:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    if ctx.is_main:
+        print(f"cache ready: {len(dataset)} training targets")
+    return 0

@@ -1,0 +1,49 @@
+"""Training loss and per-click Dice (reference.md §4).
+
+The published loss is MONAI ``DiceCELoss(sigmoid=True, squared_pred=True, reduction="mean")``
+on the upsampled logits of every click, summed over the clicks: soft Dice with squared
+denominators (smooth 1e-5, per sample, averaged over the batch) plus BCE-with-logits averaged
+over all voxels, weights 1:1. With equal crop sizes this is the mean of per-sample losses, so
+DDP gradient averaging equals one process with the global batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.losses import DiceCELoss
+from torch import nn
+
+
+def build_seg_loss() -> nn.Module:
+    """The published segmentation loss (MONAI DiceCE, sigmoid, squared prediction, mean).
+
+    Call it as ``loss(logits, target)`` with ``logits`` and ``target`` of shape
+    ``(B, 1, D, H, W)``; ``target`` is float in {0, 1}. Returns a scalar.
+    """
+    return DiceCELoss(sigmoid=True, squared_pred=True, reduction="mean")
+
+
+def hard_dice(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """Dice of ``logits > threshold`` against ``target > 0`` per sample.
+
+    Args:
+        logits: ``(B, 1, D, H, W)`` (or any ``(B, ...)``).
+        target: Same shape; non-zero = foreground.
+        threshold: Logit threshold (0 = sigmoid 0.5, the prediction rule of every pipeline).
+
+    Returns:
+        ``(B,)`` float32 Dice; 1 where both prediction and target are empty.
+    """
+    if logits.shape != target.shape:
+        raise ValueError(
+            f"logits and target must have the same shape, got {tuple(logits.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    pred = (logits > threshold).flatten(1)
+    gt = (target > 0).flatten(1)
+    inter = (pred & gt).sum(1).float()
+    total = (pred.sum(1) + gt.sum(1)).float()
+    return torch.where(total > 0, 2.0 * inter / total.clamp(min=1.0), torch.ones_like(total))
+
+
+__all__ = ["build_seg_loss", "hard_dice"]

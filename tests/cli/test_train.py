@@ -1,0 +1,125 @@
+"""``sammed3d train`` and ``sammed3d export``: exit codes, resume, published export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from sammed3d import build_model, load_checkpoint
+from sammed3d.build import save_checkpoint
+from sammed3d.cli import main
+from tests.training.conftest import write_nnunet_dataset
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    return write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=2)
+
+
+def _train(*args: str) -> int:
+    return main(["train", "--no-progress", *args])
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    return err[-1] if err else ""
+
+
+def test_train_stop_resume_and_export(tmp_path, dataset, capsys):
+    run = tmp_path / "run"
+    common = [f"data.roots=[{dataset}]", "train.batch_size=1", "train.epochs=2"]
+    assert _train("--config", "tiny_cpu", "-o", str(run), *common, "run.stop_after_steps=1") == 0
+    out = capsys.readouterr().out
+    assert "stopped: epoch 0, step 1" in out and f"--resume {run}" in out
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["roots"] == [str(dataset)] and saved["run"]["output_dir"] == str(run)
+
+    assert _train("--resume", str(run), "run.stop_after_steps=null") == 0
+    assert "finished: epoch 2, step 4" in capsys.readouterr().out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["global_step"] == 4
+
+    exported = tmp_path / "published.pth"
+    assert main(["export", str(run), str(exported)]) == 0
+    obj = torch.load(exported, map_location="cpu", weights_only=True)
+    assert set(obj) == {"model_state_dict"}
+    final = load_checkpoint(run / "checkpoints" / "final.pth").state_dict()
+    assert obj["model_state_dict"].keys() == final.keys()
+    assert all(torch.equal(obj["model_state_dict"][k], final[k]) for k in final)
+    assert load_checkpoint(exported).img_size == 64  # architecture inferred from shapes
+
+    assert main(["export", str(run), str(exported)]) == 2
+    assert "exists; pass --overwrite" in _err(capsys)
+    assert main(["export", str(run), str(exported), "--overwrite"]) == 0
+
+
+def test_init_from_exported_checkpoint(tmp_path, dataset, capsys):
+    src = save_checkpoint(build_model("sam_med3d_tiny"), tmp_path / "ours.pth")
+    published = tmp_path / "pub.pth"
+    assert main(["export", str(src), str(published)]) == 0
+    args = ["--config", "tiny_cpu", "--init", str(published), "-o", str(tmp_path / "ft")]
+    assert _train(*args, f"data.roots=[{dataset}]", "train.epochs=1", "train.batch_size=1") == 0
+    cfg = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())
+    assert cfg["model"]["init_checkpoint"] == str(published)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "tiny_cpu", "optim.lrr=1"], "unknown config key(s) ['optim.lrr']"),
+        (["--config", "tiny_cpu", "train.epochs=x"], "train.epochs must be an integer"),
+        (["--config", "nope.yaml"], "config file not found"),
+        ([], "--config is required"),
+        (["--config", "tiny_cpu", "--resume", "somewhere"], "drop --config"),
+        (["--resume", "no_such_run"], "run folder not found"),
+        (["--config", "tiny_cpu", "lr"], "section.key=value"),
+        (["--config", "tiny_cpu"], "data.roots is empty"),
+        (["--config", "finetune_turbo", "data.roots=[.]"], "refusing to train from scratch"),
+        (["--config", "tiny_cpu", "data.roots=[nowhere]"], "dataset folder not found: nowhere"),
+    ],
+)
+def test_train_errors_exit_2(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert _train(*args) == 2
+    err = _err(capsys)
+    assert err.startswith("error:") and message in err
+
+
+def test_missing_or_incompatible_init_exit_2(tmp_path, dataset, capsys):
+    base = ["--config", "tiny_cpu", "-o", str(tmp_path / "r")]
+    assert _train(*base, "--init", str(tmp_path / "missing.pth"), f"data.roots=[{dataset}]") == 2
+    assert "init checkpoint not found" in _err(capsys)
+    small = save_checkpoint(build_model("sam_med3d_small"), tmp_path / "small.pth")
+    assert _train(*base, "--init", str(small), f"data.roots=[{dataset}]") == 2
+    assert "does not fit model.name='sam_med3d_tiny'" in _err(capsys)
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_print_config(capsys):
+    assert _train("--config", "default", "--print-config", "optim.lr=8e-5") == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["optim"]["lr"] == pytest.approx(8e-5) and cfg["train"]["num_clicks"] == 11
+
+
+def test_export_errors(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "none.pth"), str(tmp_path / "o.pth")]) == 2
+    assert "checkpoint not found" in _err(capsys)
+    assert main(["export", str(tmp_path), str(tmp_path / "o.pth")]) == 2
+    assert "no checkpoint in run folder" in _err(capsys)
+    src = save_checkpoint(build_model("sam_med3d_tiny"), tmp_path / "a.pth")
+    assert main(["export", str(src), str(src), "--overwrite"]) == 2
+    assert "is the input checkpoint" in _err(capsys)
+
+
+def test_cache_only(tmp_path, dataset, capsys):
+    run = tmp_path / "run"
+    assert (
+        _train("--config", "tiny_cpu", "--cache-only", "-o", str(run), f"data.roots=[{dataset}]")
+        == 0
+    )
+    assert "cache ready: 2 training targets" in capsys.readouterr().out
+    assert list((run / "cache").glob("*/manifest.jsonl"))
+    assert not (run / "checkpoints").exists()

@@ -1,0 +1,146 @@
+"""The simulated-click training step: gradients, mask-only iterations, per-sample clicks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sammed3d import build_model
+from sammed3d.training.interaction import ClickLoop, mask_only_iterations
+from sammed3d.training.losses import build_seg_loss, hard_dice
+from sammed3d.training.trainer import never_trained_parameters
+
+S = 64  # sam_med3d_tiny input
+
+
+def _batch(n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.randn(n, 1, S, S, S, generator=gen)
+    label = torch.zeros(n, 1, S, S, S)
+    for b in range(n):
+        o = 16 + 6 * b
+        label[b, :, o : o + 20, o : o + 16, o : o + 18] = 1
+    return image, label
+
+
+def _tiny(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = build_model("sam_med3d_tiny").train()
+    for name in never_trained_parameters(model):
+        model.get_parameter(name).requires_grad_(False)
+    return model
+
+
+def test_mask_only_iterations_follow_the_published_draw():
+    rng = np.random.default_rng(0)
+    draws = [mask_only_iterations(11, [2, 8], True, rng) for _ in range(300)]
+    assert all(d[-1] == 10 for d in draws)
+    randoms = {d[0] for d in draws}
+    assert randoms == set(range(2, 9))  # randint(2, 9): 2..8 inclusive
+    assert mask_only_iterations(3, None, False, rng) == []
+    assert mask_only_iterations(3, [1, 1], True, rng) == [1, 2]
+
+
+def test_every_trainable_parameter_gets_a_gradient():
+    model = _tiny()
+    loop = ClickLoop(model, num_clicks=3)
+    image, label = _batch()
+    out = loop(image, label, torch.tensor([11, 12]), mask_only=[1, 2])
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    assert out["dice"].shape == (3,) and out["dice_per_sample"].shape == (2, 3)
+    out["loss"].backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert len(trainable) > 100
+    missing = [n for n, p in trainable if p.grad is None]
+    assert missing == []
+    # Every trainable tensor moves, except the negative-click embedding when no click was
+    # negative (it is in the graph, multiplied by a zero mask).
+    zero = [n for n, p in trainable if not p.grad.abs().sum() > 0]
+    assert set(zero) <= {"prompt_encoder.point_embeddings.0.weight"}
+    frozen = set(never_trained_parameters(model))
+    assert any("iou_prediction_head" in n for n in frozen)
+    assert any("output_hypernetworks_mlps.1." in n for n in frozen)
+    assert not any("output_hypernetworks_mlps.0." in n for n in frozen)
+
+
+class _LastClickOnly(nn.Module):
+    """Loss of the last iteration only (to see what reaches it through the chain)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.inner = build_seg_loss()
+        self.n = n
+        self.calls = 0
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        loss = self.inner(logits, target)
+        return loss if self.calls == self.n else loss.detach() * 0
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_gradients_flow_through_the_click_chain(detach):
+    loop = ClickLoop(_tiny(), num_clicks=2, detach_mask_prompt=detach)
+    loop.seg_loss = _LastClickOnly(2)
+    image, label = _batch(1)
+    # iteration 1 is mask-only: the positive point embedding can reach its loss only through
+    # the low-res logits of iteration 0 fed back as the mask prompt
+    out = loop(image, label, torch.tensor([5]), mask_only=[1])
+    out["loss"].backward()
+    grad = loop.model.prompt_encoder.point_embeddings[1].weight.grad
+    if detach:
+        assert grad is None or not grad.abs().sum() > 0
+    else:
+        assert grad is not None and grad.abs().sum() > 0
+
+
+def test_mask_only_iterations_pass_no_points(monkeypatch):
+    loop = ClickLoop(_tiny(), num_clicks=4, accumulate_clicks=True)
+    seen = []
+    decode = loop.model.decode
+
+    def spy(emb, coords, labels, mask, multimask_output=False):
+        seen.append(None if coords is None else tuple(coords.shape))
+        assert mask is not None and tuple(mask.shape) == (1, 1, 16, 16, 16)
+        return decode(emb, coords, labels, mask, multimask_output=multimask_output)
+
+    monkeypatch.setattr(loop.model, "decode", spy)
+    image, label = _batch(1)
+    with torch.no_grad():
+        loop(image, label, torch.tensor([3]), mask_only=[2, 3])
+    assert seen == [(1, 1, 3), (1, 2, 3), None, None]  # clicks accumulate when points are given
+
+
+def test_clicks_do_not_depend_on_the_batch():
+    """A sample gets the same clicks alone or in a batch (needed for DDP equivalence)."""
+    model = _tiny().eval()
+    loop = ClickLoop(model, num_clicks=3)
+    image, label = _batch(2)
+    seeds = torch.tensor([101, 202])
+    with torch.no_grad():
+        both = loop(image, label, seeds, mask_only=[2])["dice_per_sample"]
+        second = loop(image[1:], label[1:], seeds[1:], mask_only=[2])["dice_per_sample"]
+        other_seed = loop(image[1:], label[1:], torch.tensor([7]), mask_only=[2])
+    torch.testing.assert_close(both[1:], second, rtol=1e-5, atol=1e-6)
+    assert other_seed["dice_per_sample"].shape == (1, 3)
+
+
+def test_bad_shapes_are_clear_errors():
+    loop = ClickLoop(_tiny(), num_clicks=2)
+    image, label = _batch(1)
+    with pytest.raises(ValueError, match=r"image must be \(B, 1, 64, 64, 64\)"):
+        loop(image[:, :, :32], label[:, :, :32], torch.tensor([1]))
+    with pytest.raises(ValueError, match="seeds must have shape"):
+        loop(image, label, torch.tensor([1, 2]))
+
+
+def test_hard_dice():
+    logits = torch.full((2, 1, 4, 4, 4), -1.0)
+    target = torch.zeros(2, 1, 4, 4, 4)
+    logits[0, 0, :2] = 1.0
+    target[0, 0, :1] = 1.0
+    d = hard_dice(logits, target)
+    assert d[0].item() == pytest.approx(2 * 16 / (32 + 16))
+    assert d[1].item() == 1.0  # both empty
