@@ -22,7 +22,12 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 
 def test_state_dict_matches_released_keys(fixtures_dir):
-    rows = (fixtures_dir / "sammed3d_vitb_state_dict_keys.tsv").read_text().strip().splitlines()
+    rows = (
+        (fixtures_dir / "sammed3d_vitb_state_dict_keys.tsv")
+        .read_text(encoding="utf-8")
+        .strip()
+        .splitlines()
+    )
     expected = [(name, _parse_shape(shape)) for name, shape in (r.split("\t") for r in rows[1:])]
     assert len(expected) == 324
     sd = _meta_vit_b().state_dict()

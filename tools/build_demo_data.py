@@ -108,7 +108,7 @@ def fetch_sources(cache: Path) -> dict[str, Path]:
 def read_names(path: Path) -> dict[str, int]:
     """``<value> <name> [...]`` lines -> ``{name: value}``."""
     names: dict[str, int] = {}
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[0].isdigit() and int(parts[0]) > 0:
             names[parts[1]] = int(parts[0])

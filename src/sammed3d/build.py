@@ -48,6 +48,16 @@ MODEL_REGISTRY: dict[str, ModelConfig] = {
         encoder_global_attn_indexes=(1, 3),
         prompt_embed_dim=96,
     ),
+    # The bundled demo model (trained by tools/train_demo.sh on open data; ~1.5 M parameters).
+    "sam_med3d_demo": ModelConfig(
+        encoder_embed_dim=96,
+        encoder_depth=4,
+        encoder_num_heads=4,
+        encoder_global_attn_indexes=(1, 3),
+        prompt_embed_dim=96,
+        decoder_mlp_dim=512,
+        iou_head_hidden_dim=64,
+    ),
     # For unit tests: a 64^3 input (4^3 tokens, still padded to 14^3 windows).
     "sam_med3d_tiny": ModelConfig(
         img_size=64,

@@ -46,7 +46,7 @@ def test_region_growing_end_to_end(
     rows = _rows(out / "per_click.csv")
     assert len(rows) == 9
     assert {r["strategy"] for r in rows} == {"center"}
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["config"]["run.method"] == "region_growing"
     assert summary["config"]["strategy"] == ["center"]
     assert list(summary["overall"]) == ["1", "3"]
@@ -54,7 +54,10 @@ def test_region_growing_end_to_end(
     assert (out / "dice_vs_clicks.png").exists()
     # resume: nothing left to do, same summary
     assert main(argv) == 0
-    assert json.loads((out / "summary.json").read_text())["overall"] == summary["overall"]
+    assert (
+        json.loads((out / "summary.json").read_text(encoding="utf-8"))["overall"]
+        == summary["overall"]
+    )
     # other settings in the same folder: refused with a one-line error
     bad = [a if a != "center" else "random" for a in argv]
     capsys.readouterr()
@@ -77,7 +80,7 @@ def test_shards_and_merge(
     assert len(_rows(out / "per_click.csv")) == 3 * 2
     (out / "summary.json").unlink()
     assert main(["evaluate", "--merge", "--output", str(out), "--clicks", "2"]) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert list(summary["overall"]) == ["2"]
 
 

@@ -66,7 +66,7 @@ def test_labels_option_and_output_file(
     argv = ["metrics", "--pred", pred, "--gt", gt, "--labels", "3,7", "--no-hd95"]
     assert main([*argv, "--output", str(out)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert json.loads(out.read_text()) == report
+    assert json.loads(out.read_text(encoding="utf-8")) == report
     assert sorted(report["labels"]) == ["3", "7"]
     assert "hd95" not in report["labels"]["3"]
     assert report["labels"]["7"]["dice"] is None  # both empty: NaN -> null

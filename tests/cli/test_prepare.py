@@ -36,7 +36,10 @@ def test_prepare_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert (summary["cases"], summary["kept"], summary["dropped"]) == (1, 1, 1)
     assert (out / "spleen" / "ct_Spleen" / "labelsTr" / "s1.nii.gz").is_file()
     assert not list(out.glob("report_*.png"))
-    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line)
+        for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert {(r["class_name"], r["status"], r["rule"]) for r in records} == {
         ("spleen", "kept", None),
         ("tiny", "dropped", "min_volume"),

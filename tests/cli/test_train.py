@@ -34,12 +34,12 @@ def test_train_stop_resume_and_export(tmp_path, dataset, capsys):
     assert _train("--config", "tiny_cpu", "-o", str(run), *common, "run.stop_after_steps=1") == 0
     out = capsys.readouterr().out
     assert "stopped: epoch 0, step 1" in out and f"--resume {run}" in out
-    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     assert saved["data"]["roots"] == [str(dataset)] and saved["run"]["output_dir"] == str(run)
 
     assert _train("--resume", str(run), "run.stop_after_steps=null") == 0
     assert "finished: epoch 2, step 4" in capsys.readouterr().out
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     assert summary["status"] == "finished" and summary["global_step"] == 4
 
     exported = tmp_path / "published.pth"
@@ -62,7 +62,7 @@ def test_init_from_exported_checkpoint(tmp_path, dataset, capsys):
     assert main(["export", str(src), str(published)]) == 0
     args = ["--config", "tiny_cpu", "--init", str(published), "-o", str(tmp_path / "ft")]
     assert _train(*args, f"data.roots=[{dataset}]", "train.epochs=1", "train.batch_size=1") == 0
-    cfg = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())
+    cfg = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text(encoding="utf-8"))
     assert cfg["model"]["init_checkpoint"] == str(published)
 
 

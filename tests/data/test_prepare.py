@@ -177,14 +177,14 @@ def test_manifest_catalogue_report(prepared) -> None:
     for r in manifest:
         for key in ("source", "dataset", "case", "class_name", "modality", "status", "rule"):
             assert key in r
-    catalogue = json.loads((out / "catalogue.json").read_text())["categories"]
+    catalogue = json.loads((out / "catalogue.json").read_text(encoding="utf-8"))["categories"]
     liver = catalogue["liver"]
     assert liver["source_names"] == ["Liver", "liver"]
     assert liver["datasets"] == ["Abdomen", "Liver"]
     assert liver["modalities"] == ["CT", "MR"]
     assert liver["kept"] == 4
     assert catalogue["kidney_left"]["paired_of"] == "kidney"
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["by_rule"] == {"integrity:shape": 3, "min_volume": 3}
     assert report["by_class"]["tiny"]["rules"] == {"integrity:shape": 1, "min_volume": 3}
     assert report["totals"]["kept"] == 10
@@ -195,10 +195,10 @@ def test_manifest_catalogue_report(prepared) -> None:
 
 def test_resume_skips_finished_and_sources_untouched(prepared) -> None:
     root, ct, mr, before, result = prepared
-    manifest = (root / "out" / "manifest.jsonl").read_text()
+    manifest = (root / "out" / "manifest.jsonl").read_text(encoding="utf-8")
     again = prepare_datasets([ct, mr], root / "out", show_progress=False)
     assert again.cases_resumed == 5  # the broken case is deterministic, so also finished
-    assert (root / "out" / "manifest.jsonl").read_text() == manifest
+    assert (root / "out" / "manifest.jsonl").read_text(encoding="utf-8") == manifest
     assert _digest(root / "raw") == before
 
 
@@ -246,9 +246,9 @@ def test_missing_image_is_recorded_and_run_continues(tmp_path: Path) -> None:
 def test_parallel_workers_give_the_same_manifest(tmp_path: Path, prepared) -> None:
     root, ct, mr, _, _ = prepared
     result = prepare_datasets([ct, mr], tmp_path / "out", workers=2, show_progress=False)
-    assert (tmp_path / "out" / "manifest.jsonl").read_text() == (
+    assert (tmp_path / "out" / "manifest.jsonl").read_text(encoding="utf-8") == (
         root / "out" / "manifest.jsonl"
-    ).read_text()
+    ).read_text(encoding="utf-8")
     assert result.kept == 10
 
 

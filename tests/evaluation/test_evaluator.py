@@ -70,7 +70,7 @@ def test_oracle_scores_one_and_empty_targets_are_skipped(targets: list, tmp_path
     assert [(s["case"], s["class"], s["reason"]) for s in skipped] == [
         ("case_1", "box", "empty ground truth")
     ]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert summary["n_targets"] == 3 and summary["n_skipped"] == 1
     assert summary["overall"]["1"]["dice"]["mean"] == 1.0
     assert summary["overall"]["3"]["dice"]["std"] == 0.0
@@ -88,7 +88,7 @@ def test_wrong_predictor_has_known_dice(targets: list, tmp_path: Path) -> None:
         assert r["dice"] == pytest.approx(2 / 3)
         assert r["iou"] == pytest.approx(1 / 2)
         assert 0 < r["nsd"] < 1
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert summary["per_class"]["box"]["3"]["dice"]["mean"] == pytest.approx(2 / 3)
 
 
@@ -128,7 +128,7 @@ def test_csv_and_summary_agree(targets: list, tmp_path: Path) -> None:
     cfg = EvalConfig(clicks=(1, 2, 3), strategy=("random",), seed=1, metrics=("dice", "nsd", "iou"))
     evaluate_targets(RecordingPredictor(radius=3), targets, tmp_path, cfg, show_progress=False)
     rows = _csv(tmp_path / "per_click.csv")
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     for k in ("1", "2", "3"):
         for metric in ("dice", "nsd", "iou"):
             vals = np.array([float(r[metric]) for r in rows if r["click"] == k])
@@ -152,7 +152,7 @@ def test_resume_skips_finished_and_redoes_partial(targets: list, tmp_path: Path)
     assert (again.evaluated, again.resumed) == (0, 4)
     # simulate a crash in the middle of the last target: drop its last rows
     part = run_dir / "parts" / "per_click.shard0of1.csv"
-    lines = part.read_text().splitlines(keepends=True)
+    lines = part.read_text(encoding="utf-8").splitlines(keepends=True)
     part.write_text("".join(lines[:-2]) + lines[-2][:10])
     rec = RecordingPredictor()
     third = evaluate_targets(rec, targets, run_dir, cfg, show_progress=False)
@@ -197,7 +197,9 @@ def test_shards_merge_to_the_single_run(targets: list, tmp_path: Path) -> None:
     assert second.summary is not None
     assert first.evaluated + first.skipped + second.evaluated + second.skipped == 4
     assert _without_time(sharded / "per_click.csv") == _without_time(single / "per_click.csv")
-    assert (sharded / "skipped.csv").read_text() == (single / "skipped.csv").read_text()
+    assert (sharded / "skipped.csv").read_text(encoding="utf-8") == (
+        single / "skipped.csv"
+    ).read_text(encoding="utf-8")
     # merge can be rerun on its own
     assert merge_results(sharded)["overall"] == second.summary["overall"]
 

@@ -85,7 +85,7 @@ def test_cli_evaluates_a_checkpoint(
     torch.manual_seed(0)
     assert main(argv) == 0
     assert "Dice (2 targets, 0 skipped)" in capsys.readouterr().out
-    summary = (out / "summary.json").read_text()
+    summary = (out / "summary.json").read_text(encoding="utf-8")
     assert '"run.method": "sam_med3d"' in summary
     assert '"extend": false' in summary
     assert len(read_rows(out / "per_click.csv")) == 4

@@ -24,7 +24,9 @@ def model(fixtures_dir):
 
 
 def test_loaded_config_matches_fixture(model, fixtures_dir):
-    expected = json.loads((fixtures_dir / "sammed3d_small.json").read_text())["config"]
+    expected = json.loads((fixtures_dir / "sammed3d_small.json").read_text(encoding="utf-8"))[
+        "config"
+    ]
     got = model.config.to_dict()
     for key, value in expected.items():
         assert got[key] == value, key

@@ -119,4 +119,4 @@ def test_saved_config_round_trips(tmp_path):
     cfg = load_config("tiny_cpu", ["optim.lr=3e-4", "data.roots=[/x]"])
     path = save_config(cfg, tmp_path / "run" / "config.yaml")
     assert load_config(path) == cfg
-    assert yaml.safe_load(path.read_text())["optim"]["lr"] == pytest.approx(3e-4)
+    assert yaml.safe_load(path.read_text(encoding="utf-8"))["optim"]["lr"] == pytest.approx(3e-4)

@@ -102,7 +102,10 @@ def test_cache_pipeline_matches_the_transforms(tmp_path):
     ds = build_training_dataset(cfg, show_progress=False)
     assert len(ds) == 2  # the 8-voxel "speck" targets are dropped
     cache_root = tmp_path / "cache" / CacheParams().folder_name()
-    manifest = [json.loads(x) for x in (cache_root / "manifest.jsonl").read_text().splitlines()]
+    manifest = [
+        json.loads(x)
+        for x in (cache_root / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert [m["kept"] for m in manifest] == [True, False, True, False]
     assert "voxels <" in manifest[1]["reason"]
 
@@ -139,7 +142,9 @@ def test_cache_is_reused_and_bad_cases_are_dropped(tmp_path):
     cache = build_cache(targets, tmp_path / "c", CacheParams(), show_progress=False)
     kept = load_cached_targets(targets, cache, min_target_voxels=20, write_manifest=True)
     assert [k.case_id for k in kept] == ["case_000"]
-    lines = [json.loads(x) for x in (cache / "manifest.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(x) for x in (cache / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert "does not match its image" in lines[2]["reason"]
     stamp = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")}
     build_cache(targets, tmp_path / "c", CacheParams(), show_progress=False)

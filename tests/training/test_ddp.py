@@ -44,7 +44,7 @@ def _run_torchrun(args: list[str], run_dir: Path, nproc: int = 2) -> None:
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=420)
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
     finished = summary.get("status") == "finished" and summary.get("world_size") == nproc
     if proc.returncode != 0:
         if not finished or not (run_dir / "checkpoints" / "final.pth").exists():
@@ -71,8 +71,8 @@ def test_two_gloo_processes_match_one_process(tmp_path, nnunet_dataset):
     two = tmp_path / "two"
     _run_torchrun(["--config", "tiny_cpu", "-o", str(two), *common, "train.batch_size=1"], two)
 
-    log_one = [json.loads(x) for x in (one / "log.jsonl").read_text().splitlines()]
-    log_two = [json.loads(x) for x in (two / "log.jsonl").read_text().splitlines()]
+    log_one = [json.loads(x) for x in (one / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    log_two = [json.loads(x) for x in (two / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in log_one] == [r["step"] for r in log_two] == [1, 2, 3, 4]
     for a, b in zip(log_one, log_two, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
@@ -85,4 +85,4 @@ def test_two_gloo_processes_match_one_process(tmp_path, nnunet_dataset):
     obj = torch.load(two / "checkpoints" / "final.pth", weights_only=True)
     assert obj["train_state"]["world_size"] == 2 and obj["train_state"]["global_step"] == 4
     manifest = (two / "cache").glob("*/manifest.jsonl")
-    assert len(next(manifest).read_text().splitlines()) == 8
+    assert len(next(manifest).read_text(encoding="utf-8").splitlines()) == 8

@@ -45,7 +45,7 @@ def test_short_fit_lowers_the_loss(tmp_path):
     # outputs: resolved config, per-step log, TensorBoard events, summary, final checkpoint
     run = tmp_path / "run"
     assert load_config(run / "config.yaml") == cfg
-    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in log] == list(range(1, 13))
     assert len(log[0]["dice"]) == 3 and set(log[0]["lr"]) == {
         "image_encoder",
@@ -54,7 +54,7 @@ def test_short_fit_lowers_the_loss(tmp_path):
     }
     assert log[0]["lr"]["mask_decoder"] == pytest.approx(0.1 * log[0]["lr"]["image_encoder"])
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     assert summary["status"] == "finished" and summary["samples_per_second"] > 0
     assert find_latest_checkpoint(run) == run / "checkpoints" / "final.pth"
 
@@ -115,7 +115,10 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
         show_progress=False,
     )
     assert not first.finished and first.global_step == 3 and first.epoch == 1
-    assert json.loads((tmp_path / "b" / "summary.json").read_text())["status"] == "stopped"
+    assert (
+        json.loads((tmp_path / "b" / "summary.json").read_text(encoding="utf-8"))["status"]
+        == "stopped"
+    )
     with open(tmp_path / "b" / "log.jsonl", "a") as fh:  # logged after the checkpoint, then killed
         fh.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
     resumed = train(
@@ -125,7 +128,10 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
         show_progress=False,
     )
     assert resumed.finished and resumed.global_step == full.global_step == 6
-    log = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(x)
+        for x in (tmp_path / "b" / "log.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6] and log[3]["loss"] > 0
     assert _max_diff(_state(full.checkpoint), _state(resumed.checkpoint)) == 0.0
     full_losses = [h["loss"] for h in full.history]
@@ -266,7 +272,9 @@ def test_sigterm_checkpoints_and_stops(tmp_path):
     assert signal.getsignal(signal.SIGTERM) == previous  # handler restored
     assert not result.finished and result.global_step == 3  # the step in flight completes
     assert result.checkpoint == tmp_path / "checkpoints" / "step_00000003.pth"
-    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "stopped"
+    assert (
+        json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))["status"] == "stopped"
+    )
 
 
 def _epoch_keys(n: int, epoch: int) -> list[tuple[int, int]]:

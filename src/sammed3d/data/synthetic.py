@@ -113,7 +113,8 @@ def make_synthetic_case(
         k += 1
         label[obj] = k
         names[f"object_{k}"] = k
-        tissue_values.append(float(rng.uniform(-1, 1)))
+        # a clearly visible contrast to the surrounding body, brighter or darker
+        tissue_values.append(float(rng.choice([-1.0, 1.0]) * rng.uniform(0.35, 1.0)))
     body_value = k + 1
     label[body & (label == 0)] = body_value
     names["body"] = body_value

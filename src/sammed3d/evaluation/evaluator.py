@@ -224,7 +224,7 @@ def _write_config(
     identity = json.loads(json.dumps(identity, default=str))
     if path.exists() and not overwrite:
         try:
-            old = json.loads(path.read_text())["identity"]
+            old = json.loads(path.read_text(encoding="utf-8"))["identity"]
         except (ValueError, KeyError) as exc:
             raise ValueError(
                 f"{path} is not an evaluation config ({exc}); use --overwrite"
@@ -525,7 +525,7 @@ def merge_results(
     cfg_path = output_dir / CONFIG_NAME
     if not cfg_path.exists():
         raise FileNotFoundError(f"not an evaluation output folder (no {CONFIG_NAME}): {output_dir}")
-    saved = json.loads(cfg_path.read_text())
+    saved = json.loads(cfg_path.read_text(encoding="utf-8"))
     clicks = sorted({int(k) for k in (clicks or saved["clicks"])})
     metrics = [m for m in saved["config"]["metrics"] if m in METRIC_NAMES]
     max_clicks = int(max(saved["clicks"]))

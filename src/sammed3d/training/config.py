@@ -366,7 +366,7 @@ def _read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if text_path.is_dir():
         raise ConfigError(f"config path is a directory, expected a YAML file: {text_path}")
     try:
-        data = yaml.safe_load(text_path.read_text())
+        data = yaml.safe_load(text_path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"{text_path} is not valid YAML: {first}") from None
@@ -484,7 +484,7 @@ def save_config(cfg: TrainingConfig, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(config_to_yaml(cfg))
         os.replace(tmp, path)
     except BaseException:

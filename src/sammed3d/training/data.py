@@ -332,7 +332,7 @@ def _atomic_write_text(text: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -440,7 +440,7 @@ def build_cache(
         lab_file = root / "labels" / f"{lab_key}__{img_key}.npy"
         stats_file = root / "stats" / f"{lab_key}__{img_key}.json"
         if stats_file.exists():
-            stats = json.loads(stats_file.read_text())
+            stats = json.loads(stats_file.read_text(encoding="utf-8"))
             if "error" in stats:
                 continue
             if (
@@ -500,7 +500,7 @@ def load_cached_targets(
                 f"pre-processing cache has no entry for {label_path} (expected {stats_file}); "
                 "build the cache first"
             )
-        entry = json.loads(stats_file.read_text())
+        entry = json.loads(stats_file.read_text(encoding="utf-8"))
         record: dict[str, Any] = {
             "case_id": t.case_id,
             "class_name": t.class_name,

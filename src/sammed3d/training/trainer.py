@@ -175,7 +175,7 @@ def find_latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     pointer = ckpt_dir / LATEST_POINTER
     if pointer.exists():
         try:
-            name = json.loads(pointer.read_text())["file"]
+            name = json.loads(pointer.read_text(encoding="utf-8"))["file"]
             if (ckpt_dir / name).exists():
                 return ckpt_dir / name
         except (ValueError, KeyError, TypeError):
@@ -212,7 +212,7 @@ def make_grad_scaler(device: torch.device, enabled: bool) -> Any:
 
 def _atomic_write_json(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -545,7 +545,7 @@ class Trainer:
         self.history.append(record)
         if not ctx.is_main:
             return
-        with open(self.run_dir / "log.jsonl", "a") as fh:
+        with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         if writer is not None:
             writer.add_scalar("train/loss", loss, self.global_step)
@@ -825,14 +825,14 @@ class Trainer:
         if not path.exists():
             return
         keep = []
-        for line in path.read_text().splitlines():
+        for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 if json.loads(line)["step"] <= self.global_step:
                     keep.append(line)
             except (ValueError, KeyError, TypeError):
                 continue
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(x + "\n" for x in keep))
+        tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
         os.replace(tmp, path)
 
     @staticmethod

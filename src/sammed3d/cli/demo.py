@@ -1,0 +1,62 @@
+"""``sammed3d demo``: segment named structures of the bundled MRI from one click each."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = (
+    "segment a few brain structures of the bundled (held-out) MRI from one click each; "
+    "writes a label map, a PNG overlay and prints Dice against the atlas"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o", "--output-dir", default="sammed3d_demo", help="output folder (default: sammed3d_demo)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        help="weights to use (default: $SAMMED3D_CHECKPOINT, else the bundled demo model); "
+        "e.g. the published sam_med3d_turbo.pth",
+    )
+    parser.add_argument(
+        "--structures",
+        help="comma-separated AAL names (default: Hippocampus_L,Thalamus_R,Precentral_L,"
+        "Cerebelum_6_R,Caudate_L,Putamen_R)",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--no-extend", action="store_true", help="one ROI per structure")
+    parser.add_argument(
+        "--allow-unsafe-pickle",
+        action="store_true",
+        help="allow pickled Python objects in the checkpoint (older published files; trusted only)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from sammed3d.demo import DEFAULT_STRUCTURES, run_demo
+
+    structures = (
+        tuple(s.strip() for s in args.structures.split(",") if s.strip())
+        if args.structures
+        else DEFAULT_STRUCTURES
+    )
+    result = run_demo(
+        args.output_dir,
+        checkpoint=args.checkpoint,
+        structures=structures,
+        device=args.device,
+        allow_unsafe_pickle=args.allow_unsafe_pickle,
+        extend=not args.no_extend,
+    )
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"{'structure':<16} {'click (i,j,k)':<16} {'Dice':>6} {'seconds':>8}")
+    for r in result.structures:
+        tag = "  (held-out category)" if r.held_out_category else ""
+        click = ",".join(str(c) for c in r.click)
+        print(f"{r.name:<16} {click:<16} {r.dice:6.3f} {r.seconds:8.2f}{tag}")
+    print(f"{'mean':<16} {'':<16} {result.mean_dice:6.3f}")
+    print(f"label map : {result.label_map}")
+    print(f"overlay   : {result.figure}")
+    print(f"summary   : {result.summary}")
+    return 0

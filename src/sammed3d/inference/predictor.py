@@ -1,0 +1,644 @@
+"""Native-space prediction: volume + clicks in native voxel indices -> mask on the input grid.
+
+:class:`SamMed3DPredictor` runs the published inference (reference.md §3.1) without a
+ground-truth mask and without resampling the whole image:
+
+1. ``set_image``: keep the native volume and compute the geometry of its canonical 1.5 mm
+   lattice (``Resample(1.5)`` + ``ToCanonical``), without materialising it.
+2. Choose a ROI: centred on the first positive click (or a box, or a mask's bounding box,
+   with torchio's ``CropOrPad`` centring).
+3. Resample only that ROI from the native image (one SimpleITK call on the native block
+   under it), CT clamp if the modality is CT, zero outside the lattice (the published zero
+   padding), z-score over voxels > 0. The image embedding is cached per ROI, so a
+   refinement click only runs the prompt encoder and the mask decoder.
+4. Prompt in ROI tensor-axis order (:mod:`sammed3d.inference.geometry`) with a mask prompt
+   that is always given (zeros at the first click, then the previous low-res logits),
+   upsample trilinearly, threshold logits > 0 and paste back with nearest neighbour onto the
+   native voxels under the ROI (0 elsewhere).
+5. Optionally extend through ROI faces the mask touches (:mod:`sammed3d.inference.extend`).
+
+Example:
+    >>> predictor = SamMed3DPredictor.from_checkpoint("sam_med3d_turbo.pth")
+    >>> predictor.set_image("ct.nii.gz", modality="CT")
+    >>> pred = predictor.predict([[250, 261, 140]], [1])      # native (i, j, k)
+    >>> pred.mask.shape == predictor.volume.shape
+    True
+    >>> pred = predictor.predict(
+    ...     [[262, 255, 141]], [0], mask_input=pred.low_res_logits, roi=pred.roi)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sammed3d.data.transforms import DEFAULT_SPACING, bbox_center, ct_clamp, zscore_foreground
+from sammed3d.inference import extend as _extend
+from sammed3d.inference.extend import Tile
+from sammed3d.inference.geometry import Lattice, RoiGrid, nearest_index
+from sammed3d.inference.validation import check_image_array, load_image
+from sammed3d.io import Volume, VolumeError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """Result of :meth:`SamMed3DPredictor.predict`.
+
+    Args:
+        mask: ``(I, J, K)`` bool on the native grid of the image.
+        low_res_logits: ``(1, 1, l, l, l)`` raw logits of ``roi``; pass them back as
+            ``mask_input`` (with ``roi=``) for the next click.
+        roi: The ROI the points were given to.
+        tiles: Every ROI prediction that made the mask (``roi``'s first; more than one
+            when the object was extended beyond the ROI).
+        logits: ``(1, 1, S, S, S)`` upsampled logits of ``roi`` (``return_logits=True``).
+    """
+
+    mask: np.ndarray
+    low_res_logits: torch.Tensor
+    roi: RoiGrid
+    tiles: tuple[Tile, ...]
+    logits: torch.Tensor | None = None
+
+
+def normalise_modality(modality: str | None) -> str | None:
+    """Upper-case modality code (``"CT"``, ``"MR"``, ...) or None."""
+    if modality is None:
+        return None
+    if not isinstance(modality, str) or not modality.strip():
+        raise ValueError(
+            f"modality must be a non-empty string such as 'CT' or 'MR', got {modality!r}"
+        )
+    value = modality.strip().upper()
+    if value.startswith("MET_MOD_"):  # MetaImage header values
+        value = value[len("MET_MOD_") :]
+    return {"MRI": "MR"}.get(value, value)
+
+
+def read_modality(path: str | os.PathLike[str]) -> str | None:
+    """The modality recorded in a file's metadata (DICOM ``0008|0060``, MetaImage ``Modality``).
+
+    Never guessed from the path; None when the format has no such field (NIfTI, NRRD).
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    target = path
+    if path.is_dir():
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
+        if not files:
+            return None
+        target = Path(files[0])
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(target))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    for key in ("0008|0060", "Modality"):
+        if reader.HasMetaDataKey(key):
+            value = normalise_modality(reader.GetMetaData(key).strip() or None)
+            if value not in (None, "UNKNOWN"):  # MetaImage writes MET_MOD_UNKNOWN by default
+                return value
+    return None
+
+
+class SamMed3DPredictor:
+    """Promptable segmentation of a 3-D image in its own (native) voxel space.
+
+    Args:
+        model: A :class:`~sammed3d.Sam3D` (or any object with the same ``image_encoder``,
+            ``decode``, ``upsample_logits``, ``img_size`` and ``low_res_size``).
+        target_spacing: Lattice spacing in mm (published: 1.5 isotropic).
+        roi_size: ROI side in voxels; must equal ``model.img_size`` (the default).
+        modality: Default modality (``"CT"`` enables the [-1000, 1000] clamp); a
+            ``set_image(modality=)`` or the file's metadata override it.
+        device: Where to run the model (default: where the model is).
+        extend: Grow beyond the ROI when the mask touches an inner ROI face (default on).
+        max_rois: Bound on the ROIs of one prediction, extension included.
+        min_face_voxels: Mask voxels on a face needed to extend through it.
+        cache_size: Image embeddings kept (one per ROI).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        target_spacing: Sequence[float] = DEFAULT_SPACING,
+        roi_size: int | None = None,
+        modality: str | None = None,
+        device: str | torch.device | None = None,
+        extend: bool = True,
+        max_rois: int = 8,
+        min_face_voxels: int = 8,
+        cache_size: int = 16,
+    ) -> None:
+        spacing = tuple(float(s) for s in target_spacing)
+        if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+            raise ValueError(f"target_spacing must be three positive numbers, got {target_spacing}")
+        img_size = int(model.img_size)
+        if roi_size is not None and int(roi_size) != img_size:
+            raise ValueError(
+                f"roi_size={roi_size} does not match the model input size {img_size} (the "
+                "released models have a fixed-size position embedding)"
+            )
+        if max_rois < 1:
+            raise ValueError(f"max_rois must be >= 1, got {max_rois}")
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be >= 1, got {cache_size}")
+        if device is not None:
+            model = model.to(device)
+        self.model = model.eval() if hasattr(model, "eval") else model
+        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.target_spacing: tuple[float, float, float] = spacing  # type: ignore[assignment]
+        self.roi_size = img_size
+        self.default_modality = normalise_modality(modality)
+        self.extend = bool(extend)
+        self.max_rois = int(max_rois)
+        self.min_face_voxels = int(min_face_voxels)
+        self.cache_size = int(cache_size)
+        self._volume: Volume | None = None
+        self._lattice: Lattice | None = None
+        self._modality: str | None = None
+        self._embeddings: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "cpu",
+        *,
+        allow_unsafe_pickle: bool = False,
+        **kwargs: Any,
+    ) -> SamMed3DPredictor:
+        """Load weights (architecture from the file) and wrap them.
+
+        Args:
+            path: Checkpoint file; None uses :func:`sammed3d.paths.default_checkpoint`.
+            device: Where to run.
+            allow_unsafe_pickle: See :func:`sammed3d.load_checkpoint`.
+            **kwargs: Passed to the constructor.
+
+        Raises:
+            FileNotFoundError: no file, or no default checkpoint.
+        """
+        from sammed3d.build import load_checkpoint
+        from sammed3d.paths import require_checkpoint
+
+        ckpt = require_checkpoint(path)
+        model = load_checkpoint(ckpt, device=device, allow_unsafe_pickle=allow_unsafe_pickle)
+        return cls(model, device=device, **kwargs)
+
+    # ------------------------------------------------------------------------------------
+    # image
+
+    def set_image(
+        self,
+        image: Volume | np.ndarray | torch.Tensor | str | os.PathLike[str],
+        *,
+        spacing: Sequence[float] | None = None,
+        affine: np.ndarray | None = None,
+        modality: str | None = None,
+        allow_label_like: bool = False,
+    ) -> None:
+        """Set the image to segment (drops cached embeddings).
+
+        Args:
+            image: A :class:`~sammed3d.io.Volume`, a path (NIfTI, NRRD, MHA/MHD or a DICOM
+                folder), or an ``(I, J, K)`` array in native index order with ``spacing``
+                (identity direction, zero origin) or a RAS ``affine``.
+            spacing: Voxel size per axis in mm, for arrays.
+            affine: ``4 x 4`` voxel -> RAS+ mm (nibabel), for arrays.
+            modality: ``"CT"`` enables the [-1000, 1000] clamp. Default: the constructor's
+                value, else the file's metadata, else none (no clamp).
+            allow_label_like: Accept images with only a few integer values.
+
+        Raises:
+            FileNotFoundError: missing path.
+            VolumeError: unreadable file, not 3-D, NaN/Inf, constant, label-like image.
+            ValueError: bad spacing/affine arguments.
+        """
+        t0 = time.perf_counter()
+        meta_modality = None
+        if isinstance(image, str | os.PathLike):
+            if spacing is not None or affine is not None:
+                raise ValueError(
+                    "spacing/affine are read from the file; do not pass them with a path"
+                )
+            volume = load_image(image, allow_label_like=allow_label_like)
+            meta_modality = read_modality(image)
+        elif isinstance(image, Volume):
+            if spacing is not None or affine is not None:
+                raise ValueError("a Volume carries its geometry; do not pass spacing/affine")
+            volume = image
+        elif isinstance(image, np.ndarray | torch.Tensor):
+            array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
+            if array.ndim != 3:
+                raise VolumeError(f"image: expected a 3-D (I, J, K) array, got shape {array.shape}")
+            if affine is not None and spacing is not None:
+                raise ValueError("give either spacing or affine, not both")
+            if affine is not None:
+                volume = Volume.from_affine(array, affine)
+            elif spacing is not None:
+                volume = Volume(array, tuple(spacing))  # type: ignore[arg-type]
+            else:
+                raise ValueError(
+                    "an array needs its geometry: pass spacing=(si, sj, sk) in mm or a RAS affine="
+                )
+        else:
+            raise TypeError(
+                f"image must be a Volume, a path or an array, got {type(image).__name__}"
+            )
+        if not isinstance(image, str | os.PathLike):  # load_image checked files already
+            check_image_array(volume.array, allow_label_like=allow_label_like)
+        self.reset_image()
+        self._volume = volume
+        self._lattice = Lattice.from_native(volume, self.target_spacing)
+        self._modality = (
+            normalise_modality(modality)
+            if modality is not None
+            else (self.default_modality or meta_modality)
+        )
+        logger.debug(
+            "image %s, lattice %s, modality %s (%.3f s)",
+            volume,
+            self._lattice.shape,
+            self._modality,
+            time.perf_counter() - t0,
+        )
+
+    def reset_image(self) -> None:
+        """Forget the image and every cached embedding."""
+        self._volume = None
+        self._lattice = None
+        self._modality = None
+        self._embeddings.clear()
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._volume is not None
+
+    @property
+    def volume(self) -> Volume:
+        """The native image (RuntimeError if none is set)."""
+        return self._require_image()[0]
+
+    @property
+    def lattice(self) -> Lattice:
+        """The canonical lattice of the image."""
+        return self._require_image()[1]
+
+    @property
+    def modality(self) -> str | None:
+        """Modality in use for the current image (``"CT"`` clamps)."""
+        return self._modality
+
+    def _require_image(self) -> tuple[Volume, Lattice]:
+        if self._volume is None or self._lattice is None:
+            raise RuntimeError("An image must be set with .set_image(...) before prediction.")
+        return self._volume, self._lattice
+
+    # ------------------------------------------------------------------------------------
+    # ROIs
+
+    def roi_at(self, ijk: Sequence[float]) -> RoiGrid:
+        """The ROI centred on a native voxel (the published centring of a 1-voxel mask)."""
+        self._check_points(np.asarray([ijk], dtype=np.float64))
+        return self.lattice.roi_at(ijk, self.roi_size)
+
+    def roi_from_box(self, lo: Sequence[float], hi: Sequence[float]) -> RoiGrid:
+        """The ROI centred on a native box ``[lo, hi]`` (inclusive voxel indices)."""
+        lo_a = np.asarray(lo, dtype=np.float64)
+        hi_a = np.asarray(hi, dtype=np.float64)
+        if lo_a.shape != (3,) or hi_a.shape != (3,) or np.any(hi_a < lo_a):
+            raise ValueError(f"box needs lo <= hi, three indices each; got {lo} and {hi}")
+        corners = np.array(
+            [
+                [a, b, c]
+                for a in (lo_a[0], hi_a[0])
+                for b in (lo_a[1], hi_a[1])
+                for c in (lo_a[2], hi_a[2])
+            ]
+        )
+        u = self.lattice.native_to_lattice(corners)
+        lo_u = nearest_index(u.min(axis=0))
+        hi_u = nearest_index(u.max(axis=0))
+        return self.lattice.roi_around((lo_u + hi_u) / 2, self.roi_size)
+
+    def roi_from_mask(self, mask: np.ndarray) -> RoiGrid:
+        """The ROI of the published evaluation: centred on a mask's bounding box.
+
+        The mask is resampled (nearest) onto the lattice, as ``tio.Resample`` does to the
+        label, and the crop is centred on its bounding box with ``CropOrPad``'s rule. Only
+        the lattice block under the mask's native bounding box is resampled.
+
+        Raises:
+            ValueError: wrong shape or an empty mask (also empty after resampling).
+        """
+        volume, lattice = self._require_image()
+        mask = np.asarray(mask)
+        if mask.shape != volume.shape:
+            raise ValueError(f"mask shape {mask.shape} != image shape {volume.shape}")
+        nz = np.argwhere(np.any(mask != 0, axis=2))
+        if nz.size == 0:
+            raise ValueError("cannot centre a ROI on an empty mask")
+        ks = np.flatnonzero(np.any(mask != 0, axis=(0, 1)))
+        lo = np.array([nz[:, 0].min(), nz[:, 1].min(), ks[0]], dtype=np.float64)
+        hi = np.array([nz[:, 0].max(), nz[:, 1].max(), ks[-1]], dtype=np.float64)
+        corners = np.array(
+            [[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])]
+        )
+        u = lattice.native_to_lattice(corners)
+        start = np.floor(u.min(axis=0)) - 1
+        stop = np.ceil(u.max(axis=0)) + 2
+        block = lattice.roi(start.astype(int).tolist(), (stop - start).astype(int).tolist())
+        on_lattice = block.resample_from_native((mask != 0).astype(np.uint8), "nearest")
+        if not on_lattice.any():
+            raise ValueError("the mask vanishes when resampled to the lattice (too small)")
+        center = np.asarray(bbox_center(on_lattice)) + np.asarray(block.start)
+        return lattice.roi_around(center, self.roi_size)
+
+    # ------------------------------------------------------------------------------------
+    # model space
+
+    def roi_image(self, roi: RoiGrid) -> torch.Tensor:
+        """The normalised model input of ``roi``: ``(1, 1, S, S, S)`` float32 on the device.
+
+        Raises:
+            ValueError: z-score undefined (no voxel > 0 in the ROI, or all equal).
+        """
+        volume, lattice = self._require_image()
+        self._check_roi(roi)
+        # zero padding outside the lattice (published CropOrPad), then the CT clamp (0 stays 0)
+        array = roi.resample_from_native(volume.array, "linear", zero_outside_lattice=True)
+        if self._modality == "CT":
+            array = ct_clamp(array)
+        try:
+            array = zscore_foreground(array)
+        except ValueError as exc:
+            center = np.round(roi.roi_to_native(np.asarray(roi.size) / 2 - 0.5)).astype(int)
+            raise ValueError(
+                f"cannot normalise the ROI around native voxel {tuple(center.tolist())}: {exc}"
+            ) from None
+        return torch.from_numpy(np.ascontiguousarray(array))[None, None].to(self.device)
+
+    def get_image_embedding(self, roi: RoiGrid) -> torch.Tensor:
+        """Image embedding ``(1, C, g, g, g)`` of ``roi`` (computed once, then cached)."""
+        self._require_image()
+        self._check_roi(roi)
+        key = roi.key
+        if key in self._embeddings:
+            self._embeddings.move_to_end(key)
+            return self._embeddings[key]
+        t0 = time.perf_counter()
+        x = self.roi_image(roi)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            emb = self.model.image_encoder(x)
+        logger.debug(
+            "ROI %s: resample+normalise %.3f s, encoder %.3f s",
+            roi,
+            t1 - t0,
+            time.perf_counter() - t1,
+        )
+        self._embeddings[key] = emb
+        while len(self._embeddings) > self.cache_size:
+            self._embeddings.popitem(last=False)
+        return emb
+
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor | None = None,
+        *,
+        roi: RoiGrid,
+        multimask_output: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model-space prediction in one ROI (batched prompts, one image).
+
+        Args:
+            point_coords: ``(B, N, 3)`` ROI voxel coordinates in tensor-axis order
+                ``(r0, r1, r2)``.
+            point_labels: ``(B, N)``: 1 positive, 0 negative.
+            mask_input: ``(B, 1, l, l, l)`` previous low-res logits; None means zeros (the
+                published first-click prompt).
+            roi: The ROI (its embedding is computed or taken from the cache).
+            multimask_output: Return masks 1..3 instead of mask 0 (never trained).
+
+        Returns:
+            ``(low_res_logits (B, C, l, l, l), iou (B, C))``.
+        """
+        if point_coords.ndim != 3 or point_coords.shape[-1] != 3:
+            raise ValueError(f"point_coords must be (B, N, 3), got {tuple(point_coords.shape)}")
+        if point_labels.shape != point_coords.shape[:2]:
+            raise ValueError(
+                f"point_labels must be (B, N) = {tuple(point_coords.shape[:2])}, "
+                f"got {tuple(point_labels.shape)}"
+            )
+        batch = point_coords.shape[0]
+        low_size = tuple(int(s) for s in self.model.low_res_size)
+        if mask_input is None:
+            mask_input = torch.zeros((batch, 1, *low_size), device=self.device)
+        elif tuple(mask_input.shape) != (batch, 1, *low_size):
+            raise ValueError(
+                f"mask_input must be (B, 1, {', '.join(map(str, low_size))}) logits, "
+                f"got {tuple(mask_input.shape)}"
+            )
+        emb = self.get_image_embedding(roi)
+        if batch > 1:
+            emb = emb.expand(batch, *emb.shape[1:])
+        with torch.inference_mode():
+            return self.model.decode(
+                emb,
+                point_coords.to(self.device, torch.float32),
+                point_labels.to(self.device, torch.int64),
+                mask_input.to(self.device, torch.float32),
+                multimask_output=multimask_output,
+            )
+
+    def predict_tile(
+        self,
+        roi: RoiGrid,
+        points: np.ndarray,
+        labels: np.ndarray,
+        mask_input: torch.Tensor | None = None,
+        *,
+        source: _extend.TileSource = "prompt",
+        parent: RoiGrid | None = None,
+        keep_logits: bool = False,
+    ) -> Tile:
+        """One ROI prediction from prompts in ROI voxels ``(N, 3)`` (labels ``(N,)``)."""
+        coords = torch.as_tensor(np.asarray(points, dtype=np.float32))[None]
+        lab = torch.as_tensor(np.asarray(labels, dtype=np.int64))[None]
+        low, _ = self.predict_torch(coords, lab, mask_input, roi=roi)
+        with torch.inference_mode():
+            up = self.model.upsample_logits(low)
+        mask = (up[0, 0] > 0).cpu().numpy()
+        return Tile.create(roi, low, mask, source, parent, up if keep_logits else None)
+
+    # ------------------------------------------------------------------------------------
+    # native space
+
+    def predict(
+        self,
+        point_coords: np.ndarray | Sequence[Sequence[float]],
+        point_labels: np.ndarray | Sequence[int],
+        mask_input: torch.Tensor | None = None,
+        roi: RoiGrid | None = None,
+        return_logits: bool = False,
+        *,
+        extend: bool | None = None,
+    ) -> Prediction:
+        """Segment from clicks given in native voxel indices.
+
+        All points are given to the model at once with ``mask_input`` (for the published
+        one-click-per-step interaction use :class:`~sammed3d.InteractiveSession`).
+
+        Args:
+            point_coords: ``(N, 3)`` native voxel indices ``(i, j, k)``.
+            point_labels: ``(N,)``: 1 positive, 0 negative.
+            mask_input: ``(1, 1, l, l, l)`` low-res logits of ``roi`` from a previous call.
+            roi: The ROI to use; default: centred on the first positive point.
+            return_logits: Also return the upsampled ROI logits.
+            extend: Override the predictor's ``extend`` setting.
+
+        Returns:
+            A :class:`Prediction` with the native mask.
+
+        Raises:
+            RuntimeError: no image set.
+            ValueError: malformed points/labels, a point outside the image or the ROI, no
+                positive point without ``roi``, ``mask_input`` without ``roi``.
+        """
+        _, lattice = self._require_image()
+        pts, labels = self._parse_points(point_coords, point_labels)
+        if roi is None:
+            if mask_input is not None:
+                raise ValueError(
+                    "mask_input belongs to a ROI: pass roi= as well (e.g. the previous "
+                    "prediction's .roi)"
+                )
+            positive = np.flatnonzero(labels == 1)
+            if positive.size == 0:
+                raise ValueError("need at least one positive point to place the ROI (or pass roi=)")
+            roi = lattice.roi_at(pts[positive[0]], self.roi_size)
+        else:
+            self._check_roi(roi)
+        vox = roi.native_points_to_voxels(pts)
+        outside = np.flatnonzero(np.any((vox < 0) | (vox >= np.asarray(roi.size)), axis=1))
+        if outside.size:
+            n = int(outside[0])
+            raise ValueError(
+                f"point {n} {tuple(pts[n].astype(int).tolist())} lies outside the ROI {roi}; "
+                "predict it in its own ROI"
+            )
+        t0 = time.perf_counter()
+        tile = self.predict_tile(roi, vox, labels, mask_input, keep_logits=return_logits)
+        tiles = [tile]
+        if self.extend if extend is None else extend:
+            tiles += _extend.grow(
+                self._extension_runner,
+                tile,
+                max_new=self.max_rois - 1,
+                min_face_voxels=self.min_face_voxels,
+            )
+        mask = self.native_mask(tiles)
+        logger.debug("predict: %d ROI(s), %.3f s", len(tiles), time.perf_counter() - t0)
+        return Prediction(mask, tile.low_res_logits, roi, tuple(tiles), tile.logits)
+
+    def _extension_runner(
+        self,
+        roi: RoiGrid,
+        points: np.ndarray,
+        labels: np.ndarray,
+        mask_input: torch.Tensor,
+        parent: RoiGrid,
+    ) -> Tile:
+        return self.predict_tile(roi, points, labels, mask_input, source="extension", parent=parent)
+
+    def native_block(self, tiles: Sequence[Tile]) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+        """Stitch tiles and paste them: ``(native slices, bool block)``."""
+        union, mask = _extend.stitch(tiles)
+        return union.paste_to_native(mask)
+
+    def native_mask(self, tiles: Sequence[Tile]) -> np.ndarray:
+        """Stitched native ``(I, J, K)`` bool mask of ``tiles`` (False outside them)."""
+        volume, _ = self._require_image()
+        out = np.zeros(volume.shape, dtype=bool)
+        slices, block = self.native_block(tiles)
+        out[slices] = block
+        return out
+
+    # ------------------------------------------------------------------------------------
+    # checks
+
+    def _check_roi(self, roi: RoiGrid) -> None:
+        if not isinstance(roi, RoiGrid):
+            raise TypeError(f"roi must be a RoiGrid, got {type(roi).__name__}")
+        if roi.lattice is not self._lattice:
+            raise ValueError("this ROI belongs to another image (set_image was called since)")
+        if roi.size != (self.roi_size,) * 3:
+            raise ValueError(f"ROI size {roi.size} != model input size {self.roi_size}")
+
+    def _check_points(self, pts: np.ndarray) -> None:
+        volume, _ = self._require_image()
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise ValueError(
+                f"points must be (N, 3) native voxel indices (i, j, k), got shape {pts.shape}"
+            )
+        if not np.isfinite(pts).all():
+            raise ValueError("points must be finite numbers")
+        shape = np.asarray(volume.shape)
+        rounded = nearest_index(pts)
+        bad = np.flatnonzero(np.any((rounded < 0) | (rounded > shape - 1), axis=1))
+        if bad.size:
+            n = int(bad[0])
+            raise ValueError(
+                f"point {n} {tuple(float(v) for v in pts[n])} is outside the image: native "
+                f"voxel indices (i, j, k) must lie in [0, {volume.shape[0] - 1}] x "
+                f"[0, {volume.shape[1] - 1}] x [0, {volume.shape[2] - 1}]"
+            )
+
+    def _parse_points(
+        self,
+        point_coords: np.ndarray | Sequence[Sequence[float]],
+        point_labels: np.ndarray | Sequence[int],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            pts = np.asarray(point_coords, dtype=np.float64)
+            labels = np.asarray(point_labels)
+        except (TypeError, ValueError):
+            raise ValueError("points must be numbers: (N, 3) coordinates and (N,) labels") from None
+        if pts.ndim == 1 and pts.shape == (3,):
+            pts = pts[None]
+        labels = labels.reshape(-1) if labels.ndim == 0 else labels
+        self._check_points(pts)
+        if labels.shape != (pts.shape[0],):
+            raise ValueError(f"point_labels must have shape ({pts.shape[0]},), got {labels.shape}")
+        if not np.all(np.isin(labels, (0, 1))):
+            raise ValueError(
+                f"point_labels must be 1 (positive) or 0 (negative), got {labels.tolist()}"
+            )
+        return nearest_index(pts), labels.astype(np.int64)
+
+
+def _model_device(model: Any) -> torch.device:
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")

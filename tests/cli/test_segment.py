@@ -1,0 +1,225 @@
+"""``sammed3d segment``: exit codes, one-line errors on bad input, output geometry."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from sammed3d import save_checkpoint
+from sammed3d.cli import main
+from sammed3d.io import Volume, read_volume, write_volume
+
+OBLIQUE = np.array([[0.96, -0.28, 0.0], [0.28, 0.96, 0.0], [0.0, 0.0, 1.0]])  # 16 degrees about z
+
+
+def _image(shape=(40, 34, 18), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = 100 + 20 * rng.random(shape)
+    img[10:25, 8:20, 4:12] += 400
+    return img.astype(np.float32)
+
+
+@pytest.fixture()
+def ckpt(tmp_path: Path, tiny_model: torch.nn.Module) -> Path:
+    return save_checkpoint(tiny_model, tmp_path / "tiny.pth")
+
+
+@pytest.fixture()
+def image(tmp_path: Path) -> Path:
+    vol = Volume(_image(), (1.1, 0.9, 2.5), (5.0, -20.0, 40.0), OBLIQUE)
+    return write_volume(vol, tmp_path / "ct.nrrd")
+
+
+def _err(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def test_segment_writes_a_mask_on_the_input_grid(tmp_path, image, ckpt, capsys):
+    out = tmp_path / "mask.nii.gz"
+    argv = ["segment", str(image), "--point", "15", "14", "8", "--negative", "12", "10", "6"]
+    argv += ["--checkpoint", str(ckpt), "--output", str(out), "--label", "3", "--no-extend"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "click 1/2 + at (15, 14, 8)" in printed and "click 2/2 - at (12, 10, 6)" in printed
+    assert f"wrote {out}" in printed
+    src, mask = read_volume(image), read_volume(out)
+    assert mask.shape == src.shape and mask.array.dtype == np.uint8
+    assert set(np.unique(mask.array)) <= {0, 3}
+    np.testing.assert_allclose(mask.spacing, src.spacing, rtol=1e-6)
+    np.testing.assert_allclose(mask.origin, src.origin, atol=1e-4)
+    np.testing.assert_allclose(mask.direction, src.direction, atol=1e-6)
+    # the same clicks given in RAS millimetres give the same mask
+    ras = src.affine @ np.array([15, 14, 8, 1.0])
+    ras_neg = src.affine @ np.array([12, 10, 6, 1.0])
+    out2 = tmp_path / "mask_mm.nrrd"
+    argv2 = ["segment", str(image), "--coords", "ras", "--point", *map(str, ras[:3])]
+    argv2 += ["--negative", *map(str, ras_neg[:3]), "--checkpoint", str(ckpt)]
+    argv2 += ["--output", str(out2), "--label", "3", "--no-extend"]
+    assert main(argv2) == 0
+    np.testing.assert_array_equal(read_volume(out2).array, mask.array)
+
+
+def test_checkpoint_from_environment(tmp_path, image, ckpt, monkeypatch, capsys):
+    monkeypatch.setenv("SAMMED3D_CHECKPOINT", str(ckpt))
+    out = tmp_path / "m.mha"
+    assert main(["segment", str(image), "-p", "15", "14", "8", "-o", str(out)]) == 0
+    assert out.exists()
+    monkeypatch.setenv("SAMMED3D_CHECKPOINT", str(tmp_path / "missing.pth"))
+    assert main(["segment", str(image), "-p", "15", "14", "8", "-o", str(out)]) == 2
+    assert "SAMMED3D_CHECKPOINT" in _err(capsys)
+
+
+def test_no_checkpoint_is_a_clear_error(tmp_path, image, monkeypatch, capsys):
+    monkeypatch.delenv("SAMMED3D_CHECKPOINT", raising=False)
+    out = tmp_path / "m.nii.gz"
+    assert main(["segment", str(image), "-p", "15", "14", "8", "-o", str(out)]) == 2
+    assert "no checkpoint" in _err(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["-p", "40", "14", "8"], "outside the image"),
+        (["-p", "15", "-1", "8"], "outside the image"),
+        (["-n", "15", "14", "8"], "first click must be positive"),
+        ([], "at least one click"),
+        (["-p", "15", "14", "8", "--label", "0"], "--label"),
+    ],
+)
+def test_bad_clicks_are_one_line_errors(tmp_path, image, ckpt, capsys, extra, match):
+    argv = ["segment", str(image), *extra, "--checkpoint", str(ckpt)]
+    assert main([*argv, "-o", str(tmp_path / "m.nii.gz")]) == 2
+    assert match in _err(capsys)
+
+
+def test_refuses_to_overwrite_the_input_and_bad_output_names(tmp_path, image, ckpt, capsys):
+    before = image.read_bytes()
+    argv = ["segment", str(image), "-p", "15", "14", "8", "--checkpoint", str(ckpt)]
+    assert main([*argv, "-o", str(image)]) == 2
+    assert "overwrite" in _err(capsys)
+    assert image.read_bytes() == before
+    assert main([*argv, "-o", str(tmp_path / "mask.png")]) == 2
+    assert ".nii.gz" in _err(capsys)
+
+
+def _write(array: np.ndarray, path: Path, spacing=None) -> Path:
+    img = sitk.GetImageFromArray(array)
+    if spacing:
+        img.SetSpacing(spacing)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+def _dicom_series(folder: Path, uid: str, modality: str = "CT", n: int = 6) -> None:
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(len(uid))
+    for z in range(n):
+        sl = sitk.GetImageFromArray((rng.random((30, 28)) * 800 - 300).astype(np.int16))
+        for tag, value in {
+            "0020|000e": uid,
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+            "0008|0060": modality,
+            "0020|0013": str(z + 1),
+            "0020|0032": f"0\\0\\{2.0 * z}",
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0028|0030": "0.8\\0.7",
+        }.items():
+            sl.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / f"{uid}_{z}.dcm"))
+        writer.Execute(sl)
+
+
+def test_dicom_series_input_reads_the_ct_modality(tmp_path, ckpt, capsys):
+    folder = tmp_path / "series"
+    _dicom_series(folder, "1.2.826.0.1.3680043.2.1125.7")
+    out = tmp_path / "mask.nii.gz"
+    argv = ["segment", str(folder), "-p", "14", "15", "3", "--checkpoint", str(ckpt)]
+    assert main([*argv, "-o", str(out), "--no-extend"]) == 0
+    assert "modality: CT" in capsys.readouterr().out
+    assert read_volume(out).shape == (28, 30, 6)
+    _dicom_series(folder, "1.2.826.0.1.3680043.2.1125.8")  # a second series in the folder
+    assert main([*argv, "-o", str(tmp_path / "m2.nii.gz")]) == 2
+    assert "2 DICOM series" in _err(capsys)
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
+    rng = np.random.default_rng(0)
+    good = _image((12, 14, 16))
+    cases: dict[str, tuple[Path, str]] = {}
+    cases["2d"] = (_write(good[0], tmp / "slice.nii.gz"), "3-D")
+    four = sitk.JoinSeries([sitk.GetImageFromArray(good)] * 3)
+    sitk.WriteImage(four, str(tmp / "four.nii.gz"))
+    cases["4d"] = (tmp / "four.nii.gz", "3-D")
+    cases["constant"] = (_write(np.full((12, 14, 16), 5.0, np.float32), tmp / "c.nrrd"), "constant")
+    cases["empty"] = (_write(np.zeros((12, 14, 16), np.float32), tmp / "z.mha"), "constant")
+    nan = good.copy()
+    nan[3, 4, 5] = np.nan
+    cases["nan"] = (_write(nan, tmp / "nan.nii.gz"), "NaN")
+    inf = good.copy()
+    inf[1, 1, 1] = np.inf
+    cases["inf"] = (_write(inf, tmp / "inf.nii.gz"), "infinite")
+    label = (rng.random((12, 14, 16)) > 0.7).astype(np.uint8)
+    cases["label"] = (_write(label, tmp / "label.nii.gz"), "label map")
+    full = _write(good, tmp / "full.nii")
+    (tmp / "trunc.nii").write_bytes(full.read_bytes()[:500])
+    cases["truncated"] = (tmp / "trunc.nii", "cannot read")
+    gz = _write(good, tmp / "ok.nii.gz").read_bytes()
+    (tmp / "trunc.nii.gz").write_bytes(gz[: len(gz) // 2])
+    cases["truncated_gz"] = (tmp / "trunc.nii.gz", "cannot read")
+    (tmp / "junk.nii.gz").write_bytes(gzip.compress(b"not an image at all" * 10))
+    cases["junk"] = (tmp / "junk.nii.gz", "cannot read")
+    (tmp / "image.png").write_bytes(b"\x89PNG")
+    cases["extension"] = (tmp / "image.png", "unsupported file type")
+    cases["missing"] = (tmp / "nope.nii.gz", "no such file")
+    return cases
+
+
+CASES = [
+    "2d",
+    "4d",
+    "constant",
+    "empty",
+    "nan",
+    "inf",
+    "label",
+    "truncated",
+    "truncated_gz",
+    "junk",
+    "extension",
+    "missing",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_images_are_one_line_errors(tmp_path, ckpt, capsys, case):
+    path, match = _bad_inputs(tmp_path)[case]
+    argv = ["segment", str(path), "-p", "1", "1", "1", "--checkpoint", str(ckpt)]
+    assert main([*argv, "-o", str(tmp_path / "out.nii.gz")]) == 2
+    err = _err(capsys)
+    assert match in err
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_label_image_can_be_forced(tmp_path, ckpt):
+    label = (np.random.default_rng(0).random((12, 14, 16)) * 3).astype(np.uint8)
+    path = _write(label, tmp_path / "label.nii.gz", spacing=(3.0, 3.0, 3.0))
+    argv = ["segment", str(path), "-p", "5", "5", "5", "--checkpoint", str(ckpt), "--no-extend"]
+    assert main([*argv, "-o", str(tmp_path / "o.nii.gz"), "--allow-label-image"]) == 0
+
+
+def test_debug_shows_the_traceback(tmp_path, ckpt):
+    path = tmp_path / "image.png"
+    path.write_bytes(b"x")
+    argv = ["segment", str(path), "-p", "1", "1", "1", "--checkpoint", str(ckpt), "--debug"]
+    with pytest.raises(ValueError, match="unsupported"):
+        main([*argv, "-o", str(tmp_path / "o.nii.gz")])

@@ -1,0 +1,263 @@
+"""SamMed3DPredictor: native-space masks through an oracle model, caching, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sammed3d.data.transforms import (
+    bbox_center,
+    crop_or_pad,
+    resample,
+    to_canonical,
+    zscore_foreground,
+)
+from sammed3d.inference import SamMed3DPredictor
+from sammed3d.io import Volume, VolumeError
+
+GEOMETRY_NAMES = ["lps_aniso", "ras_stored", "oblique", "permuted_flipped"]
+
+
+def _sphere_setup(lab, geometry: str):
+    """A sphere (r 9 mm) off the volume centre, and a click 4 mm off the sphere centre."""
+    probe, _ = lab.make_phantom(geometry)
+    center = lab.volume_center(probe) + np.array([3.0, -2.0, 4.0])
+    radius = 9.0
+    vol, xyz = lab.make_phantom(
+        geometry, shapes=lambda p: np.linalg.norm(p - center, axis=-1) <= radius
+    )
+    dist = np.linalg.norm(xyz - center, axis=-1)
+    click_phys = center + np.array([2.0, 2.0, -2.0])
+    click = np.floor(vol.physical_to_index(click_phys) + 0.5).astype(int)
+    return vol, dist, radius, click
+
+
+@pytest.mark.parametrize("centred", [True, False], ids=["roi_on_click", "roi_off_click"])
+@pytest.mark.parametrize("geometry", GEOMETRY_NAMES)
+def test_sphere_lands_on_the_right_native_voxels(lab, geometry, centred):
+    vol, dist, radius, click = _sphere_setup(lab, geometry)
+    model = lab.OracleModel(img_size=48)
+    predictor = SamMed3DPredictor(model, extend=False)
+    predictor.set_image(vol)
+    roi = None if centred else predictor.roi_at(click + np.array([4, -3, 2]))
+    pred = predictor.predict([click], [1], roi=roi)
+    if not centred:  # the click is off the ROI centre on every axis
+        assert np.all(np.abs(pred.roi.native_to_roi(click.astype(float)) - 24) > 0.9)
+    assert pred.mask.shape == vol.shape and pred.mask.dtype == bool
+    truth = dist <= radius
+    # inside / outside by more than one lattice voxel plus one native voxel: must agree
+    margin = 1.5 + max(vol.spacing)
+    assert pred.mask[dist <= radius - margin].all()
+    assert not pred.mask[dist >= radius + margin].any()
+    dice = 2 * (pred.mask & truth).sum() / (pred.mask.sum() + truth.sum())
+    assert dice > 0.85
+    assert pred.mask[tuple(click)]
+    assert pred.low_res_logits.shape == (1, 1, 48, 48, 48)
+
+
+def test_points_reach_the_model_in_roi_tensor_axis_order(lab):
+    vol, _, _, click = _sphere_setup(lab, "permuted_flipped")
+    model = lab.OracleModel(img_size=48)
+    predictor = SamMed3DPredictor(model, extend=False)
+    predictor.set_image(vol)
+    roi = predictor.roi_at(click + np.array([5, -2, 3]))
+    pred = predictor.predict([click], [1], roi=roi)
+    sent = model.decode_calls[-1]["coords"][0, 0].numpy()
+    expected = np.floor(pred.roi.native_to_roi(click.astype(float)) + 0.5)
+    np.testing.assert_array_equal(sent, expected)
+    # the first click of a ROI always gets a zero mask prompt (published convention)
+    assert torch.count_nonzero(model.decode_calls[-1]["mask_input"]) == 0
+
+
+def test_embedding_is_cached_per_roi_and_mask_prompt_is_fed_back(lab):
+    vol, _, _, click = _sphere_setup(lab, "oblique")
+    xyz = vol.index_to_physical(np.indices(vol.shape).transpose(1, 2, 3, 0))
+    model = lab.OracleModel(img_size=48)
+    predictor = SamMed3DPredictor(model, extend=False)
+    predictor.set_image(vol)
+    first = predictor.predict([click], [1])
+    assert model.encoder_calls == 1
+    second = predictor.predict(
+        [click + np.array([1, 0, 0])], [0], mask_input=first.low_res_logits, roi=first.roi
+    )
+    assert model.encoder_calls == 1  # refinement: decoder only
+    torch.testing.assert_close(model.decode_calls[-1]["mask_input"], first.low_res_logits)
+    # the negative click carved a ball (3 ROI voxels = 4.5 mm) around itself, nowhere else
+    neg = vol.index_to_physical(click + np.array([1, 0, 0]))
+    d_neg = np.linalg.norm(xyz - neg, axis=-1)
+    assert first.mask[d_neg <= 2.0].all() and not second.mask[d_neg <= 2.0].any()
+    np.testing.assert_array_equal(second.mask[d_neg > 7.0], first.mask[d_neg > 7.0])
+    predictor.set_image(vol)  # a new image drops the cache
+    predictor.predict([click], [1])
+    assert model.encoder_calls == 2
+
+
+def test_roi_image_matches_the_whole_volume_pipeline(lab):
+    vol, _, _, click = _sphere_setup(lab, "oblique")
+    predictor = SamMed3DPredictor(lab.OracleModel(img_size=48), extend=False)
+    predictor.set_image(vol)
+    roi = predictor.roi_at(click)
+    x = predictor.roi_image(roi)[0, 0].numpy()
+    full = to_canonical(resample(vol, (1.5, 1.5, 1.5)))
+    u = np.floor(predictor.lattice.native_to_lattice(click.astype(float)) + 0.5)
+    crop, box = crop_or_pad(full.array, u, 48)
+    assert box.start == roi.start
+    np.testing.assert_allclose(x, zscore_foreground(crop), atol=1e-4)
+
+
+def test_ct_clamp_applies_only_for_ct(lab):
+    vol, _, _, click = _sphere_setup(lab, "lps_aniso")
+    arr = vol.array.copy()
+    arr[:, :, :4] = 2500.0  # very bright slab, clipped to 1000 for CT
+    vol = vol.with_array(arr)
+    for modality, clip in ((None, False), ("ct", True)):
+        predictor = SamMed3DPredictor(lab.OracleModel(img_size=48), extend=False)
+        predictor.set_image(vol, modality=modality)
+        roi = predictor.roi_at(click)
+        x = predictor.roi_image(roi)[0, 0].numpy()
+        raw = roi.resample_from_native(vol.array)
+        ref = np.clip(raw, -1000, 1000) if clip else raw
+        np.testing.assert_allclose(x, zscore_foreground(ref), atol=1e-4)
+        assert predictor.modality == ("CT" if clip else None)
+
+
+def test_roi_from_mask_uses_the_published_bbox_centring(lab):
+    vol, dist, radius, _ = _sphere_setup(lab, "ras_stored")
+    predictor = SamMed3DPredictor(lab.OracleModel(img_size=48), extend=False)
+    predictor.set_image(vol)
+    gt = dist <= radius
+    roi = predictor.roi_from_mask(gt)
+    label = to_canonical(resample(vol.with_array(gt.astype(np.uint8)), interpolation="nearest"))
+    _, box = crop_or_pad(label.array, bbox_center(label.array), 48)
+    assert roi.start == box.start
+    with pytest.raises(ValueError, match="empty mask"):
+        predictor.roi_from_mask(np.zeros(vol.shape, bool))
+
+
+def test_object_larger_than_the_roi_is_extended_and_stitched(lab):
+    # 6 mm voxels along i: a 300 mm long rod; ROI = 32 voxels x 3 mm = 96 mm
+    shape, spacing = (60, 14, 14), (6.0, 3.0, 3.0)
+    base = Volume(np.zeros(shape, np.float32), spacing, (0.0, 0.0, 0.0))
+    xyz = base.index_to_physical(np.indices(shape).transpose(1, 2, 3, 0))
+    axis_pt = np.array([0.0, 19.5, 19.5])
+    radial = np.linalg.norm((xyz - axis_pt)[..., 1:], axis=-1)
+    rod = (radial <= 9.0) & (xyz[..., 0] >= 30.0) & (xyz[..., 0] <= 330.0)
+    rng = np.random.default_rng(1)
+    img = np.where(rod, 300.0, 100.0) + rng.uniform(0, 8, size=shape)
+    vol = base.with_array(img.astype(np.float32))
+    click = (30, 7, 7)
+
+    model = lab.OracleModel(img_size=32)
+    off = SamMed3DPredictor(model, target_spacing=(3.0, 3.0, 3.0), extend=False)
+    off.set_image(vol)
+    cut = off.predict([click], [1])
+    assert len(cut.tiles) == 1
+    assert cut.mask.sum() < 0.5 * rod.sum()
+
+    on = SamMed3DPredictor(model, target_spacing=(3.0, 3.0, 3.0), max_rois=10)
+    on.set_image(vol)
+    full = on.predict([click], [1])
+    assert len(full.tiles) > 2
+    assert all(t.source == "extension" for t in full.tiles[1:])
+    core = rod & (radial <= 9.0 - 4.0)
+    assert full.mask[core].all()
+    assert not full.mask[~rod & (radial > 9.0 + 4.0)].any()
+
+    bounded = SamMed3DPredictor(model, target_spacing=(3.0, 3.0, 3.0), max_rois=2)
+    bounded.set_image(vol)
+    assert len(bounded.predict([click], [1]).tiles) == 2
+
+
+def test_predict_before_set_image_raises(lab):
+    predictor = SamMed3DPredictor(lab.OracleModel(img_size=32))
+    with pytest.raises(RuntimeError, match="set_image"):
+        predictor.predict([[1, 2, 3]], [1])
+
+
+@pytest.mark.parametrize(
+    ("array", "kwargs", "match"),
+    [
+        (np.random.default_rng(0).random((10, 10)), {"spacing": (1, 1)}, "3-D"),
+        (np.random.default_rng(0).random((4, 10, 10, 10)), {"spacing": (1, 1, 1)}, "3-D"),
+        (np.full((8, 9, 10), 7.0), {"spacing": (1, 1, 1)}, "constant"),
+        (
+            np.where(np.eye(10)[:, :, None] > 0, np.nan, 1.0) * np.ones((10, 10, 10)),
+            {"spacing": (1, 1, 1)},
+            "NaN",
+        ),
+        (
+            np.random.default_rng(0).random((10, 10, 10)) * np.inf,
+            {"spacing": (1, 1, 1)},
+            "infinite",
+        ),
+        (
+            (np.random.default_rng(0).random((10, 10, 10)) > 0.5).astype(np.uint8),
+            {"spacing": (1, 1, 1)},
+            "label map",
+        ),
+        (np.random.default_rng(0).random((10, 10, 10)) > 0.5, {"spacing": (1, 1, 1)}, "mask"),
+        (np.random.default_rng(0).random((10, 10, 10)), {}, "spacing"),
+    ],
+)
+def test_bad_images_get_clear_errors(lab, array, kwargs, match):
+    predictor = SamMed3DPredictor(lab.OracleModel(img_size=32))
+    with pytest.raises((ValueError, VolumeError), match=match):
+        predictor.set_image(array, **kwargs)
+    assert not predictor.is_image_set
+
+
+def test_bad_points_get_clear_errors(lab):
+    vol, _, _, click = _sphere_setup(lab, "lps_aniso")
+    predictor = SamMed3DPredictor(lab.OracleModel(img_size=32), extend=False)
+    predictor.set_image(vol)
+    with pytest.raises(ValueError, match="outside the image"):
+        predictor.predict([[vol.shape[0], 0, 0]], [1])
+    with pytest.raises(ValueError, match="outside the image"):
+        predictor.predict([[-1, 0, 0]], [1])
+    with pytest.raises(ValueError, match="labels"):
+        predictor.predict([click], [2])
+    with pytest.raises(ValueError, match="positive"):
+        predictor.predict([click], [0])
+    with pytest.raises(ValueError, match="roi="):
+        predictor.predict([click], [1], mask_input=torch.zeros(1, 1, 32, 32, 32))
+    roi = predictor.roi_at((0, 0, 0))
+    far = np.asarray(vol.shape) - 1
+    with pytest.raises(ValueError, match="outside the ROI"):
+        predictor.predict([far], [1], roi=roi)
+
+
+def test_roi_from_box_centres_on_the_box(lab):
+    vol, dist, radius, _ = _sphere_setup(lab, "lps_aniso")
+    predictor = SamMed3DPredictor(lab.OracleModel(img_size=48), extend=False)
+    predictor.set_image(vol)
+    idx = np.argwhere(dist <= radius)
+    lo, hi = idx.min(axis=0), idx.max(axis=0)
+    roi = predictor.roi_from_box(lo, hi)
+    # axis-aligned (LPS) image: the box's lattice centre lands at the ROI centre (+-0.5)
+    centre = (roi.native_to_roi(lo.astype(float)) + roi.native_to_roi(hi.astype(float))) / 2
+    assert np.all(np.abs(centre - 23.5) <= 1.0)
+    with pytest.raises(ValueError, match="lo <= hi"):
+        predictor.roi_from_box(hi, lo)
+
+
+def test_modality_is_read_from_metadata_never_from_the_name(lab, tmp_path):
+    import SimpleITK as sitk
+
+    from sammed3d.inference import read_modality
+    from sammed3d.io import write_volume
+
+    vol, _, _, click = _sphere_setup(lab, "lps_aniso")
+    named = write_volume(vol, tmp_path / "ct_liver.mha")  # MetaImage: MET_MOD_UNKNOWN
+    assert read_modality(named) is None
+    predictor = SamMed3DPredictor(lab.OracleModel(img_size=48), extend=False)
+    predictor.set_image(named)
+    assert predictor.modality is None
+    image = sitk.ReadImage(str(named))
+    image.SetMetaData("0008|0060", "CT")
+    sitk.WriteImage(image, str(tmp_path / "plain.nrrd"))  # NRRD keeps custom keys
+    assert read_modality(tmp_path / "plain.nrrd") == "CT"
+    predictor.set_image(tmp_path / "plain.nrrd")
+    assert predictor.modality == "CT"
+    predictor.set_image(tmp_path / "plain.nrrd", modality="MR")
+    assert predictor.modality == "MR"

@@ -1,0 +1,234 @@
+"""InteractiveSession: published click loop, objects and label maps, undo/redo, export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sammed3d.inference import InteractiveSession, SamMed3DPredictor
+from sammed3d.io import read_volume, write_volume
+
+
+def _two_spheres(lab, geometry="oblique"):
+    probe, _ = lab.make_phantom(geometry)
+    c0 = lab.volume_center(probe)
+    a = c0 + np.array([-8.0, -6.0, 8.0])
+    b = c0 + np.array([9.0, 7.0, -9.0])
+    vol, xyz = lab.make_phantom(
+        geometry,
+        shapes=lambda p: (
+            (np.linalg.norm(p - a, axis=-1) <= 7.0) | (np.linalg.norm(p - b, axis=-1) <= 7.0)
+        ),
+    )
+    idx = [np.floor(vol.physical_to_index(c) + 0.5).astype(int) for c in (a, b)]
+    dist = [np.linalg.norm(xyz - c, axis=-1) for c in (a, b)]
+    return vol, xyz, idx, dist
+
+
+def _session(lab, vol, **kwargs):
+    model = lab.OracleModel(img_size=48)
+    session = InteractiveSession(SamMed3DPredictor(model, extend=False), **kwargs)
+    session.set_image(vol)
+    return session, model
+
+
+def test_published_interaction_one_new_click_plus_previous_logits(lab):
+    vol, _, (ca, _), _ = _two_spheres(lab)
+    session, model = _session(lab, vol)
+    session.add_point(ca)
+    first_logits = session.low_res_logits.clone()
+    assert torch.count_nonzero(model.decode_calls[-1]["mask_input"]) == 0
+    session.add_point(ca + np.array([1, 1, 0]), positive=False)
+    call = model.decode_calls[-1]
+    assert call["coords"].shape == (1, 1, 3)  # only the new click
+    assert call["labels"].tolist() == [[0]]
+    torch.testing.assert_close(call["mask_input"], first_logits)
+    assert model.encoder_calls == 1  # same ROI: embedding reused
+
+
+def test_accumulate_gives_every_click_of_the_roi(lab):
+    vol, _, (ca, _), _ = _two_spheres(lab)
+    session, model = _session(lab, vol, accumulate_clicks=True)
+    session.add_point(ca)
+    session.add_point(ca + np.array([1, 1, 0]), positive=False)
+    assert model.decode_calls[-1]["coords"].shape == (1, 2, 3)
+    assert model.decode_calls[-1]["labels"].tolist() == [[1, 0]]
+
+
+def test_objects_keep_their_own_masks_and_labels(lab):
+    vol, _, (ca, cb), (da, db) = _two_spheres(lab)
+    session, _ = _session(lab, vol)
+    mask_a = session.add_point(ca)
+    assert session.current_label == 1
+    assert mask_a[da <= 4.0].all() and not mask_a[db <= 7.0].any()
+    assert session.new_object(label=7) == 7
+    mask_b = session.add_point(cb)
+    assert mask_b[db <= 4.0].all() and not mask_b[da <= 7.0].any()
+    np.testing.assert_array_equal(session.object_mask(1), mask_a)  # untouched by object 7
+    lm = session.label_map
+    assert lm.dtype == np.uint8 and lm.shape == vol.shape
+    assert set(np.unique(lm)) == {0, 1, 7}
+    np.testing.assert_array_equal(lm == 1, mask_a)
+    np.testing.assert_array_equal(lm == 7, mask_b)
+    # editing object 1 again does not change object 7
+    session.select_object(1)
+    session.add_point(ca, positive=False)
+    np.testing.assert_array_equal(session.object_mask(7), mask_b)
+    assert session.labels == (1, 7)
+    with pytest.raises(ValueError, match="exists"):
+        session.new_object(7)
+    with pytest.raises(ValueError, match="no object"):
+        session.select_object(3)
+    with pytest.raises(ValueError, match="1..65535"):
+        session.new_object(0)
+
+
+def test_overlapping_objects_first_created_keeps_the_voxels(lab):
+    vol, _, (ca, _), _ = _two_spheres(lab)
+    session, _ = _session(lab, vol)
+    m1 = session.add_point(ca)
+    session.new_object(300)  # > 255: uint16 label map
+    m2 = session.add_point(ca)
+    np.testing.assert_array_equal(m1, m2)
+    lm = session.label_map
+    assert lm.dtype == np.uint16
+    assert (lm[m1] == 1).all()
+
+
+def test_multi_level_undo_redo_restores_exact_states(lab):
+    vol, _, (ca, cb), _ = _two_spheres(lab)
+    session, _ = _session(lab, vol)
+    s1 = session.add_point(ca).copy()
+    s2 = session.add_point(ca + np.array([0, 1, 1]), positive=False).copy()
+    s3 = session.add_point(ca + np.array([1, 0, -1]), positive=False).copy()
+    assert s1.sum() > s2.sum() > s3.sum()
+    assert session.undo()
+    np.testing.assert_array_equal(session.mask, s2)
+    assert len(session.clicks) == 2
+    assert session.undo()
+    np.testing.assert_array_equal(session.mask, s1)
+    assert session.redo() and session.redo()
+    np.testing.assert_array_equal(session.mask, s3)
+    assert not session.redo()
+    assert session.undo()
+    # a new action drops the redo branch
+    s4 = session.add_point(cb)
+    assert not session.can_redo
+    assert s4.sum() > s2.sum()
+    while session.undo():
+        pass
+    assert session.labels == () and not session.mask.any()
+    assert not session.undo()
+    # undoing and redoing the whole history brings object 1 back with its mask
+    while session.redo():
+        pass
+    np.testing.assert_array_equal(session.mask, s4)
+
+
+def test_undo_spans_objects(lab):
+    vol, _, (ca, cb), _ = _two_spheres(lab)
+    session, _ = _session(lab, vol)
+    m_a = session.add_point(ca).copy()
+    session.new_object()
+    session.add_point(cb)
+    session.undo()  # the click on object 2
+    session.undo()  # creating object 2
+    assert session.labels == (1,) and session.current_label == 1
+    np.testing.assert_array_equal(session.mask, m_a)
+
+
+def test_reset_and_click_errors(lab):
+    vol, _, (ca, _), _ = _two_spheres(lab)
+    session, _ = _session(lab, vol)
+    with pytest.raises(ValueError, match="positive"):
+        session.add_point(ca, positive=False)
+    assert session.labels == ()
+    with pytest.raises(ValueError, match="outside the image"):
+        session.add_point((vol.shape[0] + 3, 0, 0))
+    session.add_point(ca)
+    far = np.asarray(vol.shape) - 1
+    if not session.roi.contains_native(far[None].astype(float))[0]:
+        with pytest.raises(ValueError, match="nothing to remove"):
+            session.add_point(far, positive=False)
+    session.reset()
+    assert session.labels == () and session.clicks == () and not session.can_undo
+    assert not session.label_map.any()
+    with pytest.raises(RuntimeError, match="set_image"):
+        InteractiveSession(SamMed3DPredictor(lab.OracleModel(img_size=48))).add_point(ca)
+
+
+def test_roi_can_be_placed_from_a_mask_or_a_centre(lab):
+    vol, _, (ca, cb), (da, _) = _two_spheres(lab)
+    session, _ = _session(lab, vol)
+    gt = da <= 7.0
+    session.new_object()
+    session.set_roi_from_mask(gt)
+    expected = session.predictor.roi_from_mask(gt)
+    session.add_point(ca + np.array([0, 1, 0]))
+    assert session.roi == expected
+    session.new_object()
+    session.set_roi_center(cb + np.array([3, 0, -2]))
+    session.add_point(cb)
+    assert session.roi == session.predictor.roi_at(cb + np.array([3, 0, -2]))
+    with pytest.raises(ValueError, match="already has a prediction"):
+        session.set_roi_center(cb)
+    # with a ROI set, the first click may be negative
+    session.new_object()
+    session.set_roi_center(ca)
+    mask = session.add_point(ca, positive=False)
+    assert not mask.any()
+
+
+def test_refinement_outside_the_first_roi_opens_a_new_one(lab):
+    vol, _, (ca, cb), (da, db) = _two_spheres(lab, "lps_aniso")
+    model = lab.OracleModel(img_size=16)  # 24 mm ROIs: the two spheres need two ROIs
+    session = InteractiveSession(SamMed3DPredictor(model, extend=False))
+    session.set_image(vol)
+    session.add_point(ca)
+    assert not session.roi.contains_native(cb[None].astype(float))[0]
+    mask = session.add_point(cb)
+    assert len(session.tiles) == 2 and model.encoder_calls == 2
+    assert mask[da <= 4.0].all() and mask[db <= 4.0].all()
+
+
+def test_extension_in_the_session(lab):
+    from sammed3d.io import Volume
+
+    shape, spacing = (60, 14, 14), (6.0, 3.0, 3.0)
+    base = Volume(np.zeros(shape, np.float32), spacing)
+    xyz = base.index_to_physical(np.indices(shape).transpose(1, 2, 3, 0))
+    radial = np.linalg.norm((xyz - np.array([0.0, 19.5, 19.5]))[..., 1:], axis=-1)
+    rod = (radial <= 9.0) & (xyz[..., 0] >= 30.0) & (xyz[..., 0] <= 330.0)
+    img = np.where(rod, 300.0, 100.0) + np.random.default_rng(1).uniform(0, 8, shape)
+    vol = base.with_array(img.astype(np.float32))
+    model = lab.OracleModel(img_size=32)
+    pred = SamMed3DPredictor(model, target_spacing=(3.0, 3.0, 3.0), max_rois=10)
+    session = InteractiveSession(pred)
+    session.set_image(vol)
+    mask = session.add_point((30, 7, 7))
+    n_tiles = len(session.tiles)
+    assert n_tiles > 2
+    assert mask[rod & (radial <= 5.0)].all()
+    encodes = model.encoder_calls
+    # a refinement click re-grows the extension from cached embeddings (decoder only)
+    session.add_point((30, 7, 7))
+    assert model.encoder_calls == encodes and len(session.tiles) == n_tiles
+    session.undo()
+    np.testing.assert_array_equal(session.mask, mask)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_export_label_map_keeps_geometry_and_protects_the_input(lab, tmp_path, suffix):
+    vol, _, (ca, _), _ = _two_spheres(lab, "permuted_flipped")
+    src = write_volume(vol, tmp_path / f"image{suffix}")
+    session, _ = _session(lab, src)
+    session.add_point(ca)
+    out = session.export_label_map(tmp_path / f"labels{suffix}")
+    back = read_volume(out)
+    np.testing.assert_array_equal(back.array, session.label_map)
+    np.testing.assert_allclose(back.spacing, vol.spacing, rtol=1e-6)
+    np.testing.assert_allclose(back.origin, vol.origin, atol=1e-4)
+    np.testing.assert_allclose(back.direction, vol.direction, atol=1e-6)
+    with pytest.raises(ValueError, match="overwrite"):
+        session.export_label_map(src)
