@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sammed3d.io import Volume, read_volume, write_volume
+from sammed3d.io import Volume, atomic_write_text, read_volume, write_volume
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def run_demo(
         "figure": str(figure),
         "label_values": {r.name: r.label for r in results},
     }
-    _write_text_atomic(summary, json.dumps(payload, indent=2))
+    atomic_write_text(summary, json.dumps(payload, indent=2))
     return DemoResult(results, label_map, figure, summary, str(ckpt))
 
 
@@ -238,9 +238,3 @@ def write_overlay(
     plt.close(fig)
     tmp.replace(path)
     return path
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

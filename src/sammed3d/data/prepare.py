@@ -40,7 +40,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from sammed3d.data.cleaning import (
     paired_base,
 )
 from sammed3d.data.layout import Case, Split, discover_dataset_lenient
+from sammed3d.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def prepare_datasets(
     jobs, problems = _plan_jobs(src_paths, out, split, cleaning, spacing)
     settings = _settings(src_paths, cleaning, spacing, split)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out / SETTINGS_NAME, json.dumps(settings, indent=2) + "\n")
+    atomic_write_text(out / SETTINGS_NAME, json.dumps(settings, indent=2) + "\n")
 
     results: dict[int, tuple[list[dict[str, Any]], bool]] = {}
     bar = tqdm(total=len(jobs), desc="prepare", unit="case", disable=not show_progress)
@@ -229,17 +229,17 @@ def prepare_datasets(
         dropped=sum(r["status"] == "dropped" for r in records),
         records=records,
     )
-    _atomic_write_text(
+    atomic_write_text(
         result.manifest, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
     )
     from sammed3d.data.curation_report import build_catalogue, build_report, write_histograms
 
     catalogue = build_catalogue(records)
-    _atomic_write_text(result.catalogue, json.dumps(catalogue, indent=2) + "\n")
+    atomic_write_text(result.catalogue, json.dumps(catalogue, indent=2) + "\n")
     report = build_report(records, settings)
     if histograms:
         report["histograms"] = write_histograms(records, out, cleaning)
-    _atomic_write_text(result.report, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(result.report, json.dumps(report, indent=2) + "\n")
     _warn_stale_markers(out, jobs)
     logger.info(
         "prepared %d cases (%d resumed, %d failed): %d masks kept, %d dropped -> %s",
@@ -298,7 +298,7 @@ def process_case(job: _Job) -> tuple[list[dict[str, Any]], bool]:
         logger.warning("case %s/%s failed: %s", job.case.dataset, job.case.case_id, exc)
         logger.debug("traceback", exc_info=True)
         return _error_records(job, exc), False
-    _atomic_write_text(
+    atomic_write_text(
         marker,
         json.dumps(
             {
@@ -443,7 +443,7 @@ def _resampled(job: _Job, image: Any, label: Any) -> tuple[Any, Any]:
     image_r = image_r.with_array(_compact_image(image_r.array))
     write_volume(image_r, image_file, protect=job.protect)
     write_volume(label_r, label_file, protect=job.protect)
-    _atomic_write_text(info_file, json.dumps(ident, sort_keys=True))
+    atomic_write_text(info_file, json.dumps(ident, sort_keys=True))
     return image_r, label_r
 
 
@@ -680,18 +680,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

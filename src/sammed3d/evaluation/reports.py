@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from sammed3d.evaluation.metrics import json_safe, summarize
+from sammed3d.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -56,23 +57,6 @@ TargetKey = tuple[str, str, str, int]
 def target_key(row: Mapping[str, Any]) -> TargetKey:
     """The identity of a target in CSV rows: ``(dataset, case, class, label)``."""
     return (str(row["dataset"]), str(row["case"]), str(row["class"]), int(row["label"]))
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write a text file atomically (temp file in the same folder + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _format_value(value: Any) -> str:

@@ -39,6 +39,8 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
+from sammed3d.io import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 #: Bump when the cached arrays change meaning.
@@ -328,18 +330,6 @@ def _atomic_save_npy(array: np.ndarray, path: Path) -> None:
         raise
 
 
-def _atomic_write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _preprocess_case(
     image_path: Path, label_path: Path, modality: str, params: CacheParams
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -426,7 +416,7 @@ def build_cache(
     """
     root = Path(cache_dir) / params.folder_name()
     root.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(json.dumps(asdict(params), indent=2), root / "params.json")
+    atomic_write_text(root / "params.json", json.dumps(asdict(params), indent=2))
     cases: dict[tuple[str, str], tuple[Path, Path, str, set[int]]] = {}
     for t in targets:
         key = (str(t.image), str(t.label))
@@ -455,7 +445,7 @@ def build_cache(
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             logger.warning("skipping %s: %s", label_path, message)
             stats = {"image": str(image_path), "label": str(label_path), "error": message}
-            _atomic_write_text(json.dumps(stats), stats_file)
+            atomic_write_text(stats_file, json.dumps(stats))
             continue
         if not img_file.exists():
             _atomic_save_npy(img, img_file)
@@ -466,7 +456,7 @@ def build_cache(
             "shape": list(lab.shape),
             "targets": {str(v): s for v, s in _target_stats(lab, sorted(values)).items()},
         }
-        _atomic_write_text(json.dumps(stats), stats_file)
+        atomic_write_text(stats_file, json.dumps(stats))
     return root
 
 
@@ -535,7 +525,7 @@ def load_cached_targets(
             )
         lines.append(json.dumps(record))
     if write_manifest:
-        _atomic_write_text("\n".join(lines) + "\n", root / "manifest.jsonl")
+        atomic_write_text(root / "manifest.jsonl", "\n".join(lines) + "\n")
     return kept
 
 
