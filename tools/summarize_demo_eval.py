@@ -26,7 +26,10 @@ def summarize(folder: Path) -> dict[tuple[int, str], tuple[float, int]]:
                 if int(r["click"]) == click
                 and r["dice"] not in ("", "nan")
                 and not math.isnan(float(r["dice"]))
-                and (group == "all" or (r["class"].split("_")[0] in HELD_OUT) == (group == "held-out"))
+                and (
+                    group == "all"
+                    or (r["class"].split("_")[0] in HELD_OUT) == (group == "held-out")
+                )
             ]
             out[(click, group)] = (statistics.mean(vals), len(vals))
     return out
