@@ -73,3 +73,14 @@ def test_demo_cli_missing_checkpoint(capsys, tmp_path):
     code = main(["demo", "--checkpoint", str(tmp_path / "nope.pth"), "-o", str(tmp_path)])
     assert code == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_bundled_weights_are_the_demo_model():
+    from sammed3d import MODEL_REGISTRY, load_checkpoint
+    from sammed3d.paths import BUNDLED_CHECKPOINT
+
+    assert BUNDLED_CHECKPOINT.is_file()
+    assert BUNDLED_CHECKPOINT.stat().st_size <= 25 * 2**20
+    model = load_checkpoint(BUNDLED_CHECKPOINT)
+    assert model.config == MODEL_REGISTRY["sam_med3d_demo"]
+    assert model.metadata["global_step"] > 0

@@ -77,7 +77,10 @@ def test_checkpoint_from_environment(tmp_path, image, ckpt, monkeypatch, capsys)
 
 
 def test_no_checkpoint_is_a_clear_error(tmp_path, image, monkeypatch, capsys):
+    from sammed3d import paths
+
     monkeypatch.delenv("SAMMED3D_CHECKPOINT", raising=False)
+    monkeypatch.setattr(paths, "BUNDLED_CHECKPOINT", tmp_path / "not_installed.pth")
     out = tmp_path / "m.nii.gz"
     assert main(["segment", str(image), "-p", "15", "14", "8", "-o", str(out)]) == 2
     assert "no checkpoint" in _err(capsys)
