@@ -77,12 +77,25 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [CLIError, FileNotFoundError, ValueError, TypeError]
-    errors.append(NotImplementedError)
-    errors.append(PermissionError)
-    errors.append(IsADirectoryError)
-    return tuple(errors)
+#: Failures reported as a one-line ``error: ...`` (exit 2) instead of a traceback.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    CLIError,
+    FileNotFoundError,
+    ValueError,
+    TypeError,
+    NotImplementedError,
+    PermissionError,
+    IsADirectoryError,
+)
+
+
+def add_unsafe_pickle_arg(parser: argparse.ArgumentParser) -> None:
+    """The shared ``--allow-unsafe-pickle`` flag of every command that reads a checkpoint."""
+    parser.add_argument(
+        "--allow-unsafe-pickle",
+        action="store_true",
+        help="allow pickled Python objects in the checkpoint (older published files; trusted only)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except _expected_errors() as exc:
+    except EXPECTED_ERRORS as exc:
         if args.debug:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sammed3d.cli import add_unsafe_pickle_arg
+
 HELP = (
     "segment a few brain structures of the bundled (held-out) MRI from one click each; "
     "writes a label map, a PNG overlay and prints Dice against the atlas"
@@ -26,11 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--no-extend", action="store_true", help="one ROI per structure")
-    parser.add_argument(
-        "--allow-unsafe-pickle",
-        action="store_true",
-        help="allow pickled Python objects in the checkpoint (older published files; trusted only)",
-    )
+    add_unsafe_pickle_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from sammed3d.cli import add_unsafe_pickle_arg
+
 HELP = "simulate clicks on a labelled dataset and report Dice/NSD/IoU per click count"
 
 METHODS = ("sam-med3d", "region-growing")
@@ -55,11 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         help="model checkpoint for sam-med3d (default: $SAMMED3D_CHECKPOINT / the installed one)",
     )
-    parser.add_argument(
-        "--allow-unsafe-pickle",
-        action="store_true",
-        help="allow pickled Python objects in the checkpoint (older published files; trusted only)",
-    )
+    add_unsafe_pickle_arg(parser)
     parser.add_argument(
         "--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda:LOCAL_RANK if available)"
     )

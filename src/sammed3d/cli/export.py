@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sammed3d.cli import add_unsafe_pickle_arg
+
 HELP = "export a checkpoint (e.g. a training run's) to the published SAM-Med3D format"
 
 
@@ -20,11 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("output", help="output .pth file")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    parser.add_argument(
-        "--allow-unsafe-pickle",
-        action="store_true",
-        help="allow pickled Python objects in the input (older published files; trusted only)",
-    )
+    add_unsafe_pickle_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:

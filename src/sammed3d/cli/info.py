@@ -7,16 +7,14 @@ import json
 import platform
 import time
 
+from sammed3d.cli import add_unsafe_pickle_arg
+
 HELP = "print versions and devices; with --checkpoint, describe a checkpoint"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="a checkpoint to describe (architecture, params)")
-    parser.add_argument(
-        "--allow-unsafe-pickle",
-        action="store_true",
-        help="allow pickled Python objects in the checkpoint (older published files; trusted only)",
-    )
+    add_unsafe_pickle_arg(parser)
     parser.add_argument(
         "--forward",
         metavar="MODEL",

@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from sammed3d.cli import add_unsafe_pickle_arg
+
 HELP = "segment an object from clicks (native voxel indices) and write the mask"
 
 logger = logging.getLogger(__name__)
@@ -80,11 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         help="model checkpoint (default: $SAMMED3D_CHECKPOINT, then the bundled weights)",
     )
-    parser.add_argument(
-        "--allow-unsafe-pickle",
-        action="store_true",
-        help="allow pickled Python objects in the checkpoint (older published files; trusted only)",
-    )
+    add_unsafe_pickle_arg(parser)
     parser.add_argument(
         "--coords",
         choices=("voxel", "ras", "lps"),
