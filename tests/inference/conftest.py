@@ -1,6 +1,6 @@
 """Fixtures for inference tests: synthetic volumes with known geometry and an oracle model.
 
-The oracle stands in for SAM-Med3D with the same interface (``image_encoder``, ``decode``,
+The oracle stands in for SAM-Med3D with the same interface (``encode``, ``decode``,
 ``upsample_logits``, ``img_size``, ``low_res_size``). It segments what a perfect model
 would, *from the ROI tensor it is given*: the bright connected region under the newest
 positive click (points read in tensor-axis order), united with the previous mask prompt,
@@ -36,7 +36,7 @@ class OracleModel(torch.nn.Module):
         self.encoder_calls = 0
         self.decode_calls: list[dict[str, torch.Tensor]] = []
 
-    def image_encoder(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         assert x.shape == (1, 1, self.img_size, self.img_size, self.img_size)
         self.encoder_calls += 1
         return x.clone()

@@ -91,8 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--accumulate-clicks",
         action="store_true",
+        default=None,
         help="sam-med3d: give the model all clicks of the target at every step (current MedIM "
-        "scripts) instead of only the newest one plus the previous mask (training, legacy)",
+        "scripts) instead of only the newest one plus the previous mask (training, legacy); "
+        "default: what the model was trained with",
     )
     parser.add_argument("--seed", type=int, default=2023, help="base seed (default 2023)")
     parser.add_argument("--tolerance-mm", type=float, default=1.0, help="NSD tolerance in mm")

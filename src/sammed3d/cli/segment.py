@@ -99,7 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--accumulate",
         action="store_true",
-        help="give the model every click at each step (default: the newest click + previous mask)",
+        default=None,
+        help="give the model every click at each step (default: what the model was trained "
+        "with: the newest click + previous mask for the published models)",
     )
     parser.add_argument(
         "--no-extend",

@@ -50,7 +50,7 @@ class SessionPredictor:
         *,
         device: str = "cpu",
         allow_unsafe_pickle: bool = False,
-        accumulate_clicks: bool = False,
+        accumulate_clicks: bool | None = None,
         **predictor_kwargs: Any,
     ) -> SessionPredictor:
         """Load a checkpoint into a predictor and a session.
@@ -62,7 +62,7 @@ class SessionPredictor:
             allow_unsafe_pickle: See :func:`sammed3d.load_checkpoint`.
             accumulate_clicks: Give the model every click of the object at each step (current
                 MedIM scripts) instead of only the newest one (legacy ``validation.py`` and
-                training).
+                training). None: what the model was trained with.
             **predictor_kwargs: Passed to :class:`SamMed3DPredictor` (e.g. ``extend=False``).
         """
         predictor = SamMed3DPredictor.from_checkpoint(

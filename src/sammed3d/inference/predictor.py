@@ -47,6 +47,7 @@ from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import Lattice, RoiGrid, nearest_index
 from sammed3d.inference.validation import check_image_array, load_image
 from sammed3d.io import Volume, VolumeError
+from sammed3d.modeling.sam3d import ImageEmbedding
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class SamMed3DPredictor:
     """Promptable segmentation of a 3-D image in its own (native) voxel space.
 
     Args:
-        model: A :class:`~sammed3d.Sam3D` (or any object with the same ``image_encoder``,
+        model: A :class:`~sammed3d.Sam3D` (or any object with the same ``encode``,
             ``decode``, ``upsample_logits``, ``img_size`` and ``low_res_size``).
         target_spacing: Lattice spacing in mm (published: 1.5 isotropic).
         roi_size: ROI side in voxels; must equal ``model.img_size`` (the default).
@@ -171,7 +172,7 @@ class SamMed3DPredictor:
         self._volume: Volume | None = None
         self._lattice: Lattice | None = None
         self._modality: str | None = None
-        self._embeddings: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._embeddings: OrderedDict[tuple, ImageEmbedding] = OrderedDict()
 
     @classmethod
     def from_checkpoint(
@@ -393,8 +394,8 @@ class SamMed3DPredictor:
             ) from None
         return torch.from_numpy(np.ascontiguousarray(array))[None, None].to(self.device)
 
-    def get_image_embedding(self, roi: RoiGrid) -> torch.Tensor:
-        """Image embedding ``(1, C, g, g, g)`` of ``roi`` (computed once, then cached)."""
+    def get_image_embedding(self, roi: RoiGrid) -> ImageEmbedding:
+        """Image embedding of ``roi`` (:meth:`Sam3D.encode`; computed once, then cached)."""
         self._require_image()
         self._check_roi(roi)
         key = roi.key
@@ -405,7 +406,7 @@ class SamMed3DPredictor:
         x = self.roi_image(roi)
         t1 = time.perf_counter()
         with torch.inference_mode():
-            emb = self.model.image_encoder(x)
+            emb = self.model.encode(x)
         logger.debug(
             "ROI %s: resample+normalise %.3f s, encoder %.3f s",
             roi,
@@ -456,9 +457,7 @@ class SamMed3DPredictor:
                 f"mask_input must be (B, 1, {', '.join(map(str, low_size))}) logits, "
                 f"got {tuple(mask_input.shape)}"
             )
-        emb = self.get_image_embedding(roi)
-        if batch > 1:
-            emb = emb.expand(batch, *emb.shape[1:])
+        emb = self.get_image_embedding(roi)  # batch 1: the decoder broadcasts it
         with torch.inference_mode():
             return self.model.decode(
                 emb,

@@ -89,7 +89,8 @@ class InteractiveSession:
     Args:
         predictor: The predictor (its ``extend``/``max_rois`` settings apply).
         accumulate_clicks: Give the model every click of the object inside the ROI at each
-            step instead of only the new one.
+            step instead of only the new one. Default (None): what the model was trained
+            with (published models: only the new one; models with ``click_maps``: all).
         max_history: Undo levels kept.
     """
 
@@ -97,7 +98,7 @@ class InteractiveSession:
         self,
         predictor: SamMed3DPredictor,
         *,
-        accumulate_clicks: bool = False,
+        accumulate_clicks: bool | None = None,
         max_history: int = 100,
     ) -> None:
         if not isinstance(predictor, SamMed3DPredictor):
@@ -105,6 +106,8 @@ class InteractiveSession:
         if max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {max_history}")
         self.predictor = predictor
+        if accumulate_clicks is None:
+            accumulate_clicks = bool(getattr(predictor.model, "accumulates_clicks", False))
         self.accumulate_clicks = bool(accumulate_clicks)
         self.max_history = int(max_history)
         self._objects: dict[int, _Object] = {}

@@ -5,15 +5,20 @@ checkpoints load strictly (see ``tests/test_build.py``).
 """
 
 from sammed3d.modeling.common import MLP, LayerNorm3d, MLPBlock
+from sammed3d.modeling.hires import HiResHead, HiResStem
 from sammed3d.modeling.image_encoder import Block3D, ImageEncoderViT3D, PatchEmbed3D
 from sammed3d.modeling.mask_decoder import MaskDecoder3D
 from sammed3d.modeling.prompt_encoder import PositionEmbeddingRandom3D, PromptEncoder3D
-from sammed3d.modeling.sam3d import Sam3D
+from sammed3d.modeling.prompt_maps import draw_click_maps
+from sammed3d.modeling.sam3d import ImageEmbedding, Sam3D
 from sammed3d.modeling.transformer import TwoWayAttentionBlock3D, TwoWayTransformer3D
 
 __all__ = [
     "MLP",
     "Block3D",
+    "HiResHead",
+    "HiResStem",
+    "ImageEmbedding",
     "ImageEncoderViT3D",
     "LayerNorm3d",
     "MLPBlock",
@@ -24,4 +29,5 @@ __all__ = [
     "Sam3D",
     "TwoWayAttentionBlock3D",
     "TwoWayTransformer3D",
+    "draw_click_maps",
 ]

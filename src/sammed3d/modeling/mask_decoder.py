@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sammed3d.modeling.common import MLP, LayerNorm3d
+from sammed3d.modeling.hires import HiResHead
 from sammed3d.modeling.transformer import TwoWayTransformer3D
 
 
@@ -21,6 +22,8 @@ class MaskDecoder3D(nn.Module):
         num_multimask_outputs: Extra masks for ``multimask_output=True`` (3).
         iou_head_depth / iou_head_hidden_dim: The IoU prediction MLP.
         transformer_depth / transformer_num_heads / transformer_mlp_dim: The two-way transformer.
+        hires_channels: Our models only: width of a :class:`~sammed3d.modeling.hires.HiResHead`
+            (0, the published decoder, has none).
     """
 
     def __init__(
@@ -35,6 +38,7 @@ class MaskDecoder3D(nn.Module):
         transformer_num_heads: int = 8,
         transformer_mlp_dim: int = 2048,
         attention_downsample_rate: int = 2,
+        hires_channels: int = 0,
     ) -> None:
         super().__init__()
         self.transformer_dim = transformer_dim
@@ -63,6 +67,7 @@ class MaskDecoder3D(nn.Module):
         self.iou_prediction_head = MLP(
             transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth
         )
+        self.hires_head = HiResHead(transformer_dim, hires_channels) if hires_channels else None
 
     def forward(
         self,
@@ -71,8 +76,10 @@ class MaskDecoder3D(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool = False,
+        hires_features: torch.Tensor | None = None,
+        hires_maps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predict masks (the published signature).
+        """Predict masks (the published signature, plus the inputs of the high-res head).
 
         Args:
             image_embeddings: ``(B or 1, C, g, g, g)`` from the image encoder.
@@ -80,17 +87,32 @@ class MaskDecoder3D(nn.Module):
             sparse_prompt_embeddings: ``(B, T, C)``.
             dense_prompt_embeddings: ``(B, C, g, g, g)``.
             multimask_output: False -> mask 0 only; True -> masks 1..3.
+            hires_features: Models with a high-res head: ``(B or 1, 8g, 8g, 8g, C_h)`` stem
+                features (channels last) (:class:`~sammed3d.modeling.hires.HiResStem`).
+            hires_maps: Models with a high-res head: ``(B, 3, 8g, 8g, 8g)`` previous logits
+                and click maps.
 
         Returns:
-            low-res logits ``(B, 1 or 3, 4g, 4g, 4g)`` and IoU predictions ``(B, 1 or 3)``.
+            logits ``(B, 1 or 3, 4g, 4g, 4g)`` (``8g`` with a high-res head) and IoU
+            predictions ``(B, 1 or 3)``.
+
+        Raises:
+            ValueError: a model with a high-res head called without its inputs.
         """
         mask_slice = slice(1, None) if multimask_output else slice(0, 1)
+        if self.hires_head is not None and (hires_features is None or hires_maps is None):
+            raise ValueError(
+                "this decoder has a high-resolution head: pass hires_features and hires_maps "
+                "(Sam3D.encode / Sam3D.decode do)"
+            )
         masks, iou_pred = self.predict_masks(
             image_embeddings,
             image_pe,
             sparse_prompt_embeddings,
             dense_prompt_embeddings,
             mask_slice=mask_slice,
+            hires_features=hires_features,
+            hires_maps=hires_maps,
         )
         return masks, iou_pred[:, mask_slice]
 
@@ -101,6 +123,8 @@ class MaskDecoder3D(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         mask_slice: slice | None = None,
+        hires_features: torch.Tensor | None = None,
+        hires_maps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks (all ``num_mask_tokens``, or only ``mask_slice``) and all IoU predictions."""
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
@@ -129,6 +153,10 @@ class MaskDecoder3D(nn.Module):
             dim=1,
         )  # (B, T, C/8)
         masks = self._upscale_and_project(src, hyper_in, (x, y, z))  # (B, T, 4x, 4y, 4z)
+        if self.hires_head is not None and hires_features is not None and hires_maps is not None:
+            masks = self.hires_head(
+                masks, mask_tokens_out[:, list(token_ids)], hires_features, hires_maps
+            )
         iou_pred = self.iou_prediction_head(iou_token_out)
         return masks, iou_pred
 

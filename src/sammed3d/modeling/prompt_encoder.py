@@ -70,6 +70,9 @@ class PromptEncoder3D(nn.Module):
         image_embedding_size: Token grid of the image embedding, e.g. ``(8, 8, 8)``.
         input_image_size: Encoder input size, e.g. ``(128, 128, 128)``.
         mask_in_chans: Hidden channels of the mask downscaling network.
+        mask_prompt_channels: Input channels of the mask prompt (published 1: the previous
+            logits; 3 for models with ``click_maps``: previous logits, positive and negative
+            click maps).
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class PromptEncoder3D(nn.Module):
         input_image_size: tuple[int, int, int],
         mask_in_chans: int,
         activation: type[nn.Module] = nn.GELU,
+        mask_prompt_channels: int = 1,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
@@ -92,7 +96,7 @@ class PromptEncoder3D(nn.Module):
         self.not_a_point_embed = nn.Embedding(1, embed_dim)
         self.mask_input_size = tuple(4 * s for s in image_embedding_size)
         self.mask_downscaling = nn.Sequential(
-            nn.Conv3d(1, mask_in_chans // 4, kernel_size=2, stride=2),
+            nn.Conv3d(mask_prompt_channels, mask_in_chans // 4, kernel_size=2, stride=2),
             LayerNorm3d(mask_in_chans // 4),
             activation(),
             nn.Conv3d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
@@ -101,6 +105,7 @@ class PromptEncoder3D(nn.Module):
             nn.Conv3d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+        self.mask_prompt_channels = mask_prompt_channels
 
     def get_dense_pe(self) -> torch.Tensor:
         """Dense positional encoding of the embedding grid: ``(1, C, g, g, g)``."""
@@ -133,7 +138,12 @@ class PromptEncoder3D(nn.Module):
         return point_embedding
 
     def _embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
-        """Low-res mask logits ``(B, 1, 4g, 4g, 4g)`` -> ``(B, C, g, g, g)``."""
+        """Mask prompt ``(B, mask_prompt_channels, 4g, 4g, 4g)`` -> ``(B, C, g, g, g)``."""
+        if masks.ndim != 5 or masks.shape[1] != self.mask_prompt_channels:
+            raise ValueError(
+                f"mask prompt must be (B, {self.mask_prompt_channels}, "
+                f"{', '.join(map(str, self.mask_input_size))}), got {tuple(masks.shape)}"
+            )
         return self.mask_downscaling(masks)
 
     @staticmethod

@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sammed3d.modeling.common import upsample_trilinear
+from sammed3d.modeling.hires import HiResStem
 from sammed3d.modeling.image_encoder import ImageEncoderViT3D
 from sammed3d.modeling.mask_decoder import MaskDecoder3D
 from sammed3d.modeling.prompt_encoder import PromptEncoder3D
+from sammed3d.modeling.prompt_maps import draw_click_maps
+
+
+@dataclass(frozen=True, eq=False)
+class ImageEmbedding:
+    """What the image path computes once per crop (:meth:`Sam3D.encode`).
+
+    Args:
+        tokens: ``(B, C, g, g, g)`` ViT embedding (what ``image_encoder(x)`` returns).
+        hires: ``(B, 8g, 8g, 8g, C_h)`` stem features (channels last) of models with a high-res
+            path, else None.
+    """
+
+    tokens: torch.Tensor
+    hires: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def repeat_interleave(self, repeats: int) -> ImageEmbedding:
+        """Each sample ``repeats`` times in a row (several prompts per image)."""
+        hires = None if self.hires is None else self.hires.repeat_interleave(repeats, dim=0)
+        return ImageEmbedding(self.tokens.repeat_interleave(repeats, dim=0), hires)
+
+    def to(self, device: torch.device | str) -> ImageEmbedding:
+        hires = None if self.hires is None else self.hires.to(device)
+        return ImageEmbedding(self.tokens.to(device), hires)
 
 
 class Sam3D(nn.Module):
@@ -37,11 +69,17 @@ class Sam3D(nn.Module):
         mask_decoder: MaskDecoder3D,
         pixel_mean: tuple[float, ...] = (123.675, 116.28, 103.53),
         pixel_std: tuple[float, ...] = (58.395, 57.12, 57.375),
+        hires_encoder: HiResStem | None = None,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
+        if (hires_encoder is None) != (mask_decoder.hires_head is None):
+            raise ValueError("a high-res stem and a high-res decoder head go together")
+        self.hires_encoder = hires_encoder
+        #: Clicks are also given as dense maps (``ModelConfig.click_maps``).
+        self.click_maps = prompt_encoder.mask_prompt_channels == 3
         # Non-persistent leftovers of the published model; unused by every real pipeline.
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
@@ -56,13 +94,30 @@ class Sam3D(nn.Module):
 
     @property
     def low_res_size(self) -> tuple[int, int, int]:
-        """Spatial size of the low-res logits (and of the mask prompt)."""
+        """Spatial size of the logits :meth:`decode` returns (and takes back as ``mask_input``).
+
+        ``4g`` per axis (32 for a 128 input) for the published decoder, ``8g`` with a high-res
+        path.
+        """
         s = self.prompt_encoder.mask_input_size
-        return (s[0], s[1], s[2])
+        f = 2 if self.hires_encoder is not None else 1
+        return (f * s[0], f * s[1], f * s[2])
+
+    @property
+    def accumulates_clicks(self) -> bool:
+        """Whether the model expects every click of an object at each step (click-map models)
+        rather than the published "newest click + previous logits"."""
+        return self.click_maps
+
+    def encode(self, image: torch.Tensor) -> ImageEmbedding:
+        """Run the image path once: ``(B, 1, S, S, S)`` normalised crop -> embedding."""
+        tokens = self.image_encoder(image)
+        hires = self.hires_encoder(image) if self.hires_encoder is not None else None
+        return ImageEmbedding(tokens, hires)
 
     def decode(
         self,
-        image_embeddings: torch.Tensor,
+        image_embeddings: ImageEmbedding | torch.Tensor,
         point_coords: torch.Tensor | None,
         point_labels: torch.Tensor | None,
         mask_input: torch.Tensor | None,
@@ -70,27 +125,72 @@ class Sam3D(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder in one call.
 
+        For published models this is exactly the published call sequence. Models with
+        ``click_maps`` also draw the clicks into the mask prompt; models with a high-res path
+        refine the logits on the ``8g`` grid.
+
         Args:
-            image_embeddings: ``(B, C, g, g, g)``.
+            image_embeddings: :meth:`encode` output, or the ``(B, C, g, g, g)`` tensor of
+                ``image_encoder`` (models without a high-res path).
             point_coords: ``(B, N, 3)`` in tensor-axis order of the encoder input, or None.
             point_labels: ``(B, N)`` (1 positive, 0 negative), or None.
-            mask_input: previous low-res logits ``(B, 1, 4g, 4g, 4g)`` or None.
+            mask_input: previous logits ``(B, 1, *low_res_size)`` or None (zeros).
 
         Returns:
-            low-res logits ``(B, 1 or 3, 4g, 4g, 4g)`` and IoU predictions.
+            logits ``(B, 1 or 3, *low_res_size)`` and IoU predictions.
+
+        Raises:
+            ValueError: a bare tensor for a model with a high-res path; mismatched shapes.
         """
+        emb = (
+            image_embeddings
+            if isinstance(image_embeddings, ImageEmbedding)
+            else ImageEmbedding(image_embeddings)
+        )
+        if self.hires_encoder is not None and emb.hires is None:
+            raise ValueError("this model has a high-res path: pass the output of model.encode(x)")
         points = None
         if point_coords is not None:
             if point_labels is None:
                 raise ValueError("point_labels must be given together with point_coords")
             points = (point_coords, point_labels)
-        sparse, dense = self.prompt_encoder(points=points, boxes=None, masks=mask_input)
+        batch = point_coords.shape[0] if point_coords is not None else emb.batch_size
+        if mask_input is not None:
+            batch = mask_input.shape[0]
+        prompt_size = self.prompt_encoder.mask_input_size
+        device = emb.tokens.device
+        prev = mask_input
+        if (self.click_maps or self.hires_encoder is not None) and prev is None:
+            prev = torch.zeros((batch, 1, *self.low_res_size), device=device)
+        mask_prompt = prev
+        if prev is not None and self.hires_encoder is not None:
+            mask_prompt = F.avg_pool3d(prev, kernel_size=2)
+        if self.click_maps:
+            maps = draw_click_maps(
+                point_coords, point_labels, prompt_size[0], self.img_size, batch, device=device
+            )
+            mask_prompt = torch.cat([mask_prompt.to(maps.dtype), maps], dim=1)
+        sparse, dense = self.prompt_encoder(points=points, boxes=None, masks=mask_prompt)
+        hires_maps = None
+        if self.hires_encoder is not None:
+            assert prev is not None
+            size = self.low_res_size[0]
+            clicks = (
+                draw_click_maps(
+                    point_coords, point_labels, size, self.img_size, batch, device=device
+                )
+                if self.click_maps
+                else torch.zeros((batch, 2, size, size, size), device=device)
+            )
+            hires_maps = torch.cat([torch.tanh(prev / 4.0).to(clicks.dtype), clicks], dim=1)
         return self.mask_decoder(
-            image_embeddings=image_embeddings,
+            image_embeddings=emb.tokens,
             image_pe=self.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
+            hires_features=emb.hires,
+            hires_maps=hires_maps,
         )
 
     def upsample_logits(self, low_res_logits: torch.Tensor) -> torch.Tensor:

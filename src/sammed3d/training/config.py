@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 AmpMode = Literal["auto", "none", "bf16", "fp16"]
 Normalization = Literal["per_sample", "per_batch"]
 Split = Literal["train", "test", "auto"]
+Schedule = Literal["multistep", "cosine"]
+LossResolution = Literal["full", "low"]
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 
 #: Names of the packaged configs (``sammed3d/configs/train/<name>.yaml``).
@@ -98,6 +100,21 @@ class DataSection:
     normalization: Normalization = "per_sample"
     #: DataLoader worker processes per rank.
     num_workers: int = 2
+    #: Option (ours): crops drawn on the fly per epoch by the synthetic generator
+    #: (``sammed3d.training.synthesis``; unlimited random label ensembles with random contrast).
+    #: 0 = off. With ``roots`` too, both are mixed (epoch = all real targets + these).
+    synthetic_per_epoch: int = 0
+    #: Optional ``.npz`` of binary shapes (arrays) used as object templates by the generator.
+    shape_bank: str | None = None
+    #: Optional ``.npz`` of real anatomy (``image``, ``tissue`` label map at 1.5 mm) in which
+    #: synthetic lesions are placed and whose tissue components become targets.
+    anatomy: str | None = None
+    #: Share of the synthetic crops taken from ``anatomy`` (lesions / tissue targets).
+    anatomy_fraction: float = 0.0
+    #: Generate synthetic crops on the training device (GPU) instead of in DataLoader workers.
+    generate_on_device: bool = False
+    #: Targets per synthetic crop; they share one image encoding (each gets its own clicks).
+    targets_per_crop: int = 1
 
 
 @dataclass
@@ -117,6 +134,14 @@ class OptimSection:
     grad_clip: float | None = None
     #: Option: linear learning-rate warm-up over the first N optimizer steps (published: 0).
     warmup_steps: int = 0
+    #: ``multistep`` (published): MultiStepLR stepped per epoch at ``milestones``. ``cosine``
+    #: (option): cosine decay per optimizer step from the base rates to ``min_lr_ratio`` times
+    #: them at the last step (``milestones``/``gamma`` unused).
+    schedule: Schedule = "multistep"
+    min_lr_ratio: float = 0.01
+    #: Option: no weight decay on norms, biases, embeddings and position tables (published:
+    #: weight decay on every parameter).
+    no_decay_norms_embeddings: bool = False
 
 
 @dataclass
@@ -153,6 +178,15 @@ class TrainSection:
     #: All randomness (shuffling, crops, flips, clicks) derives from (seed, epoch, sample), so a
     #: resumed run continues exactly. Published: 2023.
     seed: int = 2023
+    #: Option: ``low`` computes the loss on the model's own logit grid against the
+    #: area-averaged target and draws corrective clicks on that grid (published ``full``: loss
+    #: on the logits upsampled to the crop). The first click is a uniform target voxel either way.
+    loss_resolution: LossResolution = "full"
+    #: Option: loss weight of the first click (published: 1, all clicks equal).
+    first_click_weight: float = 1.0
+    #: Option (``loss_resolution=low``): share of corrective clicks placed at the centre of the
+    #: largest error (RITM rule) instead of uniformly in the error region (published: 0).
+    center_click_fraction: float = 0.0
     #: Option: DDP ``find_unused_parameters``. Off: parameters that the regime never trains
     #: (IoU head, ``no_mask_embed``) are frozen instead, which AdamW treats identically.
     find_unused_parameters: bool = False
@@ -258,6 +292,25 @@ def validate_config(cfg: TrainingConfig) -> None:
     if d.random_shift < 0 or d.min_target_voxels < 0 or d.num_workers < 0:
         raise ConfigError(
             "data.random_shift, data.min_target_voxels and data.num_workers must be >= 0"
+        )
+    if d.targets_per_crop < 1:
+        raise ConfigError(f"data.targets_per_crop must be >= 1, got {d.targets_per_crop}")
+    if d.targets_per_crop > 1 and d.roots:
+        raise ConfigError(
+            "data.targets_per_crop > 1 works with synthetic data only (data.roots must be empty)"
+        )
+    if d.synthetic_per_epoch < 0:
+        raise ConfigError(f"data.synthetic_per_epoch must be >= 0, got {d.synthetic_per_epoch}")
+    if not 0.0 <= d.anatomy_fraction <= 1.0:
+        raise ConfigError(f"data.anatomy_fraction must be in [0, 1], got {d.anatomy_fraction}")
+    if d.anatomy_fraction > 0 and not d.anatomy:
+        raise ConfigError("data.anatomy_fraction > 0 needs data.anatomy (an .npz file)")
+    if not 0.0 < o.min_lr_ratio <= 1.0:
+        raise ConfigError(f"optim.min_lr_ratio must be in (0, 1], got {o.min_lr_ratio}")
+    if t.first_click_weight <= 0 or not 0.0 <= t.center_click_fraction <= 1.0:
+        raise ConfigError(
+            "train.first_click_weight must be > 0 and train.center_click_fraction in [0, 1], "
+            f"got {t.first_click_weight} and {t.center_click_fraction}"
         )
     if r.stop_after_steps is not None and r.stop_after_steps < 1:
         raise ConfigError(f"run.stop_after_steps must be >= 1 or null, got {r.stop_after_steps}")

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from sammed3d.clicks import sample_clicks_batch
+from sammed3d.clicks import sample_clicks_batch, sample_next_click
 from sammed3d.modeling import Sam3D
 from sammed3d.training.losses import build_seg_loss, hard_dice
 
@@ -64,6 +65,13 @@ class ClickLoop(nn.Module):
         detach_mask_prompt: Stop gradients between iterations.
         freeze_image_encoder: Run the encoder without autograd.
         autocast_dtype: ``torch.bfloat16`` / ``torch.float16`` for mixed precision, or None.
+        loss_resolution: ``"full"`` (published): loss on the logits upsampled to the crop and
+            clicks from the full-resolution error. ``"low"``: loss on the model's own logits
+            against the area-averaged target, later clicks drawn on that grid (much cheaper;
+            the first click is always a uniform target voxel at full resolution).
+        first_click_weight: Loss weight of the first click (the others weigh 1).
+        center_click_fraction: ``"low"`` only: share of the corrective clicks put at the
+            centre of the largest error (RITM/EDT rule) instead of uniformly in the error.
 
     Example:
         >>> loop = ClickLoop(build_model("sam_med3d_tiny"), num_clicks=3)
@@ -81,10 +89,18 @@ class ClickLoop(nn.Module):
         detach_mask_prompt: bool = False,
         freeze_image_encoder: bool = False,
         autocast_dtype: torch.dtype | None = None,
+        loss_resolution: str = "full",
+        first_click_weight: float = 1.0,
+        center_click_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         if num_clicks < 1:
             raise ValueError(f"num_clicks must be >= 1, got {num_clicks}")
+        if loss_resolution not in ("full", "low"):
+            raise ValueError(f"loss_resolution must be 'full' or 'low', got {loss_resolution!r}")
+        self.loss_resolution = loss_resolution
+        self.first_click_weight = float(first_click_weight)
+        self.center_click_fraction = float(center_click_fraction)
         self.model = model
         self.num_clicks = num_clicks
         self.click_threshold = click_threshold
@@ -110,15 +126,16 @@ class ClickLoop(nn.Module):
 
         Args:
             image: ``(B, 1, S, S, S)`` normalised crops, ``S = model.img_size``.
-            label: ``(B, 1, S, S, S)`` binary targets (float or bool).
+            label: ``(B, K, S, S, S)`` binary targets (float or bool); ``K > 1`` targets of
+                one crop share its image encoding (each gets its own click chain).
             seeds: ``(B,)`` int64 per-sample seeds of the click draws (so a sample gets the same
                 clicks whatever batch or rank it lands in).
             mask_only: Iteration indexes without a point prompt.
 
         Returns:
-            ``loss``: scalar, DiceCE summed over clicks (mean over the batch);
+            ``loss``: scalar, DiceCE summed over clicks (mean over the targets);
             ``dice``: ``(num_clicks,)`` detached mean hard Dice per click;
-            ``dice_per_sample``: ``(B, num_clicks)`` detached.
+            ``dice_per_sample``: ``(B * K, num_clicks)`` detached.
         """
         size = self.model.img_size
         if image.ndim != 5 or image.shape[1] != 1 or tuple(image.shape[2:]) != (size,) * 3:
@@ -126,21 +143,31 @@ class ClickLoop(nn.Module):
                 f"image must be (B, 1, {size}, {size}, {size}) for this model, got "
                 f"{tuple(image.shape)}"
             )
-        if label.shape != image.shape:
+        if label.ndim != 5 or label.shape[0] != image.shape[0] or label.shape[2:] != image.shape[2:]:
             raise ValueError(
-                f"label must have the image's shape {tuple(image.shape)}, got {tuple(label.shape)}"
+                f"label must be (B, K, S, S, S) with the image's B and S "
+                f"{tuple(image.shape)}, got {tuple(label.shape)}"
             )
         batch = image.shape[0]
         if seeds.shape != (batch,):
             raise ValueError(f"seeds must have shape ({batch},), got {tuple(seeds.shape)}")
+        targets = label.shape[1]
         device = image.device
-        gt = label.float()
+        gt = label.float().reshape(batch * targets, 1, *label.shape[2:])
+        if targets > 1:  # one click chain per target, distinct click seeds
+            offsets = torch.arange(targets, device=seeds.device).repeat(batch)
+            seeds = seeds.repeat_interleave(targets) + offsets
+            batch = batch * targets
         gt_bool = gt > 0
         mask_only_set = {int(i) for i in mask_only}
 
         encoder_grad = torch.no_grad() if self.freeze_image_encoder else nullcontext()
         with self._autocast(device), encoder_grad:
-            embedding = self.model.image_encoder(image)  # (B, C, g, g, g)
+            embedding = self.model.encode(image)
+        if targets > 1:
+            embedding = embedding.repeat_interleave(targets)
+        if self.loss_resolution == "low":
+            return self._forward_low(embedding, gt, seeds, mask_only_set)
 
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
         low_res = torch.zeros((batch, 1, *self.model.low_res_size), device=device)
@@ -179,6 +206,104 @@ class ClickLoop(nn.Module):
             "dice": dice_per_sample.mean(0),
             "dice_per_sample": dice_per_sample,
         }
+
+    def _forward_low(
+        self,
+        embedding: Any,
+        gt: torch.Tensor,
+        seeds: torch.Tensor,
+        mask_only: set[int],
+    ) -> dict[str, torch.Tensor]:
+        """The click chain with loss and corrective clicks on the model's logit grid."""
+        batch = gt.shape[0]
+        device = gt.device
+        low_size = tuple(int(v) for v in self.model.low_res_size)
+        factor = gt.shape[-1] // low_size[-1]
+        target = F.avg_pool3d(gt, factor) if factor > 1 else gt  # area fraction per cell
+        target_bool = target > 0.5
+        rngs = [np.random.default_rng(int(s) & 0xFFFFFFFFFFFFFFFF) for s in seeds.tolist()]
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
+        low_res = torch.zeros((batch, 1, *low_size), device=device)
+        coords_so_far: list[torch.Tensor] = []
+        labels_so_far: list[torch.Tensor] = []
+        loss = torch.zeros((), device=device)
+        dices = []
+        for it in range(self.num_clicks):
+            if it == 0:
+                clicks = [
+                    sample_clicks_batch(
+                        torch.zeros_like(gt[b : b + 1], dtype=torch.bool),
+                        gt[b : b + 1] > 0,
+                        generator=generators[b],
+                    )
+                    for b in range(batch)
+                ]
+                coords = torch.cat([c for c, _ in clicks])  # (B, 1, 3) crop voxels
+                labels = torch.cat([lab for _, lab in clicks])
+            else:
+                pred = low_res.detach() > self.click_threshold
+                coords, labels = self._corrective_clicks(pred, target_bool, gt, factor, rngs)
+            coords_so_far.append(coords)
+            labels_so_far.append(labels)
+            if it in mask_only:
+                point_coords = point_labels = None
+            elif self.accumulate_clicks:
+                point_coords = torch.cat(coords_so_far, dim=1)
+                point_labels = torch.cat(labels_so_far, dim=1)
+            else:
+                point_coords, point_labels = coords, labels
+            mask_prompt = low_res.detach() if self.detach_mask_prompt else low_res
+            with self._autocast(device):
+                low_res, _ = self.model.decode(
+                    embedding, point_coords, point_labels, mask_prompt, multimask_output=False
+                )
+            low_res = low_res.float()
+            weight = self.first_click_weight if it == 0 else 1.0
+            loss = loss + weight * self.seg_loss(low_res, target)
+            dices.append(hard_dice(low_res.detach(), target_bool.float()))
+        dice_per_sample = torch.stack(dices, dim=1)
+        return {"loss": loss, "dice": dice_per_sample.mean(0), "dice_per_sample": dice_per_sample}
+
+    def _corrective_clicks(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        gt: torch.Tensor,
+        factor: int,
+        rngs: list[np.random.Generator],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One corrective click per sample from the low-res error, in crop voxels.
+
+        The cell is drawn uniformly from the error (or, for ``center_click_fraction`` of the
+        clicks, at the centre of the largest error, RITM rule); the voxel inside the cell is
+        one whose full-resolution label agrees with the click (a positive click always lies in
+        the target), else the cell centre.
+        """
+        coords, labels = [], []
+        for b, rng in enumerate(rngs):
+            strategy = "center" if rng.random() < self.center_click_fraction else "random"
+            click = sample_next_click(
+                pred[b, 0].cpu().numpy(), target[b, 0].cpu().numpy(), strategy=strategy, rng=rng
+            )
+            cell = np.asarray(click.coord)
+            block = gt[b, 0][
+                cell[0] * factor : (cell[0] + 1) * factor,
+                cell[1] * factor : (cell[1] + 1) * factor,
+                cell[2] * factor : (cell[2] + 1) * factor,
+            ]
+            agree = (block > 0) if click.positive else (block <= 0)
+            where = agree.nonzero()
+            if where.shape[0]:
+                offset = where[int(rng.integers(where.shape[0]))].cpu().numpy()
+            else:
+                offset = np.full(3, (factor - 1) // 2)
+            coords.append(cell * factor + offset)
+            labels.append(int(click.positive))
+        device = gt.device
+        return (
+            torch.tensor(np.array(coords), dtype=torch.float32, device=device)[:, None, :],
+            torch.tensor(labels, dtype=torch.int64, device=device)[:, None],
+        )
 
 
 __all__ = ["ClickLoop", "mask_only_iterations"]

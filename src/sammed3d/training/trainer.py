@@ -26,6 +26,7 @@ import bisect
 import inspect
 import json
 import logging
+import math
 import os
 import random
 import resource
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from tqdm import tqdm
 
 from sammed3d.build import (
@@ -369,24 +370,51 @@ class Trainer:
     def _build_optimizer(self, model: Sam3D) -> torch.optim.Optimizer:
         o = self.cfg.optim
         groups = []
-        for name, module, lr in (
-            ("image_encoder", model.image_encoder, o.lr),
-            ("prompt_encoder", model.prompt_encoder, o.lr * o.decoder_lr_scale),
-            ("mask_decoder", model.mask_decoder, o.lr * o.decoder_lr_scale),
-        ):
-            params = [p for p in module.parameters() if p.requires_grad]
-            if params:
-                groups.append({"params": params, "lr": lr, "name": name})
+        for name, lr in _group_base_lrs(o).items():
+            module = getattr(model, name, None)
+            if module is None:
+                continue
+            params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+            if o.no_decay_norms_embeddings:
+                skip = _no_decay_names(module)
+                decay = [p for n, p in params if n not in skip]
+                plain = [p for n, p in params if n in skip]
+                if decay:
+                    groups.append({"params": decay, "lr": lr, "name": name})
+                if plain:
+                    groups.append(
+                        {"params": plain, "lr": lr, "name": f"{name}.no_decay", "weight_decay": 0.0}
+                    )
+            elif params:
+                groups.append({"params": [p for _, p in params], "lr": lr, "name": name})
         if not groups:
             raise ConfigError("no trainable parameters (everything is frozen)")
         return torch.optim.AdamW(
             groups, lr=o.lr, betas=(o.betas[0], o.betas[1]), weight_decay=o.weight_decay
         )
 
+    def _build_scheduler(self, steps_per_epoch: int) -> Any:
+        """MultiStepLR per epoch (published) or cosine per optimizer step (option)."""
+        o = self.cfg.optim
+        if o.schedule == "cosine":
+            total = max(1, self.cfg.train.epochs * steps_per_epoch)
+            return torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda step: _cosine_factor(step, total, o.min_lr_ratio)
+            )
+        return torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(o.milestones), gamma=o.gamma
+        )
+
     def _build_dataset(self, ctx: DistContext) -> Dataset[dict[str, torch.Tensor]]:
         if self._dataset is not None:
             return self._dataset
-        return build_training_dataset(self.cfg, ctx, show_progress=self.show_progress)
+        d = self.cfg.data
+        parts: list[Dataset[dict[str, torch.Tensor]]] = []
+        if d.roots:
+            parts.append(build_training_dataset(self.cfg, ctx, show_progress=self.show_progress))
+        if d.synthetic_per_epoch > 0:
+            parts.append(build_generated_dataset(self.cfg))
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -503,15 +531,23 @@ class Trainer:
         epoch; weight decay and betas are set on every group. The AdamW moments are kept.
         """
         o = self.cfg.optim
-        base = {"image_encoder": o.lr}
-        base["prompt_encoder"] = base["mask_decoder"] = o.lr * o.decoder_lr_scale
-        self.scheduler.milestones = Counter(o.milestones)  # type: ignore[attr-defined]
-        self.scheduler.gamma = o.gamma  # type: ignore[attr-defined]
-        decay = o.gamma ** bisect.bisect_right(sorted(o.milestones), self.scheduler.last_epoch)
+        base = _group_base_lrs(o)
+        if o.schedule == "cosine":
+            total = max(1, self.cfg.train.epochs * self._steps_per_epoch)
+            decay = _cosine_factor(self.scheduler.last_epoch, total, o.min_lr_ratio)
+            self.scheduler.lr_lambdas = [  # type: ignore[attr-defined]
+                (lambda step: _cosine_factor(step, total, o.min_lr_ratio))
+                for _ in self.optimizer.param_groups
+            ]
+        else:
+            self.scheduler.milestones = Counter(o.milestones)  # type: ignore[attr-defined]
+            self.scheduler.gamma = o.gamma  # type: ignore[attr-defined]
+            decay = o.gamma ** bisect.bisect_right(sorted(o.milestones), self.scheduler.last_epoch)
         for group in self.optimizer.param_groups:
-            group["initial_lr"] = base[group["name"]]
+            name = group["name"]
+            group["initial_lr"] = base[name.removesuffix(".no_decay")]
             group["lr"] = group["initial_lr"] * decay
-            group["weight_decay"] = o.weight_decay
+            group["weight_decay"] = 0.0 if name.endswith(".no_decay") else o.weight_decay
             group["betas"] = (o.betas[0], o.betas[1])
         self.scheduler.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
         self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]  # type: ignore[attr-defined]
@@ -607,13 +643,7 @@ class Trainer:
         self._freeze(model)
         model.to(ctx.device).train()
         self.optimizer = self._build_optimizer(model)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(cfg.optim.milestones), gamma=cfg.optim.gamma
-        )
         self.scaler = make_grad_scaler(ctx.device, enabled=autocast_dtype == torch.float16)
-        if resume is not None:
-            self._restore(*resume)
-            resume = None  # free the CPU copy of the checkpoint
 
         dataset = self._build_dataset(ctx)
         samples_per_rank = per_rank_samples(len(dataset), ctx.world_size)  # type: ignore[arg-type]
@@ -624,6 +654,12 @@ class Trainer:
                 f"need batch_size x accumulation_steps x world_size = "
                 f"{t.batch_size * t.accumulation_steps * ctx.world_size}"
             )
+        self._steps_per_epoch = n_steps
+        self.scheduler = self._build_scheduler(n_steps)
+        if resume is not None:
+            self._restore(*resume)
+            resume = None  # free the CPU copy of the checkpoint
+        generated = _find_generated(dataset)
         sampler = EpochDistributedSampler(
             dataset,
             num_replicas=ctx.world_size,
@@ -654,6 +690,9 @@ class Trainer:
             detach_mask_prompt=t.detach_mask_prompt,
             freeze_image_encoder=cfg.model.freeze_image_encoder,
             autocast_dtype=autocast_dtype,
+            loss_resolution=t.loss_resolution,
+            first_click_weight=t.first_click_weight,
+            center_click_fraction=t.center_click_fraction,
         )
         if ctx.distributed:
             ddp_kwargs: dict[str, Any] = {"broadcast_buffers": False}
@@ -715,8 +754,12 @@ class Trainer:
                 micro = self.step_in_epoch * t.accumulation_steps
                 for batch in loader:
                     last_micro = (micro + 1) % t.accumulation_steps == 0
-                    image = batch["image"].to(ctx.device, non_blocking=True)
-                    label = batch["label"].to(ctx.device, non_blocking=True)
+                    if "synth_seed" in batch:  # generated on the training device
+                        assert generated is not None
+                        image, label = generated.draw(batch["synth_seed"], ctx.device)
+                    else:
+                        image = batch["image"].to(ctx.device, non_blocking=True)
+                        label = batch["label"].to(ctx.device, non_blocking=True)
                     seeds = batch["seed"]
                     if cfg.data.normalization == "per_batch":
                         image = batch_zscore(image)
@@ -745,6 +788,8 @@ class Trainer:
                     if not last_micro:
                         continue
                     self._optimizer_step(model)
+                    if cfg.optim.schedule == "cosine":
+                        self.scheduler.step()
                     self.global_step += 1
                     self.step_in_epoch += 1
                     steps_this_run += 1
@@ -763,7 +808,8 @@ class Trainer:
                     break
                 self.epoch += 1
                 self.step_in_epoch = 0
-                self.scheduler.step()
+                if cfg.optim.schedule == "multistep":
+                    self.scheduler.step()
                 if r.save_every_epoch and self.epoch < t.epochs:
                     self._save()
             finished = self.epoch >= t.epochs
@@ -868,6 +914,45 @@ class Trainer:
                 group["lr"] = lr
 
 
+def _group_base_lrs(o: Any) -> dict[str, float]:
+    """Base learning rate of each top-level module (the optimizer's parameter groups)."""
+    decoder = o.lr * o.decoder_lr_scale
+    return {
+        "image_encoder": o.lr,
+        "hires_encoder": o.lr,
+        "prompt_encoder": decoder,
+        "mask_decoder": decoder,
+    }
+
+
+def _no_decay_names(module: nn.Module) -> set[str]:
+    """Parameters that get no weight decay: biases and other 1-D parameters (norm weights,
+    scalars), embeddings (``nn.Embedding``) and position tables (``pos_embed``, ``rel_pos_*``)."""
+    names = {n for n, p in module.named_parameters() if p.ndim <= 1}
+    names |= {n for n, _ in module.named_parameters() if "pos_embed" in n or "rel_pos" in n}
+    for prefix, sub in module.named_modules():
+        if isinstance(sub, nn.Embedding):
+            names.add(f"{prefix}.weight" if prefix else "weight")
+    return names
+
+
+def _cosine_factor(step: int, total: int, min_ratio: float) -> float:
+    """Cosine decay from 1 at step 0 to ``min_ratio`` at step ``total`` (then constant)."""
+    progress = min(max(step, 0) / total, 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _find_generated(dataset: Any) -> Any:
+    """The deferred :class:`GeneratedDataset` inside ``dataset`` (or None)."""
+    from sammed3d.training.synthesis import GeneratedDataset
+
+    parts = getattr(dataset, "datasets", [dataset])
+    for part in parts:
+        if isinstance(part, GeneratedDataset) and part.defer:
+            return part
+    return None
+
+
 def _config_diff(got: Any, expected: Any) -> str:
     a, b = got.to_dict(), expected.to_dict()
     diffs = [f"{k}={a[k]!r} (expected {b[k]!r})" for k in a if a[k] != b.get(k)]
@@ -875,6 +960,8 @@ def _config_diff(got: Any, expected: Any) -> str:
 
 
 def _check_roots(cfg: TrainingConfig) -> None:
+    if not cfg.data.roots and cfg.data.synthetic_per_epoch > 0:
+        return
     if not cfg.data.roots:
         raise ConfigError(
             "data.roots is empty: give the dataset folders, e.g. data.roots=[/data/Dataset001_X]"
@@ -882,6 +969,25 @@ def _check_roots(cfg: TrainingConfig) -> None:
     for root in cfg.data.roots:
         if not Path(root).is_dir():
             raise FileNotFoundError(f"dataset folder not found: {root} (data.roots)")
+
+
+def build_generated_dataset(cfg: TrainingConfig) -> Dataset[dict[str, torch.Tensor]]:
+    """The on-the-fly synthetic crops of ``cfg.data`` (``synthetic_per_epoch`` per epoch)."""
+    from sammed3d.training.synthesis import GeneratedDataset, SynthesisConfig
+
+    d = cfg.data
+    for path in (d.shape_bank, d.anatomy):
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"file not found: {path} (data.shape_bank / data.anatomy)")
+    size = get_config(cfg.model.name).img_size
+    return GeneratedDataset(
+        d.synthetic_per_epoch,
+        SynthesisConfig(size=size),
+        seed=cfg.train.seed,
+        shape_bank=d.shape_bank,
+        defer=d.generate_on_device,
+        targets=d.targets_per_crop,
+    )
 
 
 def build_training_dataset(

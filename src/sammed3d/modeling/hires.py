@@ -1,0 +1,132 @@
+"""High-resolution output path of our own models (``ModelConfig.hires_channels > 0``).
+
+The published decoder predicts logits on a ``4g``-cell grid (32^3 for a 128^3 input: 6 mm
+cells at 1.5 mm), which caps the Dice of small targets. Models with a high-resolution path add
+
+* :class:`HiResStem` (state-dict prefix ``hires_encoder.``): a light convolutional stem on the
+  input crop, computed once per image next to the ViT embedding, giving ``C_h`` features on an
+  ``8g`` grid (64^3: 3 mm cells);
+* :class:`HiResHead` (prefix ``mask_decoder.hires_head.``): per click, the coarse logits,
+  the previous logits and the click maps are mixed into the cached stem features, and a
+  hypernetwork vector from the mask token projects them to logits on the ``8g`` grid, added to
+  the upsampled coarse logits (a residual refinement).
+
+Everything that depends on the clicks is a rank-1 update of the cached features (one channel
+vector times one map), so a refinement click stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sammed3d.modeling.common import MLP, LayerNorm3d, upsample_trilinear
+
+#: Prior foreground probability that the output bias starts at (small targets in a big crop).
+PRIOR_FOREGROUND = 0.01
+
+
+class HiResStem(nn.Module):
+    """Input crop ``(B, 1, S, S, S)`` -> features ``(B, S/2, S/2, S/2, C_h)`` (channels last).
+
+    A small U-shaped conv net, cheap enough for CPU training: Conv(k2, s2) to ``S/2``
+    (``C_h`` channels), Conv(k2, s2) to ``S/4`` (``4 C_h``), one residual block of two 3x3x3
+    convs there, a transposed Conv(k2, s2) back to ``S/2`` added to the first level, and a
+    1x1x1 projection. Receptive field ~26 input voxels (39 mm).
+    """
+
+    def __init__(self, channels: int, in_chans: int = 1) -> None:
+        super().__init__()
+        wide = 4 * channels
+        self.down1 = nn.Conv3d(in_chans, channels, kernel_size=2, stride=2)
+        self.down2 = nn.Conv3d(channels, wide, kernel_size=2, stride=2)
+        self.block = nn.Sequential(
+            LayerNorm3d(wide),
+            nn.Conv3d(wide, wide, kernel_size=3, padding=1),
+            nn.GELU(),
+            nn.Conv3d(wide, wide, kernel_size=3, padding=1),
+        )
+        self.up = nn.ConvTranspose3d(wide, channels, kernel_size=2, stride=2)
+        self.proj = nn.Conv3d(channels, channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_chans, S, S, S)`` -> ``(B, S/2, S/2, S/2, C_h)`` (channels last)."""
+        h1 = F.gelu(self.down1(x))
+        h2 = self.down2(h1)
+        h2 = h2 + self.block(h2)
+        h = F.gelu(h1 + self.up(h2))
+        return self.proj(h).permute(0, 2, 3, 4, 1).contiguous()
+
+
+class HiResHead(nn.Module):
+    """Refines coarse logits on the stem's grid.
+
+    ``h = GELU(F + a tanh(up(coarse)/4) + sum_k b_k map_k)``,
+    ``logits = up(coarse) + w . h + bias``, with ``F`` the stem features, ``map_k`` the
+    previous logits (as ``tanh(logits/4)``) and the two click maps, and ``w`` a hypernetwork
+    output of the mask token. ``bias`` starts at ``logit(PRIOR_FOREGROUND)``. Computed
+    channels-last, so each step is one kernel over the ``h^3 x C_h`` features (the per-click
+    cost of a refinement).
+
+    Args:
+        transformer_dim: Width of the mask tokens.
+        channels: ``C_h``.
+        num_maps: Number of per-click maps (3: previous logits, positive, negative clicks).
+    """
+
+    def __init__(self, transformer_dim: int, channels: int, num_maps: int = 3) -> None:
+        super().__init__()
+        self.num_maps = num_maps
+        # column 0 multiplies the upsampled coarse logits, the others the per-click maps
+        self.map_weight = nn.Parameter(torch.zeros(channels, 1 + num_maps))
+        nn.init.normal_(self.map_weight, std=0.5)
+        self.hypernetwork = MLP(transformer_dim, transformer_dim, channels, 3)
+        self.output_bias = nn.Parameter(
+            torch.tensor(math.log(PRIOR_FOREGROUND / (1 - PRIOR_FOREGROUND)))
+        )
+
+    def forward(
+        self,
+        coarse: torch.Tensor,
+        mask_tokens: torch.Tensor,
+        features: torch.Tensor,
+        maps: torch.Tensor,
+    ) -> torch.Tensor:
+        """Logits on the stem grid.
+
+        Args:
+            coarse: ``(B, T, c, c, c)`` coarse logits (``c = 4g``).
+            mask_tokens: ``(B, T, D)`` mask-token outputs of the transformer.
+            features: ``(B or 1, h, h, h, C_h)`` cached stem features, channels last
+                (``h = 2c``).
+            maps: ``(B, num_maps, h, h, h)``.
+
+        Returns:
+            ``(B, T, h, h, h)`` logits.
+        """
+        b, t = coarse.shape[:2]
+        size = tuple(features.shape[1:4])
+        up = upsample_trilinear(coarse, size)  # (B, T, h, h, h)
+        if features.shape[0] != b:
+            features = features.expand(b, *features.shape[1:])
+        dtype = features.dtype
+        w = self.hypernetwork(mask_tokens).to(dtype)  # (B, T, C_h)
+        weight = self.map_weight.to(dtype)
+        maps_last = maps.to(dtype).permute(0, 2, 3, 4, 1)  # (B, h, h, h, M)
+        base = torch.addmm(
+            features.reshape(-1, features.shape[-1]),
+            maps_last.reshape(-1, maps_last.shape[-1]),
+            weight[:, 1:].t(),
+        ).view(features.shape)
+        out = []
+        for i in range(t):
+            gate = torch.tanh(up[:, i] / 4.0).to(dtype).unsqueeze(-1)  # (B, h, h, h, 1)
+            h = F.gelu(torch.addcmul(base, gate, weight[:, 0]))
+            out.append((h.reshape(b, -1, h.shape[-1]) @ w[:, i, :, None]).view(b, *size))
+        return up + torch.stack(out, dim=1) + self.output_bias
+
+
+__all__ = ["PRIOR_FOREGROUND", "HiResHead", "HiResStem"]

@@ -1,0 +1,139 @@
+"""Our model options: clicks as dense maps (``click_maps``) and the high-res path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tests.conftest import randomize_
+
+from sammed3d import ModelConfig, build_model
+from sammed3d.build import infer_config, load_checkpoint, save_checkpoint
+from sammed3d.modeling import ImageEmbedding, draw_click_maps
+
+TINY_OPTIONS = ModelConfig(
+    img_size=64,
+    encoder_embed_dim=48,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(0, 1),
+    window_size=0,
+    prompt_embed_dim=48,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=16,
+    click_maps=True,
+    hires_channels=4,
+)
+
+
+@pytest.fixture()
+def option_model():
+    return randomize_(build_model(TINY_OPTIONS)).eval()
+
+
+def test_click_maps_place_each_click_in_its_channel():
+    coords = torch.tensor([[[10.0, 20.0, 30.0], [40.0, 8.0, 50.0], [0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[1, 0, -1]])
+    maps = draw_click_maps(coords, labels, size=64, img_size=64, batch=1)
+    assert maps.shape == (1, 2, 64, 64, 64)
+    # the peak of each channel is at its click, in tensor-axis order (no axis swap)
+    pos = torch.nonzero(maps[0, 0] == maps[0, 0].max())[0].tolist()
+    neg = torch.nonzero(maps[0, 1] == maps[0, 1].max())[0].tolist()
+    assert pos == [10, 20, 30] and neg == [40, 8, 50]
+    assert float(maps[0, 0].max()) == pytest.approx(1.0)
+    # padding clicks (label -1) draw nothing: the (0, 0, 0) corner stays empty
+    assert float(maps[0, :, 0, 0, 0].max()) < 1e-3
+    # on a coarser grid a cell holds the value at its centre
+    coarse = draw_click_maps(coords, labels, size=16, img_size=64, batch=1)
+    assert coarse.shape == (1, 2, 16, 16, 16)
+    assert torch.nonzero(coarse[0, 0] == coarse[0, 0].max())[0].tolist() == [2, 5, 7]
+
+
+def test_click_maps_without_clicks_are_zero():
+    maps = draw_click_maps(None, None, size=8, img_size=64, batch=3)
+    assert maps.shape == (3, 2, 8, 8, 8) and not maps.any()
+
+
+def test_option_model_shapes_and_state_dict(option_model):
+    keys = option_model.state_dict()
+    assert keys["prompt_encoder.mask_downscaling.0.weight"].shape[1] == 3
+    assert any(k.startswith("hires_encoder.") for k in keys)
+    assert any(k.startswith("mask_decoder.hires_head.") for k in keys)
+    assert option_model.low_res_size == (32, 32, 32)  # 2 x the published 16^3 of a 64 input
+    assert option_model.accumulates_clicks
+    with torch.inference_mode():
+        emb = option_model.encode(torch.randn(2, 1, 64, 64, 64))
+        assert isinstance(emb, ImageEmbedding)
+        assert emb.tokens.shape == (2, 48, 4, 4, 4) and emb.hires.shape == (2, 32, 32, 32, 4)
+        coords = torch.tensor([[[10.0, 20.0, 30.0]], [[5.0, 6.0, 7.0]]])
+        labels = torch.ones(2, 1, dtype=torch.long)
+        low, iou = option_model.decode(emb, coords, labels, None)
+        assert low.shape == (2, 1, 32, 32, 32) and iou.shape == (2, 1)
+        low2, _ = option_model.decode(emb, coords, labels, low)
+        assert low2.shape == low.shape
+        assert option_model.upsample_logits(low).shape == (2, 1, 64, 64, 64)
+
+
+def test_clicks_change_the_prediction_through_the_dense_maps(option_model):
+    """With click maps the first-click mask depends on where the click is, spatially."""
+    with torch.inference_mode():
+        emb = option_model.encode(torch.randn(1, 1, 64, 64, 64))
+        labels = torch.ones(1, 1, dtype=torch.long)
+        a, _ = option_model.decode(emb, torch.tensor([[[10.0, 10.0, 10.0]]]), labels, None)
+        b, _ = option_model.decode(emb, torch.tensor([[[50.0, 50.0, 50.0]]]), labels, None)
+        option_model.prompt_encoder.mask_downscaling[0].weight.data[:, 1:] = 0
+        option_model.mask_decoder.hires_head.map_weight.data[:, 2:] = 0
+        c, _ = option_model.decode(emb, torch.tensor([[[10.0, 10.0, 10.0]]]), labels, None)
+    assert not torch.allclose(a, b)
+    assert not torch.allclose(a, c)  # the maps (not only the point tokens) reach the output
+
+
+def test_hires_model_needs_its_embedding(option_model):
+    with torch.inference_mode():
+        tokens = option_model.image_encoder(torch.randn(1, 1, 64, 64, 64))
+        with pytest.raises(ValueError, match="high-res path"):
+            option_model.decode(tokens, torch.zeros(1, 1, 3), torch.ones(1, 1), None)
+
+
+def test_every_option_parameter_gets_a_gradient(option_model):
+    option_model.train()
+    emb = option_model.encode(torch.randn(1, 1, 64, 64, 64))
+    coords = torch.tensor([[[10.0, 20.0, 30.0], [40.0, 5.0, 50.0]]])
+    labels = torch.tensor([[1, 0]])
+    low, _ = option_model.decode(emb, coords, labels, torch.randn(1, 1, 32, 32, 32))
+    low.square().mean().backward()
+    new = [n for n, _ in option_model.named_parameters() if "hires" in n or "mask_downscaling" in n]
+    missing = [
+        n
+        for n, p in option_model.named_parameters()
+        if n in new and (p.grad is None or not p.grad.any())
+    ]
+    assert new and missing == []
+
+
+def test_options_roundtrip_through_checkpoints(option_model, tmp_path):
+    path = save_checkpoint(option_model, tmp_path / "opt.pth")
+    loaded = load_checkpoint(path)
+    assert loaded.config == TINY_OPTIONS
+    # files without a config (bare state dicts) get the options back from the shapes
+    assert infer_config(option_model.state_dict()) == TINY_OPTIONS
+    x = torch.randn(1, 1, 64, 64, 64)
+    with torch.inference_mode():
+        a = option_model.decode(option_model.encode(x), torch.ones(1, 1, 3), torch.ones(1, 1), None)
+        b = loaded.decode(loaded.encode(x), torch.ones(1, 1, 3), torch.ones(1, 1), None)
+    assert torch.equal(a[0], b[0])
+
+
+def test_published_defaults_have_no_options():
+    cfg = ModelConfig()
+    assert not cfg.click_maps and cfg.hires_channels == 0
+    model = build_model("sam_med3d_tiny")
+    assert not model.accumulates_clicks and model.hires_encoder is None
+    assert not any("hires" in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize(
+    "bad", [{"hires_channels": -1}, {"hires_channels": 2.5}, {"click_maps": 1}]
+)
+def test_bad_option_values(bad):
+    with pytest.raises(ValueError):
+        ModelConfig(**bad)
