@@ -10,11 +10,16 @@ halfway through a body, refuse resumption, answer with an HTTP error. Binds 127.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import unquote
+
+import pytest
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -131,3 +136,62 @@ class FakeHub:
 
     def requests(self, method: str | None = None) -> list[tuple[str, str, str | None]]:
         return [r for r in self.log if method is None or r[0] == method]
+
+
+def start_loopback_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeHub:
+    """Start a :class:`FakeHub` and point huggingface_hub and sammed3d at it.
+
+    ``HF_ENDPOINT`` is the loopback server, ``HF_HOME`` and ``SAMMED3D_HOME`` are empty folders
+    under ``tmp_path``, offline mode and proxies are off. huggingface_hub reads some settings
+    once at import, so its constants are patched too (endpoint, offline flag, telemetry off: no
+    request may leave the machine whatever the import order).
+    """
+    fake = FakeHub().start()
+    monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("SAMMED3D_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for var in (
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HF_HUB_DISABLE_PROGRESS_BARS",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", fake.endpoint)
+    monkeypatch.setattr(
+        hf_constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        fake.endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+    )
+    return fake
+
+
+def guard_loopback(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Make every socket connection outside 127.0.0.0/8 (and ::1) fail; returns the attempts."""
+    refused: list[object] = []
+    real_connect = socket.socket.connect
+
+    def guarded(sock: socket.socket, address: object) -> None:
+        host = address[0] if isinstance(address, tuple) else None
+        try:
+            ok = host is None or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            ok = host == "localhost"
+        if not ok:
+            refused.append(address)
+            raise ConnectionRefusedError(f"test: no traffic outside loopback ({address})")
+        real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    return refused

@@ -15,7 +15,7 @@ import torch
 from sammed3d import build_model, load_checkpoint, paths, save_checkpoint, weights
 from sammed3d.weights import PublishedWeights, WeightsError
 from tests.conftest import randomize_
-from tests.fake_hub import FakeHub
+from tests.fake_hub import guard_loopback, start_loopback_hub
 
 REPO = "test-org/tiny-weights"
 FILE = "tiny.pth"
@@ -30,34 +30,7 @@ def tiny_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 @pytest.fixture()
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """A fresh loopback Hub, an empty HF cache and sammed3d home, online."""
-    fake = FakeHub().start()
-    monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("SAMMED3D_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    for var in (
-        "HF_HUB_CACHE",
-        "HUGGINGFACE_HUB_CACHE",
-        "HF_HUB_OFFLINE",
-        "TRANSFORMERS_OFFLINE",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    import huggingface_hub.constants as hf_constants
-
-    # constants read at import: whatever they were, point them at the loopback Hub, no telemetry
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(hf_constants, "ENDPOINT", fake.endpoint)
-    monkeypatch.setattr(
-        hf_constants,
-        "HUGGINGFACE_CO_URL_TEMPLATE",
-        fake.endpoint + "/{repo_id}/resolve/{revision}/{filename}",
-    )
+    fake = start_loopback_hub(monkeypatch, tmp_path)
     yield fake
     fake.stop()
 
@@ -65,24 +38,7 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch):
     """Refuse (and fail the test on) any connection to an address outside 127.0.0.0/8."""
-    import ipaddress
-    import socket
-
-    refused: list[object] = []
-    real_connect = socket.socket.connect
-
-    def guarded(sock: socket.socket, address: object) -> None:
-        host = address[0] if isinstance(address, tuple) else None
-        try:
-            ok = host is None or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            ok = host == "localhost"
-        if not ok:
-            refused.append(address)
-            raise ConnectionRefusedError(f"test: no traffic outside loopback ({address})")
-        real_connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
+    refused = guard_loopback(monkeypatch)
     yield
     assert refused == [], f"connections outside loopback were attempted: {refused}"
 
@@ -315,6 +271,21 @@ def test_names_resolve_everywhere_a_checkpoint_is_accepted(hub, monkeypatch, tmp
     out = tmp_path / "exported.pth"
     assert main(["export", "tiny", str(out)]) == 0 and out.is_file()
     assert len(hub.requests("GET")) == 1  # one download, then the cache
+
+
+def test_train_init_by_name(hub, monkeypatch, tmp_path, tiny_bytes):
+    from sammed3d.build import CheckpointError
+    from sammed3d.training import load_config, train
+    from sammed3d.training.data import SyntheticDataset
+
+    _register(monkeypatch, tiny_bytes)
+    hub.host(REPO, FILE, tiny_bytes)
+    overrides = [f"run.output_dir={tmp_path / 'run'}", "model.init_checkpoint=tiny"]
+    cfg = load_config("tiny_cpu", [*overrides, "model.name=sam_med3d_small"])
+    # fetched by name, then refused by the same strict rules as any init file
+    with pytest.raises(CheckpointError, match=r"init checkpoint .*tiny.pth does not fit"):
+        train(cfg, dataset=SyntheticDataset(2, 64, seed=1), show_progress=False)
+    assert len(hub.requests("GET")) == 1
 
 
 def test_file_names_and_typos_get_a_hint(tmp_path):
