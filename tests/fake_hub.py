@@ -28,7 +28,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 class HostedFile:
     body: bytes
     #: Faults: "drop_first_get" (cut the first GET halfway), "drop_every_get" (cut every GET
-    #: and answer a resumption with 500), "get_500", "head_403".
+    #: and answer a resumption with 416), "get_500", "head_403".
     fault: str = ""
     etag: str | None = None  # default: SHA-256 of body
     gets: int = 0
@@ -93,8 +93,8 @@ class FakeHub:
                 f.gets += 1
                 start = 0
                 if rng:
-                    if f.fault == "drop_every_get":
-                        self._empty(500, {})
+                    if f.fault == "drop_every_get":  # a host that cannot resume
+                        self._empty(416, {"Content-Range": f"bytes */{len(f.body)}"})
                         return
                     start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))  # type: ignore[union-attr]
                 if f.fault == "get_500":
@@ -143,8 +143,8 @@ def start_loopback_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeH
 
     ``HF_ENDPOINT`` is the loopback server, ``HF_HOME`` and ``SAMMED3D_HOME`` are empty folders
     under ``tmp_path``, offline mode and proxies are off. huggingface_hub reads some settings
-    once at import, so its constants are patched too (endpoint, offline flag, telemetry off: no
-    request may leave the machine whatever the import order).
+    once at import, so its offline flag is patched too, and its telemetry (which would call the
+    import-time endpoint) is off; :func:`guard_loopback` fails a test that tries any other host.
     """
     fake = FakeHub().start()
     monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
@@ -168,12 +168,6 @@ def start_loopback_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeH
 
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(hf_constants, "ENDPOINT", fake.endpoint)
-    monkeypatch.setattr(
-        hf_constants,
-        "HUGGINGFACE_CO_URL_TEMPLATE",
-        fake.endpoint + "/{repo_id}/resolve/{revision}/{filename}",
-    )
     return fake
 
 

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -448,35 +449,80 @@ def _how_to_get(entry: PublishedWeights) -> str:
     )
 
 
+#: Failures of a transfer already under way (no HTTP status to blame): worth another attempt,
+#: which resumes where the data stopped (huggingface_hub's ``Range`` requests; versions that
+#: do not resume within one call resume from their ``.incomplete`` file on the next).
+_TRANSIENT = frozenset(
+    {
+        "ChunkedEncodingError",
+        "IncompleteRead",
+        "ProtocolError",
+        "RemoteProtocolError",
+        "ReadError",
+        "ReadTimeout",
+        "ReadTimeoutError",
+        "ConnectionResetError",
+    }
+)
+_ATTEMPTS = 3
+
+
 def _download(entry: PublishedWeights, *, force: bool, progress: bool | None) -> Path:
     hub = _hub()
     logger.info("downloading %s from %s/%s ...", entry.label, hub_endpoint(), entry.repo_id)
     endpoint = os.environ.get("HF_ENDPOINT", "").strip() or None
-    try:
-        with _progress_bars(progress):
-            found = hub.hf_hub_download(
-                entry.repo_id,
-                entry.filename,
-                revision=entry.revision,
-                cache_dir=str(hub_cache_dir()),
-                endpoint=endpoint.rstrip("/") if endpoint else None,
-                force_download=force,
-            )
-    except Exception as exc:  # network, HTTP, disk: all become one line
-        raise WeightsError(
-            f"could not download {entry.label} from {hub_endpoint()}: {_reason(exc)}; "
-            f"{_how_to_get(entry)}"
-        ) from None
-    return Path(found)
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            with _progress_bars(progress):
+                found = hub.hf_hub_download(
+                    entry.repo_id,
+                    entry.filename,
+                    revision=entry.revision,
+                    cache_dir=str(hub_cache_dir()),
+                    endpoint=endpoint.rstrip("/") if endpoint else None,
+                    force_download=force,
+                )
+            return Path(found)
+        except Exception as exc:  # network, HTTP, disk: all become one line
+            if attempt < _ATTEMPTS and _is_transient(exc):
+                logger.warning(
+                    "download of %s interrupted (%s); trying again (%d/%d)",
+                    entry.filename,
+                    _reason(exc),
+                    attempt + 1,
+                    _ATTEMPTS,
+                )
+                time.sleep(1.0)
+                continue
+            raise WeightsError(
+                f"could not download {entry.label} from {hub_endpoint()}: {_reason(exc)}; "
+                f"{_how_to_get(entry)}"
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(out) < 8 and cur not in out:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def _is_transient(exc: BaseException) -> bool:
+    chain = _chain(exc)
+    if any(getattr(getattr(e, "response", None), "status_code", None) for e in chain):
+        return False  # the server answered: retrying will not change its mind
+    return any(
+        type(e).__name__ in _TRANSIENT or str(e).startswith("Consistency check failed")
+        for e in chain
+    )
 
 
 def _reason(exc: BaseException) -> str:
     """The first useful line of a download error (huggingface_hub chains the real cause)."""
-    chain: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and len(chain) < 6:
-        chain.append(cur)
-        cur = cur.__cause__ or cur.__context__
+    chain = _chain(exc)
     status = None
     for e in chain:
         response = getattr(e, "response", None)
