@@ -249,6 +249,23 @@ def test_host_error_is_one_line(hub, monkeypatch, tiny_bytes):
     assert _one_line(err).startswith("could not download tiny")
 
 
+def test_no_server_at_all_is_one_line(hub, monkeypatch, tiny_bytes):
+    import socket
+    import time
+
+    _register(monkeypatch, tiny_bytes)
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(time, "sleep", lambda _s: None)  # skip huggingface_hub's back-off waits
+    with pytest.raises(WeightsError) as err:
+        weights.resolve("tiny")
+    msg = _one_line(err)
+    assert msg.startswith(f"could not download tiny (tiny.pth, 2 MB) from http://127.0.0.1:{port}")
+    assert "Connection refused" in msg and f"/{REPO}/resolve/main/{FILE}" in msg
+
+
 def test_not_on_the_hub_says_where_to_fetch(hub, monkeypatch):
     with pytest.raises(WeightsError) as err:
         paths.require_checkpoint("sam_med3d")
