@@ -355,7 +355,7 @@ def verify_file(
             raise WeightsError(
                 f"the host now serves a different {entry.filename} (SHA-256 {digest[:16]}...) "
                 f"than the one this sammed3d version knows ({expected[:16]}...); refusing it: "
-                "update sammed3d, or pass the file's path to use it anyway"
+                "update sammed3d, or fetch the file yourself and pass its path to use it anyway"
             )
         what = "recorded for" if entry.sha256 else "the host reported for"
         raise WeightsError(
