@@ -321,3 +321,29 @@ def test_existing_file_wins_over_a_name(tmp_path, monkeypatch):
 def test_bundled_default_by_name():
     path = paths.require_checkpoint("default")
     assert path == paths.BUNDLED_CHECKPOINT == weights.resolve("demo")
+
+
+def test_environment_is_read_at_call_time(monkeypatch, tmp_path):
+    for var in (
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "HF_HOME",
+        "XDG_CACHE_HOME",
+        "TRANSFORMERS_OFFLINE",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert weights.hub_cache_dir() == tmp_path / ".cache" / "huggingface" / "hub"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert weights.hub_cache_dir() == tmp_path / "xdg" / "huggingface" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert weights.hub_cache_dir() == tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert weights.hub_cache_dir() == tmp_path / "cache"
+    monkeypatch.setenv("HF_ENDPOINT", "https://mirror.example/")
+    assert weights.lookup("turbo").url == (
+        "https://mirror.example/blueyo0/SAM-Med3D/resolve/main/sam_med3d_turbo.pth"
+    )
+    for value, offline in (("1", True), ("ON", True), ("0", False), ("", False)):
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        assert weights.hub_offline() is offline
