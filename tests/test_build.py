@@ -130,19 +130,93 @@ def test_directory(tmp_path):
         load_checkpoint(tmp_path)
 
 
-def test_garbage_file(tmp_path):
-    path = tmp_path / "garbage.pth"
-    path.write_bytes(b"this is not a checkpoint at all" * 10)
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+def _write_not_checkpoints(folder, good: bytes) -> dict[str, tuple[object, str]]:
+    """Files that are not checkpoints, and the words their message must contain."""
+    import os
+    import pickle
+
+    cases = {
+        # what a failed download from a file host saves under the checkpoint's name
+        "html.pth": (
+            b"<!DOCTYPE html>\n<html><head><title>Google Drive - Quota exceeded</title></head>"
+            b"<body>Too many users have viewed or downloaded this file recently.</body></html>",
+            "is an HTML page",
+        ),
+        "html_no_doctype.pth": (b"\n  <html lang=en><body>Sign in</body></html>", "HTML page"),
+        "random.pth": (os.urandom(4096), "not a readable PyTorch checkpoint"),
+        "zeros.pth": (b"\x00" * 100, "not a readable PyTorch checkpoint"),
+        "plain_pickle.pth": (pickle.dumps({"weights": [1.0, 2.0]}), "plain Python pickle"),
+        "plain_pickle_p2.pth": (pickle.dumps({"a": 1}, protocol=2), "plain Python pickle"),
+        "truncated.pth": (good[: len(good) // 2], "truncated"),
+        "cut_short.pth": (good[:100], "truncated"),
+        "empty.pth": (b"", "empty (0 bytes)"),
+        "lfs_pointer.pth": (
+            b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"ab" * 32 + b"\n"
+            b"size 402000000\n",
+            "Git LFS pointer",
+        ),
+        "text.pth": (b"this is not a checkpoint at all" * 10, "text file"),
+    }
+    for name, (data, _) in cases.items():
+        (folder / name).write_bytes(data)
+    return cases
+
+
+@pytest.mark.parametrize("unsafe", [False, True])
+def test_non_checkpoint_files_say_what_they_are(tmp_path, tiny_model, unsafe):
+    good = save_checkpoint(tiny_model, tmp_path / "good.pth").read_bytes()
+    for name, (_, words) in _write_not_checkpoints(tmp_path, good).items():
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(tmp_path / name, allow_unsafe_pickle=unsafe)
+        msg = str(err.value)
+        assert words in msg, (name, msg)
+        assert msg.startswith(str(tmp_path / name)), msg
+        assert "\n" not in msg, (name, msg)
+        # never advice to load unsafely (torch's own text advises weights_only=False)
+        for bad in ("weights_only", "unsafe", "arbitrary code", "trusted source"):
+            assert bad not in msg, (name, msg)
+
+
+def test_html_title_is_quoted(tmp_path):
+    path = tmp_path / "sam_med3d_turbo.pth"
+    path.write_bytes(b"<html><head><title>Google Drive - Virus scan warning</title></head></html>")
+    with pytest.raises(CheckpointError, match="title 'Google Drive - Virus scan warning'"):
         load_checkpoint(path)
 
 
-def test_truncated_file(tmp_path, fixtures_dir):
+def test_truncated_legacy_format(tmp_path, tiny_model):
+    torch.save(
+        {"model_state_dict": tiny_model.state_dict()},
+        tmp_path / "legacy.pth",
+        _use_new_zipfile_serialization=False,
+    )
+    assert load_checkpoint(tmp_path / "legacy.pth").config == MODEL_REGISTRY["sam_med3d_tiny"]
+    data = (tmp_path / "legacy.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt") as err:
+        load_checkpoint(tmp_path / "cut.pth")
+    assert "\n" not in str(err.value)
+
+
+def test_truncated_fixture(tmp_path, fixtures_dir):
     data = (fixtures_dir / "sammed3d_small.pth").read_bytes()
     path = tmp_path / "truncated.pth"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(CheckpointError, match="truncated ZIP/PyTorch archive"):
         load_checkpoint(path)
+
+
+def test_code_running_pickle_is_refused_without_opt_in_advice(tmp_path):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    torch.save({"model_state_dict": {}, "x": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="runs code when the file is loaded") as err:
+        load_checkpoint(tmp_path / "evil.pth")
+    assert "allow_unsafe_pickle" not in str(err.value)
 
 
 def test_not_a_dict(tmp_path):
@@ -183,8 +257,9 @@ def test_pickled_objects_need_opt_in(tmp_path, tiny_model):
     torch.save(
         {"model_state_dict": tiny_model.state_dict(), "args": argparse.Namespace(lr=1)}, path
     )
-    with pytest.raises(CheckpointError, match="allow_unsafe_pickle=True"):
+    with pytest.raises(CheckpointError, match="allow_unsafe_pickle=True") as err:
         load_checkpoint(path)
+    assert "argparse.Namespace" in str(err.value) and "\n" not in str(err.value)
     model = load_checkpoint(path, allow_unsafe_pickle=True)
     assert model.config == MODEL_REGISTRY["sam_med3d_tiny"]
 

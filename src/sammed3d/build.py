@@ -171,7 +171,7 @@ def build_model(
     model.config = cfg  # type: ignore[assignment]
     if checkpoint is not None:
         ckpt = read_checkpoint(checkpoint, allow_unsafe_pickle=allow_unsafe_pickle)
-        _load_state_dict_strict(model, ckpt.state_dict, source=str(checkpoint))
+        _load_state_dict_strict(model, ckpt.state_dict, source=str(ckpt.path))
     return model.to(device).eval()
 
 
@@ -183,7 +183,9 @@ class _Checkpoint:
         state_dict: dict[str, torch.Tensor],
         config: ModelConfig | None,
         metadata: dict[str, Any],
+        path: Path | None = None,
     ) -> None:
+        self.path = path  # the file read (a published name resolved to its cached file)
         self.state_dict = state_dict
         self.config = config
         self.metadata = metadata
@@ -192,10 +194,23 @@ class _Checkpoint:
 def read_checkpoint(
     path: str | os.PathLike[str], *, allow_unsafe_pickle: bool = False
 ) -> _Checkpoint:
-    """Read and normalise a checkpoint file without building a model."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    """Read and normalise a checkpoint file without building a model.
+
+    Args:
+        path: A checkpoint file, or the name of published weights (``turbo``, ``sam_med3d``,
+            ``default``; see :mod:`sammed3d.weights`), fetched and verified on first use.
+        allow_unsafe_pickle: Allow pickled Python objects besides tensors (trusted files only).
+
+    Raises:
+        FileNotFoundError: no such file and no such name.
+        CheckpointError: the file is not a checkpoint (HTML page, truncated, plain pickle,
+            random bytes, ...: the message says what it looks like) or holds no SAM-Med3D
+            state dict.
+        sammed3d.weights.WeightsError: published weights could not be fetched or verified.
+    """
+    from sammed3d.paths import require_checkpoint
+
+    path = require_checkpoint(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint path is a directory, expected a .pth file: {path}")
     obj = _torch_load(path, allow_unsafe_pickle)
@@ -236,29 +251,86 @@ def read_checkpoint(
         raise CheckpointError(
             f"{path} is not a SAM-Med3D checkpoint: no 'image_encoder.*' keys (found e.g. {sample})"
         )
-    return _Checkpoint(state_dict, config, metadata)
+    return _Checkpoint(state_dict, config, metadata, path)
+
+
+#: Modules whose pickled callables run code on load (never in a published checkpoint).
+_CODE_RUNNING_MODULES = frozenset(
+    {
+        "os",
+        "posix",
+        "nt",
+        "subprocess",
+        "builtins",
+        "__builtin__",
+        "sys",
+        "shutil",
+        "socket",
+        "runpy",
+        "importlib",
+        "webbrowser",
+        "pty",
+        "code",
+        "codeop",
+        "ctypes",
+        "pickle",
+        "marshal",
+    }
+)
 
 
 def _torch_load(path: Path, allow_unsafe_pickle: bool) -> Any:
+    """``torch.load`` behind a format check; every failure is one line that never advises
+    unsafe loading (only a real torch archive with non-tensor objects names the opt-in)."""
+    from sammed3d.sniff import checkpoint_problem
+
+    try:
+        problem = checkpoint_problem(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    if problem is not None:
+        raise CheckpointError(f"{path} {problem}")
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
     except pickle.UnpicklingError as exc:
-        if not allow_unsafe_pickle and "Unsupported global" in str(exc):
+        m = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", str(exc))
+        if not allow_unsafe_pickle and m and m.group(1).split(".")[0] in _CODE_RUNNING_MODULES:
             raise CheckpointError(
-                f"{path} contains pickled Python objects besides tensors (an older published "
-                "checkpoint?); if you trust the file, load it with allow_unsafe_pickle=True "
-                "(CLI: --allow-unsafe-pickle)"
+                f"{path} pickles {m.group(1)}, which runs code when the file is loaded: not a "
+                "model checkpoint; do not load it"
             ) from None
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not allow_unsafe_pickle and m:
+            raise CheckpointError(
+                f"{path} is a PyTorch checkpoint that also pickles Python objects ({m.group(1)}; "
+                "an older published file?); if you trust its source, load it with "
+                "allow_unsafe_pickle=True (CLI: --allow-unsafe-pickle)"
+            ) from None
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {first}"
+            f"{path} is not a readable PyTorch checkpoint: {_torch_reason(exc)}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
+            f"{_torch_reason(exc)}"
         ) from None
     except Exception as exc:  # unpickling arbitrary bytes raises nearly anything
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint: {type(exc).__name__}: {exc}"
+            f"{path} is not a readable PyTorch checkpoint: {_torch_reason(exc)}"
         ) from None
+
+
+def _torch_reason(exc: BaseException, limit: int = 160) -> str:
+    """One line from a torch error: the unpickler's own reason, never torch's advice text."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("WeightsUnpickler error:"):
+            lines = [ln.removeprefix("WeightsUnpickler error:").strip()]
+            break
+    lines = [ln for ln in lines if "weights_only" not in ln and "trusted source" not in ln]
+    text = re.sub(r"\x1b\[[0-9;]*m", "", lines[0]) if lines else type(exc).__name__
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return text
 
 
 def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
@@ -398,7 +470,7 @@ def load_checkpoint(
     cfg = ckpt.config or infer_config(ckpt.state_dict)
     model = _build_sam3d(cfg, attn_impl=attn_impl)
     model.config = cfg  # type: ignore[assignment]
-    _load_state_dict_strict(model, ckpt.state_dict, source=str(path))
+    _load_state_dict_strict(model, ckpt.state_dict, source=str(ckpt.path))
     model.metadata = ckpt.metadata  # type: ignore[assignment]
     return model.to(device).eval()
 

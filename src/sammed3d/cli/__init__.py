@@ -29,6 +29,7 @@ COMMANDS = (
     "train",
     "prepare",
     "export",
+    "weights",
     "info",
 )
 
@@ -107,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     setup_logging(args.verbose)
     try:
-        return int(args._run(args) or 0)
+        from sammed3d.weights import progress_bars  # --no-progress also quiets downloads
+
+        with progress_bars(False if args.no_progress else None):
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        help="weights to use (default: $SAMMED3D_CHECKPOINT, else the bundled demo model); "
-        "e.g. the published sam_med3d_turbo.pth",
+        help="weights: a file or a published name (turbo, sam_med3d, default; see `sammed3d "
+        "weights`); default: $SAMMED3D_CHECKPOINT, else the bundled demo model",
     )
     parser.add_argument(
         "--structures",

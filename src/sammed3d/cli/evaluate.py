@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        help="model checkpoint for sam-med3d (default: $SAMMED3D_CHECKPOINT / the installed one)",
+        help="model checkpoint for sam-med3d: a file or a published name (turbo, sam_med3d, "
+        "default); default: $SAMMED3D_CHECKPOINT, then the bundled weights",
     )
     add_unsafe_pickle_arg(parser)
     parser.add_argument(
@@ -197,16 +198,18 @@ def run(args: argparse.Namespace) -> int:
     run_info: dict[str, object] = {"method": args.method.replace("-", "_")}
     if args.method == "sam-med3d":
         from sammed3d.evaluation.session_predictor import SessionPredictor
+        from sammed3d.paths import require_checkpoint
 
+        checkpoint = require_checkpoint(args.checkpoint)  # a file, a published name, the default
         predictor = SessionPredictor.from_checkpoint(
-            args.checkpoint,
+            checkpoint,
             device=_device(args.device),
             allow_unsafe_pickle=args.allow_unsafe_pickle,
             accumulate_clicks=args.accumulate_clicks,
             extend=not args.no_extend,
         )
         if args.checkpoint:
-            run_info["checkpoint"] = str(Path(args.checkpoint).resolve())
+            run_info["checkpoint"] = str(checkpoint.resolve())
         run_info["params"] = predictor.settings
     else:
         if args.checkpoint or args.no_extend or args.accumulate_clicks:

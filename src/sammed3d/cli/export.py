@@ -18,7 +18,8 @@ HELP = "export a checkpoint (e.g. a training run's) to the published SAM-Med3D f
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "checkpoint",
-        help="a checkpoint file, or a training run folder (its final/latest checkpoint)",
+        help="a checkpoint file, a published name (turbo, ...), or a training run folder (its "
+        "final/latest checkpoint)",
     )
     parser.add_argument("output", help="output .pth file")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
@@ -37,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
         if found is None:
             raise FileNotFoundError(f"no checkpoint in run folder {source}/checkpoints")
         source = found
-    elif not source.exists():
-        raise FileNotFoundError(f"checkpoint not found: {source}")
+    else:
+        from sammed3d.paths import require_checkpoint
+
+        source = require_checkpoint(source)  # a file, or a published name (fetched)
     output = Path(args.output)
     if output.exists() and output.resolve() == source.resolve():
         raise CLIError(f"output {output} is the input checkpoint; choose another path")

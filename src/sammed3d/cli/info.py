@@ -13,7 +13,10 @@ HELP = "print versions and devices; with --checkpoint, describe a checkpoint"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", help="a checkpoint to describe (architecture, params)")
+    parser.add_argument(
+        "--checkpoint",
+        help="a checkpoint to describe (architecture, params): a file or a published name",
+    )
     add_unsafe_pickle_arg(parser)
     parser.add_argument(
         "--forward",
@@ -41,9 +44,12 @@ def run(args: argparse.Namespace) -> int:
         "registered_models": sorted(sammed3d.MODEL_REGISTRY),
     }
     if args.checkpoint:
-        model = load_checkpoint(args.checkpoint, allow_unsafe_pickle=args.allow_unsafe_pickle)
+        from sammed3d.paths import require_checkpoint
+
+        path = require_checkpoint(args.checkpoint)  # a file, or a published name (fetched)
+        model = load_checkpoint(path, allow_unsafe_pickle=args.allow_unsafe_pickle)
         info["checkpoint"] = {
-            "path": args.checkpoint,
+            "path": str(path),
             "parameters": sum(p.numel() for p in model.parameters()),
             "config": model.config.to_dict(),
             "metadata": getattr(model, "metadata", {}),

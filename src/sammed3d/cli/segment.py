@@ -80,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        help="model checkpoint (default: $SAMMED3D_CHECKPOINT, then the bundled weights)",
+        help="model checkpoint: a file or a published name (turbo, sam_med3d, default; see "
+        "`sammed3d weights`); default: $SAMMED3D_CHECKPOINT, then the bundled weights",
     )
     add_unsafe_pickle_arg(parser)
     parser.add_argument(

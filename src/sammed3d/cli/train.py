@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init",
         metavar="CKPT",
-        help="initial weights (published sam_med3d_turbo.pth or ours); must fit the model",
+        help="initial weights: a file (ours or a published .pth) or a published name such as "
+        "turbo (downloaded and verified); must fit the model",
     )
     parser.add_argument(
         "--resume",

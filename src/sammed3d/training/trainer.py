@@ -337,9 +337,12 @@ class Trainer:
                 raise CheckpointError(f"{path} does not fit the model: {first}") from None
             return model
         if m.init_checkpoint:
-            path = Path(m.init_checkpoint)
-            if not path.exists():
-                raise FileNotFoundError(f"init checkpoint not found: {path}")
+            from sammed3d.paths import require_checkpoint
+
+            try:  # a file, or a published name such as "turbo" (fetched and verified)
+                path = require_checkpoint(m.init_checkpoint)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"init {exc}") from None
             model = load_checkpoint(path, allow_unsafe_pickle=m.allow_unsafe_pickle)
             got = model_config_of(model)
             if got != expected:

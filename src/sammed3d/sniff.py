@@ -1,0 +1,137 @@
+"""What a file is, judged from its bytes, before ``torch.load`` is trusted with it.
+
+A failed download does not look like a failed download: a file host that runs out of quota, a
+login wall or a proxy answers with an HTML page, and a broken connection leaves a file cut short.
+``torch.load`` then fails with text that does not say so (and, under ``weights_only=True``, with
+advice to load unsafely). :func:`checkpoint_problem` names the problem in one line instead.
+
+Signatures used (first bytes of the file):
+
+* PyTorch >= 1.6 (``torch.save`` default): a ZIP archive (``PK\\x03\\x04``) holding
+  ``<record>/data.pkl``; a complete ZIP ends with an end-of-central-directory record, so a
+  truncated one is recognised without reading it all (:func:`zipfile.is_zipfile`).
+* PyTorch legacy format: a pickle whose first object is the magic number
+  ``0x1950a86a20f9469cfc6c`` (``torch.serialization.MAGIC_NUMBER``).
+* Others named for the user: HTML, Git LFS pointer, plain pickle, gzip, NumPy ``.npy``,
+  safetensors, HDF5, other text, empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import zipfile
+from pathlib import Path
+
+#: ``pickle.dumps(torch.serialization.MAGIC_NUMBER)`` without the protocol header: the bytes a
+#: legacy ``torch.save`` file carries near its start (protocol 2 puts them at offset 2).
+_LEGACY_TORCH_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+_HEAD_BYTES = 4096
+_HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<!--", b"<?xml", b"<title")
+
+
+def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a PyTorch checkpoint, judged from its bytes; None if it may be one.
+
+    Returns:
+        None for a complete ZIP archive with a ``data.pkl`` record or a legacy torch pickle;
+        otherwise a short phrase to follow the file name, e.g. ``"is an HTML page (1,234
+        bytes), not a checkpoint: ..."``. Never advice to load the file unsafely.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes): an interrupted download or copy?"
+    with p.open("rb") as fh:
+        head = fh.read(_HEAD_BYTES)
+    n = f"{size:,} bytes"
+
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(p):
+            return (
+                f"is a truncated ZIP/PyTorch archive ({n}; its end is missing): an interrupted "
+                "download or copy? Fetch it again"
+            )
+        try:
+            with zipfile.ZipFile(p) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            return f"is a damaged ZIP archive ({n}): {exc}"
+        if not any(name.endswith("data.pkl") for name in names):
+            sample = ", ".join(names[:3]) or "nothing"
+            return f"is a ZIP archive but not a PyTorch checkpoint ({n}; holds {sample})"
+        return None
+    if head.startswith(b"\x80") and _LEGACY_TORCH_MAGIC in head[:64]:
+        return None
+
+    lowered = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if lowered.startswith(_HTML_MARKERS) or b"<html" in lowered[:1024]:
+        return (
+            f"is an HTML page ({n}{_html_title(head)}), not a checkpoint: what a download "
+            "gives when the host answers with an error, login or quota page instead of the file"
+        )
+    if head.startswith(b"version https://git-lfs.github.com/spec/"):
+        return (
+            f"is a Git LFS pointer file ({n}), not the weights it points to: fetch the real "
+            "file (`git lfs pull`, or `sammed3d weights download NAME`)"
+        )
+    if head.startswith(b"\x80") and len(head) > 1 and 2 <= head[1] <= 5:
+        return (
+            f"is a plain Python pickle (protocol {head[1]}, {n}), not a PyTorch checkpoint "
+            "(torch.save writes a ZIP archive)"
+        )
+    if head.startswith(b"\x1f\x8b"):
+        return f"is a gzip-compressed file ({n}), not a PyTorch checkpoint"
+    if head.startswith(b"\x93NUMPY"):
+        return f"is a NumPy .npy array ({n}), not a PyTorch checkpoint"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return f"is an HDF5 file ({n}), not a PyTorch checkpoint"
+    if _is_safetensors(head, size):
+        return f"is a safetensors file ({n}); sammed3d reads PyTorch checkpoints (.pth, torch.save)"
+    if _looks_like_text(head):
+        first = head.decode("utf-8", errors="replace").strip().splitlines()[0][:60]
+        return f"is a text file ({n}, starts with {first!r}), not a checkpoint"
+    return (
+        f"is not a readable PyTorch checkpoint ({n}; unrecognised content starting with bytes "
+        f"{head[:8].hex(' ')})"
+    )
+
+
+def _html_title(head: bytes) -> str:
+    m = re.search(rb"<title[^>]*>(.*?)</title", head, flags=re.IGNORECASE | re.DOTALL)
+    if not m:
+        return ""
+    title = " ".join(m.group(1).decode("utf-8", errors="replace").split())[:60]
+    return f", title {title!r}" if title else ""
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    if len(head) < 10:
+        return False
+    (header_len,) = struct.unpack("<Q", head[:8])
+    if not 2 <= header_len <= size - 8 or head[8:9] != b"{":
+        return False
+    if header_len + 8 > len(head):
+        return head[8:10] in (b'{"', b"{}")
+    try:
+        return isinstance(json.loads(head[8 : 8 + header_len]), dict)
+    except ValueError:
+        return False
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        # A multi-byte character cut at the end of the window is still text.
+        try:
+            text = head[:-4].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
+    return bool(text) and printable / len(text) > 0.95
