@@ -1,0 +1,122 @@
+"""The on-the-fly synthetic data generator (``sammed3d.training.synthesis``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sammed3d.training.data import sample_rng
+from sammed3d.training.synthesis import (
+    Anatomy,
+    GeneratedDataset,
+    ShapeBank,
+    SynthesisConfig,
+    SyntheticGenerator,
+    connected_component_at,
+    load_shape_bank,
+    save_shape_bank,
+    zscore_positive,
+)
+
+SMALL = SynthesisConfig(size=48, objects=(4, 8), radius=(2.0, 10.0), min_target_voxels=20)
+
+
+def _border_contrast(image: torch.Tensor, target: torch.Tensor) -> float:
+    """|mean inside - mean of a 2-voxel ring| in units of the image's std."""
+    ring = torch.nn.functional.max_pool3d(target[None, None].float(), 5, 1, 2)[0, 0] > 0
+    ring &= ~target
+    return float((image[target].mean() - image[ring].mean()).abs() / image.std())
+
+
+def test_samples_are_deterministic_and_seed_dependent():
+    gen = SyntheticGenerator(SMALL)
+    a_img, a_lab = gen.sample(3)
+    b_img, b_lab = gen.sample(3)
+    c_img, _ = gen.sample(4)
+    assert torch.equal(a_img, b_img) and torch.equal(a_lab, b_lab)
+    assert not torch.equal(a_img, c_img)
+    assert a_img.shape == (48, 48, 48) and a_img.dtype == torch.float32
+    assert a_lab.shape == (1, 48, 48, 48) and a_lab.dtype == torch.bool
+
+
+def test_targets_are_connected_visible_and_normalised():
+    gen = SyntheticGenerator(SMALL)
+    contrasts = []
+    for seed in range(12):
+        image, label = gen.sample(seed)
+        target = label[0]
+        assert int(target.sum()) >= SMALL.min_target_voxels
+        seed_voxel = tuple(int(v) for v in torch.nonzero(target)[0])
+        assert torch.equal(connected_component_at(target, seed_voxel), target)  # one component
+        contrasts.append(_border_contrast(image, target))
+        assert torch.isfinite(image).all() and (image < 0).any() and (image > 0).any()
+    # the target differs from its surroundings (the generator refuses invisible targets)
+    assert np.median(contrasts) > 0.3
+
+
+def test_several_targets_per_crop_are_distinct():
+    gen = SyntheticGenerator(SMALL)
+    _, label = gen.sample(5, targets=3)
+    assert label.shape == (3, 48, 48, 48)
+    distinct = {tuple(torch.nonzero(t)[0].tolist()) for t in label}
+    assert len(distinct) >= 2
+
+
+def test_raw_sample_is_the_unnormalised_image():
+    gen = SyntheticGenerator(SMALL)
+    raw, label = gen.sample_raw(7)
+    image, label2 = gen.sample(7)
+    assert torch.equal(label, label2)
+    assert torch.allclose(zscore_positive(raw), image)
+
+
+def test_shape_bank_roundtrip_and_use(tmp_path):
+    lab = np.zeros((20, 20, 20), dtype=np.uint8)
+    lab[2:12, 3:9, 4:16] = 1
+    lab[14:19, 14:19, 14:19] = 2
+    bank = ShapeBank.from_label_maps([lab], min_voxels=20)
+    assert len(bank) == 2
+    path = tmp_path / "bank.npz"
+    save_shape_bank(bank, path)
+    again = load_shape_bank(path)
+    assert [tuple(s.shape) for s in again.shapes] == [tuple(s.shape) for s in bank.shapes]
+    cfg = SynthesisConfig(size=48, objects=(4, 6), p_ellipsoid=0, p_blob=0, p_tube=0, p_shell=0)
+    gen = SyntheticGenerator(cfg, shape_bank=again)
+    image, label = gen.sample(1)
+    assert label.any() and torch.isfinite(image).all()
+
+
+def test_anatomy_crops_have_lesion_or_tissue_targets():
+    rng = np.random.default_rng(0)
+    grid = np.indices((40, 40, 40)).astype(np.float32)
+    dist = np.sqrt(((grid - 20) ** 2).sum(0))
+    tissue = np.where(dist < 16, 2, 0) + (dist < 8)  # shell of "GM" around "WM"
+    image = np.where(tissue == 3, 1.0, np.where(tissue == 2, 0.6, 0.05)).astype(np.float32)
+    image += rng.normal(0, 0.01, image.shape).astype(np.float32)
+    anatomy = Anatomy(image, tissue.astype(np.uint8))
+    gen = SyntheticGenerator(SMALL)
+    img, label = gen.sample_anatomy(anatomy, seed=11, targets=2)
+    assert img.shape == (48, 48, 48) and label.shape == (2, 48, 48, 48)
+    assert all(int(t.sum()) >= SMALL.min_target_voxels for t in label)
+
+
+def test_generated_dataset_items_are_keyed(tmp_path):
+    ds = GeneratedDataset(4, SMALL, seed=2, targets=2)
+    item = ds[(1, 3)]
+    again = ds[(1, 3)]
+    other = ds[(2, 3)]
+    assert item["image"].shape == (1, 48, 48, 48) and item["label"].shape == (2, 48, 48, 48)
+    assert torch.equal(item["image"], again["image"]) and item["seed"] == again["seed"]
+    assert not torch.equal(item["image"], other["image"])
+    # the click seed comes from the same per-sample generator as for real data
+    rng = sample_rng(2, 1, 3)
+    rng.integers(2**62)
+    assert int(item["seed"]) == int(rng.integers(2**62))
+    deferred = GeneratedDataset(4, SMALL, seed=2, targets=2, defer=True)
+    d = deferred[(1, 3)]
+    assert "image" not in d and "synth_seed" in d
+    img, lab = deferred.draw(d["synth_seed"][None], "cpu")
+    assert torch.equal(img[0], item["image"]) and torch.equal(lab[0], item["label"])
+    with pytest.raises(ValueError):
+        GeneratedDataset(0, SMALL)
