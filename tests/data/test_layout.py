@@ -16,6 +16,7 @@ from sammed3d.data.layout import (
     discover_dataset_lenient,
     iter_targets,
 )
+from sammed3d.data.layouts import per_class
 
 
 def _touch(path: Path) -> Path:
@@ -150,7 +151,7 @@ def test_per_class_layout_all_roots(tmp_path: Path) -> None:
             _touch(top / cls / ds / "labelsTr" / f"{c}.nii.gz")
     _touch(top / "manifest.jsonl")
     (top / ".cache").mkdir()
-    assert detect_layout(top) == "per_class_root"
+    assert detect_layout(top) == "per-class" and per_class.level(top) == "root"
     cases = discover_dataset(top)
     assert len(cases) == 5
     assert [(c.dataset, c.case_id, next(iter(c.labels))) for c in cases] == [
@@ -164,7 +165,7 @@ def test_per_class_layout_all_roots(tmp_path: Path) -> None:
     assert mods == {"AMOS": "CT", "CHAOS": "MR", "weird": "unknown"}
     assert all(c.labels[next(iter(c.labels))] == 1 for c in cases)
 
-    assert detect_layout(top / "liver") == "per_class_class"
+    assert detect_layout(top / "liver") == "per-class" and per_class.level(top / "liver") == "class"
     assert len(discover_dataset(top / "liver")) == 3
     one = discover_dataset(top / "liver" / "mr_CHAOS")
     assert one == [
