@@ -567,7 +567,7 @@ def _plan_jobs(
                         "class_name": None,
                         "source_class": None,
                         "status": "error",
-                        "rule": "missing_file",
+                        "rule": p.rule,
                         "message": p.message,
                         "image": str(p.path),
                         "label": None,

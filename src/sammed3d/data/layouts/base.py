@@ -101,12 +101,22 @@ class Target:
 
 @dataclass(frozen=True)
 class LayoutProblem:
-    """A case that could not be paired (reported instead of raised in lenient discovery)."""
+    """A case that could not be paired (reported instead of raised in lenient discovery).
+
+    Attributes:
+        dataset: Dataset name.
+        case_id: The case (as far as it is known).
+        path: The file the problem is about.
+        message: One line naming what was expected.
+        rule: Manifest ``rule`` of ``sammed3d prepare``: ``"missing_file"``,
+            ``"duplicate_row"``, ``"bad_row"`` (manifest) or ``"no_label_names"`` (BIDS).
+    """
 
     dataset: str
     case_id: str
     path: Path
     message: str
+    rule: str = "missing_file"
 
 
 Discovery = tuple[list[Case], list[LayoutProblem]]

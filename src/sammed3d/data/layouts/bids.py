@@ -136,7 +136,7 @@ def discover(root: Path, split: Split) -> Discovery:
             continue
         names, why = _label_names(path, ents, suffix, root)
         if names is None:
-            problems.append(LayoutProblem(dataset, case_id, path, why))
+            problems.append(LayoutProblem(dataset, case_id, path, why, "no_label_names"))
             continue
         used.add(key)
         for image, image_suffix in sorted(matches):

@@ -87,18 +87,18 @@ def discover(root: Path, split: Split) -> Discovery:
             ident = (dataset, case_id, row.get("sequence", ""))
             if (image, label) in seen_files:
                 raise _RowError(
-                    f"duplicate of line {seen_files[image, label]} (same image and label)"
+                    f"duplicate of line {seen_files[image, label]} (same image and label)",
+                    rule="duplicate_row",
                 )
             if ident in seen_ids:
                 raise _RowError(
                     f"duplicate of line {seen_ids[ident]} (same dataset {dataset!r} and case "
-                    f"{case_id!r}; give each row its own case id)"
+                    f"{case_id!r}; give each row its own case id)",
+                    rule="duplicate_row",
                 )
-            seen_files[image, label] = line
-            seen_ids[ident] = line
             for kind, file in (("image", image), ("label", label)):
                 if not file.exists():
-                    raise _RowError(f"{kind} not found: {file}", file)
+                    raise _RowError(f"{kind} not found: {file}", file, "missing_file")
             modality = normalise_modality(row["modality"])
             if modality == "unknown" and row["modality"].lower() != "unknown":
                 raise _RowError(
@@ -109,9 +109,12 @@ def discover(root: Path, split: Split) -> Discovery:
                 names = parse_label_names(row["labels"], base)
             except (ValueError, OSError) as exc:
                 raise _RowError(str(exc)) from None
+            seen_files[image, label] = line  # only accepted rows: a duplicate of a broken
+            seen_ids[ident] = line  # row gets that row's own message
         except _RowError as err:
             at = err.path or path
-            problems.append(LayoutProblem(dataset, case_id, at, f"{path} line {line}: {err}"))
+            message = f"{path} line {line}: {err}"
+            problems.append(LayoutProblem(dataset, case_id, at, message, err.rule))
             continue
         cases.append(
             Case(
@@ -129,9 +132,10 @@ def discover(root: Path, split: Split) -> Discovery:
 
 
 class _RowError(Exception):
-    def __init__(self, message: str, path: Path | None = None) -> None:
+    def __init__(self, message: str, path: Path | None = None, rule: str = "bad_row") -> None:
         super().__init__(message)
         self.path = path
+        self.rule = rule
 
 
 def read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
