@@ -129,6 +129,11 @@ def test_evaluate_reads_other_layouts(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main([*argv, "--data", str(lits), "--layout", "case-folders", "--output", str(out)]) == 0
     rows = (out / "per_click.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 1 + 4  # header + (2 cases x 2 classes) x 1 click
+    brats = replicas.brats2021(tmp_path / "raw")  # 4 sequences share one label map
+    assert main([*argv, "--data", str(brats), "--output", str(tmp_path / "e1")]) == 0
+    rows = (tmp_path / "e1" / "per_click.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 1 + 12
+    assert sum("BraTS2021_t1ce" in r for r in rows) == 3
     capsys.readouterr()
     mystery = tmp_path / "mystery"
     mystery.mkdir()

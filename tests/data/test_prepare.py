@@ -307,7 +307,7 @@ def test_manifest_broken_cases_write_nothing_and_the_rest_continues(tmp_path: Pa
     )
     (study / "manifest.csv").write_text(
         "case,image,label,modality,labels\n"
-        "p1,img/p1.nii.gz,seg/p1.nii.gz,CT,1=Liver;2=liver tumour\n"
+        "p1,img/p1.nii.gz,seg/p1.nii.gz,CT,1=Liver;2=liver tumour;9=spleen\n"
         "gone,img/nope.nii.gz,seg/p1.nii.gz,CT,1=liver\n"
         "p1,img/p1.nii.gz,seg/p1.nii.gz,CT,1=Liver;2=liver tumour\n"
         "p2,img/p2.nii.gz,seg/p2b.nii.gz,MR,1=spleen\n"
@@ -321,6 +321,7 @@ def test_manifest_broken_cases_write_nothing_and_the_rest_continues(tmp_path: Pa
         ("p1", "", "error", "duplicate_row"),
         ("p1", "liver", "kept", None),
         ("p1", "liver_tumor", "kept", None),
+        ("p1", "spleen", "dropped", "empty"),  # named in the row, absent from the file
         ("p2", "spleen", "error", "integrity:unexpected_labels"),
         ("p3", "prostate_uterus", "kept", None),
     ]

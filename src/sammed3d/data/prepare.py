@@ -20,7 +20,8 @@ nnU-Net/MSD, per-class, TotalSegmentator, KiTS/LiTS/BraTS case folders, BIDS, a 
        OUTPUT/<class>/<modality>_<dataset>/imagesTr/<case>.nii.gz   (hard link to the cache)
        OUTPUT/<class>/<modality>_<dataset>/labelsTr/<case>.nii.gz   (binary uint8)
 
-   (``<modality>_<dataset>_<sequence>`` for the images of multi-sequence cases such as BraTS.)
+   (for multi-sequence cases such as BraTS the dataset name ends in the sequence:
+   ``mr_BraTS2021_flair``).
 
 plus ``manifest.jsonl`` (one line per case and output class, kept or dropped with the rule),
 ``catalogue.json`` (categories normalised across datasets), ``report.json`` and PNG
@@ -119,7 +120,7 @@ class _Job:
     source: str
     split: str
     output: str
-    folder: str  # "<modality>_<dataset>[_<sequence>]"
+    folder: str  # "<modality>_<dataset>"
     key: str  # unique file stem for markers/cache
     settings_hash: str
     cleaning: CleaningConfig
@@ -529,8 +530,6 @@ def _plan_jobs(
         cases, missing = discover_dataset_lenient(src, split, layout)
         for case in cases:
             folder = f"{case.modality.lower()}_{case.dataset}"
-            if case.sequence:
-                folder += f"_{case.sequence}"
             suffix = _SPLIT_SUFFIX[case.split]
             for name in _planned_classes(case, cleaning):
                 target = (name, folder, suffix, case.case_id)

@@ -60,7 +60,7 @@ def test_brats2021_sequences_are_separate_modality_entries(tmp_path: Path) -> No
     cases = discover_dataset(ds)
     case = "BraTS2021_00000"
     assert [(c.case_id, c.sequence, c.modality, c.dataset) for c in cases] == [
-        (case, seq, "MR", "BraTS2021") for seq in ("flair", "t1", "t1ce", "t2")
+        (case, seq, "MR", f"BraTS2021_{seq}") for seq in ("flair", "t1", "t1ce", "t2")
     ]
     assert [c.image.name for c in cases] == [
         f"{case}_{seq}.nii.gz" for seq in ("flair", "t1", "t1ce", "t2")
@@ -92,7 +92,12 @@ def test_brats2023_naming(tmp_path: Path) -> None:
         for seq in ("t1c", "t1n", "t2f", "t2w")
         for name, category, value in classes
     ]
-    assert {t.dataset for t in targets} == {"BraTS-GLI"}
+    assert [t.dataset for t in targets[::3]] == [
+        f"BraTS-GLI_{seq}" for seq in ("t1c", "t1n", "t2f", "t2w")
+    ]
+    # (dataset, case, class) names one target, as evaluation requires.
+    keys = [(t.dataset, t.case_id, t.class_name) for t in targets]
+    assert len(set(keys)) == len(keys) == 12
 
 
 def test_label_without_images_is_a_problem(tmp_path: Path) -> None:

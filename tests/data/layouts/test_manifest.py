@@ -47,7 +47,7 @@ def test_optional_columns_and_absolute_paths(tmp_path: Path) -> None:
     [case] = discover_dataset(other)
     assert (case.case_id, case.dataset, case.modality, case.sequence) == (
         "A",
-        "Mine",
+        "Mine_flair",
         "MR",
         "flair",
     )

@@ -30,13 +30,16 @@ class Case:
     """One image with its label file(s).
 
     Attributes:
-        case_id: Case identifier, unique within ``dataset`` (together with ``sequence``).
+        case_id: Case identifier, unique within ``dataset``.
         image: Image file (channel 0 for nnU-Net v2).
         label: Multi-class label map; for layouts with one mask file per class
             (TotalSegmentator) the folder that holds the masks.
         labels: Class name as the source declares it -> voxel value (background excluded).
         modality: ``"CT"``, ``"MR"``, ``"US"``, ... or ``"unknown"``.
-        dataset: Dataset name.
+        dataset: Dataset name. For the images of a multi-sequence case it ends in
+            ``_<sequence>`` (``"BraTS2021_flair"``, see :func:`sequence_dataset`), so that
+            ``(dataset, case_id)`` names one image, as in the per-class folders ``prepare``
+            writes (``mr_BraTS2021_flair``).
         sequence: The MR sequence / channel of ``image`` when a case has several images that
             share one label map (BraTS ``"flair"``, ``"t1ce"``, BIDS ``"T2w"``), else ``None``.
             Each image of such a case is its own :class:`Case`.
@@ -210,6 +213,11 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def safe_name(text: str) -> str:
     """File-name-safe form of a name: ``"Training Batch 1"`` -> ``"Training_Batch_1"``."""
     return _SAFE.sub("_", text.strip()).strip("_") or "dataset"
+
+
+def sequence_dataset(dataset: str, sequence: str | None) -> str:
+    """One sequence's dataset name: ``("BraTS2021", "flair")`` -> ``"BraTS2021_flair"``."""
+    return f"{dataset}_{sequence}" if sequence else dataset
 
 
 def labels_in_order(labels: Mapping[str, int]) -> dict[str, int]:

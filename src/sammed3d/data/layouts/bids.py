@@ -10,7 +10,8 @@ A label file is a volume under ``derivatives/`` (any depth) whose suffix is ``ds
 discrete segmentation), ``msk`` (VerSe) or ``mask`` (BIDS binary mask with ``label-<name>``).
 It belongs to the images whose entities equal its own after removing ``seg``, ``label``,
 ``desc``, ``space`` and ``res``. The image suffix gives the modality (``ct`` -> CT; ``T1w``,
-``T2w``, ``FLAIR``, ... -> MR, with the suffix as ``sequence``); several images of one key
+``T2w``, ``FLAIR``, ... -> MR, with the suffix as ``sequence`` and in the dataset name);
+several images of one key
 (T1w and T2w of a session) become separate cases sharing the label.
 
 Label names, in order: a ``label-<name>`` entity (``mask``, value 1); a BIDS ``.tsv`` sidecar
@@ -39,6 +40,7 @@ from sammed3d.data.layouts.base import (
     is_volume,
     labels_in_order,
     safe_name,
+    sequence_dataset,
     strip_ending,
     subdirs,
     unsplit,
@@ -141,6 +143,7 @@ def discover(root: Path, split: Split) -> Discovery:
         used.add(key)
         for image, image_suffix in sorted(matches):
             modality = normalise_modality(image_suffix)
+            sequence = image_suffix if modality == "MR" else None
             cases.append(
                 Case(
                     case_id,
@@ -148,8 +151,8 @@ def discover(root: Path, split: Split) -> Discovery:
                     path,
                     names,
                     modality,
-                    dataset,
-                    sequence=image_suffix if modality == "MR" else None,
+                    sequence_dataset(dataset, sequence),
+                    sequence=sequence,
                     split=unsplit(split),
                 )
             )

@@ -13,7 +13,8 @@ Known datasets (one :class:`Profile` each; the label names are the datasets' doc
                    3 enhancing tissue (MR)
 
 Several images of one case (the MR sequences of BraTS) become separate cases that share the
-label map, with ``sequence`` set. A case folder with images but no label file is an
+label map, with ``sequence`` set and the dataset named per sequence (``BraTS2021_flair``).
+A case folder with images but no label file is an
 unlabelled (test) case and is skipped with a log line; a label without an image is a problem.
 Other datasets of this kind are read through a manifest (:mod:`.manifest`).
 """
@@ -33,6 +34,7 @@ from sammed3d.data.layouts.base import (
     LayoutProblem,
     LayoutReader,
     Split,
+    sequence_dataset,
     subdirs,
     unsplit,
 )
@@ -157,7 +159,7 @@ def discover(root: Path, split: Split) -> Discovery:
                 label,
                 dict(profile.label_names),
                 profile.modality,
-                profile.dataset_of(groups),
+                sequence_dataset(profile.dataset_of(groups), groups.get("seq")),
                 sequence=groups.get("seq"),
                 split=unsplit(split),
             )

@@ -13,7 +13,8 @@ Required columns: ``image``, ``label``, ``modality`` (``CT``, ``MR``, ``T1``, ``
 by ``;``, as a JSON object (``{"1": "liver"}`` or ``{"liver": 1}``), or as the path of a
 ``.json`` file holding such an object (one per row). Optional columns: ``case`` (default: the
 image file name without its ending), ``dataset`` (default: the manifest's folder name),
-``split`` (``train``/``test``, default ``train``) and ``sequence``.
+``split`` (``train``/``test``, default ``train``) and ``sequence`` (appended to the dataset
+name: ``study_flair``).
 
 A bad row (missing file, unreadable names, unknown modality, a duplicate of an earlier row)
 is a :class:`~sammed3d.data.layouts.base.LayoutProblem` naming the line; the other rows go on.
@@ -35,6 +36,7 @@ from sammed3d.data.layouts.base import (
     LayoutReader,
     Split,
     safe_name,
+    sequence_dataset,
     strip_ending,
     wanted_split,
 )
@@ -70,12 +72,13 @@ def discover(root: Path, split: Split) -> Discovery:
     cases: list[Case] = []
     problems: list[LayoutProblem] = []
     seen_files: dict[tuple[Path, Path], int] = {}
-    seen_ids: dict[tuple[str, str, str], int] = {}
+    seen_ids: dict[tuple[str, str], int] = {}
     for line, row in rows:
         image = _resolve(base, row["image"])
         label = _resolve(base, row["label"])
         case_id = row.get("case") or (strip_ending(image.name) if row["image"] else f"line{line}")
-        dataset = row.get("dataset") or default_dataset
+        sequence = row.get("sequence") or None
+        dataset = sequence_dataset(row.get("dataset") or default_dataset, sequence)
         try:
             row_split = (row.get("split") or "train").lower()
             if row_split not in ("train", "test"):
@@ -84,7 +87,7 @@ def discover(root: Path, split: Split) -> Discovery:
                 continue
             if not row["image"] or not row["label"]:
                 raise _RowError("image and label must not be empty")
-            ident = (dataset, case_id, row.get("sequence", ""))
+            ident = (dataset, case_id)
             if (image, label) in seen_files:
                 raise _RowError(
                     f"duplicate of line {seen_files[image, label]} (same image and label)",
@@ -124,7 +127,7 @@ def discover(root: Path, split: Split) -> Discovery:
                 names,
                 modality,
                 dataset,
-                sequence=row.get("sequence") or None,
+                sequence=sequence,
                 split=want,
             )
         )
