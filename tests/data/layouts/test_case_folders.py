@@ -113,6 +113,9 @@ def test_label_without_images_is_a_problem(tmp_path: Path) -> None:
             f"{ds / 'case_00001' / 'imaging.nii.gz'}",
         )
     ]
+    # A second label file next to a used one is not an orphan.
+    replicas.write(ds / "case_00000" / "aggregated_MAJ_seg.nii.gz", replicas.mask(None))
+    assert len(discover_dataset_lenient(ds)[1]) == 1
     brats = replicas.brats2021(tmp_path / "b")
     for seq in ("flair", "t1", "t1ce", "t2"):
         (brats / "BraTS2021_00000" / f"BraTS2021_00000_{seq}.nii.gz").unlink()

@@ -43,8 +43,10 @@ def test_optional_columns_and_absolute_paths(tmp_path: Path) -> None:
     other.write_text(
         "case,dataset,image,label,modality,labels,sequence\n"
         f"A,Mine,{study / 'img/p2.nii.gz'},{study / 'seg/p2.nii.gz'},FLAIR,1=spleen,flair\n"
+        f"../p 1,My Study/2,{study / 'img/p1.nii.gz'},{study / 'seg/p1.nii.gz'},CT,1=liver,\n"
     )
-    [case] = discover_dataset(other)
+    case, odd = discover_dataset(other)
+    assert (odd.case_id, odd.dataset) == (".._p_1", "My_Study_2")  # safe as file names
     assert (case.case_id, case.dataset, case.modality, case.sequence) == (
         "A",
         "Mine_flair",

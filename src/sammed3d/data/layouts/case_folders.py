@@ -138,7 +138,7 @@ def discover(root: Path, split: Split) -> Discovery:
     cases: list[Case] = []
     problems: list[LayoutProblem] = []
     unlabelled: list[Path] = []
-    used_labels: set[Path] = set()
+    labelled: set[tuple[str, Path, str]] = set()  # (profile, folder, case key) with an image
     files = list(_candidates(root))
     for rel in files:
         profile, m = _match(rel)
@@ -151,7 +151,7 @@ def discover(root: Path, split: Split) -> Discovery:
         if label is None:
             unlabelled.append(image)
             continue
-        used_labels.add(label)
+        labelled.add((profile.name, image.parent, _case_key(groups)))
         cases.append(
             Case(
                 groups["case"],
@@ -166,12 +166,12 @@ def discover(root: Path, split: Split) -> Discovery:
         )
     for rel in files:  # label maps whose images are missing
         path = root / rel
-        if path in used_labels:
-            continue
         for profile in PROFILES:
             m = profile.label_file.fullmatch(rel)
             if m:
                 groups = {k: v for k, v in m.groupdict().items() if v is not None}
+                if (profile.name, path.parent, _case_key(groups)) in labelled:
+                    break
                 expected = path.parent / profile.expected_image.format(**groups)
                 problems.append(
                     LayoutProblem(
@@ -196,6 +196,11 @@ def discover(root: Path, split: Split) -> Discovery:
             "segmentation-0.nii) or BraTS (<case>/<case>_t1.nii.gz + <case>_seg.nii.gz)"
         )
     return cases, problems
+
+
+def _case_key(groups: dict[str, str]) -> str:
+    """What ties an image to its label file within a folder (LiTS: the number)."""
+    return groups.get("n") or groups["case"]
 
 
 def _match(rel: str) -> tuple[Profile | None, re.Match[str] | None]:

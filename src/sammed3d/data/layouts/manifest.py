@@ -12,7 +12,8 @@ Required columns: ``image``, ``label``, ``modality`` (``CT``, ``MR``, ``T1``, ``
 ``unknown``) and ``labels``: the names of the label values, as ``value=name`` pairs separated
 by ``;``, as a JSON object (``{"1": "liver"}`` or ``{"liver": 1}``), or as the path of a
 ``.json`` file holding such an object (one per row). Optional columns: ``case`` (default: the
-image file name without its ending), ``dataset`` (default: the manifest's folder name),
+image file name without its ending), ``dataset`` (default: the manifest's folder name; in
+both, characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``),
 ``split`` (``train``/``test``, default ``train``) and ``sequence`` (appended to the dataset
 name: ``study_flair``).
 
@@ -76,9 +77,10 @@ def discover(root: Path, split: Split) -> Discovery:
     for line, row in rows:
         image = _resolve(base, row["image"])
         label = _resolve(base, row["label"])
-        case_id = row.get("case") or (strip_ending(image.name) if row["image"] else f"line{line}")
-        sequence = row.get("sequence") or None
-        dataset = sequence_dataset(row.get("dataset") or default_dataset, sequence)
+        # Case and dataset names become output file and folder names: made file-name safe.
+        case_id = safe_name(row.get("case") or strip_ending(image.name) or f"line{line}")
+        sequence = safe_name(row["sequence"]) if row.get("sequence") else None
+        dataset = sequence_dataset(safe_name(row.get("dataset") or default_dataset), sequence)
         try:
             row_split = (row.get("split") or "train").lower()
             if row_split not in ("train", "test"):
