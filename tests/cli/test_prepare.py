@@ -77,3 +77,66 @@ def test_prepare_missing_source(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["prepare", str(tmp_path / "nope"), "-o", str(tmp_path / "out")]) == 2
     assert "source dataset not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_prepare_layouts_and_unknown_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.data import replicas
+
+    kits = replicas.kits(tmp_path / "raw")
+    base = ["prepare", "--no-progress", "--no-histograms", "--min-volume", "0", "--min-extent", "0"]
+    assert main([*base, str(kits), "-o", str(tmp_path / "o1"), "--layout", "case-folders"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 cases (0 resumed, 0 failed)" in printed
+    assert (
+        tmp_path / "o1" / "kidney_tumor" / "ct_KiTS" / "labelsTr" / "case_00000.nii.gz"
+    ).is_file()
+
+    assert main([*base, str(kits), "-o", str(tmp_path / "o2"), "--layout", "bids"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no derivatives/ folder") and len(err.splitlines()) == 1
+
+    mystery = tmp_path / "mystery"
+    (mystery / "scans").mkdir(parents=True)
+    (mystery / "scans" / "a.nii.gz").write_bytes(b"")
+    assert main([*base, str(mystery), "-o", str(tmp_path / "o3")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: unknown dataset layout at {mystery}") and len(err.splitlines()) == 1
+    )
+    assert "TotalSegmentator" in err and "write a manifest CSV (docs/data.md" in err
+    assert not (tmp_path / "o3").exists()
+
+    study = replicas.manifest(tmp_path / "raw")  # unmapped names are printed as a note
+    (study / "manifest.csv").write_text(
+        "image,label,modality,labels\nimg/p3.nii.gz,seg/p3.nii.gz,CT,3=prostate/uterus\n"
+    )
+    assert main([*base, str(study), "-o", str(tmp_path / "o4"), "--max-background", "1"]) == 0
+    assert (
+        "note: 1 class name(s) not in the category catalogue, kept as written: "
+        "prostate/uterus" in capsys.readouterr().out
+    )
+
+
+def test_evaluate_reads_other_layouts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``evaluate`` shares the discovery: ``--layout`` and the unknown-layout error."""
+    from tests.data import replicas
+
+    lits = replicas.lits(tmp_path / "raw")
+    argv = ["evaluate", "--method", "region-growing", "--clicks", "1", "--no-progress"]
+    out = tmp_path / "eval"
+    assert main([*argv, "--data", str(lits), "--layout", "case-folders", "--output", str(out)]) == 0
+    rows = (out / "per_click.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 1 + 4  # header + (2 cases x 2 classes) x 1 click
+    brats = replicas.brats2021(tmp_path / "raw")  # 4 sequences share one label map
+    assert main([*argv, "--data", str(brats), "--output", str(tmp_path / "e1")]) == 0
+    rows = (tmp_path / "e1" / "per_click.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 1 + 12
+    assert sum("BraTS2021_t1ce" in r for r in rows) == 3
+    capsys.readouterr()
+    mystery = tmp_path / "mystery"
+    mystery.mkdir()
+    code = main([*argv, "--data", str(mystery), "--output", str(tmp_path / "e2")])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: unknown dataset layout at")

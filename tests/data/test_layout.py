@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from sammed3d.data.dataset_json import normalise_modality, parse_dataset_json, read_dataset_json
 from sammed3d.data.layout import (
+    LAYOUT_NAMES,
     Case,
     Target,
     detect_layout,
     discover_dataset,
     discover_dataset_lenient,
+    find_datasets,
     iter_targets,
 )
+from sammed3d.data.layouts import READERS, per_class
+from tests.data import replicas
 
 
 def _touch(path: Path) -> Path:
@@ -150,7 +155,7 @@ def test_per_class_layout_all_roots(tmp_path: Path) -> None:
             _touch(top / cls / ds / "labelsTr" / f"{c}.nii.gz")
     _touch(top / "manifest.jsonl")
     (top / ".cache").mkdir()
-    assert detect_layout(top) == "per_class_root"
+    assert detect_layout(top) == "per-class" and per_class.level(top) == "root"
     cases = discover_dataset(top)
     assert len(cases) == 5
     assert [(c.dataset, c.case_id, next(iter(c.labels))) for c in cases] == [
@@ -164,7 +169,7 @@ def test_per_class_layout_all_roots(tmp_path: Path) -> None:
     assert mods == {"AMOS": "CT", "CHAOS": "MR", "weird": "unknown"}
     assert all(c.labels[next(iter(c.labels))] == 1 for c in cases)
 
-    assert detect_layout(top / "liver") == "per_class_class"
+    assert detect_layout(top / "liver") == "per-class" and per_class.level(top / "liver") == "class"
     assert len(discover_dataset(top / "liver")) == 3
     one = discover_dataset(top / "liver" / "mr_CHAOS")
     assert one == [
@@ -229,3 +234,111 @@ def test_dataset_json_flavours_and_errors(tmp_path: Path) -> None:
 )
 def test_normalise_modality(raw: object, expected: str) -> None:
     assert normalise_modality(raw) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# discovery across layouts
+
+
+def test_mixed_root_with_two_layouts(tmp_path: Path) -> None:
+    """A folder holding a TotalSegmentator and a KiTS dataset: each read by its own reader."""
+    root = tmp_path / "collection"
+    ts = replicas.totalsegmentator(root)
+    (ts / "meta.csv").unlink()
+    shutil.move(replicas.kits(tmp_path / "download"), root / "kits23")
+    assert [(r.name, f.name) for r, f in find_datasets(root)] == [
+        ("totalsegmentator", "Totalsegmentator_dataset_v201"),
+        ("case-folders", "kits23"),
+    ]
+    targets = iter_targets(discover_dataset(root))
+    rows = [(t.dataset, t.case_id, t.modality, t.category, t.label_value) for t in targets]
+    assert rows == [
+        ("KiTS", case, "CT", category, value)
+        for case in ("case_00000", "case_00001")
+        for category, value in (("kidney", 1), ("kidney_tumor", 2), ("kidney_cyst", 3))
+    ] + [
+        ("Totalsegmentator_dataset_v201", case, "CT", category, 1)
+        for case in ("s0000", "s0001", "s0002")
+        for category in ("kidney_left", "kidney_right", "liver", "rib_left_3", "vertebrae_l1")
+    ]
+
+
+def test_mixed_root_with_nnunet_and_manifest(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    _nnunet_v2(root / "Dataset003_Liver", ["a"])
+    replicas.manifest(root)
+    plan = find_datasets(root)
+    assert [(r.name, f.name) for r, f in plan] == [
+        ("nnunet", "Dataset003_Liver"),
+        ("manifest", "study"),
+    ]
+
+
+def test_ambiguous_folder_asks_for_layout(tmp_path: Path) -> None:
+    study = replicas.manifest(tmp_path)
+    (study / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "a": 1}}))
+    with pytest.raises(ValueError, match=r"several layouts \(nnunet and manifest\); choose one "
+                       "with --layout NAME"):  # fmt: skip
+        discover_dataset(study)
+    assert [c.case_id for c in discover_dataset(study, "train", layout="manifest")] == ["p1", "p2"]
+
+
+def test_unknown_folder_lists_what_was_looked_for(tmp_path: Path) -> None:
+    root = tmp_path / "mystery"
+    _touch(root / "scan1.nii.gz")
+    _touch(root / "notes" / "readme.txt")
+    with pytest.raises(ValueError) as info:
+        discover_dataset(root)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"unknown dataset layout at {root} (found [notes, scan1.nii.gz])")
+    for reader in READERS:
+        assert reader.looks_for in message
+    assert "manifest CSV (docs/data.md, section 'Manifest')" in message
+    with pytest.raises(ValueError, match="unknown layout 'kits'; choose one of nnunet, "
+                       "per-class, totalsegmentator, case-folders, bids, manifest"):  # fmt: skip
+        discover_dataset(root, layout="kits")
+    with pytest.raises(ValueError, match="expected a dataset folder or a manifest .csv"):
+        discover_dataset(root / "scan1.nii.gz")
+
+
+def test_forced_layout_reads_only_that_layout(tmp_path: Path) -> None:
+    ds = replicas.kits(tmp_path)
+    assert len(discover_dataset(ds, layout="case-folders")) == 2
+    with pytest.raises(FileNotFoundError, match="no derivatives/ folder"):
+        discover_dataset(ds, layout="bids")
+    with pytest.raises(ValueError, match="no TotalSegmentator subject folders"):
+        discover_dataset(ds, layout="totalsegmentator")
+
+
+def test_layout_names_match_the_cli_choices() -> None:
+    from sammed3d.cli.prepare import LAYOUTS
+
+    assert LAYOUTS == LAYOUT_NAMES
+
+
+def test_import_does_not_load_torch() -> None:
+    """``sammed3d.data.layout`` (readers and catalogue included) needs no torch.
+
+    The package root is replaced by a bare namespace so that this checks the layout modules
+    themselves, whatever ``sammed3d/__init__.py`` imports.
+    """
+    import subprocess
+    import sys
+
+    import sammed3d
+
+    code = (
+        "import sys, types\n"
+        "pkg = types.ModuleType('sammed3d')\n"
+        f"pkg.__path__ = [{str(Path(sammed3d.__file__).parent)!r}]\n"
+        "sys.modules['sammed3d'] = pkg\n"
+        "import sammed3d.data.layout, sammed3d.data.categories, sammed3d.data.layouts\n"
+        "from sammed3d.data.categories import lookup_category\n"
+        "assert lookup_category('Kidney L') == 'kidney_left'\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'monai')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sammed3d.data.cleaning import connected_components
+from sammed3d.data.cleaning import CleaningConfig, connected_components
 from sammed3d.data.layout import discover_dataset
 from sammed3d.data.prepare import prepare_datasets, read_manifest
 from sammed3d.io import Volume, read_volume, write_volume
+from tests.data import replicas
 
 LPS = np.eye(3)
 RAS = np.diag([-1.0, -1.0, 1.0])  # a file stored in RAS voxel order: +i is the patient's right
@@ -288,3 +289,121 @@ def test_prepared_output_is_a_valid_source(tmp_path: Path, prepared) -> None:
     assert result.kept == 7 and result.cases_failed == 0
     assert {r["class_name"] for r in result.records} == {"liver", "kidney_left"}
     assert {r["components_removed"] for r in result.records} == {0}
+
+
+# ---------------------------------------------------------------------------------------------
+# other layouts, the category catalogue, broken cases
+
+#: Size rules off: the replicas' 16³ volumes hold structures far below 1 cm³.
+LENIENT = CleaningConfig(min_volume_mm3=0, min_extent_mm=0, max_background_fraction=1.0)
+
+
+def test_manifest_broken_cases_write_nothing_and_the_rest_continues(tmp_path: Path) -> None:
+    study = replicas.manifest(tmp_path / "raw")
+    # p2's label holds the values 1 and 2, but the row names only 1.
+    replicas.write(
+        study / "seg" / "p2b.nii.gz",
+        replicas.label_map({1: replicas.BOX_C, 2: replicas.BOX_D}),
+    )
+    (study / "manifest.csv").write_text(
+        "case,image,label,modality,labels\n"
+        "p1,img/p1.nii.gz,seg/p1.nii.gz,CT,1=Liver;2=liver tumour;9=spleen\n"
+        "gone,img/nope.nii.gz,seg/p1.nii.gz,CT,1=liver\n"
+        "p1,img/p1.nii.gz,seg/p1.nii.gz,CT,1=Liver;2=liver tumour\n"
+        "p2,img/p2.nii.gz,seg/p2b.nii.gz,MR,1=spleen\n"
+        "p3,img/p3.nii.gz,seg/p3.nii.gz,CT,3=prostate/uterus\n"
+    )
+    out = tmp_path / "out"
+    result = prepare_datasets([study / "manifest.csv"], out, cleaning=LENIENT, show_progress=False)
+    got = sorted((r["case"], r["class_name"] or "", r["status"], r["rule"]) for r in result.records)
+    assert got == [
+        ("gone", "", "error", "missing_file"),
+        ("p1", "", "error", "duplicate_row"),
+        ("p1", "liver", "kept", None),
+        ("p1", "liver_tumor", "kept", None),
+        ("p1", "spleen", "dropped", "empty"),  # named in the row, absent from the file
+        ("p2", "spleen", "error", "integrity:unexpected_labels"),
+        ("p3", "prostate_uterus", "kept", None),
+    ]
+    messages = {r["case"]: r["message"] for r in result.records if r["status"] == "error"}
+    assert "line 3: image not found" in messages["gone"]
+    assert "label values [2] are not declared (declared: [0, 1])" in messages["p2"]
+    assert result.cases_failed == 3
+    assert not list(out.rglob("p2.nii.gz"))  # nothing written for the broken case
+    assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/*/labelsTr/*.nii.gz")) == [
+        "liver/ct_study/labelsTr/p1.nii.gz",
+        "liver_tumor/ct_study/labelsTr/p1.nii.gz",
+        "prostate_uterus/ct_study/labelsTr/p3.nii.gz",
+    ]
+    # Original names stay in the manifest; the unmapped one is reported, not guessed.
+    tumour = _records(result, case="p1", class_name="liver_tumor")[0]
+    assert (tumour["source_class"], tumour["category_mapped"]) == ("liver tumour", True)
+    assert result.unmapped == ["prostate/uterus"]
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["unmapped_names"] == {
+        "prostate/uterus": {"class_name": "prostate_uterus", "datasets": ["study"], "masks": 1}
+    }
+    catalogue = json.loads((out / "catalogue.json").read_text(encoding="utf-8"))
+    assert catalogue["unmapped"] == ["prostate_uterus"]
+    assert catalogue["categories"]["liver_tumor"]["source_names"] == ["liver tumour"]
+    assert catalogue["categories"]["liver_tumor"]["group"] == "lesion"
+
+
+def test_totalsegmentator_subject_is_one_case_with_many_masks(tmp_path: Path) -> None:
+    ds = replicas.totalsegmentator(tmp_path / "raw")
+    out = tmp_path / "out"
+    result = prepare_datasets([ds], out, cleaning=LENIENT, show_progress=False, histograms=False)
+    assert (result.cases, result.cases_failed, result.kept) == (2, 0, 8)
+    folder = "ct_Totalsegmentator_dataset_v201"
+    for case in ("s0000", "s0001"):
+        recs = sorted(
+            (r["source_class"], r["class_name"], r["status"], r["rule"], Path(r["label"]).name)
+            for r in _records(result, case=case)
+        )
+        assert recs == [
+            ("kidney_left", "kidney_left", "kept", None, "segmentations"),
+            ("kidney_right", "kidney_right", "kept", None, "segmentations"),
+            ("liver", "liver", "kept", None, "segmentations"),
+            ("rib_left_3", "rib_left_3", "dropped", "empty", "segmentations"),
+            ("vertebrae_L1", "vertebrae_l1", "kept", None, "segmentations"),
+        ]
+        mask = read_volume(out / "vertebrae_l1" / folder / "labelsTr" / f"{case}.nii.gz")
+        assert mask.array[replicas.BOX_D].all() and mask.array.sum() == 125
+    # One resampled image per subject in the cache, however many masks it has.
+    assert len(list((out / ".prepare" / "cache").rglob("s0000-*_image.nii.gz"))) == 1
+    again = prepare_datasets([ds], out, cleaning=LENIENT, show_progress=False, histograms=False)
+    assert again.cases_resumed == 2
+
+    # One mask of a subject on another grid: the whole subject is an error, nothing written.
+    bad = ds / "s0001" / "segmentations" / "liver.nii.gz"
+    replicas.write(bad, replicas.mask(replicas.BOX_A)[:, :, :12])
+    third = prepare_datasets([ds], out, cleaning=LENIENT, show_progress=False, histograms=False)
+    assert third.cases_failed == 1
+    assert {(r["status"], r["rule"]) for r in _records(third, case="s0001")} == {
+        ("error", "integrity:shape")
+    }
+    assert all(r["message"].startswith("liver.nii.gz: ") for r in _records(third, case="s0001"))
+    assert not list(out.rglob("s0001.nii.gz"))
+    assert len(list(out.rglob("labelsTr/s0000.nii.gz"))) == 4
+
+
+def test_brats_sequences_become_separate_entries(tmp_path: Path) -> None:
+    ds = replicas.brats2021(tmp_path / "raw")
+    out = tmp_path / "out"
+    result = prepare_datasets([ds], out, cleaning=LENIENT, show_progress=False, histograms=False)
+    assert (result.cases, result.kept) == (4, 12)
+    case = "BraTS2021_00000"
+    for seq in ("flair", "t1", "t1ce", "t2"):
+        [rec] = _records(result, sequence=seq, class_name="enhancing_tumor")
+        assert (rec["modality"], rec["source_class"], rec["label_value"]) == (
+            "MR",
+            "enhancing tumor",
+            4,
+        )
+        written = read_volume(
+            out / "enhancing_tumor" / f"mr_BraTS2021_{seq}/imagesTr/{case}.nii.gz"
+        )
+        source = read_volume(ds / case / f"{case}_{seq}.nii.gz")
+        np.testing.assert_allclose(written.array, source.array)
+    found = sorted({(c.dataset, c.modality) for c in discover_dataset(out)})
+    assert found == [("BraTS2021_" + s, "MR") for s in ("flair", "t1", "t1ce", "t2")]

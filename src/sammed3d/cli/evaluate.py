@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from sammed3d.cli import add_unsafe_pickle_arg
+from sammed3d.cli.prepare import add_layout_argument
 
 HELP = "simulate clicks on a labelled dataset and report Dice/NSD/IoU per click count"
 
@@ -36,9 +37,11 @@ def _str_list(text: str) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
-        help="dataset folder: nnU-Net/MSD (dataset.json + imagesTs/labelsTs or imagesTr/labelsTr)"
-        " or the per-class layout <class>/<modality>_<dataset>/imagesTr+labelsTr",
+        help="dataset folder: nnU-Net/MSD (dataset.json + imagesTs/labelsTs or imagesTr/labelsTr),"
+        " per-class, TotalSegmentator, KiTS/LiTS/BraTS case folders, BIDS/VerSe, or a manifest"
+        " .csv (docs/data.md)",
     )
+    add_layout_argument(parser)
     parser.add_argument(
         "--split",
         choices=("auto", "train", "test"),
@@ -184,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sammed3d.data.layout import discover_dataset, iter_targets
 
-    cases = discover_dataset(args.data, split=args.split)
+    cases = discover_dataset(args.data, split=args.split, layout=args.layout)
     if args.limit:
         cases = cases[: args.limit]
     targets = iter_targets(cases)

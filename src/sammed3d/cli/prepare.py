@@ -1,11 +1,23 @@
-"""``sammed3d prepare``: clean nnU-Net/MSD datasets into the per-class training layout."""
+"""``sammed3d prepare``: clean datasets of any known layout into the per-class training layout."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-HELP = "clean nnU-Net/MSD datasets into the per-class training layout (paper's 4-step cleaning)"
+HELP = "clean datasets into the per-class training layout (paper's 4-step cleaning)"
+#: ``--layout`` choices (kept here so ``--help`` does not import the readers).
+LAYOUTS = ("nnunet", "per-class", "totalsegmentator", "case-folders", "bids", "manifest")
+
+
+def add_layout_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--layout`` option shared by ``prepare`` and ``evaluate``."""
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=None,
+        help="read the source(s) as this layout instead of detecting it (docs/data.md)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,8 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "sources",
         nargs="+",
         metavar="SRC",
-        help="dataset folder: nnU-Net v2 / MSD (dataset.json + imagesTr/labelsTr) or per-class",
+        help="dataset folder (nnU-Net/MSD, per-class, TotalSegmentator, KiTS/LiTS/BraTS case "
+        "folders, BIDS/VerSe), a folder of such folders, or a manifest .csv",
     )
+    add_layout_argument(parser)
     parser.add_argument(
         "-o", "--output", required=True, help="output folder (new, empty, or a previous run)"
     )
@@ -107,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         show_progress=not args.no_progress,
         histograms=not args.no_histograms,
+        layout=args.layout,
     )
     summary = {
         "output": str(result.output),
@@ -115,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         "cases_failed": result.cases_failed,
         "kept": result.kept,
         "dropped": result.dropped,
+        "unmapped": result.unmapped,
         "manifest": str(result.manifest),
         "catalogue": str(result.catalogue),
         "report": str(result.report),
@@ -130,4 +146,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"report:   {result.report}")
         if result.cases_failed:
             print(f"warning: {result.cases_failed} case(s) failed; see 'errors' in the report")
+        if result.unmapped:
+            names = ", ".join(result.unmapped[:8]) + (" ..." if len(result.unmapped) > 8 else "")
+            print(
+                f"note: {len(result.unmapped)} class name(s) not in the category catalogue, "
+                f"kept as written: {names}; see 'unmapped_names' in the report"
+            )
     return 0

@@ -38,9 +38,14 @@ logger = logging.getLogger(__name__)
 
 #: Paired (left/right) structures split by step 4, as normalised class names. Plural forms
 #: ("kidneys") match too. Names that already carry a side ("kidney_left") are never split.
+#: The paired categories of the catalogue (``sammed3d/data/categories.csv``) are all here
+#: (checked by a test); "clavicle" and "eye" are kept for names that bypass the catalogue.
 PAIRED_STRUCTURES: tuple[str, ...] = (
+    "accumbens",
     "adrenal_gland",
+    "amygdala",
     "autochthon",
+    "brachiocephalic_vein",
     "breast",
     "caudate",
     "clavicle",
@@ -50,6 +55,7 @@ PAIRED_STRUCTURES: tuple[str, ...] = (
     "eye",
     "eyeball",
     "femur",
+    "femur_head",
     "fibula",
     "gluteus_maximus",
     "gluteus_medius",
@@ -60,13 +66,17 @@ PAIRED_STRUCTURES: tuple[str, ...] = (
     "iliac_artery",
     "iliac_vena",
     "iliopsoas",
+    "inferior_lateral_ventricle",
     "internal_carotid_artery",
     "kidney",
+    "kidney_cyst",
     "lacrimal_gland",
+    "lateral_ventricle",
     "lens",
     "lung",
     "optic_nerve",
     "ovary",
+    "pallidum",
     "parotid_gland",
     "patella",
     "putamen",

@@ -39,11 +39,17 @@ def build_catalogue(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     ``"kidney"``).
 
     Returns:
-        ``{"categories": {name: {...}}, "num_categories": n}``. Each category lists the source
-        spellings (``source_names``), the ``(dataset, modality, source class, label value)``
-        sources, its datasets and modalities, and kept/dropped mask counts. Records without a
-        class (missing files) are not categories.
+        ``{"categories": {name: {...}}, "num_categories": n, "unmapped": [...]}``. Each
+        category lists the source spellings (``source_names``), the ``(dataset, modality,
+        source class, label value)`` sources, its datasets and modalities, kept/dropped mask
+        counts, ``mapped`` (whether the shipped catalogue knows it, see
+        :mod:`sammed3d.data.categories`) and its ``group`` there. ``unmapped`` lists the
+        categories named after a source spelling the catalogue does not know. Records without
+        a class (missing files) are not categories.
     """
+    from sammed3d.data.categories import default_catalogue
+
+    known = default_catalogue().categories
     cats: dict[str, dict[str, Any]] = {}
     sources: dict[str, set[tuple[str, str, str, int]]] = defaultdict(set)
     for r in records:
@@ -84,6 +90,8 @@ def build_catalogue(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in sorted(cats):
         cat = cats[name]
+        cat["mapped"] = name in known
+        cat["group"] = known[name].group if name in known else None
         for key in ("source_names", "datasets", "modalities"):
             cat[key] = sorted(cat[key])
         cat["sources"] = [
@@ -91,7 +99,8 @@ def build_catalogue(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             for d, m, c, v in sorted(sources[name])
         ]
         out[name] = cat
-    return {"num_categories": len(out), "categories": out}
+    unmapped = sorted(n for n, c in out.items() if not c["mapped"])
+    return {"num_categories": len(out), "unmapped": unmapped, "categories": out}
 
 
 def build_report(
@@ -105,6 +114,7 @@ def build_report(
     by_modality: dict[str, Counter[str]] = defaultdict(Counter)
     errors: list[dict[str, Any]] = []
     seen_errors: set[tuple[str, str, str]] = set()
+    unmapped: dict[str, dict[str, Any]] = {}
     removed = Counter()
     for r in records:
         status = r.get("status", "error")
@@ -118,6 +128,13 @@ def build_report(
             entry["rules"][rule or "unknown"] = entry["rules"].get(rule or "unknown", 0) + 1
         by_dataset[f"{r.get('modality')}_{r.get('dataset')}"][status] += 1
         by_modality[str(r.get("modality"))][status] += 1
+        if r.get("category_mapped") is False and r.get("source_class"):
+            entry = unmapped.setdefault(
+                str(r["source_class"]),
+                {"class_name": r.get("class_name"), "datasets": set(), "masks": 0},
+            )
+            entry["datasets"].add(str(r.get("dataset")))
+            entry["masks"] += 1
         if status == "kept":
             removed["components"] += int(r.get("components_removed") or 0)
             removed["voxels"] += int(r.get("voxels_removed") or 0)
@@ -133,7 +150,7 @@ def build_report(
                         "message": r.get("message"),
                     }
                 )
-    cases = {(r.get("source"), r.get("case"), r.get("label")) for r in records}
+    cases = {(r.get("source"), r.get("case"), r.get("image"), r.get("label")) for r in records}
     return {
         "settings": dict(settings or {}),
         "totals": {
@@ -154,6 +171,9 @@ def build_report(
         "by_dataset": {k: dict(v) for k, v in sorted(by_dataset.items())},
         "by_modality": {k: dict(v) for k, v in sorted(by_modality.items())},
         "errors": errors,
+        "unmapped_names": {
+            name: {**e, "datasets": sorted(e["datasets"])} for name, e in sorted(unmapped.items())
+        },
     }
 
 

@@ -220,6 +220,19 @@ def parse_dataset_json(data: object, *, source: str | Path = "dataset.json") -> 
     )
 
 
+def parse_label_map(raw: object, where: str = "labels") -> dict[str, int]:
+    """Validate a ``labels`` object in either orientation (see :func:`parse_dataset_json`).
+
+    Returns:
+        Class name -> value, background excluded, sorted by value.
+
+    Raises:
+        ValueError: not a non-empty object, a bad entry, a repeated name or value, a negative
+            value, or no foreground class (the message starts with ``where``).
+    """
+    return _parse_labels(raw, where)[0]
+
+
 def _parse_labels(raw: object, where: str) -> tuple[dict[str, int], str]:
     """``labels`` in either orientation -> (name -> value without background, flavour)."""
     if not isinstance(raw, Mapping) or not raw:

@@ -1,19 +1,27 @@
-"""``sammed3d prepare``: build a cleaned per-class training set from nnU-Net/MSD datasets.
+"""``sammed3d prepare``: build a cleaned per-class training set from datasets of any layout.
 
-For every case of every source dataset (see :mod:`sammed3d.data.layout`):
+For every case of every source dataset (any layout of :mod:`sammed3d.data.layout`:
+nnU-Net/MSD, per-class, TotalSegmentator, KiTS/LiTS/BraTS case folders, BIDS, a manifest):
 
 1. **Integrity check** (:func:`~sammed3d.data.cleaning.check_integrity`): image/label
-   geometry, NaNs, label values against ``dataset.json``. A failing case is recorded in the
-   manifest with the rule ``integrity:<what>`` and skipped.
+   geometry, NaNs, label values against the declared ones (``dataset.json``, the manifest's
+   ``labels``, ...). A failing case is recorded in the manifest with the rule
+   ``integrity:<what>`` and nothing of it is written (for one-mask-per-class layouts: if any
+   of its masks fails).
 2. **Resampling** to ``target_spacing`` (1.5 mm; image linear, label nearest, with
    :func:`sammed3d.data.transforms.resample`), cached under ``OUTPUT/.prepare/cache``.
 3. **Cleaning** of each class (:func:`~sammed3d.data.cleaning.clean_mask`: the paper's four
-   steps) on the resampled grid.
+   steps) on the resampled grid, under its canonical category
+   (:mod:`sammed3d.data.categories`; an unmapped name keeps its own normalised name and is
+   reported). The manifest keeps the source's name in ``source_class``.
 4. **Writing** each kept mask in the published per-class layout (the one
    :func:`~sammed3d.data.layout.discover_dataset` and the trainer read)::
 
        OUTPUT/<class>/<modality>_<dataset>/imagesTr/<case>.nii.gz   (hard link to the cache)
        OUTPUT/<class>/<modality>_<dataset>/labelsTr/<case>.nii.gz   (binary uint8)
+
+   (for multi-sequence cases such as BraTS the dataset name ends in the sequence:
+   ``mr_BraTS2021_flair``).
 
 plus ``manifest.jsonl`` (one line per case and output class, kept or dropped with the rule),
 ``catalogue.json`` (categories normalised across datasets), ``report.json`` and PNG
@@ -48,12 +56,12 @@ from typing import Any
 
 import numpy as np
 
+from sammed3d.data.categories import catalogue_digest, resolve_category
 from sammed3d.data.cleaning import (
     CleaningConfig,
     body_midline_x,
     check_integrity,
     clean_mask,
-    normalise_class_name,
     paired_base,
 )
 from sammed3d.data.layout import Case, Split, discover_dataset_lenient
@@ -67,7 +75,7 @@ REPORT_NAME = "report.json"
 SETTINGS_NAME = "prepare.json"
 STATE_DIR = ".prepare"
 #: Bumped when the output format changes (invalidates resume markers).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _SPLIT_SUFFIX = {"train": "Tr", "test": "Ts"}
 
@@ -86,6 +94,8 @@ class PrepareResult:
         cases_failed: Cases with status ``"error"`` (unreadable, missing file, crash).
         kept: Kept masks (manifest lines with status ``"kept"``).
         dropped: Dropped masks (status ``"dropped"``).
+        unmapped: Source class names the category catalogue does not know (kept under their
+            own normalised name; listed in ``report.json`` under ``unmapped_names``).
         records: All manifest records, in manifest order.
     """
 
@@ -98,6 +108,7 @@ class PrepareResult:
     cases_failed: int = 0
     kept: int = 0
     dropped: int = 0
+    unmapped: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
@@ -127,11 +138,13 @@ def prepare_datasets(
     workers: int = 1,
     show_progress: bool = True,
     histograms: bool = True,
+    layout: str | None = None,
 ) -> PrepareResult:
     """Clean one or more datasets into the per-class training layout.
 
     Args:
-        sources: Dataset folders (nnU-Net v2 / MSD with ``dataset.json``, or per-class).
+        sources: Dataset folders of any layout :func:`~sammed3d.data.layout.discover_dataset`
+            reads (or folders holding such folders), or manifest ``.csv`` files.
         output: Output folder: new, empty, or written by an earlier run (then resumed).
         cleaning: Cleaning thresholds (paper defaults when ``None``).
         target_spacing: Output spacing in mm, or ``None`` to keep each case's spacing.
@@ -140,6 +153,8 @@ def prepare_datasets(
         workers: Worker processes (1 runs in this process).
         show_progress: Show a tqdm progress bar.
         histograms: Also write PNG histograms next to ``report.json``.
+        layout: Force one layout for every source (a name of
+            :data:`sammed3d.data.layout.LAYOUT_NAMES`) instead of detecting it.
 
     Returns:
         A :class:`PrepareResult` with paths and counts.
@@ -168,8 +183,8 @@ def prepare_datasets(
     _check_no_overlap(src_paths, out)
     _check_output_folder(out)
 
-    jobs, problems = _plan_jobs(src_paths, out, split, cleaning, spacing)
-    settings = _settings(src_paths, cleaning, spacing, split)
+    jobs, problems = _plan_jobs(src_paths, out, split, cleaning, spacing, layout)
+    settings = _settings(src_paths, cleaning, spacing, split, layout)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / SETTINGS_NAME, json.dumps(settings, indent=2) + "\n")
 
@@ -227,6 +242,9 @@ def prepare_datasets(
         ),
         kept=sum(r["status"] == "kept" for r in records),
         dropped=sum(r["status"] == "dropped" for r in records),
+        unmapped=sorted(
+            {str(r["source_class"]) for r in records if r.get("category_mapped") is False}
+        ),
         records=records,
     )
     atomic_write_text(
@@ -241,6 +259,12 @@ def prepare_datasets(
         report["histograms"] = write_histograms(records, out, cleaning)
     atomic_write_text(result.report, json.dumps(report, indent=2) + "\n")
     _warn_stale_markers(out, jobs)
+    if result.unmapped:
+        logger.warning(
+            "%d class name(s) are not in the category catalogue and keep their own name: %s",
+            len(result.unmapped),
+            ", ".join(result.unmapped[:10]) + (" ..." if len(result.unmapped) > 10 else ""),
+        )
     logger.info(
         "prepared %d cases (%d resumed, %d failed): %d masks kept, %d dropped -> %s",
         result.cases,
@@ -286,7 +310,7 @@ def process_case(job: _Job) -> tuple[list[dict[str, Any]], bool]:
     if done is not None:
         return done, True
     _discard_previous(job)
-    sources = [_file_identity(job.case.image), _file_identity(job.case.label)]
+    sources = _source_identities(job.case)
 
     t0 = time.perf_counter()
     base = _base_record(job)
@@ -332,7 +356,7 @@ def _finished_records(job: _Job) -> list[dict[str, Any]] | None:
     previous = _read_json(_marker_path(out, job))
     if not isinstance(previous, dict):
         return None
-    sources = [_file_identity(job.case.image), _file_identity(job.case.label)]
+    sources = _source_identities(job.case)
     if (
         previous.get("settings_hash") == job.settings_hash
         and previous.get("sources") == sources
@@ -346,105 +370,140 @@ def _clean_case(job: _Job, base: dict[str, Any], outputs: list[str]) -> list[dic
     """Integrity check, resample, clean and write one case.
 
     Returns the manifest records; the files written are appended to ``outputs`` as they are
-    written (relative to the output folder).
+    written (relative to the output folder). A case whose label file (or one of whose mask
+    files) fails the integrity check writes nothing: files already written for it are removed.
     """
     from sammed3d.io import Volume, read_volume, write_volume
 
     case, out = job.case, Path(job.output)
     image = read_volume(case.image)
-    label = read_volume(case.label)
-    base["source_spacing"] = [round(s, 5) for s in label.spacing]
-    base["source_shape"] = list(label.shape)
-
-    problems = check_integrity(image, label, case.labels.values())
-    if problems:
-        message = "; ".join(p.message for p in problems)
-        return [
-            {
-                **base,
-                "class_name": _safe_class(name),
-                "source_class": name,
-                "label_value": value,
-                "status": "error",
-                "rule": problems[0].rule,
-                "message": message,
-            }
-            for name, value in _sorted_labels(case)
-        ]
-
-    label = label.with_array(_as_int_labels(label.array))
-    image_r, label_r = _resampled(job, image, label)
-    base["spacing"] = [round(s, 5) for s in label_r.spacing]
-    base["shape"] = list(label_r.shape)
-    midline = body_midline_x(image_r)
-    affine = label_r.affine
+    base["source_spacing"] = [round(s, 5) for s in image.spacing]
+    base["source_shape"] = list(image.shape)
+    groups = case.label_groups()
 
     suffix = _SPLIT_SUFFIX[job.split]
     records: list[dict[str, Any]] = []
     written: set[str] = set()
     cached_image = _cache_dir(out, job) / f"{job.key}_image.nii.gz"
-    for name, value in _sorted_labels(case):
-        results = clean_mask(label_r.array == value, affine, name, job.cleaning, midline_x=midline)
-        for res in results:
-            rec = {**base, "label_value": value, **res.to_record()}
-            if res.kept and res.class_name in written:
-                rec.update(
-                    status="dropped",
-                    rule="duplicate_class",
-                    message=f"another class of this case was already written as {res.class_name!r}",
-                )
-            elif res.kept:
-                assert res.mask is not None
-                folder = out / res.class_name / job.folder
-                lab_path = folder / f"labels{suffix}" / f"{case.case_id}.nii.gz"
-                img_path = folder / f"images{suffix}" / f"{case.case_id}.nii.gz"
-                outputs += [_rel(img_path, out), _rel(lab_path, out)]
-                write_volume(
-                    Volume(
-                        res.mask.astype(np.uint8),
-                        label_r.spacing,
-                        label_r.origin,
-                        label_r.direction,
-                    ),
-                    lab_path,
-                    protect=job.protect,
-                )
-                _link_or_copy(cached_image, img_path)
-                written.add(res.class_name)
-                rec["image_out"], rec["label_out"] = outputs[-2], outputs[-1]
-            records.append(rec)
+    image_r: Any = None
+    midline = 0.0
+    for index, (path, classes) in enumerate(groups):
+        label = read_volume(path)
+        problems = check_integrity(image, label, classes.values())
+        if problems:
+            _remove_outputs(out, outputs, prune=False)
+            outputs.clear()
+            message = "; ".join(p.message for p in problems)
+            if case.masks:
+                message = f"{path.name}: {message}"
+            return [
+                {
+                    **base,
+                    **_category_fields(name),
+                    "label_value": value,
+                    "status": "error",
+                    "rule": problems[0].rule,
+                    "message": message,
+                }
+                for name, value in _sorted_labels(case)
+            ]
+        label = label.with_array(_as_int_labels(label.array))
+        if image_r is None:
+            image_r = _resampled_image(job, image)
+            midline = body_midline_x(image_r)
+        label_r = _resampled_label(job, index, path, label)
+        base["spacing"] = [round(s, 5) for s in label_r.spacing]
+        base["shape"] = list(label_r.shape)
+        affine = label_r.affine
+        for name, value in classes.items():
+            fields = _category_fields(name)
+            results = clean_mask(
+                label_r.array == value,
+                affine,
+                fields["class_name"],
+                job.cleaning,
+                midline_x=midline,
+            )
+            for res in results:
+                rec = {**base, "label_value": value, **res.to_record(), **fields}
+                rec["class_name"] = res.class_name  # the side, after a step-4 split
+                if res.kept and res.class_name in written:
+                    rec.update(
+                        status="dropped",
+                        rule="duplicate_class",
+                        message=f"another class of this case was already written as "
+                        f"{res.class_name!r}",
+                    )
+                elif res.kept:
+                    assert res.mask is not None
+                    folder = out / res.class_name / job.folder
+                    lab_path = folder / f"labels{suffix}" / f"{case.case_id}.nii.gz"
+                    img_path = folder / f"images{suffix}" / f"{case.case_id}.nii.gz"
+                    outputs += [_rel(img_path, out), _rel(lab_path, out)]
+                    write_volume(
+                        Volume(
+                            res.mask.astype(np.uint8),
+                            label_r.spacing,
+                            label_r.origin,
+                            label_r.direction,
+                        ),
+                        lab_path,
+                        protect=job.protect,
+                    )
+                    _link_or_copy(cached_image, img_path)
+                    written.add(res.class_name)
+                    rec["image_out"], rec["label_out"] = outputs[-2], outputs[-1]
+                records.append(rec)
     return records
 
 
-def _resampled(job: _Job, image: Any, label: Any) -> tuple[Any, Any]:
-    """Image and label on the target grid, cached under ``.prepare/cache`` (image file)."""
+def _resampled_image(job: _Job, image: Any) -> Any:
+    """The image on the target grid, cached under ``.prepare/cache`` (the file outputs link to)."""
     from sammed3d.io import read_volume, write_volume
 
     cache = _cache_dir(Path(job.output), job)
     image_file = cache / f"{job.key}_image.nii.gz"
-    label_file = cache / f"{job.key}_label.nii.gz"
-    info_file = cache / f"{job.key}.json"
+    info_file = cache / f"{job.key}_image.json"
     ident = {
         "image": _file_identity(job.case.image),
-        "label": _file_identity(job.case.label),
         "spacing": list(job.target_spacing) if job.target_spacing else None,
     }
-    if _read_json(info_file) == ident and image_file.is_file() and label_file.is_file():
-        return read_volume(image_file), read_volume(label_file)
-
+    if _read_json(info_file) == ident and image_file.is_file():
+        return read_volume(image_file)
     spacing = job.target_spacing
-    if spacing is None or np.allclose(image.spacing, spacing, rtol=1e-4, atol=0):
-        image_r, label_r = image, label
-    else:
+    image_r = image
+    if spacing is not None and not np.allclose(image.spacing, spacing, rtol=1e-4, atol=0):
         from sammed3d.data.transforms import resample
 
         image_r = resample(image, spacing, interpolation="linear")
-        label_r = resample(label, spacing, interpolation="nearest")
     image_r = image_r.with_array(_compact_image(image_r.array))
     write_volume(image_r, image_file, protect=job.protect)
+    atomic_write_text(info_file, json.dumps(ident, sort_keys=True))
+    return image_r
+
+
+def _resampled_label(job: _Job, index: int, path: Path, label: Any) -> Any:
+    """Label file number ``index`` of the case on the target grid (nearest), cached."""
+    from sammed3d.io import read_volume, write_volume
+
+    cache = _cache_dir(Path(job.output), job)
+    label_file = cache / f"{job.key}_label{index}.nii.gz"
+    info_file = cache / f"{job.key}_label{index}.json"
+    ident = {
+        "label": _file_identity(path),
+        "spacing": list(job.target_spacing) if job.target_spacing else None,
+    }
+    if _read_json(info_file) == ident and label_file.is_file():
+        return read_volume(label_file)
+    spacing = job.target_spacing
+    label_r = label
+    if spacing is not None and not np.allclose(label.spacing, spacing, rtol=1e-4, atol=0):
+        from sammed3d.data.transforms import resample
+
+        label_r = resample(label, spacing, interpolation="nearest")
     write_volume(label_r, label_file, protect=job.protect)
     atomic_write_text(info_file, json.dumps(ident, sort_keys=True))
-    return image_r, label_r
+    return label_r
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,42 +516,43 @@ def _plan_jobs(
     split: Split,
     cleaning: CleaningConfig,
     spacing: tuple[float, float, float] | None,
+    layout: str | None = None,
 ) -> tuple[list[_Job], list[list[dict[str, Any]]]]:
-    settings_hash = _hash(_settings(sources, cleaning, spacing, split))
+    settings_hash = _hash(_settings(sources, cleaning, spacing, split, layout))
     jobs: list[_Job] = []
     problems: list[list[dict[str, Any]]] = []
-    owner: dict[tuple[str, str, str, str], Path] = {}  # output label file -> source label
+    owner: dict[tuple[str, str, str, str], tuple[Path, Path]] = {}  # output -> (image, label)
     seen_sources: dict[Path, Path] = {}
     for src in sources:
         if src.resolve() in seen_sources:
             raise ValueError(f"source {src} is given twice")
         seen_sources[src.resolve()] = src
-        cases, missing = discover_dataset_lenient(src, split)
+        cases, missing = discover_dataset_lenient(src, split, layout)
         for case in cases:
             folder = f"{case.modality.lower()}_{case.dataset}"
-            suffix = "Tr" if case.label.parent.name == "labelsTr" else "Ts"
+            suffix = _SPLIT_SUFFIX[case.split]
             for name in _planned_classes(case, cleaning):
                 target = (name, folder, suffix, case.case_id)
-                other = owner.setdefault(target, case.label)
-                if other != case.label:
+                other = owner.setdefault(target, (case.image, case.label))
+                if other != (case.image, case.label):
                     raise ValueError(
-                        f"{other} and {case.label} would both be written to "
+                        f"{other[1]} and {case.label} would both be written to "
                         f"{name}/{folder}/labels{suffix}/{case.case_id}.nii.gz; rename one "
                         "dataset folder (or class) so the outputs do not collide"
                     )
-            key = _case_key(case)
+            label_files = [str(p) for p, _ in case.label_groups()]
             jobs.append(
                 _Job(
                     case=case,
                     source=str(src),
-                    split="train" if case.label.parent.name == "labelsTr" else "test",
+                    split=case.split,
                     output=str(out),
                     folder=folder,
-                    key=key,
+                    key=_case_key(case),
                     settings_hash=settings_hash,
                     cleaning=cleaning,
                     target_spacing=spacing,
-                    protect=(str(case.image), str(case.label)),
+                    protect=(str(case.image), str(case.label), *label_files),
                 )
             )
         for p in missing:
@@ -506,7 +566,7 @@ def _plan_jobs(
                         "class_name": None,
                         "source_class": None,
                         "status": "error",
-                        "rule": "missing_file",
+                        "rule": p.rule,
                         "message": p.message,
                         "image": str(p.path),
                         "label": None,
@@ -521,7 +581,7 @@ def _planned_classes(case: Case, cleaning: CleaningConfig) -> set[str]:
     """Output class names a case can produce (both sides for paired structures)."""
     names: set[str] = set()
     for raw in case.labels:
-        name = _safe_class(raw)
+        name = _category_fields(raw)["class_name"]
         base = paired_base(name, cleaning.paired_classes) if cleaning.split_paired else None
         names.update((f"{base}_left", f"{base}_right") if base else (name,))
     return names
@@ -532,6 +592,7 @@ def _settings(
     cleaning: CleaningConfig,
     spacing: tuple[float, float, float] | None,
     split: str,
+    layout: str | None = None,
 ) -> dict[str, Any]:
     from sammed3d import __version__
 
@@ -539,19 +600,26 @@ def _settings(
         "format_version": FORMAT_VERSION,
         "sammed3d": __version__,
         "sources": [str(s.resolve()) for s in sources],
+        "layout": layout,
         "split": split,
         "target_spacing": list(spacing) if spacing else None,
         "cleaning": cleaning.to_dict(),
+        "catalogue": catalogue_digest(),
     }
 
 
 def _hash(settings: dict[str, Any]) -> str:
-    relevant = {k: v for k, v in settings.items() if k not in ("sources", "sammed3d")}
+    """Hash of what the outputs of a case depend on (not where the sources were found)."""
+    ignored = ("sources", "sammed3d", "layout")
+    relevant = {k: v for k, v in settings.items() if k not in ignored}
     return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _case_key(case: Case) -> str:
-    digest = hashlib.sha1(str(case.label.resolve()).encode()).hexdigest()[:10]
+    ident = str(case.label.resolve())
+    if case.sequence:  # the images of one multi-sequence case share the label
+        ident += f"\n{case.image.resolve()}"
+    digest = hashlib.sha1(ident.encode()).hexdigest()[:10]
     return f"{case.case_id}-{digest}"
 
 
@@ -604,7 +672,7 @@ def _init_worker() -> None:
 
 def _base_record(job: _Job) -> dict[str, Any]:
     c = job.case
-    return {
+    record: dict[str, Any] = {
         "source": job.source,
         "dataset": c.dataset,
         "case": c.case_id,
@@ -613,6 +681,9 @@ def _base_record(job: _Job) -> dict[str, Any]:
         "image": str(c.image),
         "label": str(c.label),
     }
+    if c.sequence:
+        record["sequence"] = c.sequence
+    return record
 
 
 def _error_records(job: _Job, exc: BaseException) -> list[dict[str, Any]]:
@@ -621,8 +692,7 @@ def _error_records(job: _Job, exc: BaseException) -> list[dict[str, Any]]:
     return [
         {
             **base,
-            "class_name": _safe_class(name),
-            "source_class": name,
+            **_category_fields(name),
             "label_value": value,
             "status": "error",
             "rule": "error",
@@ -633,14 +703,22 @@ def _error_records(job: _Job, exc: BaseException) -> list[dict[str, Any]]:
 
 
 def _sorted_labels(case: Case) -> list[tuple[str, int]]:
-    return sorted(case.labels.items(), key=lambda kv: kv[1])
+    return sorted(case.labels.items(), key=lambda kv: (kv[1], kv[0]))
 
 
-def _safe_class(name: str) -> str:
+def _category_fields(name: str) -> dict[str, Any]:
+    """``class_name`` (canonical category, or the normalised source name when the catalogue
+    does not know it), ``source_class`` (as written) and ``category_mapped``."""
     try:
-        return normalise_class_name(name)
-    except ValueError:
-        return name
+        category, mapped = resolve_category(name)
+    except ValueError:  # no letters or digits: kept as written
+        category, mapped = name, False
+    return {"class_name": category, "source_class": name, "category_mapped": mapped}
+
+
+def _source_identities(case: Case) -> list[list[Any] | None]:
+    """Identity of every source file of a case (image, then each label file)."""
+    return [_file_identity(case.image)] + [_file_identity(p) for p, _ in case.label_groups()]
 
 
 def _as_int_labels(array: np.ndarray) -> np.ndarray:
