@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "clean nnU-Net/MSD datasets into the per-class training layout (paper's 4-step cleaning)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
