@@ -21,6 +21,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:  # tests that read ../shared get the "shared" marker (tests/test_clone.py)
+        if "fixtures_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
