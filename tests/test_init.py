@@ -51,6 +51,10 @@ def test_every_public_name_resolves_to_its_definition(name):
     assert name in dir(sammed3d)
 
 
+def test_all_lists_exactly_the_lazy_names():
+    assert sorted(sammed3d.__all__) == sorted([*sammed3d._LAZY_EXPORTS, "__version__"])
+
+
 def test_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="has no attribute 'build_modle'"):
         sammed3d.build_modle  # noqa: B018

@@ -30,7 +30,18 @@ _LAZY_EXPORTS: dict[str, str] = {
     "Sam3D": "sammed3d.modeling",
 }
 
-__all__ = ["__version__", *_LAZY_EXPORTS]
+__all__ = [  # the names of _LAZY_EXPORTS, and the version
+    "MODEL_REGISTRY",
+    "CheckpointError",
+    "InteractiveSession",
+    "ModelConfig",
+    "Sam3D",
+    "SamMed3DPredictor",
+    "__version__",
+    "build_model",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real objects
     from sammed3d.build import (
