@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -57,7 +58,14 @@ def _time_process(args: list[str], repeat: int) -> list[float]:
 
 def _heavy_imports(argv: list[str]) -> list[str]:
     code = _PROBE.format(argv=argv, heavy=HEAVY)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        check=True,
+        encoding="utf-8",
+        errors="replace",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
     return json.loads(proc.stderr.strip().splitlines()[-1])
 
 

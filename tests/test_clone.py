@@ -54,7 +54,8 @@ def _pytest_in(clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
         cwd=clone,
         env=env,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=600,
     )
 
@@ -63,7 +64,7 @@ def test_package_comes_from_the_clone(clone):
     env = {**os.environ, "PYTHONPATH": str(clone / "src")}
     out = subprocess.run(
         [sys.executable, "-c", "import sammed3d; print(sammed3d.__file__)"],
-        cwd=clone, env=env, capture_output=True, text=True, check=True,
+        cwd=clone, env=env, capture_output=True, check=True, encoding="utf-8",
     ).stdout  # fmt: skip
     assert Path(out.strip()).is_relative_to(clone)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -15,7 +16,13 @@ from sammed3d import _version
 def _fresh_modules(code: str) -> dict[str, object]:
     """Run ``code`` in a fresh interpreter; it prints one JSON object as its last line."""
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-c", code],
+        capture_output=True,
+        check=True,
+        timeout=120,
+        encoding="utf-8",
+        errors="replace",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -7,6 +7,7 @@ tests check the cause of a slow start, the heavy modules a command imports.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -32,7 +33,13 @@ print(json.dumps({{"code": code, "heavy": mods, "cli": cli_mods}}))
 def _probe(argv: list[str]) -> dict[str, object]:
     code = _PROBE.format(argv=argv, heavy=HEAVY)
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-c", code],
+        capture_output=True,
+        check=True,
+        timeout=120,
+        encoding="utf-8",
+        errors="replace",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

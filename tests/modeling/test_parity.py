@@ -151,6 +151,15 @@ def test_medim_reproduces_fixtures(medim, fixtures_dir, cases):
                              (low, "low_res_logits"), (iou, "iou_predictions")):  # fmt: skip
                 expected = torch.from_numpy(cases[p + key])
                 assert got.shape == expected.shape and (got - expected).abs().max() <= TOL, key
+            # Binary masks identical except where the stored logit is within TOL of 0.
+            up, ref_up = (
+                torch.nn.functional.interpolate(
+                    x[:, :1], size=(128, 128, 128), mode="trilinear", align_corners=False
+                )
+                for x in (low, torch.from_numpy(cases[p + "low_res_logits"]))
+            )
+            differ = (up > 0) != torch.from_numpy(cases[p + "mask_binary"])
+            assert not (differ & (ref_up.abs() > TOL)).any(), f"step {s}: binary mask"
 
 
 def test_medim_vit_b_has_the_released_keys(medim, fixtures_dir):
