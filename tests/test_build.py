@@ -112,8 +112,8 @@ def test_build_model_with_checkpoint(tmp_path, tiny_model):
         build_model("sam_med3d_small", checkpoint=path)
 
 
-def test_fixture_checkpoint_loads_weights_only(fixtures_dir):
-    model = load_checkpoint(fixtures_dir / "sammed3d_small.pth")
+def test_published_format_checkpoint_loads_weights_only(small_checkpoint):
+    model = load_checkpoint(small_checkpoint)
     assert model.config.encoder_embed_dim == 96 and not model.training
 
 
@@ -198,8 +198,8 @@ def test_truncated_legacy_format(tmp_path, tiny_model):
     assert "\n" not in str(err.value)
 
 
-def test_truncated_fixture(tmp_path, fixtures_dir):
-    data = (fixtures_dir / "sammed3d_small.pth").read_bytes()
+def test_truncated_file(tmp_path, small_checkpoint):
+    data = small_checkpoint.read_bytes()
     path = tmp_path / "truncated.pth"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated ZIP/PyTorch archive"):
@@ -264,6 +264,6 @@ def test_pickled_objects_need_opt_in(tmp_path, tiny_model):
     assert model.config == MODEL_REGISTRY["sam_med3d_tiny"]
 
 
-def test_reference_attn_impl_from_loader(fixtures_dir):
-    model = load_checkpoint(fixtures_dir / "sammed3d_small.pth", attn_impl="reference")
+def test_reference_attn_impl_from_loader(small_checkpoint):
+    model = load_checkpoint(small_checkpoint, attn_impl="reference")
     assert model.image_encoder.attn_impl == "reference"

@@ -4,22 +4,33 @@ Public API::
 
     from sammed3d import build_model, load_checkpoint
     from sammed3d import SamMed3DPredictor, InteractiveSession   # inference, native space
+
+The names are imported on first use (module ``__getattr__``, PEP 562), so ``import sammed3d``
+and ``sammed3d --help`` do not load torch; ``sammed3d.build_model`` and
+``from sammed3d import build_model`` work as with eager imports.
 """
 
-from sammed3d.build import (
-    MODEL_REGISTRY,
-    CheckpointError,
-    build_model,
-    load_checkpoint,
-    save_checkpoint,
-)
-from sammed3d.config import ModelConfig
-from sammed3d.inference import InteractiveSession, SamMed3DPredictor
-from sammed3d.modeling import Sam3D
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
+from sammed3d._version import __version__
+
+#: Public name -> the module that defines it, imported when the name is first used.
+_LAZY_EXPORTS: dict[str, str] = {
+    "MODEL_REGISTRY": "sammed3d.build",
+    "CheckpointError": "sammed3d.build",
+    "build_model": "sammed3d.build",
+    "load_checkpoint": "sammed3d.build",
+    "save_checkpoint": "sammed3d.build",
+    "ModelConfig": "sammed3d.config",
+    "InteractiveSession": "sammed3d.inference",
+    "SamMed3DPredictor": "sammed3d.inference",
+    "Sam3D": "sammed3d.modeling",
+}
+
+__all__ = [  # the names of _LAZY_EXPORTS, and the version
     "MODEL_REGISTRY",
     "CheckpointError",
     "InteractiveSession",
@@ -31,3 +42,29 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
 ]
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real objects
+    from sammed3d.build import (
+        MODEL_REGISTRY,
+        CheckpointError,
+        build_model,
+        load_checkpoint,
+        save_checkpoint,
+    )
+    from sammed3d.config import ModelConfig
+    from sammed3d.inference import InteractiveSession, SamMed3DPredictor
+    from sammed3d.modeling import Sam3D
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access and cache the name here."""
+    module = _LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sammed3d' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))

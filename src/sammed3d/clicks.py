@@ -1,6 +1,6 @@
 """Click simulation: the one copy shared by training and evaluation.
 
-Two strategies (reference.md §3.1 step 7 and §3.2):
+Two strategies (docs/faithfulness.md §6.1):
 
 * ``"random"``: a voxel drawn uniformly from the error region FN ∪ FP of the current
   prediction against the ground truth; the click is positive iff the voxel is a false

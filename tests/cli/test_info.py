@@ -15,8 +15,8 @@ def test_info_json_with_forward(capsys):
     assert "sam_med3d_turbo" in out["registered_models"]
 
 
-def test_info_describes_checkpoint(capsys, fixtures_dir):
-    assert main(["info", "--json", "--checkpoint", str(fixtures_dir / "sammed3d_small.pth")]) == 0
+def test_info_describes_checkpoint(capsys, small_checkpoint):
+    assert main(["info", "--json", "--checkpoint", str(small_checkpoint)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["checkpoint"]["config"]["encoder_embed_dim"] == 96
 
@@ -43,3 +43,17 @@ def test_unknown_model_is_one_line_error(capsys):
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "usage: sammed3d" in capsys.readouterr().out
+
+
+def test_info_without_flags_reports_installed_versions(capsys):
+    assert main(["info", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"sammed3d", "python", "torch", "numpy"}
+    assert out["torch"].split("+")[0].count(".") >= 1
+
+
+def test_info_devices_adds_torch_facts(capsys):
+    assert main(["info", "--json", "--devices"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert isinstance(out["cuda_available"], bool) and out["cpu_threads"] >= 1
+    assert "sam_med3d_turbo" in out["registered_models"]

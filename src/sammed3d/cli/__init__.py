@@ -1,37 +1,43 @@
 """``sammed3d`` command line: one console script with subcommands.
 
-Each subcommand lives in its own module ``sammed3d.cli.<name>`` exposing::
+Each subcommand is registered in :data:`COMMANDS` (name and one-line help) and lives in its
+own module ``sammed3d.cli.<name>`` exposing::
 
-    HELP: str
     def add_arguments(parser: argparse.ArgumentParser) -> None
     def run(args: argparse.Namespace) -> int
 
-Handlers only parse, call the public API and report; heavy imports stay inside ``run`` so
-``sammed3d --help`` starts fast. Expected failures (bad input, missing files) become a
-one-line ``error: ...`` and exit code 2; ``--debug`` shows the traceback instead.
+Registration is cheap: ``sammed3d --help`` imports no subcommand module, and
+``sammed3d <name> ...`` imports only ``sammed3d.cli.<name>``. Handlers only parse, call the
+public API and report; heavy imports (torch, numpy, the model) stay inside ``run``, so
+``--help`` starts fast. Expected failures (bad input, missing files) become a one-line
+``error: ...`` and exit code 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from types import ModuleType
 
-#: Subcommands, in the order ``--help`` lists them. Modules not present yet are skipped.
-COMMANDS = (
-    "demo",
-    "segment",
-    "evaluate",
-    "metrics",
-    "train",
-    "prepare",
-    "export",
-    "weights",
-    "info",
-)
+#: Subcommands in the order ``--help`` lists them: name -> one-line help (also the description
+#: of the command's own ``--help``). Register a new command here with one line.
+COMMANDS: dict[str, str] = {
+    "demo": "segment a few brain structures of the bundled (held-out) MRI from one click each; "
+    "writes a label map, a PNG overlay and prints Dice against the atlas",
+    "segment": "segment an object from clicks (native voxel indices) and write the mask",
+    "evaluate": "simulate clicks on a labelled dataset and report Dice/NSD/IoU per click count",
+    "metrics": "compare a predicted label map with a ground truth; prints per-label JSON",
+    "train": "train or fine-tune (published regime; torchrun for multi-GPU; resumable)",
+    "prepare": "clean datasets into the per-class training layout (paper's 4-step cleaning)",
+    "export": "export a checkpoint (e.g. a training run's) to the published SAM-Med3D format",
+    "weights": "published weights by name: list what is here, download ahead of time, verify a "
+    "file",
+    "info": "print versions (fast); --devices adds devices and registered models (loads torch); "
+    "--checkpoint describes a checkpoint",
+}
 
 EXIT_USAGE = 2
 
@@ -47,24 +53,50 @@ def _add_common_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from sammed3d import __version__
+def command_module(name: str) -> ModuleType:
+    """Import and return ``sammed3d.cli.<name>`` (a registered command)."""
+    if name not in COMMANDS:
+        raise KeyError(f"unknown command {name!r}; registered: {', '.join(COMMANDS)}")
+    return importlib.import_module(f"{__name__}.{name}")
 
+
+def selected_command(argv: Sequence[str]) -> str | None:
+    """The registered command named in ``argv``, if any.
+
+    The top-level parser has only flags without values (``-h``, ``--version``), so the
+    command is the first argument that does not start with ``-``.
+    """
+    for arg in argv:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The ``sammed3d`` parser.
+
+    Args:
+        commands: Commands whose modules are imported and whose arguments are added; the
+            others are listed with their help only. ``None``: all registered commands.
+    """
+    from sammed3d._version import __version__
+
+    full = set(COMMANDS) if commands is None else set(commands)
     parser = argparse.ArgumentParser(
         prog="sammed3d",
         description="SAM-Med3D: promptable 3D medical image segmentation.",
     )
     parser.add_argument("--version", action="version", version=f"sammed3d {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        modname = f"{__name__}.{name}"
-        if importlib.util.find_spec(modname) is None:
-            continue
-        module = importlib.import_module(modname)
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
-        _add_common_args(p)
-        p.set_defaults(_run=module.run)
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name in full:
+            module = command_module(name)
+            module.add_arguments(p)
+            _add_common_args(p)
+            p.set_defaults(_run=module.run)
     return parser
 
 
@@ -101,7 +133,9 @@ def add_unsafe_pickle_arg(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (tests call ``main([...])``)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = selected_command(argv)
+    parser = build_parser([] if command is None else [command])
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()

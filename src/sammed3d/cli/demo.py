@@ -6,11 +6,6 @@ import argparse
 
 from sammed3d.cli import add_unsafe_pickle_arg
 
-HELP = (
-    "segment a few brain structures of the bundled (held-out) MRI from one click each; "
-    "writes a label map, a PNG overlay and prints Dice against the atlas"
-)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -8,8 +8,6 @@ import logging
 from sammed3d.cli import add_unsafe_pickle_arg
 from sammed3d.cli.prepare import add_layout_argument
 
-HELP = "simulate clicks on a labelled dataset and report Dice/NSD/IoU per click count"
-
 METHODS = ("sam-med3d", "region-growing")
 
 logger = logging.getLogger(__name__)

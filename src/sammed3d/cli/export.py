@@ -12,8 +12,6 @@ from pathlib import Path
 
 from sammed3d.cli import add_unsafe_pickle_arg
 
-HELP = "export a checkpoint (e.g. a training run's) to the published SAM-Med3D format"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -1,4 +1,9 @@
-"""``sammed3d info``: versions, devices, and optionally a checkpoint's architecture."""
+"""``sammed3d info``: versions; with flags, devices and a checkpoint's architecture.
+
+Without flags it does not import torch (installed versions come from the package metadata),
+so it answers in a fraction of a second. ``--devices``, ``--checkpoint`` and ``--forward``
+load torch (a few seconds) and add the devices, CPU threads and registered models.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,18 @@ import argparse
 import json
 import platform
 import time
+from importlib import metadata
 
 from sammed3d.cli import add_unsafe_pickle_arg
-
-HELP = "print versions and devices; with --checkpoint, describe a checkpoint"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--checkpoint",
-        help="a checkpoint to describe (architecture, params): a file or a published name",
+        "--devices",
+        action="store_true",
+        help="also load torch: CUDA devices, CPU threads, registered models",
     )
+    parser.add_argument("--checkpoint", help="a checkpoint to describe (architecture, params): a file or a published name")
     add_unsafe_pickle_arg(parser)
     parser.add_argument(
         "--forward",
@@ -26,23 +32,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
+def installed_version(distribution: str) -> str:
+    """Version of an installed distribution from its metadata (no import), or ``"missing"``."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "missing"
 
-    import sammed3d
-    from sammed3d.build import build_model, load_checkpoint
+
+def run(args: argparse.Namespace) -> int:
+    from sammed3d._version import __version__
 
     info: dict[str, object] = {
-        "sammed3d": sammed3d.__version__,
+        "sammed3d": __version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "cuda_available": torch.cuda.is_available(),
-        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-        "cpu_threads": torch.get_num_threads(),
-        "registered_models": sorted(sammed3d.MODEL_REGISTRY),
+        "torch": installed_version("torch"),
+        "numpy": installed_version("numpy"),
     }
+    if args.devices or args.checkpoint or args.forward:
+        import torch
+
+        from sammed3d.build import MODEL_REGISTRY, build_model, load_checkpoint
+
+        info.update(
+            {
+                "cuda_available": torch.cuda.is_available(),
+                "cuda_devices": [
+                    torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+                ],
+                "cpu_threads": torch.get_num_threads(),
+                "registered_models": sorted(MODEL_REGISTRY),
+            }
+        )
     if args.checkpoint:
         from sammed3d.paths import require_checkpoint
 
@@ -75,4 +96,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         for key, value in info.items():
             print(f"{key:>18}: {value}")
+        if "cuda_available" not in info:
+            print(f"{'devices':>18}: not queried (add --devices; it loads torch)")
     return 0

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "compare a predicted label map with a ground truth; prints per-label JSON"
-
 
 def _labels(text: str) -> list[int]:
     try:

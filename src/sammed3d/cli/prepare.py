@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "clean datasets into the per-class training layout (paper's 4-step cleaning)"
 #: ``--layout`` choices (kept here so ``--help`` does not import the readers).
 LAYOUTS = ("nnunet", "per-class", "totalsegmentator", "case-folders", "bids", "manifest")
 

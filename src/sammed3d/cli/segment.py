@@ -22,8 +22,6 @@ from typing import Any
 
 from sammed3d.cli import add_unsafe_pickle_arg
 
-HELP = "segment an object from clicks (native voxel indices) and write the mask"
-
 logger = logging.getLogger(__name__)
 
 

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sammed3d.training.config import TrainingConfig
 
-HELP = "train or fine-tune (published regime; torchrun for multi-GPU; resumable)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

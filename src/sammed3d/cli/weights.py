@@ -17,7 +17,6 @@ from typing import Any
 
 from sammed3d.cli import add_unsafe_pickle_arg
 
-HELP = "published weights by name: list what is here, download ahead of time, verify a file"
 
 ACTIONS = ("list", "download", "verify")
 

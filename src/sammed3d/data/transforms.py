@@ -1,4 +1,4 @@
-"""Array-level pre-processing of the published pipeline (reference.md §3.1, §4).
+"""Array-level pre-processing of the published pipeline (docs/faithfulness.md §5, §8).
 
 Each function mirrors one torchio step of the published code, so the training cache, the
 evaluator and the interactive predictor all share one implementation:
@@ -178,7 +178,7 @@ def crop_or_pad(
     """Crop (and zero-pad where needed) a box of ``size`` centred on ``center``.
 
     Same result as ``tio.CropOrPad(size, mask_name=...)`` when ``center`` is
-    :func:`bbox_center` of the mask (reference.md §3.1 step 5), and the same padding
+    :func:`bbox_center` of the mask (docs/faithfulness.md §5.1 step 5), and the same padding
     (``pad_value`` 0 in the published pipelines).
 
     Args:

@@ -1,4 +1,4 @@
-"""The click-simulation evaluation harness (the paper's protocol, reference.md §3 and §5).
+"""The click-simulation evaluation harness (the paper's protocol, docs/faithfulness.md §6-§7).
 
 For every binary target (one class of one case) the harness
 

@@ -14,7 +14,7 @@ neighbourhood (MONAI's table for the given spacing). NSD is the area of both sur
 within the tolerance of the other surface, over the total area; HD95 is the maximum of the two
 directed area-weighted 95th percentiles. Distances use the anisotropic spacing exactly.
 
-Empty-mask policy (reference.md §5, matching the published scripts):
+Empty-mask policy (docs/faithfulness.md §7.2, matching the published scripts):
 
 =====================  ========  ========  ========  ========
 case                   dice      iou       nsd       hd95

@@ -9,7 +9,7 @@ This module is the one place that defines which axis order each coordinate uses.
 
 **lattice** ``(u0, u1, u2)``
     The whole image as the published pipeline sees it: ``tio.Resample(1.5)`` followed by
-    ``tio.ToCanonical()`` (reference.md §3.1 steps 3-4). Its axes are RAS+ (``u0``: L->R,
+    ``tio.ToCanonical()`` (docs/faithfulness.md §5.1 steps 3-4). Its axes are RAS+ (``u0``: L->R,
     ``u1``: P->A, ``u2``: I->S, up to the obliquity of the scan) with 1.5 mm voxels. It is
     never materialised; :class:`Lattice` only knows its geometry.
 
@@ -17,7 +17,7 @@ This module is the one place that defines which axis order each coordinate uses.
     A box of the lattice, ``r = u - start`` (the published ``CropOrPad``; 128 voxels per
     side for the released models). The model's input tensor is ``(B, 1, r0, r1, r2)`` and
     point prompts ``(B, N, 3)`` are given in this same order, unchanged, as the published
-    click generators do (reference.md §1.3, §1.6).
+    click generators do (docs/faithfulness.md §2.3, §2.6).
 
 Because the lattice keeps the scan's direction cosines and only permutes/flips its axes,
 native -> ROI is a *separable* map: each ROI axis depends on one native axis only. Pasting
@@ -404,9 +404,9 @@ class RoiGrid:
     ) -> tuple[tuple[slice, slice, slice], np.ndarray]:
         """Nearest-neighbour values of a ROI array on the native voxels it covers.
 
-        Matches ``tio.Resample(target=<native grid>, nearest)`` of the ROI image (reference.md
-        §3.1 step 10) for every native voxel whose nearest ROI voxel lies in the ROI; native
-        voxels outside are not part of the result.
+        Matches ``tio.Resample(target=<native grid>, nearest)`` of the ROI image
+        (docs/faithfulness.md §5.1 step 10) for every native voxel whose nearest ROI voxel lies
+        in the ROI; native voxels outside are not part of the result.
 
         Args:
             roi_array: ``(r0, r1, r2)`` values (``size`` of this ROI).

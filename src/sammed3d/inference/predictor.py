@@ -1,6 +1,6 @@
 """Native-space prediction: volume + clicks in native voxel indices -> mask on the input grid.
 
-:class:`SamMed3DPredictor` runs the published inference (reference.md §3.1) without a
+:class:`SamMed3DPredictor` runs the published inference (docs/faithfulness.md §5) without a
 ground-truth mask and without resampling the whole image:
 
 1. ``set_image``: keep the native volume and compute the geometry of its canonical 1.5 mm

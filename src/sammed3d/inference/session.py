@@ -1,10 +1,10 @@
 """Interactive segmentation: clicks in native voxel indices, several objects, undo/redo.
 
-:class:`InteractiveSession` follows the published interaction (reference.md §3.2, §9.6):
+:class:`InteractiveSession` follows the published interaction (docs/faithfulness.md §6.2):
 each click is one step that gives the model **only the new click** plus **the previous
 low-res logits** of that ROI as mask prompt (zeros at an object's first click). With
 ``accumulate_clicks=True`` every click of the object inside the ROI is given instead (the
-current MedIM evaluation scripts, reference.md §3.1 step 8).
+current MedIM evaluation scripts, docs/faithfulness.md §5.1 step 8).
 
 Each object has its own label value and its own mask; objects never change each other's
 masks. In :attr:`InteractiveSession.label_map`, where masks overlap, the object created

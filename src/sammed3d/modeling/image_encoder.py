@@ -9,7 +9,7 @@ Two implementations of the attention blocks live here and give the same numbers:
   approximation; the derivation is in :func:`_padded_window_logsumexp`.
 
 The two quirks of the published encoder that the released weights depend on are reproduced
-by both paths (see ``shared/docs/reference.md`` §1.2):
+by both paths (see ``docs/faithfulness.md`` §3):
 
 QUIRK A (padded windows).
     The released model has ``window_size=14`` on an ``8^3`` token grid, so every "windowed"

@@ -2,7 +2,7 @@
 
 The dataclasses below are the schema; YAML files (``sammed3d/configs/train/*.yaml``) and
 ``key=value`` overrides only set values. Unknown keys and values of the wrong type are errors
-that name the key. The defaults are the published SAM-Med3D regime (reference.md §4); every
+that name the key. The defaults are the published SAM-Med3D regime (docs/faithfulness.md §8); every
 field that deviates from it, or lets you deviate, says so in its comment and in
 ``docs/training.md``.
 

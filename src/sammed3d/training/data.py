@@ -1,6 +1,6 @@
 """Training data: the pre-processing cache, the crop dataset and the resumable sampler.
 
-Pipeline (reference.md §4 and §6):
+Pipeline (docs/faithfulness.md §8 and §9):
 
 1. **Targets**: every (case, class) of nnU-Net/MSD datasets or of the published per-class layout
    (``sammed3d.data.layout``) is one binary target.

@@ -1,4 +1,4 @@
-"""The simulated-interaction training step (reference.md §4, ``train.py::interaction``).
+"""The simulated-interaction training step (docs/faithfulness.md §8, ``train.py::interaction``).
 
 For every sample of a micro-batch: encode the crop once, then run ``num_clicks`` iterations.
 Each iteration draws a click uniformly from the error region (FN ∪ FP) of the previous

@@ -1,4 +1,4 @@
-"""Training loss and per-click Dice (reference.md §4).
+"""Training loss and per-click Dice (docs/faithfulness.md §8).
 
 The published loss is MONAI ``DiceCELoss(sigmoid=True, squared_pred=True, reduction="mean")``
 on the upsampled logits of every click, summed over the clicks: soft Dice with squared
