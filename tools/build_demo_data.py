@@ -317,7 +317,11 @@ def build_colin_sets(src: dict[str, Path], root: Path, n_lesions: int) -> dict[s
     for i in range(n_lesions):
         image, lesion = place_lesion(colin.array, structures["whole_brain"], rng)
         cases.append(
-            (f"colin27_lesion{i:02d}", colin.with_array(image), colin.with_array(lesion.astype(np.uint8)))
+            (
+                f"colin27_lesion{i:02d}",
+                colin.with_array(image),
+                colin.with_array(lesion.astype(np.uint8)),
+            )
         )
     write_dataset(root, "Dataset204_Colin27_Lesions", cases, {"lesion": 1}, "MR")
     return {"brain": brain_map, "tissue": tissue_map}

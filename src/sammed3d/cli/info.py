@@ -22,7 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also load torch: CUDA devices, CPU threads, registered models",
     )
-    parser.add_argument("--checkpoint", help="a checkpoint to describe (architecture, params): a file or a published name")
+    parser.add_argument(
+        "--checkpoint",
+        help="a checkpoint to describe (architecture, params): a file or a published name",
+    )
     add_unsafe_pickle_arg(parser)
     parser.add_argument(
         "--forward",

@@ -17,7 +17,6 @@ from typing import Any
 
 from sammed3d.cli import add_unsafe_pickle_arg
 
-
 ACTIONS = ("list", "download", "verify")
 
 

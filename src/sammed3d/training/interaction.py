@@ -143,7 +143,11 @@ class ClickLoop(nn.Module):
                 f"image must be (B, 1, {size}, {size}, {size}) for this model, got "
                 f"{tuple(image.shape)}"
             )
-        if label.ndim != 5 or label.shape[0] != image.shape[0] or label.shape[2:] != image.shape[2:]:
+        if (
+            label.ndim != 5
+            or label.shape[0] != image.shape[0]
+            or label.shape[2:] != image.shape[2:]
+        ):
             raise ValueError(
                 f"label must be (B, K, S, S, S) with the image's B and S "
                 f"{tuple(image.shape)}, got {tuple(label.shape)}"
