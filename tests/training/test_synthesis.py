@@ -116,7 +116,7 @@ def test_generated_dataset_items_are_keyed(tmp_path):
     deferred = GeneratedDataset(4, SMALL, seed=2, targets=2, defer=True)
     d = deferred[(1, 3)]
     assert "image" not in d and "synth_seed" in d
-    img, lab = deferred.draw(d["synth_seed"][None], "cpu")
+    img, lab = deferred.draw(d["synth_seed"][None], d["source"][None], "cpu")
     assert torch.equal(img[0], item["image"]) and torch.equal(lab[0], item["label"])
     with pytest.raises(ValueError):
         GeneratedDataset(0, SMALL)

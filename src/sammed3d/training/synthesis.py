@@ -508,10 +508,7 @@ class SyntheticGenerator:
             component = connected_component_at(labels == value, (i, j, k))
             if int(component.sum()) < cfg.min_target_voxels:
                 continue
-            idx = component.nonzero()
-            lo = (idx.min(0).values - 1).clamp(min=0).tolist()
-            hi = (idx.max(0).values + 2).clamp(max=s).tolist()
-            box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+            box = _bbox(component, margin=1)
             sub = component[box]
             border = dilate(sub) & ~sub
             if not bool(border.any()):
@@ -663,8 +660,10 @@ class SyntheticGenerator:
             mask &= inside
             if int(mask.sum()) < self.cfg.min_target_voxels:
                 continue
-            ring = dilate(mask, 2) & ~mask & inside
-            local = image[ring].mean() if bool(ring.any()) else image[mask].mean()
+            box = _bbox(mask, margin=3)
+            sub = mask[box]
+            ring = dilate(sub, 2) & ~sub & inside[box]
+            local = image[box][ring].mean() if bool(ring.any()) else image[mask].mean()
             factor = float(rng.uniform(0.25, 0.8)) * (1.0 if rng.random() < 0.5 else -1.0)
             weight = gaussian_blur(mask.float(), float(rng.uniform(0.5, 1.2)))
             texture = 1.0 + 0.08 * self._smooth_noise(gen, int(rng.integers(16, 40)))[0]
@@ -719,6 +718,14 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     if np.linalg.det(q) < 0:
         q[:, 0] = -q[:, 0]
     return q.astype(np.float32)
+
+
+def _bbox(mask: torch.Tensor, margin: int = 0) -> tuple[slice, slice, slice]:
+    """Bounding box of a non-empty ``(X, Y, Z)`` mask, grown by ``margin`` (clipped)."""
+    idx = mask.nonzero()
+    lo = (idx.min(0).values - margin).clamp(min=0).tolist()
+    hi = (idx.max(0).values + 1 + margin).tolist()
+    return tuple(slice(a, min(b, n)) for a, b, n in zip(lo, hi, mask.shape, strict=True))  # type: ignore[return-value]
 
 
 def dilate(mask: torch.Tensor, radius: int = 1) -> torch.Tensor:
@@ -811,9 +818,11 @@ class GeneratedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
     Sample ``(epoch, index)`` is a pure function of ``(seed, epoch, index)``, so runs resume
     exactly and every rank/worker agrees. Items are ``image`` ``(1, S, S, S)`` float32,
-    ``label`` ``(1, S, S, S)`` float32 and ``seed`` (the click seed), as from
+    ``label`` ``(K, S, S, S)`` float32 and ``seed`` (the click seed), as from
     :func:`sammed3d.training.data.finish_sample`. With ``defer=True`` the crop is not drawn:
-    items carry ``synth_seed`` instead and :meth:`draw` makes the batch on the training device.
+    items carry ``synth_seed`` and ``source`` instead and :meth:`draw` makes the batch on the
+    training device. A share ``anatomy_fraction`` of the crops comes from real anatomy
+    (:meth:`SyntheticGenerator.sample_anatomy`), the rest from random label ensembles.
 
     Args:
         length: Crops per epoch.
@@ -822,6 +831,8 @@ class GeneratedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         shape_bank: Optional ``.npz`` path of shape templates.
         defer: Leave generation to :meth:`draw` (GPU generation).
         targets: Targets per crop (``label`` has this many channels).
+        anatomy: Optional ``.npz`` path of an :class:`Anatomy`.
+        anatomy_fraction: Share of crops drawn from ``anatomy``.
     """
 
     def __init__(
@@ -833,9 +844,16 @@ class GeneratedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         shape_bank: str | None = None,
         defer: bool = False,
         targets: int = 1,
+        anatomy: str | None = None,
+        anatomy_fraction: float = 0.0,
     ) -> None:
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
+        if anatomy_fraction > 0 and not anatomy:
+            raise ValueError("anatomy_fraction > 0 needs an anatomy file")
+        self.anatomy_path = anatomy
+        self.anatomy_fraction = float(anatomy_fraction)
+        self._anatomy: Anatomy | None = None
         self.length = int(length)
         self.config = config
         self.seed = int(seed)
@@ -862,27 +880,42 @@ class GeneratedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         rng = sample_rng(self.seed, epoch, index)
         synth_seed = int(rng.integers(2**62))
         click_seed = int(rng.integers(2**62))
+        source = int(rng.random() < self.anatomy_fraction)  # 1: real anatomy
         item = {
             "seed": torch.tensor(click_seed, dtype=torch.int64),
             "index": torch.tensor(index, dtype=torch.int64),
         }
         if self.defer:
             item["synth_seed"] = torch.tensor(synth_seed, dtype=torch.int64)
+            item["source"] = torch.tensor(source, dtype=torch.int64)
             return item
         if torch.utils.data.get_worker_info() is not None:
             torch.set_num_threads(1)
-        image, label = self.generator("cpu").sample(synth_seed, self.targets)
+        image, label = self._one(synth_seed, source, "cpu")
         item["image"] = image[None].contiguous()
         item["label"] = label.float()
         return item
 
+    def _one(
+        self, synth_seed: int, source: int, device: str | torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = self.generator(device)
+        if source:
+            if self._anatomy is None:
+                assert self.anatomy_path is not None
+                self._anatomy = Anatomy.load(self.anatomy_path)
+            return gen.sample_anatomy(self._anatomy, synth_seed, self.targets)
+        return gen.sample(synth_seed, self.targets)
+
     def draw(
-        self, synth_seeds: torch.Tensor, device: str | torch.device
+        self, synth_seeds: torch.Tensor, sources: torch.Tensor, device: str | torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate a deferred batch on ``device``: ``(B, 1, S, S, S)`` image, ``(B, K, S, S, S)``
         label."""
-        gen = self.generator(device)
-        pairs = [gen.sample(int(s), self.targets) for s in synth_seeds.tolist()]
+        pairs = [
+            self._one(int(s), int(k), device)
+            for s, k in zip(synth_seeds.tolist(), sources.tolist(), strict=True)
+        ]
         image = torch.stack([p[0] for p in pairs])[:, None]
         label = torch.stack([p[1] for p in pairs]).float()
         return image, label

@@ -759,7 +759,9 @@ class Trainer:
                     last_micro = (micro + 1) % t.accumulation_steps == 0
                     if "synth_seed" in batch:  # generated on the training device
                         assert generated is not None
-                        image, label = generated.draw(batch["synth_seed"], ctx.device)
+                        image, label = generated.draw(
+                            batch["synth_seed"], batch["source"], ctx.device
+                        )
                     else:
                         image = batch["image"].to(ctx.device, non_blocking=True)
                         label = batch["label"].to(ctx.device, non_blocking=True)
@@ -990,6 +992,8 @@ def build_generated_dataset(cfg: TrainingConfig) -> Dataset[dict[str, torch.Tens
         shape_bank=d.shape_bank,
         defer=d.generate_on_device,
         targets=d.targets_per_crop,
+        anatomy=d.anatomy,
+        anatomy_fraction=d.anatomy_fraction,
     )
 
 
