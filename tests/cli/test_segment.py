@@ -72,7 +72,8 @@ def test_checkpoint_from_environment(tmp_path, image, ckpt, monkeypatch, capsys)
     assert main(["segment", str(image), "-p", "15", "14", "8", "-o", str(out)]) == 0
     assert out.exists()
     monkeypatch.setenv("SAMMED3D_CHECKPOINT", str(tmp_path / "missing.pth"))
-    assert main(["segment", str(image), "-p", "15", "14", "8", "-o", str(out)]) == 2
+    out2 = tmp_path / "m2.mha"
+    assert main(["segment", str(image), "-p", "15", "14", "8", "-o", str(out2)]) == 2
     assert "SAMMED3D_CHECKPOINT" in _err(capsys)
 
 

@@ -204,16 +204,22 @@ def test_shards_merge_to_the_single_run(targets: list, tmp_path: Path) -> None:
     assert merge_results(sharded)["overall"] == second.summary["overall"]
 
 
-def test_bad_predictor_output_is_recorded_as_skip(targets: list, tmp_path: Path) -> None:
+def test_a_method_failure_is_scored_as_a_miss_not_skipped(targets: list, tmp_path: Path) -> None:
     class WrongShape(OraclePredictor):
         name = "wrong_shape"
 
         def add_click(self, click: Click) -> np.ndarray:
             return np.zeros((3, 3, 3), bool)
 
-    res = evaluate_targets(WrongShape(), targets[:1], tmp_path, CFG, show_progress=False)
-    assert res.evaluated == 0 and res.skipped == 1
-    assert "expected the native shape" in _csv(tmp_path / "skipped.csv")[0]["reason"]
+    cfg = EvalConfig(clicks=(1, 3), seed=7, metrics=("dice", "hd95"))
+    res = evaluate_targets(WrongShape(), targets[:1], tmp_path, cfg, show_progress=False)
+    assert res.evaluated == 1 and res.skipped == 0 and res.failed == 1
+    assert "expected the native shape" in _csv(tmp_path / "failed.csv")[0]["reason"]
+    rows = _csv(tmp_path / "per_click.csv")
+    assert [r["dice"] for r in rows] == ["0.0"] * 3
+    diagonal = math.dist((0, 0, 0), np.multiply((40, 36, 24), (1.0, 1.25, 2.0)))
+    assert all(float(r["hd95"]) == pytest.approx(diagonal) for r in rows)
+    assert res.summary is not None and res.summary["n_failed"] == 1
 
 
 def test_image_label_grid_mismatch_is_skipped(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def test_objects_keep_their_own_masks_and_labels(lab):
         session.new_object(0)
 
 
-def test_overlapping_objects_first_created_keeps_the_voxels(lab):
+def test_overlap_rule_later_on_top_by_default_or_earlier_kept(lab):
     vol, _, (ca, _), _ = _two_spheres(lab)
     session, _ = _session(lab, vol)
     m1 = session.add_point(ca)
@@ -93,7 +93,12 @@ def test_overlapping_objects_first_created_keeps_the_voxels(lab):
     np.testing.assert_array_equal(m1, m2)
     lm = session.label_map
     assert lm.dtype == np.uint16
-    assert (lm[m1] == 1).all()
+    assert (lm[m1] == 300).all()  # default: the later object on top
+    assert (session.make_label_map("earlier-kept")[m1] == 1).all()
+    kept = InteractiveSession(session.predictor, overlap="earlier-kept")
+    assert kept.overlap == "earlier-kept"
+    with pytest.raises(ValueError, match="overlap must be one of"):
+        session.make_label_map("first")
 
 
 def test_multi_level_undo_redo_restores_exact_states(lab):
