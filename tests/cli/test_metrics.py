@@ -55,7 +55,7 @@ def test_per_label_json(files: tuple[str, str], capsys: pytest.CaptureFixture[st
     }
     assert labels["5"]["gt_voxels"] == 0 and labels["5"]["dice"] == 0.0
     # one side empty: the image diagonal, the documented worst case (never inf/null)
-    diagonal = float(np.sqrt(sum((n * sp) ** 2 for n, sp in zip((20, 18, 12), SPACING))))
+    diagonal = float(np.linalg.norm(np.multiply((20, 18, 12), SPACING)))
     assert report["hd95_worst_case_mm"] == pytest.approx(diagonal)
     assert labels["5"]["hd95"] == pytest.approx(diagonal)
     assert report["spacing_mm"] == list(SPACING)
@@ -181,9 +181,7 @@ def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
     )
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # smaller than the output
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=write_end, stderr=subprocess.PIPE
-    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=write_end, stderr=subprocess.PIPE)
     os.close(write_end)
     first = os.read(read_end, 5)  # read a little, then go away like `head`
     os.close(read_end)

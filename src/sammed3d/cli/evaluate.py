@@ -134,9 +134,7 @@ def _print_summary(summary: dict) -> None:
     )
     failed = summary.get("n_failed", 0)
     note = f", {failed} failed (scored as misses)" if failed else ""
-    print(
-        f"Dice ({summary['n_targets']} targets, {summary['n_skipped']} skipped{note}): {line}"
-    )
+    print(f"Dice ({summary['n_targets']} targets, {summary['n_skipped']} skipped{note}): {line}")
 
 
 def _check_scored(summary: dict, output: object) -> None:
