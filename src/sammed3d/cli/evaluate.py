@@ -45,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="which labelled split to read (auto: the held-out split if labelled, else train)",
     )
-    parser.add_argument("--output", required=True, help="output folder (resumed if it exists)")
+    parser.add_argument(
+        "-o", "--output", required=True, help="output folder (resumed if it exists)"
+    )
     parser.add_argument(
         "--method",
         choices=METHODS,

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only these label values, e.g. 1,3 (default: every non-zero value of either file)",
     )
     parser.add_argument("--no-hd95", action="store_true", help="skip the 95%% Hausdorff distance")
-    parser.add_argument("--output", help="also write the JSON to this file")
+    parser.add_argument("-o", "--output", help="also write the JSON to this file")
     add_overwrite_arg(parser, "--output")
 
 
