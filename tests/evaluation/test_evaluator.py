@@ -281,3 +281,33 @@ def test_config_validation_and_shards() -> None:
             parse_shard(bad_shard)
     assert shard_from_env({"RANK": "2", "WORLD_SIZE": "3"}) == (2, 3)
     assert shard_from_env({}) == (0, 1)
+
+
+def test_one_missing_value_convention_in_parts_and_merged_csv(
+    targets: list, tmp_path: Path
+) -> None:
+    class FailsAtClick2(OraclePredictor):
+        name = "fails_at_2"
+
+        def start_target(self, *, roi_mask, gt) -> None:
+            super().start_target(roi_mask=roi_mask, gt=gt)
+            self.n = 0
+
+        def add_click(self, click: Click) -> np.ndarray:
+            self.n += 1
+            if self.n == 2:
+                raise ValueError("gave up")
+            return super().add_click(click)
+
+    cfg = EvalConfig(clicks=(1, 3), seed=7)  # hd95 not asked for: not computed
+    evaluate_targets(FailsAtClick2(), targets[:1], tmp_path, cfg, show_progress=False)
+    part = (tmp_path / "parts" / "per_click.shard0of1.csv").read_text(encoding="utf-8")
+    merged = (tmp_path / "per_click.csv").read_text(encoding="utf-8")
+    assert part == merged  # merging never turns one kind of missing value into another
+    rows = _csv(tmp_path / "per_click.csv")
+    assert {r["hd95"] for r in rows} == {""}  # not computed: empty
+    assert [r["seconds"] == "nan" for r in rows] == [False, True, True]  # undefined: nan
+    assert [r["dice"] for r in rows] == ["1.0", "0.0", "0.0"]
+    # and a rebuild from the parts alone writes the same text
+    merge_results(tmp_path)
+    assert (tmp_path / "per_click.csv").read_text(encoding="utf-8") == merged
