@@ -13,7 +13,6 @@ import pytest
 import SimpleITK as sitk
 
 from sammed3d.io import (
-    NIFTI_GEOMETRY_FIELDS,
     Volume,
     VolumeError,
     atomic_write_text,
@@ -21,6 +20,7 @@ from sammed3d.io import (
     read_volume,
     write_volume,
 )
+from sammed3d.nifti import NIFTI_GEOMETRY_FIELDS
 from tests.volumes import (
     GEOMETRIES,
     ORIGIN,

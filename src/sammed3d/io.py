@@ -5,7 +5,9 @@ Axis convention (the one place it is defined for the whole package):
 * ``Volume.array`` is indexed ``array[i, j, k]`` in **ITK/NIfTI voxel-index order**: ``i``
   runs along the first image axis (the fastest-varying one on disk), as shown by ITK-SNAP,
   3D Slicer and nibabel. This is the order of "native voxel indices" everywhere in sammed3d
-  (CLI ``--point I J K``, the predictor, the session).
+  (CLI ``--point I J K``, the predictor, the session). The memory order is not part of the
+  contract: arrays read from files keep the file's order (Fortran-contiguous) to avoid a
+  transposing copy.
 * ``Volume.affine`` maps ``(i, j, k, 1)`` to RAS+ millimetres (nibabel convention).
   ``Volume.direction`` / ``origin`` are ITK's (LPS+) values.
 
@@ -36,17 +38,15 @@ their codes, ``pixdim``, units; NRRD: ``space``, ``space directions``, ``space o
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import re
 import tempfile
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -167,7 +167,7 @@ class Volume:
         affine = np.asarray(affine, dtype=np.float64)
         if affine.shape != (4, 4):
             raise VolumeError(f"affine must be 4x4, got shape {affine.shape}")
-        spacing, direction, origin = _decompose_affine(affine)
+        spacing, direction, origin = decompose_affine(affine)
         return cls(array=array, spacing=spacing, origin=origin, direction=direction)
 
     def with_array(self, array: np.ndarray) -> Volume:
@@ -221,10 +221,14 @@ def check_spacing(spacing: Sequence[float], *, where: str = "") -> tuple[float, 
     return (values[0], values[1], values[2])
 
 
-def _decompose_affine(
+def decompose_affine(
     affine: np.ndarray, *, what: str = "affine"
 ) -> tuple[tuple[float, float, float], np.ndarray, tuple[float, float, float]]:
-    """RAS affine -> (spacing, ITK direction, ITK origin); rejects zero axes and shear."""
+    """RAS affine -> (spacing, ITK direction, ITK origin).
+
+    Raises:
+        VolumeError: non-finite values, a zero-length axis, or a sheared matrix (named ``what``).
+    """
     lps = _LPS_TO_RAS @ affine[:3, :3]
     spacing = np.linalg.norm(lps, axis=0)
     if not np.all(np.isfinite(affine)):
@@ -301,7 +305,9 @@ def read_volume(
                 f"{', '.join(VOLUME_SUFFIXES)} or a DICOM folder"
             )
         if suffix in (".nii", ".nii.gz"):
-            volume = _read_nifti(path)
+            from sammed3d.nifti import read_nifti
+
+            volume = read_nifti(path)
         else:
             volume = _from_sitk(_read_itk(path), path)
             if suffix in (".nrrd", ".nhdr"):
@@ -407,159 +413,12 @@ def _from_sitk(image, path: Path | None) -> Volume:  # noqa: ANN001
         raise VolumeError(f"{path}: expected a 3-D volume, got size {size} (a single slice?)")
     array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (k,j,i) -> (i,j,k)
     return Volume(
-        array=np.ascontiguousarray(array),
+        array=array,  # a (i, j, k) view of ITK's (k, j, i) buffer: no transposing copy
         spacing=image.GetSpacing(),
         origin=image.GetOrigin(),
         direction=np.asarray(image.GetDirection()).reshape(3, 3),
         path=path,
     )
-
-
-# NIfTI ------------------------------------------------------------------------------------
-
-#: Header fields that define where a NIfTI grid lies (copied verbatim on write).
-NIFTI_GEOMETRY_FIELDS = (
-    "qform_code",
-    "sform_code",
-    "quatern_b",
-    "quatern_c",
-    "quatern_d",
-    "qoffset_x",
-    "qoffset_y",
-    "qoffset_z",
-    "srow_x",
-    "srow_y",
-    "srow_z",
-    "xyzt_units",
-    "dim_info",
-)
-_UNIT_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 1e-3, "unknown": 1.0}
-
-
-def _read_nifti(path: Path) -> Volume:
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types on broken headers
-        raise VolumeError(f"cannot read {path}: not a valid NIfTI file ({_short(exc)})") from None
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-        raise VolumeError(f"cannot read {path}: not a NIfTI-1/2 image ({type(img).__name__})")
-    hdr = img.header
-    dtype = hdr.get_data_dtype()
-    if dtype.fields is not None or dtype.kind == "c":
-        raise VolumeError(f"{path}: expected a scalar image, got voxels of type {dtype}")
-    shape = tuple(int(s) for s in img.shape)
-    if len(shape) > 3 and all(s == 1 for s in shape[3:]):
-        shape = shape[:3]
-    elif len(shape) == 5 and shape[3] == 1:
-        raise VolumeError(
-            f"{path}: expected a scalar image, got {shape[4]} components per voxel (vector image)"
-        )
-    if len(shape) != 3:
-        raise VolumeError(
-            f"{path}: expected a 3-D volume, got a {len(shape)}-D image of size {shape}"
-        )
-    if min(shape) < 2:
-        raise VolumeError(f"{path}: expected a 3-D volume, got size {shape} (a single slice?)")
-    _check_nifti_length(path, img)
-    try:
-        slope, inter = hdr.get_slope_inter()
-        slope = 1.0 if slope is None else float(slope)
-        inter = 0.0 if inter is None else float(inter)
-        raw = np.asanyarray(img.dataobj.get_unscaled())
-        array = raw
-        if slope != 1.0 or inter != 0.0:  # as ITK: float32 unless the raw type is wider
-            scaled = np.float32 if raw.dtype.itemsize <= 2 else np.float64
-            array = raw.astype(scaled) * scaled(slope)
-            array += scaled(inter)
-    except (EOFError, OSError, ValueError, zlib.error) as exc:
-        raise VolumeError(
-            f"cannot read {path}: truncated or corrupt data ({_short(exc)})"
-        ) from None
-    array = np.ascontiguousarray(array.reshape(shape, order="A"))
-
-    affine, used = _nifti_affine(img, path)
-    raw = _raw_nifti_header(path, hdr)
-    pixdim = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
-    if used != "sform" and not (np.all(np.isfinite(pixdim)) and np.all(pixdim != 0)):
-        # nibabel silently turns a zero pixdim into 1 when it loads the header
-        shown = "(" + ", ".join(f"{v:g}" for v in pixdim) + ") mm"
-        raise VolumeError(f"{path}: the header gives voxel size {shown}: a zero axis; fix it")
-    spacing, direction, origin = _decompose_affine(affine, what=f"{path}: the {used}")
-    volume = Volume(array, spacing, origin, direction, path)
-    volume.header = SourceHeader("nifti", volume.shape, volume.affine, bytes(raw.binaryblock))
-    return volume
-
-
-def _raw_nifti_header(path: Path, loaded: Any) -> Any:
-    """The header exactly as stored (nibabel's ``load`` "fixes" some fields)."""
-    from nibabel.openers import ImageOpener
-
-    try:
-        with ImageOpener(str(path)) as fobj:
-            return type(loaded).from_fileobj(fobj, check=False)
-    except Exception:  # the checked header was readable; fall back to it
-        return loaded
-
-
-def _nifti_affine(img: Any, path: Path) -> tuple[np.ndarray, str]:
-    """The world matrix nibabel/FSL/3D Slicer use, in mm: sform if its code > 0, else qform."""
-    hdr = img.header
-    unit = hdr.get_xyzt_units()[0]
-    scale = np.diag([_UNIT_TO_MM.get(unit, 1.0)] * 3 + [1.0])
-    sform, s_code = hdr.get_sform(coded=True)
-    qform, q_code = hdr.get_qform(coded=True)
-    if s_code and s_code > 0 and sform is not None:
-        try:
-            _decompose_affine(np.asarray(sform, dtype=np.float64))
-            return scale @ np.asarray(sform, dtype=np.float64), "sform"
-        except VolumeError as exc:
-            if not (q_code and q_code > 0):
-                raise VolumeError(f"{path}: the sform {str(exc)[len('affine ') :]}") from None
-            logger.warning(
-                "%s: the sform cannot be used (%s); using the qform as ITK does",
-                path,
-                str(exc)[len("affine ") :],
-            )
-    if q_code and q_code > 0 and qform is not None:
-        return scale @ np.asarray(qform, dtype=np.float64), "qform"
-    return scale @ np.asarray(hdr.get_base_affine(), dtype=np.float64), "pixdim"
-
-
-def _check_nifti_length(path: Path, img: Any) -> None:
-    """Raise if the file holds fewer data bytes than its header announces."""
-    hdr = img.header
-    expected = int(hdr.get_data_offset()) + int(np.prod(img.shape)) * hdr.get_data_dtype().itemsize
-    if volume_suffix(path) == ".nii":
-        size = path.stat().st_size
-        if size < expected:
-            raise VolumeError(
-                f"cannot read {path}: truncated NIfTI file ({size} bytes, its header needs "
-                f"{expected})"
-            )
-        return
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() < 18:
-            raise VolumeError(f"cannot read {path}: truncated gzip file")
-        f.seek(-4, os.SEEK_END)
-        isize = int.from_bytes(f.read(4), "little")
-    if isize == expected % 2**32:
-        return
-    # the gzip trailer disagrees (truncation, or an unusual multi-member file): count
-    total = 0
-    try:
-        with gzip.open(path, "rb") as stream:
-            while chunk := stream.read(1 << 24):
-                total += len(chunk)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise VolumeError(f"cannot read {path}: truncated or corrupt gzip data ({exc})") from None
-    if total < expected:
-        raise VolumeError(
-            f"cannot read {path}: truncated NIfTI file ({total} bytes of data, its header "
-            f"needs {expected})"
-        )
 
 
 # NRRD -------------------------------------------------------------------------------------
@@ -677,7 +536,9 @@ def write_volume(
 
     def write(tmp: str) -> None:
         if header is not None and header.format == "nifti" and fmt == "nifti":
-            _write_nifti(volume, header, tmp)
+            from sammed3d.nifti import write_nifti_with_header
+
+            write_nifti_with_header(volume, header, tmp)
             return
         import SimpleITK as sitk
 
@@ -686,34 +547,6 @@ def write_volume(
             _patch_nrrd_header(tmp, header)
 
     return atomic_write(path, write, suffix=suffix)
-
-
-def _write_nifti(volume: Volume, header: SourceHeader, tmp: str) -> None:
-    import nibabel as nib
-
-    raw = header.data
-    assert isinstance(raw, bytes)
-    if len(raw) == nib.Nifti2Header.template_dtype.itemsize:
-        src: Any = nib.Nifti2Header(binaryblock=raw)
-        hdr: Any = nib.Nifti2Header()
-        image_cls: Any = nib.Nifti2Image
-    else:
-        src = nib.Nifti1Header(binaryblock=raw)
-        hdr = nib.Nifti1Header()
-        image_cls = nib.Nifti1Image
-    array = volume.array
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8)
-    hdr.set_data_shape(array.shape)
-    hdr.set_data_dtype(array.dtype)
-    for key in NIFTI_GEOMETRY_FIELDS:
-        hdr[key] = src[key]
-    pixdim = np.array(hdr["pixdim"])
-    pixdim[:4] = src["pixdim"][:4]
-    hdr["pixdim"] = pixdim
-    image = image_cls(np.asarray(array), None, header=hdr)
-    image.header.set_slope_inter(1.0, 0.0)
-    nib.save(image, tmp)
 
 
 def atomic_write(
@@ -853,16 +686,10 @@ def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
         return False
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 __all__ = [
     "IRREGULAR_SLICES",
     "MAX_SPACING_MM",
     "MIN_SPACING_MM",
-    "NIFTI_GEOMETRY_FIELDS",
     "VOLUME_SUFFIXES",
     "WRITE_SUFFIXES",
     "IrregularSlices",
@@ -875,6 +702,7 @@ __all__ = [
     "check_output_file",
     "check_spacing",
     "check_writable_folder",
+    "decompose_affine",
     "default_file_mode",
     "read_volume",
     "to_sitk",
