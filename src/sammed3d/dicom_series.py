@@ -93,8 +93,8 @@ def read_dicom_series(folder: Path, *, irregular_slices: IrregularSlices = "erro
         )
     with _quiet_itk():
         files = [Path(f) for f in reader.GetGDCMSeriesFileNames(str(folder), series[0])]
-    if len(files) < 2:
-        raise VolumeError(f"{folder}: the DICOM series has {len(files)} slice; need a 3-D volume")
+    if len(files) < 2:  # one file: a multi-frame volume (or a single slice, refused later)
+        return _execute(reader, files, folder)
     headers = [_slice_header(f) for f in files]
     if any(h is None for h in headers):
         # no geometry tags (e.g. secondary capture): nothing to check against; ITK decides

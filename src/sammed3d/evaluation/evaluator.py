@@ -65,6 +65,7 @@ import numpy as np
 from sammed3d.clicks import CLICK_STRATEGIES, ClickStrategy, sample_next_click
 from sammed3d.evaluation.metrics import (
     METRIC_NAMES,
+    check_label_map,
     check_same_grid,
     compute_metrics,
     worst_case_distance_mm,
@@ -299,6 +300,7 @@ def _shard_cases(targets: Sequence[Any], shard: tuple[int, int]) -> list[list[An
 
 def _load_case(image_path: Path, label_path: Path) -> tuple[Volume, Volume]:
     label = read_volume(label_path)
+    check_label_map(label, f"label file {label_path.name}", max_labels=None)
     image = read_volume(image_path)
     try:
         check_same_grid(image, label)
