@@ -311,3 +311,16 @@ def test_one_missing_value_convention_in_parts_and_merged_csv(
     # and a rebuild from the parts alone writes the same text
     merge_results(tmp_path)
     assert (tmp_path / "per_click.csv").read_text(encoding="utf-8") == merged
+
+
+def test_a_label_file_that_is_not_a_label_map_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    root = make_nnunet_dataset(tmp_path / "Dataset007_Soft", n_cases=1)
+    path = root / "labelsTr" / "case_0.nii.gz"
+    lab = read_volume(path)
+    from sammed3d.io import write_volume
+
+    write_volume(lab.with_array(lab.array.astype(np.float32) * 0.5), path)  # 0.5, 1.0
+    targets = iter_targets(discover_dataset(root))
+    res = evaluate_targets(OraclePredictor(), targets, tmp_path / "out", CFG, show_progress=False)
+    assert res.evaluated == 0 and res.skipped == 2
+    assert "not a label map" in res.skipped_reasons[0]
