@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +54,10 @@ def test_per_label_json(files: tuple[str, str], capsys: pytest.CaptureFixture[st
         "hd95": 0.0,
     }
     assert labels["5"]["gt_voxels"] == 0 and labels["5"]["dice"] == 0.0
-    assert labels["5"]["hd95"] is None  # inf -> null in strict JSON
+    # one side empty: the image diagonal, the documented worst case (never inf/null)
+    diagonal = float(np.linalg.norm(np.multiply((20, 18, 12), SPACING)))
+    assert report["hd95_worst_case_mm"] == pytest.approx(diagonal)
+    assert labels["5"]["hd95"] == pytest.approx(diagonal)
     assert report["spacing_mm"] == list(SPACING)
     assert report["mean_over_gt_labels"]["dice"]["mean"] == pytest.approx(0.75)
     assert report["mean_over_gt_labels"]["dice"]["n"] == 2
@@ -95,3 +100,94 @@ def test_errors_are_one_line(
     with pytest.raises(SystemExit) as exc:
         main(["metrics", "--pred", pred, "--gt", gt, "--labels", "0"])
     assert exc.value.code == 2
+
+
+def test_a_missed_structure_does_not_improve_the_hd95_mean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gt = np.zeros((20, 18, 12), np.uint8)
+    gt[2:6, 2:7, 2:7] = 1
+    gt[10:15, 10:14, 4:9] = 2
+    pred = np.zeros_like(gt)
+    pred[3:6, 2:7, 2:7] = 1  # label 1 close (HD95 1 mm), label 2 missed entirely
+    p, g = _write(tmp_path / "p.nii.gz", pred), _write(tmp_path / "g.nii.gz", gt)
+    assert main(["metrics", "--pred", p, "--gt", g]) == 0
+    report = json.loads(capsys.readouterr().out)
+    worst = report["hd95_worst_case_mm"]
+    assert report["labels"]["2"]["hd95"] == pytest.approx(worst)
+    mean = report["mean_over_gt_labels"]["hd95"]
+    assert mean["n"] == 2
+    assert mean["mean"] == pytest.approx((report["labels"]["1"]["hd95"] + worst) / 2)
+    assert mean["mean"] > report["labels"]["1"]["hd95"]  # the miss makes it worse, not better
+
+
+def test_images_are_refused_as_label_maps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(0)
+    gt = _write(tmp_path / "gt.nii.gz", (rng.random((20, 18, 12)) > 0.5).astype(np.uint8))
+    ct = rng.normal(0, 400, (20, 18, 12)).astype(np.int16)  # a CT: negative HU
+    ct_path = tmp_path / "ct.nii.gz"
+    write_volume(Volume(ct, SPACING, (5.0, 0.0, -3.0)), ct_path)
+    mri = (rng.random((20, 18, 12)) * 300).astype(np.float32)  # non-integer intensities
+    mri_path = tmp_path / "mri.nrrd"
+    write_volume(Volume(mri, SPACING, (5.0, 0.0, -3.0)), mri_path)
+    many = rng.integers(0, 3000, (20, 18, 12)).astype(np.uint16)  # thousands of "labels"
+    many_path = tmp_path / "many.mha"
+    write_volume(Volume(many, SPACING, (5.0, 0.0, -3.0)), many_path)
+    for image, match in ((ct_path, "negative values"), (mri_path, "non-integer")):
+        for flag in ("--pred", "--gt"):
+            other = "--gt" if flag == "--pred" else "--pred"
+            assert main(["metrics", flag, str(image), other, gt]) == 2
+            err = capsys.readouterr().err.strip()
+            assert err.startswith("error: ") and "\n" not in err
+            assert "not a label map" in err and match in err and str(image) in err
+    assert main(["metrics", "--pred", str(many_path), "--gt", gt]) == 2
+    assert "distinct non-zero values" in capsys.readouterr().err
+    # with explicit labels the user takes responsibility for a many-valued map
+    assert main(["metrics", "--pred", str(many_path), "--gt", gt, "--labels", "1"]) == 0
+
+
+def test_output_file_follows_the_overwrite_rule(
+    files: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pred, gt = files
+    out = tmp_path / "m.json"
+    out.write_text("precious")
+    assert main(["metrics", "--pred", pred, "--gt", gt, "--output", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert out.read_text() == "precious"
+    assert main(["metrics", "--pred", pred, "--gt", gt, "--output", str(out), "--overwrite"]) == 0
+    assert json.loads(out.read_text())["labels"]
+    assert main(["metrics", "--pred", pred, "--gt", gt, "--output", gt, "--overwrite"]) == 2
+    assert "input" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
+    """``sammed3d metrics ... | head -c 5``: no BrokenPipeError traceback, work finished."""
+    import fcntl
+    import os
+
+    labels = np.zeros((24, 24, 8), np.uint8)  # 72 labels: ~10 kB of JSON
+    for n, (i, j, k) in enumerate(np.ndindex(6, 6, 2)):
+        labels[4 * i : 4 * i + 3, 4 * j : 4 * j + 3, 4 * k : 4 * k + 3] = n + 1
+    gt = str(write_volume(Volume(labels, SPACING), tmp_path / "gt.nii.gz"))
+    pred = str(write_volume(Volume(np.roll(labels, 1, axis=0), SPACING), tmp_path / "p.nii.gz"))
+    out = tmp_path / "m.json"
+    code = (
+        "import sys; from sammed3d.cli import main; "
+        f"sys.exit(main(['metrics', '--pred', {pred!r}, '--gt', {gt!r}, '--no-hd95', "
+        f"'--output', {str(out)!r}]))"
+    )
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # smaller than the output
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
+    first = os.read(read_end, 5)  # read a little, then go away like `head`
+    os.close(read_end)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert first == b'{\n  "'
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert len(json.loads(out.read_text())["labels"]) == 72  # the work was finished

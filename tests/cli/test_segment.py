@@ -72,7 +72,8 @@ def test_checkpoint_from_environment(tmp_path, image, ckpt, monkeypatch, capsys)
     assert main(["segment", str(image), "-p", "15", "14", "8", "-o", str(out)]) == 0
     assert out.exists()
     monkeypatch.setenv("SAMMED3D_CHECKPOINT", str(tmp_path / "missing.pth"))
-    assert main(["segment", str(image), "-p", "15", "14", "8", "-o", str(out)]) == 2
+    out2 = tmp_path / "m2.mha"
+    assert main(["segment", str(image), "-p", "15", "14", "8", "-o", str(out2)]) == 2
     assert "SAMMED3D_CHECKPOINT" in _err(capsys)
 
 
@@ -226,3 +227,83 @@ def test_debug_shows_the_traceback(tmp_path, ckpt):
     argv = ["segment", str(path), "-p", "1", "1", "1", "--checkpoint", str(ckpt), "--debug"]
     with pytest.raises(ValueError, match="unsupported"):
         main([*argv, "-o", str(tmp_path / "o.nii.gz")])
+
+
+def test_nifti_sform_and_qform_survive_and_ras_clicks_use_the_sform(tmp_path, ckpt, capsys):
+    """A registered NIfTI (sform code 4, qform code 1, 13 mm apart): the mask carries both
+    unchanged, and ``--coords ras`` means what nibabel/FSL/Slicer show (the sform)."""
+    import nibabel as nib
+
+    qform = np.diag([1.1, 0.9, 2.5, 1.0])
+    qform[:3, 3] = (-20.0, 15.0, 30.0)
+    sform = qform.copy()
+    sform[:3, 3] += (5.0, -12.0, 0.0)  # 13 mm away
+    img = nib.Nifti1Image(_image(), None)
+    img.set_qform(qform, code=1)
+    img.set_sform(sform, code=4)
+    src = tmp_path / "registered.nii.gz"
+    nib.save(img, src)
+    src_hdr = nib.load(src).header
+    out = tmp_path / "mask.nii.gz"
+    argv = ["segment", str(src), "-p", "15", "14", "8", "--checkpoint", str(ckpt), "--no-extend"]
+    assert main([*argv, "-o", str(out)]) == 0
+    hdr = nib.load(out).header
+    for key in ("sform_code", "qform_code", "srow_x", "srow_y", "srow_z", "quatern_b",
+                "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z"):  # fmt: skip
+        assert hdr[key].tobytes() == src_hdr[key].tobytes(), key
+    assert hdr["pixdim"][:4].tobytes() == src_hdr["pixdim"][:4].tobytes()
+    np.testing.assert_allclose(nib.load(out).affine, sform)
+    # the same voxel given in RAS mm of the sform gives the same mask
+    ras = sform @ np.array([15, 14, 8, 1.0])
+    out_ras = tmp_path / "mask_ras.nii.gz"
+    argv_ras = ["segment", str(src), "--coords", "ras", "-p", *map(str, ras[:3])]
+    assert main([*argv_ras, "--checkpoint", str(ckpt), "--no-extend", "-o", str(out_ras)]) == 0
+    assert "click 1/1 + at (15, 14, 8)" in capsys.readouterr().out
+    np.testing.assert_array_equal(
+        np.asanyarray(nib.load(out_ras).dataobj), np.asanyarray(nib.load(out).dataobj)
+    )
+
+
+def test_dicom_series_with_a_gap_is_refused_or_read_onto_true_positions(tmp_path, ckpt, capsys):
+    from tests.volumes import write_dicom_series
+
+    files, _ = write_dicom_series(tmp_path / "series", n=12, dz=2.5, shape=(30, 28))
+    files[6].unlink()
+    argv = ["segment", str(tmp_path / "series"), "-p", "14", "15", "3", "--checkpoint", str(ckpt)]
+    argv += ["--no-extend"]
+    assert main([*argv, "-o", str(tmp_path / "m.nii.gz")]) == 2
+    err = _err(capsys)
+    assert "between IM0005.dcm and IM0007.dcm" in err and "1 slice(s) missing?" in err
+    assert not (tmp_path / "m.nii.gz").exists()
+    out = tmp_path / "m2.nii.gz"
+    assert main([*argv, "-o", str(out), "--irregular-slices", "resample"]) == 0
+    mask = read_volume(out)
+    assert mask.shape == (28, 30, 12) and mask.spacing[2] == pytest.approx(2.5)
+
+
+def test_existing_output_needs_overwrite(tmp_path, image, ckpt, capsys):
+    out = tmp_path / "mask.nii.gz"
+    out.write_bytes(b"an earlier result")
+    argv = ["segment", str(image), "-p", "15", "14", "8", "--checkpoint", str(ckpt), "-o", str(out)]
+    assert main([*argv, "--no-extend"]) == 2
+    assert "exists; pass --overwrite" in _err(capsys)
+    assert out.read_bytes() == b"an earlier result"
+    assert main([*argv, "--no-extend", "--overwrite"]) == 0
+    assert read_volume(out).shape == read_volume(image).shape
+
+
+def test_an_empty_mask_is_a_warning_on_stderr(tmp_path, image, capsys):
+    from sammed3d import build_model
+
+    model = build_model("sam_med3d_tiny")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # logits 0 everywhere: nothing is > 0
+    blank = save_checkpoint(model, tmp_path / "blank.pth")
+    out = tmp_path / "mask.nii.gz"
+    argv = ["segment", str(image), "-p", "15", "14", "8", "--checkpoint", str(blank)]
+    assert main([*argv, "-o", str(out), "--no-extend"]) == 0
+    captured = capsys.readouterr()
+    assert "0 voxels" in captured.out
+    assert "warning: the mask is empty" in captured.err
+    assert out.exists() and not read_volume(out).array.any()

@@ -123,3 +123,44 @@ def test_cache_only(tmp_path, dataset, capsys):
     assert "cache ready: 2 training targets" in capsys.readouterr().out
     assert list((run / "cache").glob("*/manifest.jsonl"))
     assert not (run / "checkpoints").exists()
+
+
+def test_resume_falls_back_to_an_older_checkpoint_when_the_newest_is_corrupt(
+    tmp_path, dataset, capsys
+):
+    run = tmp_path / "run"
+    common = [f"data.roots=[{dataset}]", "train.batch_size=1", "train.epochs=2"]
+    assert _train("--config", "tiny_cpu", "-o", str(run), *common, "run.save_every_steps=1",
+                  "run.stop_after_steps=2") == 0  # fmt: skip
+    ckpts = run / "checkpoints"
+    newest = ckpts / "step_00000002.pth"
+    assert newest.exists() and (ckpts / "step_00000001.pth").exists()
+    raw = newest.read_bytes()
+    newest.write_bytes(raw[: len(raw) // 3])  # a crash while it was copied
+    capsys.readouterr()
+    assert _train("--resume", str(run), "run.stop_after_steps=null") == 0
+    captured = capsys.readouterr()
+    assert "resuming from the older checkpoint step_00000001.pth" in captured.err
+    assert "step_00000002.pth" in captured.err
+    assert "finished: epoch 2, step 4" in captured.out
+    # nothing readable at all: a one-line error naming the newest problem
+    for p in ckpts.glob("*.pth"):
+        p.write_bytes(b"garbage")
+    assert _train("--resume", str(run)) == 2
+    assert "no usable checkpoint" in _err(capsys)
+
+
+def test_allow_unsafe_pickle_is_accepted_by_train(tmp_path, dataset, capsys):
+    import argparse
+
+    state = build_model("sam_med3d_tiny").state_dict()
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"model_state_dict": state, "args": argparse.Namespace(lr=1e-4)}, pickled)
+    base = ["--config", "tiny_cpu", "--init", str(pickled), f"data.roots=[{dataset}]"]
+    base += ["train.epochs=1", "train.batch_size=1"]
+    assert _train(*base, "-o", str(tmp_path / "a")) == 2
+    err = _err(capsys)
+    assert "--allow-unsafe-pickle" in err or "allow_unsafe_pickle" in err
+    assert _train(*base, "-o", str(tmp_path / "b"), "--allow-unsafe-pickle") == 0
+    cfg = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text(encoding="utf-8"))
+    assert cfg["model"]["allow_unsafe_pickle"] is True

@@ -204,16 +204,22 @@ def test_shards_merge_to_the_single_run(targets: list, tmp_path: Path) -> None:
     assert merge_results(sharded)["overall"] == second.summary["overall"]
 
 
-def test_bad_predictor_output_is_recorded_as_skip(targets: list, tmp_path: Path) -> None:
+def test_a_method_failure_is_scored_as_a_miss_not_skipped(targets: list, tmp_path: Path) -> None:
     class WrongShape(OraclePredictor):
         name = "wrong_shape"
 
         def add_click(self, click: Click) -> np.ndarray:
             return np.zeros((3, 3, 3), bool)
 
-    res = evaluate_targets(WrongShape(), targets[:1], tmp_path, CFG, show_progress=False)
-    assert res.evaluated == 0 and res.skipped == 1
-    assert "expected the native shape" in _csv(tmp_path / "skipped.csv")[0]["reason"]
+    cfg = EvalConfig(clicks=(1, 3), seed=7, metrics=("dice", "hd95"))
+    res = evaluate_targets(WrongShape(), targets[:1], tmp_path, cfg, show_progress=False)
+    assert res.evaluated == 1 and res.skipped == 0 and res.failed == 1
+    assert "expected the native shape" in _csv(tmp_path / "failed.csv")[0]["reason"]
+    rows = _csv(tmp_path / "per_click.csv")
+    assert [r["dice"] for r in rows] == ["0.0"] * 3
+    diagonal = math.dist((0, 0, 0), np.multiply((40, 36, 24), (1.0, 1.25, 2.0)))
+    assert all(float(r["hd95"]) == pytest.approx(diagonal) for r in rows)
+    assert res.summary is not None and res.summary["n_failed"] == 1
 
 
 def test_image_label_grid_mismatch_is_skipped(tmp_path: Path) -> None:
@@ -275,3 +281,46 @@ def test_config_validation_and_shards() -> None:
             parse_shard(bad_shard)
     assert shard_from_env({"RANK": "2", "WORLD_SIZE": "3"}) == (2, 3)
     assert shard_from_env({}) == (0, 1)
+
+
+def test_one_missing_value_convention_in_parts_and_merged_csv(
+    targets: list, tmp_path: Path
+) -> None:
+    class FailsAtClick2(OraclePredictor):
+        name = "fails_at_2"
+
+        def start_target(self, *, roi_mask, gt) -> None:
+            super().start_target(roi_mask=roi_mask, gt=gt)
+            self.n = 0
+
+        def add_click(self, click: Click) -> np.ndarray:
+            self.n += 1
+            if self.n == 2:
+                raise ValueError("gave up")
+            return super().add_click(click)
+
+    cfg = EvalConfig(clicks=(1, 3), seed=7)  # hd95 not asked for: not computed
+    evaluate_targets(FailsAtClick2(), targets[:1], tmp_path, cfg, show_progress=False)
+    part = (tmp_path / "parts" / "per_click.shard0of1.csv").read_text(encoding="utf-8")
+    merged = (tmp_path / "per_click.csv").read_text(encoding="utf-8")
+    assert part == merged  # merging never turns one kind of missing value into another
+    rows = _csv(tmp_path / "per_click.csv")
+    assert {r["hd95"] for r in rows} == {""}  # not computed: empty
+    assert [r["seconds"] == "nan" for r in rows] == [False, True, True]  # undefined: nan
+    assert [r["dice"] for r in rows] == ["1.0", "0.0", "0.0"]
+    # and a rebuild from the parts alone writes the same text
+    merge_results(tmp_path)
+    assert (tmp_path / "per_click.csv").read_text(encoding="utf-8") == merged
+
+
+def test_a_label_file_that_is_not_a_label_map_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    root = make_nnunet_dataset(tmp_path / "Dataset007_Soft", n_cases=1)
+    path = root / "labelsTr" / "case_0.nii.gz"
+    lab = read_volume(path)
+    from sammed3d.io import write_volume
+
+    write_volume(lab.with_array(lab.array.astype(np.float32) * 0.5), path)  # 0.5, 1.0
+    targets = iter_targets(discover_dataset(root))
+    res = evaluate_targets(OraclePredictor(), targets, tmp_path / "out", CFG, show_progress=False)
+    assert res.evaluated == 0 and res.skipped == 2
+    assert "not a label map" in res.skipped_reasons[0]

@@ -89,3 +89,56 @@ def test_cli_evaluates_a_checkpoint(
     assert '"run.method": "sam_med3d"' in summary
     assert '"extend": false' in summary
     assert len(read_rows(out / "per_click.csv")) == 4
+
+
+def test_methods_compared_side_by_side_score_the_same_targets(
+    tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1-voxel target (smaller than one 1.5 mm lattice voxel) and an image the model
+    refuses: neither shrinks the model's target set below the baseline's."""
+    import json
+
+    from sammed3d.io import write_volume
+
+    data = make_nnunet_dataset(tmp_path / "Dataset009_Dot", n_cases=1)
+    label_path = data / "labelsTr" / "case_0.nii.gz"
+    label = read_volume(label_path)
+    arr = label.array.copy()
+    arr[3, 3, 3] = 3  # one voxel
+    write_volume(label.with_array(arr), label_path)
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["labels"]["dot"] = 3
+    (data / "dataset.json").write_text(json.dumps(meta))
+
+    keys = {}
+    for method in ("sam-med3d", "region-growing"):
+        argv = ["evaluate", "--data", str(data), "--clicks", "1,2", "--method", method]
+        argv += ["--output", str(tmp_path / method), "--no-progress"]
+        if method == "sam-med3d":
+            argv += ["--checkpoint", str(checkpoint), "--device", "cpu", "--no-extend"]
+        assert main(argv) == 0
+        rows = read_rows(tmp_path / method / "per_click.csv")
+        keys[method] = {(r["class"], r["label"]) for r in rows}
+        summary = json.loads((tmp_path / method / "summary.json").read_text())
+        assert summary["n_targets"] == 3 and summary["n_skipped"] == 0, method
+    assert keys["sam-med3d"] == keys["region-growing"] == {("ball", 1), ("box", 2), ("dot", 3)}
+    capsys.readouterr()
+
+
+def test_a_method_that_refuses_the_image_scores_misses(
+    dataset: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    from sammed3d.io import Volume
+
+    class Refuses(SessionPredictor):
+        def set_image(self, image: Volume, *, modality: str | None = None) -> None:
+            raise ValueError("this method cannot read this image")
+
+    targets = iter_targets(discover_dataset(dataset))
+    cfg = EvalConfig(clicks=(1, 2), seed=4)
+    res = evaluate_targets(
+        Refuses(_session(checkpoint)), targets, tmp_path, cfg, show_progress=False
+    )
+    assert res.evaluated == 2 and res.failed == 2 and res.skipped == 0
+    assert res.summary is not None and res.summary["overall"]["2"]["dice"]["mean"] == 0.0
+    assert "cannot read this image" in (tmp_path / "failed.csv").read_text()

@@ -84,7 +84,7 @@ def test_objects_keep_their_own_masks_and_labels(lab):
         session.new_object(0)
 
 
-def test_overlapping_objects_first_created_keeps_the_voxels(lab):
+def test_overlap_rule_later_on_top_by_default_or_earlier_kept(lab):
     vol, _, (ca, _), _ = _two_spheres(lab)
     session, _ = _session(lab, vol)
     m1 = session.add_point(ca)
@@ -93,7 +93,12 @@ def test_overlapping_objects_first_created_keeps_the_voxels(lab):
     np.testing.assert_array_equal(m1, m2)
     lm = session.label_map
     assert lm.dtype == np.uint16
-    assert (lm[m1] == 1).all()
+    assert (lm[m1] == 300).all()  # default: the later object on top
+    assert (session.make_label_map("earlier-kept")[m1] == 1).all()
+    kept = InteractiveSession(session.predictor, overlap="earlier-kept")
+    assert kept.overlap == "earlier-kept"
+    with pytest.raises(ValueError, match="overlap must be one of"):
+        session.make_label_map("first")
 
 
 def test_multi_level_undo_redo_restores_exact_states(lab):
@@ -232,3 +237,56 @@ def test_export_label_map_keeps_geometry_and_protects_the_input(lab, tmp_path, s
     np.testing.assert_allclose(back.direction, vol.direction, atol=1e-6)
     with pytest.raises(ValueError, match="overwrite"):
         session.export_label_map(src)
+
+
+def _ball_model(lab):
+    """A model that segments a ball of ``radius`` ROI voxels around the newest positive click
+    (set ``radius`` between objects: an organ, then a tumour inside it)."""
+    import torch.nn.functional as F
+
+    class BallModel(lab.OracleModel):
+        radius = 8.0
+
+        def decode(self, image_embeddings, point_coords, point_labels, mask_input, **kw):
+            grid = np.indices((self.img_size,) * 3)
+            p = [float(v) for v in point_coords[0, -1]]
+            ball = sum((grid[a] - p[a]) ** 2 for a in range(3)) <= self.radius**2
+            logits = torch.from_numpy(np.where(ball, 10.0, -10.0).astype(np.float32))[None, None]
+            low = F.interpolate(logits, size=self.low_res_size, mode="trilinear")
+            return low, torch.ones(1, 1)
+
+    return BallModel(img_size=48)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_a_nested_object_is_not_lost_in_the_export(lab, tmp_path, caplog, suffix):
+    vol, _, (ca, _), _ = _two_spheres(lab)
+    model = _ball_model(lab)
+    session = InteractiveSession(SamMed3DPredictor(model, extend=False))
+    session.set_image(vol)
+    organ = session.add_point(ca)  # object 1: the large one
+    model.radius = 2.5
+    session.new_object()
+    tumour = session.add_point(ca)  # object 2: inside it
+    assert tumour.sum() > 0 and (organ[tumour]).all()
+    out = tmp_path / f"labels{suffix}"
+    with caplog.at_level("WARNING"):
+        session.export_label_map(out)  # default: later objects on top
+    written = read_volume(out).array
+    assert int((written == 2).sum()) == int(tumour.sum())
+    assert int((written == 1).sum()) == int(organ.sum() - tumour.sum())
+    assert "warning" not in caplog.text
+    with caplog.at_level("WARNING"):
+        session.export_label_map(out, overlap="earlier-kept")
+    assert int((read_volume(out).array == 2).sum()) == 0
+    assert f"object 2 keeps 0 of its {int(tumour.sum())} voxels" in caplog.text
+
+
+def test_export_warns_about_an_empty_object(lab, tmp_path, caplog):
+    vol, _, (ca, _), _ = _two_spheres(lab)
+    session, _ = _session(lab, vol)
+    session.add_point(ca)
+    session.new_object(5)  # never clicked
+    with caplog.at_level("WARNING"):
+        session.export_label_map(tmp_path / "l.nii.gz")
+    assert "object 5 is empty" in caplog.text

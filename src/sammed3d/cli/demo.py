@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from sammed3d.cli import add_unsafe_pickle_arg
+from sammed3d.cli import add_device_arg, add_overwrite_arg, add_unsafe_pickle_arg
+
+#: The files the demo writes into its output folder (replaced only with --overwrite).
+DEMO_OUTPUTS = ("demo_labels.nii.gz", "demo_overlay.png", "demo_summary.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,27 +24,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated AAL names (default: Hippocampus_L,Thalamus_R,Precentral_L,"
         "Cerebelum_6_R,Caudate_L,Putamen_R)",
     )
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_device_arg(parser, default="cpu")
+    add_overwrite_arg(parser, "the demo's files in the output folder")
     parser.add_argument("--no-extend", action="store_true", help="one ROI per structure")
     add_unsafe_pickle_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from sammed3d.demo import DEFAULT_STRUCTURES, run_demo
+    from sammed3d.devices import resolve_device
+    from sammed3d.io import check_output_file
+    from sammed3d.paths import require_checkpoint
 
     structures = (
         tuple(s.strip() for s in args.structures.split(",") if s.strip())
         if args.structures
         else DEFAULT_STRUCTURES
     )
-    result = run_demo(
-        args.output_dir,
-        checkpoint=args.checkpoint,
-        structures=structures,
-        device=args.device,
-        allow_unsafe_pickle=args.allow_unsafe_pickle,
-        extend=not args.no_extend,
-    )
+    # everything that can fail before the work, checked before anything is created
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output folder {out} is a file")
+    for name in DEMO_OUTPUTS:
+        check_output_file(out / name, overwrite=args.overwrite)
+    device = str(resolve_device(args.device))
+    checkpoint = require_checkpoint(args.checkpoint)
+    created = not out.exists()
+    try:
+        result = run_demo(
+            out,
+            checkpoint=checkpoint,
+            structures=structures,
+            device=device,
+            allow_unsafe_pickle=args.allow_unsafe_pickle,
+            extend=not args.no_extend,
+        )
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # leave no empty output folder behind
+        raise
     print(f"checkpoint: {result.checkpoint}")
     print(f"{'structure':<16} {'click (i,j,k)':<16} {'Dice':>6} {'seconds':>8}")
     for r in result.structures:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from sammed3d.cli import add_unsafe_pickle_arg
+from sammed3d.cli import add_device_arg, add_unsafe_pickle_arg
 from sammed3d.cli.prepare import add_layout_argument
 
 METHODS = ("sam-med3d", "region-growing")
@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="which labelled split to read (auto: the held-out split if labelled, else train)",
     )
-    parser.add_argument("--output", required=True, help="output folder (resumed if it exists)")
+    parser.add_argument(
+        "-o", "--output", required=True, help="output folder (resumed if it exists)"
+    )
     parser.add_argument(
         "--method",
         choices=METHODS,
@@ -60,9 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default); default: $SAMMED3D_CHECKPOINT, then the bundled weights",
     )
     add_unsafe_pickle_arg(parser)
-    parser.add_argument(
-        "--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda:LOCAL_RANK if available)"
-    )
+    add_device_arg(parser)
     parser.add_argument(
         "--clicks",
         type=_int_list,
@@ -121,20 +121,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only rebuild per_click.csv, summary.json and the plot from OUTPUT's parts",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="discard previous results in OUTPUT"
+        "--overwrite",
+        action="store_true",
+        help="discard previous results in OUTPUT (default: resume them)",
     )
-
-
-def _device(name: str) -> str:
-    import os
-
-    import torch
-
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
-    return "cpu"
 
 
 def _print_summary(summary: dict) -> None:
@@ -148,13 +138,27 @@ def _print_summary(summary: dict) -> None:
         )
         for k, v in overall.items()
     )
-    print(f"Dice ({summary['n_targets']} targets, {summary['n_skipped']} skipped): {line}")
+    failed = summary.get("n_failed", 0)
+    note = f", {failed} failed (scored as misses)" if failed else ""
+    print(f"Dice ({summary['n_targets']} targets, {summary['n_skipped']} skipped{note}): {line}")
+
+
+def _check_scored(summary: dict, output: object) -> None:
+    """A run that scored no target at all did not do its job (exit code 1)."""
+    from sammed3d.cli import CommandFailed
+
+    if summary["n_targets"] == 0:
+        raise CommandFailed(
+            f"no target was scored ({summary['n_skipped']} skipped; reasons in "
+            f"{output}/skipped.csv)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sammed3d.cli import CLIError
+    from sammed3d.cli import CLIError, CommandFailed
+    from sammed3d.devices import resolve_device
     from sammed3d.evaluation.evaluator import (
         EvalConfig,
         evaluate_targets,
@@ -162,12 +166,18 @@ def run(args: argparse.Namespace) -> int:
         parse_shard,
         shard_from_env,
     )
+    from sammed3d.io import check_writable_folder
 
     output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise CLIError(f"--output {output} is a file; give a folder")
+    check_writable_folder(output)
+    device = resolve_device(args.device)  # also validates the name for region-growing
     if args.merge:
         summary = merge_results(output, clicks=args.clicks)
         _print_summary(summary)
         print(f"results in {output}")
+        _check_scored(summary, output)
         return 0
     if not args.data:
         raise CLIError("--data is required (or use --merge to rebuild the summary of --output)")
@@ -204,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = require_checkpoint(args.checkpoint)  # a file, a published name, the default
         predictor = SessionPredictor.from_checkpoint(
             checkpoint,
-            device=_device(args.device),
+            device=str(device),
             allow_unsafe_pickle=args.allow_unsafe_pickle,
             accumulate_clicks=args.accumulate_clicks,
             extend=not args.no_extend,
@@ -255,5 +265,18 @@ def run(args: argparse.Namespace) -> int:
     if result.skipped_reasons and any(r != "empty ground truth" for r in result.skipped_reasons):
         logger.warning(
             "some targets were skipped because of errors; see %s", output / "skipped.csv"
+        )
+    if result.failed:
+        logger.warning(
+            "the method failed on %d target(s), scored as misses; see %s",
+            result.failed,
+            output / "failed.csv",
+        )
+    if result.summary is not None:
+        _check_scored(result.summary, output)
+    elif result.evaluated == 0 and result.resumed == 0 and result.skipped > 0:
+        raise CommandFailed(
+            f"shard {result.shard[0]}/{result.shard[1]} scored no target ({result.skipped} "
+            f"skipped; reasons in {output}/parts)"
         )
     return 0

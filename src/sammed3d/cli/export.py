@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sammed3d.cli import add_unsafe_pickle_arg
+from sammed3d.cli import add_overwrite_arg, add_unsafe_pickle_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,13 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "final/latest checkpoint)",
     )
     parser.add_argument("output", help="output .pth file")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    add_overwrite_arg(parser)
     add_unsafe_pickle_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from sammed3d.build import export_published, load_checkpoint
     from sammed3d.cli import CLIError
+    from sammed3d.io import check_output_file
 
     source = Path(args.checkpoint)
     if source.is_dir():
@@ -45,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"output {output} is the input checkpoint; choose another path")
     if output.is_dir():
         raise CLIError(f"output {output} is a directory; give a .pth file path")
-    if output.exists() and not args.overwrite:
-        raise CLIError(f"output {output} exists; pass --overwrite to replace it")
+    check_output_file(output, overwrite=args.overwrite, protect=(source,))
     model = load_checkpoint(source, allow_unsafe_pickle=args.allow_unsafe_pickle)
     export_published(model, output)
     n = sum(p.numel() for p in model.state_dict().values())

@@ -1,9 +1,15 @@
-"""``sammed3d metrics``: Dice, IoU, NSD and HD95 of a prediction against a ground truth."""
+"""``sammed3d metrics``: Dice, IoU, NSD and HD95 of a prediction against a ground truth.
+
+Both files must be integer label maps on the same grid. HD95 of a label one file lacks is the
+image diagonal in mm (``hd95_worst_case_mm``), so a missed structure never improves the mean.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+
+from sammed3d.cli import add_overwrite_arg
 
 
 def _labels(text: str) -> list[int]:
@@ -33,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only these label values, e.g. 1,3 (default: every non-zero value of either file)",
     )
     parser.add_argument("--no-hd95", action="store_true", help="skip the 95%% Hausdorff distance")
-    parser.add_argument("--output", help="also write the JSON to this file")
+    parser.add_argument("-o", "--output", help="also write the JSON to this file")
+    add_overwrite_arg(parser, "--output")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,11 +49,14 @@ def run(args: argparse.Namespace) -> int:
         json_safe,
         label_map_metrics,
         summarize,
+        worst_case_distance_mm,
     )
-    from sammed3d.io import read_volume
+    from sammed3d.io import check_output_file, read_volume
 
     if not (args.tolerance_mm >= 0 and args.tolerance_mm != float("inf")):
         raise ValueError(f"--tolerance-mm must be a finite number >= 0, got {args.tolerance_mm}")
+    if args.output:
+        check_output_file(args.output, overwrite=args.overwrite, protect=(args.pred, args.gt))
     gt = read_volume(args.gt)
     pred = read_volume(args.pred)
     names = [m for m in METRIC_NAMES if not (args.no_hd95 and m == "hd95")]
@@ -63,15 +73,17 @@ def run(args: argparse.Namespace) -> int:
         "spacing_mm": list(gt.spacing),
         "tolerance_mm": args.tolerance_mm,
         "empty_policy": (
-            "both empty: NaN (null) for every metric; one empty: dice/iou/nsd 0, hd95 inf (null)"
+            "both empty: NaN (null) for every metric; one empty: dice/iou/nsd 0, hd95 the "
+            "image diagonal (hd95_worst_case_mm)"
         ),
+        "hd95_worst_case_mm": worst_case_distance_mm(gt.shape, gt.spacing),
         "labels": {str(k): v for k, v in per_label.items()},
         "mean_over_gt_labels": mean,
     }
     text = json.dumps(json_safe(report), indent=2)
-    print(text)
-    if args.output:
-        from sammed3d.evaluation.reports import atomic_write_text
+    if args.output:  # first: a closed pipe on stdout must not lose the file
+        from sammed3d.io import atomic_write_text
 
         atomic_write_text(args.output, text + "\n")
+    print(text)
     return 0

@@ -93,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sammed3d.data.cleaning import PAIRED_STRUCTURES, CleaningConfig
     from sammed3d.data.prepare import prepare_datasets
+    from sammed3d.io import check_writable_folder
+
+    check_writable_folder(args.output)  # before any work
 
     paired = PAIRED_STRUCTURES
     if args.paired is not None:
@@ -151,4 +154,10 @@ def run(args: argparse.Namespace) -> int:
                 f"note: {len(result.unmapped)} class name(s) not in the category catalogue, "
                 f"kept as written: {names}; see 'unmapped_names' in the report"
             )
+    if result.cases and result.cases_failed == result.cases:
+        from sammed3d.cli import CommandFailed
+
+        raise CommandFailed(
+            f"every case failed ({result.cases}); nothing was prepared (see {result.report})"
+        )
     return 0

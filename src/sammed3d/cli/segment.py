@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sammed3d.cli import add_unsafe_pickle_arg
+from sammed3d.cli import add_device_arg, add_overwrite_arg, add_unsafe_pickle_arg
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o", "--output", required=True, help="mask file (.nii.gz, .nii, .nrrd or .mha)"
     )
+    add_overwrite_arg(parser)
     parser.add_argument(
         "--checkpoint",
         help="model checkpoint: a file or a published name (turbo, sam_med3d, default; see "
@@ -115,14 +116,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept an image with only a few integer values (it looks like a label map)",
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument(
+        "--irregular-slices",
+        choices=("error", "resample"),
+        default="error",
+        help="a DICOM series with unevenly spaced slices (one missing, say): refuse it "
+        "(default), or resample it onto a regular grid through the true slice positions "
+        "(the mask is then written on that grid)",
+    )
+    add_device_arg(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
 
 
 def _check_output_name(path: str) -> None:
-    from sammed3d.io import volume_suffix
+    from sammed3d.io import WRITE_SUFFIXES, volume_suffix
 
-    if volume_suffix(path) not in (".nii.gz", ".nii", ".nrrd", ".mha"):
+    if volume_suffix(path) not in WRITE_SUFFIXES:
         raise ValueError(
             f"cannot write {os.path.basename(path)!r}: the output must end in .nii.gz, .nii, "
             ".nrrd or .mha"
@@ -134,8 +143,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sammed3d.cli import CLIError
+    from sammed3d.devices import resolve_device
     from sammed3d.inference import InteractiveSession, SamMed3DPredictor, read_modality
     from sammed3d.inference.validation import load_image
+    from sammed3d.io import check_output_file
     from sammed3d.paths import require_checkpoint
 
     t_start = time.perf_counter()
@@ -149,20 +160,21 @@ def run(args: argparse.Namespace) -> int:
     if args.max_rois < 1:
         raise CLIError(f"--max-rois must be >= 1, got {args.max_rois}")
     _check_output_name(args.output)
-    if os.path.exists(args.output) and os.path.realpath(args.output) == os.path.realpath(
-        args.image
-    ):
-        raise CLIError(f"refusing to overwrite the input image {args.image}")
+    # everything that can be checked before the work: output, device, checkpoint
+    check_output_file(args.output, overwrite=args.overwrite, protect=(args.image,))
     if args.threads is not None:
         if args.threads < 1:
             raise CLIError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(args.device))
+    ckpt = require_checkpoint(args.checkpoint)
 
     t0 = time.perf_counter()
-    volume = load_image(args.image, allow_label_like=args.allow_label_image)
+    volume = load_image(
+        args.image,
+        allow_label_like=args.allow_label_image,
+        irregular_slices=args.irregular_slices,
+    )
     print(
         f"read {args.image}: shape {volume.shape}, spacing "
         f"{tuple(round(s, 3) for s in volume.spacing)} mm ({time.perf_counter() - t0:.2f} s)"
@@ -183,7 +195,6 @@ def run(args: argparse.Namespace) -> int:
             )
     modality = args.modality or read_modality(args.image)
 
-    ckpt = require_checkpoint(args.checkpoint)
     t0 = time.perf_counter()
     predictor = SamMed3DPredictor.from_checkpoint(
         ckpt,
@@ -210,10 +221,15 @@ def run(args: argparse.Namespace) -> int:
         )
     assert mask is not None
     t0 = time.perf_counter()
-    out = session.export_label_map(args.output, protect=(args.image,))
+    out = session.export_label_map(args.output, protect=(args.image,), overwrite=args.overwrite)
     ml = float(mask.sum()) * float(np.prod(volume.spacing)) / 1000.0
     print(
         f"wrote {out}: {int(mask.sum())} voxels ({ml:.1f} ml) "
         f"({time.perf_counter() - t0:.2f} s; total {time.perf_counter() - t_start:.2f} s)"
     )
+    if not mask.any():
+        logger.warning(
+            "warning: the mask is empty: the model found no object at the click(s); try a "
+            "click deeper inside the object, more clicks, or other weights (--checkpoint)"
+        )
     return 0

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sammed3d.cli import add_unsafe_pickle_arg
+
 if TYPE_CHECKING:
     from sammed3d.training.config import TrainingConfig
 
@@ -32,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="initial weights: a file (ours or a published .pth) or a published name such as "
         "turbo (downloaded and verified); must fit the model",
     )
+    add_unsafe_pickle_arg(parser)
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -59,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sammed3d.cli import CLIError
+    from sammed3d.cli import EXIT_TERMINATED, CLIError
     from sammed3d.training.config import config_to_yaml, load_config, validate_config
 
     overrides = list(args.overrides)
@@ -93,26 +96,44 @@ def run(args: argparse.Namespace) -> int:
             cfg.model.init_checkpoint = str(args.init)
         if args.output_dir:
             cfg.run.output_dir = str(args.output_dir)
+    if args.allow_unsafe_pickle:
+        cfg.model.allow_unsafe_pickle = True
     validate_config(cfg)
 
     if args.print_config:
         print(config_to_yaml(cfg), end="")
         return 0
+    # before any work: the device exists, the run folder can be written
+    from sammed3d.devices import resolve_device
+    from sammed3d.io import check_writable_folder
+
+    resolve_device(cfg.train.device, option="train.device")
+    run_dir = Path(cfg.run.output_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CLIError(f"run folder {run_dir} is a file")
+    check_writable_folder(run_dir)
+    if cfg.model.init_checkpoint and not Path(cfg.model.init_checkpoint).exists():
+        raise FileNotFoundError(f"init checkpoint not found: {cfg.model.init_checkpoint}")
     if args.cache_only:
         return _cache_only(cfg, show_progress=not args.no_progress)
 
-    from sammed3d.training import train
+    from sammed3d.training import Trainer
 
-    result = train(cfg, resume=bool(args.resume), show_progress=not args.no_progress)
+    trainer = Trainer(cfg, resume=bool(args.resume), show_progress=not args.no_progress)
+    result = trainer.fit()
+    terminated = not result.finished and bool(getattr(trainer, "_stop_requested", False))
     if os.environ.get("RANK", "0") == "0":
         status = "finished" if result.finished else "stopped"
+        if terminated:
+            status = "stopped by SIGTERM"
         print(
             f"{status}: epoch {result.epoch}, step {result.global_step}, "
             f"checkpoint {result.checkpoint}"
         )
         if not result.finished:
             print(f"continue with: sammed3d train --resume {result.run_dir}")
-    return 0
+    # a scheduler must not count a pre-empted run as done: 143 = 128 + SIGTERM
+    return EXIT_TERMINATED if terminated else 0
 
 
 def _cache_only(cfg: TrainingConfig, show_progress: bool) -> int:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -201,15 +199,13 @@ def write_histograms(
     written: list[str] = []
 
     def save(fig: Figure, name: str) -> None:
+        from sammed3d.io import atomic_write  # mode from the umask, like every output
+
         FigureCanvasAgg(fig)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".png", dir=out_dir)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=100, bbox_inches="tight")
-            os.replace(tmp, out_dir / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(
+            out_dir / name, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight"),
+            suffix=".png",
+        )  # fmt: skip
         written.append(name)
 
     def split(key: str, fn: Any) -> tuple[list[float], list[float]]:

@@ -26,6 +26,17 @@ Outputs in ``output_dir``:
 * ``config.json``: the settings that define the results; resuming with different settings is
   refused.
 
+Which targets are scored depends on the data only, never on the method, so runs of different
+methods on the same data cover the same targets and can be compared side by side: a target is
+skipped (``skipped.csv``) only when its ground truth is empty or its files cannot be read or
+disagree in grid. When a method fails on a target (its ``set_image``, ``start_target`` or
+``add_click`` raises ``ValueError``), the target is still scored, as an empty prediction from
+that point on (Dice 0, HD95 the worst case), and listed with the reason in ``failed.csv``.
+
+HD95 of an empty prediction (a missed target) is the image diagonal in mm
+(:func:`sammed3d.evaluation.metrics.worst_case_distance_mm`), so a missed structure never
+improves a mean.
+
 Example:
     >>> from sammed3d.data.layout import discover_dataset, iter_targets
     >>> from sammed3d.evaluation import EvalConfig, RegionGrowingPredictor, evaluate_targets
@@ -39,6 +50,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -51,7 +63,13 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from sammed3d.clicks import CLICK_STRATEGIES, ClickStrategy, sample_next_click
-from sammed3d.evaluation.metrics import METRIC_NAMES, check_same_grid, compute_metrics
+from sammed3d.evaluation.metrics import (
+    METRIC_NAMES,
+    check_label_map,
+    check_same_grid,
+    compute_metrics,
+    worst_case_distance_mm,
+)
 from sammed3d.evaluation.predictors import ClickPredictor, bbox_center
 from sammed3d.evaluation.reports import (
     CSV_FIELDS,
@@ -75,7 +93,7 @@ ROI_MODES: tuple[str, ...] = get_args(RoiMode)
 
 CONFIG_NAME = "config.json"
 PARTS_DIR = "parts"
-_PART_RE = re.compile(r"^(per_click|skipped)\.shard(\d+)of(\d+)\.csv$")
+_PART_RE = re.compile(r"^(per_click|skipped|failed)\.shard(\d+)of(\d+)\.csv$")
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,9 @@ class EvalResult:
         resumed: Targets of this shard already finished before this call.
         skipped: Targets skipped in this call (reasons in ``skipped.csv``).
         summary: The merged summary when this call completed the run, else None.
+        skipped_reasons: The reasons of those skips.
+        failed: Targets of this call on which the method failed (scored as empty predictions
+            from the failure on; reasons in ``failed.csv``).
     """
 
     output_dir: Path
@@ -163,6 +184,7 @@ class EvalResult:
     skipped: int = 0
     summary: dict[str, Any] | None = None
     skipped_reasons: list[str] = field(default_factory=list)
+    failed: int = 0
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -248,7 +270,8 @@ def _write_config(
 def clear_results(output_dir: str | os.PathLike[str]) -> None:
     """Delete the files an evaluation wrote in ``output_dir`` (and nothing else)."""
     output_dir = Path(output_dir)
-    for name in (CONFIG_NAME, "per_click.csv", "skipped.csv", "summary.json", "dice_vs_clicks.png"):
+    names = (CONFIG_NAME, "per_click.csv", "skipped.csv", "failed.csv", "summary.json")
+    for name in (*names, "dice_vs_clicks.png"):
         (output_dir / name).unlink(missing_ok=True)
     parts = output_dir / PARTS_DIR
     if parts.is_dir():
@@ -277,6 +300,7 @@ def _shard_cases(targets: Sequence[Any], shard: tuple[int, int]) -> list[list[An
 
 def _load_case(image_path: Path, label_path: Path) -> tuple[Volume, Volume]:
     label = read_volume(label_path)
+    check_label_map(label, f"label file {label_path.name}", max_labels=None)
     image = read_volume(image_path)
     try:
         check_same_grid(image, label)
@@ -309,13 +333,25 @@ def _run_target(
     gt: np.ndarray,
     spacing: Sequence[float],
     config: EvalConfig,
-) -> list[dict[str, Any]]:
-    """Simulate the clicks of one target; returns its CSV rows."""
+    failure: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Simulate the clicks of one target; returns its CSV rows and the failure reason, if any.
+
+    ``failure`` (or a ``ValueError`` of the predictor) makes the prediction empty from that
+    click on: the target is still scored, as a miss.
+    """
     key = _key_of(target)
     rng = np.random.default_rng(target_seed(config.seed, key))
     roi_mask = gt if config.roi == "gt" else None
-    predictor.start_target(roi_mask=roi_mask, gt=gt if predictor.uses_gt else None)
-    first_gt = _first_click_region(predictor, gt) if roi_mask is not None else gt
+    first_gt = gt
+    if failure is None:
+        try:
+            predictor.start_target(roi_mask=roi_mask, gt=gt if predictor.uses_gt else None)
+            if roi_mask is not None:
+                first_gt = _first_click_region(predictor, gt)
+        except ValueError as exc:
+            failure = _reason(exc)
+    worst = worst_case_distance_mm(gt.shape, spacing)
     pred = np.zeros(gt.shape, dtype=bool)
     rows = []
     for k in range(1, config.max_clicks + 1):
@@ -323,18 +359,29 @@ def _run_target(
         click = sample_next_click(
             pred, first_gt if k == 1 else gt, strategy=strategy, rng=rng, spacing=spacing
         )
-        start = time.perf_counter()
-        mask = predictor.add_click(click)
-        seconds = time.perf_counter() - start
-        mask = np.asarray(mask)
-        if mask.shape != gt.shape:
-            raise ValueError(
-                f"predictor {predictor.name!r} returned a mask of shape {mask.shape}, "
-                f"expected the native shape {gt.shape}"
-            )
-        pred = mask if mask.dtype == bool else mask != 0
+        seconds = math.nan
+        if failure is None:
+            start = time.perf_counter()
+            try:
+                mask = np.asarray(predictor.add_click(click))
+                seconds = round(time.perf_counter() - start, 4)
+                if mask.shape != gt.shape:
+                    raise ValueError(
+                        f"predictor {predictor.name!r} returned a mask of shape {mask.shape}, "
+                        f"expected the native shape {gt.shape}"
+                    )
+                pred = mask if mask.dtype == bool else mask != 0
+            except ValueError as exc:
+                failure = _reason(exc)
+        if failure is not None:
+            pred = np.zeros(gt.shape, dtype=bool)
         values = compute_metrics(
-            pred, gt, spacing, tolerance_mm=config.tolerance_mm, metrics=config.metrics
+            pred,
+            gt,
+            spacing,
+            tolerance_mm=config.tolerance_mm,
+            metrics=config.metrics,
+            hd95_missing=worst,
         )
         rows.append(
             {
@@ -350,10 +397,14 @@ def _run_target(
                 "coord_j": click.coord[1],
                 "coord_k": click.coord[2],
                 **values,
-                "seconds": round(seconds, 4),
+                "seconds": seconds,
             }
         )
-    return rows
+    return rows, failure
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def evaluate_targets(
@@ -412,12 +463,13 @@ def evaluate_targets(
         if shard[1] == 1:
             clear_results(output_dir)
         else:  # other shards may be running: clear only this shard's own files
-            for kind in ("per_click", "skipped"):
+            for kind in ("per_click", "skipped", "failed"):
                 _part_path(output_dir, kind, shard).unlink(missing_ok=True)
     _write_config(output_dir, config, run_info, overwrite)
 
     my_csv = _part_path(output_dir, "per_click", shard)
     my_skipped = _part_path(output_dir, "skipped", shard)
+    my_failed = _part_path(output_dir, "failed", shard)
     _done_path(output_dir, shard).unlink(missing_ok=True)
 
     # resume: finished targets from any part file; drop half-written targets from ours
@@ -429,6 +481,10 @@ def evaluate_targets(
     if len(kept) != len(mine):
         logger.info("%s: discarding %d rows of unfinished targets", my_csv, len(mine) - len(kept))
         atomic_write_text(my_csv, format_rows(kept, CSV_FIELDS, header=True))
+    failed_rows = read_rows(my_failed, SKIPPED_FIELDS)
+    failed_kept = [r for r in failed_rows if target_key(r) in finished]
+    if len(failed_kept) != len(failed_rows):
+        atomic_write_text(my_failed, format_rows(failed_kept, SKIPPED_FIELDS, header=True))
 
     groups = _shard_cases(targets, shard)
     total = sum(len(g) for g in groups)
@@ -452,29 +508,38 @@ def evaluate_targets(
                 continue
             try:
                 image, label = _load_case(Path(todo[0].image), Path(todo[0].label))
-                modality = getattr(todo[0], "modality", None)
-                predictor.set_image(image, modality=None if modality == "unknown" else modality)
             except (VolumeError, ValueError, FileNotFoundError) as exc:
-                reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                reason = _reason(exc)
                 logger.error("skipping case %s: %s", todo[0].case_id, reason)
                 _skip(my_skipped, todo, reason, result)
                 bar.update(len(todo))
                 continue
+            case_failure = None
+            try:
+                modality = getattr(todo[0], "modality", None)
+                predictor.set_image(image, modality=None if modality == "unknown" else modality)
+            except ValueError as exc:  # the method's problem, not the data's: score as misses
+                case_failure = _reason(exc)
+                logger.error(
+                    "%s fails on case %s: %s", run_info["method"], todo[0].case_id, case_failure
+                )
             for target in todo:
                 gt = np.asarray(label.array) == target.label_value
                 if not gt.any():
                     _skip(my_skipped, [target], "empty ground truth", result)
                     bar.update(1)
                     continue
-                try:
-                    rows = _run_target(predictor, target, gt, label.spacing, config)
-                except (VolumeError, ValueError) as exc:
-                    reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                    logger.error("skipping %s: %s", _key_of(target), reason)
-                    _skip(my_skipped, [target], reason, result)
-                    bar.update(1)
-                    continue
+                rows, failure = _run_target(
+                    predictor, target, gt, label.spacing, config, failure=case_failure
+                )
                 append_rows(my_csv, rows, CSV_FIELDS)
+                if failure is not None:
+                    if failure != case_failure:
+                        logger.error(
+                            "%s fails on %s: %s", run_info["method"], _key_of(target), failure
+                        )
+                    _record(my_failed, [target], failure)
+                    result.failed += 1
                 result.evaluated += 1
                 last_dice.append(float(rows[-1]["dice"]))
                 bar.set_postfix(
@@ -491,7 +556,7 @@ def evaluate_targets(
     return result
 
 
-def _skip(path: Path, targets: Sequence[Any], reason: str, result: EvalResult) -> None:
+def _record(path: Path, targets: Sequence[Any], reason: str) -> None:
     rows = []
     for t in targets:
         dataset, case, cls, value = _key_of(t)
@@ -499,6 +564,10 @@ def _skip(path: Path, targets: Sequence[Any], reason: str, result: EvalResult) -
             {"dataset": dataset, "case": case, "class": cls, "label": value, "reason": reason}
         )
     append_rows(path, rows, SKIPPED_FIELDS)
+
+
+def _skip(path: Path, targets: Sequence[Any], reason: str, result: EvalResult) -> None:
+    _record(path, targets, reason)
     result.skipped += len(targets)
     result.skipped_reasons.append(reason)
 
@@ -550,11 +619,22 @@ def merge_results(
             skipped_keys.add(key)
             skipped.append(s)
     skipped.sort(key=target_key)
+    failed: list[dict[str, Any]] = []
+    failed_keys: set[tuple[str, str, str, int]] = set()
+    for f in _read_skipped(_part_files(output_dir, "failed")):
+        key = target_key(f)
+        if key in complete and key not in failed_keys:
+            failed_keys.add(key)
+            failed.append(f)
+    failed.sort(key=target_key)
 
     atomic_write_text(output_dir / "per_click.csv", format_rows(rows, CSV_FIELDS, header=True))
     atomic_write_text(output_dir / "skipped.csv", format_rows(skipped, SKIPPED_FIELDS, header=True))
+    atomic_write_text(output_dir / "failed.csv", format_rows(failed, SKIPPED_FIELDS, header=True))
     config = {**saved["config"], **{k: v for k, v in saved["identity"].items() if "." in k}}
-    summary = build_summary(rows, clicks, metrics=metrics, config=config, skipped=skipped)
+    summary = build_summary(
+        rows, clicks, metrics=metrics, config=config, skipped=skipped, failed=failed
+    )
     write_summary(output_dir / "summary.json", summary)
     method = saved["identity"].get("run.method", "")
     plot_dice_vs_clicks(

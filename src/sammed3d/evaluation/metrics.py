@@ -27,6 +27,15 @@ gt not, pred empty     0         0         0         inf
 NaN means "undefined": :class:`MetricAccumulator` excludes NaN from means and reports how
 many values were NaN; infinite HD95 values are likewise excluded from the HD95 mean and counted
 (``n_inf``). JSON output writes both as ``null``.
+
+**A missed structure must not improve a mean.** The reports (``sammed3d metrics``,
+:func:`label_map_metrics`, the evaluation harness) therefore do not use ``inf``: where exactly
+one mask is empty, HD95 is the **image diagonal in mm** (:func:`worst_case_distance_mm`, the
+largest distance two voxels of the image can have; the BraTS convention), passed as
+``hd95_missing`` to :func:`compute_metrics`. The functions above keep the mathematical ``inf``.
+
+Label maps given to :func:`label_map_metrics` must hold non-negative integers
+(:func:`check_label_map`): an intensity image passed by mistake is refused, not scored.
 """
 
 from __future__ import annotations
@@ -289,6 +298,17 @@ def hd95(
     return hd_from_distances(surface_distances(pred, gt, spacing), 95.0)
 
 
+def worst_case_distance_mm(shape: Sequence[int], spacing: Sequence[float] | None) -> float:
+    """The image diagonal in mm: ``sqrt(sum((n_a * s_a)^2))`` over the axes.
+
+    The HD95 reports give a structure that one mask misses entirely (no distance is
+    defined): no surface distance inside the image can be larger, so a miss never scores
+    better than a poor segmentation.
+    """
+    sp = _check_spacing(spacing, len(shape))
+    return float(math.sqrt(sum((float(n) * s) ** 2 for n, s in zip(shape, sp, strict=True))))
+
+
 def compute_metrics(
     pred: np.ndarray | torch.Tensor,
     gt: np.ndarray | torch.Tensor,
@@ -296,6 +316,7 @@ def compute_metrics(
     *,
     tolerance_mm: float = 1.0,
     metrics: Iterable[str] = METRIC_NAMES,
+    hd95_missing: float = math.inf,
 ) -> dict[str, float]:
     """Several metrics at once, sharing one surface-distance computation.
 
@@ -305,6 +326,8 @@ def compute_metrics(
         spacing: Voxel size (mm) along the same axes; None for 1 mm.
         tolerance_mm: NSD tolerance.
         metrics: Names among :data:`METRIC_NAMES`.
+        hd95_missing: HD95 when exactly one mask is empty (default ``inf``; reports pass
+            :func:`worst_case_distance_mm`).
 
     Returns:
         ``{name: value}`` in the order requested.
@@ -327,17 +350,54 @@ def compute_metrics(
             out[name] = nsd_from_distances(sd, tolerance_mm)
         else:
             assert sd is not None
-            out[name] = hd_from_distances(sd, 95.0)
+            value = hd_from_distances(sd, 95.0)
+            out[name] = float(hd95_missing) if math.isinf(value) else value
     return out
 
 
-def _label_values(array: np.ndarray, what: str) -> np.ndarray:
-    """Sorted non-zero integer values of a label map."""
-    values = np.unique(array)
-    if np.issubdtype(values.dtype, np.floating) and not np.all(values == np.round(values)):
+#: More distinct values than this (without ``labels=``) and a file is taken for an image.
+MAX_LABELS = 1000
+
+
+def check_label_map(
+    volume: Volume, what: str, *, max_labels: int | None = MAX_LABELS
+) -> np.ndarray:
+    """Raise :class:`VolumeError` unless ``volume`` holds a label map.
+
+    A label map holds non-negative integers (stored as an integer or bool type, or as floats
+    with integer values) and, unless ``max_labels`` is None, at most ``max_labels`` distinct
+    non-zero values. The message says what the file holds instead.
+
+    Returns:
+        The sorted non-zero label values (int64).
+    """
+    arr = volume.array
+    where = f"{what} ({volume.path})" if volume.path is not None else what
+    if arr.dtype == np.bool_:
+        return np.array([1], dtype=np.int64) if arr.any() else np.zeros(0, dtype=np.int64)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise VolumeError(f"{where} is not a label map: voxel type {arr.dtype}")
+    values = np.unique(arr)
+    lo, hi = values[0], values[-1]
+    if np.issubdtype(values.dtype, np.floating):
+        frac = values[values != np.round(values)]
+        if frac.size:
+            raise VolumeError(
+                f"{where} is not a label map: it holds non-integer values (e.g. "
+                f"{', '.join(f'{v:g}' for v in frac[:3])}; {values.size} distinct values from "
+                f"{lo:g} to {hi:g}); an intensity image?"
+            )
+    if lo < 0:
         raise VolumeError(
-            f"{what} is not a label map: expected integer values, got e.g. "
-            f"{values[values != np.round(values)][:3].tolist()}"
+            f"{where} is not a label map: it holds negative values ({values.size} distinct "
+            f"values from {lo:g} to {hi:g}); an intensity image?"
+        )
+    n = int(np.count_nonzero(values))
+    if max_labels is not None and n > max_labels:
+        raise VolumeError(
+            f"{where} does not look like a label map: {n} distinct non-zero values (from "
+            f"{lo:g} to {hi:g}), more than {max_labels}; an intensity image? (pass the labels "
+            "to score explicitly to go on)"
         )
     return values[values != 0].astype(np.int64)
 
@@ -375,7 +435,8 @@ def label_map_metrics(
 
     Every non-zero value of the ground truth is a label; values only present in the
     prediction are reported too (empty ground truth: Dice 0). Binary masks are label maps
-    with the single label 1.
+    with the single label 1. HD95 of a label that one map lacks is the image diagonal
+    (:func:`worst_case_distance_mm`), never ``inf``.
 
     Args:
         pred: Predicted label map.
@@ -388,14 +449,17 @@ def label_map_metrics(
         ``{label: {"gt_voxels", "pred_voxels", metric: value, ...}}`` in label order.
 
     Raises:
-        VolumeError: different grids or non-integer label maps.
+        VolumeError: different grids, or a file that is not a label map
+            (:func:`check_label_map`).
     """
     check_same_grid(pred, gt)
+    limit = MAX_LABELS if labels is None else None
+    gt_values = check_label_map(gt, "the ground truth", max_labels=limit)
+    pred_values = check_label_map(pred, "the prediction", max_labels=limit)
     names = list(metrics)
+    worst = worst_case_distance_mm(gt.shape, gt.spacing)
     if labels is None:
-        found = np.union1d(
-            _label_values(gt.array, "ground truth"), _label_values(pred.array, "prediction")
-        )
+        found = np.union1d(gt_values, pred_values)
         label_list = [int(v) for v in found]
     else:
         label_list = [int(v) for v in labels]
@@ -406,7 +470,11 @@ def label_map_metrics(
             "gt_voxels": int(np.count_nonzero(g)),
             "pred_voxels": int(np.count_nonzero(p)),
         }
-        row.update(compute_metrics(p, g, gt.spacing, tolerance_mm=tolerance_mm, metrics=names))
+        row.update(
+            compute_metrics(
+                p, g, gt.spacing, tolerance_mm=tolerance_mm, metrics=names, hd95_missing=worst
+            )
+        )
         out[value] = row
     return out
 
@@ -503,6 +571,7 @@ __all__ = [
     "METRIC_NAMES",
     "MetricAccumulator",
     "SurfaceDistances",
+    "check_label_map",
     "check_same_grid",
     "compute_metrics",
     "dice",
@@ -515,4 +584,5 @@ __all__ = [
     "nsd_from_distances",
     "summarize",
     "surface_distances",
+    "worst_case_distance_mm",
 ]

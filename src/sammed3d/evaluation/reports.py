@@ -3,6 +3,12 @@
 The CSV is the source of truth; :func:`build_summary` derives every number of
 ``summary.json`` from its rows, so the two always agree (and a summary can be rebuilt from the
 CSV alone).
+
+One convention for missing values in every CSV (parts and merged files alike): ``nan`` is a
+value that was computed and is undefined (e.g. the time of a click the method failed on); an
+empty cell is a value that was not computed (a metric not asked for with ``--metrics``).
+:func:`read_rows` reads them back as ``nan`` and ``None``, and :func:`format_rows` writes them
+the same way, so merging never turns one into the other. JSON writes both as ``null``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from sammed3d.evaluation.metrics import json_safe, summarize
-from sammed3d.io import atomic_write_text
+from sammed3d.io import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +109,7 @@ def _parse(row: dict[str, str], fields: Sequence[str]) -> dict[str, Any]:
         if name in _INT_FIELDS:
             out[name] = int(raw)
         elif name in _FLOAT_FIELDS:
-            out[name] = float(raw) if raw != "" else math.nan
+            out[name] = float(raw) if raw != "" else None  # empty: not computed
         elif name == "positive":
             out[name] = raw == "1"
         else:
@@ -166,6 +171,7 @@ def build_summary(
     metrics: Sequence[str] = ("dice", "nsd", "iou"),
     config: Mapping[str, Any] | None = None,
     skipped: Sequence[Mapping[str, Any]] = (),
+    failed: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Summary statistics derived from per-click rows.
 
@@ -181,6 +187,7 @@ def build_summary(
         metrics: Metric columns to summarise.
         config: Run configuration to embed.
         skipped: Skipped targets (``SKIPPED_FIELDS`` rows).
+        failed: Targets the method failed on (scored as misses; ``SKIPPED_FIELDS`` rows).
 
     Returns:
         A JSON-ready dict (non-finite floats already replaced by None).
@@ -225,6 +232,8 @@ def build_summary(
         "n_cases": len({(t[0], t[1]) for t in targets}),
         "n_skipped": len(skipped),
         "skipped": [dict(s) for s in skipped],
+        "n_failed": len(failed),
+        "failed": [dict(f) for f in failed],
         "overall": _group_summary(rows, clicks, metrics),
         "mean_of_classes": macro,
         "per_class": per_class,
@@ -292,17 +301,7 @@ def plot_dice_vs_clicks(
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, fig.savefig, suffix=".png")
 
 
 __all__ = [

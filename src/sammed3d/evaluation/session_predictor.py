@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from sammed3d.clicks import Click
+from sammed3d.evaluation.predictors import bbox_center
 from sammed3d.inference.predictor import SamMed3DPredictor
 from sammed3d.inference.session import InteractiveSession
 from sammed3d.io import Volume
@@ -89,7 +90,13 @@ class SessionPredictor:
         self.session.reset()
         self.session.new_object()
         if roi_mask is not None:
-            self.session.set_roi_from_mask(roi_mask)
+            try:
+                self.session.set_roi_from_mask(roi_mask)
+            except ValueError:
+                # a target smaller than one lattice voxel vanishes when the mask is resampled
+                # to 1.5 mm: centre the ROI on its bounding box in native space instead, so
+                # every method gets every target (region growing handles tiny ones too)
+                self.session.set_roi_center(bbox_center(roi_mask))
 
     def roi_contains(self, coords: np.ndarray) -> np.ndarray | None:
         """Whether native voxels ``(N, 3)`` lie in the current object's ROI (None if unset)."""

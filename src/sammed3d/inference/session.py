@@ -7,8 +7,12 @@ low-res logits** of that ROI as mask prompt (zeros at an object's first click). 
 current MedIM evaluation scripts, docs/faithfulness.md §5.1 step 8).
 
 Each object has its own label value and its own mask; objects never change each other's
-masks. In :attr:`InteractiveSession.label_map`, where masks overlap, the object created
-first keeps the voxel.
+masks. Where masks overlap, :attr:`InteractiveSession.label_map` (one value per voxel)
+follows the session's ``overlap`` rule: ``"later-on-top"`` (default: a later object is
+painted over earlier ones, so a tumour segmented after its organ stays visible) or
+``"earlier-kept"`` (an object never takes voxels from one created before it: neighbours
+segmented one after another). :meth:`InteractiveSession.export_label_map` warns when an
+object is empty or keeps less than half of its voxels in the written file.
 
 The evaluation drives this same class with simulated clicks. For the published protocol
 that centres the ROI on the ground-truth box, call :meth:`InteractiveSession.set_roi_from_mask`
@@ -43,11 +47,16 @@ from sammed3d.inference import extend as _extend
 from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import RoiGrid, nearest_index
 from sammed3d.inference.predictor import SamMed3DPredictor
-from sammed3d.io import Volume, write_volume
+from sammed3d.io import write_volume
 
 logger = logging.getLogger(__name__)
 
 MAX_LABEL = 65535
+
+#: How :attr:`InteractiveSession.label_map` resolves voxels claimed by several objects.
+OVERLAP_RULES = ("later-on-top", "earlier-kept")
+#: An export warns when an object keeps less than this share of its voxels.
+HIDDEN_WARNING_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,8 @@ class InteractiveSession:
             step instead of only the new one. Default (None): what the model was trained
             with (published models: only the new one; models with ``click_maps``: all).
         max_history: Undo levels kept.
+        overlap: Where objects overlap in :attr:`label_map`: ``"later-on-top"`` (default)
+            or ``"earlier-kept"`` (see the module docstring).
     """
 
     def __init__(
@@ -100,11 +111,13 @@ class InteractiveSession:
         *,
         accumulate_clicks: bool | None = None,
         max_history: int = 100,
+        overlap: str = "later-on-top",
     ) -> None:
         if not isinstance(predictor, SamMed3DPredictor):
             raise TypeError(f"expected a SamMed3DPredictor, got {type(predictor).__name__}")
         if max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {max_history}")
+        self.overlap = _check_overlap(overlap)
         self.predictor = predictor
         if accumulate_clicks is None:
             accumulate_clicks = bool(getattr(predictor.model, "accumulates_clicks", False))
@@ -375,12 +388,25 @@ class InteractiveSession:
     def label_map(self) -> np.ndarray:
         """``(I, J, K)`` label map: uint8 (uint16 for labels > 255); 0 is background.
 
-        Where objects overlap, the one created first keeps the voxel.
+        Where objects overlap, the session's ``overlap`` rule decides (default: the object
+        created later is on top). :meth:`make_label_map` takes the rule as an argument.
         """
+        return self.make_label_map()
+
+    def make_label_map(self, overlap: str | None = None) -> np.ndarray:
+        """The label map under an overlap rule (default: the session's ``overlap``).
+
+        Args:
+            overlap: ``"later-on-top"`` or ``"earlier-kept"``.
+
+        Returns:
+            ``(I, J, K)`` uint8 (uint16 for labels > 255) label map, 0 for background.
+        """
+        rule = self.overlap if overlap is None else _check_overlap(overlap)
         labels = list(self._objects)
         dtype = np.uint16 if labels and max(labels) > 255 else np.uint8
         out = np.zeros(self.predictor.volume.shape, dtype=dtype)
-        for label in reversed(labels):
+        for label in labels if rule == "later-on-top" else reversed(labels):
             obj = self._objects[label]
             if obj.slices is None or obj.block is None:
                 continue
@@ -388,21 +414,66 @@ class InteractiveSession:
             region[obj.block] = label
         return out
 
+    def overlap_report(self, label_map: np.ndarray | None = None) -> dict[int, tuple[int, int]]:
+        """``{label: (voxels of the object's mask, voxels it keeps in the label map)}``.
+
+        Args:
+            label_map: The label map to check (default: :attr:`label_map`).
+        """
+        lm = self.label_map if label_map is None else label_map
+        report = {}
+        for label, obj in self._objects.items():
+            if obj.slices is None or obj.block is None:
+                report[label] = (0, 0)
+                continue
+            own = int(np.count_nonzero(obj.block))
+            kept = int(np.count_nonzero(lm[obj.slices][obj.block] == label))
+            report[label] = (own, kept)
+        return report
+
     def export_label_map(
         self,
         path: str | os.PathLike[str],
         *,
         protect: Sequence[str | os.PathLike[str]] = (),
+        overlap: str | None = None,
+        overwrite: bool = True,
     ) -> Path:
-        """Write :attr:`label_map` with the image's exact geometry (atomic).
+        """Write the label map with the image's exact geometry (atomic).
 
-        The format follows the file name (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``). The
-        image's own file is never overwritten.
+        The format follows the file name (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``); the
+        image's own file is never overwritten; a file read from NIfTI or NRRD keeps its
+        header's position fields (:func:`sammed3d.io.write_volume`). A warning is logged for
+        every object that is empty or keeps less than half of its voxels under the overlap
+        rule (another object covers it).
+
+        Args:
+            path: Output file.
+            protect: More paths that must not be overwritten.
+            overlap: Overlap rule (default: the session's ``overlap``).
+            overwrite: Replace an existing ``path``.
         """
         volume = self.predictor.volume
         guard = list(protect) + ([volume.path] if volume.path is not None else [])
-        out = Volume(self.label_map, volume.spacing, volume.origin, volume.direction.copy())
-        return write_volume(out, path, protect=tuple(guard))
+        rule = self.overlap if overlap is None else _check_overlap(overlap)
+        label_map = self.make_label_map(rule)
+        for label, (own, kept) in self.overlap_report(label_map).items():
+            if own == 0:
+                logger.warning("warning: object %d is empty (0 voxels) in %s", label, path)
+            elif kept < HIDDEN_WARNING_SHARE * own:
+                logger.warning(
+                    "warning: object %d keeps %d of its %d voxels in %s; other objects cover "
+                    "the rest (overlap rule %r; the other rule: %r)",
+                    label,
+                    kept,
+                    own,
+                    path,
+                    rule,
+                    next(r for r in OVERLAP_RULES if r != rule),
+                )
+        return write_volume(
+            volume.with_array(label_map), path, protect=tuple(guard), overwrite=overwrite
+        )
 
     # ------------------------------------------------------------------------------------
     # internals
@@ -446,3 +517,9 @@ class InteractiveSession:
         else:
             obj.slices, obj.block = None, None
         self._current = label
+
+
+def _check_overlap(rule: str) -> str:
+    if rule not in OVERLAP_RULES:
+        raise ValueError(f"overlap must be one of {list(OVERLAP_RULES)}, got {rule!r}")
+    return rule

@@ -1,22 +1,19 @@
 """Input checks for inference: is this file / array a usable intensity volume?
 
-SimpleITK reads some broken NIfTI files without complaint: a truncated ``.nii`` or
-``.nii.gz`` comes back zero-filled, and NaN voxels come back as 0. :func:`load_image`
-therefore double-checks NIfTI files against their header (and their float data with
-nibabel) before :func:`check_image_array` checks the voxels.
+Files are read with :func:`sammed3d.io.read_volume`, which already refuses truncated or
+corrupt files, NaN/Inf voxels, implausible voxel sizes and irregular DICOM series;
+:func:`check_image_array` then checks that the voxels make an intensity image (not constant,
+not a label map).
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import zlib
-from pathlib import Path
 
 import numpy as np
 
-from sammed3d.io import Volume, VolumeError, read_volume, volume_suffix
+from sammed3d.io import IrregularSlices, Volume, VolumeError, read_volume
 
 logger = logging.getLogger(__name__)
 
@@ -25,79 +22,27 @@ logger = logging.getLogger(__name__)
 LABEL_LIKE_MAX_VALUES = 32
 
 
-def load_image(path: str | os.PathLike[str], *, allow_label_like: bool = False) -> Volume:
+def load_image(
+    path: str | os.PathLike[str],
+    *,
+    allow_label_like: bool = False,
+    irregular_slices: IrregularSlices = "error",
+) -> Volume:
     """Read an intensity volume and reject unusable ones with a one-line reason.
+
+    Args:
+        path: Image file or DICOM series folder.
+        allow_label_like: Accept an image with only a few integer values.
+        irregular_slices: See :func:`sammed3d.io.read_volume`.
 
     Raises:
         FileNotFoundError: no such path.
-        VolumeError: unsupported/unreadable/truncated file, not 3-D, several DICOM series,
-            NaN/Inf, constant or label-like voxels.
+        VolumeError: unsupported/unreadable/truncated file, not 3-D, several DICOM series or an
+            irregular one, NaN/Inf, implausible spacing, constant or label-like voxels.
     """
-    volume = read_volume(path)
-    if volume_suffix(path) in (".nii", ".nii.gz"):
-        check_nifti_file(path)
+    volume = read_volume(path, irregular_slices=irregular_slices)
     check_image_array(volume.array, allow_label_like=allow_label_like, name=str(path))
     return volume
-
-
-def check_nifti_file(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`VolumeError` if a NIfTI file is truncated or holds NaN/Inf voxels."""
-    import nibabel as nib
-
-    path = Path(path)
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types on broken headers
-        raise VolumeError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
-    header = img.header
-    dtype = header.get_data_dtype()
-    expected = int(header.get_data_offset()) + int(np.prod(img.shape)) * dtype.itemsize
-    if volume_suffix(path) == ".nii":
-        size = path.stat().st_size
-        if size < expected:
-            raise VolumeError(
-                f"cannot read {path}: truncated NIfTI file ({size} bytes, its header needs "
-                f"{expected})"
-            )
-    else:
-        _check_gzip_length(path, expected)
-    if np.issubdtype(dtype, np.floating):
-        data = np.asanyarray(img.dataobj)
-        finite = np.isfinite(data)
-        if not finite.all():
-            n_nan = int(np.isnan(data).sum())
-            raise VolumeError(
-                f"{path}: has {n_nan} NaN and {int(data.size - finite.sum()) - n_nan} infinite "
-                "voxel(s); fix or mask them first"
-            )
-
-
-def _check_gzip_length(path: Path, expected: int) -> None:
-    """Compare the gzip trailer (uncompressed size mod 2**32) with ``expected`` bytes.
-
-    Only when they differ (truncation, or an unusual multi-member file) is the stream
-    decompressed to be sure.
-    """
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() < 18:
-            raise VolumeError(f"cannot read {path}: truncated gzip file")
-        f.seek(-4, os.SEEK_END)
-        isize = int.from_bytes(f.read(4), "little")
-    if isize == expected % 2**32:
-        return
-    total = 0
-    try:
-        with gzip.open(path, "rb") as stream:
-            while chunk := stream.read(1 << 24):
-                total += len(chunk)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise VolumeError(f"cannot read {path}: truncated or corrupt gzip data ({exc})") from None
-    if total < expected:
-        raise VolumeError(
-            f"cannot read {path}: truncated NIfTI file ({total} bytes of data, header needs "
-            f"{expected})"
-        )
 
 
 def check_image_array(

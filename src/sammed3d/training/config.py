@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -533,17 +532,9 @@ def config_to_yaml(cfg: TrainingConfig) -> str:
 
 def save_config(cfg: TrainingConfig, path: str | os.PathLike[str]) -> Path:
     """Write the resolved config atomically as YAML."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(config_to_yaml(cfg))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from sammed3d.io import atomic_write_text  # mode from the umask, like every output
+
+    return atomic_write_text(path, config_to_yaml(cfg))
 
 
 def diff_configs(old: TrainingConfig, new: TrainingConfig) -> list[str]:

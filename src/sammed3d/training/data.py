@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -319,15 +318,13 @@ def _file_key(path: Path) -> str:
 
 
 def _atomic_save_npy(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    from sammed3d.io import atomic_write  # mode from the umask, like every output
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
             np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _preprocess_case(

@@ -67,23 +67,22 @@ def _env_int(name: str, default: int) -> int:
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
     """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU.
 
+    The shared resolver :func:`sammed3d.devices.resolve_device`, with one more rule for
+    training: each process needs its own GPU.
+
     Raises:
-        ValueError: ``"cuda"`` requested without a CUDA device, or an unknown choice.
+        ValueError: ``"cuda"`` requested without a CUDA device, an unknown choice, or more
+            processes than visible GPUs.
     """
-    if choice == "cpu":
-        return torch.device("cpu")
-    if choice in ("auto", "cuda"):
-        if torch.cuda.is_available():
-            count = torch.cuda.device_count()
-            if local_rank >= count:
-                raise ValueError(
-                    f"LOCAL_RANK={local_rank} but only {count} CUDA device(s) are visible"
-                )
-            return torch.device("cuda", local_rank)
-        if choice == "cuda":
-            raise ValueError("train.device=cuda but no CUDA device is available")
-        return torch.device("cpu")
-    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {choice!r}")
+    from sammed3d.devices import resolve_device as shared_resolver
+
+    device = shared_resolver(choice, local_rank=local_rank, option="train.device")
+    if device.type == "cuda" and local_rank >= torch.cuda.device_count():
+        raise ValueError(
+            f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA device(s) "
+            "are visible"
+        )
+    return device
 
 
 def init_distributed(device: str = "auto", timeout_minutes: float = 60.0) -> DistContext:

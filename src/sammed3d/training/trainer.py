@@ -170,21 +170,30 @@ def train(
     return trainer.fit()
 
 
-def find_latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
-    """The newest checkpoint of a run (``latest.json`` pointer, else the highest step)."""
+def checkpoint_candidates(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """A run's checkpoints, newest first: the ``latest.json`` pointer's file, ``final.pth``,
+    then ``step_*.pth`` from the highest step down (each once; only existing files)."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    out: list[Path] = []
     pointer = ckpt_dir / LATEST_POINTER
     if pointer.exists():
         try:
             name = json.loads(pointer.read_text(encoding="utf-8"))["file"]
             if (ckpt_dir / name).exists():
-                return ckpt_dir / name
+                out.append(ckpt_dir / name)
         except (ValueError, KeyError, TypeError):
             logger.warning("ignoring unreadable %s", pointer)
-    candidates = sorted(ckpt_dir.glob("step_*.pth"))
     if (ckpt_dir / FINAL_NAME).exists():
-        return ckpt_dir / FINAL_NAME
-    return candidates[-1] if candidates else None
+        out.append(ckpt_dir / FINAL_NAME)
+    out += sorted(ckpt_dir.glob("step_*.pth"), reverse=True)
+    return list(dict.fromkeys(out))  # each once, newest first
+
+
+def find_latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest checkpoint of a run (``latest.json`` pointer, else ``final.pth``, else the
+    highest step), or None."""
+    candidates = checkpoint_candidates(run_dir)
+    return candidates[0] if candidates else None
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
@@ -481,6 +490,35 @@ class Trainer:
             )
         return obj
 
+    def _load_resume_or_older(self, newest: Path) -> tuple[Path, dict[str, Any]]:
+        """Read the newest checkpoint; if it is corrupt or truncated (a crash while it was
+        copied, a full disk), fall back to the next older valid one, saying so.
+
+        Raises:
+            CheckpointError: no checkpoint of the run can be read (naming the newest's problem).
+        """
+        candidates = [newest] + [p for p in checkpoint_candidates(self.run_dir) if p != newest]
+        problems: list[str] = []
+        for path in candidates:
+            try:
+                obj = self._load_resume(path)
+            except CheckpointError as exc:
+                problems.append(str(exc))
+                logger.warning("cannot resume from %s: %s", path.name, str(exc).splitlines()[0])
+                continue
+            if path != newest:
+                logger.warning(
+                    "resuming from the older checkpoint %s (global step %s) because the newest, "
+                    "%s, is unusable; the steps after it are redone",
+                    path.name,
+                    obj.get("train_state", {}).get("global_step", "?"),
+                    newest.name,
+                )
+            return path, obj
+        raise CheckpointError(
+            f"no usable checkpoint in {self.ckpt_dir} ({len(candidates)} tried): {problems[0]}"
+        )
+
     def _restore(self, path: Path, obj: dict[str, Any]) -> None:
         saved_cfg = obj.get("train_config")
         changes: list[str] = []
@@ -638,7 +676,8 @@ class Trainer:
             _check_roots(cfg)  # before building a model or a cache
         barrier(ctx)  # every rank has checked the run folder before anything is written
 
-        resume = None if resume_ckpt is None else (resume_ckpt, self._load_resume(resume_ckpt))
+        resume = None if resume_ckpt is None else self._load_resume_or_older(resume_ckpt)
+        resume_ckpt = None if resume is None else resume[0]
         model = self._build_model(resume)
         torch.manual_seed(t.seed + ctx.rank)
         np.random.seed((t.seed + ctx.rank) % 2**32)

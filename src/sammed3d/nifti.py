@@ -1,0 +1,220 @@
+"""NIfTI files through nibabel: the geometry other tools see, kept byte for byte on write.
+
+SimpleITK reads a truncated NIfTI file as zero-filled, turns NaN into 0 and takes the qform
+when the sform differs (``sform_code`` 4 after a registration); nibabel, FSL, nilearn and
+3D Slicer take the sform when its code is > 0. :func:`read_nifti` therefore reads with nibabel,
+checks the data length against the header, and derives the geometry from the sform (code > 0),
+else the qform, else ``pixdim``, in millimetres (``xyzt_units`` m/µm converted).
+:func:`write_nifti_with_header` writes a volume on the same grid with the source's sform,
+qform, their codes, ``pixdim`` and units unchanged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sammed3d.io import SourceHeader, Volume, VolumeError, decompose_affine, volume_suffix
+
+logger = logging.getLogger(__name__)
+
+
+#: Header fields that define where a NIfTI grid lies (copied verbatim on write).
+NIFTI_GEOMETRY_FIELDS = (
+    "qform_code",
+    "sform_code",
+    "quatern_b",
+    "quatern_c",
+    "quatern_d",
+    "qoffset_x",
+    "qoffset_y",
+    "qoffset_z",
+    "srow_x",
+    "srow_y",
+    "srow_z",
+    "xyzt_units",
+    "dim_info",
+)
+_UNIT_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 1e-3, "unknown": 1.0}
+
+
+def read_nifti(path: Path) -> Volume:
+    """Read a NIfTI-1/2 file with nibabel (see the module docstring)."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types on broken headers
+        raise VolumeError(f"cannot read {path}: not a valid NIfTI file ({_short(exc)})") from None
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise VolumeError(f"cannot read {path}: not a NIfTI-1/2 image ({type(img).__name__})")
+    hdr = img.header
+    dtype = hdr.get_data_dtype()
+    if dtype.fields is not None or dtype.kind == "c":
+        raise VolumeError(f"{path}: expected a scalar image, got voxels of type {dtype}")
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) > 3 and all(s == 1 for s in shape[3:]):
+        shape = shape[:3]
+    elif len(shape) == 5 and shape[3] == 1:
+        raise VolumeError(
+            f"{path}: expected a scalar image, got {shape[4]} components per voxel (vector image)"
+        )
+    if len(shape) != 3:
+        raise VolumeError(
+            f"{path}: expected a 3-D volume, got a {len(shape)}-D image of size {shape}"
+        )
+    if min(shape) < 2:
+        raise VolumeError(f"{path}: expected a 3-D volume, got size {shape} (a single slice?)")
+    _check_nifti_length(path, img)
+    try:
+        slope, inter = hdr.get_slope_inter()
+        slope = 1.0 if slope is None else float(slope)
+        inter = 0.0 if inter is None else float(inter)
+        if volume_suffix(path) == ".nii.gz":
+            offset = int(img.dataobj.offset)  # the loaded header's vox_offset reads 0
+            raw = _read_gzip_data(path, offset, hdr.get_data_dtype(), shape)
+        else:  # a memory map is copied into memory: no file handle stays open behind it
+            raw = np.array(np.asanyarray(img.dataobj.get_unscaled()), order="K")
+        raw = raw.reshape(shape, order="A")  # drop trailing 1-sized axes
+        array = raw
+        if slope != 1.0 or inter != 0.0:  # as ITK: float32 unless the raw type is wider
+            scaled = np.float32 if raw.dtype.itemsize <= 2 else np.float64
+            array = raw.astype(scaled) * scaled(slope)
+            array += scaled(inter)
+    except (EOFError, OSError, ValueError, zlib.error) as exc:
+        raise VolumeError(
+            f"cannot read {path}: truncated or corrupt data ({_short(exc)})"
+        ) from None
+    # the array stays (i, j, k)-indexed in the file's (Fortran) order: no transposing copy
+
+    affine, used = _nifti_affine(img, path)
+    raw = _raw_nifti_header(path, hdr)
+    pixdim = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    if used != "sform" and not (np.all(np.isfinite(pixdim)) and np.all(pixdim != 0)):
+        # nibabel silently turns a zero pixdim into 1 when it loads the header
+        shown = "(" + ", ".join(f"{v:g}" for v in pixdim) + ") mm"
+        raise VolumeError(f"{path}: the header gives voxel size {shown}: a zero axis; fix it")
+    spacing, direction, origin = decompose_affine(affine, what=f"{path}: the {used}")
+    volume = Volume(array, spacing, origin, direction, path)
+    volume.header = SourceHeader("nifti", volume.shape, volume.affine, bytes(raw.binaryblock))
+    return volume
+
+
+def _raw_nifti_header(path: Path, loaded: Any) -> Any:
+    """The header exactly as stored (nibabel's ``load`` "fixes" some fields)."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as fobj:
+            return type(loaded).from_fileobj(fobj, check=False)
+    except Exception:  # the checked header was readable; fall back to it
+        return loaded
+
+
+def _nifti_affine(img: Any, path: Path) -> tuple[np.ndarray, str]:
+    """The world matrix nibabel/FSL/3D Slicer use, in mm: sform if its code > 0, else qform."""
+    hdr = img.header
+    unit = hdr.get_xyzt_units()[0]
+    scale = np.diag([_UNIT_TO_MM.get(unit, 1.0)] * 3 + [1.0])
+    sform, s_code = hdr.get_sform(coded=True)
+    qform, q_code = hdr.get_qform(coded=True)
+    if s_code and s_code > 0 and sform is not None:
+        try:
+            decompose_affine(np.asarray(sform, dtype=np.float64))
+            return scale @ np.asarray(sform, dtype=np.float64), "sform"
+        except VolumeError as exc:
+            if not (q_code and q_code > 0):
+                raise VolumeError(f"{path}: the sform {str(exc)[len('affine ') :]}") from None
+            logger.warning(
+                "%s: the sform cannot be used (%s); using the qform as ITK does",
+                path,
+                str(exc)[len("affine ") :],
+            )
+    if q_code and q_code > 0 and qform is not None:
+        return scale @ np.asarray(qform, dtype=np.float64), "qform"
+    return scale @ np.asarray(hdr.get_base_affine(), dtype=np.float64), "pixdim"
+
+
+def _read_gzip_data(path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """The voxel block of a ``.nii.gz`` as an ``(I, J, K)`` Fortran-ordered array.
+
+    Reads to the end of the stream, so gzip checks its CRC-32 and length: a damaged block
+    that still inflates (garbage voxels) is caught, not only a cut stream.
+
+    Raises:
+        EOFError / OSError / zlib.error: truncated or corrupt stream.
+    """
+    n_bytes = int(np.prod(shape)) * dtype.itemsize
+    buffer = bytearray(n_bytes)
+    with gzip.open(path, "rb") as stream:
+        stream.seek(offset)
+        got = stream.readinto(buffer)
+        if got != n_bytes:
+            raise EOFError(f"{got} bytes of voxel data, the header announces {n_bytes}")
+        while stream.read(1 << 20):  # to the end: the CRC and length checks
+            pass
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order="F")
+
+
+def _check_nifti_length(path: Path, img: Any) -> None:
+    """Raise if an uncompressed file is shorter than its header announces.
+
+    (For ``.nii.gz`` the data read itself fails on a truncated or corrupt stream: nibabel
+    reads exactly the announced number of bytes or raises, and zlib raises on a cut or
+    damaged stream; :func:`read_nifti` turns both into a :class:`VolumeError`.)
+    """
+    if volume_suffix(path) != ".nii":
+        return
+    hdr = img.header
+    expected = int(img.dataobj.offset) + int(np.prod(img.shape)) * hdr.get_data_dtype().itemsize
+    size = path.stat().st_size
+    if size < expected:
+        raise VolumeError(
+            f"cannot read {path}: truncated NIfTI file ({size} bytes, its header needs {expected})"
+        )
+
+
+def write_nifti_with_header(volume: Volume, header: SourceHeader, tmp: str) -> None:
+    """Write ``volume`` to ``tmp`` with the geometry fields of ``header`` copied verbatim.
+
+    The data type, scaling and intent are the new data's; ``NIFTI_GEOMETRY_FIELDS`` and
+    ``pixdim[0:4]`` (qfac and voxel sizes) are the source's, byte for byte.
+    """
+    import nibabel as nib
+
+    raw = header.data
+    assert isinstance(raw, bytes)
+    if len(raw) == nib.Nifti2Header.template_dtype.itemsize:
+        src: Any = nib.Nifti2Header(binaryblock=raw)
+        hdr: Any = nib.Nifti2Header()
+        image_cls: Any = nib.Nifti2Image
+    else:
+        src = nib.Nifti1Header(binaryblock=raw)
+        hdr = nib.Nifti1Header()
+        image_cls = nib.Nifti1Image
+    array = volume.array
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    hdr.set_data_shape(array.shape)
+    hdr.set_data_dtype(array.dtype)
+    for key in NIFTI_GEOMETRY_FIELDS:
+        hdr[key] = src[key]
+    pixdim = np.array(hdr["pixdim"])
+    pixdim[:4] = src["pixdim"][:4]
+    hdr["pixdim"] = pixdim
+    image = image_cls(np.asarray(array), None, header=hdr)
+    image.header.set_slope_inter(1.0, 0.0)
+    nib.save(image, tmp)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+__all__ = ["NIFTI_GEOMETRY_FIELDS", "read_nifti", "write_nifti_with_header"]

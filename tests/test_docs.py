@@ -1,0 +1,471 @@
+"""Docs that run: every command shown in README.md and docs/*.md is executed (or, for a
+fragment with elided arguments, checked against the real parser), so the docs cannot drift.
+
+Commands are discovered from the text, not listed here: a command documented tomorrow is
+covered tomorrow. Discovery: lines of fenced ``bash``/``sh``/``console``/unlabelled blocks and
+inline code spans that start with ``sammed3d``, ``./dev`` or ``torchrun ... -m sammed3d``
+(``\\`` continuations and indented synopsis lines are joined, ``# comments`` and ``| pipes``
+dropped).
+
+How a command runs (in-process ``sammed3d.cli.main``, one scratch folder per document, commands
+in document order so that ``train -o runs/x`` precedes ``train --resume runs/x``):
+
+* Synopses: ``[optional groups]``: every variant (none, each group alone) must parse with the
+  real parser; the variant without them is executed. ``a|b`` takes ``a``; ``X...`` one ``X``.
+* Placeholders (``IMAGE``, ``I J K``, ``OUT``, ``CKPT``, ``<Colin27 AAL>``, ...) become
+  fixtures (:data:`METAVARS`). Paths the docs name as inputs (``ct.nii.gz``,
+  ``sam_med3d_turbo.pth``, ``nnUNet_raw/Dataset003_Liver``, ``/data/...``) are created in the
+  scratch folder (absolute paths made relative) before the command runs: a small CT-like
+  image, label maps, a ``sam_med3d_tiny`` checkpoint, a two-case nnU-Net dataset.
+* Every checkpoint is a tiny one (``build_model("sam_med3d_tiny")`` + ``save_checkpoint``, also
+  as ``$SAMMED3D_CHECKPOINT``); ``train`` runs the tiny architecture for one step
+  (:data:`TRAIN_OVERRIDES`); ``prepare --workers N`` runs with one worker; ``torchrun``
+  commands run their ``-m sammed3d`` part in one process.
+* A standalone ``...`` elides arguments: such a fragment is not run, but every option it shows
+  must exist for its command.
+* ``./dev test`` is this suite and ``./dev lint`` runs in CI (:data:`DEV_ONLY`); a bare
+  ``sammed3d <command>`` in prose names a command, which must exist.
+* Commands not in :data:`IN_PROCESS` (documented after this harness was written) run as a
+  subprocess with a time limit; one that needs fixtures or does not return gets a recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+DEV_ONLY = {"test": "is this test suite", "lint": "runs ruff (CI)"}
+
+#: Commands known to finish on their own: run in this process. Any other command (one
+#: documented later) runs as ``python -m sammed3d`` with a time limit, so a command that does
+#: not return (a server) fails with a message instead of hanging the suite.
+IN_PROCESS = {"demo", "segment", "evaluate", "metrics", "train", "prepare", "export", "info"}
+OTHER_COMMAND_TIMEOUT_S = 120
+
+#: Commands of sections other people are rewriting, known not to run yet. Each entry must
+#: still be in the docs and must still fail; remove it when the text is fixed.
+KNOWN_DRIFT: dict[str, str] = {
+    "sammed3d evaluate --data <Colin27 AAL> --clicks 1,3,5 --roi click": (
+        "README 'Bundled demo model' (being rewritten with the new default model, issue 10): "
+        "no --output given"
+    ),
+}
+
+#: Synopsis placeholders -> values; ``(command, option)`` keys win over plain ones. Options
+#: are the flag right before the placeholder ("" for positionals).
+METAVARS: dict[str | tuple[str, str], str] = {
+    "IMAGE": "ct.nii.gz",
+    "I": "8",
+    "J": "7",
+    "K": "5",
+    "OUT.nii.gz": "out_mask.nii.gz",
+    ("segment", "OUT"): "out_mask.nii.gz",
+    ("evaluate", "OUT"): "eval/out",
+    ("evaluate", "DIR"): "eval/out",
+    ("evaluate", "--data"): "nnUNet_raw/Dataset001_Docs",
+    ("prepare", "DIR"): "prepared",
+    "OUT": "out",
+    "OUT.pth": "exported.pth",
+    "P": "pred.nii.gz",
+    "G": "gt.nii.gz",
+    "T": "1",
+    "F": "metrics_out.json",
+    ("--label", "N"): "2",
+    ("--max-rois", "N"): "2",
+    "N": "1",
+    "CKPT": "tiny.pth",
+    "CFG": "tiny_cpu",
+    "RUN": "runs/docs",
+    "RUN_DIR": "runs/docs",
+    "RUN_OR_CKPT": "tiny.pth",
+    "CKPT_OR_RUN_DIR": "tiny.pth",
+    "SRC": "nnUNet_raw/Dataset001_Docs",
+    "DIR": "nnUNet_raw/Dataset001_Docs",
+    "<Colin27_AAL>": "nnUNet_raw/Dataset001_Docs",
+}
+
+#: Appended to every ``train`` command: the tiny architecture, one optimizer step.
+TRAIN_OVERRIDES = [
+    "model.name=sam_med3d_tiny",
+    "train.epochs=1",
+    "train.batch_size=1",
+    "train.accumulation_steps=1",
+    "train.num_clicks=2",
+    "train.mask_only_random=[1,1]",
+    "train.amp=none",
+    "train.device=cpu",
+    "data.num_workers=0",
+    "data.min_target_voxels=20",
+    "run.tensorboard=false",
+    "run.stop_after_steps=1",
+]
+
+_FENCE = re.compile(r"^\s*```(\w*)\s*$")
+_START = re.compile(r"^(?:\$ )?(?:sammed3d|\./dev|torchrun|python -m sammed3d)\b")
+_INLINE = re.compile(r"`((?:sammed3d|\./dev) [^`]*)`")
+
+
+@dataclass(frozen=True)
+class DocCommand:
+    doc: str
+    line: int
+    text: str
+    inline: bool  # a code span in prose or a table, not a line of a code block
+
+    @property
+    def id(self) -> str:
+        return f"{self.doc}:{self.line}:{self.text[:60]}"
+
+
+def discover(path: Path) -> list[DocCommand]:
+    """The commands shown in one Markdown file, in order."""
+    out: list[DocCommand] = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    block: str | None = None  # language of the open fence
+    pending: tuple[int, str] | None = None
+    name = path.relative_to(REPO).as_posix()
+
+    def flush() -> None:
+        nonlocal pending
+        if pending is not None:
+            text = re.sub(r"\s+", " ", pending[1]).strip()
+            out.append(DocCommand(name, pending[0], text, inline=False))
+            pending = None
+
+    for n, raw in enumerate(lines, start=1):
+        m = _FENCE.match(raw)
+        if m:
+            flush()
+            block = None if block is not None else m.group(1)
+            continue
+        if block is None:
+            for m2 in _INLINE.finditer(raw):
+                out.append(DocCommand(name, n, m2.group(1).strip(), inline=True))
+            continue
+        if block not in ("", "bash", "sh", "console", "shell"):
+            continue
+        text = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
+        if pending is not None and (pending[1].endswith("\\") or raw[:1].isspace()):
+            pending = (pending[0], pending[1].rstrip("\\") + " " + text.strip())
+            continue
+        flush()
+        if _START.match(text.strip()):
+            pending = (n, text.strip())
+    flush()
+    return out
+
+
+ALL = [c for doc in DOCS for c in discover(doc)]
+
+
+def _normalise(text: str) -> str:
+    text = text.split(" | ")[0]  # shell plumbing after the command
+    text = re.sub(r"^\$ ", "", text)
+    return re.sub(r"<([^<>]+)>", lambda m: "<" + m.group(1).replace(" ", "_") + ">", text)
+
+
+def _sammed3d_argv(tokens: list[str]) -> list[str] | None:
+    """The argument list after ``sammed3d`` (None for dev-script/template lines)."""
+    if tokens[0] == "sammed3d":
+        return tokens[1:]
+    if tokens[0] == "./dev":
+        return tokens[1:]
+    if tokens[0] in ("torchrun", "python"):
+        at = tokens.index("-m")
+        assert tokens[at + 1] == "sammed3d", tokens
+        return tokens[at + 2 :]
+    raise AssertionError(f"unexpected command start {tokens[0]!r}")
+
+
+def _variants(text: str) -> tuple[str, list[str]]:
+    """(base text without optional groups, [base + one group, ...])."""
+    group = r"(?:^|(?<=\s))\[([^\[\]]*)\]"  # not `key=[a,b]` values
+    groups = re.findall(group, text)
+    base = re.sub(group, "", text)
+    return base, [f"{base} {g}" for g in groups]
+
+
+def _clean(tokens: list[str]) -> tuple[list[str], bool]:
+    """Drop repetition marks and take the first alternative; report elisions."""
+    out, elided = [], False
+    for tok in tokens:
+        if tok == "...":
+            elided = True
+            continue
+        if tok.endswith("...") and len(tok) > 3:
+            tok = tok[:-3]
+        if "|" in tok and not tok.startswith("data."):
+            tok = tok.split("|")[0]
+        out.append(tok)
+    return out, elided
+
+
+#: Upper-case words that are real values, not placeholders.
+LITERALS = {"CT", "MR", "US"}
+
+
+def _is_placeholder(tok: str) -> bool:
+    if tok in LITERALS:
+        return False
+    return tok.startswith("<") or bool(re.fullmatch(r"[A-Z][A-Z_]*(\.[a-z.]+)?", tok))
+
+
+def _substitute(argv: list[str]) -> list[str]:
+    """Placeholders -> values (see :data:`METAVARS`); absolute example paths -> relative."""
+    command = argv[0]
+    out = [command]
+    for n, tok in enumerate(argv[1:], start=1):
+        prev = argv[n - 1] if n > 1 else ""
+        option = prev if prev.startswith("-") else ""
+        if _is_placeholder(tok):
+            for key in ((command, option), (option, tok), (command, tok), tok):
+                if key in METAVARS:
+                    tok = METAVARS[key]  # type: ignore[index]
+                    break
+            else:
+                raise AssertionError(f"unknown placeholder {tok!r}: add it to METAVARS")
+        if tok.startswith("/") and not tok.startswith("//"):
+            tok = tok.lstrip("/")  # absolute example paths live in the scratch folder
+        if tok.startswith("data.roots=["):
+            tok = (
+                "data.roots=["
+                + ",".join(p.lstrip("/") for p in tok[len("data.roots=[") : -1].split(","))
+                + "]"
+            )
+        out.append(tok)
+    return out
+
+
+def _parser_for(command: str) -> argparse.ArgumentParser:
+    from sammed3d.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert command in sub.choices, f"the docs show `sammed3d {command}`, which does not exist"
+    return sub.choices[command]
+
+
+def _parses(argv: list[str]) -> None:
+    from sammed3d.cli import build_parser
+
+    try:
+        build_parser().parse_args(argv)
+    except SystemExit as exc:
+        raise AssertionError(f"does not parse: sammed3d {' '.join(argv)}") from exc
+
+
+# ------------------------------------------------------------------------------------------
+# fixtures the docs' paths become
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from sammed3d import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    return save_checkpoint(build_model("sam_med3d_tiny"), tmp_path_factory.mktemp("docs") / "t.pth")
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return {}
+
+
+def _materialize(argv: list[str], cwd: Path, ckpt: Path) -> list[str]:
+    """Create the inputs the command names; returns argv with test-only adjustments."""
+    from sammed3d.io import Volume, write_volume
+    from tests.training.conftest import write_nnunet_dataset
+    from tests.volumes import image_array
+
+    command = argv[0]
+    ds_pattern = re.compile(r"(?:^|/)(?:Dataset|Task)\d+_\w+$")
+
+    def dataset(path: str) -> None:
+        if not (cwd / path).exists():
+            write_nnunet_dataset(cwd / path, n_cases=1, shape=(40, 36, 32))
+
+    def checkpoint(path: str) -> None:
+        target = cwd / path
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ckpt, target)
+
+    for n, tok in enumerate(argv):
+        prev = argv[n - 1] if n else ""
+        if ds_pattern.search(tok):
+            dataset(tok)
+        if tok.startswith("data.roots=["):
+            for p in tok[len("data.roots=[") : -1].split(","):
+                dataset(p)
+        if prev in ("--checkpoint", "--init") and tok.endswith(".pth"):
+            checkpoint(tok)
+        if prev in ("--pred", "--gt") and not (cwd / tok).exists():
+            labels = (image_array((20, 18, 12)) > 300).astype(np.uint8)
+            if prev == "--pred":
+                labels = np.roll(labels, 1, axis=0)
+            write_volume(Volume(labels, (1.5, 1.5, 2.0), (3.0, -4.0, 5.0)), cwd / tok)
+    positionals = [t for t in argv[1:] if not t.startswith("-") and "=" not in t]
+    if command == "segment" and positionals and not (cwd / positionals[0]).exists():
+        vol = Volume(image_array((20, 18, 12)), (1.5, 1.5, 2.0), (3.0, -4.0, 5.0))
+        write_volume(vol, cwd / positionals[0])
+    if command == "export" and positionals and not (cwd / positionals[0]).exists():
+        checkpoint(positionals[0])
+    if command == "info" and "--checkpoint" in argv:
+        checkpoint(argv[argv.index("--checkpoint") + 1])
+    if command == "prepare" and "--workers" in argv:  # worker processes: tests/data
+        at = argv.index("--workers")
+        argv = [*argv[: at + 1], "1", *argv[at + 2 :]]
+    if command == "evaluate":
+        out = argv[argv.index("--output") + 1] if "--output" in argv else None
+        if "--merge" in argv and out and not (cwd / out / "config.json").exists():
+            dataset(METAVARS[("evaluate", "--data")])
+            from sammed3d.cli import main
+
+            setup = ["evaluate", "--data", METAVARS[("evaluate", "--data")], "--method"]
+            setup += ["region-growing", "--clicks", "1,5", "--output", out, "--no-progress"]
+            assert main(setup) == 0
+    if command == "train":
+        if "--resume" in argv:
+            run = argv[argv.index("--resume") + 1]
+            if not (cwd / run / "config.yaml").exists():  # a run to continue
+                from sammed3d.cli import main
+
+                dataset(METAVARS["SRC"])
+                setup = ["train", "--config", "tiny_cpu", "-o", run, "--no-progress"]
+                assert main([*setup, f"data.roots=[{METAVARS['SRC']}]", *TRAIN_OVERRIDES]) == 0
+            argv = [*argv, "run.stop_after_steps=1"]
+        elif "--print-config" not in argv and "--cache-only" not in argv:
+            if not any(t.startswith("data.roots=") for t in argv):
+                dataset(METAVARS["SRC"])
+                argv = [*argv, f"data.roots=[{METAVARS['SRC']}]"]
+            argv = [*argv, *TRAIN_OVERRIDES]
+    return argv
+
+
+def _run_in(cwd: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch, ckpt: Path) -> int:
+    from sammed3d.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("SAMMED3D_CHECKPOINT", str(ckpt))
+    argv = _materialize(argv, cwd, ckpt)
+    if argv[0] in ("segment", "demo", "evaluate", "train"):
+        argv = [*argv, "--no-progress"]
+    model_run = argv[0] in ("segment", "demo") or (
+        argv[0] == "evaluate" and "region-growing" not in argv and "--merge" not in argv
+    )
+    if model_run and "--no-extend" not in argv:
+        argv = [*argv, "--no-extend"]  # random tiny weights would grow into 8 ROIs per click
+    if argv[0] in ("segment", "metrics", "export", "demo") and "--overwrite" not in argv:
+        argv = [*argv, "--overwrite"]  # a doc may show the same output twice
+    if argv[0] in IN_PROCESS:
+        return main(argv)
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SAMMED3D_CHECKPOINT": str(ckpt)}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sammed3d", *argv],
+            cwd=cwd,
+            env=env,
+            timeout=OTHER_COMMAND_TIMEOUT_S,
+            capture_output=True,
+            text=True,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(
+            f"`sammed3d {' '.join(argv)}` did not finish in {OTHER_COMMAND_TIMEOUT_S} s (a "
+            "server?): give it a recipe in tests/test_docs.py (_materialize / IN_PROCESS)"
+        )
+    sys.stderr.write(proc.stderr)
+    return proc.returncode
+
+
+# ------------------------------------------------------------------------------------------
+# the tests
+
+
+def test_commands_are_discovered() -> None:
+    texts = {c.text for c in ALL}
+    assert len(ALL) > 20
+    assert any(t.startswith("sammed3d segment IMAGE") for t in texts)  # tables
+    assert any(t.startswith("sammed3d evaluate --data nnUNet_raw") for t in texts)  # blocks
+    assert any("--coords voxel|ras|lps" in t for t in texts)  # indented synopsis lines
+
+
+def test_known_drift_entries_are_still_current() -> None:
+    texts = {c.text for c in ALL}
+    stale = [t for t in KNOWN_DRIFT if t not in texts]
+    assert not stale, f"KNOWN_DRIFT entries no longer in the docs, remove them: {stale}"
+
+
+@pytest.mark.parametrize("cmd", ALL, ids=lambda c: c.id)
+def test_documented_command_runs(
+    cmd: DocCommand,
+    workdirs: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_ckpt: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = _normalise(cmd.text)
+    tokens = shlex.split(text)
+    if tokens[0] == "./dev" and len(tokens) > 1 and tokens[1] in DEV_ONLY:
+        pytest.skip(f"./dev {tokens[1]} {DEV_ONLY[tokens[1]]}")
+    if len(tokens) > 1 and tokens[1].startswith("<"):
+        return  # `sammed3d <command> ...`: the generic form, not a command
+    argv = _sammed3d_argv(tokens)
+    assert argv, cmd
+    parser = _parser_for(argv[0])
+    if len(argv) == 1 and tokens[0] == "sammed3d" and cmd.inline:
+        return  # a bare name in prose: the command exists (checked above)
+    prefix = len(tokens) - len(argv)  # `sammed3d`, `./dev`, `torchrun ... -m sammed3d`
+    base, variants = _variants(text)
+    base_argv, elided = _clean(shlex.split(base)[prefix:])
+    if elided:  # a fragment: every option shown must exist
+        known = {s for a in parser._actions for s in a.option_strings}
+        shown = [t for t in base_argv[1:] if t.startswith("-")]
+        for v in variants:
+            shown += [t for t in _clean(shlex.split(v)[prefix:])[0][1:] if t.startswith("-")]
+        assert set(shown) <= known, f"{cmd.id}: unknown options {set(shown) - known}"
+        return
+    argv = _substitute(base_argv)
+    if cmd.text in KNOWN_DRIFT:
+        with pytest.raises(AssertionError):  # strict: once it runs, drop the entry
+            _parses(argv)
+            _run_command(cmd, argv, workdirs, tmp_path_factory, tiny_ckpt, monkeypatch, capsys)
+        return
+    for variant in variants:
+        _parses(_substitute(_clean(shlex.split(variant)[prefix:])[0]))
+    _parses(argv)
+    if any(c.doc == cmd.doc and c.text == cmd.text and c.line < cmd.line for c in ALL):
+        return  # shown again in the same document: ran above
+    _run_command(cmd, argv, workdirs, tmp_path_factory, tiny_ckpt, monkeypatch, capsys)
+
+
+def _run_command(
+    cmd: DocCommand,
+    argv: list[str],
+    workdirs: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_ckpt: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cwd = workdirs.setdefault(cmd.doc, tmp_path_factory.mktemp(cmd.doc.replace("/", "_")))
+    code = _run_in(cwd, argv, monkeypatch, tiny_ckpt)
+    err = capsys.readouterr().err
+    assert code == 0, f"{cmd.id}\n`sammed3d {' '.join(argv)}` exited {code}: {err[-600:]}"
