@@ -14,19 +14,24 @@ from sammed3d.io import read_volume
 
 
 def test_bundled_assets_are_consistent():
-    image_path, atlas_path, names = demo_assets()
-    image, atlas = read_volume(image_path), read_volume(atlas_path)
-    assert image.shape == atlas.shape
-    np.testing.assert_allclose(image.affine, atlas.affine, atol=1e-4)
+    image_path, labels_path, names = demo_assets()
+    image, labels = read_volume(image_path), read_volume(labels_path)
+    assert image.shape == labels.shape
+    np.testing.assert_allclose(image.affine, labels.affine, atol=1e-4)
     assert image.spacing == pytest.approx((1.5, 1.5, 1.5))
-    assert len(names) == 116
-    present = set(np.unique(atlas.array)) - {0}
-    assert {names[s] for s in DEFAULT_STRUCTURES} <= present
-    # RAS sanity: "_L" structures lie at smaller x (left) than their "_R" twins
-    for base in ("Hippocampus", "Caudate", "Putamen"):
-        xl = np.argwhere(atlas.array == names[f"{base}_L"])[:, 0].mean()
-        xr = np.argwhere(atlas.array == names[f"{base}_R"])[:, 0].mean()
-        assert (image.affine[0, 0] * xl) < (image.affine[0, 0] * xr)
+    assert set(DEFAULT_STRUCTURES) <= set(names)
+    masks = {name: np.isin(labels.array, values) for name, values in names.items()}
+    # nested as in the anatomy: white matter and ventricles lie inside the brain
+    assert not (masks["white_matter"] & ~masks["whole_brain"]).any()
+    assert not (masks["lateral_ventricles"] & ~masks["whole_brain"]).any()
+    # plausible sizes at 1.5 mm (3.375 mm^3 per voxel): brain ~1-1.8 l, ventricles 5-60 ml
+    ml = {name: m.sum() * 3.375 / 1000 for name, m in masks.items()}
+    assert 1000 < ml["whole_brain"] < 1800
+    assert 300 < ml["white_matter"] < ml["whole_brain"]
+    assert 5 < ml["lateral_ventricles"] < 60
+    # the ventricles are dark on T1, the white matter bright
+    img = image.array.astype(float)
+    assert img[masks["lateral_ventricles"]].mean() < 0.6 * img[masks["white_matter"]].mean()
 
 
 def test_interior_click_is_deepest_voxel():
@@ -45,42 +50,69 @@ def tiny_ckpt(tmp_path_factory):
 
 def test_demo_runs_end_to_end(tmp_path, tiny_ckpt):
     result = run_demo(
-        tmp_path / "out", checkpoint=tiny_ckpt, structures=["Thalamus_R", "Caudate_L"], extend=False
+        tmp_path / "out",
+        checkpoint=tiny_ckpt,
+        structures=["lateral_ventricles", "white_matter"],
+        clicks=2,
+        extend=False,
     )
-    assert [r.name for r in result.structures] == ["Thalamus_R", "Caudate_L"]
-    assert result.structures[1].held_out_category
+    assert [r.name for r in result.structures] == ["lateral_ventricles", "white_matter"]
     labels = read_volume(result.label_map)
     image_path, _, _ = demo_assets()
     assert labels.shape == read_volume(image_path).shape
     assert set(np.unique(labels.array)) <= {0, 1, 2}
     summary = json.loads(result.summary.read_text(encoding="utf-8"))
-    assert summary["label_values"] == {"Thalamus_R": 1, "Caudate_L": 2}
+    assert summary["label_values"] == {"lateral_ventricles": 1, "white_matter": 2}
+    assert summary["written_by"] == "sammed3d demo"
+    assert len(summary["mean_dice_per_click"]) == 2
     assert result.figure.stat().st_size > 10_000
     for r in result.structures:
-        assert 0.0 <= r.dice <= 1.0
+        assert len(r.clicks) == 2 and len(r.dice) == 2
+        assert all(0.0 <= d <= 1.0 for d in r.dice)
+        assert r.clicks[0][3] is True  # the first click is positive
 
 
-def test_demo_cli_unknown_structure(capsys, tiny_ckpt, tmp_path):
-    code = main(
-        ["demo", "--checkpoint", str(tiny_ckpt), "--structures", "Nose", "-o", str(tmp_path)]
-    )
+def test_demo_cli(tmp_path, tiny_ckpt, capsys):
+    out = tmp_path / "cli"
+    args = ["demo", "-o", str(out), "--checkpoint", str(tiny_ckpt), "--no-extend", "--clicks", "1"]
+    assert main([*args, "--structures", "lateral_ventricles"]) == 0
+    text = capsys.readouterr().out
+    assert "lateral_ventricles" in text and "label map" in text
+    # a folder the demo wrote is refreshed without --overwrite; anything else is protected
+    assert main([*args, "--structures", "lateral_ventricles"]) == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "demo_labels.nii.gz").write_bytes(b"user data")
+    assert main(["demo", "-o", str(other), "--checkpoint", str(tiny_ckpt), "--clicks", "1"]) == 2
+    assert (other / "demo_labels.nii.gz").read_bytes() == b"user data"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--structures", "Hippocampus_L"], "unknown structure"),
+        (["--clicks", "0"], "--clicks must be >= 1"),
+    ],
+)
+def test_demo_bad_input(tmp_path, tiny_ckpt, capsys, args, message):
+    code = main(["demo", "-o", str(tmp_path / "x"), "--checkpoint", str(tiny_ckpt), *args])
     assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: unknown structure(s) ['Nose']") and "\n" not in err
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
-def test_demo_cli_missing_checkpoint(capsys, tmp_path):
-    code = main(["demo", "--checkpoint", str(tmp_path / "nope.pth"), "-o", str(tmp_path)])
-    assert code == 2
-    assert "checkpoint not found" in capsys.readouterr().err
-
-
-def test_bundled_weights_are_the_demo_model():
+def test_bundled_default_model_is_registered():
     from sammed3d import MODEL_REGISTRY, load_checkpoint
     from sammed3d.paths import BUNDLED_CHECKPOINT
 
-    assert BUNDLED_CHECKPOINT.is_file()
-    assert BUNDLED_CHECKPOINT.stat().st_size <= 25 * 2**20
     model = load_checkpoint(BUNDLED_CHECKPOINT)
     assert model.config == MODEL_REGISTRY["sam_med3d_demo"]
-    assert model.metadata["global_step"] > 0
+    assert model.accumulates_clicks and model.hires_encoder is not None
+    assert BUNDLED_CHECKPOINT.stat().st_size < 50 * 2**20
+
+
+def test_demo_cli_missing_checkpoint(capsys, tmp_path):
+    code = main(["demo", "--checkpoint", str(tmp_path / "nope.pth"), "-o", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "not found" in err and "\n" not in err

@@ -23,9 +23,10 @@ Evaluation sets (``OUT/eval``, never trained on; Colin27 is the held-out volume)
 
 * ``Dataset201_Colin27_Brain`` and ``Dataset202_Colin27_Tissue``: the visible structures of
   Colin27, derived from its T1 and its brain extraction only: whole brain (``ch2bet > 0``,
-  holes filled), white matter and lateral ventricles (3-class intensity clustering inside the
-  brain, largest connected components; ventricles = CSF at least 8 mm inside the brain
-  surface). Two datasets because the brain contains the other two.
+  holes filled), white matter (3-class intensity clustering inside the brain, largest
+  connected component) and lateral ventricles (voxels darker than CSF + 30 % of the CSF-GM
+  gap, at least 15 mm inside the brain surface, opened by one voxel, largest connected
+  component). Two datasets because the brain contains the other two.
 * ``Dataset203_Colin27_AAL``: the 116 AAL regions on Colin27 (an atlas check: borders that are
   not intensity edges).
 * ``Dataset204_Colin27_Lesions``: synthetic lesions (irregular blobs, hypo- or hyper-intense,
@@ -185,12 +186,15 @@ def tissue_classes(t1: np.ndarray, brain: np.ndarray) -> np.ndarray:
 
 
 def visible_structures(t1: np.ndarray, brain: np.ndarray, spacing: float) -> dict[str, np.ndarray]:
-    """Whole brain, white matter and lateral ventricles of a T1 with its brain mask."""
+    """Whole brain, white matter and lateral ventricles of a T1 with its brain mask (see the
+    module docstring for the rules; ``spacing`` in mm, isotropic)."""
     brain = largest_component(fill_holes(brain))
     tissue = tissue_classes(t1, brain)
     wm = largest_component(tissue == 3)
     depth = ndimage.distance_transform_edt(brain) * spacing
-    ventricles = largest_component((tissue == 1) & (depth >= 8.0))
+    csf, gm = kmeans_1d(t1[brain].astype(np.float64), 3)[:2]
+    dark = (t1 < csf + 0.3 * (gm - csf)) & brain & (depth >= 15.0)
+    ventricles = largest_component(ndimage.binary_opening(dark, iterations=1))
     return {"whole_brain": brain, "white_matter": wm, "lateral_ventricles": ventricles}
 
 
@@ -363,7 +367,8 @@ def write_demo_asset(src: dict[str, Path], labels: dict[str, np.ndarray]) -> Non
     ASSET_DIR.mkdir(parents=True, exist_ok=True)
     write_volume(crop_img, ASSET_DIR / "colin27_t1.nii.gz")
     write_volume(crop_lab, ASSET_DIR / "colin27_structures.nii.gz")
-    names = {"whole_brain": 1, "white_matter": 2, "lateral_ventricles": 3}
+    # label values that make up each structure (the brain contains the other two)
+    names = {"whole_brain": [1, 2, 3], "white_matter": [2], "lateral_ventricles": [3]}
     (ASSET_DIR / "colin27_structures.json").write_text(json.dumps(names, indent=1) + "\n")
     logger.info("demo asset: %s %s", crop_img.shape, ASSET_DIR)
 

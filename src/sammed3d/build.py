@@ -401,7 +401,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
             decoder_depth=len(dec_layers),
             decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
             decoder_attention_downsample_rate=prompt_dim // cross,
-            click_maps=shape("prompt_encoder.mask_downscaling.0.weight")[1] == 3,
+            click_maps=shape("prompt_encoder.mask_downscaling.0.weight")[1] > 1,
             hires_channels=(
                 shape("hires_encoder.down1.weight")[0]
                 if "hires_encoder.down1.weight" in state_dict

@@ -54,8 +54,11 @@ class ModelConfig:
 
     @property
     def mask_prompt_channels(self) -> int:
-        """Channels of the mask prompt: previous logits (+ positive/negative click maps)."""
-        return 3 if self.click_maps else 1
+        """Channels of the mask prompt: previous logits (+ positive/negative click maps, + with a
+        high-res path the similarity to the positive/negative clicks)."""
+        if not self.click_maps:
+            return 1
+        return 5 if self.hires_channels else 3
 
     @property
     def grid_size(self) -> int:

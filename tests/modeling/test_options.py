@@ -48,6 +48,20 @@ def test_click_maps_place_each_click_in_its_channel():
     assert torch.nonzero(coarse[0, 0] == coarse[0, 0].max())[0].tolist() == [2, 5, 7]
 
 
+def test_click_similarity_is_one_at_the_click_and_zero_without_clicks():
+    from sammed3d.modeling.hires import click_similarity
+
+    feats = torch.randn(1, 8, 8, 8, 4)
+    feats[0, :4] = 0.0  # a uniform region: everything there looks like the click
+    coords = torch.tensor([[[4.0, 8.0, 12.0], [40.0, 40.0, 40.0]]])  # 64-voxel input, 8^3 grid
+    sim = click_similarity(feats, coords, torch.tensor([[1, -1]]), img_size=64)
+    assert sim.shape == (1, 2, 8, 8, 8)
+    assert float(sim[0, 0, 0, 1, 1]) == pytest.approx(1.0)
+    assert torch.allclose(sim[0, 0, :4], torch.ones(4, 8, 8))
+    assert float(sim[0, 0, 4:].max()) < 1.0
+    assert not sim[0, 1].any()  # no negative click
+
+
 def test_click_maps_without_clicks_are_zero():
     maps = draw_click_maps(None, None, size=8, img_size=64, batch=3)
     assert maps.shape == (3, 2, 8, 8, 8) and not maps.any()
@@ -55,7 +69,7 @@ def test_click_maps_without_clicks_are_zero():
 
 def test_option_model_shapes_and_state_dict(option_model):
     keys = option_model.state_dict()
-    assert keys["prompt_encoder.mask_downscaling.0.weight"].shape[1] == 3
+    assert keys["prompt_encoder.mask_downscaling.0.weight"].shape[1] == 5
     assert any(k.startswith("hires_encoder.") for k in keys)
     assert any(k.startswith("mask_decoder.hires_head.") for k in keys)
     assert option_model.low_res_size == (32, 32, 32)  # 2 x the published 16^3 of a 64 input

@@ -1,8 +1,9 @@
-"""``sammed3d demo``: segment named structures of the bundled MRI from one click each."""
+"""``sammed3d demo``: segment visible structures of the bundled MRI with a few clicks each."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sammed3d.cli import add_device_arg, add_overwrite_arg, add_unsafe_pickle_arg
 
@@ -21,18 +22,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--structures",
-        help="comma-separated AAL names (default: Hippocampus_L,Thalamus_R,Precentral_L,"
-        "Cerebelum_6_R,Caudate_L,Putamen_R)",
+        help="comma-separated names (default: whole_brain,white_matter,lateral_ventricles)",
+    )
+    parser.add_argument(
+        "--clicks",
+        type=int,
+        default=3,
+        help="clicks per structure (default 3; the first is "
+        "the most interior voxel, the others go to the centre of the largest error)",
     )
     add_device_arg(parser, default="cpu")
-    add_overwrite_arg(parser, "the demo's files in the output folder")
+    add_overwrite_arg(
+        parser,
+        "files in the output folder (a folder the demo wrote before is refreshed without it)",
+    )
     parser.add_argument("--no-extend", action="store_true", help="one ROI per structure")
     add_unsafe_pickle_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from sammed3d.demo import DEFAULT_STRUCTURES, run_demo
     from sammed3d.devices import resolve_device
     from sammed3d.io import check_output_file
@@ -43,12 +51,15 @@ def run(args: argparse.Namespace) -> int:
         if args.structures
         else DEFAULT_STRUCTURES
     )
+    if args.clicks < 1:
+        raise ValueError(f"--clicks must be >= 1, got {args.clicks}")
     # everything that can fail before the work, checked before anything is created
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output folder {out} is a file")
+    overwrite = args.overwrite or _written_by_demo(out)
     for name in DEMO_OUTPUTS:
-        check_output_file(out / name, overwrite=args.overwrite)
+        check_output_file(out / name, overwrite=overwrite)
     device = str(resolve_device(args.device))
     checkpoint = require_checkpoint(args.checkpoint)
     created = not out.exists()
@@ -57,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             out,
             checkpoint=checkpoint,
             structures=structures,
+            clicks=args.clicks,
             device=device,
             allow_unsafe_pickle=args.allow_unsafe_pickle,
             extend=not args.no_extend,
@@ -66,13 +78,30 @@ def run(args: argparse.Namespace) -> int:
             out.rmdir()  # leave no empty output folder behind
         raise
     print(f"checkpoint: {result.checkpoint}")
-    print(f"{'structure':<16} {'click (i,j,k)':<16} {'Dice':>6} {'seconds':>8}")
+    header = "  ".join(f"click {n + 1:>2}" for n in range(args.clicks))
+    print(f"{'structure':<20} {'first click (i,j,k)':<20} Dice {header}   s/click  click in mask")
     for r in result.structures:
-        tag = "  (held-out category)" if r.held_out_category else ""
-        click = ",".join(str(c) for c in r.click)
-        print(f"{r.name:<16} {click:<16} {r.dice:6.3f} {r.seconds:8.2f}{tag}")
-    print(f"{'mean':<16} {'':<16} {result.mean_dice:6.3f}")
+        click = ",".join(str(c) for c in r.clicks[0][:3])
+        dices = "  ".join(f"{d:8.3f}" for d in r.dice)
+        per_click = sum(r.seconds) / len(r.seconds)
+        inside = "yes" if r.first_click_in_mask else "NO"
+        print(f"{r.name:<20} {click:<20}      {dices}   {per_click:7.2f}  {inside}")
+    means = "  ".join(f"{result.mean_dice(n):8.3f}" for n in range(args.clicks))
+    print(f"{'mean':<20} {'':<20}      {means}")
     print(f"label map : {result.label_map}")
     print(f"overlay   : {result.figure}")
     print(f"summary   : {result.summary}")
     return 0
+
+
+def _written_by_demo(folder: Path) -> bool:
+    """Whether ``folder`` holds a summary the demo wrote (its files may then be refreshed)."""
+    import json
+
+    from sammed3d.demo import WRITTEN_BY
+
+    try:
+        summary = json.loads((folder / "demo_summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and summary.get("written_by") == WRITTEN_BY

@@ -66,7 +66,8 @@ class HiResHead(nn.Module):
 
     ``h = GELU(F + a tanh(up(coarse)/4) + sum_k b_k map_k)``,
     ``logits = up(coarse) + w . h + bias``, with ``F`` the stem features, ``map_k`` the
-    previous logits (as ``tanh(logits/4)``) and the two click maps, and ``w`` a hypernetwork
+    previous logits (as ``tanh(logits/4)``), the two click maps and the two similarity maps
+    (:func:`click_similarity`), and ``w`` a hypernetwork
     output of the mask token. ``bias`` starts at ``logit(PRIOR_FOREGROUND)``. Computed
     channels-last, so each step is one kernel over the ``h^3 x C_h`` features (the per-click
     cost of a refinement).
@@ -74,10 +75,11 @@ class HiResHead(nn.Module):
     Args:
         transformer_dim: Width of the mask tokens.
         channels: ``C_h``.
-        num_maps: Number of per-click maps (3: previous logits, positive, negative clicks).
+        num_maps: Number of per-click maps (5: previous logits, positive and negative clicks,
+            similarity to the positive and to the negative clicks).
     """
 
-    def __init__(self, transformer_dim: int, channels: int, num_maps: int = 3) -> None:
+    def __init__(self, transformer_dim: int, channels: int, num_maps: int = 5) -> None:
         super().__init__()
         self.num_maps = num_maps
         # column 0 multiplies the upsampled coarse logits, the others the per-click maps
@@ -125,8 +127,55 @@ class HiResHead(nn.Module):
         for i in range(t):
             gate = torch.tanh(up[:, i] / 4.0).to(dtype).unsqueeze(-1)  # (B, h, h, h, 1)
             h = F.gelu(torch.addcmul(base, gate, weight[:, 0]))
-            out.append((h.reshape(b, -1, h.shape[-1]) @ w[:, i, :, None]).view(b, *size))
-        return up + torch.stack(out, dim=1) + self.output_bias
+            out.append(torch.einsum("bnc,bc->bn", h.reshape(b, -1, h.shape[-1]), w[:, i]))
+        return up + torch.stack(out, dim=1).view(b, t, *size) + self.output_bias
 
 
-__all__ = ["PRIOR_FOREGROUND", "HiResHead", "HiResStem"]
+def click_similarity(
+    features: torch.Tensor,
+    coords: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    img_size: int,
+) -> torch.Tensor:
+    """How much each cell looks like the clicked ones: ``exp(-|F(x) - p|^2 / C)``.
+
+    ``p`` is the mean stem feature at the positive clicks (channel 0) or at the negative
+    clicks (channel 1); a channel without clicks is 0. This gives the head an explicit
+    "same appearance as what was clicked" signal, the cue of region growing, in learned
+    features.
+
+    Args:
+        features: ``(B or 1, h, h, h, C)`` stem features (channels last).
+        coords: ``(B, N, 3)`` clicks in input voxels (tensor-axis order), or None.
+        labels: ``(B, N)``: 1 positive, 0 negative, -1 ignored.
+        img_size: Input edge in voxels (the grid covers it).
+
+    Returns:
+        ``(B, 2, h, h, h)``.
+    """
+    size = features.shape[1]
+    channels = features.shape[-1]
+    batch = features.shape[0] if coords is None else coords.shape[0]
+    out = features.new_zeros((batch, 2, size, size, size))
+    if coords is None or labels is None or coords.shape[1] == 0:
+        return out
+    if features.shape[0] != batch:
+        features = features.expand(batch, *features.shape[1:])
+    cell = (coords.to(features.device, torch.float32) * size / img_size).long().clamp(0, size - 1)
+    b = torch.arange(batch, device=features.device)[:, None].expand_as(cell[..., 0])
+    at_clicks = features[b, cell[..., 0], cell[..., 1], cell[..., 2]]  # (B, N, C)
+    flat = features.reshape(batch, -1, channels)
+    sq = flat.square().sum(-1)  # (B, h^3)
+    lab = labels.to(features.device)
+    for channel, value in ((0, 1), (1, 0)):
+        weight = (lab == value).to(features.dtype)  # (B, N)
+        count = weight.sum(1, keepdim=True)
+        proto = (at_clicks * weight[..., None]).sum(1) / count.clamp(min=1)  # (B, C)
+        dot = torch.einsum("bnc,bc->bn", flat, proto)
+        dist = sq - 2 * dot + proto.square().sum(-1, keepdim=True)
+        sim = torch.exp(-dist.clamp(min=0) / channels) * (count > 0).to(features.dtype)
+        out[:, channel] = sim.view(batch, size, size, size)
+    return out
+
+
+__all__ = ["PRIOR_FOREGROUND", "HiResHead", "HiResStem", "click_similarity"]

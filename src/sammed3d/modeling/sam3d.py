@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sammed3d.modeling.common import upsample_trilinear
-from sammed3d.modeling.hires import HiResStem
+from sammed3d.modeling.hires import HiResStem, click_similarity
 from sammed3d.modeling.image_encoder import ImageEncoderViT3D
 from sammed3d.modeling.mask_decoder import MaskDecoder3D
 from sammed3d.modeling.prompt_encoder import PromptEncoder3D
@@ -79,7 +79,7 @@ class Sam3D(nn.Module):
             raise ValueError("a high-res stem and a high-res decoder head go together")
         self.hires_encoder = hires_encoder
         #: Clicks are also given as dense maps (``ModelConfig.click_maps``).
-        self.click_maps = prompt_encoder.mask_prompt_channels == 3
+        self.click_maps = prompt_encoder.mask_prompt_channels > 1
         # Non-persistent leftovers of the published model; unused by every real pipeline.
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
@@ -126,8 +126,10 @@ class Sam3D(nn.Module):
         """Prompt encoder + mask decoder in one call.
 
         For published models this is exactly the published call sequence. Models with
-        ``click_maps`` also draw the clicks into the mask prompt; models with a high-res path
-        refine the logits on the ``8g`` grid.
+        ``click_maps`` also draw the clicks into the mask prompt (with a high-res path also
+        the appearance similarity to the clicked voxels,
+        :func:`~sammed3d.modeling.hires.click_similarity`); models with a high-res path refine
+        the logits on the ``8g`` grid.
 
         Args:
             image_embeddings: :meth:`encode` output, or the ``(B, C, g, g, g)`` tensor of
@@ -157,32 +159,36 @@ class Sam3D(nn.Module):
         batch = point_coords.shape[0] if point_coords is not None else emb.batch_size
         if mask_input is not None:
             batch = mask_input.shape[0]
-        prompt_size = self.prompt_encoder.mask_input_size
         device = emb.tokens.device
         prev = mask_input
         if (self.click_maps or self.hires_encoder is not None) and prev is None:
             prev = torch.zeros((batch, 1, *self.low_res_size), device=device)
         mask_prompt = prev
-        if prev is not None and self.hires_encoder is not None:
-            mask_prompt = F.avg_pool3d(prev, kernel_size=2)
-        if self.click_maps:
-            maps = draw_click_maps(
-                point_coords, point_labels, prompt_size[0], self.img_size, batch, device=device
-            )
-            mask_prompt = torch.cat([mask_prompt.to(maps.dtype), maps], dim=1)
-        sparse, dense = self.prompt_encoder(points=points, boxes=None, masks=mask_prompt)
         hires_maps = None
         if self.hires_encoder is not None:
-            assert prev is not None
+            assert prev is not None and emb.hires is not None
             size = self.low_res_size[0]
-            clicks = (
-                draw_click_maps(
+            if self.click_maps:
+                clicks = draw_click_maps(
                     point_coords, point_labels, size, self.img_size, batch, device=device
                 )
-                if self.click_maps
-                else torch.zeros((batch, 2, size, size, size), device=device)
+                similar = click_similarity(emb.hires, point_coords, point_labels, self.img_size)
+                extra = torch.cat([clicks, similar.to(clicks.dtype)], dim=1)
+            else:
+                extra = torch.zeros((batch, 4, size, size, size), device=device)
+            hires_maps = torch.cat([torch.tanh(prev / 4.0).to(extra.dtype), extra], dim=1)
+            mask_prompt = F.avg_pool3d(prev, kernel_size=2)
+            if self.click_maps:
+                mask_prompt = torch.cat(
+                    [mask_prompt.to(extra.dtype), F.avg_pool3d(extra, kernel_size=2)], dim=1
+                )
+        elif self.click_maps:
+            assert prev is not None
+            maps = draw_click_maps(
+                point_coords, point_labels, prev.shape[-1], self.img_size, batch, device=device
             )
-            hires_maps = torch.cat([torch.tanh(prev / 4.0).to(clicks.dtype), clicks], dim=1)
+            mask_prompt = torch.cat([prev.to(maps.dtype), maps], dim=1)
+        sparse, dense = self.prompt_encoder(points=points, boxes=None, masks=mask_prompt)
         return self.mask_decoder(
             image_embeddings=emb.tokens,
             image_pe=self.prompt_encoder.get_dense_pe(),

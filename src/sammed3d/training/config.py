@@ -37,7 +37,7 @@ LossResolution = Literal["full", "low"]
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 
 #: Names of the packaged configs (``sammed3d/configs/train/<name>.yaml``).
-PACKAGED_CONFIGS = ("default", "finetune_turbo", "tiny_cpu")
+PACKAGED_CONFIGS = ("default", "finetune_turbo", "tiny_cpu", "default_model")
 
 
 class ConfigError(ValueError):
@@ -209,6 +209,10 @@ class RunSection:
     #: Stop (with a checkpoint) after this many optimizer steps in this invocation; for
     #: time-limited jobs and tests. The run resumes with ``--resume``.
     stop_after_steps: int | None = None
+    #: Also checkpoint whenever this many minutes passed since the last checkpoint.
+    save_every_minutes: float | None = None
+    #: Stop (with a checkpoint) after this many minutes of training in this invocation.
+    stop_after_minutes: float | None = None
 
 
 @dataclass
@@ -311,6 +315,12 @@ def validate_config(cfg: TrainingConfig) -> None:
             "train.first_click_weight must be > 0 and train.center_click_fraction in [0, 1], "
             f"got {t.first_click_weight} and {t.center_click_fraction}"
         )
+    for key, value in (
+        ("run.save_every_minutes", r.save_every_minutes),
+        ("run.stop_after_minutes", r.stop_after_minutes),
+    ):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{key} must be > 0 or null, got {value}")
     if r.stop_after_steps is not None and r.stop_after_steps < 1:
         raise ConfigError(f"run.stop_after_steps must be >= 1 or null, got {r.stop_after_steps}")
 

@@ -471,6 +471,7 @@ class Trainer:
             old.unlink(missing_ok=True)
         self._last_saved_step = self.global_step
         self._last_checkpoint = path
+        self._last_save_time = time.perf_counter()
         logger.debug("saved %s", path)
         return path
 
@@ -785,6 +786,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         run_t0 = time.perf_counter()
+        self._last_save_time = run_t0
         run_samples = 0
         steps_this_run = 0
         stopped = False
@@ -842,8 +844,14 @@ class Trainer:
                         self._log(window, writer, bar)
                         window = self._new_window(t.num_clicks)
                     stop = r.stop_after_steps is not None and steps_this_run >= r.stop_after_steps
+                    if r.stop_after_minutes is not None:
+                        stop = stop or time.perf_counter() - run_t0 >= 60 * r.stop_after_minutes
                     stop = any_rank(stop or self._stop_requested, ctx)
-                    if stop or self.global_step % r.save_every_steps == 0:
+                    due = r.save_every_minutes is not None and (
+                        time.perf_counter() - self._last_save_time >= 60 * r.save_every_minutes
+                    )
+                    due = any_rank(due, ctx) if r.save_every_minutes is not None else False
+                    if stop or due or self.global_step % r.save_every_steps == 0:
                         self._save()
                     if stop:
                         stopped = True
