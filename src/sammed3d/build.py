@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "sammed3d"
 CHECKPOINT_FORMAT_VERSION = 1
+#: ``format`` of a task-model checkpoint (``sammed3d.task``): not a promptable model.
+TASK_CHECKPOINT_FORMAT = "sammed3d-task"
 
 _VIT_B_ORI = ModelConfig()
 
@@ -101,25 +103,30 @@ def get_config(name_or_config: str | ModelConfig | Mapping[str, Any]) -> ModelCo
     )
 
 
+def build_image_encoder(cfg: ModelConfig, attn_impl: AttentionImpl = "fast") -> ImageEncoderViT3D:
+    """The image encoder of the architecture ``cfg`` (random weights, train mode)."""
+    return ImageEncoderViT3D(
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        in_chans=cfg.in_chans,
+        embed_dim=cfg.encoder_embed_dim,
+        depth=cfg.encoder_depth,
+        num_heads=cfg.encoder_num_heads,
+        mlp_ratio=cfg.mlp_ratio,
+        out_chans=cfg.prompt_embed_dim,
+        qkv_bias=True,
+        use_abs_pos=True,
+        use_rel_pos=True,
+        window_size=cfg.window_size,
+        global_attn_indexes=cfg.encoder_global_attn_indexes,
+        attn_impl=attn_impl,
+    )
+
+
 def _build_sam3d(cfg: ModelConfig, attn_impl: AttentionImpl = "fast") -> Sam3D:
     grid = cfg.grid_size
     return Sam3D(
-        image_encoder=ImageEncoderViT3D(
-            img_size=cfg.img_size,
-            patch_size=cfg.patch_size,
-            in_chans=cfg.in_chans,
-            embed_dim=cfg.encoder_embed_dim,
-            depth=cfg.encoder_depth,
-            num_heads=cfg.encoder_num_heads,
-            mlp_ratio=cfg.mlp_ratio,
-            out_chans=cfg.prompt_embed_dim,
-            qkv_bias=True,
-            use_abs_pos=True,
-            use_rel_pos=True,
-            window_size=cfg.window_size,
-            global_attn_indexes=cfg.encoder_global_attn_indexes,
-            attn_impl=attn_impl,
-        ),
+        image_encoder=build_image_encoder(cfg, attn_impl),
         prompt_encoder=PromptEncoder3D(
             embed_dim=cfg.prompt_embed_dim,
             image_embedding_size=(grid, grid, grid),
@@ -218,6 +225,12 @@ def read_checkpoint(
         raise CheckpointError(
             f"{path} is not a SAM-Med3D checkpoint: expected a dict of tensors or a dict with "
             f"'model_state_dict', got {type(obj).__name__}"
+        )
+    if obj.get("format") == TASK_CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is a task-model checkpoint (a multi-class segmenter on the SAM-Med3D "
+            "encoder), not a promptable SAM-Med3D model: use it with `sammed3d predict "
+            "--checkpoint`"
         )
     config: ModelConfig | None = None
     metadata: dict[str, Any] = {}

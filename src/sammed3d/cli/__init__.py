@@ -44,6 +44,8 @@ COMMANDS: dict[str, str] = {
     "writes a label map, a PNG overlay and prints Dice against the atlas",
     "segment": "segment an object from clicks (native voxel indices) and write the mask",
     "evaluate": "simulate clicks on a labelled dataset and report Dice/NSD/IoU per click count",
+    "predict": "whole-volume multi-class segmentation with a task model (SAM-Med3D encoder + "
+    "UNETR decoder); --data scores a labelled dataset",
     "metrics": "compare a predicted label map with a ground truth; prints per-label JSON",
     "train": "train or fine-tune (published regime; torchrun for multi-GPU; resumable)",
     "prepare": "clean datasets into the per-class training layout (paper's 4-step cleaning)",

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config",
         metavar="CONFIG",
         help="YAML config, or a packaged one: default (the published regime), finetune_turbo, "
-        "tiny_cpu",
+        "tiny_cpu, semantic (a multi-class task model on a SAM-Med3D encoder)",
     )
     parser.add_argument(
         "--init",
@@ -112,8 +112,12 @@ def run(args: argparse.Namespace) -> int:
     if run_dir.exists() and not run_dir.is_dir():
         raise CLIError(f"run folder {run_dir} is a file")
     check_writable_folder(run_dir)
-    if cfg.model.init_checkpoint and not Path(cfg.model.init_checkpoint).exists():
-        raise FileNotFoundError(f"init checkpoint not found: {cfg.model.init_checkpoint}")
+    init = cfg.model.init_checkpoint
+    if init and not Path(init).exists():
+        from sammed3d.weights import lookup
+
+        if lookup(init) is None:  # a published name (turbo, default, ...) is fetched later
+            raise FileNotFoundError(f"init checkpoint not found: {init}")
     if args.cache_only:
         return _cache_only(cfg, show_progress=not args.no_progress)
 
@@ -143,7 +147,14 @@ def _cache_only(cfg: TrainingConfig, show_progress: bool) -> int:
     ctx = init_distributed(cfg.train.device)
     ok = False
     try:
-        dataset = build_training_dataset(cfg, ctx, show_progress=show_progress)
+        if cfg.task.kind == "semantic":
+            from sammed3d.training.semantic_data import build_semantic_cases
+
+            cases, _ = build_semantic_cases(cfg, ctx, show_progress=show_progress)
+            count = f"{len(cases)} training cases"
+        else:
+            dataset = build_training_dataset(cfg, ctx, show_progress=show_progress)
+            count = f"{len(dataset)} training targets"
         ok = True
     finally:
         if ok:
@@ -154,5 +165,5 @@ def _cache_only(cfg: TrainingConfig, show_progress: bool) -> int:
             if dist.is_initialized():
                 dist.destroy_process_group()
     if ctx.is_main:
-        print(f"cache ready: {len(dataset)} training targets")
+        print(f"cache ready: {count}")
     return 0

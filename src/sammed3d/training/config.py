@@ -35,9 +35,10 @@ Split = Literal["train", "test", "auto"]
 Schedule = Literal["multistep", "cosine"]
 LossResolution = Literal["full", "low"]
 DeviceChoice = Literal["auto", "cpu", "cuda"]
+TaskKind = Literal["interactive", "semantic"]
 
 #: Names of the packaged configs (``sammed3d/configs/train/<name>.yaml``).
-PACKAGED_CONFIGS = ("default", "finetune_turbo", "tiny_cpu", "default_model")
+PACKAGED_CONFIGS = ("default", "finetune_turbo", "tiny_cpu", "default_model", "semantic")
 
 
 class ConfigError(ValueError):
@@ -216,15 +217,50 @@ class RunSection:
 
 
 @dataclass
+class TaskSection:
+    """What is trained: the promptable model (``interactive``, the published regime) or a
+    task-specific multi-class model on the SAM-Med3D image encoder (``semantic``; ours,
+    ``docs/transfer.md``).
+
+    For ``semantic``, ``model.name`` is the encoder architecture, ``model.init_checkpoint`` the
+    SAM-Med3D checkpoint whose ``image_encoder`` initialises it (null: from scratch) and
+    ``model.freeze_image_encoder`` freezes it. ``optim.lr`` is the decoder's learning rate
+    (``optim.decoder_lr_scale`` and the ``train`` click settings are not used).
+    """
+
+    #: ``interactive``: the click-simulation regime. ``semantic``: dense multi-class output.
+    kind: TaskKind = "interactive"
+    #: semantic: class names (as in ``dataset.json``) learnt as output labels 1..N in this
+    #: order; empty = every class the datasets declare (all roots must declare the same names).
+    #: Declared classes left out here are background.
+    classes: list[str] = field(default_factory=list)
+    #: semantic: layer-wise learning-rate decay (BEiT/MAE fine-tuning): encoder block ``i``
+    #: (0-based) of ``L`` trains at ``lr * layer_decay ** (L + 1 - i)``, the patch/position
+    #: embedding at ``lr * layer_decay ** (L + 2)``, the neck at ``lr * layer_decay``, the
+    #: decoder at ``lr``. 1 = no decay.
+    layer_decay: float = 1.0
+    #: semantic: UNETR ``feature_size`` (channels of the full-resolution decoder stage).
+    decoder_features: int = 16
+    #: semantic: share of crops centred on a voxel of a class drawn uniformly from the classes
+    #: (class-balanced); the others are centred uniformly in a random case.
+    foreground_fraction: float = 0.5
+    #: semantic: crops per epoch; 0 = cases x classes.
+    samples_per_epoch: int = 0
+    #: semantic: overlap of the sliding windows at inference (stored in the checkpoint).
+    sw_overlap: float = 0.5
+
+
+@dataclass
 class TrainingConfig:
     """The whole training configuration (sections ``model``, ``data``, ``optim``, ``train``,
-    ``run``)."""
+    ``run``, ``task``)."""
 
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
     run: RunSection = field(default_factory=RunSection)
+    task: TaskSection = field(default_factory=TaskSection)
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -323,6 +359,41 @@ def validate_config(cfg: TrainingConfig) -> None:
             raise ConfigError(f"{key} must be > 0 or null, got {value}")
     if r.stop_after_steps is not None and r.stop_after_steps < 1:
         raise ConfigError(f"run.stop_after_steps must be >= 1 or null, got {r.stop_after_steps}")
+    _validate_task(cfg)
+
+
+def _validate_task(cfg: TrainingConfig) -> None:
+    """Checks of the ``task`` section (semantic training: ``docs/transfer.md``)."""
+    k, d = cfg.task, cfg.data
+    if not 0.0 < k.layer_decay <= 1.0:
+        raise ConfigError(f"task.layer_decay must be in (0, 1], got {k.layer_decay}")
+    if k.decoder_features < 2 or k.decoder_features % 2:
+        raise ConfigError(
+            f"task.decoder_features must be an even number >= 2, got {k.decoder_features}"
+        )
+    if not 0.0 <= k.foreground_fraction <= 1.0:
+        raise ConfigError(
+            f"task.foreground_fraction must be in [0, 1], got {k.foreground_fraction}"
+        )
+    if k.samples_per_epoch < 0:
+        raise ConfigError(f"task.samples_per_epoch must be >= 0, got {k.samples_per_epoch}")
+    if not 0.0 <= k.sw_overlap < 1.0:
+        raise ConfigError(f"task.sw_overlap must be in [0, 1), got {k.sw_overlap}")
+    dupes = sorted({c for c in k.classes if k.classes.count(c) > 1})
+    if dupes or any(not c.strip() for c in k.classes):
+        raise ConfigError(f"task.classes must be distinct non-empty names, got {k.classes}")
+    if k.kind != "semantic":
+        return
+    if d.synthetic_per_epoch > 0 or d.targets_per_crop > 1:
+        raise ConfigError(
+            "task.kind=semantic trains on labelled datasets (data.roots) only: set "
+            "data.synthetic_per_epoch=0 and data.targets_per_crop=1"
+        )
+    if d.normalization != "per_sample":
+        raise ConfigError(
+            "task.kind=semantic z-scores each case (data.normalization must be per_sample; "
+            "per_batch is a quirk of the published click training)"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -567,6 +638,7 @@ __all__ = [
     "Normalization",
     "OptimSection",
     "RunSection",
+    "TaskSection",
     "TrainSection",
     "TrainingConfig",
     "apply_overrides",

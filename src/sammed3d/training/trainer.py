@@ -325,7 +325,16 @@ class Trainer:
             )
         return None
 
+    @property
+    def semantic(self) -> bool:
+        """``task.kind=semantic``: a task model (``sammed3d.training.semantic``)."""
+        return self.cfg.task.kind == "semantic"
+
     def _build_model(self, resume: tuple[Path, dict[str, Any]] | None) -> Sam3D:
+        if self.semantic:
+            from sammed3d.training.semantic import build_task_model
+
+            return build_task_model(self.cfg, resume)  # type: ignore[return-value]
         m = self.cfg.model
         expected = get_config(m.name)
         torch.manual_seed(self.cfg.train.seed)  # identical initial weights on every rank
@@ -371,6 +380,11 @@ class Trainer:
         return build_model(expected)
 
     def _freeze(self, model: Sam3D) -> None:
+        if self.semantic:
+            from sammed3d.training.semantic import freeze_task_model
+
+            freeze_task_model(model, self.cfg.model.freeze_image_encoder)  # type: ignore[arg-type]
+            return
         t = self.cfg.train
         never = set() if t.find_unused_parameters else set(never_trained_parameters(model))
         for name, p in model.named_parameters():
@@ -382,7 +396,12 @@ class Trainer:
     def _build_optimizer(self, model: Sam3D) -> torch.optim.Optimizer:
         o = self.cfg.optim
         groups = []
-        for name, lr in _group_base_lrs(o).items():
+        if self.semantic:  # layer-wise decay groups of the task model
+            from sammed3d.training.semantic import semantic_param_groups
+
+            groups = semantic_param_groups(model, self.cfg)  # type: ignore[arg-type]
+        base_lrs = {} if self.semantic else _group_base_lrs(o)
+        for name, lr in base_lrs.items():
             module = getattr(model, name, None)
             if module is None:
                 continue
@@ -421,6 +440,10 @@ class Trainer:
         if self._dataset is not None:
             return self._dataset
         d = self.cfg.data
+        if self.semantic:
+            from sammed3d.training.semantic_data import build_semantic_dataset
+
+            return build_semantic_dataset(self.cfg, ctx, show_progress=self.show_progress)
         parts: list[Dataset[dict[str, torch.Tensor]]] = []
         if d.roots:
             parts.append(build_training_dataset(self.cfg, ctx, show_progress=self.show_progress))
@@ -445,8 +468,10 @@ class Trainer:
         name = FINAL_NAME if final else f"step_{self.global_step:08d}.pth"
         path = self.ckpt_dir / name
         state = self._train_state()
-        save_checkpoint(
-            unwrap(self.loop).model,  # type: ignore[union-attr]
+        from sammed3d.task.checkpoint import save_task_checkpoint
+
+        (save_task_checkpoint if self.semantic else save_checkpoint)(
+            unwrap(self.loop).model,  # type: ignore[union-attr, arg-type]
             path,
             metadata={
                 "epoch": self.epoch,
@@ -587,7 +612,12 @@ class Trainer:
             decay = o.gamma ** bisect.bisect_right(sorted(o.milestones), self.scheduler.last_epoch)
         for group in self.optimizer.param_groups:
             name = group["name"]
-            group["initial_lr"] = base[name.removesuffix(".no_decay")]
+            if "lr_exponent" in group:  # semantic: layer-wise decay
+                from sammed3d.training.semantic import semantic_base_lr
+
+                group["initial_lr"] = semantic_base_lr(self.cfg, group)
+            else:
+                group["initial_lr"] = base[name.removesuffix(".no_decay")]
             group["lr"] = group["initial_lr"] * decay
             group["weight_decay"] = 0.0 if name.endswith(".no_decay") else o.weight_decay
             group["betas"] = (o.betas[0], o.betas[1])
@@ -627,8 +657,8 @@ class Trainer:
             fh.write(json.dumps(record) + "\n")
         if writer is not None:
             writer.add_scalar("train/loss", loss, self.global_step)
-            for i, d in enumerate(dice):
-                writer.add_scalar(f"train/dice_click_{i + 1:02d}", d, self.global_step)
+            for name, d in zip(self._dice_names, dice, strict=True):
+                writer.add_scalar(f"train/{name}", d, self.global_step)
             for name, lr in record["lr"].items():
                 writer.add_scalar(f"train/lr_{name}", lr, self.global_step)
             writer.add_scalar(
@@ -725,18 +755,26 @@ class Trainer:
             **loader_kwargs,
         )
 
-        loop: nn.Module = ClickLoop(
-            model,
-            num_clicks=t.num_clicks,
-            click_threshold=t.click_threshold,
-            accumulate_clicks=t.accumulate_clicks,
-            detach_mask_prompt=t.detach_mask_prompt,
-            freeze_image_encoder=cfg.model.freeze_image_encoder,
-            autocast_dtype=autocast_dtype,
-            loss_resolution=t.loss_resolution,
-            first_click_weight=t.first_click_weight,
-            center_click_fraction=t.center_click_fraction,
-        )
+        if self.semantic:
+            from sammed3d.training.semantic import SemanticStep
+
+            classes = model.spec.classes  # type: ignore[attr-defined]
+            self._dice_names = [f"dice_{c}" for c in classes]
+            loop: nn.Module = SemanticStep(model, autocast_dtype=autocast_dtype)  # type: ignore[arg-type]
+        else:
+            self._dice_names = [f"dice_click_{i + 1:02d}" for i in range(t.num_clicks)]
+            loop = ClickLoop(
+                model,
+                num_clicks=t.num_clicks,
+                click_threshold=t.click_threshold,
+                accumulate_clicks=t.accumulate_clicks,
+                detach_mask_prompt=t.detach_mask_prompt,
+                freeze_image_encoder=cfg.model.freeze_image_encoder,
+                autocast_dtype=autocast_dtype,
+                loss_resolution=t.loss_resolution,
+                first_click_weight=t.first_click_weight,
+                center_click_fraction=t.center_click_fraction,
+            )
         if ctx.distributed:
             ddp_kwargs: dict[str, Any] = {"broadcast_buffers": False}
             ddp_params = inspect.signature(nn.parallel.DistributedDataParallel).parameters
@@ -794,7 +832,7 @@ class Trainer:
             while self.epoch < t.epochs and not stopped:
                 sampler.set_epoch(self.epoch)
                 sampler.set_start(self.step_in_epoch * t.accumulation_steps * t.batch_size)
-                window = self._new_window(t.num_clicks)
+                window = self._new_window(len(self._dice_names))
                 micro = self.step_in_epoch * t.accumulation_steps
                 for batch in loader:
                     last_micro = (micro + 1) % t.accumulation_steps == 0
@@ -842,7 +880,7 @@ class Trainer:
                     bar.update(1)
                     if self.global_step % r.log_every_steps == 0:
                         self._log(window, writer, bar)
-                        window = self._new_window(t.num_clicks)
+                        window = self._new_window(len(self._dice_names))
                     stop = r.stop_after_steps is not None and steps_this_run >= r.stop_after_steps
                     if r.stop_after_minutes is not None:
                         stop = stop or time.perf_counter() - run_t0 >= 60 * r.stop_after_minutes

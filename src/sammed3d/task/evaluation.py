@@ -1,0 +1,197 @@
+"""Score a task model on a labelled dataset: Dice and NSD per class, CSV + JSON + plot.
+
+For every case of the dataset (nnU-Net/MSD and the other layouts with one label map per case;
+``split="auto"``: the held-out split when it is labelled) the model predicts the whole volume
+(:class:`~sammed3d.task.predictor.TaskPredictor`), the ground truth is mapped to the model's
+labels by class **name** (``dataset.json`` values may differ from the model's), and the
+project's metrics (:func:`sammed3d.evaluation.metrics.label_map_metrics`: Dice, NSD at
+``tolerance_mm``) are computed per class on the input grid. A class the dataset does not
+declare is not scored; a declared class absent from a case is scored (Dice 0 for any false
+positive; NaN, left out of the means, when both are empty).
+
+Outputs in ``out_dir``: ``per_case.csv`` (one row per case and class), ``summary.json``
+(mean ± std per class, the mean over classes, the checkpoint's classes and encoder origin),
+``dice_per_class.png`` and, with ``write_predictions``, ``predictions/<dataset>__<case>.nii.gz``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sammed3d.task.predictor import TaskPredictor
+
+logger = logging.getLogger(__name__)
+
+CSV_FIELDS = ("dataset", "case", "class", "label", "dice", "nsd", "gt_voxels", "pred_voxels")
+OUTPUT_FILES = ("per_case.csv", "summary.json", "dice_per_class.png")
+
+
+def check_output_dir(out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Refuse an output folder that already holds results (unless ``overwrite``), or one that
+    cannot be written. Creates nothing.
+
+    Raises:
+        FileExistsError / NotADirectoryError / PermissionError: as the messages say.
+    """
+    from sammed3d.io import check_writable_folder
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output {out} is a file; give a folder")
+    found = [name for name in OUTPUT_FILES if (out / name).exists()]
+    if found and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds results ({found[0]}); pass --overwrite to replace them"
+        )
+    check_writable_folder(out)
+    return out
+
+
+def evaluate_task(
+    predictor: TaskPredictor,
+    data: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    split: str = "auto",
+    tolerance_mm: float = 1.0,
+    write_predictions: bool = True,
+    overwrite: bool = False,
+    checkpoint: str | None = None,
+) -> dict[str, Any]:
+    """Predict and score every case of ``data``; write the outputs; return the summary.
+
+    Raises:
+        FileNotFoundError / ValueError: dataset discovery problems; a layout with one mask
+            file per class; a dataset that declares none of the model's classes; a label value
+            the dataset does not declare (one line, naming the file).
+        FileExistsError: results in ``out_dir`` without ``overwrite``.
+    """
+    from sammed3d.data.layout import discover_dataset
+    from sammed3d.evaluation.metrics import check_label_map, label_map_metrics
+    from sammed3d.inference.validation import load_image
+    from sammed3d.io import atomic_write_text, read_volume, write_volume
+
+    out = check_output_dir(out_dir, overwrite=overwrite)
+    if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
+        raise ValueError(f"tolerance_mm must be a finite number >= 0, got {tolerance_mm}")
+    cases = discover_dataset(data, split=split)  # type: ignore[arg-type]
+    classes = predictor.classes
+    if any(c.masks for c in cases):
+        raise ValueError(f"{data}: scoring needs one label map per case (found per-class masks)")
+    if not any(name in c.labels for c in cases for name in classes):
+        declared = sorted({n for c in cases for n in c.labels})
+        raise ValueError(
+            f"{data} declares none of the model's classes {list(classes)} (it declares {declared})"
+        )
+    rows: list[dict[str, Any]] = []
+    seconds: list[float] = []
+    for n, case in enumerate(cases, start=1):
+        scored = [(i + 1, name, case.labels[name]) for i, name in enumerate(classes)
+                  if name in case.labels]  # fmt: skip
+        gt = read_volume(case.label)
+        values = check_label_map(gt, "the ground truth")
+        declared = set(case.labels.values())
+        undeclared = [int(v) for v in values if int(v) not in declared]
+        if undeclared:
+            raise ValueError(
+                f"{case.label}: label value {undeclared[0]} is not declared in the dataset's "
+                f"dataset.json (declared: {sorted(declared | {0})})"
+            )
+        mapped = np.zeros(gt.shape, dtype=np.uint8 if len(classes) < 256 else np.uint16)
+        for out_label, _, value in scored:
+            mapped[np.asarray(gt.array) == value] = out_label
+        image = load_image(case.image)
+        modality = case.modality if case.modality not in ("unknown", "") else None
+        t0 = time.perf_counter()
+        pred = predictor.predict(image, modality=modality)
+        seconds.append(time.perf_counter() - t0)
+        metrics = label_map_metrics(
+            pred,
+            gt.with_array(mapped),
+            tolerance_mm=tolerance_mm,
+            labels=[label for label, _, _ in scored],
+            metrics=("dice", "nsd"),
+        )
+        for out_label, name, _ in scored:
+            row = metrics[out_label]
+            rows.append({"dataset": case.dataset, "case": case.case_id, "class": name,
+                         "label": out_label, **row})  # fmt: skip
+        if write_predictions:
+            write_volume(pred, out / "predictions" / f"{case.dataset}__{case.case_id}.nii.gz")
+        shown = ", ".join(f"{name} {metrics[label]['dice']:.3f}" for label, name, _ in scored)
+        logger.info("case %d/%d %s: Dice %s (%.1f s)", n, len(cases), case.case_id, shown,
+                    seconds[-1])  # fmt: skip
+    summary = summarize_rows(rows, classes)
+    summary.update(
+        checkpoint=checkpoint,
+        data=str(data),
+        split=split,
+        tolerance_mm=tolerance_mm,
+        cases=len(cases),
+        seconds_per_case=float(np.mean(seconds)) if seconds else None,
+        encoder_origin=dict(predictor.spec.encoder_origin),
+        encoder=predictor.spec.encoder_name,
+    )
+    from sammed3d.evaluation.metrics import json_safe
+    from sammed3d.evaluation.reports import format_rows
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "per_case.csv", format_rows(rows, CSV_FIELDS, header=True))
+    import json
+
+    atomic_write_text(out / "summary.json", json.dumps(json_safe(summary), indent=2) + "\n")
+    plot_per_class(summary, out / "dice_per_class.png", title=checkpoint or "")
+    return summary
+
+
+def summarize_rows(rows: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> dict[str, Any]:
+    """Mean ± std of Dice and NSD per class, and the mean of the class means."""
+    from sammed3d.evaluation.metrics import summarize
+
+    per_class: dict[str, Any] = {}
+    for name in classes:
+        mine = [r for r in rows if r["class"] == name]
+        per_class[name] = {m: summarize(float(r[m]) for r in mine) for m in ("dice", "nsd")}
+    means = {}
+    for m in ("dice", "nsd"):
+        values = [v[m]["mean"] for v in per_class.values() if v[m]["mean"] is not None]
+        means[f"mean_{m}"] = float(np.mean(values)) if values else None
+    return {"classes": list(classes), "per_class": per_class, **means}
+
+
+def plot_per_class(
+    summary: Mapping[str, Any], path: str | os.PathLike[str], *, title: str = ""
+) -> Path:
+    """Bar chart of mean Dice and NSD per class (± std)."""
+    from matplotlib.figure import Figure
+
+    from sammed3d.io import atomic_write
+
+    names = list(summary["classes"])
+    x = np.arange(len(names))
+    fig = Figure(figsize=(max(5.0, 0.9 * len(names) + 2), 4), dpi=120)
+    ax = fig.add_subplot()
+    for offset, metric in ((-0.2, "dice"), (0.2, "nsd")):
+        stats = [summary["per_class"][n][metric] for n in names]
+        mean = [s["mean"] if s["mean"] is not None else np.nan for s in stats]
+        std = [s["std"] if s["std"] is not None else 0.0 for s in stats]
+        ax.bar(x + offset, mean, width=0.4, yerr=std, capsize=3, label=metric.upper())
+    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "task model", fontsize=9)
+    fig.tight_layout()
+    return atomic_write(path, fig.savefig, suffix=".png")
+
+
+__all__ = ["CSV_FIELDS", "check_output_dir", "evaluate_task", "plot_per_class", "summarize_rows"]

@@ -1,0 +1,256 @@
+"""The semantic training step (``task.kind=semantic``): task model, loss, parameter groups.
+
+The trainer (``sammed3d.training.trainer``) runs this instead of the click loop; everything
+else (config, DDP, AMP, exact resume, checkpoints, TensorBoard, SIGTERM) is shared.
+
+* :func:`build_task_model`: the encoder of ``model.name``, initialised from the
+  ``image_encoder`` of ``model.init_checkpoint`` (loaded strictly; null: from scratch), and a
+  fresh UNETR decoder; or the model of a checkpoint being resumed.
+* :class:`SemanticStep`: one forward pass with MONAI ``DiceCELoss(softmax, one-hot target)``
+  (soft Dice over all channels, background included, per sample, plus cross-entropy; 1:1),
+  as in MONAI's UNETR/Swin-UNETR recipes.
+* :func:`semantic_param_groups`: AdamW groups with layer-wise learning-rate decay.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from sammed3d.task.model import TaskModel, TaskSpec
+from sammed3d.training.config import ConfigError, TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+
+def task_spec(cfg: TrainingConfig, classes: Sequence[str], modality: str) -> TaskSpec:
+    """The :class:`TaskSpec` a config describes (origin: scratch until set)."""
+    from sammed3d.build import get_config
+
+    d, k = cfg.data, cfg.task
+    return TaskSpec(
+        encoder=get_config(cfg.model.name),
+        encoder_name=cfg.model.name,
+        classes=tuple(classes),
+        decoder_features=k.decoder_features,
+        spacing=(d.target_spacing[0], d.target_spacing[1], d.target_spacing[2]),
+        ct_clamp=None if d.ct_clamp is None else (d.ct_clamp[0], d.ct_clamp[1]),
+        modality=modality,
+        sw_overlap=k.sw_overlap,
+    )
+
+
+def build_task_model(
+    cfg: TrainingConfig,
+    resume: tuple[Any, dict[str, Any]] | None = None,
+) -> TaskModel:
+    """The task model of a run: resumed from a training checkpoint, or built from the config.
+
+    Args:
+        cfg: The run's config (``task.kind=semantic``).
+        resume: ``(path, checkpoint dict)`` of the checkpoint being resumed, or None.
+
+    Raises:
+        ConfigError: ``model.require_init`` without ``model.init_checkpoint``.
+        CheckpointError: an init checkpoint that is not a SAM-Med3D model or whose encoder has
+            another architecture; a resume checkpoint that is not a task checkpoint of this
+            architecture / these classes.
+        FileNotFoundError / ValueError: from dataset discovery (classes come from there).
+    """
+    import dataclasses
+
+    from sammed3d.build import CheckpointError
+    from sammed3d.training.semantic_data import resolve_task_data
+
+    data = resolve_task_data(cfg)
+    spec = task_spec(cfg, data.classes, data.modality)
+    if resume is not None:
+        path, obj = resume
+        try:
+            saved = TaskSpec.from_dict(dict(obj["task"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{path} is not a task-model training checkpoint: {exc}"
+            ) from None
+        if saved.classes != spec.classes or saved.encoder != spec.encoder:
+            raise CheckpointError(
+                f"{path} was trained for classes {list(saved.classes)} on "
+                f"{saved.encoder_name or 'another encoder'}; the config now gives classes "
+                f"{list(spec.classes)} on {spec.encoder_name}"
+            )
+        model = TaskModel(saved)
+        try:
+            model.load_state_dict(obj["model_state_dict"], strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"{path} does not fit the model: {first}") from None
+        return model
+    m, k = cfg.model, cfg.task
+    origin: dict[str, Any] = {"init": "scratch"}
+    state = None
+    if m.init_checkpoint:
+        from sammed3d.task.checkpoint import encoder_state_from_checkpoint
+
+        try:
+            state, origin = encoder_state_from_checkpoint(
+                m.init_checkpoint, spec.encoder, allow_unsafe_pickle=m.allow_unsafe_pickle
+            )
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"init {exc}") from None
+    elif m.require_init:
+        raise ConfigError(
+            "this config fine-tunes a pre-trained encoder: set model.init_checkpoint "
+            "(CLI: --init CKPT); refusing to train from scratch"
+        )
+    origin.update(frozen=m.freeze_image_encoder, layer_decay=k.layer_decay)
+    spec = dataclasses.replace(spec, encoder_origin=origin)
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    model = TaskModel(spec)
+    if state is not None:
+        model.image_encoder.load_state_dict(state, strict=True)
+        logger.info("encoder initialised from %s (sha256 %s)", origin["file"], origin["sha256"])
+    else:
+        logger.info("training %s from scratch (random encoder)", m.name)
+        if m.freeze_image_encoder:
+            logger.warning("model.freeze_image_encoder without init: the encoder stays random")
+    return model
+
+
+def freeze_task_model(model: TaskModel, freeze_encoder: bool) -> None:
+    """Freeze the encoder (no gradients, run without autograd) or make everything trainable."""
+    model.freeze_encoder = bool(freeze_encoder)
+    for p in model.image_encoder.parameters():
+        p.requires_grad_(not freeze_encoder)
+
+
+def encoder_layer_depths(model: TaskModel) -> dict[str, int]:
+    """Exponent of ``task.layer_decay`` per encoder parameter (``docs/transfer.md``).
+
+    Patch and position embedding: ``L + 2``; block ``i``: ``L + 1 - i``; neck: 1
+    (``L`` = number of blocks). Decoder parameters are not listed (exponent 0).
+    """
+    depth = len(model.image_encoder.blocks)
+    out: dict[str, int] = {}
+    for name, _ in model.image_encoder.named_parameters():
+        if name.startswith("blocks."):
+            out[name] = depth + 1 - int(name.split(".")[1])
+        elif name.startswith("neck."):
+            out[name] = 1
+        else:  # patch_embed.*, pos_embed
+            out[name] = depth + 2
+    return out
+
+
+def semantic_param_groups(model: TaskModel, cfg: TrainingConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups: one per decay exponent (and no-decay split if configured).
+
+    Each group carries ``name`` and ``lr_exponent``; its rate is
+    ``optim.lr * task.layer_decay ** lr_exponent``.
+    """
+    from sammed3d.training.trainer import _no_decay_names
+
+    o, k = cfg.optim, cfg.task
+    skip = _no_decay_names(model) if o.no_decay_norms_embeddings else set()
+    depths = {f"image_encoder.{n}": e for n, e in encoder_layer_depths(model).items()}
+    buckets: dict[tuple[int, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = (depths.get(name, 0), name in skip)
+        buckets.setdefault(key, []).append(p)
+    groups: list[dict[str, Any]] = []
+    for (exponent, plain), params in sorted(buckets.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+        name = "decoder" if exponent == 0 else f"encoder_decay{exponent}"
+        group: dict[str, Any] = {
+            "params": params,
+            "lr": o.lr * k.layer_decay**exponent,
+            "name": f"{name}.no_decay" if plain else name,
+            "lr_exponent": exponent,
+        }
+        if plain:
+            group["weight_decay"] = 0.0
+        groups.append(group)
+    return groups
+
+
+def semantic_base_lr(cfg: TrainingConfig, group: dict[str, Any]) -> float:
+    """The base learning rate of a group made by :func:`semantic_param_groups`."""
+    return cfg.optim.lr * cfg.task.layer_decay ** int(group["lr_exponent"])
+
+
+class SemanticStep(nn.Module):
+    """One training forward pass of a task model (an ``nn.Module`` so DDP can wrap it).
+
+    Args:
+        model: The task model (its parameters are this module's parameters).
+        autocast_dtype: ``torch.bfloat16`` / ``torch.float16`` for mixed precision, or None.
+
+    Called like the click loop, ``step(image, label, seeds, mask_only)`` (``seeds`` and
+    ``mask_only`` are unused), it returns ``loss`` (scalar DiceCE) and ``dice`` (``(N,)``
+    detached hard Dice per foreground class over the micro-batch, all its crops pooled; 1 when
+    a class is in neither prediction nor ground truth).
+    """
+
+    def __init__(self, model: TaskModel, *, autocast_dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        from monai.losses import DiceCELoss
+
+        self.model = model
+        self.autocast_dtype = autocast_dtype
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
+
+    def _autocast(self, device: torch.device) -> AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        label: torch.Tensor,
+        seeds: torch.Tensor | None = None,
+        mask_only: Sequence[int] = (),
+    ) -> dict[str, torch.Tensor]:
+        """``image`` ``(B, 1, S, S, S)``, ``label`` ``(B, 1, S, S, S)`` integers in 0..N.
+
+        Raises:
+            ValueError: shapes that do not match, or label values outside 0..N.
+        """
+        n = self.model.spec.num_classes
+        if label.shape != (image.shape[0], 1, *image.shape[2:]):
+            raise ValueError(
+                f"label must be (B, 1, S, S, S) like the image {tuple(image.shape)}, got "
+                f"{tuple(label.shape)}"
+            )
+        label = label.long()
+        if int(label.min()) < 0 or int(label.max()) > n:
+            raise ValueError(f"label values must be in 0..{n}, got {int(label.max())}")
+        with self._autocast(image.device):
+            logits = self.model(image)
+        logits = logits.float()
+        loss = self.loss(logits, label)
+        with torch.no_grad():
+            pred = logits.argmax(1)
+            gt = label[:, 0]
+            classes = torch.arange(1, n + 1, device=pred.device).view(-1, 1, 1, 1, 1)
+            p, g = pred.unsqueeze(0) == classes, gt.unsqueeze(0) == classes  # (N, B, S, S, S)
+            inter = (p & g).flatten(1).sum(1).float()
+            total = (p.flatten(1).sum(1) + g.flatten(1).sum(1)).float()
+            dice = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+        return {"loss": loss, "dice": dice}
+
+
+__all__ = [
+    "SemanticStep",
+    "build_task_model",
+    "encoder_layer_depths",
+    "freeze_task_model",
+    "semantic_base_lr",
+    "semantic_param_groups",
+    "task_spec",
+]
