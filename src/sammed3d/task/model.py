@@ -261,12 +261,14 @@ class TaskModel(nn.Module):
             spec.num_classes + 1,
         )
         self.freeze_encoder = False
+        self._capturing = False
         self._captured: dict[int, torch.Tensor] = {}
         for index in sorted(set(spec.skip_blocks)):
             self.image_encoder.blocks[index].register_forward_hook(partial(self._capture, index))
 
     def _capture(self, index: int, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        self._captured[index] = output
+        if self._capturing:  # only inside forward(): the encoder alone keeps nothing
+            self._captured[index] = output
 
     @property
     def patch_size(self) -> int:
@@ -283,14 +285,14 @@ class TaskModel(nn.Module):
             raise ValueError(
                 f"expected patches of shape (B, {c}, {s}, {s}, {s}), got {tuple(image.shape)}"
             )
-        self._captured = {}
         grad = torch.no_grad() if self.freeze_encoder else nullcontext()
+        self._captured, self._capturing = {}, True
         try:
             with grad:
                 bottleneck = self.image_encoder(image)
             skips = [self._captured[i].permute(0, 4, 1, 2, 3) for i in self.spec.skip_blocks]
         finally:
-            self._captured = {}
+            self._captured, self._capturing = {}, False
         return self.decoder(image, skips, bottleneck)
 
 

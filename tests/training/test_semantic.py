@@ -1,0 +1,158 @@
+"""Semantic training through the shared trainer: init, freezing, layer decay, exact resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sammed3d import build_model
+from sammed3d.build import CheckpointError, save_checkpoint
+from sammed3d.task.checkpoint import read_task_checkpoint, save_task_checkpoint
+from sammed3d.training import ConfigError, load_config, train
+from sammed3d.training.semantic import (
+    SemanticStep,
+    build_task_model,
+    encoder_layer_depths,
+    semantic_param_groups,
+)
+from tests.task.conftest import one_thread  # noqa: F401 - autouse fixture
+
+from .conftest import tiny_overrides
+
+FAST = ["task.kind=semantic", "task.decoder_features=4", "run.save_every_steps=100"]
+
+
+def _cfg(run: Path, root: Path, *extra: str):
+    return load_config("tiny_cpu", tiny_overrides(run, *FAST, f"data.roots=[{root}]", *extra))
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return read_task_checkpoint(path)[1]
+
+
+def test_frozen_encoder_from_a_sam_checkpoint(tmp_path, nnunet_dataset):
+    torch.manual_seed(5)
+    sam = build_model("sam_med3d_tiny")
+    init = save_checkpoint(sam, tmp_path / "sam.pth")
+    cfg = _cfg(tmp_path / "run", nnunet_dataset, "train.epochs=1", "task.samples_per_epoch=4",
+               "model.freeze_image_encoder=true", "run.tensorboard=true", f"model.init_checkpoint={init}")  # fmt: skip
+    result = train(cfg, show_progress=False)
+    assert result.finished and result.global_step == 2
+    spec, state, meta = read_task_checkpoint(result.checkpoint)
+    assert spec.classes == ("blob", "speck") and spec.modality == "CT"
+    assert spec.encoder_origin == {
+        "init": "checkpoint",
+        "checkpoint": str(init),
+        "file": str(init),
+        "sha256": hashlib.sha256(init.read_bytes()).hexdigest(),
+        "frozen": True,
+        "layer_decay": 1.0,
+    }
+    for key, value in sam.image_encoder.state_dict().items():  # frozen: unchanged
+        assert torch.equal(state[f"image_encoder.{key}"], value)
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(log[0]["dice"]) == 2 and set(log[0]["lr"]) == {"decoder"}  # frozen
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_layer_decay_rates(tmp_path, nnunet_dataset):
+    cfg = _cfg(tmp_path / "run", nnunet_dataset, "task.layer_decay=0.5", "optim.lr=1e-3",
+               "optim.no_decay_norms_embeddings=true")  # fmt: skip
+    model = build_task_model(cfg)
+    depths = encoder_layer_depths(model)
+    assert depths["blocks.0.attn.qkv.weight"] == 3 and depths["blocks.1.mlp.lin1.bias"] == 2
+    assert depths["pos_embed"] == depths["patch_embed.proj.weight"] == 4
+    assert depths["neck.0.weight"] == 1
+    groups = semantic_param_groups(model, cfg)
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    enc = model.image_encoder
+    assert rate[id(enc.blocks[0].attn.qkv.weight)] == pytest.approx(1e-3 * 0.5**3)
+    assert rate[id(enc.blocks[1].attn.qkv.weight)] == pytest.approx(1e-3 * 0.5**2)
+    assert rate[id(enc.pos_embed)] == pytest.approx(1e-3 * 0.5**4)
+    assert rate[id(enc.neck[0].weight)] == pytest.approx(1e-3 * 0.5)
+    assert rate[id(model.decoder.out.conv.conv.weight)] == pytest.approx(1e-3)
+    assert len(rate) == len(list(model.parameters()))  # every parameter once
+    no_decay = {id(p) for g in groups if g.get("weight_decay") == 0.0 for p in g["params"]}
+    assert id(enc.pos_embed) in no_decay and id(enc.blocks[0].attn.qkv.weight) not in no_decay
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path, nnunet_dataset):
+    base = ["train.epochs=2", "task.samples_per_epoch=4", "task.layer_decay=0.8"]
+    full = train(_cfg(tmp_path / "a", nnunet_dataset, *base), show_progress=False)
+    first = train(
+        _cfg(tmp_path / "b", nnunet_dataset, *base, "run.stop_after_steps=3"), show_progress=False
+    )
+    assert not first.finished and first.global_step == 3
+    resumed = train(
+        load_config(tmp_path / "b" / "config.yaml", ["run.stop_after_steps=null"]),
+        resume=True,
+        show_progress=False,
+    )
+    assert resumed.finished and resumed.global_step == full.global_step == 4
+    a, b = _state(full.checkpoint), _state(resumed.checkpoint)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
+    assert [h["loss"] for h in resumed.history] == pytest.approx(
+        [h["loss"] for h in full.history][3:], abs=1e-6
+    )
+
+
+def test_short_fit_lowers_the_loss(tmp_path, nnunet_dataset):
+    cfg = _cfg(tmp_path / "run", nnunet_dataset, "train.epochs=1", "task.samples_per_epoch=24",
+               "optim.lr=3e-3", "data.flip_prob=0")  # fmt: skip
+    losses = [h["loss"] for h in train(cfg, show_progress=False).history]
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1
+
+
+def test_init_and_resume_errors(tmp_path, nnunet_dataset):
+    with pytest.raises(ConfigError, match="set model.init_checkpoint"):
+        train(_cfg(tmp_path / "r0", nnunet_dataset, "model.require_init=true"), show_progress=False)
+    small = save_checkpoint(build_model("sam_med3d_small"), tmp_path / "small.pth")
+    with pytest.raises(CheckpointError, match="another architecture"):
+        train(_cfg(tmp_path / "r1", nnunet_dataset, f"model.init_checkpoint={small}"),
+              show_progress=False)  # fmt: skip
+    task = save_task_checkpoint(
+        build_task_model(_cfg(tmp_path, nnunet_dataset)), tmp_path / "t.pth"
+    )
+    with pytest.raises(CheckpointError, match="is a task-model checkpoint"):
+        train(_cfg(tmp_path / "r2", nnunet_dataset, f"model.init_checkpoint={task}"),
+              show_progress=False)  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="init checkpoint not found"):
+        train(_cfg(tmp_path / "r3", nnunet_dataset, "model.init_checkpoint=missing.pth"),
+              show_progress=False)  # fmt: skip
+    train(_cfg(tmp_path / "r4", nnunet_dataset, "run.stop_after_steps=1"), show_progress=False)
+    changed = load_config(tmp_path / "r4" / "config.yaml", ["task.classes=[blob]"])
+    with pytest.raises(CheckpointError, match=r"trained for classes \['blob', 'speck'\]"):
+        train(changed, resume=True, show_progress=False)
+
+
+def test_step_outputs_and_label_check():
+    from tests.task.conftest import tiny_task_model
+
+    step = SemanticStep(tiny_task_model().train())
+    image = torch.randn(2, 1, 64, 64, 64)
+    label = torch.zeros(2, 1, 64, 64, 64, dtype=torch.int64)
+    label[:, :, 10:20, 10:20, 10:20] = 1
+    out = step(image, label)
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    assert out["dice"].shape == (2,)
+    out["loss"].backward()
+    with pytest.raises(ValueError, match=r"label values must be in 0\.\.2"):
+        step(image, label + 3)
+    with pytest.raises(ValueError, match="label must be"):
+        step(image, label[:, :, :32])
+
+
+def test_cli_cache_only_and_train(tmp_path, nnunet_dataset, capsys):
+    from sammed3d.cli import main
+
+    args = ["train", "--config", "tiny_cpu", "-o", str(tmp_path / "run"), "--no-progress",
+            *FAST, f"data.roots=[{nnunet_dataset}]", "task.samples_per_epoch=2", "train.epochs=1"]  # fmt: skip
+    assert main([*args, "--cache-only"]) == 0
+    assert "cache ready: 4 training cases" in capsys.readouterr().out
+    assert main(args) == 0
+    assert (tmp_path / "run" / "checkpoints" / "final.pth").exists()
