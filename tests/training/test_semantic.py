@@ -38,8 +38,15 @@ def test_frozen_encoder_from_a_sam_checkpoint(tmp_path, nnunet_dataset):
     torch.manual_seed(5)
     sam = build_model("sam_med3d_tiny")
     init = save_checkpoint(sam, tmp_path / "sam.pth")
-    cfg = _cfg(tmp_path / "run", nnunet_dataset, "train.epochs=1", "task.samples_per_epoch=4",
-               "model.freeze_image_encoder=true", "run.tensorboard=true", f"model.init_checkpoint={init}")  # fmt: skip
+    cfg = _cfg(
+        tmp_path / "run",
+        nnunet_dataset,
+        "train.epochs=1",
+        "task.samples_per_epoch=4",
+        "model.freeze_image_encoder=true",
+        "run.tensorboard=true",
+        f"model.init_checkpoint={init}",
+    )
     result = train(cfg, show_progress=False)
     assert result.finished and result.global_step == 2
     spec, state, meta = read_task_checkpoint(result.checkpoint)
@@ -60,8 +67,13 @@ def test_frozen_encoder_from_a_sam_checkpoint(tmp_path, nnunet_dataset):
 
 
 def test_layer_decay_rates(tmp_path, nnunet_dataset):
-    cfg = _cfg(tmp_path / "run", nnunet_dataset, "task.layer_decay=0.5", "optim.lr=1e-3",
-               "optim.no_decay_norms_embeddings=true")  # fmt: skip
+    cfg = _cfg(
+        tmp_path / "run",
+        nnunet_dataset,
+        "task.layer_decay=0.5",
+        "optim.lr=1e-3",
+        "optim.no_decay_norms_embeddings=true",
+    )
     model = build_task_model(cfg)
     depths = encoder_layer_depths(model)
     assert depths["blocks.0.attn.qkv.weight"] == 3 and depths["blocks.1.mlp.lin1.bias"] == 2
@@ -101,8 +113,14 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path, nnunet_dataset):
 
 
 def test_short_fit_lowers_the_loss(tmp_path, nnunet_dataset):
-    cfg = _cfg(tmp_path / "run", nnunet_dataset, "train.epochs=1", "task.samples_per_epoch=24",
-               "optim.lr=3e-3", "data.flip_prob=0")  # fmt: skip
+    cfg = _cfg(
+        tmp_path / "run",
+        nnunet_dataset,
+        "train.epochs=1",
+        "task.samples_per_epoch=24",
+        "optim.lr=3e-3",
+        "data.flip_prob=0",
+    )
     losses = [h["loss"] for h in train(cfg, show_progress=False).history]
     assert len(losses) == 12
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1
@@ -113,17 +131,23 @@ def test_init_and_resume_errors(tmp_path, nnunet_dataset):
         train(_cfg(tmp_path / "r0", nnunet_dataset, "model.require_init=true"), show_progress=False)
     small = save_checkpoint(build_model("sam_med3d_small"), tmp_path / "small.pth")
     with pytest.raises(CheckpointError, match="another architecture"):
-        train(_cfg(tmp_path / "r1", nnunet_dataset, f"model.init_checkpoint={small}"),
-              show_progress=False)  # fmt: skip
+        train(
+            _cfg(tmp_path / "r1", nnunet_dataset, f"model.init_checkpoint={small}"),
+            show_progress=False,
+        )
     task = save_task_checkpoint(
         build_task_model(_cfg(tmp_path, nnunet_dataset)), tmp_path / "t.pth"
     )
     with pytest.raises(CheckpointError, match="is a task-model checkpoint"):
-        train(_cfg(tmp_path / "r2", nnunet_dataset, f"model.init_checkpoint={task}"),
-              show_progress=False)  # fmt: skip
+        train(
+            _cfg(tmp_path / "r2", nnunet_dataset, f"model.init_checkpoint={task}"),
+            show_progress=False,
+        )
     with pytest.raises(FileNotFoundError, match="init checkpoint not found"):
-        train(_cfg(tmp_path / "r3", nnunet_dataset, "model.init_checkpoint=missing.pth"),
-              show_progress=False)  # fmt: skip
+        train(
+            _cfg(tmp_path / "r3", nnunet_dataset, "model.init_checkpoint=missing.pth"),
+            show_progress=False,
+        )
     train(_cfg(tmp_path / "r4", nnunet_dataset, "run.stop_after_steps=1"), show_progress=False)
     changed = load_config(tmp_path / "r4" / "config.yaml", ["task.classes=[blob]"])
     with pytest.raises(CheckpointError, match=r"trained for classes \['blob', 'speck'\]"):
@@ -150,8 +174,18 @@ def test_step_outputs_and_label_check():
 def test_cli_cache_only_and_train(tmp_path, nnunet_dataset, capsys):
     from sammed3d.cli import main
 
-    args = ["train", "--config", "tiny_cpu", "-o", str(tmp_path / "run"), "--no-progress",
-            *FAST, f"data.roots=[{nnunet_dataset}]", "task.samples_per_epoch=2", "train.epochs=1"]  # fmt: skip
+    args = [
+        "train",
+        "--config",
+        "tiny_cpu",
+        "-o",
+        str(tmp_path / "run"),
+        "--no-progress",
+        *FAST,
+        f"data.roots=[{nnunet_dataset}]",
+        "task.samples_per_epoch=2",
+        "train.epochs=1",
+    ]
     assert main([*args, "--cache-only"]) == 0
     assert "cache ready: 4 training cases" in capsys.readouterr().out
     assert main(args) == 0

@@ -63,12 +63,18 @@ def test_cases_classes_and_crops(tmp_path, nnunet_dataset):
 
 def test_crops_are_class_balanced(tmp_path):
     """The 8-voxel class is in about half the crops when a class is drawn uniformly."""
-    nnunet_dataset = write_nnunet_dataset(tmp_path / "Dataset003_Big", n_cases=2,
-                                          shape=(130, 120, 110))  # fmt: skip
+    nnunet_dataset = write_nnunet_dataset(
+        tmp_path / "Dataset003_Big", n_cases=2, shape=(130, 120, 110)
+    )
 
     def speck_share(fraction: float) -> float:
-        cfg = _cfg(tmp_path, [nnunet_dataset], f"task.foreground_fraction={fraction}",
-                   "task.samples_per_epoch=40", "data.flip_prob=0")  # fmt: skip
+        cfg = _cfg(
+            tmp_path,
+            [nnunet_dataset],
+            f"task.foreground_fraction={fraction}",
+            "task.samples_per_epoch=40",
+            "data.flip_prob=0",
+        )
         dataset = build_semantic_dataset(cfg, show_progress=False)
         return float(np.mean([(dataset[(0, i)]["label"] == 2).any() for i in range(40)]))
 
@@ -121,8 +127,9 @@ def test_class_names_across_datasets(tmp_path):
         resolve_task_data(_cfg(tmp_path, [a, b]))
     data = resolve_task_data(_cfg(tmp_path, [a, b], "task.classes=[blob,speck]"))
     assert data.classes == ("blob", "speck") and len(data.cases) == 2
-    cases, _ = build_semantic_cases(_cfg(tmp_path, [a, b], "task.classes=[blob,speck]"),
-                                    show_progress=False)  # fmt: skip
+    cases, _ = build_semantic_cases(
+        _cfg(tmp_path, [a, b], "task.classes=[blob,speck]"), show_progress=False
+    )
     assert cases[0].lut[:3] == (0, 1, 2) and cases[1].lut[:4] == (0, 2, 1, 0)  # by name
     with pytest.raises(ValueError, match="does not declare class 'liver'"):
         resolve_task_data(_cfg(tmp_path, [a], "task.classes=[liver]"))
@@ -160,10 +167,17 @@ def test_small_image_volume_case(tmp_path):
     label = (image > 100).astype(np.uint8)
     write_volume(Volume(image, (1.5, 1.5, 1.5)), root / "imagesTr" / "s_0000.nii.gz")
     write_volume(Volume(label, (1.5, 1.5, 1.5)), root / "labelsTr" / "s.nii.gz")
-    (root / "dataset.json").write_text(json.dumps(
-        {"channel_names": {"0": "MR"}, "labels": {"background": 0, "box": 1},
-         "file_ending": ".nii.gz"}))  # fmt: skip
-    dataset = build_semantic_dataset(_cfg(tmp_path, [root], "data.flip_prob=0"),
-                                     show_progress=False)  # fmt: skip
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "MR"},
+                "labels": {"background": 0, "box": 1},
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
+    dataset = build_semantic_dataset(
+        _cfg(tmp_path, [root], "data.flip_prob=0"), show_progress=False
+    )
     sample = dataset[(0, 0)]
     assert int((sample["label"] == 1).sum()) == int(label.sum())  # the whole case is inside

@@ -94,8 +94,11 @@ def evaluate_task(
     rows: list[dict[str, Any]] = []
     seconds: list[float] = []
     for n, case in enumerate(cases, start=1):
-        scored = [(i + 1, name, case.labels[name]) for i, name in enumerate(classes)
-                  if name in case.labels]  # fmt: skip
+        scored = [
+            (i + 1, name, case.labels[name])
+            for i, name in enumerate(classes)
+            if name in case.labels
+        ]
         gt = read_volume(case.label)
         values = check_label_map(gt, "the ground truth")
         declared = set(case.labels.values())
@@ -122,13 +125,21 @@ def evaluate_task(
         )
         for out_label, name, _ in scored:
             row = metrics[out_label]
-            rows.append({"dataset": case.dataset, "case": case.case_id, "class": name,
-                         "label": out_label, **row})  # fmt: skip
+            rows.append(
+                {
+                    "dataset": case.dataset,
+                    "case": case.case_id,
+                    "class": name,
+                    "label": out_label,
+                    **row,
+                }
+            )
         if write_predictions:
             write_volume(pred, out / "predictions" / f"{case.dataset}__{case.case_id}.nii.gz")
         shown = ", ".join(f"{name} {metrics[label]['dice']:.3f}" for label, name, _ in scored)
-        logger.info("case %d/%d %s: Dice %s (%.1f s)", n, len(cases), case.case_id, shown,
-                    seconds[-1])  # fmt: skip
+        logger.info(
+            "case %d/%d %s: Dice %s (%.1f s)", n, len(cases), case.case_id, shown, seconds[-1]
+        )
     summary = summarize_rows(rows, classes)
     summary.update(
         checkpoint=checkpoint,

@@ -199,9 +199,12 @@ class UnetrDecoder(nn.Module):
             for width, extra in ((2, 2), (4, 1), (8, 0))
         )
         self.decoder5 = UnetrUpBlock(
-            in_channels=bottleneck, out_channels=f * 8, kernel_size=3, upsample_kernel_size=2,
+            in_channels=bottleneck,
+            out_channels=f * 8,
+            kernel_size=3,
+            upsample_kernel_size=2,
             **common,
-        )  # fmt: skip
+        )
         self.decoder4, self.decoder3, self.decoder2 = (
             UnetrUpBlock(
                 in_channels=f * w_in,
@@ -209,7 +212,7 @@ class UnetrDecoder(nn.Module):
                 kernel_size=3,
                 upsample_kernel_size=2,
                 **common,
-            )  # fmt: skip
+            )
             for w_in, w_out in ((8, 4), (4, 2), (2, 1))
         )
         self.out = UnetOutBlock(spatial_dims=3, in_channels=f, out_channels=out_channels)
