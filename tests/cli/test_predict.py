@@ -1,0 +1,121 @@
+"""``sammed3d predict``: a label map on the input grid, dataset scoring, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sammed3d import build_model, save_checkpoint
+from sammed3d.cli import main
+from sammed3d.io import Volume, read_volume, write_volume
+from sammed3d.task.checkpoint import save_task_checkpoint
+from tests.task.conftest import one_thread, tiny_task_model  # noqa: F401 - autouse fixture
+from tests.training.conftest import write_nnunet_dataset
+
+OBLIQUE = np.array([[0.96, -0.28, 0.0], [0.28, 0.96, 0.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.fixture()
+def task_checkpoint(tmp_path: Path) -> Path:
+    return save_task_checkpoint(tiny_task_model(), tmp_path / "task.pth")
+
+
+@pytest.fixture()
+def image(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    img = (100 + 20 * rng.random((40, 34, 18))).astype(np.float32)
+    img[10:25, 8:20, 4:12] += 400
+    return write_volume(
+        Volume(img, (1.1, 0.9, 2.5), (5.0, -20.0, 40.0), OBLIQUE), tmp_path / "ct.nrrd"
+    )
+
+
+def _err(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def test_predict_writes_labels_on_the_input_grid(tmp_path, image, task_checkpoint, capsys):
+    out = tmp_path / "labels.nii.gz"
+    argv = ["predict", "--checkpoint", str(task_checkpoint), str(image), "-o", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "classes 1=blob, 2=speck; encoder sam_med3d_tiny from scratch" in printed
+    assert f"wrote {out}" in printed
+    src, labels = read_volume(image), read_volume(out)
+    assert labels.shape == src.shape and labels.array.dtype == np.uint8
+    assert set(np.unique(labels.array)) <= {0, 1, 2}
+    np.testing.assert_allclose(labels.spacing, src.spacing, rtol=1e-6)
+    np.testing.assert_allclose(labels.origin, src.origin, atol=1e-4)
+    np.testing.assert_allclose(labels.direction, src.direction, atol=1e-6)
+    # the overwrite rule; the input is never replaced
+    assert main(argv) == 2
+    assert "exists; pass --overwrite" in _err(capsys)
+    assert main([*argv, "--overwrite"]) == 0
+    capsys.readouterr()
+    same = ["predict", "--checkpoint", str(task_checkpoint), str(image), "-o", str(image)]
+    assert main([*same, "--overwrite"]) == 2
+    assert "refusing to overwrite the input file" in _err(capsys)
+
+
+def test_predict_scores_a_dataset(tmp_path, task_checkpoint, capsys):
+    data = write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=2, shape=(40, 36, 32))
+    out = tmp_path / "results"
+    argv = ["predict", "--checkpoint", str(task_checkpoint), "--data", str(data), "-o", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "blob: Dice" in printed and "mean Dice over classes" in printed
+    rows = (out / "per_case.csv").read_text().splitlines()
+    assert rows[0] == "dataset,case,class,label,dice,nsd,gt_voxels,pred_voxels"
+    assert len(rows) == 1 + 2 * 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classes"] == ["blob", "speck"] and summary["cases"] == 2
+    assert summary["encoder_origin"]["init"] == "scratch"
+    assert 0.0 <= summary["per_class"]["blob"]["dice"]["mean"] <= 1.0
+    assert (out / "dice_per_class.png").stat().st_size > 0
+    assert len(list((out / "predictions").glob("*.nii.gz"))) == 2
+    assert main(argv) == 2
+    assert "already holds results" in _err(capsys)
+
+
+def test_checkpoint_kinds_are_not_mixed(tmp_path, image, task_checkpoint, capsys):
+    sam = save_checkpoint(build_model("sam_med3d_tiny"), tmp_path / "sam.pth")
+    argv = ["predict", "--checkpoint", str(sam), str(image), "-o", str(tmp_path / "o.nii.gz")]
+    assert main(argv) == 2
+    assert "is a promptable SAM-Med3D checkpoint, not a task model" in _err(capsys)
+    argv = ["segment", str(image), "-p", "10", "10", "5", "--checkpoint", str(task_checkpoint)]
+    assert main([*argv, "-o", str(tmp_path / "m.nii.gz"), "--no-extend"]) == 2
+    assert "is a task-model checkpoint" in _err(capsys)
+    assert main(["export", str(task_checkpoint), str(tmp_path / "x.pth")]) == 2
+    assert "is a task-model checkpoint" in _err(capsys)
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--data", "x"], "either an IMAGE or --data"),
+        (["--overlap", "1.5"], "--overlap must be in"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path, image, task_checkpoint, capsys, extra, match):
+    argv = ["predict", "--checkpoint", str(task_checkpoint), str(image)]
+    assert main([*argv, "-o", str(tmp_path / "o.nii.gz"), *extra]) == 2
+    assert match in _err(capsys)
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_missing_inputs_are_one_line(tmp_path, image, task_checkpoint, capsys):
+    out = str(tmp_path / "o.nii.gz")
+    assert main(["predict", "--checkpoint", str(tmp_path / "no.pth"), str(image), "-o", out]) == 2
+    assert "task checkpoint not found" in _err(capsys)
+    assert main(["predict", "--checkpoint", str(task_checkpoint), "nothing.nii.gz", "-o", out]) == 2
+    _err(capsys)
+    assert main(["predict", "--checkpoint", str(task_checkpoint), str(image), "-o", "x.png"]) == 2
+    assert "must end in .nii.gz" in _err(capsys)
+    assert main(["predict", "--checkpoint", str(task_checkpoint), "-o", out]) == 2
+    assert "either an IMAGE or --data" in _err(capsys)
