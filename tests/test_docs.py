@@ -49,7 +49,17 @@ DEV_ONLY = {"test": "is this test suite", "lint": "runs ruff (CI)"}
 #: Commands known to finish on their own: run in this process. Any other command (one
 #: documented later) runs as ``python -m sammed3d`` with a time limit, so a command that does
 #: not return (a server) fails with a message instead of hanging the suite.
-IN_PROCESS = {"demo", "segment", "evaluate", "metrics", "train", "prepare", "export", "info"}
+IN_PROCESS = {
+    "demo",
+    "segment",
+    "evaluate",
+    "metrics",
+    "train",
+    "prepare",
+    "export",
+    "info",
+    "predict",
+}
 OTHER_COMMAND_TIMEOUT_S = 120
 
 #: Commands of sections other people are rewriting, known not to run yet. Each entry must
@@ -84,6 +94,7 @@ METAVARS: dict[str | tuple[str, str], str] = {
     ("--max-rois", "N"): "2",
     "N": "1",
     "CKPT": "tiny.pth",
+    "TASK.pth": "task.pth",
     "CFG": "tiny_cpu",
     "RUN": "runs/docs",
     "RUN_DIR": "runs/docs",
@@ -302,6 +313,17 @@ def _materialize(argv: list[str], cwd: Path, ckpt: Path) -> list[str]:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ckpt, target)
 
+    def task_checkpoint(path: str) -> None:  # `predict` takes task models
+        if not (cwd / path).exists():
+            import torch
+
+            from sammed3d.build import get_config
+            from sammed3d.task import TaskModel, TaskSpec, save_task_checkpoint
+
+            torch.manual_seed(0)
+            spec = TaskSpec(get_config("sam_med3d_tiny"), ("blob", "speck"), decoder_features=4)
+            save_task_checkpoint(TaskModel(spec), cwd / path)
+
     for n, tok in enumerate(argv):
         prev = argv[n - 1] if n else ""
         if ds_pattern.search(tok):
@@ -310,14 +332,14 @@ def _materialize(argv: list[str], cwd: Path, ckpt: Path) -> list[str]:
             for p in tok[len("data.roots=[") : -1].split(","):
                 dataset(p)
         if prev in ("--checkpoint", "--init") and tok.endswith(".pth"):
-            checkpoint(tok)
+            (task_checkpoint if command == "predict" else checkpoint)(tok)
         if prev in ("--pred", "--gt") and not (cwd / tok).exists():
             labels = (image_array((20, 18, 12)) > 300).astype(np.uint8)
             if prev == "--pred":
                 labels = np.roll(labels, 1, axis=0)
             write_volume(Volume(labels, (1.5, 1.5, 2.0), (3.0, -4.0, 5.0)), cwd / tok)
     positionals = [t for t in argv[1:] if not t.startswith("-") and "=" not in t]
-    if command == "segment" and positionals and not (cwd / positionals[0]).exists():
+    if command in ("segment", "predict") and positionals and not (cwd / positionals[0]).exists():
         vol = Volume(image_array((20, 18, 12)), (1.5, 1.5, 2.0), (3.0, -4.0, 5.0))
         write_volume(vol, cwd / positionals[0])
     if command == "export" and positionals and not (cwd / positionals[0]).exists():
@@ -367,7 +389,7 @@ def _run_in(cwd: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch, ckpt: P
     )
     if model_run and "--no-extend" not in argv:
         argv = [*argv, "--no-extend"]  # random tiny weights would grow into 8 ROIs per click
-    if argv[0] in ("segment", "metrics", "export", "demo") and "--overwrite" not in argv:
+    if argv[0] in ("segment", "metrics", "export", "demo", "predict") and "--overwrite" not in argv:
         argv = [*argv, "--overwrite"]  # a doc may show the same output twice
     if argv[0] in IN_PROCESS:
         return main(argv)

@@ -119,3 +119,10 @@ def test_missing_inputs_are_one_line(tmp_path, image, task_checkpoint, capsys):
     assert "must end in .nii.gz" in _err(capsys)
     assert main(["predict", "--checkpoint", str(task_checkpoint), "-o", out]) == 2
     assert "either an IMAGE or --data" in _err(capsys)
+
+
+def test_info_describes_a_task_checkpoint(task_checkpoint, capsys):
+    assert main(["info", "--checkpoint", str(task_checkpoint), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["checkpoint"]["kind"].startswith("task model")
+    assert info["checkpoint"]["task"]["classes"] == ["blob", "speck"]

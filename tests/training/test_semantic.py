@@ -190,3 +190,30 @@ def test_cli_cache_only_and_train(tmp_path, nnunet_dataset, capsys):
     assert "cache ready: 4 training cases" in capsys.readouterr().out
     assert main(args) == 0
     assert (tmp_path / "run" / "checkpoints" / "final.pth").exists()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(tmp_path, nnunet_dataset):
+    """Per-sample DiceCE and instance norm: 2 ranks x batch 1 = 1 process x batch 2."""
+    from sammed3d.cli import main
+    from tests.training.test_ddp import _run_torchrun
+
+    common = [
+        *FAST,
+        f"data.roots=[{nnunet_dataset}]",
+        "train.epochs=2",
+        "task.samples_per_epoch=4",
+        "data.num_workers=0",
+    ]
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = ["--config", "tiny_cpu", *common]
+    assert main(["train", "--no-progress", "-o", str(one), *args, "train.batch_size=2"]) == 0
+    _run_torchrun([*args, "-o", str(two), "train.batch_size=1"], two)
+    log_one = [json.loads(x) for x in (one / "log.jsonl").read_text().splitlines()]
+    log_two = [json.loads(x) for x in (two / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log_one] == [r["step"] for r in log_two] == [1, 2, 3, 4]
+    for a, b in zip(log_one, log_two, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
+    a = _state(one / "checkpoints" / "final.pth")
+    b = _state(two / "checkpoints" / "final.pth")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4

@@ -71,13 +71,27 @@ def run(args: argparse.Namespace) -> int:
         from sammed3d.paths import require_checkpoint
 
         path = require_checkpoint(args.checkpoint)  # a file, or a published name (fetched)
-        model = load_checkpoint(path, allow_unsafe_pickle=args.allow_unsafe_pickle)
-        info["checkpoint"] = {
-            "path": str(path),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "config": model.config.to_dict(),
-            "metadata": getattr(model, "metadata", {}),
-        }
+        from sammed3d.task.checkpoint import is_task_checkpoint
+
+        if is_task_checkpoint(path):  # a task model (docs/transfer.md)
+            from sammed3d.task import load_task_checkpoint
+
+            task = load_task_checkpoint(path)
+            info["checkpoint"] = {
+                "path": str(path),
+                "kind": "task model (sammed3d predict)",
+                "parameters": sum(p.numel() for p in task.parameters()),
+                "task": task.spec.to_dict(),
+                "metadata": getattr(task, "metadata", {}),
+            }
+        else:
+            model = load_checkpoint(path, allow_unsafe_pickle=args.allow_unsafe_pickle)
+            info["checkpoint"] = {
+                "path": str(path),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "config": model.config.to_dict(),
+                "metadata": getattr(model, "metadata", {}),
+            }
     if args.forward:
         model = build_model(args.forward)
         size = model.img_size

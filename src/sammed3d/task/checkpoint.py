@@ -179,6 +179,15 @@ def read_task_checkpoint(
     return spec, dict(state), dict(obj.get("metadata") or {})
 
 
+def is_task_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a readable task-model checkpoint (False for anything else)."""
+    try:
+        obj = _torch_load(Path(path), allow_unsafe_pickle=False)
+    except CheckpointError:
+        return False
+    return isinstance(obj, Mapping) and obj.get("format") == TASK_CHECKPOINT_FORMAT
+
+
 def _looks_like_sam(obj: Mapping[str, Any]) -> bool:
     state = obj.get("model_state_dict", obj)
     return isinstance(state, Mapping) and any(
@@ -205,6 +214,7 @@ def load_task_checkpoint(
 __all__ = [
     "TASK_FORMAT_VERSION",
     "encoder_state_from_checkpoint",
+    "is_task_checkpoint",
     "load_task_checkpoint",
     "read_task_checkpoint",
     "resolve_task_checkpoint",

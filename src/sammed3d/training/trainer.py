@@ -563,7 +563,7 @@ class Trainer:
                 f"(was model.freeze_image_encoder or train.find_unused_parameters changed?): {exc}"
             ) from None
         self.scheduler.load_state_dict(obj["lr_scheduler_state_dict"])
-        if any(c.startswith("optim.") for c in changes):
+        if any(c.startswith(("optim.", "task.layer_decay")) for c in changes):
             self._apply_optim_config()
         if obj.get("scaler_state_dict"):
             self.scaler.load_state_dict(obj["scaler_state_dict"])
