@@ -217,3 +217,15 @@ def test_two_gloo_processes_match_one_process(tmp_path, nnunet_dataset):
     a = _state(one / "checkpoints" / "final.pth")
     b = _state(two / "checkpoints" / "final.pth")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+
+
+def test_resume_with_a_changed_layer_decay(tmp_path, nnunet_dataset):
+    run = tmp_path / "run"
+    base = ["train.epochs=2", "task.samples_per_epoch=4", "train.batch_size=1"]
+    train(_cfg(run, nnunet_dataset, *base, "run.stop_after_steps=1"), show_progress=False)
+    cfg = load_config(run / "config.yaml", ["task.layer_decay=0.5", "run.stop_after_steps=1"])
+    result = train(cfg, resume=True, show_progress=False)
+    lr = result.history[-1]["lr"]
+    assert lr["decoder"] == pytest.approx(1e-3)
+    assert lr["encoder_decay1"] == pytest.approx(1e-3 * 0.5)
+    assert lr["encoder_decay4"] == pytest.approx(1e-3 * 0.5**4)
