@@ -102,7 +102,8 @@ def deformed(image, label, rng: np.random.Generator):
     bias = np.exp(ndimage.zoom(coarse, np.asarray(img.shape) / 4.0, order=3))[
         : img.shape[0], : img.shape[1], : img.shape[2]
     ]
-    img = img * bias + rng.normal(0.0, 3.0, size=img.shape)
+    head = img > 0  # noise inside the head only: the background stays 0, as in the template
+    img = np.where(head, img * bias + rng.normal(0.0, 3.0, size=img.shape), 0.0)
     return image.with_array(np.clip(img, 0, None).astype(np.float32)), label.with_array(lab)
 
 
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=40)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--features", type=int, default=8, help="UNETR feature_size")
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--layer-decay", type=float, default=0.75)
     parser.add_argument("--train-cases", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)

@@ -339,6 +339,12 @@ def _materialize(argv: list[str], cwd: Path, ckpt: Path) -> list[str]:
                 labels = np.roll(labels, 1, axis=0)
             write_volume(Volume(labels, (1.5, 1.5, 2.0), (3.0, -4.0, 5.0)), cwd / tok)
     positionals = [t for t in argv[1:] if not t.startswith("-") and "=" not in t]
+    if command == "predict":  # options of predict all take a value: skip those values
+        positionals = [
+            t
+            for n, t in enumerate(argv[1:], start=1)
+            if not t.startswith("-") and not argv[n - 1].startswith("-")
+        ]
     if command in ("segment", "predict") and positionals and not (cwd / positionals[0]).exists():
         vol = Volume(image_array((20, 18, 12)), (1.5, 1.5, 2.0), (3.0, -4.0, 5.0))
         write_volume(vol, cwd / positionals[0])
