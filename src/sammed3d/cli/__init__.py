@@ -29,6 +29,7 @@ COMMANDS = (
     "train",
     "prepare",
     "export",
+    "serve",
     "info",
 )
 
