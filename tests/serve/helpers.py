@@ -62,7 +62,9 @@ class BlobModel(torch.nn.Module):
     def image_encoder(self, x: torch.Tensor) -> torch.Tensor:
         return x.clone()
 
-    def decode(self, image_embeddings, point_coords, point_labels, mask_input, multimask_output=False):  # noqa: ANN001, ANN201, E501
+    def decode(
+        self, image_embeddings, point_coords, point_labels, mask_input, multimask_output=False
+    ):  # noqa: ANN001, ANN201, E501
         img = image_embeddings[0, 0].numpy()
         out = np.zeros(img.shape, dtype=bool)
         if mask_input is not None:

@@ -70,7 +70,8 @@ def test_client_drives_server_like_the_python_session(tiny_checkpoint) -> None:
                 check(expected)
                 sizes.append(int(expected.sum()))
                 if bbox is not None:  # the reply carries only the changed box
-                    assert all(0 <= lo < hi <= n for (lo, hi), n in zip(bbox, image.shape))
+                    for (lo, hi), n in zip(bbox, image.shape, strict=True):
+                        assert 0 <= lo < hi <= n
             assert 0 < sizes[0] < image.size, "the tiny model must give a non-trivial mask"
             assert len(set(sizes)) > 1, "the clicks must change the mask"
 

@@ -26,6 +26,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -40,7 +41,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from sammed3d.inference.predictor import SamMed3DPredictor
-from sammed3d.io import VolumeError
 from sammed3d.serve.config import ServeConfig
 from sammed3d.serve.leases import Lease, LeaseGone, LeaseRegistry, ServerFull
 from sammed3d.serve.patch import Patch
@@ -211,7 +211,7 @@ def create_app(
         with lease.lock:
             return fn(lease.state)
 
-    async def read_body(request: Request, limit: int) -> bytes:
+    async def read_body(request: Request, limit: int) -> bytearray:
         declared = request.headers.get("content-length")
         if declared is not None:
             try:
@@ -231,7 +231,7 @@ def create_app(
                 raise HTTPException(
                     413, f"request body exceeds this server's limit of {limit / 2**20:.1f} MiB"
                 )
-        return bytes(chunks)
+        return chunks
 
     async def read_json(request: Request) -> dict[str, Any]:
         raw = await read_body(request, MAX_JSON_BYTES)
@@ -339,27 +339,48 @@ def create_app(
 
     # ------------------------------------------------------------- protocol: the session
 
-    def protocol_reply(reply: Reply) -> Response:
-        meta: dict[str, Any] = {"ran_prediction": bool(reply.ran), "bbox": None}
-        body = b""
-        if reply.change is not None:
-            values = reply.change.values
-            meta.update(bbox=reply.change.box, dtype=str(values.dtype), shape=list(values.shape))
-            body = encode_array(values)
-        return Response(body, media_type=OCTET, headers={META_HEADER: json.dumps(meta)})
+    def timing_header(timings: dict[str, float]) -> dict[str, str]:
+        """``Server-Timing`` (milliseconds per step; browsers' dev tools show it)."""
+        if not timings:
+            return {}
+        return {"Server-Timing": ", ".join(f"{k};dur={1000 * v:.2f}" for k, v in timings.items())}
+
+    def protocol_call(lease: Lease[SessionState], fn: Callable[[Any], Reply]) -> Response:
+        """Run a predicting call under the lease lock and encode its changed box."""
+
+        def work(s: ProtocolSession) -> Response:
+            s.timings = {}
+            reply = fn(s)
+            t0 = time.perf_counter()
+            meta: dict[str, Any] = {"ran_prediction": bool(reply.ran), "bbox": None}
+            body = b""
+            if reply.change is not None:
+                values = reply.change.values
+                meta.update(
+                    bbox=reply.change.box, dtype=str(values.dtype), shape=list(values.shape)
+                )
+                body = encode_array(values)
+            timings = dict(s.timings, encode=time.perf_counter() - t0)
+            headers = {META_HEADER: json.dumps(meta), **timing_header(timings)}
+            return Response(body, media_type=OCTET, headers=headers)
+
+        return run_locked(lease, work)
 
     @app.post("/set_image", dependencies=auth)
-    async def set_image(request: Request, lease: Lease[SessionState] = protocol_lease) -> dict:
+    async def set_image(request: Request, lease: Lease[SessionState] = protocol_lease) -> Response:
         meta = parse_meta(request)
         props = meta.get("image_properties") or {}
         if not isinstance(props, dict):
             raise HTTPException(400, "image_properties must be a JSON object")
         body = await read_body(request, cfg.max_upload_bytes)
 
-        def work() -> dict[str, Any]:
+        def work() -> JSONResponse:
+            t0 = time.perf_counter()
             image = decode_array(body, max_bytes=cfg.max_upload_bytes)
+            t1 = time.perf_counter()
             shape = run_locked(lease, lambda s: s.set_image(image, props))
-            return {"original_image_shape": shape}
+            timings = {"decode": t1 - t0, "set_image": time.perf_counter() - t1}
+            return JSONResponse({"original_image_shape": shape}, headers=timing_header(timings))
 
         return await run_in_threadpool(work)
 
@@ -389,18 +410,17 @@ def create_app(
         coords = field(payload, "coordinates", list)
         positive = bool(field(payload, "include_interaction", (bool, int)))
         run = flag(payload, "run_prediction", True)
-        reply = await run_in_threadpool(
-            run_locked, lease, lambda s: s.add_point(coords, positive, run)
+        return await run_in_threadpool(
+            protocol_call, lease, lambda s: s.add_point(coords, positive, run)
         )
-        return protocol_reply(reply)
 
     @app.post("/predict", dependencies=auth)
     async def predict(lease: Lease[SessionState] = protocol_lease) -> Response:
-        return protocol_reply(await run_in_threadpool(run_locked, lease, lambda s: s.predict()))
+        return await run_in_threadpool(protocol_call, lease, lambda s: s.predict())
 
     @app.post("/undo", dependencies=auth)
     async def undo(lease: Lease[SessionState] = protocol_lease) -> Response:
-        return protocol_reply(await run_in_threadpool(run_locked, lease, lambda s: s.undo()))
+        return await run_in_threadpool(protocol_call, lease, lambda s: s.undo())
 
     def unsupported(name: str) -> Callable[..., Any]:
         def handler(lease: Lease[SessionState] = protocol_lease) -> None:
@@ -471,7 +491,9 @@ def create_app(
         body = await read_body(request, cfg.max_upload_bytes)
         if not body:
             raise HTTPException(400, "empty upload")
-        return await run_in_threadpool(run_locked, lease, lambda s: s.open_bytes(body, filename))
+        return await run_in_threadpool(
+            run_locked, lease, lambda s: s.open_bytes(bytes(body), filename)
+        )
 
     @app.get("/api/web/image.nii.gz", dependencies=auth)
     async def web_image(lease: Lease[SessionState] = web_lease) -> Response:

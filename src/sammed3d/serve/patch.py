@@ -43,19 +43,33 @@ def union(boxes: Iterable[Slices | None]) -> Slices | None:
         return None
     lo = np.min(los, axis=0)
     hi = np.max(his, axis=0)
-    return (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2])))
+    return (
+        slice(int(lo[0]), int(hi[0])),
+        slice(int(lo[1]), int(hi[1])),
+        slice(int(lo[2]), int(hi[2])),
+    )
 
 
 def tight_box(mask: np.ndarray) -> Slices | None:
-    """Bounding box of the True voxels of a 3-D mask (None if there are none)."""
-    out = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        if hits.size == 0:
-            return None
-        out.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return (out[0], out[1], out[2])
+    """Bounding box of the True (non-zero) voxels of a 3-D array (None if there are none).
+
+    Two passes over the array: one projection onto the first two axes, one onto the last.
+    """
+    if mask.size == 0:
+        return None
+    if mask.dtype != np.bool_:
+        mask = mask != 0
+    plane = mask.any(axis=2)
+    rows = np.flatnonzero(plane.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(plane.any(axis=0))
+    deep = np.flatnonzero(mask.any(axis=(0, 1)))
+    return (
+        slice(int(rows[0]), int(rows[-1]) + 1),
+        slice(int(cols[0]), int(cols[-1]) + 1),
+        slice(int(deep[0]), int(deep[-1]) + 1),
+    )
 
 
 def shift(box: Slices, origin: Sequence[int]) -> Slices:
@@ -76,21 +90,30 @@ def diff(
     Returns:
         ``(change, now_held)``: the tight box of changed voxels with its new values (None if
         nothing changed), and the new held patch (tight box of the non-zero voxels).
+
+    Cost: two passes over ``region`` (to find the new non-zero box) and a few over the
+    union of the old and new non-zero boxes, never over the whole volume.
     """
-    area = union([region, held.slices if held is not None else None])
+    now_box = None
+    if region is not None:
+        inside = tight_box(current[region])
+        if inside is not None:
+            now_box = shift(inside, [s.start for s in region])
+    area = union([now_box, held.slices if held is not None else None])
     if area is None:
         return None, None
     origin = [s.start for s in area]
     new = current[area]
     old = np.zeros(new.shape, dtype=current.dtype)
     if held is not None:
-        old[tuple(slice(s.start - o, s.stop - o) for s, o in zip(held.slices, origin, strict=True))] = held.values
+        old[
+            tuple(slice(s.start - o, s.stop - o) for s, o in zip(held.slices, origin, strict=True))
+        ] = held.values
     changed = tight_box(new != old)
     change = None
     if changed is not None:
         change = Patch(shift(changed, origin), np.ascontiguousarray(new[changed]))
-    nonzero = tight_box(new != 0)
     now_held = None
-    if nonzero is not None:
-        now_held = Patch(shift(nonzero, origin), np.array(new[nonzero], copy=True))
+    if now_box is not None:
+        now_held = Patch(now_box, np.array(current[now_box], copy=True))
     return change, now_held

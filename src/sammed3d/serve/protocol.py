@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,9 @@ class ProtocolSession:
         self._held: Patch | None = None
         self._pending: list[tuple[tuple[int, int, int], bool]] = []
         self._history: list[str] = []  # "click" (in the session), "noop", "pending"
+        #: Seconds spent in the InteractiveSession and in the changed-box diff by the last
+        #: call (reported in the ``Server-Timing`` header).
+        self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------
     # image and buffer
@@ -204,9 +208,11 @@ class ProtocolSession:
             return Reply(ran=True)
         if kind == "noop":
             return Reply(ran=True)
+        t0 = time.perf_counter()
         if not self.session.undo():  # dropped from the session's bounded history
             self._history.clear()
             return Reply(ran=False)
+        self.timings = {"session": time.perf_counter() - t0}
         return Reply(ran=True, change=self._sync())
 
     def close(self) -> None:
@@ -224,6 +230,7 @@ class ProtocolSession:
     def _flush(self) -> Reply:
         n_pending = len(self._pending)
         start = len(self._history) - n_pending
+        t0 = time.perf_counter()
         with self.compute_lock:
             for n, (point, positive) in enumerate(self._pending):
                 if self.session.current_label is None:
@@ -239,12 +246,15 @@ class ProtocolSession:
                     self._history[start + n] = "noop"  # nothing to remove there
         self._pending.clear()
         del self._history[: max(0, len(self._history) - (self.session.max_history - 1))]
+        self.timings = {"session": time.perf_counter() - t0}
         return Reply(ran=True, change=self._sync())
 
     def _sync(self) -> Patch | None:
         """The changed box since the last reply, in the client's buffer dtype."""
+        t0 = time.perf_counter()
         region = union(tile.roi.native_block(margin=1) for tile in self.session.tiles)
         change, self._held = diff(self.session.mask, self._held, region)
+        self.timings["diff"] = time.perf_counter() - t0
         if change is None:
             return None
         assert self._buffer_dtype is not None

@@ -106,6 +106,9 @@ class WebSession:
 
     @property
     def volume(self) -> Volume:
+        """The open image (ValueError if none is open yet)."""
+        if not self.predictor.is_image_set:
+            raise ValueError("no volume is open: upload one or open a start-up volume first")
         return self.predictor.volume
 
     def info(self) -> dict[str, Any]:
@@ -138,6 +141,7 @@ class WebSession:
     def label_map_nifti(self) -> bytes:
         """The label map as a gzipped NIfTI with the input's exact geometry."""
         self._check_open()
+        _ = self.volume
         with tempfile.TemporaryDirectory(prefix="sammed3d-labels-") as tmp:
             path = self.session.export_label_map(Path(tmp) / "labels.nii.gz")
             return path.read_bytes()
@@ -145,11 +149,12 @@ class WebSession:
     def overlay_nifti(self) -> bytes:
         """The current label map as uint8 NIfTI on the :meth:`image_nifti` grid (overlay)."""
         self._check_open()
+        _ = self.volume
         labels = self.session.label_map.astype(np.uint8)
         self._held = None
         change, self._held = diff(labels, None, self._region())
         del change
-        return _nifti_bytes(labels, self.volume.affine)
+        return _nifti_bytes(labels, self.volume.affine, intent="label")
 
     # ------------------------------------------------------------------------------------
     # objects and clicks
@@ -189,20 +194,24 @@ class WebSession:
     def new_object(self) -> int:
         """Start a new object (later clicks edit it); returns its label."""
         self._check_open()
+        _ = self.volume
         return self._new_object_checked()
 
     def select_object(self, label: int) -> None:
         self._check_open()
+        _ = self.volume
         self.session.select_object(label)
 
     def undo(self) -> Patch | None:
         self._check_open()
+        _ = self.volume
         if not self.session.undo():
             raise ValueError("nothing to undo")
         return self._sync()
 
     def redo(self) -> Patch | None:
         self._check_open()
+        _ = self.volume
         if not self.session.redo():
             raise ValueError("nothing to redo")
         return self._sync()
@@ -239,11 +248,13 @@ class WebSession:
             raise SessionClosed("this session was released or expired")
 
 
-def _nifti_bytes(array: np.ndarray, affine: np.ndarray) -> bytes:
+def _nifti_bytes(array: np.ndarray, affine: np.ndarray, intent: str | None = None) -> bytes:
     """A ``.nii.gz`` in memory (gzip level 1: fast; qform and sform both set)."""
     import nibabel as nib
 
     image = nib.Nifti1Image(np.asarray(array), affine)
+    if intent is not None:
+        image.header.set_intent(intent)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     raw = image.to_bytes()

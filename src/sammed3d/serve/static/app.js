@@ -87,7 +87,9 @@
 
   const nv = new niivue.Niivue({
     backColor: [0.07, 0.07, 0.08, 1],
-    crosshairColor: [1, 1, 0, 0.6],
+    crosshairColor: [1, 1, 0, 0.7],
+    crosshairWidth: 0.3,
+    crosshairWidthUnit: "percent",
     show3Dcrosshair: false,
     isColorbar: false,
     dragAndDropEnabled: false,
@@ -116,13 +118,14 @@
     const overlayUrl = await fetchBlobUrl("api/web/overlay.nii.gz");
     await nv.loadVolumes([
       { url: imageUrl, name: "image.nii.gz" },
-      { url: overlayUrl, name: "labels.nii.gz", opacity: 0.5 },
+      { url: overlayUrl, name: "labels.nii.gz", opacity: 0.5, colormapLabel: labelColormap() },
     ]);
     URL.revokeObjectURL(imageUrl);
     URL.revokeObjectURL(overlayUrl);
     const overlay = nv.volumes[1];
     overlay.setColormapLabel(labelColormap());
     nv.setOpacity(1, 0.5);
+    nv.setInterpolation(true); // nearest neighbour: voxels as they are
     $("view").dispatchEvent(new Event("change"));
     nv.updateGLVolume();
     const sp = info.spacing.map((s) => s.toFixed(2)).join(" × ");
