@@ -39,7 +39,7 @@ def test_help_does_not_import_the_server_stack() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in out.stdout, out.stdout
     assert "serve SAM-Med3D" in out.stdout  # listed in --help
-    assert "--api-key" in out.stdout and "--axis-order" in out.stdout
+    assert "--api-key" in out.stdout and "--orientation" in out.stdout
 
 
 def test_start_up_errors(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -257,3 +258,27 @@ def test_a_bug_is_a_one_line_500_and_the_server_goes_on() -> None:
         one_line_error(resp, 500, "model exploded")
         assert c.get("/healthz").status_code == 200
         assert c.post("/heartbeat").status_code == 200
+
+
+def test_host_check_blocks_dns_rebinding() -> None:
+    config = ServeConfig(allowed_hosts=("127.0.0.1", "localhost", "::1"))
+    with running(create_app(lambda: SamMed3DPredictor(BlobModel(32)), config)) as base:
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        port = base.rsplit(":", 1)[1]
+        assert (
+            httpx.get(f"{base}/healthz", headers={"Host": f"localhost:{port}"}).status_code == 200
+        )
+        evil = httpx.post(f"{base}/claim", headers={"Host": f"attacker.example:{port}"})
+        one_line_error(evil, 400, "attacker.example")
+
+
+def test_sessions_are_reaped_when_the_client_goes_silent() -> None:
+    config = ServeConfig(liveness_timeout=0.6, sweep_interval=0.1)
+    with running(create_app(lambda: SamMed3DPredictor(BlobModel(32)), config)) as base:
+        token = httpx.post(f"{base}/claim").json()["lease_token"]
+        headers = {"X-Lease-Token": token}
+        for _ in range(4):  # heartbeats keep it alive
+            time.sleep(0.3)
+            assert httpx.post(f"{base}/heartbeat", headers=headers).status_code == 200
+        time.sleep(1.2)  # silence: reaped, its slot and memory freed
+        one_line_error(httpx.post(f"{base}/heartbeat", headers=headers), 410, "expired")

@@ -31,7 +31,7 @@ SPACING = [2.0, 1.5, 1.2]
 def reference_session(checkpoint) -> InteractiveSession:  # noqa: ANN001
     session = InteractiveSession(SamMed3DPredictor(load_checkpoint(checkpoint)))
     image = phantom()
-    session.set_image(protocol_volume(image[None], {"spacing": SPACING}, "zyx"))
+    session.set_image(protocol_volume(image[None], {"spacing": SPACING}, "SPL"))
     return session
 
 

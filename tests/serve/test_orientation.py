@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from sammed3d.io import VolumeError
-from sammed3d.serve.orientation import assumed_affine, protocol_volume
+from sammed3d.serve.orientation import assumed_affine, parse_orientation, protocol_volume
 
 
 def _sitk_image(shape_ijk=(5, 6, 7), spacing=(0.8, 1.1, 2.5)) -> sitk.Image:
@@ -17,11 +17,11 @@ def _sitk_image(shape_ijk=(5, 6, 7), spacing=(0.8, 1.1, 2.5)) -> sitk.Image:
     return image  # identity direction, zero origin
 
 
-def test_zyx_is_slicers_array_of_an_identity_direction_image() -> None:
+def test_spl_is_slicers_array_of_an_identity_direction_image() -> None:
     image = _sitk_image()
     kji = sitk.GetArrayFromImage(image)  # what arrayFromVolume / GetArrayFromImage return
     spacing_kji = list(image.GetSpacing())[::-1]
-    volume = protocol_volume(kji[None], {"spacing": spacing_kji}, "zyx")
+    volume = protocol_volume(kji[None], {"spacing": spacing_kji})  # default: SPL
     assert volume.shape == kji.shape  # masks come back in the sent order
     for a, b, c in [(0, 0, 0), (6, 5, 4), (3, 1, 2)]:
         lps = np.asarray(image.TransformIndexToPhysicalPoint((c, b, a)))
@@ -29,9 +29,26 @@ def test_zyx_is_slicers_array_of_an_identity_direction_image() -> None:
         assert volume.array[a, b, c] == kji[a, b, c]
 
 
-def test_xyz_order() -> None:
-    affine = assumed_affine((0.8, 1.1, 2.5), "xyz")
-    np.testing.assert_allclose(affine[:3, :3], np.diag([-0.8, -1.1, 2.5]))
+@pytest.mark.parametrize(
+    ("code", "columns"),
+    [
+        ("RAS", [[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
+        ("LPS", [[-1, 0, 0], [0, -1, 0], [0, 0, 1]]),
+        ("SAR", [[0, 0, 1], [0, 1, 0], [1, 0, 0]]),
+        ("spl", [[0, 0, 1], [0, -1, 0], [-1, 0, 0]]),
+    ],
+)
+def test_orientation_codes(code: str, columns: list) -> None:
+    affine = assumed_affine((0.8, 1.1, 2.5), code)
+    expected = np.asarray(columns, float).T * [0.8, 1.1, 2.5]
+    np.testing.assert_allclose(affine[:3, :3], expected)
+    np.testing.assert_allclose(affine[:3, 3], 0)
+
+
+@pytest.mark.parametrize("code", ["RAR", "XYZ", "RA", "RASS", "", "zyx"])
+def test_bad_orientation_codes(code: str) -> None:
+    with pytest.raises(ValueError, match="one each of R/L, A/P and S/I"):
+        parse_orientation(code)
 
 
 def test_affine_extension_replaces_the_assumption() -> None:

@@ -76,11 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 60)",
     )
     parser.add_argument(
-        "--axis-order",
-        choices=("zyx", "xyz"),
-        default="zyx",
-        help="array axis order assumed for protocol images without an affine: zyx = "
-        "[k, j, i] as 3D Slicer sends (default), xyz = [i, j, k]; see docs/serve.md",
+        "--orientation",
+        default="SPL",
+        metavar="CODE",
+        help="where the axes of protocol images point when no affine is sent: SPL = 3D Slicer "
+        "(default), SAR = napari with napari-nifti, RAS, LPS, ...; see docs/serve.md",
     )
     parser.add_argument(
         "--modality",
@@ -124,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     from sammed3d.build import load_checkpoint
     from sammed3d.inference.predictor import SamMed3DPredictor
     from sammed3d.paths import BUNDLED_CHECKPOINT, require_checkpoint
+    from sammed3d.serve.orientation import parse_orientation
 
+    orientation = parse_orientation(args.orientation)
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port must be in 0..65535, got {args.port}")
     if args.max_rois < 1:
@@ -159,11 +161,12 @@ def run(args: argparse.Namespace) -> int:
         liveness_timeout=args.liveness_timeout,
         sweep_interval=min(5.0, args.liveness_timeout / 4),
         max_upload_bytes=int(args.max_upload_mb * 2**20),
-        axis_order=args.axis_order,
+        orientation=orientation,
         modality=args.modality,
         weights_license=license_,
         model_name=ckpt.name,
         volumes=tuple(volumes),
+        allowed_hosts=LOOPBACK + (args.host,) if args.host in LOOPBACK else None,
     )
 
     def make_predictor() -> SamMed3DPredictor:

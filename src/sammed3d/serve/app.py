@@ -60,6 +60,14 @@ KIND_WEB = "web"
 SessionState = ProtocolSession | WebSession
 
 
+def host_name(header: str) -> str:
+    """The host of a ``Host`` header, without port or IPv6 brackets, lower case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
 def static_dir() -> Any:
     """The packaged web assets (``index.html``, ``app.js``, ``vendor/niivue.umd.js``...)."""
     return resources.files("sammed3d.serve") / "static"
@@ -87,7 +95,7 @@ def create_app(
         return ProtocolSession(
             predictor,
             compute_lock=compute_lock,
-            axis_order=cfg.axis_order,
+            orientation=cfg.orientation,
             modality=cfg.modality,
             max_buffer_bytes=cfg.max_upload_bytes,
         )
@@ -174,6 +182,20 @@ def create_app(
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         logger.error("error in %s %s", request.method, request.url.path, exc_info=exc)
         return _detail(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    if cfg.allowed_hosts is not None:
+        allowed = {h.lower().strip("[]") for h in cfg.allowed_hosts}
+
+        @app.middleware("http")
+        async def check_host(request: Request, call_next: Callable[..., Any]) -> Any:
+            host = host_name(request.headers.get("host", ""))
+            if host not in allowed:
+                return _detail(
+                    400,
+                    f"this server answers requests addressed to {', '.join(sorted(allowed))}, "
+                    f"not to {host or '(no Host header)'!r}",
+                )
+            return await call_next(request)
 
     # ------------------------------------------------------------------------- auth/lease
 
@@ -303,7 +325,7 @@ def create_app(
             "supports_undo": True,
             "server": "sammed3d",
             "model": cfg.model_name,
-            "axis_order": cfg.axis_order,
+            "orientation": cfg.orientation,
         }
 
     def claim_body(lease: Lease[SessionState]) -> dict[str, Any]:

@@ -2,14 +2,18 @@
 
 The protocol sends a ``(1, A, B, C)`` array and ``image_properties`` with ``spacing``
 (mm per array axis ``A, B, C``) only: no origin, no direction. SAM-Med3D's pre-processing
-reorients to RAS before cropping (reference.md §3.1), so the server has to assume one.
+reorients to RAS before cropping (reference.md §3.1), so the server has to assume which
+anatomical direction each array axis points to. It is given as an orientation code: one
+letter per array axis naming the direction its index increases towards (R/L, A/P, S/I).
 
-Assumption (``axis_order="zyx"``, the default): the array is what 3D Slicer's
-``arrayFromVolume`` and SimpleITK's ``GetArrayFromImage`` return, i.e. the ITK index
-order reversed, ``array[k, j, i]``, of an image whose ITK direction is the identity (LPS+:
-``i`` towards the patient's left, ``j`` posterior, ``k`` superior; the usual axial scan).
-SlicerNNInteractive sends exactly this array. ``axis_order="xyz"`` assumes ``array[i, j, k]``
-of the same orientation (nibabel's order, e.g. napari with a nibabel-based reader).
+* ``"SPL"`` (the default): what 3D Slicer's ``arrayFromVolume`` (and SimpleITK's
+  ``GetArrayFromImage``) return for the usual axial scan, whose ITK direction is the
+  identity: ``array[k, j, i]`` with ``k`` superior, ``j`` posterior, ``i`` left.
+  SlicerNNInteractive sends this array.
+* ``"SAR"``: napari-nninteractive with its ``napari-nifti`` reader, which loads volumes
+  reoriented to "SAR+".
+* ``"RAS"``: nibabel's canonical ``array[i, j, k]``; ``"LPS"``: ITK's identity direction in
+  ``[i, j, k]`` order.
 
 Extension: ``image_properties["affine"]``, a ``4 x 4`` matrix mapping the array's voxel
 ``(a, b, c, 1)`` to RAS+ millimetres (nibabel convention), replaces the assumption. Only the
@@ -26,24 +30,49 @@ import numpy as np
 
 from sammed3d.io import Volume, VolumeError
 
-AXIS_ORDERS = ("zyx", "xyz")
+#: Direction letter -> RAS+ unit vector.
+_AXES = {
+    "R": (1.0, 0.0, 0.0),
+    "L": (-1.0, 0.0, 0.0),
+    "A": (0.0, 1.0, 0.0),
+    "P": (0.0, -1.0, 0.0),
+    "S": (0.0, 0.0, 1.0),
+    "I": (0.0, 0.0, -1.0),
+}
+DEFAULT_ORIENTATION = "SPL"
 
 
-def assumed_affine(spacing: Sequence[float], axis_order: str = "zyx") -> np.ndarray:
-    """The ``4 x 4`` array-voxel -> RAS+ mm matrix the server assumes without an affine.
+def parse_orientation(code: str) -> str:
+    """An upper-case 3-letter orientation code with one letter of each of R/L, A/P, S/I.
+
+    Raises:
+        ValueError: anything else.
+    """
+    text = str(code).strip().upper()
+    pairs = [set(p) for p in ("RL", "AP", "SI")]
+    if (
+        len(text) != 3
+        or any(c not in _AXES for c in text)
+        or any(sum(c in pair for c in text) != 1 for pair in pairs)
+    ):
+        raise ValueError(
+            f"orientation must be 3 letters, one each of R/L, A/P and S/I (e.g. SPL, SAR, RAS), "
+            f"got {code!r}"
+        )
+    return text
+
+
+def assumed_affine(spacing: Sequence[float], orientation: str = DEFAULT_ORIENTATION) -> np.ndarray:
+    """The ``4 x 4`` array-voxel -> RAS+ mm matrix assumed without an affine (origin 0).
 
     Args:
         spacing: mm per array axis ``(A, B, C)``.
-        axis_order: ``"zyx"`` (array is ``[k, j, i]``) or ``"xyz"`` (``[i, j, k]``).
+        orientation: Where each array axis points (see the module docstring).
     """
-    s = [float(v) for v in spacing]
+    code = parse_orientation(orientation)
     affine = np.eye(4)
-    if axis_order == "zyx":  # a = k (superior), b = j (posterior), c = i (left)
-        affine[:3, :3] = [[0.0, 0.0, -s[2]], [0.0, -s[1], 0.0], [s[0], 0.0, 0.0]]
-    elif axis_order == "xyz":  # a = i (left), b = j (posterior), c = k (superior)
-        affine[:3, :3] = np.diag([-s[0], -s[1], s[2]])
-    else:
-        raise ValueError(f"axis_order must be one of {AXIS_ORDERS}, got {axis_order!r}")
+    for n, letter in enumerate(code):
+        affine[:3, n] = np.asarray(_AXES[letter]) * float(spacing[n])
     return affine
 
 
@@ -72,13 +101,15 @@ def parse_affine(value: Any) -> np.ndarray:
 
 
 def protocol_volume(
-    image: np.ndarray, properties: Mapping[str, Any] | None, axis_order: str = "zyx"
+    image: np.ndarray,
+    properties: Mapping[str, Any] | None,
+    orientation: str = DEFAULT_ORIENTATION,
 ) -> Volume:
     """The :class:`~sammed3d.io.Volume` of a ``(1, A, B, C)`` protocol image.
 
     The volume's native ``(i, j, k)`` axes are the array's ``(A, B, C)`` axes (no copy, no
     transposition); its geometry comes from ``properties["affine"]`` if given, else from
-    ``properties["spacing"]`` (default 1 mm) and :func:`assumed_affine`.
+    ``properties["spacing"]`` (default 1 mm) and :func:`assumed_affine` of ``orientation``.
 
     Raises:
         VolumeError: not 4-D with one channel, bad spacing/affine, or the two disagree.
@@ -103,5 +134,5 @@ def protocol_volume(
                 f"{[round(float(v), 6) for v in norms]}"
             )
     else:
-        affine = assumed_affine(spacing or (1.0, 1.0, 1.0), axis_order)
+        affine = assumed_affine(spacing or (1.0, 1.0, 1.0), orientation)
     return Volume.from_affine(image[0], affine)

@@ -41,7 +41,7 @@ import numpy as np
 
 from sammed3d.inference.predictor import SamMed3DPredictor, normalise_modality
 from sammed3d.inference.session import InteractiveSession
-from sammed3d.serve.orientation import protocol_volume
+from sammed3d.serve.orientation import DEFAULT_ORIENTATION, parse_orientation, protocol_volume
 from sammed3d.serve.patch import Patch, diff, union
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class ProtocolSession:
             model inside may be shared with other sessions.
         compute_lock: Held while the model runs, shared by all sessions (one forward pass
             at a time on a shared model).
-        axis_order: Orientation assumed without an ``affine`` (see
+        orientation: Orientation code assumed without an ``affine`` (see
             :mod:`sammed3d.serve.orientation`).
         modality: Default modality (``"CT"`` clamps); ``image_properties["modality"]``
             overrides it per image.
@@ -82,14 +82,14 @@ class ProtocolSession:
         predictor: SamMed3DPredictor,
         *,
         compute_lock: threading.Lock,
-        axis_order: str = "zyx",
+        orientation: str = DEFAULT_ORIENTATION,
         modality: str | None = None,
         max_buffer_bytes: int = 2**31,
     ) -> None:
         self.predictor = predictor
         self.session = InteractiveSession(predictor)
         self.compute_lock = compute_lock
-        self.axis_order = axis_order
+        self.orientation = parse_orientation(orientation)
         self.modality = normalise_modality(modality)
         self.max_buffer_bytes = int(max_buffer_bytes)
         self.do_autozoom = bool(predictor.extend)
@@ -114,7 +114,7 @@ class ProtocolSession:
         """
         self._check_open()
         props = dict(properties or {})
-        volume = protocol_volume(image, props, self.axis_order)
+        volume = protocol_volume(image, props, self.orientation)
         modality = props.get("modality")
         if modality is not None and not isinstance(modality, str):
             raise ValueError(f"image_properties.modality must be a string, got {modality!r}")
@@ -295,7 +295,7 @@ def protocol_session_factory(
     make_predictor: Callable[[], SamMed3DPredictor],
     *,
     compute_lock: threading.Lock,
-    axis_order: str = "zyx",
+    orientation: str = DEFAULT_ORIENTATION,
     modality: str | None = None,
     max_buffer_bytes: int = 2**31,
 ) -> Callable[[], ProtocolSession]:
@@ -305,7 +305,7 @@ def protocol_session_factory(
         return ProtocolSession(
             make_predictor(),
             compute_lock=compute_lock,
-            axis_order=axis_order,
+            orientation=orientation,
             modality=modality,
             max_buffer_bytes=max_buffer_bytes,
         )
