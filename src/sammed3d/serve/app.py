@@ -39,6 +39,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sammed3d.inference.predictor import SamMed3DPredictor
 from sammed3d.serve.config import ServeConfig
@@ -139,8 +140,8 @@ def create_app(
         line = " ".join(str(message).split()) or "error"
         return JSONResponse({"detail": line}, status_code=status, headers=headers)
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(_r: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException and 404/405
+    async def _http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _detail(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
