@@ -79,7 +79,14 @@ def start_server(args: argparse.Namespace) -> tuple[str, subprocess.Popen]:
     cmd += ["--no-extend"]
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         found = re.search(r"nnInteractive server URL: +(http://\S+)", line)

@@ -122,7 +122,14 @@ def cli_server(*args: str, timeout: float = 120.0) -> Iterator[tuple[str, subpro
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("SAMMED3D_API_KEY", None)
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=env,
+        cwd=REPO,
     )
     lines: list[str] = []
     url = None

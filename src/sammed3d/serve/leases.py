@@ -108,7 +108,7 @@ class LeaseRegistry(Generic[T]):
             self._leases[lease.token] = lease
             count = len(self._leases)
         logger.info(
-            "claimed %s session %s… (%d/%d)", kind, lease.token[:8], count, self.max_sessions
+            "claimed %s session %s... (%d/%d)", kind, lease.token[:8], count, self.max_sessions
         )
         return lease
 
@@ -143,7 +143,7 @@ class LeaseRegistry(Generic[T]):
         if lease is None:
             return False
         self._free(lease)
-        logger.info("released session %s… (%d/%d)", token[:8], count, self.max_sessions)
+        logger.info("released session %s... (%d/%d)", token[:8], count, self.max_sessions)
         return True
 
     def sweep(self, now: float | None = None) -> list[str]:
@@ -162,7 +162,7 @@ class LeaseRegistry(Generic[T]):
                 reaped.append((lease, why))
         for lease, why in reaped:
             self._free(lease)
-            logger.info("reaped %s session %s…", why, lease.token[:8])
+            logger.info("reaped %s session %s...", why, lease.token[:8])
         return [lease.token for lease, _ in reaped]
 
     def remaining(self, lease: Lease[T]) -> float:
@@ -182,7 +182,7 @@ class LeaseRegistry(Generic[T]):
             try:
                 self._close(lease.state)
             except Exception:  # cleanup must never stop a sweep or a shutdown
-                logger.exception("error closing session %s…", lease.token[:8])
+                logger.exception("error closing session %s...", lease.token[:8])
         release_memory()
 
 

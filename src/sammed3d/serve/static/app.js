@@ -54,7 +54,10 @@
       let detail = resp.statusText;
       try { detail = (await resp.json()).detail || detail; } catch (e) { /* not JSON */ }
       if (resp.status === 401) showAuth();
-      if (resp.status === 410) stopHeartbeat();
+      if (resp.status === 410) {
+        stopHeartbeat();
+        throw new ServerError(410, "this session expired (idle or disconnected): reload the page");
+      }
       throw new ServerError(resp.status, `${resp.status}: ${detail}`);
     }
     return resp;
