@@ -1,6 +1,8 @@
 """``sammed3d serve``: SAM-Med3D behind the nnInteractive v2 HTTP protocol, plus a web page.
 
-* :mod:`sammed3d.serve.app`: the FastAPI application (:func:`create_app`).
+* :mod:`sammed3d.serve.app`: the FastAPI application (:func:`create_app`), its routes in
+  :mod:`~sammed3d.serve.routes_protocol` and :mod:`~sammed3d.serve.routes_web`, HTTP
+  plumbing in :mod:`~sammed3d.serve.http`.
 * :mod:`sammed3d.serve.protocol`: one ``nninteractive-client`` session
   (3D Slicer's SlicerNNInteractive, napari-nninteractive) on an InteractiveSession.
 * :mod:`sammed3d.serve.web`: one web page's session (NiiVue, clicks in millimetres).

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -289,25 +289,3 @@ class ProtocolSession:
     def _check_open(self) -> None:
         if self.closed:
             raise SessionClosed("this session was released or expired")
-
-
-def protocol_session_factory(
-    make_predictor: Callable[[], SamMed3DPredictor],
-    *,
-    compute_lock: threading.Lock,
-    orientation: str = DEFAULT_ORIENTATION,
-    modality: str | None = None,
-    max_buffer_bytes: int = 2**31,
-) -> Callable[[], ProtocolSession]:
-    """A zero-argument maker of :class:`ProtocolSession` objects sharing one model."""
-
-    def make() -> ProtocolSession:
-        return ProtocolSession(
-            make_predictor(),
-            compute_lock=compute_lock,
-            orientation=orientation,
-            modality=modality,
-            max_buffer_bytes=max_buffer_bytes,
-        )
-
-    return make
