@@ -95,7 +95,7 @@ def running(app) -> Iterator[str]:  # noqa: ANN001
     """Serve ``app`` on 127.0.0.1 in a thread; yields its base URL."""
     import uvicorn
 
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # NODELAY
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = sock.getsockname()[1]
