@@ -256,8 +256,11 @@ def test_a_bug_is_a_one_line_500_and_the_server_goes_on() -> None:
             json={"coordinates": [12, 13, 14], "include_interaction": True},
         )
         one_line_error(resp, 500, "model exploded")
-        assert c.get("/healthz").status_code == 200
-        assert c.post("/heartbeat").status_code == 200
+        for _ in range(3):  # the same keep-alive connection goes on working
+            assert c.get("/healthz").status_code == 200
+            assert c.post("/heartbeat").status_code == 200
+            resp = c.post("/add_point_interaction", json={"coordinates": [1, 2, 3]})
+            one_line_error(resp, 400, "include_interaction")
 
 
 def test_host_check_blocks_dns_rebinding() -> None:

@@ -54,9 +54,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def memory_error(_request: Request, exc: MemoryError) -> JSONResponse:
         return error(413, str(exc) or "out of memory: the request is too large")
 
-    async def bug(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("error in %s %s", request.method, request.url.path, exc_info=exc)
-        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+    @app.middleware("http")
+    async def catch_bugs(request: Request, call_next: Callable[..., Any]) -> Any:
+        # A bug becomes a one-line 500 here, inside the app: an exception handler for
+        # Exception would answer too, but Starlette then re-raises and the server drops the
+        # connection, so a keep-alive client's next request fails.
+        try:
+            return await call_next(request)
+        except Exception as exc:
+            logger.error("error in %s %s", request.method, request.url.path, exc_info=exc)
+            return error(500, f"internal error: {type(exc).__name__}: {exc}")
 
     app.add_exception_handler(StarletteHTTPException, http_error)  # also 404/405
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
@@ -67,7 +74,6 @@ def install_error_handlers(app: FastAPI) -> None:
     handle(FileNotFoundError, 404)
     app.add_exception_handler(MemoryError, memory_error)  # type: ignore[arg-type]
     handle(ValueError, 400)  # VolumeError is a ValueError
-    app.add_exception_handler(Exception, bug)
 
 
 def host_name(header: str) -> str:
