@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for dtype in (None, torch.bfloat16):
             tag = "bf16" if dtype else "fp32"
-            ctx = torch.autocast(device.type, dtype=dtype) if dtype else torch.autocast(
-                device.type, enabled=False
+            ctx = (
+                torch.autocast(device.type, dtype=dtype)
+                if dtype
+                else torch.autocast(device.type, enabled=False)
             )
             with ctx:
                 emb, timings[f"encode_{tag}_s"] = _timed(lambda: model.encode(x), device)

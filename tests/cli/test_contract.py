@@ -166,7 +166,8 @@ def test_overwrite_rule_is_the_same_for_every_command(tmp_path, ckpt, image, cap
         met: ["metrics", "--pred", str(labels), "--gt", str(labels), "--output", str(met)],
         exp: ["export", str(ckpt), str(exp)],
         demo / "demo_labels.nii.gz": ["demo", "--checkpoint", str(ckpt), "-o", str(demo),
-                                      "--structures", "lateral_ventricles", "--clicks", "1", "--no-extend"],
+                                      "--structures", "lateral_ventricles", "--clicks", "1",
+                                      "--no-extend"],
     }  # fmt: skip
     for path, argv in commands.items():
         assert main(argv) == 2, argv[0]
