@@ -2,7 +2,7 @@
 
 The protocol sends a ``(1, A, B, C)`` array and ``image_properties`` with ``spacing``
 (mm per array axis ``A, B, C``) only: no origin, no direction. SAM-Med3D's pre-processing
-reorients to RAS before cropping ([faithfulness §5](docs/faithfulness.md#5-pre-processing-the-inference-pipeline)), so the server has to assume which
+reorients to RAS before cropping (docs/faithfulness.md §5), so the server has to assume which
 anatomical direction each array axis points to. It is given as an orientation code: one
 letter per array axis naming the direction its index increases towards (R/L, A/P, S/I).
 
