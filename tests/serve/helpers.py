@@ -59,7 +59,7 @@ class BlobModel(torch.nn.Module):
         self.img_size = img_size
         self.low_res_size = (img_size,) * 3
 
-    def image_encoder(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         return x.clone()
 
     def decode(

@@ -72,7 +72,7 @@ def test_affine_extension_replaces_the_assumption() -> None:
         (
             np.zeros((1, 4, 5, 6)),
             {"affine": [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]},
-            "direction",
+            "sheared",
         ),
     ],
 )
