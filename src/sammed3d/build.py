@@ -67,6 +67,20 @@ MODEL_REGISTRY: dict[str, ModelConfig] = {
         click_maps=True,
         hires_channels=8,
     ),
+    # For unit tests of our options: sam_med3d_tiny with click maps and a 32^3 high-res path.
+    "sam_med3d_tiny_dense": ModelConfig(
+        img_size=64,
+        encoder_embed_dim=48,
+        encoder_depth=2,
+        encoder_num_heads=2,
+        encoder_global_attn_indexes=(0, 1),
+        window_size=0,
+        prompt_embed_dim=48,
+        decoder_mlp_dim=128,
+        iou_head_hidden_dim=32,
+        click_maps=True,
+        hires_channels=4,
+    ),
     # For unit tests: a 64^3 input (4^3 tokens, still padded to 14^3 windows).
     "sam_med3d_tiny": ModelConfig(
         img_size=64,

@@ -55,7 +55,7 @@ def _device_commands(tmp: Path, ckpt: Path, image: Path, data: Path) -> dict[str
         "segment": ["segment", str(image), "-p", "5", "5", "5", "--checkpoint", str(ckpt),
                     "-o", str(tmp / "m.nii.gz")],
         "demo": ["demo", "--checkpoint", str(ckpt), "-o", str(tmp / "demo"),
-                 "--structures", "Thalamus_R"],
+                 "--structures", "lateral_ventricles", "--clicks", "1"],
         "evaluate": ["evaluate", "--data", str(data), "--checkpoint", str(ckpt),
                      "--output", str(tmp / "ev"), "--clicks", "1"],
         "evaluate-rg": ["evaluate", "--data", str(data), "--method", "region-growing",
@@ -166,7 +166,8 @@ def test_overwrite_rule_is_the_same_for_every_command(tmp_path, ckpt, image, cap
         met: ["metrics", "--pred", str(labels), "--gt", str(labels), "--output", str(met)],
         exp: ["export", str(ckpt), str(exp)],
         demo / "demo_labels.nii.gz": ["demo", "--checkpoint", str(ckpt), "-o", str(demo),
-                                      "--structures", "Thalamus_R", "--no-extend"],
+                                      "--structures", "lateral_ventricles", "--clicks", "1",
+                                      "--no-extend"],
     }  # fmt: skip
     for path, argv in commands.items():
         assert main(argv) == 2, argv[0]
@@ -223,7 +224,7 @@ def test_outputs_of_every_command_follow_the_umask(tmp_path, ckpt, image, eval_d
              "train.epochs=1", "train.batch_size=1", "--no-progress"],
             ["export", str(ckpt), str(out / "e.pth")],
             ["demo", "--checkpoint", str(ckpt), "-o", str(out / "demo"),
-             "--structures", "Thalamus_R", "--no-extend"],
+             "--structures", "lateral_ventricles", "--clicks", "1", "--no-extend"],
         ]  # fmt: skip
         for argv in commands:
             assert main(argv) == 0, argv[0]

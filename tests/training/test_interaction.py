@@ -144,3 +144,63 @@ def test_hard_dice():
     d = hard_dice(logits, target)
     assert d[0].item() == pytest.approx(2 * 16 / (32 + 16))
     assert d[1].item() == 1.0  # both empty
+
+
+def _dense(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("sam_med3d_tiny_dense").train()
+
+
+def test_low_resolution_loop_with_several_targets_per_crop():
+    model = _dense()
+    loop = ClickLoop(
+        model,
+        num_clicks=3,
+        click_threshold=0.0,
+        accumulate_clicks=True,
+        detach_mask_prompt=True,
+        loss_resolution="low",
+        first_click_weight=2.0,
+        center_click_fraction=0.5,
+    )
+    image, label = _batch()
+    two = torch.cat([label, label.roll(8, dims=2)], dim=1)  # (B, 2, S, S, S): two targets
+    calls = []
+    original = model.decode
+
+    def spy(emb, coords, labels, prev, multimask_output=False):
+        calls.append((coords.clone(), labels.clone(), prev.shape))
+        return original(emb, coords, labels, prev, multimask_output=multimask_output)
+
+    model.decode = spy  # type: ignore[method-assign]
+    out = loop(image, two, torch.tensor([3, 4]), mask_only=[])
+    assert out["dice_per_sample"].shape == (4, 3)  # 2 crops x 2 targets, 3 clicks
+    out["loss"].backward()
+    assert model.hires_encoder.down1.weight.grad is not None
+    # clicks accumulate (1, 2, 3 per target), the mask prompt is on the 32^3 logit grid
+    assert [c[0].shape for c in calls] == [(4, 1, 3), (4, 2, 3), (4, 3, 3)]
+    assert all(c[2] == (4, 1, 32, 32, 32) for c in calls)
+    # the first click of each target is a positive voxel of that target
+    first, labels = calls[0][0][:, 0].long(), calls[0][1][:, 0]
+    targets = two.reshape(4, S, S, S)
+    assert labels.tolist() == [1, 1, 1, 1]
+    assert all(bool(targets[i][tuple(first[i].tolist())]) for i in range(4))
+    # corrective clicks: positive ones lie in the target, negative ones outside it
+    for coords, labs, _ in calls[1:]:
+        for i in range(4):
+            voxel = tuple(coords[i, -1].long().tolist())
+            assert bool(targets[i][voxel]) == (labs[i, -1].item() == 1)
+
+
+def test_low_resolution_loss_uses_the_area_averaged_target():
+    model = _dense()
+    loop = ClickLoop(model, num_clicks=1, loss_resolution="low", click_threshold=0.0)
+    image, label = _batch(1)
+    with torch.no_grad():
+        out = loop(image, label, torch.tensor([5]), mask_only=[])
+        low, _ = model.decode(
+            model.encode(image), torch.zeros(1, 1, 3), torch.ones(1, 1, dtype=torch.long), None
+        )
+    assert low.shape[-1] == 32 and torch.isfinite(out["loss"])
+    with pytest.raises(ValueError, match="loss_resolution"):
+        ClickLoop(model, loss_resolution="quarter")

@@ -323,3 +323,113 @@ def test_warmup_scales_the_first_steps(tmp_path):
     result = train(cfg, dataset=_data(), show_progress=False)
     lrs = [h["lr"]["image_encoder"] for h in result.history]
     assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+
+
+GENERATED = [
+    "model.name=sam_med3d_tiny_dense",
+    "data.synthetic_per_epoch=4",
+    "data.targets_per_crop=2",
+    "train.loss_resolution=low",
+    "train.accumulate_clicks=true",
+    "train.detach_mask_prompt=true",
+    "train.click_threshold=0.0",
+    "train.mask_only_random=null",
+    "train.mask_only_last=false",
+    "train.first_click_weight=2.0",
+    "train.center_click_fraction=0.5",
+    "optim.schedule=cosine",
+    "optim.no_decay_norms_embeddings=true",
+    "optim.weight_decay=0.05",
+    "train.epochs=2",
+    "run.save_every_steps=100",
+]
+
+
+def test_generated_data_run_with_our_options(tmp_path):
+    cfg = load_config("tiny_cpu", tiny_overrides(tmp_path / "run", *GENERATED))
+    result = train(cfg, show_progress=False)
+    assert result.finished and result.global_step == 4
+    lr = [h["lr"] for h in result.history]
+    # every top-level module trains, with and without weight decay, on one cosine schedule
+    assert {
+        "image_encoder",
+        "image_encoder.no_decay",
+        "hires_encoder",
+        "mask_decoder.no_decay",
+    } <= set(lr[0])
+    steps = [r["image_encoder"] for r in lr]
+    assert steps == sorted(steps, reverse=True) and steps[-1] < steps[0]
+    ckpt = torch.load(result.checkpoint, weights_only=True)
+    groups = ckpt["optimizer_state_dict"]["param_groups"]
+    assert {g["weight_decay"] for g in groups if g["name"].endswith(".no_decay")} == {0.0}
+    assert {g["weight_decay"] for g in groups if not g["name"].endswith(".no_decay")} == {0.05}
+    model = load_checkpoint(result.checkpoint)
+    assert model.config.click_maps and model.config.hires_channels == 4
+
+
+def test_generated_data_resume_and_on_device_generation_are_exact(tmp_path):
+    full = train(
+        load_config("tiny_cpu", tiny_overrides(tmp_path / "a", *GENERATED)), show_progress=False
+    )
+    first = train(
+        load_config(
+            "tiny_cpu", tiny_overrides(tmp_path / "b", *GENERATED, "run.stop_after_steps=1")
+        ),
+        show_progress=False,
+    )
+    assert not first.finished
+    resumed = train(
+        load_config(tmp_path / "b" / "config.yaml", ["run.stop_after_steps=null"]),
+        resume=True,
+        show_progress=False,
+    )
+    assert resumed.global_step == full.global_step
+    assert _max_diff(_state(full.checkpoint), _state(resumed.checkpoint)) == 0.0
+    # the same crops drawn in the training loop (GPU path) instead of in the data loader
+    deferred = train(
+        load_config(
+            "tiny_cpu", tiny_overrides(tmp_path / "c", *GENERATED, "data.generate_on_device=true")
+        ),
+        show_progress=False,
+    )
+    assert _max_diff(_state(full.checkpoint), _state(deferred.checkpoint)) == 0.0
+
+
+def test_time_based_checkpoints_and_stop(tmp_path):
+    cfg = load_config(
+        "tiny_cpu",
+        tiny_overrides(
+            tmp_path / "run",
+            *GENERATED,
+            "run.save_every_minutes=1e-6",
+            "run.stop_after_minutes=1e-6",
+        ),
+    )
+    result = train(cfg, show_progress=False)
+    assert not result.finished and result.global_step == 1  # stopped after the first step
+    assert result.checkpoint is not None and result.checkpoint.exists()
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("data.targets_per_crop=0", "data.targets_per_crop"),
+        ("data.anatomy_fraction=0.5", "data.anatomy"),
+        ("optim.min_lr_ratio=0", "optim.min_lr_ratio"),
+        ("train.center_click_fraction=2", "train.center_click_fraction"),
+        ("run.save_every_minutes=0", "run.save_every_minutes"),
+        ("train.loss_resolution=half", "train.loss_resolution"),
+    ],
+)
+def test_option_config_errors(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config("tiny_cpu", tiny_overrides(tmp_path / "run", *GENERATED, override))
+
+
+def test_generated_data_files_must_exist(tmp_path):
+    cfg = load_config(
+        "tiny_cpu",
+        tiny_overrides(tmp_path / "run", *GENERATED, f"data.shape_bank={tmp_path}/no.npz"),
+    )
+    with pytest.raises(FileNotFoundError, match="no.npz"):
+        train(cfg, show_progress=False)

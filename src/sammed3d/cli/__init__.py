@@ -50,6 +50,7 @@ COMMANDS: dict[str, str] = {
     "train": "train or fine-tune (published regime; torchrun for multi-GPU; resumable)",
     "prepare": "clean datasets into the per-class training layout (paper's 4-step cleaning)",
     "export": "export a checkpoint (e.g. a training run's) to the published SAM-Med3D format",
+    "serve": "serve SAM-Med3D to 3D Slicer / napari (nnInteractive protocol) and a web page",
     "weights": "published weights by name: list what is here, download ahead of time, verify a "
     "file",
     "info": "print versions (fast); --devices adds devices and registered models (loads torch); "

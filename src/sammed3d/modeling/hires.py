@@ -137,12 +137,12 @@ def click_similarity(
     labels: torch.Tensor | None,
     img_size: int,
 ) -> torch.Tensor:
-    """How much each cell looks like the clicked ones: ``exp(-|F(x) - p|^2 / C)``.
+    """How much each cell looks like a clicked one: ``max_i exp(-|F(x) - F(c_i)|^2 / C)``.
 
-    ``p`` is the mean stem feature at the positive clicks (channel 0) or at the negative
-    clicks (channel 1); a channel without clicks is 0. This gives the head an explicit
-    "same appearance as what was clicked" signal, the cue of region growing, in learned
-    features.
+    The maximum runs over the positive clicks (channel 0) or the negative clicks (channel 1);
+    a channel without clicks is 0. This gives the head an explicit "same appearance as
+    something that was clicked" signal, the cue of region growing, in learned features; with
+    the maximum (not a mean prototype) positive clicks on two different tissues keep both.
 
     Args:
         features: ``(B or 1, h, h, h, C)`` stem features (channels last).
@@ -167,14 +167,17 @@ def click_similarity(
     flat = features.reshape(batch, -1, channels)
     sq = flat.square().sum(-1)  # (B, h^3)
     lab = labels.to(features.device)
-    for channel, value in ((0, 1), (1, 0)):
-        weight = (lab == value).to(features.dtype)  # (B, N)
-        count = weight.sum(1, keepdim=True)
-        proto = (at_clicks * weight[..., None]).sum(1) / count.clamp(min=1)  # (B, C)
-        dot = torch.einsum("bnc,bc->bn", flat, proto)
-        dist = sq - 2 * dot + proto.square().sum(-1, keepdim=True)
-        sim = torch.exp(-dist.clamp(min=0) / channels) * (count > 0).to(features.dtype)
-        out[:, channel] = sim.view(batch, size, size, size)
+    best = [flat.new_full(sq.shape, -float("inf")) for _ in range(2)]
+    for n in range(coords.shape[1]):
+        proto = at_clicks[:, n]  # (B, C)
+        dot = torch.einsum("bvc,bc->bv", flat, proto)
+        dist = (sq - 2 * dot + proto.square().sum(-1, keepdim=True)).clamp(min=0)
+        sim = torch.exp(-dist / channels)
+        for channel, value in ((0, 1), (1, 0)):
+            use = (lab[:, n] == value)[:, None]
+            best[channel] = torch.where(use, torch.maximum(best[channel], sim), best[channel])
+    for channel in range(2):
+        out[:, channel] = best[channel].clamp(min=0).view(batch, size, size, size)
     return out
 
 

