@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +17,7 @@ from sammed3d.task.checkpoint import read_task_checkpoint, save_task_checkpoint
 from sammed3d.training import ConfigError, load_config, train
 from sammed3d.training.semantic import (
     SemanticStep,
+    absent_class_message,
     build_task_model,
     encoder_layer_depths,
     semantic_param_groups,
@@ -164,7 +167,11 @@ def test_step_outputs_and_label_check():
     out = step(image, label)
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     assert out["dice"].shape == (2,)
+    assert out["class_crops"].tolist() == [2.0, 0.0]
     out["loss"].backward()
+    label = label.clone()
+    label[1, :, 30:40, 30:40, 30:40] = 2  # class 2 in the second crop only
+    assert step(image, label)["class_crops"].tolist() == [2.0, 1.0]
     with pytest.raises(ValueError, match=r"label values must be in 0\.\.2"):
         step(image, label + 3)
     with pytest.raises(ValueError, match="label must be"):
@@ -237,3 +244,69 @@ def test_resume_with_a_changed_layer_decay(tmp_path, nnunet_dataset):
     assert lr["decoder"] == pytest.approx(1e-3)
     assert lr["encoder_decay1"] == pytest.approx(1e-3 * 0.5)
     assert lr["encoder_decay4"] == pytest.approx(1e-3 * 0.5**4)
+
+
+def test_absent_class_message():
+    assert absent_class_message(["a", "b"], [3, 1], 4, 0.5) is None
+    assert absent_class_message(["a", "b"], [0, 0], 0, 0.5) is None  # no crop trained
+    one = absent_class_message(["a", "b"], [3, 0], 4, 0.0)
+    assert one is not None and "\n" not in one
+    assert one.startswith("class 'b' was in none of the 4 training crops of this run")
+    assert "task.foreground_fraction=0" in one
+    both = absent_class_message(["a", "b"], [0, 0], 4, 0.0)
+    assert both is not None and both.startswith("classes ['a', 'b'] were in none")
+
+
+def test_a_class_in_no_training_crop_is_reported(tmp_path, caplog):
+    """Uniform crops (foreground_fraction 0) of a long case miss a small class at its far end:
+    the run says so (warning + summary.json), it does not pass silently."""
+    from sammed3d.io import Volume, write_volume
+
+    root = tmp_path / "Dataset010_Long"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    image = np.full((400, 24, 24), 100.0, np.float32)
+    label = np.zeros(image.shape, np.uint8)
+    label[0:200, 4:20, 4:20] = 1  # "near": half of the case
+    label[394:398, 10:14, 10:14] = 2  # "far": 64 voxels at the other end
+    image[label == 2] = 300.0
+    write_volume(Volume(image, (1.5, 1.5, 1.5)), root / "imagesTr" / "c_0000.nii.gz")
+    write_volume(Volume(label, (1.5, 1.5, 1.5)), root / "labelsTr" / "c.nii.gz")
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "MR"},
+                "labels": {"background": 0, "near": 1, "far": 2},
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
+    run = tmp_path / "run"
+    cfg = _cfg(
+        run,
+        root,
+        "task.foreground_fraction=0",
+        "task.samples_per_epoch=3",
+        "train.epochs=1",
+        "train.batch_size=1",
+        "data.flip_prob=0",
+        "train.seed=1",
+    )
+    with caplog.at_level(logging.WARNING, logger="sammed3d.training.trainer"):
+        train(cfg, show_progress=False)
+    crops = json.loads((run / "summary.json").read_text())["class_crops"]
+    assert crops["far"] == 0 and 0 <= crops["near"] <= 3
+    assert "class 'far' was in none of the 3 training crops of this run" in caplog.text
+    # class-balanced crops (the default) find it
+    cfg = _cfg(
+        tmp_path / "balanced",
+        root,
+        "task.foreground_fraction=1",
+        "task.samples_per_epoch=4",
+        "train.epochs=1",
+        "train.batch_size=1",
+        "data.flip_prob=0",
+    )
+    train(cfg, show_progress=False)
+    crops = json.loads((tmp_path / "balanced" / "summary.json").read_text())["class_crops"]
+    assert crops["far"] >= 1 and crops["near"] >= 1

@@ -191,9 +191,11 @@ class SemanticStep(nn.Module):
         autocast_dtype: ``torch.bfloat16`` / ``torch.float16`` for mixed precision, or None.
 
     Called like the click loop, ``step(image, label, seeds, mask_only)`` (``seeds`` and
-    ``mask_only`` are unused), it returns ``loss`` (scalar DiceCE) and ``dice`` (``(N,)``
+    ``mask_only`` are unused), it returns ``loss`` (scalar DiceCE), ``dice`` (``(N,)``
     detached hard Dice per foreground class over the micro-batch, all its crops pooled; 1 when
-    a class is in neither prediction nor ground truth).
+    a class is in neither prediction nor ground truth) and ``class_crops`` (``(N,)`` float: how
+    many crops of the micro-batch contain each class; the trainer warns about a class that no
+    crop of a run contained, :func:`absent_class_message`).
     """
 
     def __init__(self, model: TaskModel, *, autocast_dtype: torch.dtype | None = None) -> None:
@@ -242,11 +244,39 @@ class SemanticStep(nn.Module):
             inter = (p & g).flatten(1).sum(1).float()
             total = (p.flatten(1).sum(1) + g.flatten(1).sum(1)).float()
             dice = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
-        return {"loss": loss, "dice": dice}
+            class_crops = g.flatten(2).any(2).sum(1).float()
+        return {"loss": loss, "dice": dice, "class_crops": class_crops}
+
+
+def absent_class_message(
+    classes: Sequence[str], class_crops: Sequence[float], crops: int, foreground_fraction: float
+) -> str | None:
+    """One line naming the classes that no training crop of a run contained, or None.
+
+    Such a class got no positive example (its output channel only learnt "not here"), which
+    happens with ``task.foreground_fraction=0`` (uniform crops) and a small structure, or a run
+    of very few steps.
+
+    Args:
+        classes: Class names (label ``i + 1`` = ``classes[i]``).
+        class_crops: Crops that contained each class, summed over the run (all ranks).
+        crops: Crops the run trained on (all ranks); 0 gives None.
+        foreground_fraction: ``task.foreground_fraction`` of the run (for the advice).
+    """
+    absent = [c for c, n in zip(classes, class_crops, strict=True) if n <= 0]
+    if not absent or crops <= 0:
+        return None
+    which = f"class {absent[0]!r} was" if len(absent) == 1 else f"classes {absent} were"
+    return (
+        f"{which} in none of the {crops} training crops of this run "
+        f"(task.foreground_fraction={foreground_fraction:g}): the model saw no example of it; "
+        "raise task.foreground_fraction (class-balanced crops) or train longer"
+    )
 
 
 __all__ = [
     "SemanticStep",
+    "absent_class_message",
     "build_task_model",
     "encoder_layer_depths",
     "freeze_task_model",

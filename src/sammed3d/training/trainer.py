@@ -827,6 +827,8 @@ class Trainer:
         self._last_save_time = run_t0
         run_samples = 0
         steps_this_run = 0
+        #: semantic runs: crops of this run that contained each class (this rank)
+        class_crops = torch.zeros(len(self._dice_names), dtype=torch.float64)
         stopped = False
         try:
             while self.epoch < t.epochs and not stopped:
@@ -868,6 +870,8 @@ class Trainer:
                     window["count"] += 1
                     window["samples"] += image.shape[0]
                     run_samples += image.shape[0]
+                    if "class_crops" in out:
+                        class_crops += out["class_crops"].detach().cpu().double()
                     micro += 1
                     if not last_micro:
                         continue
@@ -918,6 +922,27 @@ class Trainer:
                 signal.signal(signal.SIGTERM, previous_handler)
         elapsed = time.perf_counter() - run_t0
         throughput = run_samples * ctx.world_size / elapsed if run_samples else None
+        crops_seen: dict[str, int] | None = None
+        if self.semantic:
+            totals = (
+                all_reduce_mean(
+                    torch.cat(
+                        [class_crops, torch.tensor([float(run_samples)], dtype=torch.float64)]
+                    ).to(ctx.device),
+                    ctx,
+                ).cpu()
+                * ctx.world_size
+            )
+            from sammed3d.training.semantic import absent_class_message
+
+            classes = list(unwrap(self.loop).model.spec.classes)  # type: ignore[union-attr]
+            crops_seen = {c: round(float(v)) for c, v in zip(classes, totals[:-1], strict=True)}
+            message = absent_class_message(
+                classes, totals[:-1].tolist(), round(float(totals[-1])),
+                cfg.task.foreground_fraction,
+            )  # fmt: skip
+            if message and ctx.is_main:
+                logger.warning(message)
         peak = _peak_memory_mb(ctx.device)
         result = TrainResult(
             run_dir=self.run_dir,
@@ -943,6 +968,7 @@ class Trainer:
                     "samples_per_second": throughput,
                     "peak_memory_mb": peak,
                     "last_loss": result.last_loss,
+                    **({} if crops_seen is None else {"class_crops": crops_seen}),
                 },
                 self.run_dir / "summary.json",
             )
