@@ -82,6 +82,34 @@ def test_predict_scores_a_dataset(tmp_path, task_checkpoint, capsys):
     assert "already holds results" in _err(capsys)
 
 
+def test_bad_test_sets(tmp_path, task_checkpoint, capsys):
+    """Scoring data the model does not fit: one line each; a class missing in a case is scored."""
+    data = write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=2, shape=(40, 36, 32))
+    base = ["predict", "--checkpoint", str(task_checkpoint), "--data", str(data)]
+    # a case without the class "speck": its row is there, with no ground-truth voxels
+    label_file = data / "labelsTr" / "case_001.nii.gz"
+    label = read_volume(label_file)
+    write_volume(label.with_array(np.where(label.array == 2, 0, label.array)), label_file)
+    assert main([*base, "-o", str(tmp_path / "r1")]) == 0
+    capsys.readouterr()
+    rows = (tmp_path / "r1" / "per_case.csv").read_text().splitlines()[1:]
+    speck = [r.split(",") for r in rows if ",speck," in r]
+    assert sorted(int(r[6]) for r in speck) == [0, 8]
+    # a label value dataset.json does not declare
+    write_volume(label.with_array(np.where(label.array == 2, 7, label.array)), label_file)
+    assert main([*base, "-o", str(tmp_path / "r2")]) == 2
+    assert not (tmp_path / "r2").exists()  # checked before the first prediction
+    assert "case_001.nii.gz: label value 7 is not declared in the dataset's dataset.json" in _err(
+        capsys
+    )
+    # a dataset of other classes
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["labels"] = {"background": 0, "liver": 1, "tumour": 2}
+    (data / "dataset.json").write_text(json.dumps(meta))
+    assert main([*base, "-o", str(tmp_path / "r3")]) == 2
+    assert "declares none of the model's classes ['blob', 'speck']" in _err(capsys)
+
+
 def test_checkpoint_kinds_are_not_mixed(tmp_path, image, task_checkpoint, capsys):
     sam = save_checkpoint(build_model("sam_med3d_tiny"), tmp_path / "sam.pth")
     argv = ["predict", "--checkpoint", str(sam), str(image), "-o", str(tmp_path / "o.nii.gz")]

@@ -13,6 +13,7 @@ import torch
 
 from sammed3d import build_model
 from sammed3d.build import CheckpointError, save_checkpoint
+from sammed3d.io import Volume, read_volume, write_volume
 from sammed3d.task.checkpoint import read_task_checkpoint, save_task_checkpoint
 from sammed3d.training import ConfigError, load_config, train
 from sammed3d.training.semantic import (
@@ -24,7 +25,7 @@ from sammed3d.training.semantic import (
 )
 from tests.task.conftest import one_thread  # noqa: F401 - autouse fixture
 
-from .conftest import tiny_overrides
+from .conftest import tiny_overrides, write_nnunet_dataset
 
 FAST = ["task.kind=semantic", "task.decoder_features=4", "run.save_every_steps=100"]
 
@@ -195,6 +196,16 @@ def test_cli_cache_only_and_train(tmp_path, nnunet_dataset, capsys):
     ]
     assert main([*args, "--cache-only"]) == 0
     assert "cache ready: 4 training cases" in capsys.readouterr().out
+    # bad data is a one-line error (exit 2), before any training
+    other = write_nnunet_dataset(tmp_path / "Dataset002_Bad", n_cases=1)
+    label_file = other / "labelsTr" / "case_000.nii.gz"
+    label = read_volume(label_file)
+    write_volume(label.with_array(np.where(label.array == 2, 7, label.array)), label_file)
+    bad = ["train", "--config", "tiny_cpu", "-o", str(tmp_path / "bad_run"), "--no-progress"]
+    assert main([*bad, *FAST, f"data.roots=[{other}]", "train.epochs=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress log lines
+    assert err.startswith("error: ") and "label value 7 is not declared" in err
+    assert not (tmp_path / "bad_run" / "checkpoints").exists()
     assert main(args) == 0
     assert (tmp_path / "run" / "checkpoints" / "final.pth").exists()
 
@@ -260,8 +271,6 @@ def test_absent_class_message():
 def test_a_class_in_no_training_crop_is_reported(tmp_path, caplog):
     """Uniform crops (foreground_fraction 0) of a long case miss a small class at its far end:
     the run says so (warning + summary.json), it does not pass silently."""
-    from sammed3d.io import Volume, write_volume
-
     root = tmp_path / "Dataset010_Long"
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()

@@ -71,7 +71,8 @@ def evaluate_task(
     Raises:
         FileNotFoundError / ValueError: dataset discovery problems; a layout with one mask
             file per class; a dataset that declares none of the model's classes; a label value
-            the dataset does not declare (one line, naming the file).
+            the dataset does not declare (one line, naming the file; every label map is checked
+            before the first prediction).
         FileExistsError: results in ``out_dir`` without ``overwrite``.
     """
     from sammed3d.data.layout import discover_dataset
@@ -91,6 +92,15 @@ def evaluate_task(
         raise ValueError(
             f"{data} declares none of the model's classes {list(classes)} (it declares {declared})"
         )
+    for case in cases:  # every ground truth is checked before the first prediction
+        values = check_label_map(read_volume(case.label), "the ground truth")
+        declared = set(case.labels.values())
+        undeclared = [int(v) for v in values if int(v) not in declared]
+        if undeclared:
+            raise ValueError(
+                f"{case.label}: label value {undeclared[0]} is not declared in the dataset's "
+                f"dataset.json (declared: {sorted(declared | {0})})"
+            )
     rows: list[dict[str, Any]] = []
     seconds: list[float] = []
     for n, case in enumerate(cases, start=1):
@@ -100,14 +110,6 @@ def evaluate_task(
             if name in case.labels
         ]
         gt = read_volume(case.label)
-        values = check_label_map(gt, "the ground truth")
-        declared = set(case.labels.values())
-        undeclared = [int(v) for v in values if int(v) not in declared]
-        if undeclared:
-            raise ValueError(
-                f"{case.label}: label value {undeclared[0]} is not declared in the dataset's "
-                f"dataset.json (declared: {sorted(declared | {0})})"
-            )
         mapped = np.zeros(gt.shape, dtype=np.uint8 if len(classes) < 256 else np.uint16)
         for out_label, _, value in scored:
             mapped[np.asarray(gt.array) == value] = out_label
