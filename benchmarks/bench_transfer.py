@@ -304,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"a short end-to-end run (~12 min on 2 shared CPU cores): {' '.join(QUICK)} (options given "
-        "explicitly win, e.g. --quick --steps 50 --eval-every 25)",
+        help=f"a short end-to-end run (~12 min on 2 shared CPU cores): {' '.join(QUICK)} "
+        "(options given explicitly win, e.g. --quick --steps 50 --eval-every 25)",
     )
     args = parser.parse_args(argv)
     if args.quick:
