@@ -7,7 +7,12 @@ reason when that folder is absent; parity with the published network is checked 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -72,3 +77,17 @@ def tiny_model() -> torch.nn.Module:
     from sammed3d import build_model
 
     return randomize_(build_model("sam_med3d_tiny"))
+
+
+def run_fresh_python(code: str) -> Any:
+    """Run ``code`` in a fresh interpreter; it prints one JSON value as its last line."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        check=True,
+        timeout=120,
+        encoding="utf-8",
+        errors="replace",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -11,12 +11,17 @@ How a command runs (in-process ``sammed3d.cli.main``, one scratch folder per doc
 in document order so that ``train -o runs/x`` precedes ``train --resume runs/x``):
 
 * Synopses: ``[optional groups]``: every variant (none, each group alone) must parse with the
-  real parser; the variant without them is executed. ``a|b`` takes ``a``; ``X...`` one ``X``.
+  real parser; the variant without them is executed. ``a|b`` takes ``a``; ``X...`` one ``X``;
+  ``[a \\| b]`` (a table cell's escaped pipe) is the two groups ``[a]`` and ``[b]``.
 * Placeholders (``IMAGE``, ``I J K``, ``OUT``, ``CKPT``, ``<Colin27 AAL>``, ...) become
   fixtures (:data:`METAVARS`). Paths the docs name as inputs (``ct.nii.gz``,
   ``sam_med3d_turbo.pth``, ``nnUNet_raw/Dataset003_Liver``, ``/data/...``) are created in the
   scratch folder (absolute paths made relative) before the command runs: a small CT-like
   image, label maps, a ``sam_med3d_tiny`` checkpoint, a two-case nnU-Net dataset.
+* Published weights by name (``--checkpoint turbo``, ``weights download turbo``) come from a
+  loopback stand-in of the Hugging Face Hub that serves the tiny checkpoint under the real
+  repository and file name (:func:`_offline_weights`): no command reaches the network.
+* ``serve`` builds its app and binds its socket, but never starts listening (:func:`_serve`).
 * Every checkpoint is a tiny one (``build_model("sam_med3d_tiny")`` + ``save_checkpoint``, also
   as ``$SAMMED3D_CHECKPOINT``); ``train`` runs the tiny architecture for one step
   (:data:`TRAIN_OVERRIDES`); ``prepare --workers N`` runs with one worker; ``torchrun``
@@ -35,11 +40,15 @@ import argparse
 import re
 import shlex
 import shutil
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.fake_hub import FakeHub
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -59,6 +68,8 @@ IN_PROCESS = {
     "export",
     "info",
     "predict",
+    "weights",
+    "serve",  # with a recipe: the app is built, uvicorn is not started (_serve)
 }
 OTHER_COMMAND_TIMEOUT_S = 120
 
@@ -103,6 +114,12 @@ METAVARS: dict[str | tuple[str, str], str] = {
     "SRC": "nnUNet_raw/Dataset001_Docs",
     "DIR": "nnUNet_raw/Dataset001_Docs",
     "<Colin27_AAL>": "nnUNet_raw/Dataset001_Docs",
+    ("--layout", "NAME"): "nnunet",  # the layout of SRC/DIR above
+    "VOLUME": "ct.nii.gz",
+    ("weights", "NAME"): "turbo",
+    ("weights", "--name"): "turbo",
+    ("weights", "FILE"): "sam_med3d_turbo.pth",
+    ("weights", "FILE_OR_NAME"): "sam_med3d_turbo.pth",
 }
 
 #: Appended to every ``train`` command: the tiny architecture, one optimizer step.
@@ -199,9 +216,9 @@ def _sammed3d_argv(tokens: list[str]) -> list[str] | None:
 
 
 def _variants(text: str) -> tuple[str, list[str]]:
-    """(base text without optional groups, [base + one group, ...])."""
+    """(base text without optional groups, [base + one group, ...]); ``[a \\| b]`` is two."""
     group = r"(?:^|(?<=\s))\[([^\[\]]*)\]"  # not `key=[a,b]` values
-    groups = re.findall(group, text)
+    groups = [alt for g in re.findall(group, text) for alt in re.split(r"\s*\\\|\s*", g)]
     base = re.sub(group, "", text)
     return base, [f"{base} {g}" for g in groups]
 
@@ -225,8 +242,13 @@ def _clean(tokens: list[str]) -> tuple[list[str], bool]:
 LITERALS = {"CT", "MR", "US"}
 
 
+def _is_orientation(tok: str) -> bool:
+    """An axis code such as ``SAR`` or ``LPS``: one letter of each of R/L, A/P, S/I."""
+    return len(tok) == 3 and all(sum(c in pair for c in tok) == 1 for pair in ("RL", "AP", "SI"))
+
+
 def _is_placeholder(tok: str) -> bool:
-    if tok in LITERALS:
+    if tok in LITERALS or _is_orientation(tok):
         return False
     return tok.startswith("<") or bool(re.fullmatch(r"[A-Z][A-Z_]*(\.[a-z.]+)?", tok))
 
@@ -247,6 +269,8 @@ def _substitute(argv: list[str]) -> list[str]:
                 raise AssertionError(f"unknown placeholder {tok!r}: add it to METAVARS")
         if tok.startswith("/") and not tok.startswith("//"):
             tok = tok.lstrip("/")  # absolute example paths live in the scratch folder
+        if tok.startswith("~/"):
+            tok = tok[2:]  # and so does the example's home folder
         if tok.startswith("data.roots=["):
             tok = (
                 "data.roots=["
@@ -292,6 +316,48 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def workdirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {}
+
+
+def _mixed_layouts(root: Path) -> Path:
+    """``root/mixed``: KiTS case folders beside a ``manifest.csv``, so that detection stops
+    with "looks like several layouts" and ``--layout`` has to choose."""
+    from tests.data import replicas
+
+    mixed = root / "mixed"
+    shutil.move(replicas.kits(root / ".mixed_src"), mixed)
+    shutil.rmtree(root / ".mixed_src")
+    (mixed / "manifest.csv").write_text("image,label\n", encoding="utf-8")
+    return mixed
+
+
+def _replica_recipes() -> dict[str, Callable[[Path], Path]]:
+    """How the dataset paths the docs show end -> a builder of a tiny replica (tests/data):
+    ``builder(root)`` writes ``root/<ending>`` and returns it."""
+    from tests.data import replicas
+
+    return {
+        "Totalsegmentator_dataset_v201": replicas.totalsegmentator,
+        "kits23/dataset": replicas.kits,
+        "study/manifest.csv": lambda root: replicas.manifest(root) / "manifest.csv",
+        "mixed": _mixed_layouts,
+    }
+
+
+def _replica(cwd: Path, path: str) -> None:
+    """Build the dataset replica a documented ``prepare`` source names (if one is known)."""
+    if (cwd / path).exists():
+        return
+    for ending, build in _replica_recipes().items():
+        if path == ending or path.endswith("/" + ending):
+            root = cwd / path[: -len(ending)]
+            assert build(root) == cwd / path, f"the replica for {ending} is not at {path}"
+            return
+
+
+def _parsed(argv: list[str]) -> argparse.Namespace:
+    from sammed3d.cli import build_parser
+
+    return build_parser([argv[0]]).parse_args(argv)
 
 
 def _materialize(argv: list[str], cwd: Path, ckpt: Path) -> list[str]:
@@ -346,12 +412,34 @@ def _materialize(argv: list[str], cwd: Path, ckpt: Path) -> list[str]:
             if not t.startswith("-") and not argv[n - 1].startswith("-")
         ]
     if command in ("segment", "predict") and positionals and not (cwd / positionals[0]).exists():
-        vol = Volume(image_array((20, 18, 12)), (1.5, 1.5, 2.0), (3.0, -4.0, 5.0))
+        shape = [20, 18, 12]
+        if command == "segment":  # grown to hold the documented clicks (voxel indices)
+            args = _parsed(argv)
+            if args.coords == "voxel":
+                for point, _positive in args.clicks or []:
+                    shape = [
+                        max(n, int(round(float(c))) + 1) for n, c in zip(shape, point, strict=True)
+                    ]
+        vol = Volume(image_array(tuple(shape)), (1.5, 1.5, 2.0), (3.0, -4.0, 5.0))
         write_volume(vol, cwd / positionals[0])
     if command == "export" and positionals and not (cwd / positionals[0]).exists():
         checkpoint(positionals[0])
     if command == "info" and "--checkpoint" in argv:
         checkpoint(argv[argv.index("--checkpoint") + 1])
+    if command == "prepare":
+        for source in _parsed(argv).sources:
+            _replica(cwd, source)
+    if command == "serve":  # the files its web page offers
+        for i, name in enumerate(_parsed(argv).volumes):
+            if not (cwd / name).exists():
+                vol = Volume(image_array((20, 18, 12), seed=i), (1.5, 1.5, 2.0), (3.0, -4.0, 5.0))
+                write_volume(vol, cwd / name)
+    if command == "weights":
+        args = _parsed(argv)
+        if args.action == "verify":  # a file the reader fetched by hand
+            for target in args.targets:
+                if target.endswith(".pth"):
+                    checkpoint(target)
     if command == "prepare" and "--workers" in argv:  # worker processes: tests/data
         at = argv.index("--workers")
         argv = [*argv[: at + 1], "1", *argv[at + 2 :]]
@@ -398,12 +486,22 @@ def _run_in(cwd: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch, ckpt: P
     if argv[0] in ("segment", "metrics", "export", "demo", "predict") and "--overwrite" not in argv:
         argv = [*argv, "--overwrite"]  # a doc may show the same output twice
     if argv[0] in IN_PROCESS:
-        return main(argv)
+        from tests.fake_hub import guard_loopback
+
+        refused = guard_loopback(monkeypatch)
+        hub = _offline_weights(monkeypatch, cwd.parent / f"{cwd.name}_weights", ckpt)
+        try:
+            code = _serve(argv, monkeypatch) if argv[0] == "serve" else main(argv)
+        finally:
+            hub.stop()
+        assert refused == [], f"`sammed3d {' '.join(argv)}` reached for the network: {refused}"
+        return code
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "SAMMED3D_CHECKPOINT": str(ckpt)}
+    # no stand-in Hub out of process: a published name fails at once, it does not hang
+    env = {**os.environ, "SAMMED3D_CHECKPOINT": str(ckpt), "HF_HUB_OFFLINE": "1"}
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "sammed3d", *argv],
@@ -420,6 +518,77 @@ def _run_in(cwd: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch, ckpt: P
         )
     sys.stderr.write(proc.stderr)
     return proc.returncode
+
+
+def _offline_weights(monkeypatch: pytest.MonkeyPatch, home: Path, ckpt: Path) -> FakeHub:
+    """Published weights by name, offline: a loopback Hub serving the tiny checkpoint.
+
+    What is stubbed: the Hub itself (:class:`tests.fake_hub.FakeHub` on 127.0.0.1, at
+    ``$HF_ENDPOINT``) and, in the weights table, the size and SHA-256 of every Hub-hosted entry,
+    which become the stand-in file's (the real ``sam_med3d_turbo.pth`` is 402 MB and not here).
+    Entries not on the Hub (``sam_med3d``: Google Drive) get the stand-in as a hand-placed local
+    copy in ``$SAMMED3D_HOME``, the documented offline route. What still runs for real: name
+    lookup, ``huggingface_hub`` download into ``$HF_HOME`` (under ``home``, one per document, so
+    a document's ``weights download`` is seen by its later commands), size/hash/format
+    verification, cache hits, local copies.
+    """
+    import dataclasses
+    import hashlib
+
+    from sammed3d import weights
+    from tests.fake_hub import start_loopback_hub
+
+    body = ckpt.read_bytes()
+    sha256 = hashlib.sha256(body).hexdigest()
+    hub = start_loopback_hub(monkeypatch, home)
+    for key, entry in weights.WEIGHTS.items():
+        if entry.bundled:
+            continue
+        stand_in = dataclasses.replace(entry, size=len(body), sha256=sha256)
+        monkeypatch.setitem(weights.WEIGHTS, key, stand_in)
+        if entry.repo_id is not None:
+            hub.host(entry.repo_id, entry.filename, body)
+        elif not weights.local_copy_path(stand_in).exists():
+            weights.local_copy_path(stand_in).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ckpt, weights.local_copy_path(stand_in))
+    return hub
+
+
+def _serve(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """``sammed3d serve`` up to the point where it would serve: arguments checked, checkpoint
+    loaded, app built, socket bound (to a free port: the documented one may be taken on a
+    shared machine); ``uvicorn.Server.run`` is replaced by a check that it got that app and
+    socket, and the app answers ``/healthz``."""
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from sammed3d.cli import main
+    from sammed3d.cli import serve as serve_cli
+
+    started: list[tuple[object, object]] = []
+
+    def run(server: uvicorn.Server, sockets: list[socket.socket] | None = None) -> None:
+        started.append((server.config.app, sockets))
+
+    bind = serve_cli._bind
+    monkeypatch.setattr(serve_cli, "_bind", lambda host, port: bind(host, 0))
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    code = main(argv)
+    if code != 0:
+        return code
+    assert len(started) == 1, "serve returned without starting the server"
+    app, sockets = started[0]
+    try:
+        assert isinstance(app, FastAPI), f"uvicorn got {type(app).__name__}, not the app"
+        assert isinstance(sockets, list) and len(sockets) == 1, sockets
+        assert sockets[0].getsockname()[1] != 0, "the socket is not bound"
+        client = TestClient(app, base_url="http://127.0.0.1")  # a host it always allows
+        assert client.get("/healthz").status_code == 200
+    finally:
+        for sock in sockets or []:
+            sock.close()
+    return code
 
 
 # ------------------------------------------------------------------------------------------
@@ -457,6 +626,9 @@ def test_documented_command_runs(
         return  # `sammed3d <command> ...`: the generic form, not a command
     argv = _sammed3d_argv(tokens)
     assert argv, cmd
+    if argv[0].startswith("-"):  # `sammed3d --help`, `sammed3d --version`: top-level options
+        _run_top_level(cmd, argv, capsys)
+        return
     parser = _parser_for(argv[0])
     if len(argv) == 1 and tokens[0] == "sammed3d" and cmd.inline:
         return  # a bare name in prose: the command exists (checked above)
@@ -482,6 +654,18 @@ def test_documented_command_runs(
     if any(c.doc == cmd.doc and c.text == cmd.text and c.line < cmd.line for c in ALL):
         return  # shown again in the same document: ran above
     _run_command(cmd, argv, workdirs, tmp_path_factory, tiny_ckpt, monkeypatch, capsys)
+
+
+def _run_top_level(cmd: DocCommand, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from sammed3d.cli import COMMANDS, main
+
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit after --help/--version
+        main(argv)
+    out = capsys.readouterr().out
+    assert exited.value.code == 0, f"{cmd.id}: `sammed3d {' '.join(argv)}` exited {exited.value}"
+    if "--help" in argv or "-h" in argv:
+        assert out.startswith("usage: sammed3d"), out[:200]
+        assert all(name in out for name in COMMANDS), f"{cmd.id}: commands missing from --help"
 
 
 def _run_command(

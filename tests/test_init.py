@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 
 import pytest
 
 import sammed3d
 from sammed3d import _version
+from tests.conftest import run_fresh_python
 
 
 def _fresh_modules(code: str) -> dict[str, object]:
     """Run ``code`` in a fresh interpreter; it prints one JSON object as its last line."""
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        check=True,
-        timeout=120,
-        encoding="utf-8",
-        errors="replace",
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-    )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_fresh_python(code)
 
 
 def test_import_does_not_load_torch():

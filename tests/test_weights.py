@@ -305,6 +305,25 @@ def test_train_init_by_name(hub, monkeypatch, tmp_path, tiny_bytes):
     assert len(hub.requests("GET")) == 1
 
 
+def test_train_cli_init_by_name(hub, monkeypatch, tmp_path, tiny_bytes, capsys):
+    """`sammed3d train --init NAME`: the CLI's before-any-work check accepts a published name
+    (it fetches it), and still refuses one that is neither a file nor a name."""
+    from sammed3d.cli import main
+
+    _register(monkeypatch, tiny_bytes)
+    hub.host(REPO, FILE, tiny_bytes)
+    monkeypatch.chdir(tmp_path)
+    base = ["train", "--config", "tiny_cpu", "-o", "run", "data.roots=[nowhere]", "--no-progress"]
+    assert main([*base, "--init", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "error: dataset folder not found: nowhere" in err  # past the init check
+    assert len(hub.requests("GET")) == 1
+    assert main([*base, "--init", "tinyy"]) == 2
+    assert "error: init checkpoint not found: tinyy (not a published name either" in (
+        capsys.readouterr().err
+    )
+
+
 def test_file_names_and_typos_get_a_hint(tmp_path):
     with pytest.raises(FileNotFoundError, match="--checkpoint turbo"):
         paths.require_checkpoint(tmp_path / "sam_med3d_turbo.pth")

@@ -6,14 +6,10 @@ tests check the cause of a slow start, the heavy modules a command imports.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
 from sammed3d import cli
+from tests.conftest import run_fresh_python
 
 HEAVY = ("torch", "numpy", "scipy", "SimpleITK", "nibabel", "monai", "matplotlib")
 
@@ -32,16 +28,7 @@ print(json.dumps({{"code": code, "heavy": mods, "cli": cli_mods}}))
 
 def _probe(argv: list[str]) -> dict[str, object]:
     code = _PROBE.format(argv=argv, heavy=HEAVY)
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        check=True,
-        timeout=120,
-        encoding="utf-8",
-        errors="replace",
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-    )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_fresh_python(code)
 
 
 def test_top_level_help_imports_no_command_module():

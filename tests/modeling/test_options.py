@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from tests.conftest import randomize_
 
 from sammed3d import ModelConfig, build_model
-from sammed3d.build import infer_config, load_checkpoint, save_checkpoint
+from sammed3d.build import MODEL_REGISTRY, infer_config, load_checkpoint, save_checkpoint
 from sammed3d.modeling import ImageEmbedding, draw_click_maps
 
-TINY_OPTIONS = ModelConfig(
-    img_size=64,
-    encoder_embed_dim=48,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(0, 1),
-    window_size=0,
-    prompt_embed_dim=48,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=16,
-    click_maps=True,
-    hires_channels=4,
+# The registered test model with our options, narrower decoder heads (a different shape).
+TINY_OPTIONS = replace(
+    MODEL_REGISTRY["sam_med3d_tiny_dense"], decoder_mlp_dim=64, iou_head_hidden_dim=16
 )
 
 

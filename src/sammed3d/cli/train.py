@@ -112,12 +112,13 @@ def run(args: argparse.Namespace) -> int:
     if run_dir.exists() and not run_dir.is_dir():
         raise CLIError(f"run folder {run_dir} is a file")
     check_writable_folder(run_dir)
-    init = cfg.model.init_checkpoint
-    if init and not Path(init).exists():
-        from sammed3d.weights import lookup
+    if cfg.model.init_checkpoint:
+        from sammed3d.paths import require_checkpoint
 
-        if lookup(init) is None:  # a published name (turbo, default, ...) is fetched later
-            raise FileNotFoundError(f"init checkpoint not found: {init}")
+        try:  # a file, or a published name such as turbo (fetched and verified now)
+            require_checkpoint(cfg.model.init_checkpoint)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"init {exc}") from None
     if args.cache_only:
         return _cache_only(cfg, show_progress=not args.no_progress)
 
