@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 #: Structures segmented by default, in this order (later ones are drawn on top).
 DEFAULT_STRUCTURES = ("whole_brain", "white_matter", "lateral_ventricles")
 #: Clicks per structure by default.
-DEFAULT_CLICKS = 3
+DEFAULT_CLICKS = 5
 #: Written into ``demo_summary.json``: a folder holding it may be refreshed by the demo.
 WRITTEN_BY = "sammed3d demo"
 

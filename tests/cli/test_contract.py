@@ -239,7 +239,11 @@ def test_outputs_of_every_command_follow_the_umask(tmp_path, ckpt, image, eval_d
     assert not wrong
 
 
-def test_train_stopped_by_sigterm_exits_143_and_resumes(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_train_stopped_by_a_signal_checkpoints_and_resumes(
+    tmp_path, monkeypatch, capsys, sig, code
+):
+    """SIGTERM (a scheduler) and a first Ctrl-C both checkpoint, stop and exit 128 + signal."""
     from sammed3d.training import trainer
 
     data = write_nnunet_dataset(tmp_path / "Dataset006_T", n_cases=2)
@@ -249,15 +253,15 @@ def test_train_stopped_by_sigterm_exits_143_and_resumes(tmp_path, monkeypatch, c
     def send_sigterm_once(*args, **kwargs):  # called once per micro-batch inside the loop
         if not sent:
             sent.append(True)
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), sig)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "mask_only_iterations", send_sigterm_once)
     run = tmp_path / "run"
     common = [f"data.roots=[{data}]", "train.batch_size=1", "train.epochs=2", "--no-progress"]
-    assert main(["train", "--config", "tiny_cpu", "-o", str(run), *common]) == 143
+    assert main(["train", "--config", "tiny_cpu", "-o", str(run), *common]) == code
     out = capsys.readouterr().out
-    assert "stopped by SIGTERM" in out and f"--resume {run}" in out
+    assert f"stopped by {sig.name}" in out and f"--resume {run}" in out
     monkeypatch.setattr(trainer, "mask_only_iterations", original)
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"

@@ -277,6 +277,37 @@ def test_sigterm_checkpoints_and_stops(tmp_path):
     )
 
 
+class _GroupSigtermAt(SyntheticDataset):
+    """In a DataLoader worker: SIGTERM to the worker and to the main process, as a scheduler
+    signalling the whole process group does."""
+
+    def __init__(self, at: tuple[int, int]) -> None:
+        super().__init__(4, 64, seed=1)
+        self.at = at
+
+    def __getitem__(self, key):
+        if key == self.at:
+            os.kill(os.getppid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().__getitem__(key)
+
+
+def test_sigterm_to_the_process_group_with_workers_checkpoints(tmp_path):
+    cfg = load_config(
+        "tiny_cpu",
+        tiny_overrides(
+            tmp_path, "train.epochs=3", "run.save_every_steps=100", "data.num_workers=1"
+        ),
+    )
+    sampler_first = [i for _, i in _epoch_keys(4, epoch=1)][0]
+    result = train(cfg, dataset=_GroupSigtermAt((1, sampler_first)), show_progress=False)
+    assert not result.finished  # stopped with a checkpoint instead of "worker killed"
+    assert result.checkpoint is not None and result.checkpoint.is_file()
+    assert (
+        json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))["status"] == "stopped"
+    )
+
+
 def _epoch_keys(n: int, epoch: int) -> list[tuple[int, int]]:
     from sammed3d.training.data import EpochDistributedSampler
 

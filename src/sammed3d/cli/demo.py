@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clicks",
         type=int,
-        default=3,
-        help="clicks per structure (default 3; the first is "
+        default=5,
+        help="clicks per structure (default 5; the first is "
         "the most interior voxel, the others go to the centre of the largest error)",
     )
     add_device_arg(parser, default="cpu")

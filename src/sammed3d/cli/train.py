@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sammed3d.cli import EXIT_TERMINATED, CLIError
+    from sammed3d.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CLIError
     from sammed3d.training.config import config_to_yaml, load_config, validate_config
 
     overrides = list(args.overrides)
@@ -126,19 +127,21 @@ def run(args: argparse.Namespace) -> int:
 
     trainer = Trainer(cfg, resume=bool(args.resume), show_progress=not args.no_progress)
     result = trainer.fit()
-    terminated = not result.finished and bool(getattr(trainer, "_stop_requested", False))
+    stopped_by = None if result.finished else trainer.stop_signal
     if os.environ.get("RANK", "0") == "0":
         status = "finished" if result.finished else "stopped"
-        if terminated:
-            status = "stopped by SIGTERM"
+        if stopped_by is not None:
+            status = f"stopped by {stopped_by.name}"
         print(
             f"{status}: epoch {result.epoch}, step {result.global_step}, "
             f"checkpoint {result.checkpoint}"
         )
         if not result.finished:
             print(f"continue with: sammed3d train --resume {result.run_dir}")
-    # a scheduler must not count a pre-empted run as done: 143 = 128 + SIGTERM
-    return EXIT_TERMINATED if terminated else 0
+    # a scheduler must not count a pre-empted run as done: 143 = 128 + SIGTERM, 130 for Ctrl-C
+    if stopped_by is None:
+        return 0
+    return EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_TERMINATED
 
 
 def _cache_only(cfg: TrainingConfig, show_progress: bool) -> int:

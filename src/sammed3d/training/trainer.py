@@ -136,6 +136,20 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
+#: Signals that make a run checkpoint at the next step and stop: SIGTERM (schedulers,
+#: pre-emption) and SIGINT (Ctrl-C; a second one quits at once).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _leave_stop_to_main(worker_id: int) -> None:
+    """DataLoader worker start: ignore the stop signals (the main process handles them).
+
+    Workers still end with the main process (PyTorch's workers watch their parent).
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def train(
     config: TrainingConfig,
     *,
@@ -304,6 +318,8 @@ class Trainer:
         self.step_in_epoch = 0
         self.history: list[dict[str, Any]] = []
         self._stop_requested = False
+        #: The stop signal received (SIGTERM or SIGINT), if any.
+        self.stop_signal: signal.Signals | None = None
         self._last_saved_step = -1
         self._last_checkpoint: Path | None = None
 
@@ -684,17 +700,22 @@ class Trainer:
                 elif torch.distributed.is_initialized():
                     torch.distributed.destroy_process_group()
 
-    def _install_signal_handler(self) -> Any:
+    def _install_signal_handler(self) -> dict[int, Any] | None:
         if threading.current_thread() is not threading.main_thread():
             return None
 
         def handler(signum: int, frame: Any) -> None:
+            if signum == signal.SIGINT and self._stop_requested:
+                raise KeyboardInterrupt  # a second Ctrl-C: quit now
             logger.warning(
-                "received signal %d: checkpointing at the next step and stopping", signum
+                "received %s: checkpointing at the next step and stopping%s",
+                signal.Signals(signum).name,
+                " (Ctrl-C again quits at once)" if signum == signal.SIGINT else "",
             )
             self._stop_requested = True
+            self.stop_signal = signal.Signals(signum)
 
-        return signal.signal(signal.SIGTERM, handler)
+        return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
 
     def _fit(self) -> TrainResult:
         cfg, ctx = self.cfg, self.ctx
@@ -743,8 +764,12 @@ class Trainer:
         )
         loader_kwargs: dict[str, Any] = {}
         if cfg.data.num_workers > 0:
-            # workers are stateless (samples depend only on their keys), so they can persist
-            loader_kwargs.update(persistent_workers=True, prefetch_factor=2)
+            # workers are stateless (samples depend only on their keys), so they can persist;
+            # a stop signal sent to the whole process group (a scheduler, Ctrl-C) is left to
+            # the main process, which checkpoints first (a worker that died of it would abort)
+            loader_kwargs.update(
+                persistent_workers=True, prefetch_factor=2, worker_init_fn=_leave_stop_to_main
+            )
         loader = DataLoader(
             dataset,
             batch_size=t.batch_size,
@@ -814,7 +839,7 @@ class Trainer:
             t.epochs,
             autocast_dtype or "fp32",
         )
-        previous_handler = self._install_signal_handler()
+        previous_handlers = self._install_signal_handler()
         bar = tqdm(
             total=total_steps,
             initial=self.global_step,
@@ -918,8 +943,8 @@ class Trainer:
             bar.close()
             if writer is not None:
                 writer.close()
-            if previous_handler is not None:
-                signal.signal(signal.SIGTERM, previous_handler)
+            for sig, previous in (previous_handlers or {}).items():
+                signal.signal(sig, previous)
         elapsed = time.perf_counter() - run_t0
         throughput = run_samples * ctx.world_size / elapsed if run_samples else None
         crops_seen: dict[str, int] | None = None
