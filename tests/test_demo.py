@@ -111,6 +111,13 @@ def test_bundled_default_model_is_registered():
     assert BUNDLED_CHECKPOINT.stat().st_size < 50 * 2**20
 
 
+def test_bundled_default_model_first_masks_contain_their_clicks(tmp_path):
+    """The demo as a user runs it: every first mask contains the voxel that was clicked."""
+    result = run_demo(tmp_path / "out", clicks=1, extend=False)
+    assert [r.name for r in result.structures] == list(DEFAULT_STRUCTURES)
+    assert all(r.first_click_in_mask for r in result.structures)
+
+
 @pytest.mark.parametrize("radius", [6, 12, 20])
 def test_bundled_default_model_segments_a_sphere_in_noise(radius):
     """The check a new user tries first: one click in a bright ball in noise (1.5 mm voxels).

@@ -75,12 +75,7 @@ OTHER_COMMAND_TIMEOUT_S = 120
 
 #: Commands of sections other people are rewriting, known not to run yet. Each entry must
 #: still be in the docs and must still fail; remove it when the text is fixed.
-KNOWN_DRIFT: dict[str, str] = {
-    "sammed3d evaluate --data <Colin27 AAL> --clicks 1,3,5 --roi click": (
-        "README 'Bundled demo model' (being rewritten with the new default model, issue 10): "
-        "no --output given"
-    ),
-}
+KNOWN_DRIFT: dict[str, str] = {}
 
 #: Synopsis placeholders -> values; ``(command, option)`` keys win over plain ones. Options
 #: are the flag right before the placeholder ("" for positionals).

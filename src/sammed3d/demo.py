@@ -159,9 +159,11 @@ def run_demo(
     session.set_image(image, modality="MR")
     logger.info("model %s loaded and image set in %.2f s", ckpt.name, time.perf_counter() - t0)
 
-    rng = np.random.default_rng(0)
     results: list[StructureResult] = []
     for value, name in enumerate(structures, start=1):
+        # ties between equally central error voxels are broken by a generator of its own per
+        # structure, so a structure's clicks do not depend on the other structures or --clicks
+        rng = np.random.default_rng(sorted(names).index(name))
         gt = np.isin(reference.array, names[name])
         session.new_object(value)
         done: list[tuple[int, int, int, bool]] = []
