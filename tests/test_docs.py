@@ -118,6 +118,29 @@ METAVARS: dict[str | tuple[str, str], str] = {
 }
 
 #: Appended to every ``train`` command: the tiny architecture, one optimizer step.
+#: Packaged training configs that train on generated data only (no data.roots), and how the
+#: harness shrinks them: the dense test model, two generated crops without the data assets.
+GENERATED_DATA_CONFIGS = {"default_model"}
+GENERATED_TRAIN_OVERRIDES = [
+    "model.name=sam_med3d_tiny_dense",
+    "data.synthetic_per_epoch=2",
+    "data.shape_bank=null",
+    "data.anatomy=null",
+    "data.anatomy_fraction=0",
+    "data.num_workers=0",
+    "train.epochs=1",
+    "train.batch_size=1",
+    "train.num_clicks=2",
+    "train.amp=none",
+    "train.device=cpu",
+]
+
+
+def _config_of(argv: list[str]) -> str | None:
+    """The value of ``--config`` in a ``train`` argv, if any."""
+    return argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+
+
 TRAIN_OVERRIDES = [
     "model.name=sam_med3d_tiny",
     "train.epochs=1",
@@ -457,6 +480,8 @@ def _materialize(argv: list[str], cwd: Path, ckpt: Path) -> list[str]:
                 setup = ["train", "--config", "tiny_cpu", "-o", run, "--no-progress"]
                 assert main([*setup, f"data.roots=[{METAVARS['SRC']}]", *TRAIN_OVERRIDES]) == 0
             argv = [*argv, "run.stop_after_steps=1"]
+        elif _config_of(argv) in GENERATED_DATA_CONFIGS:
+            argv = [*argv, *GENERATED_TRAIN_OVERRIDES]
         elif "--print-config" not in argv and "--cache-only" not in argv:
             if not any(t.startswith("data.roots=") for t in argv):
                 dataset(METAVARS["SRC"])
