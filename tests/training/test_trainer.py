@@ -250,14 +250,19 @@ def test_dataloader_workers_do_not_change_the_result(tmp_path):
 
 
 class _SigtermAt(SyntheticDataset):
-    """Sends SIGTERM to this process when a given sample is loaded (a cluster pre-emption)."""
+    """Sends SIGTERM when a given sample is loaded (a cluster pre-emption); with ``group``,
+    from a DataLoader worker to itself and to the main process, as a scheduler signalling the
+    whole process group does."""
 
-    def __init__(self, at: tuple[int, int]) -> None:
+    def __init__(self, at: tuple[int, int], group: bool = False) -> None:
         super().__init__(4, 64, seed=1)
         self.at = at
+        self.group = group
 
     def __getitem__(self, key):
         if key == self.at:
+            if self.group:
+                os.kill(os.getppid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGTERM)
         return super().__getitem__(key)
 
@@ -277,21 +282,6 @@ def test_sigterm_checkpoints_and_stops(tmp_path):
     )
 
 
-class _GroupSigtermAt(SyntheticDataset):
-    """In a DataLoader worker: SIGTERM to the worker and to the main process, as a scheduler
-    signalling the whole process group does."""
-
-    def __init__(self, at: tuple[int, int]) -> None:
-        super().__init__(4, 64, seed=1)
-        self.at = at
-
-    def __getitem__(self, key):
-        if key == self.at:
-            os.kill(os.getppid(), signal.SIGTERM)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return super().__getitem__(key)
-
-
 def test_sigterm_to_the_process_group_with_workers_checkpoints(tmp_path):
     cfg = load_config(
         "tiny_cpu",
@@ -300,7 +290,7 @@ def test_sigterm_to_the_process_group_with_workers_checkpoints(tmp_path):
         ),
     )
     sampler_first = [i for _, i in _epoch_keys(4, epoch=1)][0]
-    result = train(cfg, dataset=_GroupSigtermAt((1, sampler_first)), show_progress=False)
+    result = train(cfg, dataset=_SigtermAt((1, sampler_first), group=True), show_progress=False)
     assert not result.finished  # stopped with a checkpoint instead of "worker killed"
     assert result.checkpoint is not None and result.checkpoint.is_file()
     assert (
