@@ -523,14 +523,35 @@ def save_checkpoint(
     ``weights_only=True`` here and with the published loaders. ``extra`` entries (optimizer
     state, ...) are stored at the top level.
     """
-    path = Path(path)
     module = getattr(model, "module", model)  # unwrap DDP
-    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    payload: dict[str, Any] = {
+    header = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
-        "model_state_dict": state,
         "model_config": model_config_of(module).to_dict(),
+    }
+    return write_checkpoint(module, header, path, metadata, extra)
+
+
+def write_checkpoint(
+    module: torch.nn.Module,
+    header: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``header`` + ``module``'s CPU state dict + ``metadata`` + ``extra`` atomically.
+
+    The one writer behind :func:`save_checkpoint` and the task checkpoints: keys
+    ``model_state_dict`` and ``metadata`` next to the caller's ``header`` (its format keys),
+    ``extra`` (training state) at the top level.
+
+    Raises:
+        ValueError: ``extra`` uses a reserved key.
+    """
+    path = Path(path)
+    payload: dict[str, Any] = {
+        **header,
+        "model_state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
         "metadata": dict(metadata or {}),
     }
     if extra:

@@ -28,8 +28,8 @@ from sammed3d.build import (
     CheckpointError,
     _load_state_dict_strict,
     _torch_load,
-    atomic_torch_save,
     read_checkpoint,
+    write_checkpoint,
 )
 from sammed3d.config import ModelConfig
 from sammed3d.task.model import ENCODER_FIELDS, TaskModel, TaskSpec
@@ -106,22 +106,13 @@ def save_task_checkpoint(
     Raises:
         ValueError: ``extra`` uses a reserved key.
     """
-    path = Path(path)
     module = getattr(model, "module", model)  # unwrap DDP
-    payload: dict[str, Any] = {
+    header = {
         "format": TASK_CHECKPOINT_FORMAT,
         "format_version": TASK_FORMAT_VERSION,
-        "model_state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
         "task": module.spec.to_dict(),
-        "metadata": dict(metadata or {}),
     }
-    if extra:
-        clash = set(extra) & set(payload)
-        if clash:
-            raise ValueError(f"extra keys clash with reserved checkpoint keys: {sorted(clash)}")
-        payload.update(extra)
-    atomic_torch_save(payload, path)
-    return path
+    return write_checkpoint(module, header, path, metadata, extra)
 
 
 def resolve_task_checkpoint(path: str | os.PathLike[str]) -> Path:

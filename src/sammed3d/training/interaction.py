@@ -53,6 +53,15 @@ def mask_only_iterations(
     return sorted(out)
 
 
+def autocast_context(
+    device: torch.device, dtype: torch.dtype | None
+) -> AbstractContextManager[Any]:
+    """``torch.autocast`` on ``device`` with ``dtype``; a no-op context when ``dtype`` is None."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 class ClickLoop(nn.Module):
     """One training forward pass: image encoding plus the simulated click chain.
 
@@ -111,9 +120,7 @@ class ClickLoop(nn.Module):
         self.seg_loss = build_seg_loss()
 
     def _autocast(self, device: torch.device) -> AbstractContextManager[Any]:
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+        return autocast_context(device, self.autocast_dtype)
 
     def forward(
         self,

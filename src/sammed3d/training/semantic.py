@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from torch import nn
 
 from sammed3d.task.model import TaskModel, TaskSpec
 from sammed3d.training.config import ConfigError, TrainingConfig
+from sammed3d.training.interaction import autocast_context
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def build_task_model(
     """
     import dataclasses
 
-    from sammed3d.build import CheckpointError
+    from sammed3d.build import CheckpointError, _load_state_dict_strict
     from sammed3d.training.semantic_data import resolve_task_data
 
     data = resolve_task_data(cfg)
@@ -84,11 +85,7 @@ def build_task_model(
                 f"{list(spec.classes)} on {spec.encoder_name}"
             )
         model = TaskModel(saved)
-        try:
-            model.load_state_dict(obj["model_state_dict"], strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"{path} does not fit the model: {first}") from None
+        _load_state_dict_strict(model, obj["model_state_dict"], str(path))
         return model
     m, k = cfg.model, cfg.task
     origin: dict[str, Any] = {"init": "scratch"}
@@ -207,9 +204,7 @@ class SemanticStep(nn.Module):
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
 
     def _autocast(self, device: torch.device) -> AbstractContextManager[Any]:
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+        return autocast_context(device, self.autocast_dtype)
 
     def forward(
         self,

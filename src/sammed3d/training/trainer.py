@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from sammed3d.build import (
     CheckpointError,
+    _load_state_dict_strict,
     build_model,
     get_config,
     load_checkpoint,
@@ -364,11 +365,7 @@ class Trainer:
                     f"model.name={m.name!r}: "
                     f"{_config_diff(ModelConfig.from_dict(dict(saved)), expected)}"
                 )
-            try:
-                model.load_state_dict(obj["model_state_dict"], strict=True)
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0]
-                raise CheckpointError(f"{path} does not fit the model: {first}") from None
+            _load_state_dict_strict(model, obj["model_state_dict"], str(path))
             return model
         if m.init_checkpoint:
             from sammed3d.paths import require_checkpoint
