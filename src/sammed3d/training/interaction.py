@@ -119,9 +119,6 @@ class ClickLoop(nn.Module):
         self.autocast_dtype = autocast_dtype
         self.seg_loss = build_seg_loss()
 
-    def _autocast(self, device: torch.device) -> AbstractContextManager[Any]:
-        return autocast_context(device, self.autocast_dtype)
-
     def forward(
         self,
         image: torch.Tensor,
@@ -173,7 +170,7 @@ class ClickLoop(nn.Module):
         mask_only_set = {int(i) for i in mask_only}
 
         encoder_grad = torch.no_grad() if self.freeze_image_encoder else nullcontext()
-        with self._autocast(device), encoder_grad:
+        with autocast_context(device, self.autocast_dtype), encoder_grad:
             embedding = self.model.encode(image)
         if targets > 1:
             embedding = embedding.repeat_interleave(targets)
@@ -203,7 +200,7 @@ class ClickLoop(nn.Module):
             else:
                 point_coords, point_labels = coords_so_far[-1], labels_so_far[-1]
             mask_prompt = low_res.detach() if self.detach_mask_prompt else low_res
-            with self._autocast(device):
+            with autocast_context(device, self.autocast_dtype):
                 low_res, _ = self.model.decode(
                     embedding, point_coords, point_labels, mask_prompt, multimask_output=False
                 )
@@ -264,7 +261,7 @@ class ClickLoop(nn.Module):
             else:
                 point_coords, point_labels = coords, labels
             mask_prompt = low_res.detach() if self.detach_mask_prompt else low_res
-            with self._autocast(device):
+            with autocast_context(device, self.autocast_dtype):
                 low_res, _ = self.model.decode(
                     embedding, point_coords, point_labels, mask_prompt, multimask_output=False
                 )

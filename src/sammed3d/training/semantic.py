@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -203,9 +202,6 @@ class SemanticStep(nn.Module):
         self.autocast_dtype = autocast_dtype
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
 
-    def _autocast(self, device: torch.device) -> AbstractContextManager[Any]:
-        return autocast_context(device, self.autocast_dtype)
-
     def forward(
         self,
         image: torch.Tensor,
@@ -227,7 +223,7 @@ class SemanticStep(nn.Module):
         label = label.long()
         if int(label.min()) < 0 or int(label.max()) > n:
             raise ValueError(f"label values must be in 0..{n}, got {int(label.max())}")
-        with self._autocast(image.device):
+        with autocast_context(image.device, self.autocast_dtype):
             logits = self.model(image)
         logits = logits.float()
         loss = self.loss(logits, label)
