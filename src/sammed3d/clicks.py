@@ -51,15 +51,15 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 @dataclass(frozen=True)
 class Click:
-    """One simulated or user click.
+    """One simulated or user click (the one click type: simulation, sessions, evaluation).
 
     Attributes:
-        coord: Voxel index in the array's axis order.
+        coord: Voxel index in the array's axis order (sessions: native ``(i, j, k)``).
         positive: True for a foreground (include) click, False for background (exclude).
     """
 
     coord: tuple[int, int, int]
-    positive: bool
+    positive: bool = True
 
     @property
     def label(self) -> int:

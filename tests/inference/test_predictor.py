@@ -261,3 +261,23 @@ def test_modality_is_read_from_metadata_never_from_the_name(lab, tmp_path):
     assert predictor.modality == "CT"
     predictor.set_image(tmp_path / "plain.nrrd", modality="MR")
     assert predictor.modality == "MR"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("CT", "CT"),
+        ("MET_MOD_CT", "CT"),
+        ("mri", "MR"),
+        ("T1", "MR"),
+        ("FLAIR", "MR"),
+        ("nm", "NM"),
+    ],
+)
+def test_normalise_modality_agrees_with_the_dataset_reader(raw, expected):
+    from sammed3d.inference.predictor import normalise_modality
+
+    assert normalise_modality(raw) == expected
+    assert normalise_modality(None) is None
+    with pytest.raises(ValueError, match="non-empty string"):
+        normalise_modality("  ")

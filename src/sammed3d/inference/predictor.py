@@ -74,7 +74,18 @@ class Prediction:
 
 
 def normalise_modality(modality: str | None) -> str | None:
-    """Upper-case modality code (``"CT"``, ``"MR"``, ...) or None."""
+    """Canonical modality code (``"CT"``, ``"MR"``, ...) of a user value or file header, or None.
+
+    Names the dataset reader knows map as there
+    (:func:`sammed3d.data.dataset_json.normalise_modality`: ``"T1"``, ``"MRI"``, ``"FLAIR"`` ->
+    ``"MR"``, ...); other codes come back upper-case (``"NM"``); MetaImage's ``MET_MOD_``
+    prefix is dropped.
+
+    Raises:
+        ValueError: not a non-empty string.
+    """
+    from sammed3d.data.dataset_json import normalise_modality as canonical_modality
+
     if modality is None:
         return None
     if not isinstance(modality, str) or not modality.strip():
@@ -84,7 +95,8 @@ def normalise_modality(modality: str | None) -> str | None:
     value = modality.strip().upper()
     if value.startswith("MET_MOD_"):  # MetaImage header values
         value = value[len("MET_MOD_") :]
-    return {"MRI": "MR"}.get(value, value)
+    known = canonical_modality(value)
+    return value if known == "unknown" else known
 
 
 def read_modality(path: str | os.PathLike[str]) -> str | None:

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sammed3d.clicks import Click
 from sammed3d.inference import extend as _extend
 from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import RoiGrid, nearest_index
@@ -57,14 +58,6 @@ MAX_LABEL = 65535
 OVERLAP_RULES = ("later-on-top", "earlier-kept")
 #: An export warns when an object keeps less than this share of its voxels.
 HIDDEN_WARNING_SHARE = 0.5
-
-
-@dataclass(frozen=True)
-class Click:
-    """One click: native voxel index ``(i, j, k)`` and its polarity."""
-
-    coord: tuple[int, int, int]
-    positive: bool = True
 
 
 @dataclass(frozen=True, eq=False)
