@@ -49,6 +49,11 @@ def test_start_up_errors(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "--port" in _err(capsys)
     assert main(["serve", "--checkpoint", str(tmp_path / "none.pth")]) == 2
     assert "checkpoint not found" in _err(capsys)
+    assert main(["serve", "--max-rois", "0", "--checkpoint", str(ckpt)]) == 2
+    assert "--max-rois" in _err(capsys)
+    # the one device resolver: an unusable GPU index is a one-line error, not a torch traceback
+    assert main(["serve", "--device", "cuda:99", "--checkpoint", str(ckpt)]) == 2
+    assert "--device" in _err(capsys)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)

@@ -190,6 +190,20 @@ def add_device_arg(parser: argparse.ArgumentParser, default: str = "auto") -> No
     )
 
 
+def add_extension_args(parser: argparse.ArgumentParser, no_extend_help: str) -> None:
+    """The shared ``--no-extend`` / ``--max-rois`` pair (large objects over several ROIs)."""
+    parser.add_argument("--no-extend", action="store_true", help=no_extend_help)
+    parser.add_argument(
+        "--max-rois", type=int, default=8, help="bound on the ROIs per object (default 8)"
+    )
+
+
+def check_max_rois(value: int) -> None:
+    """Raises :class:`CLIError` for a ``--max-rois`` below 1."""
+    if value < 1:
+        raise CLIError(f"--max-rois must be >= 1, got {value}")
+
+
 class _PipeSafeStdout:
     """Wraps ``sys.stdout``: when the reader of a pipe goes away (``| head``), later output
     is dropped instead of raising ``BrokenPipeError`` in the middle of the work."""

@@ -20,7 +20,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sammed3d.cli import add_device_arg, add_overwrite_arg, add_unsafe_pickle_arg
+from sammed3d.cli import (
+    add_device_arg,
+    add_extension_args,
+    add_overwrite_arg,
+    add_unsafe_pickle_arg,
+    check_max_rois,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="give the model every click at each step (default: what the model was trained "
         "with: the newest click + previous mask for the published models)",
     )
-    parser.add_argument(
-        "--no-extend",
-        action="store_true",
-        help="do not extend objects larger than one 192 mm ROI into neighbouring ROIs",
-    )
-    parser.add_argument(
-        "--max-rois", type=int, default=8, help="bound on the ROIs per object (default 8)"
+    add_extension_args(
+        parser, "do not extend objects larger than one 192 mm ROI into neighbouring ROIs"
     )
     parser.add_argument(
         "--allow-label-image",
@@ -157,8 +158,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("the first click must be positive (--point), it places the ROI")
     if args.label < 1 or args.label > 65535:
         raise CLIError(f"--label must be in 1..65535, got {args.label}")
-    if args.max_rois < 1:
-        raise CLIError(f"--max-rois must be >= 1, got {args.max_rois}")
+    check_max_rois(args.max_rois)
     _check_output_name(args.output)
     # everything that can be checked before the work: output, device, checkpoint
     check_output_file(args.output, overwrite=args.overwrite, protect=(args.image,))

@@ -17,7 +17,12 @@ import os
 import socket
 import sys
 
-from sammed3d.cli import add_unsafe_pickle_arg
+from sammed3d.cli import (
+    add_device_arg,
+    add_extension_args,
+    add_unsafe_pickle_arg,
+    check_max_rois,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,15 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="licence of the weights reported to clients (default: Apache-2.0 for the bundled "
         "weights, otherwise unknown)",
     )
-    parser.add_argument(
-        "--no-extend",
-        action="store_true",
-        help="do not extend objects beyond one ROI (clients can toggle it: autozoom)",
+    add_extension_args(
+        parser, "do not extend objects beyond one ROI (clients can toggle it: autozoom)"
     )
-    parser.add_argument(
-        "--max-rois", type=int, default=8, help="bound on the ROIs per object (default 8)"
-    )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    add_device_arg(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
 
 
@@ -127,8 +127,7 @@ def run(args: argparse.Namespace) -> int:
     orientation = parse_orientation(args.orientation)
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port must be in 0..65535, got {args.port}")
-    if args.max_rois < 1:
-        raise CLIError(f"--max-rois must be >= 1, got {args.max_rois}")
+    check_max_rois(args.max_rois)
     if args.max_upload_mb <= 0:
         raise CLIError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     volumes = []
@@ -142,9 +141,9 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise CLIError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from sammed3d.devices import resolve_device
+
+    device = str(resolve_device(args.device))
 
     ckpt = require_checkpoint(args.checkpoint)
     model = load_checkpoint(ckpt, device=device, allow_unsafe_pickle=args.allow_unsafe_pickle)
