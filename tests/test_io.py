@@ -434,3 +434,32 @@ def test_failed_write_names_the_users_path(tmp_path: Path, monkeypatch) -> None:
         write_volume(_volume(), tmp_path / "out.nii.gz")
     assert str(tmp_path / "out.nii.gz") in str(info.value)
     assert ".x1y2" not in str(info.value)
+
+
+def test_volume_and_grid_share_one_index_physical_map() -> None:
+    """`Volume` and `inference.geometry.Grid` use the one implementation in `io.PhysicalGrid`:
+    same affine, same maps, and the RAS affine agrees with nibabel's convention (x, y negated)."""
+    from sammed3d.inference.geometry import Grid
+    from sammed3d.io import LPS_TO_RAS, PhysicalGrid
+
+    theta = 0.3
+    direction = np.array(
+        [[np.cos(theta), -np.sin(theta), 0.0], [np.sin(theta), np.cos(theta), 0.0], [0, 0, -1.0]]
+    )
+    vol = Volume(np.zeros((4, 5, 6)), (0.5, 1.25, 3.0), (10.0, -20.0, 5.0), direction)
+    grid = Grid.of(vol)
+    assert isinstance(vol, PhysicalGrid) and isinstance(grid, PhysicalGrid)
+    np.testing.assert_allclose(grid.affine, vol.affine)
+    ijk = np.array([[0.0, 0.0, 0.0], [3.0, 4.0, 5.0], [1.5, -2.0, 0.25]])
+    lps = vol.index_to_physical(ijk)
+    np.testing.assert_allclose(grid.index_to_physical(ijk), lps)
+    # voxel (0, 0, 0) is the origin; one step along k moves 3 mm along the third column
+    np.testing.assert_allclose(lps[0], [10.0, -20.0, 5.0])
+    np.testing.assert_allclose(
+        vol.index_to_physical([0, 0, 1]) - lps[0], 3.0 * direction[:, 2], atol=1e-12
+    )
+    np.testing.assert_allclose(vol.physical_to_index(lps), ijk, atol=1e-12)
+    # the RAS affine is the LPS map with x and y negated
+    ras = np.c_[ijk, np.ones(3)] @ vol.affine.T
+    np.testing.assert_allclose(ras[:, :3], lps @ LPS_TO_RAS.T, atol=1e-12)
+    np.testing.assert_allclose(ras[1, :2], -lps[1, :2])

@@ -16,7 +16,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 
 from sammed3d.config import ModelConfig
-from sammed3d.io import default_file_mode
+from sammed3d.io import atomic_write
 from sammed3d.modeling import ImageEncoderViT3D, MaskDecoder3D, PromptEncoder3D, Sam3D
 from sammed3d.modeling.hires import HiResStem
 from sammed3d.modeling.image_encoder import AttentionImpl
@@ -573,14 +572,6 @@ def export_published(model: Sam3D, path: str | os.PathLike[str]) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through :func:`sammed3d.io.atomic_write` (temp file, fsync, umask mode,
+    rename over ``path``)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))

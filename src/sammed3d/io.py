@@ -67,7 +67,44 @@ MAX_SPACING_MM = 100.0
 IrregularSlices = Literal["error", "resample"]
 IRREGULAR_SLICES: tuple[str, ...] = ("error", "resample")
 
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+#: ITK's physical space (LPS+) -> nibabel's (RAS+): x and y change sign.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+class PhysicalGrid:
+    """Index <-> physical maps of a regular voxel grid: the one implementation, shared by
+    :class:`Volume` and :class:`sammed3d.inference.geometry.Grid`.
+
+    Subclasses provide ``spacing`` (mm per axis), ``origin`` (ITK LPS+ mm of voxel
+    ``(0, 0, 0)``) and ``direction`` (``3 x 3`` ITK direction cosines, column ``n`` is axis
+    ``n``). Indices are in ITK/NIfTI voxel order ``(i, j, k)``.
+    """
+
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """``3 x 3`` index -> LPS mm linear part (``direction @ diag(spacing)``)."""
+        return np.asarray(self.direction, dtype=np.float64) @ np.diag(self.spacing)
+
+    @property
+    def affine(self) -> np.ndarray:
+        """``4 x 4`` voxel ``(i, j, k, 1)`` -> RAS+ mm (nibabel convention)."""
+        aff = np.eye(4)
+        aff[:3, :3] = LPS_TO_RAS @ self.matrix
+        aff[:3, 3] = LPS_TO_RAS @ np.asarray(self.origin, dtype=np.float64)
+        return aff
+
+    def index_to_physical(self, ijk: np.ndarray) -> np.ndarray:
+        """Continuous voxel indices ``(..., 3)`` -> ITK physical LPS mm ``(..., 3)``."""
+        return np.asarray(ijk, dtype=np.float64) @ self.matrix.T + np.asarray(self.origin)
+
+    def physical_to_index(self, xyz: np.ndarray) -> np.ndarray:
+        """ITK physical LPS mm ``(..., 3)`` -> continuous voxel indices ``(..., 3)``."""
+        rel = np.asarray(xyz, dtype=np.float64) - np.asarray(self.origin)
+        return rel @ np.linalg.inv(self.matrix).T
 
 
 class VolumeError(ValueError):
@@ -102,7 +139,7 @@ class SourceHeader:
 
 
 @dataclass
-class Volume:
+class Volume(PhysicalGrid):
     """A 3-D scalar volume with its physical geometry.
 
     Args:
@@ -149,14 +186,6 @@ class Volume:
         s = self.array.shape
         return (s[0], s[1], s[2])
 
-    @property
-    def affine(self) -> np.ndarray:
-        """``4 x 4`` voxel ``(i, j, k)`` -> RAS+ mm."""
-        aff = np.eye(4)
-        aff[:3, :3] = _LPS_TO_RAS @ self.direction @ np.diag(self.spacing)
-        aff[:3, 3] = _LPS_TO_RAS @ np.asarray(self.origin)
-        return aff
-
     @classmethod
     def from_affine(cls, array: np.ndarray, affine: np.ndarray) -> Volume:
         """Build from an array and a nibabel-style RAS affine (rotation x scaling + shift).
@@ -177,16 +206,6 @@ class Volume:
         return Volume(
             array, self.spacing, self.origin, self.direction.copy(), None, header=self.header
         )
-
-    def index_to_physical(self, ijk: np.ndarray) -> np.ndarray:
-        """Voxel indices ``(..., 3)`` -> ITK physical LPS mm ``(..., 3)``."""
-        ijk = np.asarray(ijk, dtype=np.float64)
-        return ijk @ (self.direction @ np.diag(self.spacing)).T + np.asarray(self.origin)
-
-    def physical_to_index(self, xyz: np.ndarray) -> np.ndarray:
-        """ITK physical LPS mm ``(..., 3)`` -> continuous voxel indices ``(..., 3)``."""
-        xyz = np.asarray(xyz, dtype=np.float64) - np.asarray(self.origin)
-        return xyz @ np.linalg.inv(self.direction @ np.diag(self.spacing)).T
 
     def __repr__(self) -> str:
         return (
@@ -229,7 +248,7 @@ def decompose_affine(
     Raises:
         VolumeError: non-finite values, a zero-length axis, or a sheared matrix (named ``what``).
     """
-    lps = _LPS_TO_RAS @ affine[:3, :3]
+    lps = LPS_TO_RAS @ affine[:3, :3]
     spacing = np.linalg.norm(lps, axis=0)
     if not np.all(np.isfinite(affine)):
         raise VolumeError(f"{what} holds non-finite values: {affine.tolist()}")
@@ -243,7 +262,7 @@ def decompose_affine(
             f"{what} is sheared (its axes are not perpendicular); only rotations, flips and "
             "scalings are supported"
         )
-    origin = _LPS_TO_RAS @ affine[:3, 3]
+    origin = LPS_TO_RAS @ affine[:3, 3]
     return (
         (float(spacing[0]), float(spacing[1]), float(spacing[2])),
         direction,
@@ -692,7 +711,9 @@ __all__ = [
     "MIN_SPACING_MM",
     "VOLUME_SUFFIXES",
     "WRITE_SUFFIXES",
+    "LPS_TO_RAS",
     "IrregularSlices",
+    "PhysicalGrid",
     "SourceHeader",
     "Volume",
     "VolumeError",

@@ -761,7 +761,10 @@ def _read_json(path: Path) -> Any:
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link ``src`` to ``dst`` (copy across file systems), replacing ``dst`` atomically."""
+    """Hard-link ``src`` to ``dst`` (copy across file systems), replacing ``dst`` atomically.
+
+    Not :func:`sammed3d.io.atomic_write`: a hard link shares the source's inode, so neither
+    the umask mode nor an fsync may be applied (they would change the user's input file)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)

@@ -41,12 +41,9 @@ from sammed3d.data.transforms import (
     crop_start,
     resampled_grid,
 )
-from sammed3d.io import Volume
+from sammed3d.io import PhysicalGrid, Volume
 
 logger = logging.getLogger(__name__)
-
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-
 
 def nearest_index(x: np.ndarray) -> np.ndarray:
     """Nearest voxel index of continuous indices (ties round up, as ITK does).
@@ -58,8 +55,10 @@ def nearest_index(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class Grid:
-    """A regular 3-D voxel grid in physical space (ITK conventions, LPS+ mm).
+class Grid(PhysicalGrid):
+    """A regular 3-D voxel grid in physical space (ITK conventions, LPS+ mm): a
+    :class:`~sammed3d.io.Volume` without voxels (index <-> physical maps from
+    :class:`~sammed3d.io.PhysicalGrid`).
 
     Args:
         shape: Voxels per axis.
@@ -82,28 +81,6 @@ class Grid:
             tuple(float(o) for o in volume.origin),  # type: ignore[arg-type]
             np.asarray(volume.direction, dtype=np.float64).reshape(3, 3).copy(),
         )
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """``3 x 3`` index -> physical linear part (``direction @ diag(spacing)``)."""
-        return self.direction @ np.diag(self.spacing)
-
-    @property
-    def affine(self) -> np.ndarray:
-        """``4 x 4`` index -> RAS+ mm (nibabel convention)."""
-        aff = np.eye(4)
-        aff[:3, :3] = _LPS_TO_RAS @ self.matrix
-        aff[:3, 3] = _LPS_TO_RAS @ np.asarray(self.origin)
-        return aff
-
-    def index_to_physical(self, ijk: np.ndarray) -> np.ndarray:
-        """Continuous indices ``(..., 3)`` -> LPS mm ``(..., 3)``."""
-        return np.asarray(ijk, dtype=np.float64) @ self.matrix.T + np.asarray(self.origin)
-
-    def physical_to_index(self, xyz: np.ndarray) -> np.ndarray:
-        """LPS mm ``(..., 3)`` -> continuous indices ``(..., 3)``."""
-        rel = np.asarray(xyz, dtype=np.float64) - np.asarray(self.origin)
-        return rel @ np.linalg.inv(self.matrix).T
 
     def subgrid(self, start: Sequence[int], shape: Sequence[int]) -> Grid:
         """The grid of the box ``[start, start + shape)`` (``start`` may be negative)."""
