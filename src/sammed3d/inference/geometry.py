@@ -45,6 +45,7 @@ from sammed3d.io import PhysicalGrid, Volume
 
 logger = logging.getLogger(__name__)
 
+
 def nearest_index(x: np.ndarray) -> np.ndarray:
     """Nearest voxel index of continuous indices (ties round up, as ITK does).
 
