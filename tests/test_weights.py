@@ -366,3 +366,46 @@ def test_environment_is_read_at_call_time(monkeypatch, tmp_path):
     for value, offline in (("1", True), ("ON", True), ("0", False), ("", False)):
         monkeypatch.setenv("HF_HUB_OFFLINE", value)
         assert weights.hub_offline() is offline
+
+
+def test_unresolvable_hub_fails_at_once_in_one_line(hub, monkeypatch, tiny_bytes):
+    """No network (the host name does not resolve): one line naming the host and the manual
+    route, without huggingface_hub's ~30 s of retries and without a request."""
+    import socket
+
+    _register(monkeypatch, tiny_bytes)
+    hub.host(REPO, FILE, tiny_bytes)
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(weights.socket, "getaddrinfo", no_dns)
+    with pytest.raises(WeightsError) as err:
+        weights.resolve("tiny")
+    msg = _one_line(err)
+    assert "cannot reach" in msg and "name or service not known" in msg
+    assert "SAMMED3D_HOME" in msg
+    assert hub.log == []
+
+
+def test_behind_a_proxy_the_name_is_not_resolved_here(monkeypatch):
+    import socket
+
+    entry = weights.lookup("turbo")
+    calls = []
+
+    def no_dns(*args, **kwargs):
+        calls.append(args)
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(weights.socket, "getaddrinfo", no_dns)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    weights._check_reachable(entry)  # no error: the proxy resolves names
+    assert calls == []
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.delenv("https_proxy", raising=False)
+    with pytest.raises(WeightsError, match="cannot reach https://huggingface.co"):
+        weights._check_reachable(entry)

@@ -31,7 +31,10 @@ import json
 import logging
 import os
 import re
+import socket
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,13 +470,51 @@ _TRANSIENT = frozenset(
 _ATTEMPTS = 3
 
 
+def _check_reachable(entry: PublishedWeights) -> None:
+    """Fail at once, in one line, when the Hub's host name does not resolve (no network, a
+    typo in ``HF_ENDPOINT``), instead of huggingface_hub retrying for ~30 s.
+
+    Raises:
+        WeightsError: the host cannot be resolved.
+    """
+    parts = urllib.parse.urlsplit(hub_endpoint())
+    host = parts.hostname
+    if not host:
+        raise WeightsError(f"HF_ENDPOINT is not a URL: {hub_endpoint()!r}")
+    proxies = urllib.request.getproxies()
+    if (proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host):
+        return  # behind a proxy the name is resolved by the proxy, not here
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise WeightsError(
+            f"cannot reach {hub_endpoint()} to download {entry.label} (host {host!r}: "
+            f"{reason.lower()}; no network?); {_how_to_get(entry)}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _quiet_hub_retries() -> Iterator[None]:
+    """Hide huggingface_hub's own retry warnings: a failure ends in our one-line error, and
+    our retries (:data:`_ATTEMPTS`) are logged once each."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
+
+
 def _download(entry: PublishedWeights, *, force: bool, progress: bool | None) -> Path:
     hub = _hub()
+    _check_reachable(entry)
     logger.info("downloading %s from %s/%s ...", entry.label, hub_endpoint(), entry.repo_id)
     endpoint = os.environ.get("HF_ENDPOINT", "").strip() or None
     for attempt in range(1, _ATTEMPTS + 1):
         try:
-            with _progress_bars(progress):
+            with _progress_bars(progress), _quiet_hub_retries():
                 found = hub.hf_hub_download(
                     entry.repo_id,
                     entry.filename,
