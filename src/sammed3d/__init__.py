@@ -12,9 +12,9 @@ and ``sammed3d --help`` do not load torch; ``sammed3d.build_model`` and
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from sammed3d._lazy import lazy_exports
 from sammed3d._version import __version__
 
 #: Public name -> the module that defines it, imported when the name is first used.
@@ -56,15 +56,4 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real objects
     from sammed3d.modeling import Sam3D
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first access and cache the name here."""
-    module = _LAZY_EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sammed3d' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY_EXPORTS)

@@ -119,3 +119,80 @@ def test_missing_data_and_bad_clicks(tmp_path: Path, capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--data", str(tmp_path), "--clicks", "0,3"])
     assert exc.value.code == 2
+
+
+def test_option_defaults_come_from_eval_config(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One source of truth: the parser's defaults are EvalConfig's, and follow it."""
+    import dataclasses
+
+    from sammed3d.cli import build_parser
+    from sammed3d.cli.evaluate import eval_config
+    from sammed3d.evaluation.config import EvalConfig
+
+    args = build_parser(["evaluate"]).parse_args(["evaluate", "-o", "out"])
+    assert eval_config(args) == EvalConfig()
+    fields = {f.name: f for f in dataclasses.fields(EvalConfig)}
+    for name in ("strategy", "roi", "seed", "tolerance_mm", "metrics"):
+        value = getattr(args, name)
+        assert (tuple(value) if isinstance(value, list) else value) == fields[name].default, name
+    assert args.clicks is None  # not given: EvalConfig's (and --merge keeps the run's own)
+
+    monkeypatch.setattr(fields["seed"], "default", 7)
+    monkeypatch.setattr(fields["clicks"], "default", (2, 4))
+    assert build_parser(["evaluate"]).parse_args(["evaluate", "-o", "out"]).seed == 7
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "(default 2,4;" in capsys.readouterr().out
+
+
+def test_help_loads_neither_torch_nor_numpy() -> None:
+    from tests.conftest import run_fresh_python
+
+    out = run_fresh_python(
+        "import json, sys\n"
+        "from sammed3d.cli import main\n"
+        "try:\n"
+        "    code = main(['evaluate', '--help'])\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "print(json.dumps([code, [m for m in ('torch', 'numpy') if m in sys.modules]]))\n"
+    )
+    assert out == [0, []]
+
+
+def test_a_foreign_config_json_is_bad_input(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config.json that evaluate did not write is a one-line error (it was a TypeError)."""
+    out = tmp_path / "o"
+    out.mkdir()
+    for text in ("[1, 2]", '{"identity": {}, "clicks": [1], "config": 5}', "{"):
+        (out / "config.json").write_text(text)
+        assert main(["evaluate", "--merge", "--output", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "is not an evaluation config" in err, err
+        assert "\n" not in err
+    argv = ["evaluate", "--data", str(dataset), "--method", "region-growing", "--clicks", "1"]
+    assert main([*argv, "--output", str(out), "--no-progress"]) == 2  # resuming into it
+    err = capsys.readouterr().err.strip()
+    assert "is not an evaluation config" in err and err.endswith("use --overwrite")
+    assert main([*argv, "--output", str(out), "--no-progress", "--overwrite"]) == 0
+
+
+def test_a_programming_error_is_a_traceback_not_bad_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TypeError is not an expected user error: the CLI does not hide it as ``error: ...``."""
+    from sammed3d.cli import EXPECTED_ERRORS
+    from sammed3d.evaluation import evaluator
+
+    assert not any(issubclass(TypeError, e) for e in EXPECTED_ERRORS)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(evaluator, "merge_results", broken)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        main(["evaluate", "--merge", "--output", str(tmp_path), "--no-progress"])

@@ -140,3 +140,34 @@ def test_evaluate_reads_other_layouts(tmp_path: Path, capsys: pytest.CaptureFixt
     code = main([*argv, "--data", str(mystery), "--output", str(tmp_path / "e2")])
     assert code == 2
     assert capsys.readouterr().err.startswith("error: unknown dataset layout at")
+
+
+def test_option_defaults_come_from_cleaning_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One source of truth: the parser's defaults are CleaningConfig's, and follow it."""
+    import dataclasses
+
+    from sammed3d.cli import build_parser
+    from sammed3d.cli.prepare import cleaning_config
+    from sammed3d.data.cleaning import CleaningConfig
+
+    args = build_parser(["prepare"]).parse_args(["prepare", "src", "-o", "out"])
+    assert cleaning_config(args) == CleaningConfig()
+    fields = {f.name: f for f in dataclasses.fields(CleaningConfig)}
+    options = {  # parser dest -> field
+        "min_volume": "min_volume_mm3",
+        "min_extent": "min_extent_mm",
+        "max_background": "max_background_fraction",
+        "background_crop": "background_crop",
+        "max_components": "max_components",
+        "connectivity": "connectivity",
+        "split_paired": "split_paired",
+    }
+    for dest, name in options.items():
+        assert getattr(args, dest) == fields[name].default, dest
+    assert args.paired is None  # not given: the dataclass's list
+
+    monkeypatch.setattr(fields["max_components"], "default", 3)
+    args = build_parser(["prepare"]).parse_args(["prepare", "src", "-o", "out", "--no-split"])
+    assert args.max_components == 3 and args.split_paired is False
+    paired = build_parser(["prepare"]).parse_args(["prepare", "s", "-o", "o", "--paired", "Lung"])
+    assert cleaning_config(paired).paired_classes == ("lung",)

@@ -1,4 +1,4 @@
-"""Synthetic datasets and test predictors for the evaluation tests (no network, small volumes)."""
+"""Synthetic datasets and test click methods for the evaluation tests (small volumes)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def make_nnunet_dataset(root: Path, n_cases: int = 2) -> Path:
     return root
 
 
-class OraclePredictor:
+class OracleMethod:
     """Returns the ground truth (Dice 1 at every click)."""
 
     name = "oracle"
@@ -73,7 +73,7 @@ class OraclePredictor:
         return self.gt.copy()
 
 
-class HalfPredictor(OraclePredictor):
+class HalfMethod(OracleMethod):
     """Returns the ground-truth voxels below the bounding-box centre along axis 0."""
 
     name = "half"
@@ -87,7 +87,7 @@ class HalfPredictor(OraclePredictor):
         return out
 
 
-class RecordingPredictor:
+class RecordingMethod:
     """No ground-truth access: grows a cube around each positive click, removes negatives.
 
     Records everything the harness passes, so tests can check the protocol.

@@ -1,4 +1,4 @@
-"""Evaluation harness: oracle/known-Dice predictors, protocol, CSV vs summary, resume, shards."""
+"""Evaluation harness: oracle/known-Dice click methods, protocol, CSV vs summary, resume, shards."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from sammed3d.clicks import Click
 from sammed3d.data.layout import discover_dataset, iter_targets
 from sammed3d.evaluation import (
     EvalConfig,
-    RegionGrowingPredictor,
     evaluate_targets,
     merge_results,
     parse_shard,
@@ -23,9 +22,9 @@ from sammed3d.evaluation import (
 from sammed3d.evaluation.reports import read_rows
 from sammed3d.io import Volume, read_volume
 from tests.evaluation.synthetic import (
-    HalfPredictor,
-    OraclePredictor,
-    RecordingPredictor,
+    HalfMethod,
+    OracleMethod,
+    RecordingMethod,
     make_case,
     make_nnunet_dataset,
 )
@@ -57,7 +56,7 @@ def _without_time(path: Path) -> list[dict[str, str]]:
 
 
 def test_oracle_scores_one_and_empty_targets_are_skipped(targets: list, tmp_path: Path) -> None:
-    oracle = OraclePredictor()
+    oracle = OracleMethod()
     result = evaluate_targets(oracle, targets, tmp_path, CFG, show_progress=False)
     assert (result.evaluated, result.skipped) == (3, 1)  # case_1 has no box
     assert oracle.images == 2
@@ -79,8 +78,8 @@ def test_oracle_scores_one_and_empty_targets_are_skipped(targets: list, tmp_path
     assert result.summary == summary
 
 
-def test_wrong_predictor_has_known_dice(targets: list, tmp_path: Path) -> None:
-    evaluate_targets(HalfPredictor(), targets, tmp_path, CFG, show_progress=False)
+def test_wrong_method_has_known_dice(targets: list, tmp_path: Path) -> None:
+    evaluate_targets(HalfMethod(), targets, tmp_path, CFG, show_progress=False)
     rows = read_rows(tmp_path / "per_click.csv")
     box = [r for r in rows if r["class"] == "box"]
     assert len(box) == 3
@@ -93,7 +92,7 @@ def test_wrong_predictor_has_known_dice(targets: list, tmp_path: Path) -> None:
 
 
 def test_clicks_follow_the_protocol(targets: list, tmp_path: Path) -> None:
-    rec = RecordingPredictor()
+    rec = RecordingMethod()
     cfg = EvalConfig(clicks=(1, 4), strategy=("center", "random"), roi="gt", seed=3)
     evaluate_targets(rec, targets[:1], tmp_path, cfg, show_progress=False)
     image, label = make_case(0)
@@ -112,13 +111,13 @@ def test_clicks_follow_the_protocol(targets: list, tmp_path: Path) -> None:
     rows = read_rows(tmp_path / "per_click.csv")
     assert [r["strategy"] for r in rows] == ["center", "random", "random", "random"]
     assert [(r["coord_i"], r["coord_j"], r["coord_k"]) for r in rows] == [c.coord for c in clicks]
-    # the metric of each row is the metric of what the predictor returned
+    # the metric of each row is the metric of what the method returned
     for r, out in zip(rows, rec.outputs, strict=True):
         assert r["dice"] == pytest.approx(2 * (out & gt).sum() / (out.sum() + gt.sum()))
 
 
 def test_roi_click_mode_passes_no_centre(targets: list, tmp_path: Path) -> None:
-    rec = RecordingPredictor()
+    rec = RecordingMethod()
     cfg = EvalConfig(clicks=(1,), roi="click")
     evaluate_targets(rec, targets[:1], tmp_path, cfg, show_progress=False)
     assert ("start_target", None) in rec.calls
@@ -126,7 +125,7 @@ def test_roi_click_mode_passes_no_centre(targets: list, tmp_path: Path) -> None:
 
 def test_csv_and_summary_agree(targets: list, tmp_path: Path) -> None:
     cfg = EvalConfig(clicks=(1, 2, 3), strategy=("random",), seed=1, metrics=("dice", "nsd", "iou"))
-    evaluate_targets(RecordingPredictor(radius=3), targets, tmp_path, cfg, show_progress=False)
+    evaluate_targets(RecordingMethod(radius=3), targets, tmp_path, cfg, show_progress=False)
     rows = _csv(tmp_path / "per_click.csv")
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     for k in ("1", "2", "3"):
@@ -140,59 +139,57 @@ def test_csv_and_summary_agree(targets: list, tmp_path: Path) -> None:
                 [float(r["dice"]) for r in rows if r["click"] == k and r["class"] == cls]
             )
             assert summary["per_class"][cls][k]["dice"]["mean"] == pytest.approx(vals.mean(), 1e-6)
-    assert len({float(r["dice"]) for r in rows}) > 3  # not a constant predictor
+    assert len({float(r["dice"]) for r in rows}) > 3  # not a constant method
 
 
 def test_resume_skips_finished_and_redoes_partial(targets: list, tmp_path: Path) -> None:
     cfg = EvalConfig(clicks=(1, 3), seed=5)
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
-    evaluate_targets(RecordingPredictor(), targets, ref_dir, cfg, show_progress=False)
-    evaluate_targets(RecordingPredictor(), targets, run_dir, cfg, show_progress=False)
-    again = evaluate_targets(RecordingPredictor(), targets, run_dir, cfg, show_progress=False)
+    evaluate_targets(RecordingMethod(), targets, ref_dir, cfg, show_progress=False)
+    evaluate_targets(RecordingMethod(), targets, run_dir, cfg, show_progress=False)
+    again = evaluate_targets(RecordingMethod(), targets, run_dir, cfg, show_progress=False)
     assert (again.evaluated, again.resumed) == (0, 4)
     # simulate a crash in the middle of the last target: drop its last rows
     part = run_dir / "parts" / "per_click.shard0of1.csv"
     lines = part.read_text(encoding="utf-8").splitlines(keepends=True)
     part.write_text("".join(lines[:-2]) + lines[-2][:10])
-    rec = RecordingPredictor()
+    rec = RecordingMethod()
     third = evaluate_targets(rec, targets, run_dir, cfg, show_progress=False)
     assert third.evaluated == 1 and third.resumed == 3
     assert _without_time(run_dir / "per_click.csv") == _without_time(ref_dir / "per_click.csv")
 
 
 def test_settings_change_is_refused_unless_overwrite(targets: list, tmp_path: Path) -> None:
-    evaluate_targets(OraclePredictor(), targets[:1], tmp_path, CFG, show_progress=False)
+    evaluate_targets(OracleMethod(), targets[:1], tmp_path, CFG, show_progress=False)
     other = EvalConfig(clicks=(1, 3), strategy=("center",), seed=7)
     with pytest.raises(ValueError, match="strategy"):
-        evaluate_targets(OraclePredictor(), targets[:1], tmp_path, other, show_progress=False)
+        evaluate_targets(OracleMethod(), targets[:1], tmp_path, other, show_progress=False)
     res = evaluate_targets(
-        OraclePredictor(), targets[:1], tmp_path, other, show_progress=False, overwrite=True
+        OracleMethod(), targets[:1], tmp_path, other, show_progress=False, overwrite=True
     )
     assert res.evaluated == 1
     # more clicks than before: finished targets are redone, fewer clicks: reused
     more = EvalConfig(clicks=(1, 5), strategy=("center",), seed=7)
     assert (
-        evaluate_targets(
-            OraclePredictor(), targets[:1], tmp_path, more, show_progress=False
-        ).evaluated
+        evaluate_targets(OracleMethod(), targets[:1], tmp_path, more, show_progress=False).evaluated
         == 1
     )
     fewer = EvalConfig(clicks=(2,), strategy=("center",), seed=7)
-    res = evaluate_targets(OraclePredictor(), targets[:1], tmp_path, fewer, show_progress=False)
+    res = evaluate_targets(OracleMethod(), targets[:1], tmp_path, fewer, show_progress=False)
     assert res.evaluated == 0 and list(res.summary["overall"]) == ["2"]
 
 
 def test_shards_merge_to_the_single_run(targets: list, tmp_path: Path) -> None:
     cfg = EvalConfig(clicks=(1, 2), seed=9)
     single = tmp_path / "single"
-    evaluate_targets(RecordingPredictor(), targets, single, cfg, show_progress=False)
+    evaluate_targets(RecordingMethod(), targets, single, cfg, show_progress=False)
     sharded = tmp_path / "sharded"
     first = evaluate_targets(
-        RecordingPredictor(), targets, sharded, cfg, shard=(1, 2), show_progress=False
+        RecordingMethod(), targets, sharded, cfg, shard=(1, 2), show_progress=False
     )
     assert first.summary is None and not (sharded / "summary.json").exists()
     second = evaluate_targets(
-        RecordingPredictor(), targets, sharded, cfg, shard=(0, 2), show_progress=False
+        RecordingMethod(), targets, sharded, cfg, shard=(0, 2), show_progress=False
     )
     assert second.summary is not None
     assert first.evaluated + first.skipped + second.evaluated + second.skipped == 4
@@ -205,7 +202,7 @@ def test_shards_merge_to_the_single_run(targets: list, tmp_path: Path) -> None:
 
 
 def test_a_method_failure_is_scored_as_a_miss_not_skipped(targets: list, tmp_path: Path) -> None:
-    class WrongShape(OraclePredictor):
+    class WrongShape(OracleMethod):
         name = "wrong_shape"
 
         def add_click(self, click: Click) -> np.ndarray:
@@ -231,34 +228,8 @@ def test_image_label_grid_mismatch_is_skipped(tmp_path: Path) -> None:
         Volume(lab.array, (2.0, 2.0, 2.0), lab.origin), root / "labelsTr" / "case_0.nii.gz"
     )
     targets = iter_targets(discover_dataset(root))
-    res = evaluate_targets(OraclePredictor(), targets, tmp_path / "out", CFG, show_progress=False)
+    res = evaluate_targets(OracleMethod(), targets, tmp_path / "out", CFG, show_progress=False)
     assert res.skipped == 2 and "spacing" in res.skipped_reasons[0]
-
-
-def test_region_growing_baseline(targets: list, tmp_path: Path) -> None:
-    cfg = EvalConfig(clicks=(1, 3), seed=0, metrics=("dice", "hd95"))
-    evaluate_targets(RegionGrowingPredictor(), targets, tmp_path, cfg, show_progress=False)
-    rows = read_rows(tmp_path / "per_click.csv")
-    ball = [r for r in rows if r["class"] == "ball"]
-    box = [r for r in rows if r["class"] == "box"]
-    assert min(r["dice"] for r in ball) > 0.9
-    assert min(r["dice"] for r in box) > 0.9
-    assert all(math.isfinite(r["hd95"]) for r in rows)
-
-
-def test_region_growing_negative_click_removes_region() -> None:
-    image, label = make_case(0)
-    vol = Volume(image, (1.0, 1.25, 2.0))
-    rg = RegionGrowingPredictor()
-    rg.set_image(vol)
-    rg.start_target(roi_mask=None, gt=None)
-    ball_voxel = tuple(int(v) for v in np.argwhere(label == 1)[0])
-    mask = rg.add_click(Click(ball_voxel, True))
-    assert (mask & (label == 1)).sum() > 0.9 * (label == 1).sum()
-    mask = rg.add_click(Click(ball_voxel, False))
-    assert not mask.any()
-    with pytest.raises(ValueError, match="outside"):
-        rg.add_click(Click((99, 0, 0), True))
 
 
 def test_config_validation_and_shards() -> None:
@@ -286,7 +257,7 @@ def test_config_validation_and_shards() -> None:
 def test_one_missing_value_convention_in_parts_and_merged_csv(
     targets: list, tmp_path: Path
 ) -> None:
-    class FailsAtClick2(OraclePredictor):
+    class FailsAtClick2(OracleMethod):
         name = "fails_at_2"
 
         def start_target(self, *, roi_mask, gt) -> None:
@@ -321,6 +292,6 @@ def test_a_label_file_that_is_not_a_label_map_is_skipped_with_the_reason(tmp_pat
 
     write_volume(lab.with_array(lab.array.astype(np.float32) * 0.5), path)  # 0.5, 1.0
     targets = iter_targets(discover_dataset(root))
-    res = evaluate_targets(OraclePredictor(), targets, tmp_path / "out", CFG, show_progress=False)
+    res = evaluate_targets(OracleMethod(), targets, tmp_path / "out", CFG, show_progress=False)
     assert res.evaluated == 0 and res.skipped == 2
     assert "not a label map" in res.skipped_reasons[0]

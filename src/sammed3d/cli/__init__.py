@@ -29,6 +29,7 @@ The contract every command follows (documented in ``docs/cli.md``):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import os
@@ -155,13 +156,30 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     CLIError,
     FileNotFoundError,
     ValueError,
-    TypeError,
     NotImplementedError,
     PermissionError,
     IsADirectoryError,
     NotADirectoryError,
     FileExistsError,
 )
+
+
+def dataclass_defaults(cls: type) -> dict[str, Any]:
+    """Field name -> default of a dataclass (``default_factory`` called), without an instance.
+
+    Commands take their option defaults from here, so the dataclass of the public API stays
+    the one place that defines them (no ``__post_init__`` runs, nothing heavy is imported).
+
+    Raises:
+        TypeError: ``cls`` is not a dataclass (a programming error).
+    """
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 def add_unsafe_pickle_arg(parser: argparse.ArgumentParser) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Iterable
 
-from sammed3d.cli import add_device_arg, add_unsafe_pickle_arg
+from sammed3d.cli import add_device_arg, add_unsafe_pickle_arg, dataclass_defaults
 from sammed3d.cli.prepare import add_layout_argument
+from sammed3d.evaluation.config import ROI_MODES, EvalConfig  # light: no torch, no numpy
 
 METHODS = ("sam-med3d", "region-growing")
 
@@ -33,6 +35,7 @@ def _str_list(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = dataclass_defaults(EvalConfig)  # the one source of the protocol's defaults
     parser.add_argument(
         "--data",
         help="dataset folder: nnU-Net/MSD (dataset.json + imagesTs/labelsTs or imagesTr/labelsTr),"
@@ -66,23 +69,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clicks",
         type=_int_list,
-        help="click counts to report (default 1,3,5,10; clicks 1..max are simulated); with "
-        "--merge: counts to report from the existing rows",
+        help=f"click counts to report (default {_joined(defaults['clicks'])}; clicks 1..max are "
+        "simulated); with --merge: counts to report from the existing rows",
     )
     parser.add_argument(
         "--strategy",
         type=_str_list,
-        default=["random"],
+        default=list(defaults["strategy"]),
         help="click strategy: random (uniform over the error region, the published protocol) "
         "or center (RITM/EDT interior click); a list gives one per click, the last repeats "
-        "(center,center,random = the legacy validation.py default)",
+        f"(default {_joined(defaults['strategy'])}; center,center,random = the legacy "
+        "validation.py default)",
     )
     parser.add_argument(
         "--roi",
-        choices=("gt", "click"),
-        default="gt",
+        choices=ROI_MODES,
+        default=defaults["roi"],
         help="gt: ROI centred on the ground-truth box (published protocol); "
-        "click: centred on the first click, as a user gets it",
+        "click: centred on the first click, as a user gets it (default %(default)s)",
     )
     parser.add_argument(
         "--no-extend",
@@ -98,13 +102,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "scripts) instead of only the newest one plus the previous mask (training, legacy); "
         "default: what the model was trained with",
     )
-    parser.add_argument("--seed", type=int, default=2023, help="base seed (default 2023)")
-    parser.add_argument("--tolerance-mm", type=float, default=1.0, help="NSD tolerance in mm")
+    parser.add_argument(
+        "--seed", type=int, default=defaults["seed"], help="base seed (default %(default)s)"
+    )
+    parser.add_argument(
+        "--tolerance-mm",
+        type=float,
+        default=defaults["tolerance_mm"],
+        help="NSD tolerance in mm (default %(default)s)",
+    )
     parser.add_argument(
         "--metrics",
         type=_str_list,
-        default=["dice", "nsd", "iou"],
-        help="metrics per click among dice,nsd,iou,hd95 (default dice,nsd,iou)",
+        default=list(defaults["metrics"]),
+        help=f"metrics per click among dice,nsd,iou,hd95 (default {_joined(defaults['metrics'])})",
     )
     parser.add_argument(
         "--classes", type=_str_list, help="only these class names (comma-separated)"
@@ -124,6 +135,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite",
         action="store_true",
         help="discard previous results in OUTPUT (default: resume them)",
+    )
+
+
+def _joined(values: Iterable[object]) -> str:
+    """``(1, 3, 5)`` -> ``"1,3,5"`` (how the list options are written)."""
+    return ",".join(str(v) for v in values)
+
+
+def eval_config(args: argparse.Namespace) -> EvalConfig:
+    """The protocol settings of parsed ``evaluate`` arguments.
+
+    Raises:
+        ValueError: a value :class:`EvalConfig` refuses (unknown strategy or metric, ...).
+    """
+    clicks = {"clicks": tuple(args.clicks)} if args.clicks else {}  # None: --merge keeps its own
+    return EvalConfig(
+        **clicks,
+        strategy=tuple(args.strategy),  # type: ignore[arg-type]
+        roi=args.roi,
+        seed=args.seed,
+        tolerance_mm=args.tolerance_mm,
+        metrics=tuple(args.metrics),
     )
 
 
@@ -160,7 +193,6 @@ def run(args: argparse.Namespace) -> int:
     from sammed3d.cli import CLIError, CommandFailed
     from sammed3d.devices import resolve_device
     from sammed3d.evaluation.evaluator import (
-        EvalConfig,
         evaluate_targets,
         merge_results,
         parse_shard,
@@ -181,14 +213,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.data:
         raise CLIError("--data is required (or use --merge to rebuild the summary of --output)")
-    config = EvalConfig(
-        clicks=tuple(args.clicks or (1, 3, 5, 10)),
-        strategy=tuple(args.strategy),  # type: ignore[arg-type]
-        roi=args.roi,
-        seed=args.seed,
-        tolerance_mm=args.tolerance_mm,
-        metrics=tuple(args.metrics),
-    )
+    config = eval_config(args)
     shard = parse_shard(args.shard) if args.shard else shard_from_env()
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
@@ -206,13 +231,15 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown class(es) {missing}; the dataset has {known}")
         targets = [t for t in targets if t.class_name in args.classes]
 
+    from sammed3d.evaluation.methods import ModelMethod, RegionGrowing
+
     run_info: dict[str, object] = {"method": args.method.replace("-", "_")}
+    method: ModelMethod | RegionGrowing
     if args.method == "sam-med3d":
-        from sammed3d.evaluation.session_predictor import SessionPredictor
         from sammed3d.paths import require_checkpoint
 
         checkpoint = require_checkpoint(args.checkpoint)  # a file, a published name, the default
-        predictor = SessionPredictor.from_checkpoint(
+        method = ModelMethod.from_checkpoint(
             checkpoint,
             device=str(device),
             allow_unsafe_pickle=args.allow_unsafe_pickle,
@@ -221,25 +248,23 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.checkpoint:
             run_info["checkpoint"] = str(checkpoint.resolve())
-        run_info["params"] = predictor.settings
+        run_info["params"] = method.settings
     else:
         if args.checkpoint or args.no_extend or args.accumulate_clicks:
             raise CLIError(
                 "--checkpoint, --no-extend and --accumulate-clicks only apply to sam-med3d"
             )
-        from sammed3d.evaluation.predictors import RegionGrowingPredictor
-
-        predictor = RegionGrowingPredictor()
+        method = RegionGrowing()
         run_info["params"] = {
-            "multiplier": predictor.multiplier,
-            "iterations": predictor.iterations,
-            "radius": predictor.radius,
-            "median_radius": predictor.median_radius,
-            "roi_mm": predictor.roi_mm,
+            "multiplier": method.multiplier,
+            "iterations": method.iterations,
+            "radius": method.radius,
+            "median_radius": method.median_radius,
+            "roi_mm": method.roi_mm,
         }
 
     result = evaluate_targets(
-        predictor,
+        method,
         targets,
         output,
         config,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from sammed3d.cli import dataclass_defaults
+from sammed3d.data.cleaning_config import CleaningConfig  # light: no numpy
+
 #: ``--layout`` choices (kept here so ``--help`` does not import the readers).
 LAYOUTS = ("nnunet", "per-class", "totalsegmentator", "case-folders", "bids", "manifest")
 
@@ -20,6 +23,7 @@ def add_layout_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = dataclass_defaults(CleaningConfig)  # the one source of the paper's thresholds
     parser.add_argument(
         "sources",
         nargs="+",
@@ -54,33 +58,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     rules = parser.add_argument_group("cleaning rules (defaults: the paper's)")
     rules.add_argument(
-        "--min-volume", type=float, default=1000.0, metavar="MM3",
+        "--min-volume", type=float, default=defaults["min_volume_mm3"], metavar="MM3",
         help="step 1: drop masks smaller than this volume in mm³ (default: %(default)g)",
     )  # fmt: skip
     rules.add_argument(
-        "--min-extent", type=float, default=15.0, metavar="MM",
+        "--min-extent", type=float, default=defaults["min_extent_mm"], metavar="MM",
         help="step 1: drop masks with a bounding-box side below this (default: %(default)g)",
     )  # fmt: skip
     rules.add_argument(
-        "--max-background", type=float, default=0.99, metavar="FRACTION",
+        "--max-background", type=float, default=defaults["max_background_fraction"],
+        metavar="FRACTION",
         help="step 2: drop masks whose background share exceeds this; 1 disables "
         "(default: %(default)g)",
     )  # fmt: skip
     rules.add_argument(
-        "--background-crop", type=int, default=None, metavar="VOXELS",
+        "--background-crop", type=int, default=defaults["background_crop"], metavar="VOXELS",
         help="step 2: measure the background share in a cube of this edge around the mask "
         "(e.g. 128, the training crop) instead of the whole volume",
     )  # fmt: skip
     rules.add_argument(
-        "--max-components", type=int, default=5, metavar="N",
+        "--max-components", type=int, default=defaults["max_components"], metavar="N",
         help="step 3: keep the N largest connected components; 0 keeps all (default: %(default)s)",
     )  # fmt: skip
     rules.add_argument(
-        "--connectivity", type=int, choices=(6, 18, 26), default=26,
+        "--connectivity", type=int, choices=(6, 18, 26), default=defaults["connectivity"],
         help="voxel connectivity of components (default: %(default)s)",
     )  # fmt: skip
     rules.add_argument(
-        "--no-split", action="store_true", help="step 4 off: do not split paired structures"
+        "--no-split",
+        dest="split_paired",
+        action="store_false",
+        default=defaults["split_paired"],
+        help="step 4 off: do not split paired structures",
     )
     rules.add_argument(
         "--paired", metavar="NAMES",
@@ -90,30 +99,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-def run(args: argparse.Namespace) -> int:
-    from sammed3d.data.cleaning import PAIRED_STRUCTURES, CleaningConfig
-    from sammed3d.data.prepare import prepare_datasets
-    from sammed3d.io import check_writable_folder
+def cleaning_config(args: argparse.Namespace) -> CleaningConfig:
+    """The cleaning thresholds of parsed ``prepare`` arguments.
 
-    check_writable_folder(args.output)  # before any work
-
-    paired = PAIRED_STRUCTURES
+    Raises:
+        ValueError: ``--paired`` names no class, or a threshold :class:`CleaningConfig` refuses.
+    """
+    paired = {}  # not given: the dataclass's list
     if args.paired is not None:
-        paired = tuple(n.strip() for n in args.paired.split(",") if n.strip())
-        if not paired:
+        names = tuple(n.strip() for n in args.paired.split(",") if n.strip())
+        if not names:
             raise ValueError("--paired needs at least one class name, e.g. --paired kidney,lung")
-    if args.spacing is not None and len(args.spacing) not in (1, 3):
-        raise ValueError(f"--spacing takes 1 or 3 values, got {len(args.spacing)}")
-    cleaning = CleaningConfig(
+        paired["paired_classes"] = names
+    return CleaningConfig(
         min_volume_mm3=args.min_volume,
         min_extent_mm=args.min_extent,
         max_background_fraction=args.max_background,
         background_crop=args.background_crop,
         max_components=args.max_components,
         connectivity=args.connectivity,
-        split_paired=not args.no_split,
-        paired_classes=paired,
+        split_paired=args.split_paired,
+        **paired,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from sammed3d.data.prepare import prepare_datasets
+    from sammed3d.io import check_writable_folder
+
+    check_writable_folder(args.output)  # before any work
+
+    if args.spacing is not None and len(args.spacing) not in (1, 3):
+        raise ValueError(f"--spacing takes 1 or 3 values, got {len(args.spacing)}")
+    cleaning = cleaning_config(args)
     result = prepare_datasets(
         args.sources,
         args.output,

@@ -4,17 +4,17 @@ For every binary target (one class of one case) the harness
 
 1. reads the image and the label map and builds the **native-space** ground truth
    ``label == value`` (no resampling, no cropping);
-2. starts a target on the predictor, with the ROI centred on the ground-truth bounding box
-   (``roi="gt"``, the published protocol) or left to the predictor (``roi="click"``: centred
+2. starts a target on the method, with the ROI centred on the ground-truth bounding box
+   (``roi="gt"``, the published protocol) or left to the method (``roi="click"``: centred
    on the first click, as a user gets it);
 3. simulates clicks with :func:`sammed3d.clicks.sample_next_click` from the native ground truth
-   and the predictor's current native prediction (click 1 from an empty prediction, i.e.
+   and the method's current native prediction (click 1 from an empty prediction, i.e.
    from the ground truth alone; with ``roi="gt"`` from the ground truth inside the ROI when
-   the predictor reports its ROI, as the published protocol clicks in the cropped ground
+   the method reports its ROI, as the published protocol clicks in the cropped ground
    truth), each with a generator seeded by ``(seed, target)`` so results do not depend on
    sharding, order or resumption;
 4. after every click, computes Dice / NSD / IoU (and HD95 on request) in native space at the
-   label file's physical spacing, and times the predictor call.
+   label file's physical spacing, and times the method call.
 
 Outputs in ``output_dir``:
 
@@ -39,9 +39,9 @@ improves a mean.
 
 Example:
     >>> from sammed3d.data.layout import discover_dataset, iter_targets
-    >>> from sammed3d.evaluation import EvalConfig, RegionGrowingPredictor, evaluate_targets
+    >>> from sammed3d.evaluation import EvalConfig, RegionGrowing, evaluate_targets
     >>> targets = iter_targets(discover_dataset("Dataset003_Liver", split="test"))
-    >>> result = evaluate_targets(RegionGrowingPredictor(), targets, "eval_out",
+    >>> result = evaluate_targets(RegionGrowing(), targets, "eval_out",
     ...                           EvalConfig(clicks=(1, 3, 5), strategy=("random",)))
     >>> result.summary["overall"]["5"]["dice"]["mean"]
 """
@@ -58,11 +58,13 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 
-from sammed3d.clicks import CLICK_STRATEGIES, ClickStrategy, sample_next_click
+from sammed3d.clicks import sample_next_click
+from sammed3d.evaluation.config import EvalConfig
+from sammed3d.evaluation.methods import ClickMethod
 from sammed3d.evaluation.metrics import (
     METRIC_NAMES,
     check_label_map,
@@ -70,7 +72,6 @@ from sammed3d.evaluation.metrics import (
     compute_metrics,
     worst_case_distance_mm,
 )
-from sammed3d.evaluation.predictors import ClickPredictor, bbox_center
 from sammed3d.evaluation.reports import (
     CSV_FIELDS,
     SKIPPED_FIELDS,
@@ -88,77 +89,9 @@ from sammed3d.io import Volume, VolumeError, read_volume
 
 logger = logging.getLogger(__name__)
 
-RoiMode = Literal["gt", "click"]
-ROI_MODES: tuple[str, ...] = get_args(RoiMode)
-
 CONFIG_NAME = "config.json"
 PARTS_DIR = "parts"
 _PART_RE = re.compile(r"^(per_click|skipped|failed)\.shard(\d+)of(\d+)\.csv$")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Settings of an evaluation run.
-
-    Attributes:
-        clicks: Click counts to report (e.g. ``(1, 3, 5, 10)``); clicks ``1..max`` are run.
-        strategy: Click strategy per click index; the last entry repeats. ``("random",)`` is
-            the current published protocol; ``("center",)`` the RITM/EDT rule at every click;
-            ``("center", "center", "random")`` the legacy ``validation.py`` default.
-        roi: ``"gt"`` (ROI centred on the ground-truth bounding box) or ``"click"``.
-        seed: Base seed; each target's generator is seeded by ``(seed, crc32(target))``.
-        tolerance_mm: NSD tolerance.
-        metrics: Metrics per click among ``dice, nsd, iou, hd95`` (``dice`` is required).
-    """
-
-    clicks: tuple[int, ...] = (1, 3, 5, 10)
-    strategy: tuple[ClickStrategy, ...] = ("random",)
-    roi: RoiMode = "gt"
-    seed: int = 2023
-    tolerance_mm: float = 1.0
-    metrics: tuple[str, ...] = ("dice", "nsd", "iou")
-
-    def __post_init__(self) -> None:
-        clicks = tuple(sorted({int(k) for k in self.clicks}))
-        if not clicks or clicks[0] < 1:
-            raise ValueError(f"clicks must be positive integers, got {list(self.clicks)}")
-        if clicks[-1] > 1000:
-            raise ValueError(f"at most 1000 clicks per target, got {clicks[-1]}")
-        object.__setattr__(self, "clicks", clicks)
-        strategy = (self.strategy,) if isinstance(self.strategy, str) else tuple(self.strategy)
-        bad = [s for s in strategy if s not in CLICK_STRATEGIES]
-        if not strategy or bad:
-            raise ValueError(
-                f"strategy must be a list of {list(CLICK_STRATEGIES)}, got {list(strategy)}"
-            )
-        object.__setattr__(self, "strategy", strategy)
-        if self.roi not in ROI_MODES:
-            raise ValueError(f"roi must be one of {list(ROI_MODES)}, got {self.roi!r}")
-        if not (self.tolerance_mm >= 0 and np.isfinite(self.tolerance_mm)):
-            raise ValueError(f"tolerance_mm must be a finite number >= 0, got {self.tolerance_mm}")
-        metrics = tuple(self.metrics)
-        unknown = [m for m in metrics if m not in METRIC_NAMES]
-        if unknown or "dice" not in metrics:
-            raise ValueError(
-                f"metrics must include dice and be among {list(METRIC_NAMES)}, got {list(metrics)}"
-            )
-        object.__setattr__(self, "metrics", tuple(m for m in METRIC_NAMES if m in metrics))
-
-    @property
-    def max_clicks(self) -> int:
-        return self.clicks[-1]
-
-    def strategy_for(self, click: int) -> ClickStrategy:
-        """Strategy of click ``click`` (1-based)."""
-        return self.strategy[min(click, len(self.strategy)) - 1]
-
-    def identity(self) -> dict[str, Any]:
-        """The settings that results depend on (everything but the reported click counts)."""
-        d = asdict(self)
-        d.pop("clicks")
-        d["strategy"] = list(self.strategy)
-        d["metrics"] = list(self.metrics)
-        return d
 
 
 @dataclass
@@ -246,11 +179,9 @@ def _write_config(
     identity = json.loads(json.dumps(identity, default=str))
     if path.exists() and not overwrite:
         try:
-            old = json.loads(path.read_text(encoding="utf-8"))["identity"]
-        except (ValueError, KeyError) as exc:
-            raise ValueError(
-                f"{path} is not an evaluation config ({exc}); use --overwrite"
-            ) from None
+            old = read_config(output_dir)["identity"]
+        except ValueError as exc:
+            raise ValueError(f"{exc}; use --overwrite") from None
         diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
         if diff:
             k = diff[0]
@@ -265,6 +196,46 @@ def _write_config(
         default=str,
     )
     atomic_write_text(path, text + "\n")
+
+
+def read_config(output_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``config.json`` of an evaluation output folder, checked to be one this module wrote.
+
+    Returns:
+        ``{"identity": {...}, "clicks": [int, ...], "config": {"metrics": [...], ...}}``.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` in ``output_dir``.
+        ValueError: the file is not valid JSON or lacks those keys (edited, or from
+            another program).
+    """
+    path = Path(output_dir) / CONFIG_NAME
+    if not path.exists():
+        raise FileNotFoundError(
+            f"not an evaluation output folder (no {CONFIG_NAME}): {Path(output_dir)}"
+        )
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not an evaluation config (not valid JSON: {exc})") from None
+    problem = None
+    if not isinstance(saved, dict):
+        problem = f"a JSON {type(saved).__name__}, expected an object"
+    elif not isinstance(saved.get("identity"), dict):
+        problem = "no 'identity' object"
+    elif not isinstance(saved.get("config"), dict) or not isinstance(
+        saved["config"].get("metrics"), list
+    ):
+        problem = "no 'config' object with a 'metrics' list"
+    elif (
+        not isinstance(saved.get("clicks"), list)
+        or not saved["clicks"]
+        or not all(isinstance(k, int) and not isinstance(k, bool) for k in saved["clicks"])
+    ):
+        problem = "no 'clicks' list of integers"
+    if problem is not None:
+        raise ValueError(f"{path} is not an evaluation config ({problem})")
+    return saved
 
 
 def clear_results(output_dir: str | os.PathLike[str]) -> None:
@@ -310,9 +281,9 @@ def _load_case(image_path: Path, label_path: Path) -> tuple[Volume, Volume]:
     return image, label
 
 
-def _first_click_region(predictor: ClickPredictor, gt: np.ndarray) -> np.ndarray:
-    """The ground truth inside the predictor's ROI, if it tells (published: the crop's GT)."""
-    contains = getattr(predictor, "roi_contains", None)
+def _first_click_region(method: ClickMethod, gt: np.ndarray) -> np.ndarray:
+    """The ground truth inside the method's ROI, if it tells (published: the crop's GT)."""
+    contains = getattr(method, "roi_contains", None)
     if contains is None:
         return gt
     coords = np.argwhere(gt)
@@ -328,7 +299,7 @@ def _first_click_region(predictor: ClickPredictor, gt: np.ndarray) -> np.ndarray
 
 
 def _run_target(
-    predictor: ClickPredictor,
+    method: ClickMethod,
     target: Any,
     gt: np.ndarray,
     spacing: Sequence[float],
@@ -337,7 +308,7 @@ def _run_target(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Simulate the clicks of one target; returns its CSV rows and the failure reason, if any.
 
-    ``failure`` (or a ``ValueError`` of the predictor) makes the prediction empty from that
+    ``failure`` (or a ``ValueError`` of the method) makes the prediction empty from that
     click on: the target is still scored, as a miss.
     """
     key = _key_of(target)
@@ -346,9 +317,9 @@ def _run_target(
     first_gt = gt
     if failure is None:
         try:
-            predictor.start_target(roi_mask=roi_mask, gt=gt if predictor.uses_gt else None)
+            method.start_target(roi_mask=roi_mask, gt=gt if method.uses_gt else None)
             if roi_mask is not None:
-                first_gt = _first_click_region(predictor, gt)
+                first_gt = _first_click_region(method, gt)
         except ValueError as exc:
             failure = _reason(exc)
     worst = worst_case_distance_mm(gt.shape, spacing)
@@ -363,11 +334,11 @@ def _run_target(
         if failure is None:
             start = time.perf_counter()
             try:
-                mask = np.asarray(predictor.add_click(click))
+                mask = np.asarray(method.add_click(click))
                 seconds = round(time.perf_counter() - start, 4)
                 if mask.shape != gt.shape:
                     raise ValueError(
-                        f"predictor {predictor.name!r} returned a mask of shape {mask.shape}, "
+                        f"method {method.name!r} returned a mask of shape {mask.shape}, "
                         f"expected the native shape {gt.shape}"
                     )
                 pred = mask if mask.dtype == bool else mask != 0
@@ -408,7 +379,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def evaluate_targets(
-    predictor: ClickPredictor,
+    method: ClickMethod,
     targets: Sequence[Any],
     output_dir: str | os.PathLike[str],
     config: EvalConfig | None = None,
@@ -418,11 +389,11 @@ def evaluate_targets(
     show_progress: bool = True,
     overwrite: bool = False,
 ) -> EvalResult:
-    """Evaluate a predictor on binary targets with simulated clicks (resumable, shardable).
+    """Evaluate a method on binary targets with simulated clicks (resumable, shardable).
 
     Args:
-        predictor: Any :class:`ClickPredictor` (the model through ``SessionPredictor``, a
-            baseline, an oracle).
+        method: Any :class:`~sammed3d.evaluation.methods.ClickMethod` (the model through
+            ``ModelMethod``, the ``RegionGrowing`` baseline, an oracle).
         targets: :class:`sammed3d.data.layout.Target` objects (or anything with ``case_id``,
             ``image``, ``label``, ``label_value``, ``class_name``, ``modality``, ``dataset``).
         output_dir: Output folder (created).
@@ -439,16 +410,17 @@ def evaluate_targets(
 
     Raises:
         ValueError: bad settings, or ``output_dir`` holds a run with other settings.
+        TypeError: ``method`` is not a click method (a programming error).
     """
     from tqdm.auto import tqdm
 
     config = config or EvalConfig()
     run_info = dict(run_info or {})
-    run_info.setdefault("method", getattr(predictor, "name", type(predictor).__name__))
-    run_info.setdefault("uses_gt", bool(getattr(predictor, "uses_gt", False)))
-    if not isinstance(predictor, ClickPredictor):
+    run_info.setdefault("method", getattr(method, "name", type(method).__name__))
+    run_info.setdefault("uses_gt", bool(getattr(method, "uses_gt", False)))
+    if not isinstance(method, ClickMethod):
         raise TypeError(
-            f"predictor must implement set_image/start_target/add_click, got {type(predictor)}"
+            f"method must implement set_image/start_target/add_click, got {type(method)}"
         )
     if not targets:
         raise ValueError("no targets to evaluate")
@@ -517,7 +489,7 @@ def evaluate_targets(
             case_failure = None
             try:
                 modality = getattr(todo[0], "modality", None)
-                predictor.set_image(image, modality=None if modality == "unknown" else modality)
+                method.set_image(image, modality=None if modality == "unknown" else modality)
             except ValueError as exc:  # the method's problem, not the data's: score as misses
                 case_failure = _reason(exc)
                 logger.error(
@@ -530,7 +502,7 @@ def evaluate_targets(
                     bar.update(1)
                     continue
                 rows, failure = _run_target(
-                    predictor, target, gt, label.spacing, config, failure=case_failure
+                    method, target, gt, label.spacing, config, failure=case_failure
                 )
                 append_rows(my_csv, rows, CSV_FIELDS)
                 if failure is not None:
@@ -589,12 +561,10 @@ def merge_results(
 
     Raises:
         FileNotFoundError: no ``config.json`` in ``output_dir``.
+        ValueError: its ``config.json`` is not one :func:`evaluate_targets` wrote.
     """
     output_dir = Path(output_dir)
-    cfg_path = output_dir / CONFIG_NAME
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"not an evaluation output folder (no {CONFIG_NAME}): {output_dir}")
-    saved = json.loads(cfg_path.read_text(encoding="utf-8"))
+    saved = read_config(output_dir)
     clicks = sorted({int(k) for k in (clicks or saved["clicks"])})
     metrics = [m for m in saved["config"]["metrics"] if m in METRIC_NAMES]
     max_clicks = int(max(saved["clicks"]))
@@ -652,15 +622,12 @@ def merge_results(
 
 
 __all__ = [
-    "ROI_MODES",
-    "EvalConfig",
     "EvalResult",
-    "RoiMode",
     "clear_results",
     "evaluate_targets",
-    "bbox_center",
     "merge_results",
     "parse_shard",
+    "read_config",
     "shard_from_env",
     "target_seed",
 ]

@@ -31,7 +31,7 @@ from sammed3d.io import atomic_write, atomic_write_text
 logger = logging.getLogger(__name__)
 
 #: Columns of ``per_click.csv``, in order. ``class`` is the class name, ``label`` its value in
-#: the label file; ``coord_*`` the click in native voxel indices; ``seconds`` the predictor
+#: the label file; ``coord_*`` the click in native voxel indices; ``seconds`` the method's
 #: time of that click (click 1 includes computing the image embedding of the ROI).
 CSV_FIELDS: tuple[str, ...] = (
     "dataset",

@@ -1,6 +1,7 @@
-"""Predictors the evaluation harness can drive: the protocol and a classical baseline.
+"""Click methods: what the evaluation harness drives, the model and a classical baseline.
 
-The harness (:mod:`sammed3d.evaluation.evaluator`) only talks to a :class:`ClickPredictor`:
+A *click method* turns simulated clicks into native-space masks. The harness
+(:mod:`sammed3d.evaluation.evaluator`) only talks to a :class:`ClickMethod`:
 
 1. ``set_image(image, modality=...)`` once per case (the native volume, as read from disk);
 2. ``start_target(roi_mask=..., gt=...)`` once per binary target;
@@ -9,40 +10,48 @@ The harness (:mod:`sammed3d.evaluation.evaluator`) only talks to a :class:`Click
 
 ``roi_mask`` is the ground truth when the ROI is to be placed as the published protocol does
 (centred on the ground-truth bounding box, ``--roi gt``); only its bounding box may be used.
-It is None for ``--roi click`` (the predictor places its ROI on the first click, as in
-interactive use). Predictors that set ``uses_gt = True`` also receive the ground truth itself
+It is None for ``--roi click`` (the method places its ROI on the first click, as in
+interactive use). Methods that set ``uses_gt = True`` also receive the ground truth itself
 as ``gt`` (baselines that simulate their own prompts, such as a slice-by-slice 2-D protocol,
-and test oracles); the run's ``config.json``/``summary.json`` record it. Model predictors must
-not use it.
+and test oracles); the run's ``config.json``/``summary.json`` record it. The model must not
+use it.
 
-Optionally a predictor implements ``roi_contains(coords) -> bool array`` (native ``(N, 3)``
+Optionally a method implements ``roi_contains(coords) -> bool array`` (native ``(N, 3)``
 voxel indices -> whether the current target's ROI covers them, or None before the ROI is
 placed). With ``--roi gt`` the harness then draws the first click from the ground truth
 inside that ROI, as the published protocol draws it from the cropped ground truth.
 
-:class:`~sammed3d.evaluation.session_predictor.SessionPredictor` adapts the
-``InteractiveSession`` users run, so the evaluated code is the code users run.
-:class:`RegionGrowingPredictor` is a classical baseline seeded with the very same clicks.
+The methods here:
+
+* :class:`ModelMethod`: the model, through the ``InteractiveSession`` users run (so the
+  evaluated code is the code users run); not to be confused with
+  :class:`sammed3d.inference.SamMed3DPredictor`, the model-level predictor the session uses.
+* :class:`RegionGrowing`: a classical baseline seeded with the very same clicks.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from sammed3d.clicks import Click
+from sammed3d.data.transforms import bbox_center
 from sammed3d.io import Volume
+
+if TYPE_CHECKING:
+    from sammed3d.inference.session import InteractiveSession
 
 logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
-class ClickPredictor(Protocol):
+class ClickMethod(Protocol):
     """What the evaluation harness drives (one binary target at a time).
 
     Attributes:
@@ -63,7 +72,7 @@ class ClickPredictor(Protocol):
         Args:
             roi_mask: ``(I, J, K)`` bool mask whose bounding box centres the ROI (the
                 published protocol), or None to place the ROI on the first click.
-            gt: ``(I, J, K)`` bool ground truth, only for predictors with ``uses_gt``.
+            gt: ``(I, J, K)`` bool ground truth, only for methods with ``uses_gt``.
         """
         ...
 
@@ -72,23 +81,104 @@ class ClickPredictor(Protocol):
         ...
 
 
-def bbox_center(mask: np.ndarray) -> tuple[float, float, float]:
-    """Centre of a mask's bounding box in (fractional) native voxel indices.
+class ModelMethod:
+    """The model as a click method: adapts :class:`~sammed3d.inference.session.InteractiveSession`.
 
-    Raises:
-        ValueError: the mask is empty.
+    Every target is one fresh object of the session (``reset`` + ``new_object``); clicks go
+    through :meth:`InteractiveSession.add_point` exactly as a user's clicks, and the returned
+    native mask is what gets scored. With ``roi_mask`` (``--roi gt``) the object's ROI is
+    placed by :meth:`InteractiveSession.set_roi_from_mask`, the published centring on the
+    ground-truth bounding box; otherwise the session centres it on the first click.
+
+    Args:
+        session: The session (its predictor's ``extend``/``max_rois`` and the session's
+            ``accumulate_clicks`` apply).
+        name: Method name recorded in the outputs.
+
+    Example:
+        >>> method = ModelMethod.from_checkpoint("sam_med3d_turbo.pth", device="cuda")
+        >>> evaluate_targets(method, targets, "eval_out")
     """
-    centre = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        nz = np.flatnonzero(np.asarray(mask).any(axis=other))
-        if nz.size == 0:
-            raise ValueError("cannot place the ROI: the mask is empty")
-        centre.append((nz[0] + nz[-1]) / 2.0)
-    return (float(centre[0]), float(centre[1]), float(centre[2]))
+
+    uses_gt = False
+
+    def __init__(self, session: InteractiveSession, *, name: str = "sam_med3d") -> None:
+        from sammed3d.inference.session import InteractiveSession  # the model stack: on use
+
+        if not isinstance(session, InteractiveSession):
+            raise TypeError(f"expected an InteractiveSession, got {type(session).__name__}")
+        self.session = session
+        self.name = name
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | os.PathLike[str] | None = None,
+        *,
+        device: str = "cpu",
+        allow_unsafe_pickle: bool = False,
+        accumulate_clicks: bool | None = None,
+        **predictor_kwargs: Any,
+    ) -> ModelMethod:
+        """Load a checkpoint into a :class:`SamMed3DPredictor` and a session.
+
+        Args:
+            checkpoint: Checkpoint file (None: the default checkpoint, see
+                :func:`sammed3d.paths.require_checkpoint`).
+            device: Where to run the model.
+            allow_unsafe_pickle: See :func:`sammed3d.load_checkpoint`.
+            accumulate_clicks: Give the model every click of the object at each step (current
+                MedIM scripts) instead of only the newest one (legacy ``validation.py`` and
+                training). None: what the model was trained with.
+            **predictor_kwargs: Passed to :class:`SamMed3DPredictor` (e.g. ``extend=False``).
+        """
+        from sammed3d.inference.predictor import SamMed3DPredictor
+        from sammed3d.inference.session import InteractiveSession
+
+        predictor = SamMed3DPredictor.from_checkpoint(
+            checkpoint, device, allow_unsafe_pickle=allow_unsafe_pickle, **predictor_kwargs
+        )
+        return cls(InteractiveSession(predictor, accumulate_clicks=accumulate_clicks))
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings that change results (recorded in ``config.json``)."""
+        p = self.session.predictor
+        return {
+            "target_spacing": list(p.target_spacing),
+            "roi_size": p.roi_size,
+            "extend": p.extend,
+            "max_rois": p.max_rois,
+            "accumulate_clicks": self.session.accumulate_clicks,
+        }
+
+    def set_image(self, image: Volume, *, modality: str | None = None) -> None:
+        self.session.set_image(image, modality=modality)
+
+    def start_target(self, *, roi_mask: np.ndarray | None, gt: np.ndarray | None = None) -> None:
+        self.session.reset()
+        self.session.new_object()
+        if roi_mask is not None:
+            try:
+                self.session.set_roi_from_mask(roi_mask)
+            except ValueError:
+                # a target smaller than one lattice voxel vanishes when the mask is resampled
+                # to 1.5 mm: centre the ROI on its bounding box in native space instead, so
+                # every method gets every target (region growing handles tiny ones too)
+                self.session.set_roi_center(bbox_center(roi_mask))
+
+    def roi_contains(self, coords: np.ndarray) -> np.ndarray | None:
+        """Whether native voxels ``(N, 3)`` lie in the current object's ROI (None if unset)."""
+        roi = self.session.roi
+        if roi is None:
+            return None
+        return np.asarray(roi.contains_native(np.asarray(coords, dtype=np.float64)), dtype=bool)
+
+    def add_click(self, click: Click) -> np.ndarray:
+        return self.session.add_point(click.coord, positive=click.positive)
 
 
-class RegionGrowingPredictor:
+class RegionGrowing:
     """Classical baseline: region growing from each click with robust seed statistics.
 
     The image inside the growing box is denoised with a median filter (edges are kept).
@@ -117,7 +207,7 @@ class RegionGrowingPredictor:
         roi_mm: Side of the growing box in mm.
 
     Example:
-        >>> rg = RegionGrowingPredictor()
+        >>> rg = RegionGrowing()
         >>> rg.set_image(read_volume("ct.nii.gz"))
         >>> rg.start_target(roi_mask=None, gt=None)
         >>> mask = rg.add_click(Click((120, 98, 40), True))
@@ -403,4 +493,4 @@ def _components_containing(mask: np.ndarray, seeds: Sequence[tuple]) -> np.ndarr
     return np.isin(labels, sorted(keep)) if keep else np.zeros_like(mask)
 
 
-__all__ = ["ClickPredictor", "RegionGrowingPredictor", "bbox_center"]
+__all__ = ["ClickMethod", "ModelMethod", "RegionGrowing"]

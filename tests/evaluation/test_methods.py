@@ -1,7 +1,9 @@
-"""The model in the harness: the same InteractiveSession users run (tiny model, random weights)."""
+"""Click methods: the model through the InteractiveSession users run (tiny model, random
+weights) and the region-growing baseline."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +12,15 @@ import torch
 
 from sammed3d import build_model, save_checkpoint
 from sammed3d.cli import main
+from sammed3d.clicks import Click
 from sammed3d.data.layout import discover_dataset, iter_targets
 from sammed3d.evaluation import EvalConfig, evaluate_targets
+from sammed3d.evaluation.methods import ClickMethod, ModelMethod, RegionGrowing
 from sammed3d.evaluation.reports import read_rows
-from sammed3d.evaluation.session_predictor import SessionPredictor
 from sammed3d.inference import InteractiveSession, SamMed3DPredictor
-from sammed3d.io import read_volume
+from sammed3d.io import Volume, read_volume
 from tests.conftest import randomize_
-from tests.evaluation.synthetic import make_nnunet_dataset
+from tests.evaluation.synthetic import make_case, make_nnunet_dataset
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +42,11 @@ def test_harness_scores_what_the_session_returns(
     dataset: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
     targets = iter_targets(discover_dataset(dataset))[:1]  # the ball of case_0
-    sp = SessionPredictor(_session(checkpoint))
+    method = ModelMethod(_session(checkpoint))
     cfg = EvalConfig(clicks=(1, 3), strategy=("random",), roi="gt", seed=4)
-    result = evaluate_targets(sp, targets, tmp_path, cfg, show_progress=False)
+    result = evaluate_targets(method, targets, tmp_path, cfg, show_progress=False)
     assert result.evaluated == 1
-    assert len(sp.session.clicks) == 3  # every simulated click went through the session
+    assert len(method.session.clicks) == 3  # every simulated click went through the session
     rows = read_rows(tmp_path / "per_click.csv")
 
     # replay the recorded clicks by hand, as a user would, and score the result
@@ -53,27 +56,28 @@ def test_harness_scores_what_the_session_returns(
     user.set_image(image, modality="CT")
     user.new_object()
     user.set_roi_from_mask(gt)
-    assert user.roi.key == sp.session.tiles[0].roi.key  # ROI of the published protocol
+    assert user.roi.key == method.session.tiles[0].roi.key  # ROI of the published protocol
     for row in rows:
         mask = user.add_point((row["coord_i"], row["coord_j"], row["coord_k"]), row["positive"])
         dice = 2 * (mask & gt).sum() / (mask.sum() + gt.sum())
         assert row["dice"] == pytest.approx(dice)
-    assert np.array_equal(mask, sp.session.mask)
+    assert np.array_equal(mask, method.session.mask)
 
 
 def test_first_click_lies_in_the_roi(dataset: Path, checkpoint: Path) -> None:
-    sp = SessionPredictor(_session(checkpoint))
+    method = ModelMethod(_session(checkpoint))
+    assert isinstance(method, ClickMethod)
     image = read_volume(dataset / "imagesTr" / "case_0_0000.nii.gz")
     gt = read_volume(dataset / "labelsTr" / "case_0.nii.gz").array == 1
-    sp.set_image(image, modality="CT")
-    assert sp.roi_contains(np.argwhere(gt)) is None
-    sp.start_target(roi_mask=gt)
-    inside = sp.roi_contains(np.argwhere(gt))
+    method.set_image(image, modality="CT")
+    assert method.roi_contains(np.argwhere(gt)) is None
+    method.start_target(roi_mask=gt)
+    inside = method.roi_contains(np.argwhere(gt))
     assert inside is not None and inside.shape == (int(gt.sum()),) and inside.all()
-    sp.start_target(roi_mask=None)
-    assert sp.roi_contains(np.argwhere(gt)) is None
+    method.start_target(roi_mask=None)
+    assert method.roi_contains(np.argwhere(gt)) is None
     with pytest.raises(TypeError, match="InteractiveSession"):
-        SessionPredictor(object())  # type: ignore[arg-type]
+        ModelMethod(object())  # type: ignore[arg-type]
 
 
 def test_cli_evaluates_a_checkpoint(
@@ -128,9 +132,7 @@ def test_methods_compared_side_by_side_score_the_same_targets(
 def test_a_method_that_refuses_the_image_scores_misses(
     dataset: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
-    from sammed3d.io import Volume
-
-    class Refuses(SessionPredictor):
+    class Refuses(ModelMethod):
         def set_image(self, image: Volume, *, modality: str | None = None) -> None:
             raise ValueError("this method cannot read this image")
 
@@ -142,3 +144,35 @@ def test_a_method_that_refuses_the_image_scores_misses(
     assert res.evaluated == 2 and res.failed == 2 and res.skipped == 0
     assert res.summary is not None and res.summary["overall"]["2"]["dice"]["mean"] == 0.0
     assert "cannot read this image" in (tmp_path / "failed.csv").read_text()
+
+
+def test_region_growing_baseline(dataset: Path, tmp_path: Path) -> None:
+    targets = iter_targets(discover_dataset(dataset))
+    cfg = EvalConfig(clicks=(1, 3), seed=0, metrics=("dice", "hd95"))
+    evaluate_targets(RegionGrowing(), targets, tmp_path, cfg, show_progress=False)
+    rows = read_rows(tmp_path / "per_click.csv")
+    ball = [r for r in rows if r["class"] == "ball"]
+    box = [r for r in rows if r["class"] == "box"]
+    assert min(r["dice"] for r in ball) > 0.9
+    assert min(r["dice"] for r in box) > 0.9
+    assert all(math.isfinite(r["hd95"]) for r in rows)
+
+
+def test_region_growing_negative_click_removes_region() -> None:
+    image, label = make_case(0)
+    vol = Volume(image, (1.0, 1.25, 2.0))
+    rg = RegionGrowing()
+    assert isinstance(rg, ClickMethod)
+    rg.set_image(vol)
+    rg.start_target(roi_mask=label == 2, gt=None)  # the box centres the growing box
+    inside = rg.roi_contains(np.argwhere(label == 2))
+    assert inside is not None and inside.all()
+    rg.start_target(roi_mask=None, gt=None)
+    assert rg.roi_contains(np.argwhere(label == 2)) is None  # placed by the first click
+    ball_voxel = tuple(int(v) for v in np.argwhere(label == 1)[0])
+    mask = rg.add_click(Click(ball_voxel, True))
+    assert (mask & (label == 1)).sum() > 0.9 * (label == 1).sum()
+    mask = rg.add_click(Click(ball_voxel, False))
+    assert not mask.any()
+    with pytest.raises(ValueError, match="outside"):
+        rg.add_click(Click((99, 0, 0), True))
