@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from sammed3d.clicks import Click
 from sammed3d.inference import InteractiveSession, SamMed3DPredictor
 from sammed3d.io import read_volume, write_volume
 
@@ -290,3 +291,55 @@ def test_export_warns_about_an_empty_object(lab, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         session.export_label_map(tmp_path / "l.nii.gz")
     assert "object 5 is empty" in caplog.text
+
+
+def test_add_click_returns_the_voxel_used_and_voxel_count_needs_no_full_mask(lab):
+    vol, _, (ca, cb), _ = _two_spheres(lab)
+    session, _ = _session(lab, vol)
+    assert session.voxel_count() == 0  # no object yet
+    click = session.add_click(ca + np.array([0.3, -0.4, 0.5]))  # fractional: nearest voxel
+    assert click == Click(tuple(int(v) for v in ca + np.array([0, 0, 1])), True)
+    assert session.clicks == (click,)
+    first = session.mask
+    assert session.voxel_count() == int(first.sum()) > 0
+    session.new_object(4)
+    assert session.voxel_count() == 0
+    session.add_click(cb)
+    assert session.voxel_count() == int(session.mask.sum()) > 0
+    assert session.voxel_count(1) == int(first.sum())
+    with pytest.raises(ValueError, match="no object 9"):
+        session.voxel_count(9)
+    # add_point is add_click plus the full mask
+    np.testing.assert_array_equal(session.add_point(cb, positive=False), session.mask)
+
+
+def test_the_session_uses_only_the_predictors_public_members(lab):
+    """Every attribute of the predictor read from outside its own module is public."""
+    import sys
+
+    used: set[str] = set()
+
+    class Watched(SamMed3DPredictor):
+        def __getattribute__(self, name):
+            caller = sys._getframe(1).f_globals.get("__name__")
+            if caller != "sammed3d.inference.predictor":
+                used.add(name)
+            return super().__getattribute__(name)
+
+    vol, _, (ca, cb), (da, _) = _two_spheres(lab)
+    session = InteractiveSession(Watched(lab.OracleModel(img_size=48), max_rois=3))
+    session.set_image(vol)
+    session.add_point(ca)
+    session.add_point(ca + np.array([1, 1, 0]), positive=False)
+    session.new_object()
+    session.set_roi_from_mask(da <= 7.0)
+    session.add_point(ca)
+    session.new_object()
+    session.set_roi_center(cb)
+    session.add_point(cb)
+    session.undo()
+    session.redo()
+    assert session.label_map.any()
+    assert used, "the watch saw nothing"
+    assert {"click_voxels", "predict_tile", "native_block"} <= used
+    assert not [n for n in used if n.startswith("_") and not n.startswith("__")], used
