@@ -209,16 +209,11 @@ def test_descendants_follow_the_parent_chain():
 
 
 def _rod(lab):
-    """A 300 mm rod along native i; 3 mm lattice; 32-voxel (96 mm) ROIs."""
-    shape, spacing = (60, 14, 14), (6.0, 3.0, 3.0)
-    base = Volume(np.zeros(shape, np.float32), spacing)
-    xyz = base.index_to_physical(np.indices(shape).transpose(1, 2, 3, 0))
-    radial = np.linalg.norm((xyz - np.array([0.0, 19.5, 19.5]))[..., 1:], axis=-1)
-    rod = (radial <= 9.0) & (xyz[..., 0] >= 30.0) & (xyz[..., 0] <= 330.0)
-    img = np.where(rod, 300.0, 100.0) + np.random.default_rng(1).uniform(0, 8, shape)
+    """The rod of ``lab.make_rod`` (3 mm lattice, 32-voxel ROIs) in an oracle predictor."""
+    vol, rod, radial = lab.make_rod()
     model = lab.OracleModel(img_size=32)
     predictor = SamMed3DPredictor(model, target_spacing=(3.0, 3.0, 3.0), extend=False)
-    predictor.set_image(base.with_array(img.astype(np.float32)))
+    predictor.set_image(vol)
     return predictor, model, rod, radial
 
 

@@ -14,7 +14,7 @@ from sammed3d.data.transforms import (
     zscore_foreground,
 )
 from sammed3d.inference import SamMed3DPredictor
-from sammed3d.io import Volume, VolumeError
+from sammed3d.io import VolumeError
 
 GEOMETRY_NAMES = ["lps_aniso", "ras_stored", "oblique", "permuted_flipped"]
 
@@ -137,15 +137,7 @@ def test_roi_from_mask_uses_the_published_bbox_centring(lab):
 
 def test_object_larger_than_the_roi_is_extended_and_stitched(lab):
     # 6 mm voxels along i: a 300 mm long rod; ROI = 32 voxels x 3 mm = 96 mm
-    shape, spacing = (60, 14, 14), (6.0, 3.0, 3.0)
-    base = Volume(np.zeros(shape, np.float32), spacing, (0.0, 0.0, 0.0))
-    xyz = base.index_to_physical(np.indices(shape).transpose(1, 2, 3, 0))
-    axis_pt = np.array([0.0, 19.5, 19.5])
-    radial = np.linalg.norm((xyz - axis_pt)[..., 1:], axis=-1)
-    rod = (radial <= 9.0) & (xyz[..., 0] >= 30.0) & (xyz[..., 0] <= 330.0)
-    rng = np.random.default_rng(1)
-    img = np.where(rod, 300.0, 100.0) + rng.uniform(0, 8, size=shape)
-    vol = base.with_array(img.astype(np.float32))
+    vol, rod, radial = lab.make_rod()
     click = (30, 7, 7)
 
     model = lab.OracleModel(img_size=32)

@@ -199,15 +199,7 @@ def test_refinement_outside_the_first_roi_opens_a_new_one(lab):
 
 
 def test_extension_in_the_session(lab):
-    from sammed3d.io import Volume
-
-    shape, spacing = (60, 14, 14), (6.0, 3.0, 3.0)
-    base = Volume(np.zeros(shape, np.float32), spacing)
-    xyz = base.index_to_physical(np.indices(shape).transpose(1, 2, 3, 0))
-    radial = np.linalg.norm((xyz - np.array([0.0, 19.5, 19.5]))[..., 1:], axis=-1)
-    rod = (radial <= 9.0) & (xyz[..., 0] >= 30.0) & (xyz[..., 0] <= 330.0)
-    img = np.where(rod, 300.0, 100.0) + np.random.default_rng(1).uniform(0, 8, shape)
-    vol = base.with_array(img.astype(np.float32))
+    vol, rod, radial = lab.make_rod()
     model = lab.OracleModel(img_size=32)
     pred = SamMed3DPredictor(model, target_spacing=(3.0, 3.0, 3.0), max_rois=10)
     session = InteractiveSession(pred)
