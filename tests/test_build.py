@@ -112,6 +112,44 @@ def test_build_model_with_checkpoint(tmp_path, tiny_model):
         build_model("sam_med3d_small", checkpoint=path)
 
 
+def test_loaders_record_the_file_and_resolve_the_checkpoint_argument_once(
+    tmp_path, tiny_model, monkeypatch
+):
+    from sammed3d import paths
+
+    path = save_checkpoint(tiny_model, tmp_path / "t.pth")
+    seen = []
+    require = paths.require_checkpoint
+    monkeypatch.setattr(
+        paths, "require_checkpoint", lambda arg=None: seen.append(arg) or require(arg)
+    )
+    assert load_checkpoint(str(path)).checkpoint_path == path
+    assert build_model("sam_med3d_tiny", checkpoint=path).checkpoint_path == path
+    assert seen == [str(path), path]
+    monkeypatch.setenv("SAMMED3D_CHECKPOINT", str(path))
+    assert load_checkpoint(None).checkpoint_path == path  # None: the default checkpoint
+
+
+def test_one_device_rule_for_the_api(monkeypatch):
+    from sammed3d.build import resolve_model_device
+    from sammed3d.devices import DeviceError
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    auto = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    assert resolve_model_device("auto") == auto
+    assert resolve_model_device(None) == auto
+    assert resolve_model_device(" CPU ") == torch.device("cpu")
+    assert resolve_model_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_model_device("meta") == torch.device("meta")  # shape-only models pass
+    assert resolve_model_device(torch.device("meta")) == torch.device("meta")
+    with pytest.raises(DeviceError, match="unknown device 'tpu'"):
+        resolve_model_device("tpu")
+    assert next(build_model("sam_med3d_tiny", device="auto").parameters()).device == auto
+    if torch.version.cuda is None:
+        with pytest.raises(DeviceError, match="no CUDA support"):
+            build_model("sam_med3d_tiny", device="cuda")
+
+
 def test_published_format_checkpoint_loads_weights_only(small_checkpoint):
     model = load_checkpoint(small_checkpoint)
     assert model.config.encoder_embed_dim == 96 and not model.training

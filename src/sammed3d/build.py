@@ -164,6 +164,27 @@ def _build_sam3d(cfg: ModelConfig, attn_impl: AttentionImpl = "fast") -> Sam3D:
     )
 
 
+def resolve_model_device(device: str | torch.device | None) -> torch.device:
+    """Where :func:`build_model`, :func:`load_checkpoint` and the predictors put a model.
+
+    The API's one device rule: names go through :func:`sammed3d.devices.resolve_device`
+    (``auto``/None: a usable GPU, else the CPU; ``cpu``, ``cuda``, ``cuda:N``, ``mps``), so
+    ``device="auto"`` means the same in Python as ``--device auto`` on the command line.
+    ``meta`` passes unchanged (shape-only models).
+
+    Raises:
+        sammed3d.devices.DeviceError: an unknown name, or a device this installation cannot
+            use (one line).
+    """
+    from sammed3d.devices import resolve_device
+
+    if isinstance(device, torch.device) and device.type == "meta":
+        return device
+    if isinstance(device, str) and device.strip().lower() == "meta":
+        return torch.device("meta")
+    return resolve_device(device)
+
+
 def build_model(
     name_or_config: str | ModelConfig | Mapping[str, Any] = "sam_med3d_turbo",
     checkpoint: str | os.PathLike[str] | None = None,
@@ -178,7 +199,7 @@ def build_model(
         name_or_config: A registry name (``sam_med3d``, ``sam_med3d_turbo``, ...), a
             :class:`ModelConfig` or a config dict.
         checkpoint: Weights to load; their shapes must match the architecture.
-        device: Where to put the model.
+        device: Where to put the model (:func:`resolve_model_device`: ``auto``, ``cpu``, ...).
         attn_impl: ``"fast"`` (exact, default) or ``"reference"`` encoder attention.
         allow_unsafe_pickle: Allow unpickling arbitrary objects (old published files). Only
             for files you trust.
@@ -192,7 +213,8 @@ def build_model(
     if checkpoint is not None:
         ckpt = read_checkpoint(checkpoint, allow_unsafe_pickle=allow_unsafe_pickle)
         _load_state_dict_strict(model, ckpt.state_dict, source=str(ckpt.path))
-    return model.to(device).eval()
+        model.checkpoint_path = ckpt.path  # type: ignore[assignment]
+    return model.to(resolve_model_device(device)).eval()
 
 
 class _Checkpoint:
@@ -212,13 +234,18 @@ class _Checkpoint:
 
 
 def read_checkpoint(
-    path: str | os.PathLike[str], *, allow_unsafe_pickle: bool = False
+    path: str | os.PathLike[str] | None, *, allow_unsafe_pickle: bool = False
 ) -> _Checkpoint:
     """Read and normalise a checkpoint file without building a model.
 
+    This is where a checkpoint argument is resolved (:func:`sammed3d.paths.require_checkpoint`)
+    for every loader; callers pass what the user gave and read the file used from the result
+    (``.path``; a loaded model's ``checkpoint_path``).
+
     Args:
         path: A checkpoint file, or the name of published weights (``turbo``, ``sam_med3d``,
-            ``default``; see :mod:`sammed3d.weights`), fetched and verified on first use.
+            ``default``; see :mod:`sammed3d.weights`), fetched and verified on first use;
+            None: the default checkpoint.
         allow_unsafe_pickle: Allow pickled Python objects besides tensors (trusted files only).
 
     Raises:
@@ -471,7 +498,7 @@ def _preview(items: list[str], n: int = 5) -> str:
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None,
     device: str | torch.device = "cpu",
     *,
     attn_impl: AttentionImpl = "fast",
@@ -481,8 +508,10 @@ def load_checkpoint(
 
     Args:
         path: A published checkpoint (``sam_med3d.pth``, ``sam_med3d_turbo.pth``), a bare state
-            dict, or a file written by :func:`save_checkpoint`.
-        device: Where to put the model.
+            dict, or a file written by :func:`save_checkpoint`; a published name (``turbo``);
+            None: the default checkpoint (:func:`read_checkpoint` resolves it). The file
+            read is recorded as the model's ``checkpoint_path``.
+        device: Where to put the model (:func:`resolve_model_device`: ``auto``, ``cpu``, ...).
         attn_impl: ``"fast"`` (exact, default) or ``"reference"`` encoder attention.
         allow_unsafe_pickle: Needed for the original Google-Drive files, which pickle non-tensor
             objects. Only for files you trust.
@@ -498,7 +527,8 @@ def load_checkpoint(
     model.config = cfg  # type: ignore[assignment]
     _load_state_dict_strict(model, ckpt.state_dict, source=str(ckpt.path))
     model.metadata = ckpt.metadata  # type: ignore[assignment]
-    return model.to(device).eval()
+    model.checkpoint_path = ckpt.path  # type: ignore[assignment]
+    return model.to(resolve_model_device(device)).eval()
 
 
 def model_config_of(model: Sam3D) -> ModelConfig:

@@ -135,7 +135,6 @@ def run_demo(
     """
     from sammed3d.clicks import sample_next_click
     from sammed3d.inference import InteractiveSession, SamMed3DPredictor
-    from sammed3d.paths import require_checkpoint
 
     image_path, labels_path, names = demo_assets()
     unknown = [s for s in structures if s not in names]
@@ -145,14 +144,14 @@ def run_demo(
         raise ValueError("no structures given")
     if clicks < 1:
         raise ValueError(f"clicks must be >= 1, got {clicks}")
-    ckpt = require_checkpoint(checkpoint)
+    t0 = time.perf_counter()
+    predictor = SamMed3DPredictor.from_checkpoint(  # resolves the checkpoint (once)
+        checkpoint, device=device, allow_unsafe_pickle=allow_unsafe_pickle, extend=extend
+    )
+    ckpt = predictor.checkpoint
+    assert ckpt is not None
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    t0 = time.perf_counter()
-    predictor = SamMed3DPredictor.from_checkpoint(
-        ckpt, device=device, allow_unsafe_pickle=allow_unsafe_pickle, extend=extend
-    )
     session = InteractiveSession(predictor)
     image = read_volume(image_path)
     reference = read_volume(labels_path)

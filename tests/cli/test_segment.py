@@ -307,3 +307,64 @@ def test_an_empty_mask_is_a_warning_on_stderr(tmp_path, image, capsys):
     assert "0 voxels" in captured.out
     assert "warning: the mask is empty" in captured.err
     assert out.exists() and not read_volume(out).array.any()
+
+
+def test_a_fractional_click_is_rounded_once_and_shown(tmp_path, image, ckpt, capsys):
+    out = tmp_path / "frac.nii.gz"
+    argv = ["segment", str(image), "-p", "14.5", "13.6", "8.4", "--checkpoint", str(ckpt)]
+    assert main([*argv, "-o", str(out), "--no-extend"]) == 0
+    assert "click 1/1 + at (15, 14, 8)" in capsys.readouterr().out  # 14.5 -> 15: ties go up
+    whole = tmp_path / "whole.nii.gz"
+    argv = ["segment", str(image), "-p", "15", "14", "8", "--checkpoint", str(ckpt)]
+    assert main([*argv, "-o", str(whole), "--no-extend"]) == 0
+    np.testing.assert_array_equal(read_volume(out).array, read_volume(whole).array)
+
+
+def test_every_click_is_checked_before_the_model_runs(tmp_path, image, ckpt, capsys, monkeypatch):
+    from sammed3d.inference import SamMed3DPredictor
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model ran before the clicks were checked")
+
+    monkeypatch.setattr(SamMed3DPredictor, "predict_tile", no_model)
+    argv = ["segment", str(image), "-p", "15", "14", "8", "-n", "15", "14", "17.5"]
+    assert main([*argv, "--checkpoint", str(ckpt), "-o", str(tmp_path / "m.nii.gz")]) == 2
+    assert _err(capsys) == (
+        "error: click 2 at native voxel index (15, 14, 17.5) is outside the image: native "
+        "voxel indices (i, j, k) must lie in [0, 39] x [0, 33] x [0, 17]"
+    )
+
+
+def test_segment_reads_checks_and_resolves_once_and_builds_no_full_mask_per_click(
+    tmp_path, image, ckpt, monkeypatch, capsys
+):
+    from sammed3d import paths
+    from sammed3d.inference import InteractiveSession, predictor, validation
+
+    counts = {"read": 0, "check": 0, "checkpoint": 0, "mask": 0}
+
+    def counted(key, fn):
+        def wrapper(*args, **kwargs):
+            counts[key] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(validation, "read_volume", counted("read", validation.read_volume))
+    check = counted("check", validation.check_image_array)
+    monkeypatch.setattr(validation, "check_image_array", check)
+    monkeypatch.setattr(predictor, "check_image_array", check)
+    monkeypatch.setattr(
+        paths, "require_checkpoint", counted("checkpoint", paths.require_checkpoint)
+    )
+    mask = InteractiveSession.mask
+    monkeypatch.setattr(
+        InteractiveSession,
+        "mask",
+        property(counted("mask", mask.fget)),  # type: ignore[attr-defined]
+    )
+    argv = ["segment", str(image), "-p", "15", "14", "8", "-n", "12", "10", "6", "-p", "16", "14"]
+    argv += ["8", "--checkpoint", str(ckpt), "-o", str(tmp_path / "m.nii.gz")]
+    assert main(argv) == 0
+    assert counts == {"read": 1, "check": 1, "checkpoint": 1, "mask": 0}
+    assert f"loaded {ckpt} on " in capsys.readouterr().out

@@ -123,16 +123,34 @@ def make_phantom(
     return base.with_array(img.astype(np.float32)), xyz
 
 
+def make_rod() -> tuple[Volume, np.ndarray, np.ndarray]:
+    """A 300 mm bright rod along native ``i`` (radius 9 mm) in a 60 x 14 x 14 volume with
+    6 x 3 x 3 mm voxels: longer than three 96 mm ROIs (32 voxels on a 3 mm lattice).
+
+    Returns the volume, the rod's ``(I, J, K)`` mask and each voxel's distance (mm) to the
+    rod's axis.
+    """
+    shape, spacing = (60, 14, 14), (6.0, 3.0, 3.0)
+    base = Volume(np.zeros(shape, np.float32), spacing)
+    xyz = base.index_to_physical(np.indices(shape).transpose(1, 2, 3, 0))
+    radial = np.linalg.norm((xyz - np.array([0.0, 19.5, 19.5]))[..., 1:], axis=-1)
+    rod = (radial <= 9.0) & (xyz[..., 0] >= 30.0) & (xyz[..., 0] <= 330.0)
+    img = np.where(rod, 300.0, 100.0) + np.random.default_rng(1).uniform(0, 8, shape)
+    return base.with_array(img.astype(np.float32)), rod, radial
+
+
 def volume_center(volume: Volume) -> np.ndarray:
     return volume.index_to_physical((np.asarray(volume.shape) - 1) / 2)
 
 
 @pytest.fixture()
 def lab() -> SimpleNamespace:
-    """Helpers: ``OracleModel``, ``make_phantom``, ``volume_center``, ``GEOMETRIES``."""
+    """Helpers: ``OracleModel``, ``make_phantom``, ``make_rod``, ``volume_center``,
+    ``GEOMETRIES``."""
     return SimpleNamespace(
         OracleModel=OracleModel,
         make_phantom=make_phantom,
+        make_rod=make_rod,
         volume_center=volume_center,
         GEOMETRIES=GEOMETRIES,
     )

@@ -14,7 +14,7 @@ from sammed3d.data.transforms import (
     zscore_foreground,
 )
 from sammed3d.inference import SamMed3DPredictor
-from sammed3d.io import Volume, VolumeError
+from sammed3d.io import VolumeError
 
 GEOMETRY_NAMES = ["lps_aniso", "ras_stored", "oblique", "permuted_flipped"]
 
@@ -137,15 +137,7 @@ def test_roi_from_mask_uses_the_published_bbox_centring(lab):
 
 def test_object_larger_than_the_roi_is_extended_and_stitched(lab):
     # 6 mm voxels along i: a 300 mm long rod; ROI = 32 voxels x 3 mm = 96 mm
-    shape, spacing = (60, 14, 14), (6.0, 3.0, 3.0)
-    base = Volume(np.zeros(shape, np.float32), spacing, (0.0, 0.0, 0.0))
-    xyz = base.index_to_physical(np.indices(shape).transpose(1, 2, 3, 0))
-    axis_pt = np.array([0.0, 19.5, 19.5])
-    radial = np.linalg.norm((xyz - axis_pt)[..., 1:], axis=-1)
-    rod = (radial <= 9.0) & (xyz[..., 0] >= 30.0) & (xyz[..., 0] <= 330.0)
-    rng = np.random.default_rng(1)
-    img = np.where(rod, 300.0, 100.0) + rng.uniform(0, 8, size=shape)
-    vol = base.with_array(img.astype(np.float32))
+    vol, rod, radial = lab.make_rod()
     click = (30, 7, 7)
 
     model = lab.OracleModel(img_size=32)
@@ -281,3 +273,107 @@ def test_normalise_modality_agrees_with_the_dataset_reader(raw, expected):
     assert normalise_modality(None) is None
     with pytest.raises(ValueError, match="non-empty string"):
         normalise_modality("  ")
+
+
+def test_click_voxels_rounds_once_to_the_nearest_voxel_ties_up(lab):
+    vol, _, _, _ = _sphere_setup(lab, "lps_aniso")  # shape (41, 35, 19)
+    predictor = SamMed3DPredictor(lab.OracleModel(img_size=32), extend=False)
+    predictor.set_image(vol)
+    got = predictor.click_voxels([[2.5, 3.49, 4.51], [-0.5, 0.0, 17.9], [30.4999999, 1, 2]])
+    assert got.dtype == np.int64 and got.shape == (3, 3)
+    # ties go up (ITK's rule); values within 1e-6 of a tie count as the tie
+    assert got.tolist() == [[3, 3, 5], [0, 0, 18], [31, 1, 2]]
+    assert predictor.click_voxels((7, 8, 9)).tolist() == [[7, 8, 9]]  # one point: (1, 3)
+    with pytest.raises(ValueError) as exc:
+        predictor.click_voxels([[1, 1, 1], [40.5, 2, 3]])
+    assert str(exc.value) == (
+        "click 2 at native voxel index (40.5, 2, 3) is outside the image: native voxel "
+        "indices (i, j, k) must lie in [0, 40] x [0, 34] x [0, 18]"
+    )
+    with pytest.raises(ValueError, match=r"^click at native voxel index \(-0.6, 0, 0\) is outside"):
+        predictor.click_voxels((-0.6, 0, 0))
+    with pytest.raises(ValueError, match=r"\(N, 3\) native voxel indices .* got shape \(1, 2\)"):
+        predictor.click_voxels([[1, 2]])
+    with pytest.raises(ValueError, match="finite"):
+        predictor.click_voxels([1.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match="must be numbers"):
+        predictor.click_voxels(["a", "b", "c"])
+    with pytest.raises(RuntimeError, match="set_image"):
+        SamMed3DPredictor(lab.OracleModel(img_size=32)).click_voxels((1, 2, 3))
+
+
+def test_a_fractional_click_is_its_nearest_voxel(lab):
+    vol, _, _, click = _sphere_setup(lab, "oblique")
+    model = lab.OracleModel(img_size=48)
+    predictor = SamMed3DPredictor(model, extend=False)
+    predictor.set_image(vol)
+    exact = predictor.predict([click], [1])
+    nudged = predictor.predict([click + np.array([0.4, -0.49, 0.3])], [1])
+    assert nudged.roi == exact.roi
+    np.testing.assert_array_equal(nudged.mask, exact.mask)
+    torch.testing.assert_close(model.decode_calls[-1]["coords"], model.decode_calls[-2]["coords"])
+    # a tie goes up: k + 0.5 is voxel k + 1
+    half = predictor.predict([click + np.array([0, 0, 0.5])], [1])
+    up = predictor.predict([click + np.array([0, 0, 1])], [1])
+    assert half.roi == up.roi
+    torch.testing.assert_close(model.decode_calls[-1]["coords"], model.decode_calls[-2]["coords"])
+
+
+def test_roi_at_keeps_a_continuous_centre(lab):
+    """roi_at centres on a point (a box centre may be fractional), as the evaluation needs."""
+    vol, _, _, click = _sphere_setup(lab, "lps_aniso")
+    predictor = SamMed3DPredictor(lab.OracleModel(img_size=32), extend=False)
+    predictor.set_image(vol)
+    point = click + np.array([0.5, 0.5, 0.5])
+    assert predictor.roi_at(point) == predictor.lattice.roi_at(point, 32)
+    with pytest.raises(ValueError, match="outside the image"):
+        predictor.roi_at((-1, 0, 0))
+
+
+def test_check_roi_refuses_rois_of_other_images_and_sizes(lab):
+    vol, _, _, click = _sphere_setup(lab, "lps_aniso")
+    predictor = SamMed3DPredictor(lab.OracleModel(img_size=32), extend=False)
+    predictor.set_image(vol)
+    roi = predictor.roi_at(click)
+    predictor.check_roi(roi)
+    with pytest.raises(ValueError, match="ROI size"):
+        predictor.check_roi(predictor.lattice.roi(roi.start, 16))
+    with pytest.raises(TypeError, match="RoiGrid"):
+        predictor.check_roi(roi.start)  # type: ignore[arg-type]
+    predictor.set_image(vol)
+    with pytest.raises(ValueError, match="another image"):
+        predictor.check_roi(roi)
+    with pytest.raises(ValueError, match="another image"):
+        predictor.predict([click], [1], roi=roi)
+
+
+def test_from_checkpoint_resolves_device_and_checkpoint_once(tmp_path, tiny_model, monkeypatch):
+    from sammed3d import paths, save_checkpoint
+    from sammed3d.devices import DeviceError
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    path = save_checkpoint(tiny_model, tmp_path / "tiny.pth")
+    resolved = []
+    require = paths.require_checkpoint
+
+    def counting(arg=None):
+        resolved.append(arg)
+        return require(arg)
+
+    monkeypatch.setattr(paths, "require_checkpoint", counting)
+    predictor = SamMed3DPredictor.from_checkpoint(str(path), device="auto")
+    assert resolved == [str(path)]
+    assert predictor.checkpoint == path
+    expected = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    assert predictor.device == expected  # "auto": the same rule as --device auto
+    assert next(predictor.model.parameters()).device == expected
+    monkeypatch.setenv("SAMMED3D_CHECKPOINT", str(path))
+    resolved.clear()
+    assert SamMed3DPredictor.from_checkpoint(None).checkpoint == path  # the default
+    assert resolved == [None]
+    assert SamMed3DPredictor(tiny_model).checkpoint is None  # built in memory
+    with pytest.raises(DeviceError, match="unknown device 'gpu0'"):
+        SamMed3DPredictor(tiny_model, device="gpu0")
+    if torch.version.cuda is None:
+        with pytest.raises(DeviceError, match="no CUDA support"):
+            SamMed3DPredictor.from_checkpoint(str(path), device="cuda")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from sammed3d.clicks import Click
 from sammed3d.inference import InteractiveSession, SamMed3DPredictor
 from sammed3d.io import read_volume, write_volume
 
@@ -198,15 +199,7 @@ def test_refinement_outside_the_first_roi_opens_a_new_one(lab):
 
 
 def test_extension_in_the_session(lab):
-    from sammed3d.io import Volume
-
-    shape, spacing = (60, 14, 14), (6.0, 3.0, 3.0)
-    base = Volume(np.zeros(shape, np.float32), spacing)
-    xyz = base.index_to_physical(np.indices(shape).transpose(1, 2, 3, 0))
-    radial = np.linalg.norm((xyz - np.array([0.0, 19.5, 19.5]))[..., 1:], axis=-1)
-    rod = (radial <= 9.0) & (xyz[..., 0] >= 30.0) & (xyz[..., 0] <= 330.0)
-    img = np.where(rod, 300.0, 100.0) + np.random.default_rng(1).uniform(0, 8, shape)
-    vol = base.with_array(img.astype(np.float32))
+    vol, rod, radial = lab.make_rod()
     model = lab.OracleModel(img_size=32)
     pred = SamMed3DPredictor(model, target_spacing=(3.0, 3.0, 3.0), max_rois=10)
     session = InteractiveSession(pred)
@@ -290,3 +283,55 @@ def test_export_warns_about_an_empty_object(lab, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         session.export_label_map(tmp_path / "l.nii.gz")
     assert "object 5 is empty" in caplog.text
+
+
+def test_add_click_returns_the_voxel_used_and_voxel_count_needs_no_full_mask(lab):
+    vol, _, (ca, cb), _ = _two_spheres(lab)
+    session, _ = _session(lab, vol)
+    assert session.voxel_count() == 0  # no object yet
+    click = session.add_click(ca + np.array([0.3, -0.4, 0.5]))  # fractional: nearest voxel
+    assert click == Click(tuple(int(v) for v in ca + np.array([0, 0, 1])), True)
+    assert session.clicks == (click,)
+    first = session.mask
+    assert session.voxel_count() == int(first.sum()) > 0
+    session.new_object(4)
+    assert session.voxel_count() == 0
+    session.add_click(cb)
+    assert session.voxel_count() == int(session.mask.sum()) > 0
+    assert session.voxel_count(1) == int(first.sum())
+    with pytest.raises(ValueError, match="no object 9"):
+        session.voxel_count(9)
+    # add_point is add_click plus the full mask
+    np.testing.assert_array_equal(session.add_point(cb, positive=False), session.mask)
+
+
+def test_the_session_uses_only_the_predictors_public_members(lab):
+    """Every attribute of the predictor read from outside its own module is public."""
+    import sys
+
+    used: set[str] = set()
+
+    class Watched(SamMed3DPredictor):
+        def __getattribute__(self, name):
+            caller = sys._getframe(1).f_globals.get("__name__")
+            if caller != "sammed3d.inference.predictor":
+                used.add(name)
+            return super().__getattribute__(name)
+
+    vol, _, (ca, cb), (da, _) = _two_spheres(lab)
+    session = InteractiveSession(Watched(lab.OracleModel(img_size=48), max_rois=3))
+    session.set_image(vol)
+    session.add_point(ca)
+    session.add_point(ca + np.array([1, 1, 0]), positive=False)
+    session.new_object()
+    session.set_roi_from_mask(da <= 7.0)
+    session.add_point(ca)
+    session.new_object()
+    session.set_roi_center(cb)
+    session.add_point(cb)
+    session.undo()
+    session.redo()
+    assert session.label_map.any()
+    assert used, "the watch saw nothing"
+    assert {"click_voxels", "predict_tile", "native_block"} <= used
+    assert not [n for n in used if n.startswith("_") and not n.startswith("__")], used

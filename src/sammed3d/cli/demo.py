@@ -44,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
     from sammed3d.demo import DEFAULT_STRUCTURES, run_demo
     from sammed3d.devices import resolve_device
     from sammed3d.io import check_output_file
-    from sammed3d.paths import require_checkpoint
 
     structures = (
         tuple(s.strip() for s in args.structures.split(",") if s.strip())
@@ -61,12 +60,11 @@ def run(args: argparse.Namespace) -> int:
     for name in DEMO_OUTPUTS:
         check_output_file(out / name, overwrite=overwrite)
     device = str(resolve_device(args.device))
-    checkpoint = require_checkpoint(args.checkpoint)
     created = not out.exists()
     try:
-        result = run_demo(
+        result = run_demo(  # resolves --checkpoint (once) before it writes anything
             out,
-            checkpoint=checkpoint,
+            checkpoint=args.checkpoint,
             structures=structures,
             clicks=args.clicks,
             device=device,

@@ -86,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
     from sammed3d.cli.segment import _check_output_name
     from sammed3d.devices import resolve_device
     from sammed3d.io import check_output_file
-    from sammed3d.task.checkpoint import resolve_task_checkpoint
 
     if (args.image is None) == (args.data is None):
         raise CLIError("give either an IMAGE or --data DATASET (not both)")
@@ -96,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise CLIError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    # everything that can be checked before the work: output, device, checkpoint
+    # everything that can be checked before the work: output, device
     if args.data is None:
         _check_output_name(args.output)
         check_output_file(args.output, overwrite=args.overwrite, protect=(args.image,))
@@ -105,12 +104,13 @@ def run(args: argparse.Namespace) -> int:
 
         check_output_dir(args.output, overwrite=args.overwrite)
     device = resolve_device(args.device)
-    ckpt = resolve_task_checkpoint(args.checkpoint)
 
     from sammed3d.task.predictor import TaskPredictor
 
     t0 = time.perf_counter()
-    predictor = TaskPredictor.from_checkpoint(ckpt, device, overlap=args.overlap)
+    # resolves --checkpoint (a file or a run folder's newest checkpoint) once
+    predictor = TaskPredictor.from_checkpoint(args.checkpoint, device, overlap=args.overlap)
+    ckpt = predictor.model.checkpoint_path
     spec = predictor.spec
     origin = spec.encoder_origin
     source = origin.get("checkpoint") if origin.get("init") == "checkpoint" else "scratch"

@@ -7,8 +7,12 @@ Example::
 
 Points are native voxel indices ``I J K`` of the image (the order of ITK-SNAP, 3D Slicer's
 "IJK" and nibabel; see ``sammed3d.inference.geometry``), or physical millimetres with
-``--coords ras`` / ``--coords lps``. Clicks are applied one per step in the order given, as
-in the published interaction (``--accumulate`` gives every click at each step).
+``--coords ras`` / ``--coords lps``. A click is a voxel: fractional indices (and every point
+given in mm) go to the nearest voxel, ties rounded up (``2.5 -> 3``), in one place,
+:meth:`sammed3d.SamMed3DPredictor.click_voxels`, which also checks every click against the
+image before the first model run; each printed click line shows the voxel used. Clicks are
+applied one per step in the order given, as in the published interaction (``--accumulate``
+gives every click at each step).
 """
 
 from __future__ import annotations
@@ -67,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_coordinate,
         metavar=("I", "J", "K"),
         action=_ClickAction,
-        help="a positive click (repeatable); native voxel indices unless --coords says mm",
+        help="a positive click (repeatable); native voxel indices unless --coords says mm; "
+        "fractional values go to the nearest voxel (.5 rounds up)",
     )
     parser.add_argument(
         "-n",
@@ -145,10 +150,8 @@ def run(args: argparse.Namespace) -> int:
 
     from sammed3d.cli import CLIError
     from sammed3d.devices import resolve_device
-    from sammed3d.inference import InteractiveSession, SamMed3DPredictor, read_modality
-    from sammed3d.inference.validation import load_image
+    from sammed3d.inference import InteractiveSession, SamMed3DPredictor
     from sammed3d.io import check_output_file
-    from sammed3d.paths import require_checkpoint
 
     t_start = time.perf_counter()
     clicks = args.clicks or []
@@ -160,74 +163,63 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--label must be in 1..65535, got {args.label}")
     check_max_rois(args.max_rois)
     _check_output_name(args.output)
-    # everything that can be checked before the work: output, device, checkpoint
+    # everything that can be checked before the work: output, device
     check_output_file(args.output, overwrite=args.overwrite, protect=(args.image,))
     if args.threads is not None:
         if args.threads < 1:
             raise CLIError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    device = str(resolve_device(args.device))
-    ckpt = require_checkpoint(args.checkpoint)
+    device = resolve_device(args.device)
 
     t0 = time.perf_counter()
-    volume = load_image(
-        args.image,
-        allow_label_like=args.allow_label_image,
-        irregular_slices=args.irregular_slices,
-    )
-    print(
-        f"read {args.image}: shape {volume.shape}, spacing "
-        f"{tuple(round(s, 3) for s in volume.spacing)} mm ({time.perf_counter() - t0:.2f} s)"
-    )
-    points = np.asarray([xyz for xyz, _ in clicks], dtype=np.float64)
-    if args.coords != "voxel":
-        lps = points * (np.array([-1.0, -1.0, 1.0]) if args.coords == "ras" else 1.0)
-        points = volume.physical_to_index(lps)
-    shape = np.asarray(volume.shape)
-    for n, ijk in enumerate(points, start=1):
-        voxel = np.floor(np.round(ijk, 6) + 0.5)
-        if np.any(voxel < 0) or np.any(voxel > shape - 1):
-            given = " ".join(f"{v:g}" for v in clicks[n - 1][0])
-            raise CLIError(
-                f"click {n} ({given}{'' if args.coords == 'voxel' else ' mm ' + args.coords}) is "
-                f"outside the image: voxel indices must lie in [0, {shape[0] - 1}] x "
-                f"[0, {shape[1] - 1}] x [0, {shape[2] - 1}]"
-            )
-    modality = args.modality or read_modality(args.image)
-
-    t0 = time.perf_counter()
-    predictor = SamMed3DPredictor.from_checkpoint(
-        ckpt,
+    predictor = SamMed3DPredictor.from_checkpoint(  # resolves --checkpoint (once)
+        args.checkpoint,
         device,
         allow_unsafe_pickle=args.allow_unsafe_pickle,
         extend=not args.no_extend,
         max_rois=args.max_rois,
     )
-    print(f"loaded {ckpt} on {device} ({time.perf_counter() - t0:.2f} s)")
+    print(f"loaded {predictor.checkpoint} on {device} ({time.perf_counter() - t0:.2f} s)")
 
+    t0 = time.perf_counter()
     session = InteractiveSession(predictor, accumulate_clicks=args.accumulate)
-    session.set_image(volume, modality=modality, allow_label_like=args.allow_label_image)
+    session.set_image(  # reads and checks the image (once); modality: --modality or metadata
+        args.image,
+        modality=args.modality,
+        allow_label_like=args.allow_label_image,
+        irregular_slices=args.irregular_slices,
+    )
+    volume = predictor.volume
+    print(
+        f"read {args.image}: shape {volume.shape}, spacing "
+        f"{tuple(round(s, 3) for s in volume.spacing)} mm ({time.perf_counter() - t0:.2f} s)"
+    )
     print(f"modality: {predictor.modality or 'not CT (no clamp)'}")
+    points = np.asarray([xyz for xyz, _ in clicks], dtype=np.float64)
+    if args.coords != "voxel":
+        lps = points * (np.array([-1.0, -1.0, 1.0]) if args.coords == "ras" else 1.0)
+        points = volume.physical_to_index(lps)
+    # every click rounded to its voxel and checked before the first model run
+    voxels = predictor.click_voxels(points)
+
     session.new_object(args.label)
-    mask = None
-    for n, (ijk, (_, positive)) in enumerate(zip(points, clicks, strict=True), start=1):
+    for n, (voxel, (_, positive)) in enumerate(zip(voxels, clicks, strict=True), start=1):
         t0 = time.perf_counter()
-        mask = session.add_point(tuple(float(v) for v in ijk), positive=positive)
-        voxel = tuple(int(v) for v in np.floor(np.round(ijk, 6) + 0.5))
+        click = session.add_click(voxel, positive=positive)
         print(
-            f"click {n}/{len(clicks)} {'+' if positive else '-'} at {voxel}: "
-            f"{int(mask.sum())} voxels, {len(session.tiles)} ROI(s) "
+            f"click {n}/{len(clicks)} {'+' if positive else '-'} at {click.coord}: "
+            f"{session.voxel_count()} voxels, {len(session.tiles)} ROI(s) "
             f"({time.perf_counter() - t0:.2f} s)"
         )
-    assert mask is not None
     t0 = time.perf_counter()
     out = session.export_label_map(args.output, protect=(args.image,), overwrite=args.overwrite)
-    ml = float(mask.sum()) * float(np.prod(volume.spacing)) / 1000.0
+    count = session.voxel_count()
+    ml = count * float(np.prod(volume.spacing)) / 1000.0
     print(
-        f"wrote {out}: {int(mask.sum())} voxels ({ml:.1f} ml) "
+        f"wrote {out}: {count} voxels ({ml:.1f} ml) "
         f"({time.perf_counter() - t0:.2f} s; total {time.perf_counter() - t_start:.2f} s)"
     )
-    if not mask.any():
+    if count == 0:
         logger.warning(
             "warning: the mask is empty: the model found no object at the click(s); try a "
             "click deeper inside the object, more clicks, or other weights (--checkpoint)"

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sammed3d.build import load_checkpoint
     from sammed3d.inference.predictor import SamMed3DPredictor
-    from sammed3d.paths import BUNDLED_CHECKPOINT, require_checkpoint
+    from sammed3d.paths import BUNDLED_CHECKPOINT
     from sammed3d.serve.orientation import parse_orientation
 
     orientation = parse_orientation(args.orientation)
@@ -143,10 +143,13 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from sammed3d.devices import resolve_device
 
-    device = str(resolve_device(args.device))
+    device = resolve_device(args.device)
 
-    ckpt = require_checkpoint(args.checkpoint)
-    model = load_checkpoint(ckpt, device=device, allow_unsafe_pickle=args.allow_unsafe_pickle)
+    # resolves --checkpoint (a file, a published name, the default) once
+    model = load_checkpoint(
+        args.checkpoint, device=device, allow_unsafe_pickle=args.allow_unsafe_pickle
+    )
+    ckpt = Path(model.checkpoint_path)
     license_ = args.weights_license
     if license_ is None:
         bundled = ckpt.resolve() == BUNDLED_CHECKPOINT.resolve()

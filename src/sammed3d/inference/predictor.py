@@ -17,6 +17,13 @@ ground-truth mask and without resampling the whole image:
    native voxels under the ROI (0 elsewhere).
 5. Optionally extend through ROI faces the mask touches (:mod:`sammed3d.inference.extend`).
 
+The per-click contract (what :class:`~sammed3d.InteractiveSession`, the server and the
+evaluation use; nothing private): :meth:`SamMed3DPredictor.require_image`,
+:meth:`~SamMed3DPredictor.click_voxels` (the one place a click is rounded to a voxel and
+checked to lie in the image), :meth:`~SamMed3DPredictor.check_roi`,
+:meth:`~SamMed3DPredictor.roi_at`, :meth:`~SamMed3DPredictor.predict_tile`,
+:meth:`~SamMed3DPredictor.extend_tile` and :meth:`~SamMed3DPredictor.native_block`.
+
 Example:
     >>> predictor = SamMed3DPredictor.from_checkpoint("sam_med3d_turbo.pth")
     >>> predictor.set_image("ct.nii.gz", modality="CT")
@@ -33,7 +40,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +53,7 @@ from sammed3d.inference import extend as _extend
 from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import Lattice, RoiGrid, nearest_index
 from sammed3d.inference.validation import check_image_array, load_image
-from sammed3d.io import Volume, VolumeError
+from sammed3d.io import IrregularSlices, Volume, VolumeError
 from sammed3d.modeling.sam3d import ImageEmbedding
 
 logger = logging.getLogger(__name__)
@@ -142,6 +149,21 @@ class SamMed3DPredictor:
         max_rois: Bound on the ROIs of one prediction, extension included.
         min_face_voxels: Mask voxels on a face needed to extend through it.
         cache_size: Image embeddings kept (one per ROI).
+
+    Raises:
+        ValueError: bad ``target_spacing``, ``roi_size``, ``max_rois`` or ``cache_size``;
+            :class:`~sammed3d.devices.DeviceError` (a ``ValueError``) for a device this
+            installation cannot use.
+
+    **Per-click contract.** A click travels :meth:`click_voxels` (its native voxel: rounded
+    once and checked once) -> a ROI (a ROI the object has, or a new one centred on the voxel:
+    ``lattice.roi_at(voxel, roi_size)``; :meth:`roi_at` does the same for unchecked points
+    and :meth:`check_roi` checks ROIs from elsewhere) -> :meth:`predict_tile` (the model on
+    that ROI, prompts in ROI voxels) -> :meth:`extend_tile` (neighbouring ROIs where the mask
+    reaches a ROI face) -> :meth:`native_block` (the stitched mask on the native grid).
+    :meth:`require_image` raises ``RuntimeError`` before ``set_image``.
+    :class:`~sammed3d.InteractiveSession` uses only these; :meth:`predict` runs the same chain
+    for all points at once.
     """
 
     def __init__(
@@ -171,9 +193,12 @@ class SamMed3DPredictor:
         if cache_size < 1:
             raise ValueError(f"cache_size must be >= 1, got {cache_size}")
         if device is not None:
+            from sammed3d.build import resolve_model_device
+
+            device = resolve_model_device(device)
             model = model.to(device)
         self.model = model.eval() if hasattr(model, "eval") else model
-        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.device = device if device is not None else _model_device(model)
         self.target_spacing: tuple[float, float, float] = spacing  # type: ignore[assignment]
         self.roi_size = img_size
         self.default_modality = normalise_modality(modality)
@@ -198,20 +223,30 @@ class SamMed3DPredictor:
         """Load weights (architecture from the file) and wrap them.
 
         Args:
-            path: Checkpoint file; None uses :func:`sammed3d.paths.default_checkpoint`.
-            device: Where to run.
+            path: Checkpoint file or published name (``turbo``, ...); None: the default
+                checkpoint (:func:`sammed3d.paths.require_checkpoint` resolves it, once, in
+                :func:`sammed3d.build.read_checkpoint`). :attr:`checkpoint` tells which file.
+            device: Where to run: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``
+                (:func:`sammed3d.build.resolve_model_device`).
             allow_unsafe_pickle: See :func:`sammed3d.load_checkpoint`.
             **kwargs: Passed to the constructor.
 
         Raises:
-            FileNotFoundError: no file, or no default checkpoint.
+            FileNotFoundError: no such file nor name, or no default checkpoint.
+            CheckpointError: not a usable SAM-Med3D checkpoint.
+            DeviceError: a device this installation cannot use.
         """
-        from sammed3d.build import load_checkpoint
-        from sammed3d.paths import require_checkpoint
+        from sammed3d.build import load_checkpoint, resolve_model_device
 
-        ckpt = require_checkpoint(path)
-        model = load_checkpoint(ckpt, device=device, allow_unsafe_pickle=allow_unsafe_pickle)
-        return cls(model, device=device, **kwargs)
+        where = resolve_model_device(device)
+        model = load_checkpoint(path, device=where, allow_unsafe_pickle=allow_unsafe_pickle)
+        return cls(model, device=where, **kwargs)
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The checkpoint file the model was loaded from (None for a model built in memory)."""
+        path = getattr(self.model, "checkpoint_path", None)
+        return Path(path) if path is not None else None
 
     # ------------------------------------------------------------------------------------
     # image
@@ -224,8 +259,12 @@ class SamMed3DPredictor:
         affine: np.ndarray | None = None,
         modality: str | None = None,
         allow_label_like: bool = False,
+        irregular_slices: IrregularSlices = "error",
     ) -> None:
         """Set the image to segment (drops cached embeddings).
+
+        A path is read and checked once here (:func:`~sammed3d.inference.validation.load_image`);
+        arrays and volumes get the same voxel checks (:func:`check_image_array`).
 
         Args:
             image: A :class:`~sammed3d.io.Volume`, a path (NIfTI, NRRD, MHA/MHD or a DICOM
@@ -236,6 +275,8 @@ class SamMed3DPredictor:
             modality: ``"CT"`` enables the [-1000, 1000] clamp. Default: the constructor's
                 value, else the file's metadata, else none (no clamp).
             allow_label_like: Accept images with only a few integer values.
+            irregular_slices: A path to a DICOM series with uneven slice gaps: ``"error"``
+                (refuse) or ``"resample"`` (see :func:`sammed3d.io.read_volume`).
 
         Raises:
             FileNotFoundError: missing path.
@@ -249,7 +290,9 @@ class SamMed3DPredictor:
                 raise ValueError(
                     "spacing/affine are read from the file; do not pass them with a path"
                 )
-            volume = load_image(image, allow_label_like=allow_label_like)
+            volume = load_image(
+                image, allow_label_like=allow_label_like, irregular_slices=irregular_slices
+            )
             meta_modality = read_modality(image)
         elif isinstance(image, Volume):
             if spacing is not None or affine is not None:
@@ -305,29 +348,103 @@ class SamMed3DPredictor:
     @property
     def volume(self) -> Volume:
         """The native image (RuntimeError if none is set)."""
-        return self._require_image()[0]
+        return self.require_image()
 
     @property
     def lattice(self) -> Lattice:
-        """The canonical lattice of the image."""
-        return self._require_image()[1]
+        """The canonical lattice of the image (RuntimeError if none is set)."""
+        return self._image()[1]
 
     @property
     def modality(self) -> str | None:
         """Modality in use for the current image (``"CT"`` clamps)."""
         return self._modality
 
-    def _require_image(self) -> tuple[Volume, Lattice]:
+    def require_image(self) -> Volume:
+        """The native image.
+
+        Raises:
+            RuntimeError: no image was set (``set_image``).
+        """
+        return self._image()[0]
+
+    def _image(self) -> tuple[Volume, Lattice]:
         if self._volume is None or self._lattice is None:
             raise RuntimeError("An image must be set with .set_image(...) before prediction.")
         return self._volume, self._lattice
 
     # ------------------------------------------------------------------------------------
+    # clicks
+
+    def click_voxels(
+        self, points: np.ndarray | Sequence[float] | Sequence[Sequence[float]]
+    ) -> np.ndarray:
+        """Native voxels of clicks: the one place a click is rounded and checked.
+
+        A click is a voxel. Continuous (fractional) indices are accepted and rounded here, once,
+        to the nearest voxel with ties rounded up (ITK's nearest-neighbour rule: 2.5 -> 3,
+        -0.5 -> 0; values are snapped to 1e-6 voxel first,
+        :func:`~sammed3d.inference.geometry.nearest_index`). Everything downstream (ROI
+        placement, prompts, the session's history) uses the returned voxel.
+
+        Args:
+            points: ``(3,)`` or ``(N, 3)`` native indices ``(i, j, k)`` (the array order of
+                :class:`~sammed3d.io.Volume`; ITK-SNAP, 3D Slicer "IJK", nibabel).
+
+        Returns:
+            ``(N, 3)`` int64 native voxel indices.
+
+        Raises:
+            RuntimeError: no image set.
+            ValueError: not numbers of shape ``(3,)``/``(N, 3)``, not finite, or a voxel outside
+                the image (one line naming the click, 1-based when several are given, and the
+                valid index ranges).
+        """
+        volume = self.require_image()
+        try:
+            pts = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"points must be numbers: (N, 3) native voxel indices (i, j, k), got {points!r}"
+            ) from None
+        if pts.shape == (3,):
+            pts = pts[None]
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise ValueError(
+                f"points must be (N, 3) native voxel indices (i, j, k), got shape {pts.shape}"
+            )
+        if not np.isfinite(pts).all():
+            raise ValueError("points must be finite numbers")
+        voxels = nearest_index(pts)
+        last = np.asarray(volume.shape) - 1
+        bad = np.flatnonzero(np.any((voxels < 0) | (voxels > last), axis=1))
+        if bad.size:
+            n = int(bad[0])
+            which = f"click {n + 1}" if len(pts) > 1 else "click"
+            shown = ", ".join(f"{v:g}" for v in pts[n])
+            raise ValueError(
+                f"{which} at native voxel index ({shown}) is outside the image: native voxel "
+                f"indices (i, j, k) must lie in [0, {last[0]}] x [0, {last[1]}] x [0, {last[2]}]"
+            )
+        return voxels.astype(np.int64)
+
+    # ------------------------------------------------------------------------------------
     # ROIs
 
     def roi_at(self, ijk: Sequence[float]) -> RoiGrid:
-        """The ROI centred on a native voxel (the published centring of a 1-voxel mask)."""
-        self._check_points(np.asarray([ijk], dtype=np.float64))
+        """The ROI centred on a native point (the published centring of a 1-voxel mask).
+
+        Args:
+            ijk: Native ``(i, j, k)``; continuous values are kept (the centre maps to its
+                nearest lattice voxel, :meth:`Lattice.roi_at`), so a bounding-box centre
+                such as ``(10.5, 20, 7.5)`` centres the ROI as the published pipeline does.
+
+        Raises:
+            RuntimeError: no image set.
+            ValueError: malformed, or its nearest voxel is outside the image
+                (:meth:`click_voxels`).
+        """
+        self.click_voxels(ijk)
         return self.lattice.roi_at(ijk, self.roi_size)
 
     def roi_from_box(self, lo: Sequence[float], hi: Sequence[float]) -> RoiGrid:
@@ -359,7 +476,7 @@ class SamMed3DPredictor:
         Raises:
             ValueError: wrong shape or an empty mask (also empty after resampling).
         """
-        volume, lattice = self._require_image()
+        volume, lattice = self._image()
         mask = np.asarray(mask)
         if mask.shape != volume.shape:
             raise ValueError(f"mask shape {mask.shape} != image shape {volume.shape}")
@@ -391,8 +508,8 @@ class SamMed3DPredictor:
         Raises:
             ValueError: z-score undefined (no voxel > 0 in the ROI, or all equal).
         """
-        volume, lattice = self._require_image()
-        self._check_roi(roi)
+        volume, lattice = self._image()
+        self.check_roi(roi)
         # zero padding outside the lattice (published CropOrPad), then the CT clamp (0 stays 0)
         array = roi.resample_from_native(volume.array, "linear", zero_outside_lattice=True)
         if self._modality == "CT":
@@ -408,8 +525,7 @@ class SamMed3DPredictor:
 
     def get_image_embedding(self, roi: RoiGrid) -> ImageEmbedding:
         """Image embedding of ``roi`` (:meth:`Sam3D.encode`; computed once, then cached)."""
-        self._require_image()
-        self._check_roi(roi)
+        self.check_roi(roi)
         key = roi.key
         if key in self._embeddings:
             self._embeddings.move_to_end(key)
@@ -490,7 +606,26 @@ class SamMed3DPredictor:
         parent: RoiGrid | None = None,
         keep_logits: bool = False,
     ) -> Tile:
-        """One ROI prediction from prompts in ROI voxels ``(N, 3)`` (labels ``(N,)``)."""
+        """The model on one ROI: prompts in, a :class:`~sammed3d.inference.extend.Tile` out.
+
+        Args:
+            roi: The ROI (from :meth:`roi_at`, a previous tile, or checked by
+                :meth:`check_roi`); its embedding is computed once, then cached.
+            points: ``(N, 3)`` ROI voxel indices in tensor-axis order ``(r0, r1, r2)``
+                (:meth:`RoiGrid.native_points_to_voxels` of :meth:`click_voxels`' voxels).
+            labels: ``(N,)``: 1 positive, 0 negative.
+            mask_input: ``(1, 1, l, l, l)`` previous low-res logits of ``roi``; None: zeros
+                (the published first-click prompt).
+            source: ``"prompt"`` (user clicks) or ``"extension"`` (grown from ``parent``).
+            parent: The ROI an extension tile was grown from.
+            keep_logits: Keep the ``(1, 1, S, S, S)`` upsampled logits on the tile.
+
+        Returns:
+            The tile: low-res logits, and the ``(S, S, S)`` mask (upsampled logits > 0).
+
+        Raises:
+            ValueError: ``mask_input`` of the wrong shape; a ROI of another image or size.
+        """
         coords = torch.as_tensor(np.asarray(points, dtype=np.float32))[None]
         lab = torch.as_tensor(np.asarray(labels, dtype=np.int64))[None]
         low, _ = self.predict_torch(coords, lab, mask_input, roi=roi)
@@ -518,7 +653,8 @@ class SamMed3DPredictor:
         one-click-per-step interaction use :class:`~sammed3d.InteractiveSession`).
 
         Args:
-            point_coords: ``(N, 3)`` native voxel indices ``(i, j, k)``.
+            point_coords: ``(N, 3)`` native voxel indices ``(i, j, k)`` (fractional ones are
+                rounded to the nearest voxel, :meth:`click_voxels`).
             point_labels: ``(N,)``: 1 positive, 0 negative.
             mask_input: ``(1, 1, l, l, l)`` low-res logits of ``roi`` from a previous call.
             roi: The ROI to use; default: centred on the first positive point.
@@ -533,8 +669,9 @@ class SamMed3DPredictor:
             ValueError: malformed points/labels, a point outside the image or the ROI, no
                 positive point without ``roi``, ``mask_input`` without ``roi``.
         """
-        _, lattice = self._require_image()
-        pts, labels = self._parse_points(point_coords, point_labels)
+        _, lattice = self._image()
+        pts = self.click_voxels(point_coords)
+        labels = _parse_labels(point_labels, len(pts))
         if roi is None:
             if mask_input is not None:
                 raise ValueError(
@@ -546,7 +683,7 @@ class SamMed3DPredictor:
                 raise ValueError("need at least one positive point to place the ROI (or pass roi=)")
             roi = lattice.roi_at(pts[positive[0]], self.roi_size)
         else:
-            self._check_roi(roi)
+            self.check_roi(roi)
         vox = roi.native_points_to_voxels(pts)
         outside = np.flatnonzero(np.any((vox < 0) | (vox >= np.asarray(roi.size)), axis=1))
         if outside.size:
@@ -559,17 +696,36 @@ class SamMed3DPredictor:
         tile = self.predict_tile(roi, vox, labels, mask_input, keep_logits=return_logits)
         tiles = [tile]
         if self.extend if extend is None else extend:
-            tiles += _extend.grow(
-                self._extension_runner,
-                tile,
-                max_new=self.max_rois - 1,
-                min_face_voxels=self.min_face_voxels,
-            )
+            tiles += self.extend_tile(tile)
         mask = self.native_mask(tiles)
         logger.debug("predict: %d ROI(s), %.3f s", len(tiles), time.perf_counter() - t0)
         return Prediction(mask, tile.low_res_logits, roi, tuple(tiles), tile.logits)
 
-    def _extension_runner(
+    def extend_tile(self, seed: Tile, existing: Iterable[RoiGrid] = ()) -> list[Tile]:
+        """Grow ``seed`` into neighbouring ROIs where its mask reaches a ROI face.
+
+        :func:`sammed3d.inference.extend.grow` with this predictor's ``min_face_voxels``;
+        every new tile comes from :meth:`predict_tile` (``source="extension"``). Callers
+        decide whether to extend at all (the ``extend`` setting).
+
+        Args:
+            seed: The tile just predicted.
+            existing: ROIs the object has already (``seed``'s may be among them): never
+                predicted again, and counted against ``max_rois`` with ``seed``.
+
+        Returns:
+            The new tiles, at most ``max_rois`` minus the ROIs the object has.
+        """
+        have = {r.key for r in existing} | {seed.roi.key}
+        return _extend.grow(
+            self._extension_tile,
+            seed,
+            existing=existing,
+            max_new=max(0, self.max_rois - len(have)),
+            min_face_voxels=self.min_face_voxels,
+        )
+
+    def _extension_tile(
         self,
         roi: RoiGrid,
         points: np.ndarray,
@@ -580,22 +736,33 @@ class SamMed3DPredictor:
         return self.predict_tile(roi, points, labels, mask_input, source="extension", parent=parent)
 
     def native_block(self, tiles: Sequence[Tile]) -> tuple[tuple[slice, slice, slice], np.ndarray]:
-        """Stitch tiles and paste them: ``(native slices, bool block)``."""
+        """Stitch tiles and paste them onto the native grid.
+
+        Returns:
+            ``(slices, block)``: the native ``(I, J, K)`` slices the tiles cover and the bool
+            mask there (nearest neighbour from the lattice; the published
+            ``tio.Resample(original, nearest)``). The full mask is ``block`` placed at
+            ``slices`` in an all-False array of the image's shape (:meth:`native_mask`).
+        """
         union, mask = _extend.stitch(tiles)
         return union.paste_to_native(mask)
 
     def native_mask(self, tiles: Sequence[Tile]) -> np.ndarray:
         """Stitched native ``(I, J, K)`` bool mask of ``tiles`` (False outside them)."""
-        volume, _ = self._require_image()
+        volume = self.require_image()
         out = np.zeros(volume.shape, dtype=bool)
         slices, block = self.native_block(tiles)
         out[slices] = block
         return out
 
-    # ------------------------------------------------------------------------------------
-    # checks
+    def check_roi(self, roi: RoiGrid) -> None:
+        """Check that ``roi`` is a model input of the current image.
 
-    def _check_roi(self, roi: RoiGrid) -> None:
+        Raises:
+            TypeError: not a :class:`~sammed3d.inference.geometry.RoiGrid`.
+            ValueError: a ROI of another image (``set_image`` was called since), or of a size
+                other than the model's input.
+        """
         if not isinstance(roi, RoiGrid):
             raise TypeError(f"roi must be a RoiGrid, got {type(roi).__name__}")
         if roi.lattice is not self._lattice:
@@ -603,46 +770,21 @@ class SamMed3DPredictor:
         if roi.size != (self.roi_size,) * 3:
             raise ValueError(f"ROI size {roi.size} != model input size {self.roi_size}")
 
-    def _check_points(self, pts: np.ndarray) -> None:
-        volume, _ = self._require_image()
-        if pts.ndim != 2 or pts.shape[1] != 3:
-            raise ValueError(
-                f"points must be (N, 3) native voxel indices (i, j, k), got shape {pts.shape}"
-            )
-        if not np.isfinite(pts).all():
-            raise ValueError("points must be finite numbers")
-        shape = np.asarray(volume.shape)
-        rounded = nearest_index(pts)
-        bad = np.flatnonzero(np.any((rounded < 0) | (rounded > shape - 1), axis=1))
-        if bad.size:
-            n = int(bad[0])
-            raise ValueError(
-                f"point {n} {tuple(float(v) for v in pts[n])} is outside the image: native "
-                f"voxel indices (i, j, k) must lie in [0, {volume.shape[0] - 1}] x "
-                f"[0, {volume.shape[1] - 1}] x [0, {volume.shape[2] - 1}]"
-            )
 
-    def _parse_points(
-        self,
-        point_coords: np.ndarray | Sequence[Sequence[float]],
-        point_labels: np.ndarray | Sequence[int],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            pts = np.asarray(point_coords, dtype=np.float64)
-            labels = np.asarray(point_labels)
-        except (TypeError, ValueError):
-            raise ValueError("points must be numbers: (N, 3) coordinates and (N,) labels") from None
-        if pts.ndim == 1 and pts.shape == (3,):
-            pts = pts[None]
-        labels = labels.reshape(-1) if labels.ndim == 0 else labels
-        self._check_points(pts)
-        if labels.shape != (pts.shape[0],):
-            raise ValueError(f"point_labels must have shape ({pts.shape[0]},), got {labels.shape}")
-        if not np.all(np.isin(labels, (0, 1))):
-            raise ValueError(
-                f"point_labels must be 1 (positive) or 0 (negative), got {labels.tolist()}"
-            )
-        return nearest_index(pts), labels.astype(np.int64)
+def _parse_labels(point_labels: np.ndarray | Sequence[int], n: int) -> np.ndarray:
+    """``(n,)`` int64 labels, each 1 (positive) or 0 (negative); ValueError otherwise."""
+    try:
+        labels = np.asarray(point_labels)
+    except (TypeError, ValueError):
+        raise ValueError("point_labels must be numbers: (N,) labels, 1 or 0") from None
+    labels = labels.reshape(-1) if labels.ndim == 0 else labels
+    if labels.shape != (n,):
+        raise ValueError(f"point_labels must have shape ({n},), got {labels.shape}")
+    if not np.all(np.isin(labels, (0, 1))):
+        raise ValueError(
+            f"point_labels must be 1 (positive) or 0 (negative), got {labels.tolist()}"
+        )
+    return labels.astype(np.int64)
 
 
 def _model_device(model: Any) -> torch.device:

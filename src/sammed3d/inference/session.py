@@ -46,7 +46,7 @@ import torch
 from sammed3d.clicks import Click
 from sammed3d.inference import extend as _extend
 from sammed3d.inference.extend import Tile
-from sammed3d.inference.geometry import RoiGrid, nearest_index
+from sammed3d.inference.geometry import RoiGrid
 from sammed3d.inference.predictor import SamMed3DPredictor
 from sammed3d.io import write_volume
 
@@ -141,8 +141,12 @@ class InteractiveSession:
 
         Args:
             label: Its value in the label map (1..65535); default: the smallest unused.
+
+        Raises:
+            RuntimeError: no image set.
+            ValueError: a label out of range or in use.
         """
-        self.predictor._require_image()
+        self.predictor.require_image()
         if label is None:
             label = 1
             while label in self._objects:
@@ -182,7 +186,7 @@ class InteractiveSession:
                 f"object {obj.label} already has a prediction; set the ROI before its first click"
             )
         if roi is not None:
-            self.predictor._check_roi(roi)
+            self.predictor.check_roi(roi)
         self._apply(obj, replace(obj.state, roi=roi))
 
     def set_roi_center(self, ijk: Sequence[float]) -> None:
@@ -199,24 +203,50 @@ class InteractiveSession:
     def add_point(self, coord: Sequence[float], positive: bool = True) -> np.ndarray:
         """Add a click to the current object (one is created if there is none).
 
+        :meth:`add_click` followed by :attr:`mask`; use :meth:`add_click` and
+        :meth:`voxel_count` to skip building the full-size mask.
+
         Args:
-            coord: Native voxel index ``(i, j, k)``.
+            coord: Native voxel index ``(i, j, k)``; a fractional one is rounded to the
+                nearest voxel (:meth:`SamMed3DPredictor.click_voxels`).
             positive: Foreground (True) or background (False) click.
 
         Returns:
             The current object's ``(I, J, K)`` bool mask after this click.
 
         Raises:
+            RuntimeError / ValueError: see :meth:`add_click`.
+        """
+        self.add_click(coord, positive)
+        return self.mask
+
+    def add_click(self, coord: Sequence[float], positive: bool = True) -> Click:
+        """Add a click to the current object (one is created if there is none).
+
+        The click is rounded to its native voxel and checked once
+        (:meth:`SamMed3DPredictor.click_voxels`); the model gets it in the ROI of the object
+        that holds it deepest (or a new ROI centred on it), with that ROI's previous low-res
+        logits as mask prompt.
+
+        Args:
+            coord: Native voxel index ``(i, j, k)``; a fractional one is rounded to the
+                nearest voxel, ties up (``2.5 -> 3``).
+            positive: Foreground (True) or background (False) click.
+
+        Returns:
+            The click as applied: its native voxel and sign (the object's mask:
+            :attr:`mask`, :meth:`voxel_count`).
+
+        Raises:
             RuntimeError: no image set.
-            ValueError: the point is outside the image; the first click of an object is
-                negative and no ROI was set; a negative click outside every ROI of the
-                object (nothing to remove there).
+            ValueError: the point is malformed or outside the image; the first click of an
+                object is negative and no ROI was set; a negative click outside every ROI of
+                the object (nothing to remove there).
         """
         t0 = time.perf_counter()
         pred = self.predictor
-        pred._require_image()
-        pts, _ = pred._parse_points(np.asarray([coord], dtype=np.float64), [int(bool(positive))])
-        click = Click(tuple(int(v) for v in pts[0]), bool(positive))  # type: ignore[arg-type]
+        voxel = pred.click_voxels(coord)  # (1, 3) int64: the one rounding and image check
+        click = Click(tuple(int(v) for v in voxel[0]), bool(positive))  # type: ignore[arg-type]
         if self._current is None and not click.positive:
             raise ValueError(
                 f"negative click {click.coord} before any object: the first click of an "
@@ -225,7 +255,7 @@ class InteractiveSession:
         obj = self._current_or_new()
         state = obj.state
         tiles = list(state.tiles)
-        index = self._tile_for(tiles, pts)
+        index = self._tile_for(tiles, voxel)
         clicks = (*state.clicks, click)
         if index is None:
             if state.roi is not None and not tiles:
@@ -237,8 +267,8 @@ class InteractiveSession:
                     "nothing to remove there (place the ROI with a positive click or set_roi_*)"
                 )
             else:
-                roi = pred.roi_at(click.coord)
-            if not roi.contains_native(pts)[0]:
+                roi = pred.lattice.roi_at(voxel[0], pred.roi_size)
+            if not roi.contains_native(voxel)[0]:
                 raise ValueError(f"click {click.coord} lies outside the object's ROI {roi}")
             mask_input = None
             old: Tile | None = None
@@ -260,13 +290,7 @@ class InteractiveSession:
         if pred.extend:
             stale = _extend.descendants(tiles, roi)
             tiles = [t for t in tiles if t.roi not in stale]
-            tiles += _extend.grow(
-                pred._extension_runner,
-                tile,
-                existing=[t.roi for t in tiles],
-                max_new=max(0, pred.max_rois - len(tiles)),
-                min_face_voxels=pred.min_face_voxels,
-            )
+            tiles += pred.extend_tile(tile, existing=[t.roi for t in tiles])
         active = next(i for i, t in enumerate(tiles) if t.roi == roi)
         self._apply(obj, _ObjectState(clicks, tuple(tiles), state.roi, active))
         logger.debug(
@@ -277,13 +301,13 @@ class InteractiveSession:
             len(tiles),
             time.perf_counter() - t0,
         )
-        return self.mask
+        return click
 
-    def _tile_for(self, tiles: Sequence[Tile], pts: np.ndarray) -> int | None:
-        """Index of the tile holding the point deepest inside its ROI, or None."""
+    def _tile_for(self, tiles: Sequence[Tile], voxel: np.ndarray) -> int | None:
+        """Index of the tile holding the ``(1, 3)`` native voxel deepest inside its ROI."""
         best, best_margin = None, -1.0
         for n, tile in enumerate(tiles):
-            r = nearest_index(tile.roi.native_to_roi(pts[0]))
+            r = tile.roi.native_points_to_voxels(voxel)[0]
             size = np.asarray(tile.roi.size)
             if np.any(r < 0) or np.any(r > size - 1):
                 continue
@@ -334,6 +358,23 @@ class InteractiveSession:
             if obj.slices is not None and obj.block is not None:
                 out[obj.slices] = obj.block
         return out
+
+    def voxel_count(self, label: int | None = None) -> int:
+        """Voxels in an object's mask (default: the current object's; 0 if there is none).
+
+        Counted on the object's stitched block, without building the full-size mask.
+
+        Raises:
+            ValueError: no object ``label``.
+        """
+        if label is None:
+            label = self._current
+            if label is None:
+                return 0
+        elif label not in self._objects:
+            raise ValueError(f"no object {label}; existing: {sorted(self._objects)}")
+        obj = self._objects[label]
+        return 0 if obj.block is None else int(np.count_nonzero(obj.block))
 
     @property
     def clicks(self) -> tuple[Click, ...]:

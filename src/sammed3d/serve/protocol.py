@@ -236,7 +236,7 @@ class ProtocolSession:
                 if self.session.current_label is None:
                     self.session.new_object()
                 try:
-                    self.session.add_point(point, positive=positive)
+                    self.session.add_click(point, positive=positive)
                     self._history[start + n] = "click"
                 except ValueError:
                     if positive:
@@ -261,19 +261,16 @@ class ProtocolSession:
         return Patch(change.slices, change.values.astype(self._buffer_dtype))
 
     def _check_point(self, coordinates: Any) -> tuple[int, int, int]:
-        spatial = self._require_image()
+        self._require_image()
         try:
             xyz = np.asarray(coordinates, dtype=np.float64)
         except (TypeError, ValueError):
             raise ValueError(f"coordinates must be 3 numbers, got {coordinates!r}") from None
         if xyz.shape != (3,) or not np.isfinite(xyz).all():
             raise ValueError(f"coordinates must be 3 finite numbers, got {coordinates!r}")
-        point = np.floor(xyz + 0.5).astype(np.int64)  # round half up, as the session does
-        if np.any(point < 0) or np.any(point >= np.asarray(spatial)):
-            raise ValueError(
-                f"point {[float(v) for v in xyz]} is outside the image: array indices must "
-                f"lie in [0, {spatial[0] - 1}] x [0, {spatial[1] - 1}] x [0, {spatial[2] - 1}]"
-            )
+        # array indices are the native indices of the session's image: the predictor's one
+        # rounding (nearest voxel, ties up) and image check, at queue time
+        point = self.predictor.click_voxels(xyz)[0]
         return (int(point[0]), int(point[1]), int(point[2]))
 
     def _require_image(self) -> tuple[int, int, int]:

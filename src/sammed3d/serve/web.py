@@ -176,20 +176,16 @@ class WebSession:
         """
         self._check_open()
         ijk = self.mm_to_index(mm)
-        voxel = np.floor(np.round(ijk, 6) + 0.5).astype(np.int64)
-        shape = np.asarray(self.volume.shape)
-        if np.any(voxel < 0) or np.any(voxel >= shape):
-            raise ValueError(
-                f"click at {[round(float(v), 2) for v in mm]} mm is outside the image (voxel "
-                f"{voxel.tolist()}, image {shape.tolist()})"
-            )
+        # the predictor's one rounding (nearest voxel, ties up) and image check, before an
+        # object is created for the click
+        voxel = self.predictor.click_voxels(ijk)[0]
         if self.session.current_label is None and not positive:
             raise ValueError("the first click of an object must be positive (it places the ROI)")
         if self.session.current_label is None:
             self._new_object_checked()
         with self.compute_lock:
-            self.session.add_point(tuple(float(v) for v in voxel), positive=positive)
-        return ClickResult(tuple(int(v) for v in voxel), self._sync())  # type: ignore[arg-type]
+            click = self.session.add_click(voxel, positive=positive)
+        return ClickResult(click.coord, self._sync())
 
     def new_object(self) -> int:
         """Start a new object (later clicks edit it); returns its label."""

@@ -147,7 +147,10 @@ def read_task_checkpoint(
         CheckpointError: unreadable, a SAM-Med3D (promptable) checkpoint, or not a task
             checkpoint at all (one line each).
     """
-    file = resolve_task_checkpoint(path)
+    return _read_task_file(resolve_task_checkpoint(path))
+
+
+def _read_task_file(file: Path) -> tuple[TaskSpec, dict[str, torch.Tensor], dict[str, Any]]:
     obj = _torch_load(file, allow_unsafe_pickle=False)
     if not isinstance(obj, Mapping) or obj.get("format") != TASK_CHECKPOINT_FORMAT:
         if isinstance(obj, Mapping) and _looks_like_sam(obj):
@@ -191,15 +194,22 @@ def load_task_checkpoint(
 ) -> TaskModel:
     """Build the task model of a checkpoint (file or run folder) with its weights, in eval mode.
 
+    The file read is recorded as the model's ``checkpoint_path``; ``device`` goes through
+    :func:`sammed3d.build.resolve_model_device` (``auto``, ``cpu``, ...).
+
     Raises:
         FileNotFoundError / CheckpointError: see :func:`read_task_checkpoint`; keys or shapes
             that do not fit the described architecture (named).
     """
-    spec, state, metadata = read_task_checkpoint(path)
+    from sammed3d.build import resolve_model_device
+
+    file = resolve_task_checkpoint(path)  # the one place the argument is resolved
+    spec, state, metadata = _read_task_file(file)
     model = TaskModel(spec)
-    _load_state_dict_strict(model, state, source=str(resolve_task_checkpoint(path)))  # type: ignore[arg-type]
+    _load_state_dict_strict(model, state, source=str(file))  # type: ignore[arg-type]
     model.metadata = metadata  # type: ignore[assignment]
-    return model.to(device).eval()
+    model.checkpoint_path = file  # type: ignore[assignment]
+    return model.to(resolve_model_device(device)).eval()
 
 
 __all__ = [

@@ -48,7 +48,9 @@ class TaskPredictor:
         overlap: float | None = None,
         sw_batch_size: int = 1,
     ) -> None:
-        self.device = torch.device(device)
+        from sammed3d.build import resolve_model_device
+
+        self.device = resolve_model_device(device)
         self.model = model.to(self.device).eval()
         self.spec = model.spec
         self.overlap = self.spec.sw_overlap if overlap is None else float(overlap)
