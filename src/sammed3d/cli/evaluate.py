@@ -236,18 +236,16 @@ def run(args: argparse.Namespace) -> int:
     run_info: dict[str, object] = {"method": args.method.replace("-", "_")}
     method: ModelMethod | RegionGrowing
     if args.method == "sam-med3d":
-        from sammed3d.paths import require_checkpoint
-
-        checkpoint = require_checkpoint(args.checkpoint)  # a file, a published name, the default
+        # a file, a published name or the default: resolved once, by the checkpoint reader
         method = ModelMethod.from_checkpoint(
-            checkpoint,
+            args.checkpoint,
             device=str(device),
             allow_unsafe_pickle=args.allow_unsafe_pickle,
             accumulate_clicks=args.accumulate_clicks,
             extend=not args.no_extend,
         )
-        if args.checkpoint:
-            run_info["checkpoint"] = str(checkpoint.resolve())
+        if args.checkpoint and method.session.predictor.checkpoint is not None:
+            run_info["checkpoint"] = str(method.session.predictor.checkpoint.resolve())
         run_info["params"] = method.settings
     else:
         if args.checkpoint or args.no_extend or args.accumulate_clicks:

@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     from sammed3d.cli import CLIError
     from sammed3d.devices import resolve_device
     from sammed3d.inference import InteractiveSession, SamMed3DPredictor
-    from sammed3d.io import check_output_file
+    from sammed3d.io import LPS_TO_RAS, check_output_file
 
     t_start = time.perf_counter()
     clicks = args.clicks or []
@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"modality: {predictor.modality or 'not CT (no clamp)'}")
     points = np.asarray([xyz for xyz, _ in clicks], dtype=np.float64)
     if args.coords != "voxel":
-        lps = points * (np.array([-1.0, -1.0, 1.0]) if args.coords == "ras" else 1.0)
+        lps = points @ LPS_TO_RAS if args.coords == "ras" else points  # RAS->LPS: same flip
         points = volume.physical_to_index(lps)
     # every click rounded to its voxel and checked before the first model run
     voxels = predictor.click_voxels(points)
