@@ -24,18 +24,25 @@ from pathlib import Path
 import torch
 
 
-def _timed(fn, device: torch.device, repeat: int = 5) -> tuple[object, float]:  # noqa: ANN001
-    out = fn()
+def _timed(fn, device: torch.device, *args, repeat: int = 5) -> tuple[object, float]:  # noqa: ANN001
+    """``fn(*args)`` once to warm up, then the median of ``repeat`` timed calls (seconds)."""
+    out = fn(*args)
     if device.type == "cuda":
         torch.cuda.synchronize()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        out = fn()
+        out = fn(*args)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return out, sorted(times)[len(times) // 2]
+
+
+def _click_mask(model, emb, coords, labels, prev) -> torch.Tensor:  # noqa: ANN001
+    """One decoder call and the full-size mask (what a click costs)."""
+    low, _ = model.decode(emb, coords, labels, prev)
+    return model.upsample_logits(low) > 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,12 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     size = vit.img_size
     x = torch.randn(1, 1, size, size, size, device=device)
     with torch.inference_mode():
-        fast, t_fast = _timed(lambda: vit.image_encoder(x), device)
+        fast, t_fast = _timed(vit.image_encoder, device, x)
         vit.image_encoder.set_attn_impl("reference")
-        ref, t_ref = _timed(lambda: vit.image_encoder(x), device, repeat=2)
+        ref, t_ref = _timed(vit.image_encoder, device, x, repeat=2)
         vit.image_encoder.set_attn_impl("fast")
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            half, t_bf16 = _timed(lambda: vit.image_encoder(x), device)
+            half, t_bf16 = _timed(vit.image_encoder, device, x)
     fast_t, ref_t, half_t = (torch.as_tensor(v).float() for v in (fast, ref, half))
     report["vit"] = {
         "model": vit_name,
@@ -98,19 +105,14 @@ def main(argv: list[str] | None = None) -> int:
                 else torch.autocast(device.type, enabled=False)
             )
             with ctx:
-                emb, timings[f"encode_{tag}_s"] = _timed(lambda: model.encode(x), device)
-
-                def first() -> torch.Tensor:
-                    low, _ = model.decode(emb, c1, l1, None)
-                    return model.upsample_logits(low) > 0
-
-                def second() -> torch.Tensor:
-                    low, _ = model.decode(emb, c2, l2, prev)
-                    return model.upsample_logits(low) > 0
-
+                emb, timings[f"encode_{tag}_s"] = _timed(model.encode, device, x)
                 prev, _ = model.decode(emb, c1, l1, None)
-                m1, timings[f"first_click_decode_{tag}_s"] = _timed(first, device)
-                _, timings[f"refinement_click_{tag}_s"] = _timed(second, device)
+                m1, timings[f"first_click_decode_{tag}_s"] = _timed(
+                    _click_mask, device, model, emb, c1, l1, None
+                )
+                _, timings[f"refinement_click_{tag}_s"] = _timed(
+                    _click_mask, device, model, emb, c2, l2, prev
+                )
                 timings[f"first_mask_voxels_{tag}"] = float(torch.as_tensor(m1).sum())
     report["default_model"] = {"checkpoint": str(args.checkpoint or "bundled"), **timings}
     args.out.mkdir(parents=True, exist_ok=True)
