@@ -16,7 +16,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 
 from sammed3d.config import ModelConfig
-from sammed3d.io import default_file_mode
+from sammed3d.io import atomic_write
 from sammed3d.modeling import ImageEncoderViT3D, MaskDecoder3D, PromptEncoder3D, Sam3D
 from sammed3d.modeling.hires import HiResStem
 from sammed3d.modeling.image_encoder import AttentionImpl
@@ -178,7 +177,9 @@ def build_model(
     Args:
         name_or_config: A registry name (``sam_med3d``, ``sam_med3d_turbo``, ...), a
             :class:`ModelConfig` or a config dict.
-        checkpoint: Weights to load; their shapes must match the architecture.
+        checkpoint: Weights to load (a file or a published name, read by
+            :func:`read_checkpoint`); keys and shapes must match the architecture, and so must
+            the architecture the file records, if any.
         device: Where to put the model.
         attn_impl: ``"fast"`` (exact, default) or ``"reference"`` encoder attention.
         allow_unsafe_pickle: Allow unpickling arbitrary objects (old published files). Only
@@ -186,12 +187,21 @@ def build_model(
 
     Returns:
         A :class:`Sam3D` in eval mode.
+
+    Raises:
+        FileNotFoundError / CheckpointError: see :func:`read_checkpoint`; weights or a recorded
+            architecture that do not fit (one line naming the keys or the differing fields).
     """
     cfg = get_config(name_or_config)
     model = _build_sam3d(cfg, attn_impl=attn_impl)
     model.config = cfg  # type: ignore[assignment]
     if checkpoint is not None:
         ckpt = read_checkpoint(checkpoint, allow_unsafe_pickle=allow_unsafe_pickle)
+        if ckpt.config is not None and ckpt.config != cfg:  # also fields without own shapes
+            raise CheckpointError(
+                f"{ckpt.path} does not fit the model: it was saved for another architecture "
+                f"({_config_diff(ckpt.config, cfg)})"
+            )
         _load_state_dict_strict(model, ckpt.state_dict, source=str(ckpt.path))
     return model.to(device).eval()
 
@@ -466,6 +476,13 @@ def _load_state_dict_strict(
     model.load_state_dict(state_dict, strict=True)
 
 
+def _config_diff(got: ModelConfig, expected: ModelConfig) -> str:
+    """``field=got (expected value)`` for the first differing fields of two configs."""
+    a, b = got.to_dict(), expected.to_dict()
+    diffs = [f"{k}={a[k]!r} (expected {b[k]!r})" for k in a if a[k] != b.get(k)]
+    return ", ".join(diffs[:6]) or "(configs differ)"
+
+
 def _preview(items: list[str], n: int = 5) -> str:
     head = ", ".join(items[:n])
     return head + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
@@ -573,14 +590,6 @@ def export_published(model: Sam3D, path: str | os.PathLike[str]) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` to a temp file in the same folder, then rename over ``path``
+    (:func:`sammed3d.io.atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
