@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 
 import pytest
@@ -108,8 +109,16 @@ def test_build_model_with_checkpoint(tmp_path, tiny_model):
     assert torch.equal(
         model.mask_decoder.iou_token.weight, tiny_model.mask_decoder.iou_token.weight
     )
-    with pytest.raises(CheckpointError, match="does not fit the model.*shape mismatch"):
+    with pytest.raises(CheckpointError, match="does not fit the model: it was saved for another"):
         build_model("sam_med3d_small", checkpoint=path)
+    published = export_published(tiny_model, tmp_path / "published.pth")  # no recorded config
+    with pytest.raises(CheckpointError, match="does not fit the model.*shape mismatch"):
+        build_model("sam_med3d_small", checkpoint=published)
+    # a recorded architecture that differs only where no shape shows it is refused too
+    heads = dataclasses.replace(tiny_model.config, decoder_num_heads=4)
+    other = save_checkpoint(build_model(heads), tmp_path / "heads.pth")
+    with pytest.raises(CheckpointError, match=r"decoder_num_heads=4 \(expected 8\)"):
+        build_model("sam_med3d_tiny", checkpoint=other)
 
 
 def test_loaders_record_the_file_and_resolve_the_checkpoint_argument_once(

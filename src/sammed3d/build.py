@@ -198,7 +198,9 @@ def build_model(
     Args:
         name_or_config: A registry name (``sam_med3d``, ``sam_med3d_turbo``, ...), a
             :class:`ModelConfig` or a config dict.
-        checkpoint: Weights to load; their shapes must match the architecture.
+        checkpoint: Weights to load (a file or a published name, read by
+            :func:`read_checkpoint`); keys and shapes must match the architecture, and so must
+            the architecture the file records, if any.
         device: Where to put the model (:func:`resolve_model_device`: ``auto``, ``cpu``, ...).
         attn_impl: ``"fast"`` (exact, default) or ``"reference"`` encoder attention.
         allow_unsafe_pickle: Allow unpickling arbitrary objects (old published files). Only
@@ -206,12 +208,21 @@ def build_model(
 
     Returns:
         A :class:`Sam3D` in eval mode.
+
+    Raises:
+        FileNotFoundError / CheckpointError: see :func:`read_checkpoint`; weights or a recorded
+            architecture that do not fit (one line naming the keys or the differing fields).
     """
     cfg = get_config(name_or_config)
     model = _build_sam3d(cfg, attn_impl=attn_impl)
     model.config = cfg  # type: ignore[assignment]
     if checkpoint is not None:
         ckpt = read_checkpoint(checkpoint, allow_unsafe_pickle=allow_unsafe_pickle)
+        if ckpt.config is not None and ckpt.config != cfg:  # also fields without own shapes
+            raise CheckpointError(
+                f"{ckpt.path} does not fit the model: it was saved for another architecture "
+                f"({_config_diff(ckpt.config, cfg)})"
+            )
         _load_state_dict_strict(model, ckpt.state_dict, source=str(ckpt.path))
         model.checkpoint_path = ckpt.path  # type: ignore[assignment]
     return model.to(resolve_model_device(device)).eval()
@@ -490,6 +501,13 @@ def _load_state_dict_strict(
     if problems:
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
     model.load_state_dict(state_dict, strict=True)
+
+
+def _config_diff(got: ModelConfig, expected: ModelConfig) -> str:
+    """``field=got (expected value)`` for the first differing fields of two configs."""
+    a, b = got.to_dict(), expected.to_dict()
+    diffs = [f"{k}={a[k]!r} (expected {b[k]!r})" for k in a if a[k] != b.get(k)]
+    return ", ".join(diffs[:6]) or "(configs differ)"
 
 
 def _preview(items: list[str], n: int = 5) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -94,8 +95,39 @@ def test_missing_or_incompatible_init_exit_2(tmp_path, dataset, capsys):
     assert "init checkpoint not found" in _err(capsys)
     small = save_checkpoint(build_model("sam_med3d_small"), tmp_path / "small.pth")
     assert _train(*base, "--init", str(small), f"data.roots=[{dataset}]") == 2
-    assert "does not fit model.name='sam_med3d_tiny'" in _err(capsys)
+    assert "small.pth does not fit the model: it was saved for another architecture" in _err(capsys)
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"<!DOCTYPE html><html><body>Sign in to continue</body></html>",  # a login page
+        b"PK\x03\x04" + bytes(200),  # a truncated zip archive
+        "torch_without_sam_keys",
+    ],
+)
+def test_init_that_is_not_a_checkpoint_fails_like_segment(tmp_path, dataset, capsys, content):
+    """``train --init FILE`` and ``segment --checkpoint FILE`` read FILE with one reader and say
+    the same thing about it."""
+    from sammed3d.io import Volume, write_volume
+
+    bad = tmp_path / "model.pth"
+    if content == "torch_without_sam_keys":
+        torch.save({"model_state_dict": {"head.weight": torch.zeros(2)}}, bad)
+    else:
+        bad.write_bytes(content)
+    array = np.random.default_rng(0).normal(100.0, 20.0, (20, 18, 12)).astype(np.float32)
+    image = write_volume(Volume(array, (1.0, 1.0, 1.0)), tmp_path / "image.nii.gz")
+    argv = ["segment", str(image), "-p", "5", "5", "5", "--checkpoint", str(bad)]
+    assert main([*argv, "-o", str(tmp_path / "mask.nii.gz")]) == 2
+    from_segment = _err(capsys)
+    run = tmp_path / "run"
+    assert _train("--config", "tiny_cpu", "--init", str(bad), "-o", str(run),
+                  f"data.roots=[{dataset}]") == 2  # fmt: skip
+    from_train = _err(capsys)
+    assert from_segment.startswith(f"error: {bad} ") and from_train == from_segment
+    assert not (run / "checkpoints").exists()
 
 
 def test_print_config(capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -13,8 +14,9 @@ import torch
 from sammed3d import build_model, load_checkpoint
 from sammed3d.build import CheckpointError, export_published, save_checkpoint
 from sammed3d.training import ConfigError, load_config, train
+from sammed3d.training.checkpoint import find_latest_checkpoint
 from sammed3d.training.data import SyntheticDataset
-from sammed3d.training.trainer import find_latest_checkpoint, never_trained_parameters
+from sammed3d.training.trainer import never_trained_parameters
 
 from .conftest import tiny_overrides
 
@@ -162,7 +164,7 @@ def test_init_checkpoint_errors(tmp_path):
         train(cfg, dataset=_data(), show_progress=False)
     other = save_checkpoint(build_model("sam_med3d_small"), tmp_path / "small.pth")
     cfg = load_config("tiny_cpu", tiny_overrides(tmp_path / "r2", f"model.init_checkpoint={other}"))
-    with pytest.raises(CheckpointError, match="does not fit model.name='sam_med3d_tiny'"):
+    with pytest.raises(CheckpointError, match="small.pth does not fit the model: it was saved"):
         train(cfg, dataset=_data(), show_progress=False)
     not_a_ckpt = tmp_path / "junk.pth"
     torch.save({"model_state_dict": {"foo.weight": torch.zeros(2)}}, not_a_ckpt)
@@ -322,6 +324,51 @@ def test_resume_with_a_changed_learning_rate(tmp_path):
     with pytest.raises(ConfigError, match="optimizer state does not fit"):
         cfg = load_config(tmp_path / "config.yaml", ["model.freeze_image_encoder=true"])
         train(cfg, dataset=_data(), resume=True, show_progress=False)
+
+
+#: Two schedules with warm-up: milestones at epochs 1 and 2 / cosine to 10 % (2 steps per epoch).
+SCHEDULES = {
+    "multistep": ["optim.milestones=[1,2]", "optim.warmup_steps=3"],
+    "cosine": ["optim.schedule=cosine", "optim.warmup_steps=2", "optim.min_lr_ratio=0.1"],
+}
+
+
+@pytest.mark.filterwarnings("error:Detected call of:UserWarning")
+@pytest.mark.parametrize(("schedule", "stop"), [("multistep", 2), ("cosine", 3)])
+def test_a_resumed_run_has_the_learning_rates_of_an_uninterrupted_one(tmp_path, schedule, stop):
+    """Stopped after the last step of epoch 0 (the resumed process closes that epoch before its
+    first optimizer step, and must not step the scheduler there) or mid-epoch 1."""
+    base = ["train.epochs=3", "run.save_every_steps=100", "data.random_shift=0"]
+    base += SCHEDULES[schedule]
+    full = train(
+        load_config("tiny_cpu", tiny_overrides(tmp_path / "a", *base)),
+        dataset=_data(),
+        show_progress=False,
+    )
+    first = train(
+        load_config(
+            "tiny_cpu", tiny_overrides(tmp_path / "b", *base, f"run.stop_after_steps={stop}")
+        ),
+        dataset=_data(),
+        show_progress=False,
+    )
+    resumed = train(
+        load_config(tmp_path / "b" / "config.yaml", ["run.stop_after_steps=null"]),
+        dataset=_data(),
+        resume=True,
+        show_progress=False,
+    )
+    lrs = [h["lr"] for h in full.history]
+    assert [h["lr"] for h in first.history + resumed.history] == lrs  # exactly
+    assert _max_diff(_state(full.checkpoint), _state(resumed.checkpoint)) == 0.0
+    # the rates each step used: warm-up times the schedule, decoder at 0.1 x
+    if schedule == "multistep":
+        expected = [1e-3 / 3, 2e-3 / 3, 1e-4, 1e-4, 1e-5, 1e-5]  # epochs 0, 1, 2
+    else:
+        cosine = [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / 6)) for s in range(6)]
+        expected = [1e-3 * min(1.0, (s + 1) / 2) * cosine[s] for s in range(6)]
+    assert [r["image_encoder"] for r in lrs] == pytest.approx(expected, rel=1e-12)
+    assert [r["mask_decoder"] for r in lrs] == pytest.approx([0.1 * x for x in expected])
 
 
 class _NaNImages(SyntheticDataset):

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     source = Path(args.checkpoint)
     if source.is_dir():
-        from sammed3d.training.trainer import find_latest_checkpoint
+        from sammed3d.training.checkpoint import find_latest_checkpoint
 
         found = find_latest_checkpoint(source)
         if found is None:

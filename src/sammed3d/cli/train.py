@@ -145,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _cache_only(cfg: TrainingConfig, show_progress: bool) -> int:
+    from sammed3d.training.data import build_training_dataset
     from sammed3d.training.distributed import cleanup_distributed, init_distributed
-    from sammed3d.training.trainer import build_training_dataset
 
     ctx = init_distributed(cfg.train.device)
     ok = False

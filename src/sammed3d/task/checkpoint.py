@@ -125,7 +125,7 @@ def resolve_task_checkpoint(path: str | os.PathLike[str]) -> Path:
     if not p.exists():
         raise FileNotFoundError(f"task checkpoint not found: {p}")
     if p.is_dir():
-        from sammed3d.training.trainer import find_latest_checkpoint
+        from sammed3d.training.checkpoint import find_latest_checkpoint
 
         found = find_latest_checkpoint(p)
         if found is None:

@@ -1,4 +1,5 @@
-"""Training data: the pre-processing cache, the crop dataset and the resumable sampler.
+"""Training data: the pre-processing cache, the crop dataset, the resumable sampler, and the
+dataset a run trains on (:func:`build_dataset`: cached targets, generated crops, task data).
 
 Pipeline (docs/faithfulness.md §8 and §9):
 
@@ -31,14 +32,19 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import ConcatDataset, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from sammed3d.io import atomic_write_text
+from sammed3d.training.config import ConfigError
+
+if TYPE_CHECKING:
+    from sammed3d.training.config import TrainingConfig
+    from sammed3d.training.distributed import DistContext
 
 logger = logging.getLogger(__name__)
 
@@ -590,6 +596,157 @@ def per_rank_samples(dataset_len: int, world_size: int) -> int:
     return math.ceil(dataset_len / world_size)
 
 
+# --------------------------------------------------------------------------------------------
+# Dataset construction (what the trainer trains on)
+
+
+def check_data_roots(cfg: TrainingConfig) -> None:
+    """Fail early (before a model or a cache is built) on missing dataset folders.
+
+    Raises:
+        ConfigError: no ``data.roots`` and no generated data.
+        FileNotFoundError: a root that is not a folder.
+    """
+    if not cfg.data.roots and cfg.data.synthetic_per_epoch > 0:
+        return
+    if not cfg.data.roots:
+        raise ConfigError(
+            "data.roots is empty: give the dataset folders, e.g. data.roots=[/data/Dataset001_X]"
+        )
+    for root in cfg.data.roots:
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"dataset folder not found: {root} (data.roots)")
+
+
+def build_generated_dataset(cfg: TrainingConfig) -> Dataset[dict[str, torch.Tensor]]:
+    """The on-the-fly synthetic crops of ``cfg.data`` (``synthetic_per_epoch`` per epoch).
+
+    Raises:
+        FileNotFoundError: a missing ``data.shape_bank`` or ``data.anatomy`` file.
+    """
+    from sammed3d.build import get_config
+    from sammed3d.training.synthesis import GeneratedDataset, SynthesisConfig
+
+    d = cfg.data
+    for path in (d.shape_bank, d.anatomy):
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"file not found: {path} (data.shape_bank / data.anatomy)")
+    size = get_config(cfg.model.name).img_size
+    return GeneratedDataset(
+        d.synthetic_per_epoch,
+        SynthesisConfig(size=size),
+        seed=cfg.train.seed,
+        shape_bank=d.shape_bank,
+        defer=d.generate_on_device,
+        targets=d.targets_per_crop,
+        anatomy=d.anatomy,
+        anatomy_fraction=d.anatomy_fraction,
+    )
+
+
+def build_training_dataset(
+    cfg: TrainingConfig, ctx: DistContext | None = None, *, show_progress: bool = True
+) -> CachedTargetDataset:
+    """Discover the targets of ``cfg.data.roots``, build/reuse the cache and return the dataset.
+
+    Cache building is split across the processes of each node (call on every rank), so it also
+    works with a node-local ``cache_dir``; rank 0 writes ``manifest.jsonl``.
+
+    Raises:
+        ConfigError: no ``data.roots``.
+        FileNotFoundError / ValueError: from dataset discovery or pre-processing; every target
+            dropped.
+    """
+    from sammed3d.build import get_config
+    from sammed3d.data.layout import discover_dataset, iter_targets
+    from sammed3d.training.distributed import DistContext, barrier
+
+    ctx = ctx or DistContext()
+    d = cfg.data
+    check_data_roots(cfg)
+    targets = []
+    for root in d.roots:
+        targets += iter_targets(discover_dataset(root, split=d.split))
+    cache_dir = Path(d.cache_dir) if d.cache_dir else Path(cfg.run.output_dir) / "cache"
+    params = CacheParams(
+        target_spacing=(d.target_spacing[0], d.target_spacing[1], d.target_spacing[2]),
+        ct_clamp=None if d.ct_clamp is None else (d.ct_clamp[0], d.ct_clamp[1]),
+    )
+    logger.info("pre-processing cache for %d targets in %s", len(targets), cache_dir)
+    root = build_cache(
+        targets,
+        cache_dir,
+        params,
+        rank=ctx.local_rank,
+        world_size=ctx.local_world_size,
+        show_progress=show_progress and ctx.is_main,
+    )
+    barrier(ctx)
+    kept = load_cached_targets(
+        targets, root, min_target_voxels=d.min_target_voxels, write_manifest=ctx.is_main
+    )
+    if len(kept) < len(targets):
+        logger.info(
+            "kept %d of %d targets (see %s)", len(kept), len(targets), root / "manifest.jsonl"
+        )
+    if not kept:
+        raise ValueError(
+            f"all {len(targets)} targets were dropped (fewer than data.min_target_voxels="
+            f"{d.min_target_voxels} voxels); see {root / 'manifest.jsonl'}"
+        )
+    crop = get_config(cfg.model.name).img_size
+    return CachedTargetDataset(
+        kept,
+        crop,
+        seed=cfg.train.seed,
+        random_shift=d.random_shift,
+        aug=AugmentConfig(
+            flip_prob=d.flip_prob,
+            intensity_aug_prob=d.intensity_aug_prob,
+            normalize=d.normalization == "per_sample",
+        ),
+    )
+
+
+def build_dataset(
+    cfg: TrainingConfig, ctx: DistContext | None = None, *, show_progress: bool = True
+) -> Dataset[dict[str, torch.Tensor]]:
+    """Everything a run trains on: the task-model dataset (``task.kind=semantic``), or the
+    cached targets of ``data.roots`` followed by the generated crops (either may be absent).
+
+    Items are indexed by the ``(epoch, index)`` keys of :class:`EpochDistributedSampler`. Call
+    on every rank (the cache is built by all processes of a node).
+
+    Raises:
+        ConfigError / FileNotFoundError / ValueError: see :func:`build_training_dataset` and
+            :func:`build_generated_dataset`.
+    """
+    if cfg.task.kind == "semantic":
+        from sammed3d.training.semantic_data import build_semantic_dataset
+
+        return build_semantic_dataset(cfg, ctx, show_progress=show_progress)
+    parts: list[Dataset[dict[str, torch.Tensor]]] = []
+    if cfg.data.roots:
+        parts.append(build_training_dataset(cfg, ctx, show_progress=show_progress))
+    if cfg.data.synthetic_per_epoch > 0:
+        parts.append(build_generated_dataset(cfg))
+    if not parts:
+        check_data_roots(cfg)  # raises: nothing to train on
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+def deferred_generator(dataset: Dataset[Any]) -> Any:
+    """The :class:`~sammed3d.training.synthesis.GeneratedDataset` inside ``dataset`` whose
+    crops are drawn on the training device (``data.generate_on_device``), or None."""
+    from sammed3d.training.synthesis import GeneratedDataset
+
+    parts = getattr(dataset, "datasets", [dataset])
+    for part in parts:
+        if isinstance(part, GeneratedDataset) and part.defer:
+            return part
+    return None
+
+
 __all__ = [
     "CACHE_VERSION",
     "AugmentConfig",
@@ -600,6 +757,11 @@ __all__ = [
     "SyntheticDataset",
     "batch_zscore",
     "build_cache",
+    "build_dataset",
+    "build_generated_dataset",
+    "build_training_dataset",
+    "check_data_roots",
+    "deferred_generator",
     "finish_sample",
     "load_cached_targets",
     "per_rank_samples",

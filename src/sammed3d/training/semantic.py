@@ -148,10 +148,10 @@ def semantic_param_groups(model: TaskModel, cfg: TrainingConfig) -> list[dict[st
     Each group carries ``name`` and ``lr_exponent``; its rate is
     ``optim.lr * task.layer_decay ** lr_exponent``.
     """
-    from sammed3d.training.trainer import _no_decay_names
+    from sammed3d.training.optim import no_decay_names
 
-    o, k = cfg.optim, cfg.task
-    skip = _no_decay_names(model) if o.no_decay_norms_embeddings else set()
+    o = cfg.optim
+    skip = no_decay_names(model) if o.no_decay_norms_embeddings else set()
     depths = {f"image_encoder.{n}": e for n, e in encoder_layer_depths(model).items()}
     buckets: dict[tuple[int, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
@@ -164,7 +164,7 @@ def semantic_param_groups(model: TaskModel, cfg: TrainingConfig) -> list[dict[st
         name = "decoder" if exponent == 0 else f"encoder_decay{exponent}"
         group: dict[str, Any] = {
             "params": params,
-            "lr": o.lr * k.layer_decay**exponent,
+            "lr": semantic_base_lr(cfg, {"lr_exponent": exponent}),
             "name": f"{name}.no_decay" if plain else name,
             "lr_exponent": exponent,
         }
