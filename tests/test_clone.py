@@ -84,3 +84,24 @@ def test_shared_tests_skip_with_a_reason(clone):
     assert "no ../shared/fixtures beside the repository" in proc.stdout, tail
     summary = proc.stdout.strip().splitlines()[-1]
     assert "skipped" in summary and "passed" not in summary and "failed" not in summary, tail
+
+
+def test_dev_runs_commands_in_the_callers_folder(tmp_path: Path) -> None:
+    """`./dev <command>` is `sammed3d <command>` in `.venv`: relative paths are the caller's,
+    not the repository's (a new user ran `../sammed3d/dev segment img.nii.gz` and was told the
+    file did not exist)."""
+    dev = Path(__file__).resolve().parents[1] / "dev"
+    if not (dev.parent / ".venv" / "bin" / "sammed3d").exists():
+        pytest.skip("./dev has not set up .venv here")
+    (tmp_path / "not_a_checkpoint.pth").write_text("hello")
+    run = subprocess.run(
+        [str(dev), "info", "--checkpoint", "not_a_checkpoint.pth"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2, run.stderr
+    # found in the caller's folder (and refused for what it is), not "no such file"
+    assert "not_a_checkpoint.pth" in run.stderr
+    assert "no such file" not in run.stderr.lower() and "not found" not in run.stderr.lower()

@@ -67,6 +67,8 @@ class DemoResult:
     summary: Path
     checkpoint: str
     extra: dict[str, object] = field(default_factory=dict)
+    #: The MRI the label map belongs to (open both in a viewer).
+    image: Path | None = None
 
     def mean_dice(self, click: int = -1) -> float:
         """Mean Dice over structures after click ``click`` (0-based; -1: the last)."""
@@ -220,7 +222,7 @@ def run_demo(
         "label_values": {r.name: r.label for r in results},
     }
     atomic_write_text(summary, json.dumps(payload, indent=2))
-    return DemoResult(results, written, figure, summary, str(ckpt))
+    return DemoResult(results, written, figure, summary, str(ckpt), image=Path(image_path))
 
 
 def write_overlay(

@@ -41,7 +41,7 @@ from typing import Any
 #: Subcommands in the order ``--help`` lists them: name -> one-line help (also the description
 #: of the command's own ``--help``). Register a new command here with one line.
 COMMANDS: dict[str, str] = {
-    "demo": "segment a few brain structures of the bundled (held-out) MRI from one click each; "
+    "demo": "segment a few brain structures of the bundled (held-out) MRI with a few clicks each; "
     "writes a label map, a PNG overlay and prints Dice against the atlas",
     "segment": "segment an object from clicks (native voxel indices) and write the mask",
     "evaluate": "simulate clicks on a labelled dataset and report Dice/NSD/IoU per click count",

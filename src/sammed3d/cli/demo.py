@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="clicks per structure (default 5; the first is "
         "the most interior voxel, the others go to the centre of the largest error)",
     )
-    add_device_arg(parser, default="cpu")
+    add_device_arg(parser)
     add_overwrite_arg(
         parser,
         "files in the output folder (a folder the demo wrote before is refreshed without it)",
@@ -77,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(f"checkpoint: {result.checkpoint}")
     header = "  ".join(f"click {n + 1:>2}" for n in range(args.clicks))
-    print(f"{'structure':<20} {'first click (i,j,k)':<20} Dice {header}   s/click  click in mask")
+    print(
+        f"{'structure':<20} {'first click (i,j,k)':<20} Dice {header}   s/click  "
+        "1st click in its mask"
+    )
     for r in result.structures:
         click = ",".join(str(c) for c in r.clicks[0][:3])
         dices = "  ".join(f"{d:8.3f}" for d in r.dice)
@@ -86,9 +89,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r.name:<20} {click:<20}      {dices}   {per_click:7.2f}  {inside}")
     means = "  ".join(f"{result.mean_dice(n):8.3f}" for n in range(args.clicks))
     print(f"{'mean':<20} {'':<20}      {means}")
-    print(f"label map : {result.label_map}")
+    print("(Dice against the structure's reference after each click; later structures are")
+    print(" painted over earlier ones in the label map, the Dice is of each structure's own mask)")
+    print(f"image     : {result.image}")
+    legend = ", ".join(f"{r.label} = {r.name}" for r in result.structures)
+    print(f"label map : {result.label_map} ({legend})")
     print(f"overlay   : {result.figure}")
     print(f"summary   : {result.summary}")
+    print(
+        "view      : open the image with the label map as a segmentation in 3D Slicer, "
+        "ITK-SNAP or any NIfTI viewer, or click your own structures: sammed3d serve "
+        f"{result.image}"
+    )
     return 0
 
 
