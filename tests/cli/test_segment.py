@@ -368,3 +368,13 @@ def test_segment_reads_checks_and_resolves_once_and_builds_no_full_mask_per_clic
     assert main(argv) == 0
     assert counts == {"read": 1, "check": 1, "checkpoint": 1, "mask": 0}
     assert f"loaded {ckpt} on " in capsys.readouterr().out
+
+
+def test_a_physical_click_outside_the_image_is_named_as_typed(tmp_path, image, ckpt, capsys):
+    """A RAS/LPS click outside the image is reported in the millimetres the user typed, not
+    only as the voxel index it converts to."""
+    argv = ["segment", str(image), "--coords", "ras", "-p", "9000", "-250.5", "3"]
+    assert main([*argv, "--checkpoint", str(ckpt), "-o", str(tmp_path / "m.nii.gz")]) == 2
+    err = _err(capsys)
+    assert "outside the image" in err and "click 1 was given as RAS (9000, -250.5, 3) mm" in err
+    assert not (tmp_path / "m.nii.gz").exists()

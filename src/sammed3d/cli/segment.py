@@ -200,7 +200,20 @@ def run(args: argparse.Namespace) -> int:
         lps = points @ LPS_TO_RAS if args.coords == "ras" else points  # RAS->LPS: same flip
         points = volume.physical_to_index(lps)
     # every click rounded to its voxel and checked before the first model run
-    voxels = predictor.click_voxels(points)
+    try:
+        voxels = predictor.click_voxels(points)
+    except ValueError as exc:
+        if args.coords == "voxel":
+            raise
+        for n, (xyz, _) in enumerate(clicks, start=1):  # name the click as the user typed it
+            try:
+                predictor.click_voxels(points[n - 1])
+            except ValueError:
+                typed = ", ".join(f"{v:g}" for v in xyz)
+                raise ValueError(
+                    f"{exc}; click {n} was given as {args.coords.upper()} ({typed}) mm"
+                ) from None
+        raise
 
     session.new_object(args.label)
     for n, (voxel, (_, positive)) in enumerate(zip(voxels, clicks, strict=True), start=1):
