@@ -274,7 +274,7 @@ def test_grow_respects_the_bound_existing_rois_and_drops_empty_tiles(lab, caplog
     everything = grow(run, seed, max_new=20)
     with caplog.at_level(logging.INFO, logger="sammed3d.inference.extend"):
         assert len(grow(run, seed, max_new=1)) == 1
-    assert "stopped at the bound (1 extra ROIs)" in caplog.text
+    assert "reached its ROI budget (1 new ROI(s) allowed" in caplog.text
     first = everything[0].roi
     tried = []
 

@@ -211,8 +211,9 @@ def grow(
                 continue
             if len(new) >= max_new:
                 logger.info(
-                    "ROI extension stopped at the bound (%d extra ROIs); the mask may be cut "
-                    "at a ROI face",
+                    "ROI extension stopped: the object reached its ROI budget (%d new ROI(s) "
+                    "allowed for this click, --max-rois); its mask may be cut at a ROI face: "
+                    "raise --max-rois or click inside the missing part",
                     max_new,
                 )
                 return new
