@@ -71,6 +71,7 @@ def test_checkpoint_from_environment(tmp_path, image, ckpt, monkeypatch, capsys)
     out = tmp_path / "m.mha"
     assert main(["segment", str(image), "-p", "15", "14", "8", "-o", str(out)]) == 0
     assert out.exists()
+    capsys.readouterr()  # the first run's output (random weights: maybe a large-mask warning)
     monkeypatch.setenv("SAMMED3D_CHECKPOINT", str(tmp_path / "missing.pth"))
     out2 = tmp_path / "m2.mha"
     assert main(["segment", str(image), "-p", "15", "14", "8", "-o", str(out2)]) == 2
@@ -378,3 +379,17 @@ def test_a_physical_click_outside_the_image_is_named_as_typed(tmp_path, image, c
     err = _err(capsys)
     assert "outside the image" in err and "click 1 was given as RAS (9000, -250.5, 3) mm" in err
     assert not (tmp_path / "m.nii.gz").exists()
+
+
+def test_a_mask_over_half_the_image_is_a_warning(tmp_path, image, ckpt, capsys, monkeypatch):
+    """A click on the background often gives a mask of most of the image: say so (exit 0)."""
+    from sammed3d.inference import InteractiveSession
+
+    shape = read_volume(image).shape
+    big = int(0.8 * np.prod(shape))
+    monkeypatch.setattr(InteractiveSession, "voxel_count", lambda self, *a, **k: big)
+    out = tmp_path / "mask.nii.gz"
+    argv = ["segment", str(image), "-p", "15", "14", "8", "--checkpoint", str(ckpt)]
+    assert main([*argv, "-o", str(out), "--no-extend"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the mask covers 80% of the image" in err and "negative click" in err

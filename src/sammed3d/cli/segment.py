@@ -34,6 +34,9 @@ from sammed3d.cli import (
 
 logger = logging.getLogger(__name__)
 
+#: A mask larger than this share of the image gets a warning (a click on the background).
+LARGE_MASK_FRACTION = 0.5
+
 
 class _ClickAction(argparse.Action):
     """Collect ``--point``/``--negative`` in command-line order as ``(xyz, positive)``."""
@@ -236,5 +239,11 @@ def run(args: argparse.Namespace) -> int:
         logger.warning(
             "warning: the mask is empty: the model found no object at the click(s); try a "
             "click deeper inside the object, more clicks, or other weights (--checkpoint)"
+        )
+    elif count > LARGE_MASK_FRACTION * int(np.prod(volume.shape)):
+        logger.warning(
+            "warning: the mask covers %.0f%% of the image: the click may be on the background "
+            "or the object has no visible border there; check it, or add a negative click (-n)",
+            100.0 * count / int(np.prod(volume.shape)),
         )
     return 0
