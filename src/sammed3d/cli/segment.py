@@ -240,10 +240,10 @@ def run(args: argparse.Namespace) -> int:
             "warning: the mask is empty: the model found no object at the click(s); try a "
             "click deeper inside the object, more clicks, or other weights (--checkpoint)"
         )
-    elif count > LARGE_MASK_FRACTION * int(np.prod(volume.shape)):
+    elif count > LARGE_MASK_FRACTION * (total := int(np.prod(volume.shape))):
         logger.warning(
             "warning: the mask covers %.0f%% of the image: the click may be on the background "
             "or the object has no visible border there; check it, or add a negative click (-n)",
-            100.0 * count / int(np.prod(volume.shape)),
+            100.0 * count / total,
         )
     return 0
