@@ -436,6 +436,51 @@ def test_failed_write_names_the_users_path(tmp_path: Path, monkeypatch) -> None:
     assert ".x1y2" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("code", "refused", "words"),
+    [
+        (2, True, "does not accept new files"),  # ENOENT in an existing folder: /proc, /sys
+        (30, True, "read-only file system"),  # EROFS
+        (1, True, "operation not permitted"),  # EPERM
+        (28, False, "no space left on device"),  # ENOSPC: the machine, not the input
+        (5, False, "input/output error"),  # EIO
+    ],
+)
+def test_a_folder_that_refuses_new_files_is_bad_input_a_full_disk_is_not(
+    tmp_path: Path, monkeypatch, code: int, refused: bool, words: str
+) -> None:
+    """Output checks and writes raise PermissionError (CLI exit 2) for a folder that does not
+    take files, and a plain OSError (exit 1) for a failing machine; both name the user's path."""
+    import errno
+    import tempfile
+
+    from sammed3d.io import check_output_file
+
+    assert code == getattr(errno, {2: "ENOENT", 30: "EROFS", 1: "EPERM", 28: "ENOSPC",
+                                   5: "EIO"}[code])  # fmt: skip
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(tmp_path / ".tmp123"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", fail)
+    target = tmp_path / "out.nii.gz"
+    for attempt in (lambda: check_output_file(target), lambda: write_volume(_volume(), target)):
+        with pytest.raises(OSError) as info:
+            attempt()
+        assert isinstance(info.value, PermissionError) is refused
+        assert info.value.errno == code
+        assert str(target) in str(info.value) and words in str(info.value).lower()
+        assert ".tmp123" not in str(info.value) and "[Errno" not in str(info.value)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_output_in_proc_is_refused_before_the_work(tmp_path: Path) -> None:
+    from sammed3d.io import check_output_file
+
+    with pytest.raises(PermissionError, match=r"cannot write /proc/out\.nii\.gz: .*choose"):
+        check_output_file("/proc/out.nii.gz")
+
+
 def test_volume_and_grid_share_one_index_physical_map() -> None:
     """`Volume` and `inference.geometry.Grid` use the one implementation in `io.PhysicalGrid`:
     same affine, same maps, and the RAS affine agrees with nibabel's convention (x, y negated)."""

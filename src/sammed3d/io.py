@@ -38,6 +38,7 @@ their codes, ``pixdim``, units; NRRD: ``space``, ``space directions``, ``space o
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -626,11 +627,32 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+#: errno values that mean "this folder does not take new files": the user's choice of output
+#: (exit 2), unlike a full disk or an I/O error (the machine; exit 1). ENOENT in an existing
+#: folder is a pseudo file system (/proc, /sys).
+_REFUSING_FOLDER = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT}
+
+
 def _unwritable(path: Path, exc: OSError) -> OSError:
-    reason = exc.strerror or type(exc).__name__
+    """The error for a file that cannot be created, naming ``path`` and its nearest folder.
+
+    Returns a :class:`PermissionError` (bad input, CLI exit 2) when the folder refuses new files
+    (no permission, read-only or pseudo file system), otherwise an ``OSError`` (exit 1).
+    """
+    reason = (exc.strerror or type(exc).__name__).lower()
     folder = _existing_ancestor(path.parent)
-    cls = PermissionError if isinstance(exc, PermissionError) else OSError
-    return cls(f"cannot write {path}: {reason.lower()} (in {folder})")
+    if isinstance(exc, PermissionError) or exc.errno in _REFUSING_FOLDER:
+        if exc.errno == errno.ENOENT:
+            reason = "the folder does not accept new files"
+        elif exc.errno == errno.EROFS:
+            reason = "read-only file system"
+        err: OSError = PermissionError(
+            f"cannot write {path}: {reason} (in {folder}); choose another output"
+        )
+    else:
+        err = OSError(f"cannot write {path}: {reason} (in {folder})")
+    err.errno = exc.errno
+    return err
 
 
 def _existing_ancestor(path: Path) -> Path:
