@@ -28,6 +28,11 @@ Usage::
         --steps 300 --eval-every 50 --threads 1     # hours on a CPU: for a lent GPU/long run
     nice -n 10 .venv/bin/python benchmarks/bench_transfer.py --quick --work out/transfer_quick
 
+Arms are independent and resumable (each keeps ``<work>/runs/<arm>/curve.json``), so two CPU
+cores can train two arms at once, one process each (``--arms scratch`` beside
+``--arms pretrained``, then ``--arms frozen``); a final call with all arms finds them finished,
+trains nothing and writes the combined results and plot.
+
 Writes ``<work>/results.json``, ``<work>/learning_curves.png`` and prints a Markdown table.
 """
 
@@ -192,7 +197,7 @@ def run_arm(name: str, args: argparse.Namespace, arch: str, train_ds: Path, test
         f"task.samples_per_epoch={args.eval_every * args.batch}",
         f"train.epochs={chunks}",
         f"train.batch_size={args.batch}",
-        "train.device=cpu",
+        f"train.device={args.device}",
         f"optim.lr={args.lr}",
         "optim.warmup_steps=20",
         "optim.grad_clip=1.0",
@@ -300,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer-decay", type=float, default=0.75)
     parser.add_argument("--train-cases", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="training device: cpu, cuda, auto")
     parser.add_argument("--seed", type=int, default=2023)
     parser.add_argument(
         "--quick",
