@@ -642,10 +642,8 @@ def _unwritable(path: Path, exc: OSError) -> OSError:
     reason = (exc.strerror or type(exc).__name__).lower()
     folder = _existing_ancestor(path.parent)
     if isinstance(exc, PermissionError) or exc.errno in _REFUSING_FOLDER:
-        if exc.errno == errno.ENOENT:
+        if exc.errno == errno.ENOENT:  # the folder exists: strerror would say it does not
             reason = "the folder does not accept new files"
-        elif exc.errno == errno.EROFS:
-            reason = "read-only file system"
         err: OSError = PermissionError(
             f"cannot write {path}: {reason} (in {folder}); choose another output"
         )
