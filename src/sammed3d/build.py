@@ -12,6 +12,7 @@ Files without a config (the published ones) get their architecture inferred from
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -225,6 +226,10 @@ def build_model(
             )
         _load_state_dict_strict(model, ckpt.state_dict, source=str(ckpt.path))
         model.checkpoint_path = ckpt.path  # type: ignore[assignment]
+        if ckpt.config is not None:  # behaviours the weights were trained for
+            model.config = dataclasses.replace(  # type: ignore[assignment]
+                cfg, first_click_multimask=ckpt.config.first_click_multimask
+            )
     return model.to(resolve_model_device(device)).eval()
 
 

@@ -12,9 +12,9 @@ class ModelConfig:
     """Architecture of a SAM-Med3D model.
 
     The first eight fields are those of the published builders; the rest default to the
-    released ``vit_b_ori`` values and exist so that small variants can be built. The last two
-    (``click_maps``, ``hires_channels``) are options of our own models; their defaults are the
-    published behaviour, which published checkpoints always get.
+    released ``vit_b_ori`` values and exist so that small variants can be built. The last three
+    (``click_maps``, ``hires_channels``, ``first_click_multimask``) are options of our own
+    models; their defaults are the published behaviour, which published checkpoints always get.
     """
 
     img_size: int = 128
@@ -42,6 +42,12 @@ class ModelConfig:
     #: Our models only (published: 0). Width of the high-resolution path (a conv stem on the
     #: input and a refinement head): logits on a ``2 * low_res`` grid (64^3 instead of 32^3).
     hires_channels: int = 0
+    #: Our models only (published: False). At an object's first click (no previous logits),
+    #: decode the three multimask outputs and keep the one with the highest predicted IoU
+    #: (SAM's answer to an ambiguous click: a click in the white matter is also a click in the
+    #: brain). Set by training with ``train.first_click_multimask``; a behaviour, not an
+    #: architecture, so it is not compared when weights are matched to a config.
+    first_click_multimask: bool = field(default=False, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +114,12 @@ class ModelConfig:
             or self.hires_channels < 0
         ):
             raise ValueError(f"hires_channels must be an integer >= 0, got {self.hires_channels!r}")
+        if not isinstance(self.first_click_multimask, bool):
+            raise ValueError(
+                f"first_click_multimask must be true or false, got {self.first_click_multimask!r}"
+            )
+        if self.first_click_multimask and self.num_multimask_outputs < 1:
+            raise ValueError("first_click_multimask needs num_multimask_outputs >= 1, got 0")
         if self.mask_in_chans % 4:
             raise ValueError(f"mask_in_chans must be divisible by 4, got {self.mask_in_chans}")
         if self.window_size < 0:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from sammed3d import build_model
 from sammed3d.data.transforms import (
     bbox_center,
     crop_or_pad,
@@ -377,3 +380,36 @@ def test_from_checkpoint_resolves_device_and_checkpoint_once(tmp_path, tiny_mode
     if torch.version.cuda is None:
         with pytest.raises(DeviceError, match="no CUDA support"):
             SamMed3DPredictor.from_checkpoint(str(path), device="cuda")
+
+
+@pytest.mark.parametrize("multimask", [True, False], ids=["first_click_multimask", "published"])
+def test_first_click_keeps_the_mask_the_iou_head_ranks_first(lab, multimask):
+    torch.manual_seed(3)
+    model = build_model("sam_med3d_tiny_dense")
+    model.config = dataclasses.replace(model.config, first_click_multimask=multimask)
+    vol, _, _, click = _sphere_setup(lab, "ras_stored")
+    predictor = SamMed3DPredictor(model, extend=False)
+    predictor.set_image(vol)
+    roi = predictor.roi_at(click)
+    coords = torch.tensor([[[30.0, 33.0, 31.0]]])
+    labels = torch.tensor([[1]])
+    emb = predictor.get_image_embedding(roi)
+    zeros = torch.zeros((1, 1, *model.low_res_size))
+    with torch.no_grad():
+        multi, iou = model.decode(emb, coords, labels, zeros, multimask_output=True)
+        single, _ = model.decode(emb, coords, labels, zeros)
+    first, first_iou = predictor.predict_torch(coords, labels, None, roi=roi)
+    if multimask:
+        best = int(iou[0].argmax())
+        torch.testing.assert_close(first, multi[:, best : best + 1])
+        torch.testing.assert_close(first_iou, iou[:, best : best + 1])
+    else:
+        torch.testing.assert_close(first, single)
+    # a refinement (previous logits given) is always mask 0
+    refined, _ = predictor.predict_torch(coords, labels, first, roi=roi)
+    with torch.no_grad():
+        expected, _ = model.decode(emb, coords, labels, first)
+    torch.testing.assert_close(refined, expected)
+    # asking for the multimask outputs still returns all three
+    three, _ = predictor.predict_torch(coords, labels, None, roi=roi, multimask_output=True)
+    assert three.shape[1] == 3

@@ -501,3 +501,43 @@ def test_generated_data_files_must_exist(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="no.npz"):
         train(cfg, show_progress=False)
+
+
+def test_first_click_multimask_from_an_init_checkpoint(tmp_path):
+    torch.manual_seed(5)
+    start = build_model("sam_med3d_tiny_dense")
+    init = save_checkpoint(start, tmp_path / "init.pth")
+    overrides = [*GENERATED, "train.epochs=1", "train.first_click_multimask=true"]
+    cfg = load_config(
+        "tiny_cpu", tiny_overrides(tmp_path / "mm", *overrides, f"model.init_checkpoint={init}")
+    )
+    result = train(cfg, show_progress=False)
+    trained = load_checkpoint(result.checkpoint)
+    assert trained.first_click_multimask and trained.config.first_click_multimask
+    before, after = start.state_dict(), trained.state_dict()
+    # the IoU head and outputs 1..3 train; no_mask_embed (never used by click-map models) not
+    for key in ("mask_decoder.iou_prediction_head.layers.0.weight",
+                "mask_decoder.output_hypernetworks_mlps.2.layers.0.weight"):  # fmt: skip
+        assert not torch.equal(before[key], after[key]), key
+    assert torch.equal(
+        before["prompt_encoder.no_mask_embed.weight"], after["prompt_encoder.no_mask_embed.weight"]
+    )
+    # a resumed run keeps recording it
+    resumed = train(
+        load_config("tiny_cpu", tiny_overrides(tmp_path / "mm", *overrides, "train.epochs=2")),
+        resume=True,
+        show_progress=False,
+    )
+    assert resumed.global_step > result.global_step
+    assert load_checkpoint(resumed.checkpoint).first_click_multimask
+    # the published regime on the same start records the published behaviour
+    plain = train(
+        load_config(
+            "tiny_cpu",
+            tiny_overrides(
+                tmp_path / "plain", *GENERATED, "train.epochs=1", f"model.init_checkpoint={init}"
+            ),  # fmt: skip
+        ),
+        show_progress=False,
+    )
+    assert not load_checkpoint(plain.checkpoint).first_click_multimask

@@ -54,7 +54,7 @@ from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import Lattice, RoiGrid, nearest_index
 from sammed3d.inference.validation import check_image_array, load_image
 from sammed3d.io import IrregularSlices, Volume, VolumeError
-from sammed3d.modeling.sam3d import ImageEmbedding
+from sammed3d.modeling.sam3d import ImageEmbedding, select_by_iou
 
 logger = logging.getLogger(__name__)
 
@@ -562,12 +562,16 @@ class SamMed3DPredictor:
                 ``(r0, r1, r2)``.
             point_labels: ``(B, N)``: 1 positive, 0 negative.
             mask_input: ``(B, 1, l, l, l)`` previous low-res logits; None means zeros (the
-                published first-click prompt).
+                published first-click prompt) and, for a model trained with
+                ``first_click_multimask``, decoding the multimask outputs and keeping the one
+                with the highest predicted IoU.
             roi: The ROI (its embedding is computed or taken from the cache).
-            multimask_output: Return masks 1..3 instead of mask 0 (never trained).
+            multimask_output: Return masks 1..3 instead of mask 0 (never trained in the
+                published models).
 
         Returns:
-            ``(low_res_logits (B, C, l, l, l), iou (B, C))``.
+            ``(low_res_logits (B, C, l, l, l), iou (B, C))``: ``C`` is 3 with
+            ``multimask_output``, else 1.
         """
         if point_coords.ndim != 3 or point_coords.shape[-1] != 3:
             raise ValueError(f"point_coords must be (B, N, 3), got {tuple(point_coords.shape)}")
@@ -578,6 +582,8 @@ class SamMed3DPredictor:
             )
         batch = point_coords.shape[0]
         low_size = tuple(int(s) for s in self.model.low_res_size)
+        first_click = mask_input is None and not multimask_output
+        pick_best = first_click and bool(getattr(self.model, "first_click_multimask", False))
         if mask_input is None:
             mask_input = torch.zeros((batch, 1, *low_size), device=self.device)
         elif tuple(mask_input.shape) != (batch, 1, *low_size):
@@ -587,13 +593,16 @@ class SamMed3DPredictor:
             )
         emb = self.get_image_embedding(roi)  # batch 1: the decoder broadcasts it
         with torch.inference_mode():
-            return self.model.decode(
+            logits, iou = self.model.decode(
                 emb,
                 point_coords.to(self.device, torch.float32),
                 point_labels.to(self.device, torch.int64),
                 mask_input.to(self.device, torch.float32),
-                multimask_output=multimask_output,
+                multimask_output=multimask_output or pick_best,
             )
+            if pick_best:
+                logits, iou = select_by_iou(logits, iou)
+        return logits, iou
 
     def predict_tile(
         self,

@@ -10,7 +10,7 @@ from sammed3d.modeling.image_encoder import Block3D, ImageEncoderViT3D, PatchEmb
 from sammed3d.modeling.mask_decoder import MaskDecoder3D
 from sammed3d.modeling.prompt_encoder import PositionEmbeddingRandom3D, PromptEncoder3D
 from sammed3d.modeling.prompt_maps import draw_click_maps
-from sammed3d.modeling.sam3d import ImageEmbedding, Sam3D
+from sammed3d.modeling.sam3d import ImageEmbedding, Sam3D, select_by_iou
 from sammed3d.modeling.transformer import TwoWayAttentionBlock3D, TwoWayTransformer3D
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "PositionEmbeddingRandom3D",
     "PromptEncoder3D",
     "Sam3D",
+    "select_by_iou",
     "TwoWayAttentionBlock3D",
     "TwoWayTransformer3D",
     "draw_click_maps",

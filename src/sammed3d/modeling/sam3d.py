@@ -104,6 +104,14 @@ class Sam3D(nn.Module):
         return (f * s[0], f * s[1], f * s[2])
 
     @property
+    def first_click_multimask(self) -> bool:
+        """Whether an object's first click is decoded with the multimask outputs, keeping the
+        one with the highest predicted IoU (``ModelConfig.first_click_multimask``; our models
+        only, False for published ones)."""
+        cfg = getattr(self, "config", None)
+        return bool(cfg is not None and cfg.first_click_multimask)
+
+    @property
     def accumulates_clicks(self) -> bool:
         """Whether the model expects every click of an object at each step (click-map models)
         rather than the published "newest click + previous logits"."""
@@ -202,3 +210,24 @@ class Sam3D(nn.Module):
     def upsample_logits(self, low_res_logits: torch.Tensor) -> torch.Tensor:
         """Trilinear (align_corners=False) upsampling of low-res logits to the input size."""
         return upsample_trilinear(low_res_logits, (self.img_size,) * 3)
+
+
+def select_by_iou(logits: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep, per sample, the mask with the highest predicted IoU (SAM's choice among the
+    multimask outputs).
+
+    Args:
+        logits: ``(B, M, *spatial)`` mask logits.
+        iou: ``(B, M)`` predicted IoU of each mask.
+
+    Returns:
+        ``(B, 1, *spatial)`` logits and ``(B, 1)`` predicted IoU of the chosen masks.
+
+    Raises:
+        ValueError: ``iou`` does not have the ``(B, M)`` of ``logits``.
+    """
+    if iou.shape != logits.shape[:2]:
+        raise ValueError(f"iou must be (B, M) = {tuple(logits.shape[:2])}, got {tuple(iou.shape)}")
+    best = iou.argmax(dim=1)
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return logits[rows, best].unsqueeze(1), iou[rows, best].unsqueeze(1)

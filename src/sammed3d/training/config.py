@@ -187,6 +187,14 @@ class TrainSection:
     #: Option (``loss_resolution=low``): share of corrective clicks placed at the centre of the
     #: largest error (RITM rule) instead of uniformly in the error region (published: 0).
     center_click_fraction: float = 0.0
+    #: Option (ours; published: mask 0 at every click): at the first click decode the
+    #: multimask outputs, back-propagate the one closest to the target and train the IoU head
+    #: to rank them (SAM's answer to an ambiguous click). The saved model records
+    #: ``first_click_multimask: true``, so inference keeps the mask ranked first. Starting
+    #: from weights whose outputs 1..3 were never trained, they are seeded from mask 0.
+    first_click_multimask: bool = False
+    #: Weight of the IoU head's mean squared error (``first_click_multimask`` only).
+    iou_loss_weight: float = 1.0
     #: Option: DDP ``find_unused_parameters``. Off: parameters that the regime never trains
     #: (IoU head, ``no_mask_embed``) are frozen instead, which AdamW treats identically.
     find_unused_parameters: bool = False
@@ -346,6 +354,8 @@ def validate_config(cfg: TrainingConfig) -> None:
         raise ConfigError("data.anatomy_fraction > 0 needs data.anatomy (an .npz file)")
     if not 0.0 < o.min_lr_ratio <= 1.0:
         raise ConfigError(f"optim.min_lr_ratio must be in (0, 1], got {o.min_lr_ratio}")
+    if t.iou_loss_weight < 0:
+        raise ConfigError(f"train.iou_loss_weight must be >= 0, got {t.iou_loss_weight}")
     if t.first_click_weight <= 0 or not 0.0 <= t.center_click_fraction <= 1.0:
         raise ConfigError(
             "train.first_click_weight must be > 0 and train.center_click_fraction in [0, 1], "

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sammed3d.clicks import sample_clicks_batch, sample_next_click
-from sammed3d.modeling import Sam3D
+from sammed3d.modeling import Sam3D, select_by_iou
 from sammed3d.training.losses import build_seg_loss, hard_dice
+from sammed3d.training.multimask import multimask_first_click_loss
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,11 @@ class ClickLoop(nn.Module):
         first_click_weight: Loss weight of the first click (the others weigh 1).
         center_click_fraction: ``"low"`` only: share of the corrective clicks put at the
             centre of the largest error (RITM/EDT rule) instead of uniformly in the error.
+        first_click_multimask: Decode the multimask outputs at the first click, train the
+            one closest to the target and the IoU head that ranks them
+            (:mod:`sammed3d.training.multimask`); the next click gets the mask the IoU head
+            ranks first, as at inference.
+        iou_loss_weight: Weight of the IoU head's loss (``first_click_multimask`` only).
 
     Example:
         >>> loop = ClickLoop(build_model("sam_med3d_tiny"), num_clicks=3)
@@ -101,6 +107,8 @@ class ClickLoop(nn.Module):
         loss_resolution: str = "full",
         first_click_weight: float = 1.0,
         center_click_fraction: float = 0.0,
+        first_click_multimask: bool = False,
+        iou_loss_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if num_clicks < 1:
@@ -118,6 +126,8 @@ class ClickLoop(nn.Module):
         self.freeze_image_encoder = freeze_image_encoder
         self.autocast_dtype = autocast_dtype
         self.seg_loss = build_seg_loss()
+        self.first_click_multimask = bool(first_click_multimask)
+        self.iou_loss_weight = float(iou_loss_weight)
 
     def forward(
         self,
@@ -200,13 +210,21 @@ class ClickLoop(nn.Module):
             else:
                 point_coords, point_labels = coords_so_far[-1], labels_so_far[-1]
             mask_prompt = low_res.detach() if self.detach_mask_prompt else low_res
+            multi = self.first_click_multimask and it == 0 and point_coords is not None
             with autocast_context(device, self.autocast_dtype):
-                low_res, _ = self.model.decode(
-                    embedding, point_coords, point_labels, mask_prompt, multimask_output=False
+                low_res, iou_pred = self.model.decode(
+                    embedding, point_coords, point_labels, mask_prompt, multimask_output=multi
                 )
-            low_res = low_res.float()  # (B, 1, S/4, S/4, S/4)
-            upsampled = self.model.upsample_logits(low_res)  # (B, 1, S, S, S)
-            loss = loss + self.seg_loss(upsampled, gt)
+            low_res = low_res.float()  # (B, 1 or M, S/4, S/4, S/4)
+            upsampled = self.model.upsample_logits(low_res)  # (B, 1 or M, S, S, S)
+            if multi:
+                step_loss, upsampled, _ = multimask_first_click_loss(
+                    self.seg_loss, upsampled, iou_pred, gt, self.iou_loss_weight
+                )
+                low_res = select_by_iou(low_res, iou_pred.detach())[0]
+                loss = loss + step_loss
+            else:
+                loss = loss + self.seg_loss(upsampled, gt)
             dices.append(hard_dice(upsampled.detach(), gt))
         dice_per_sample = torch.stack(dices, dim=1)  # (B, num_clicks)
         return {
@@ -261,13 +279,20 @@ class ClickLoop(nn.Module):
             else:
                 point_coords, point_labels = coords, labels
             mask_prompt = low_res.detach() if self.detach_mask_prompt else low_res
+            multi = self.first_click_multimask and it == 0 and point_coords is not None
             with autocast_context(device, self.autocast_dtype):
-                low_res, _ = self.model.decode(
-                    embedding, point_coords, point_labels, mask_prompt, multimask_output=False
+                low_res, iou_pred = self.model.decode(
+                    embedding, point_coords, point_labels, mask_prompt, multimask_output=multi
                 )
             low_res = low_res.float()
             weight = self.first_click_weight if it == 0 else 1.0
-            loss = loss + weight * self.seg_loss(low_res, target)
+            if multi:
+                step_loss, low_res, _ = multimask_first_click_loss(
+                    self.seg_loss, low_res, iou_pred, target, self.iou_loss_weight
+                )
+                loss = loss + weight * step_loss
+            else:
+                loss = loss + weight * self.seg_loss(low_res, target)
             dices.append(hard_dice(low_res.detach(), target_bool.float()))
         dice_per_sample = torch.stack(dices, dim=1)
         return {"loss": loss, "dice": dice_per_sample.mean(0), "dice_per_sample": dice_per_sample}

@@ -25,6 +25,7 @@ with ``sammed3d.load_checkpoint`` and ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -43,7 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sammed3d.build import build_model, get_config
+from sammed3d.build import build_model, get_config, model_config_of
 from sammed3d.io import atomic_write_text
 from sammed3d.modeling import Sam3D
 from sammed3d.training.checkpoint import (
@@ -80,6 +81,7 @@ from sammed3d.training.distributed import (
     unwrap,
 )
 from sammed3d.training.interaction import ClickLoop, mask_only_iterations
+from sammed3d.training.multimask import seed_multimask_outputs
 from sammed3d.training.optim import build_optimizer, build_scheduler
 
 logger = logging.getLogger(__name__)
@@ -91,16 +93,21 @@ logger = logging.getLogger(__name__)
 NEVER_TRAINED_PREFIXES = ("mask_decoder.iou_prediction_head.", "prompt_encoder.no_mask_embed.")
 
 
-def never_trained_parameters(model: Sam3D) -> list[str]:
+def never_trained_parameters(model: Sam3D, first_click_multimask: bool = False) -> list[str]:
     """Names of the parameters that get no gradient in the published regime.
 
     The IoU head, ``no_mask_embed`` and the hypernetwork MLPs of masks 1..3 (only mask 0 is
-    decoded with ``multimask_output=False``).
+    decoded with ``multimask_output=False``). With ``first_click_multimask``
+    (``train.first_click_multimask``) the IoU head and masks 1..3 are trained, leaving
+    ``no_mask_embed``.
     """
-    prefixes = NEVER_TRAINED_PREFIXES + tuple(
-        f"mask_decoder.output_hypernetworks_mlps.{i}."
-        for i in range(1, len(model.mask_decoder.output_hypernetworks_mlps))
-    )
+    if first_click_multimask:
+        prefixes: tuple[str, ...] = ("prompt_encoder.no_mask_embed.",)
+    else:
+        prefixes = NEVER_TRAINED_PREFIXES + tuple(
+            f"mask_decoder.output_hypernetworks_mlps.{i}."
+            for i in range(1, len(model.mask_decoder.output_hypernetworks_mlps))
+        )
     return [n for n, _ in model.named_parameters() if n.startswith(prefixes)]
 
 
@@ -372,6 +379,19 @@ class Trainer:
             from sammed3d.training.semantic import build_task_model
 
             return build_task_model(self.cfg, resume)  # type: ignore[return-value]
+        model = self._load_model(resume)
+        multimask = self.cfg.train.first_click_multimask
+        if multimask and resume is None and self.cfg.model.init_checkpoint:
+            if not model.first_click_multimask:  # outputs 1..3 never trained: start from mask 0
+                seed_multimask_outputs(
+                    model, torch.Generator().manual_seed(self.cfg.train.seed + 1)
+                )
+        model.config = dataclasses.replace(  # type: ignore[assignment]
+            model_config_of(model), first_click_multimask=multimask
+        )
+        return model
+
+    def _load_model(self, resume: tuple[Path, dict[str, Any]] | None) -> Sam3D:
         m = self.cfg.model
         expected = get_config(m.name)
         torch.manual_seed(self.cfg.train.seed)  # identical initial weights on every rank
@@ -401,7 +421,11 @@ class Trainer:
             freeze_task_model(model, self.cfg.model.freeze_image_encoder)  # type: ignore[arg-type]
             return
         t = self.cfg.train
-        never = set() if t.find_unused_parameters else set(never_trained_parameters(model))
+        never = (
+            set()
+            if t.find_unused_parameters
+            else set(never_trained_parameters(model, t.first_click_multimask))
+        )
         for name, p in model.named_parameters():
             if name in never:
                 p.requires_grad_(False)
@@ -470,6 +494,8 @@ class Trainer:
                 loss_resolution=t.loss_resolution,
                 first_click_weight=t.first_click_weight,
                 center_click_fraction=t.center_click_fraction,
+                first_click_multimask=t.first_click_multimask,
+                iou_loss_weight=t.iou_loss_weight,
             )
         if not ctx.distributed:
             return loop
