@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sammed3d import build_model
-from sammed3d.training.interaction import ClickLoop, mask_only_iterations
+from sammed3d.training.interaction import ClickLoop, centre_on_first_click, mask_only_iterations
 from sammed3d.training.losses import build_seg_loss, hard_dice
 from sammed3d.training.trainer import never_trained_parameters
 
@@ -204,3 +204,74 @@ def test_low_resolution_loss_uses_the_area_averaged_target():
     assert low.shape[-1] == 32 and torch.isfinite(out["loss"])
     with pytest.raises(ValueError, match="loss_resolution"):
         ClickLoop(model, loss_resolution="quarter")
+
+
+def test_centre_on_first_click_moves_a_target_voxel_to_the_centre():
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randn(3, 1, S, S, S, generator=gen)
+    label = torch.zeros(3, 2, S, S, S, dtype=torch.bool)
+    label[0, 0, 2:8, 40:50, 50:60] = True  # near a corner: moving it drops nothing
+    label[1, 1, 30:34, 30:34, 30:34] = True  # only target 1 is filled
+    label[0, 1, 20:24, 20:24, 20:24] = True
+    seeds = torch.tensor([5, 6, 7])
+    moved_image, moved_label, chosen = centre_on_first_click(image, label, seeds, 1.0)
+    assert chosen[2] == -1  # no target: untouched
+    assert chosen[1] == 1
+    torch.testing.assert_close(moved_image[2], image[2])
+    c = S // 2
+    for b in (0, 1):
+        k = int(chosen[b])
+        assert moved_label[b, k, c, c, c]
+        assert int(moved_label[b, k].sum()) == int(label[b, k].sum())
+        # the same shift for the image and every target
+        where_before = label[b, k].nonzero().float().mean(0)
+        where_after = moved_label[b, k].nonzero().float().mean(0)
+        shift = (where_after - where_before).round().long()
+        assert float(moved_image[b].min()) == float(image[b].min())  # fill: the minimum
+        src = image[b, 0, 20:40, 20:40, 20:40]
+        lo = [20 + int(d) for d in shift]
+        if all(0 <= v and v + 20 <= S for v in lo):
+            dst = moved_image[b, 0, lo[0] : lo[0] + 20, lo[1] : lo[1] + 20, lo[2] : lo[2] + 20]
+            torch.testing.assert_close(dst, src)
+    again = centre_on_first_click(image, label, seeds, 1.0)
+    assert torch.equal(again[2], chosen) and torch.equal(again[1], moved_label)
+    none = centre_on_first_click(image, label, seeds, 0.0)
+    assert (none[2] == -1).all() and torch.equal(none[0], image)
+
+
+def test_centred_targets_get_their_first_click_at_the_centre(monkeypatch):
+    model = build_model("sam_med3d_tiny_dense").train()
+    image, label = _batch(2)
+    label = torch.cat([label, label.flip(2)], dim=1)  # 2 targets per crop
+    seen: list[torch.Tensor] = []
+    decode = model.decode
+
+    def spy(emb, coords, labels, mask, multimask_output=False):
+        seen.append(coords.clone())
+        return decode(emb, coords, labels, mask, multimask_output=multimask_output)
+
+    monkeypatch.setattr(model, "decode", spy)
+    loop = ClickLoop(model, num_clicks=2, accumulate_clicks=True, loss_resolution="low",
+                     centre_first_click=1.0)  # fmt: skip
+    loop(image, label, torch.tensor([1, 2]))
+    _, _, chosen = centre_on_first_click(image, label, torch.tensor([1, 2]), 1.0)
+    first = seen[0][:, 0]  # (B * K, 3)
+    for b in range(2):
+        for k in range(2):
+            at_centre = bool((first[b * 2 + k] == S // 2).all())
+            assert at_centre == (k == int(chosen[b]))
+
+
+def test_a_target_moved_out_of_the_crop_is_replaced_by_the_centred_one():
+    image = torch.zeros(1, 1, S, S, S)
+    label = torch.zeros(1, 2, S, S, S, dtype=torch.bool)
+    label[0, 0, 0:4, 0:4, 0:4] = True  # a corner: centring it pushes target 1 out
+    label[0, 1, 56:64, 56:64, 56:64] = True
+    seed = next(
+        s
+        for s in range(100)
+        if centre_on_first_click(image, label, torch.tensor([s]), 1.0)[2][0] == 0
+    )
+    _, moved, chosen = centre_on_first_click(image, label, torch.tensor([seed]), 1.0)
+    assert int(chosen[0]) == 0
+    assert torch.equal(moved[0, 1], moved[0, 0]) and moved[0, 0].any()

@@ -487,6 +487,8 @@ def test_time_based_checkpoints_and_stop(tmp_path):
         ("train.center_click_fraction=2", "train.center_click_fraction"),
         ("run.save_every_minutes=0", "run.save_every_minutes"),
         ("train.loss_resolution=half", "train.loss_resolution"),
+        ("train.centre_first_click=1.5", "train.centre_first_click"),
+        ("train.iou_loss_weight=-1", "train.iou_loss_weight"),
     ],
 )
 def test_option_config_errors(tmp_path, override, key):

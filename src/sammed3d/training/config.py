@@ -195,6 +195,11 @@ class TrainSection:
     first_click_multimask: bool = False
     #: Weight of the IoU head's mean squared error (``first_click_multimask`` only).
     iou_loss_weight: float = 1.0
+    #: Option (ours; published: 0): share of the crops shifted so that a uniform voxel of
+    #: one of their targets lies at the crop centre, where its first click is then placed. At
+    #: inference the ROI is always centred on the first click; without this a model sees that
+    #: case only by chance and learns a position prior instead.
+    centre_first_click: float = 0.0
     #: Option: DDP ``find_unused_parameters``. Off: parameters that the regime never trains
     #: (IoU head, ``no_mask_embed``) are frozen instead, which AdamW treats identically.
     find_unused_parameters: bool = False
@@ -354,6 +359,8 @@ def validate_config(cfg: TrainingConfig) -> None:
         raise ConfigError("data.anatomy_fraction > 0 needs data.anatomy (an .npz file)")
     if not 0.0 < o.min_lr_ratio <= 1.0:
         raise ConfigError(f"optim.min_lr_ratio must be in (0, 1], got {o.min_lr_ratio}")
+    if not 0.0 <= t.centre_first_click <= 1.0:
+        raise ConfigError(f"train.centre_first_click must be in [0, 1], got {t.centre_first_click}")
     if t.iou_loss_weight < 0:
         raise ConfigError(f"train.iou_loss_weight must be >= 0, got {t.iou_loss_weight}")
     if t.first_click_weight <= 0 or not 0.0 <= t.center_click_fraction <= 1.0:

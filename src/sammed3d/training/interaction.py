@@ -87,6 +87,9 @@ class ClickLoop(nn.Module):
             (:mod:`sammed3d.training.multimask`); the next click gets the mask the IoU head
             ranks first, as at inference.
         iou_loss_weight: Weight of the IoU head's loss (``first_click_multimask`` only).
+        centre_first_click: Share of the crops moved so that a uniform voxel of one of their
+            targets lies at the crop centre, where that target's first click then is: at
+            inference the ROI is centred on the first click (:func:`centre_on_first_click`).
 
     Example:
         >>> loop = ClickLoop(build_model("sam_med3d_tiny"), num_clicks=3)
@@ -109,6 +112,7 @@ class ClickLoop(nn.Module):
         center_click_fraction: float = 0.0,
         first_click_multimask: bool = False,
         iou_loss_weight: float = 1.0,
+        centre_first_click: float = 0.0,
     ) -> None:
         super().__init__()
         if num_clicks < 1:
@@ -128,6 +132,9 @@ class ClickLoop(nn.Module):
         self.seg_loss = build_seg_loss()
         self.first_click_multimask = bool(first_click_multimask)
         self.iou_loss_weight = float(iou_loss_weight)
+        if not 0.0 <= centre_first_click <= 1.0:
+            raise ValueError(f"centre_first_click must be in [0, 1], got {centre_first_click}")
+        self.centre_first_click = float(centre_first_click)
 
     def forward(
         self,
@@ -171,6 +178,14 @@ class ClickLoop(nn.Module):
             raise ValueError(f"seeds must have shape ({batch},), got {tuple(seeds.shape)}")
         targets = label.shape[1]
         device = image.device
+        centred = torch.zeros(batch * targets, dtype=torch.bool)
+        if self.centre_first_click > 0:
+            image, label, chosen = centre_on_first_click(
+                image, label, seeds, self.centre_first_click
+            )
+            for b, k in enumerate(chosen.tolist()):
+                if k >= 0:
+                    centred[b * targets + k] = True
         gt = label.float().reshape(batch * targets, 1, *label.shape[2:])
         if targets > 1:  # one click chain per target, distinct click seeds
             offsets = torch.arange(targets, device=seeds.device).repeat(batch)
@@ -185,7 +200,7 @@ class ClickLoop(nn.Module):
         if targets > 1:
             embedding = embedding.repeat_interleave(targets)
         if self.loss_resolution == "low":
-            return self._forward_low(embedding, gt, seeds, mask_only_set)
+            return self._forward_low(embedding, gt, seeds, mask_only_set, centred)
 
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
         low_res = torch.zeros((batch, 1, *self.model.low_res_size), device=device)
@@ -200,7 +215,10 @@ class ClickLoop(nn.Module):
                 sample_clicks_batch(pred[b : b + 1], gt_bool[b : b + 1], generator=generators[b])
                 for b in range(batch)
             ]
-            coords_so_far.append(torch.cat([c for c, _ in clicks]))  # (B, 1, 3)
+            coords = torch.cat([c for c, _ in clicks])  # (B, 1, 3)
+            if it == 0:
+                coords[centred.to(coords.device)] = float(self.model.img_size // 2)
+            coords_so_far.append(coords)
             labels_so_far.append(torch.cat([lab for _, lab in clicks]))  # (B, 1)
             if it in mask_only_set:
                 point_coords = point_labels = None
@@ -239,6 +257,7 @@ class ClickLoop(nn.Module):
         gt: torch.Tensor,
         seeds: torch.Tensor,
         mask_only: set[int],
+        centred: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """The click chain with loss and corrective clicks on the model's logit grid."""
         batch = gt.shape[0]
@@ -247,6 +266,9 @@ class ClickLoop(nn.Module):
         factor = gt.shape[-1] // low_size[-1]
         target = F.avg_pool3d(gt, factor) if factor > 1 else gt  # area fraction per cell
         target_bool = target > 0.5
+        # a target thinner than half a cell everywhere: every cell it touches counts
+        thin = ~target_bool.flatten(1).any(1)
+        target_bool[thin] = target[thin] > 0
         rngs = [np.random.default_rng(int(s) & 0xFFFFFFFFFFFFFFFF) for s in seeds.tolist()]
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
         low_res = torch.zeros((batch, 1, *low_size), device=device)
@@ -265,6 +287,7 @@ class ClickLoop(nn.Module):
                     for b in range(batch)
                 ]
                 coords = torch.cat([c for c, _ in clicks])  # (B, 1, 3) crop voxels
+                coords[centred.to(coords.device)] = float(self.model.img_size // 2)
                 labels = torch.cat([lab for _, lab in clicks])
             else:
                 pred = low_res.detach() > self.click_threshold
@@ -339,4 +362,58 @@ class ClickLoop(nn.Module):
         )
 
 
-__all__ = ["ClickLoop", "mask_only_iterations"]
+def centre_on_first_click(
+    image: torch.Tensor, label: torch.Tensor, seeds: torch.Tensor, share: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Move a share of the crops so that a uniform voxel of one of their targets is the centre.
+
+    At inference the ROI is centred on the first click (voxel ``S // 2`` on every axis, the
+    published centring); a model trained only on clicks anywhere in the crop learns a
+    position prior instead (e.g. "a click at the centre is a small lesion"). Content moved out
+    of the crop is dropped and the uncovered part filled with the crop's minimum (after the
+    z-score: the background, as padding outside a volume is at inference). Another target of
+    the crop that keeps less than half of its voxels is replaced by the centred one (its own
+    click chain then starts elsewhere in it).
+
+    Args:
+        image: ``(B, 1, S, S, S)``.
+        label: ``(B, K, S, S, S)``; one non-empty target, drawn uniformly, gives the voxel.
+        seeds: ``(B,)`` per-sample seeds (the choices are a function of the seed alone).
+        share: Probability that a crop is moved.
+
+    Returns:
+        The moved ``image`` and ``label`` (new tensors) and ``(B,)`` int64: the index of the
+        target centred in each crop, -1 where the crop was not moved (or all its targets are
+        empty).
+    """
+    size = image.shape[-1]
+    centre = size // 2
+    image, label = image.clone(), label.clone()
+    chosen = torch.full((image.shape[0],), -1, dtype=torch.int64)
+    for b, seed in enumerate(seeds.tolist()):
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFFFFFF, 0xC3])
+        if rng.random() >= share:
+            continue
+        filled = [k for k in range(label.shape[1]) if bool((label[b, k] > 0).any())]
+        if not filled:
+            continue
+        k = filled[int(rng.integers(len(filled)))]
+        where = (label[b, k] > 0).nonzero()
+        voxel = where[int(rng.integers(where.shape[0]))].tolist()
+        shift = [centre - v for v in voxel]
+        src = tuple(slice(max(0, -d), size - max(0, d)) for d in shift)
+        dst = tuple(slice(max(0, d), size - max(0, -d)) for d in shift)
+        before = (label[b] > 0).flatten(1).sum(1)
+        for tensor, fill in ((image, float(image[b].min())), (label, 0.0)):
+            part = tensor[b][(slice(None), *src)].clone()
+            tensor[b].fill_(fill)
+            tensor[b][(slice(None), *dst)] = part
+        after = (label[b] > 0).flatten(1).sum(1)
+        for other in range(label.shape[1]):  # a target mostly moved out: use the centred one
+            if other != k and 2 * int(after[other]) < int(before[other]):
+                label[b, other] = label[b, k]
+        chosen[b] = k
+    return image, label, chosen
+
+
+__all__ = ["ClickLoop", "centre_on_first_click", "mask_only_iterations"]

@@ -496,6 +496,7 @@ class Trainer:
                 center_click_fraction=t.center_click_fraction,
                 first_click_multimask=t.first_click_multimask,
                 iou_loss_weight=t.iou_loss_weight,
+                centre_first_click=t.centre_first_click,
             )
         if not ctx.distributed:
             return loop
