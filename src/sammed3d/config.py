@@ -44,9 +44,10 @@ class ModelConfig:
     hires_channels: int = 0
     #: Our models only (published: False). At an object's first click (no previous logits),
     #: decode the three multimask outputs and keep the one with the highest predicted IoU
-    #: (SAM's answer to an ambiguous click: a click in the white matter is also a click in the
-    #: brain). Set by training with ``train.first_click_multimask``; a behaviour, not an
-    #: architecture, so it is not compared when weights are matched to a config.
+    #: x stability score (SAM's answer to an ambiguous click: a click in the white matter is
+    #: also a click in the brain). Set by training with ``train.first_click_multimask``; a
+    #: behaviour, not an architecture, so it is not compared when weights are matched to a
+    #: config.
     first_click_multimask: bool = field(default=False, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

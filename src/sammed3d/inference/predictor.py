@@ -54,7 +54,7 @@ from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import Lattice, RoiGrid, nearest_index
 from sammed3d.inference.validation import check_image_array, load_image
 from sammed3d.io import IrregularSlices, Volume, VolumeError
-from sammed3d.modeling.sam3d import ImageEmbedding, select_by_iou
+from sammed3d.modeling.sam3d import ImageEmbedding, select_first_click_mask
 
 logger = logging.getLogger(__name__)
 
@@ -564,7 +564,8 @@ class SamMed3DPredictor:
             mask_input: ``(B, 1, l, l, l)`` previous low-res logits; None means zeros (the
                 published first-click prompt) and, for a model trained with
                 ``first_click_multimask``, decoding the multimask outputs and keeping the one
-                with the highest predicted IoU.
+                with the highest predicted IoU x stability score
+                (:func:`~sammed3d.modeling.sam3d.select_first_click_mask`).
             roi: The ROI (its embedding is computed or taken from the cache).
             multimask_output: Return masks 1..3 instead of mask 0 (never trained in the
                 published models).
@@ -601,7 +602,7 @@ class SamMed3DPredictor:
                 multimask_output=multimask_output or pick_best,
             )
             if pick_best:
-                logits, iou = select_by_iou(logits, iou)
+                logits, iou = select_first_click_mask(logits, iou)
         return logits, iou
 
     def predict_tile(

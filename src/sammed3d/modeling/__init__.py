@@ -10,7 +10,13 @@ from sammed3d.modeling.image_encoder import Block3D, ImageEncoderViT3D, PatchEmb
 from sammed3d.modeling.mask_decoder import MaskDecoder3D
 from sammed3d.modeling.prompt_encoder import PositionEmbeddingRandom3D, PromptEncoder3D
 from sammed3d.modeling.prompt_maps import draw_click_maps
-from sammed3d.modeling.sam3d import ImageEmbedding, Sam3D, select_by_iou
+from sammed3d.modeling.sam3d import (
+    ImageEmbedding,
+    Sam3D,
+    select_by_iou,
+    select_first_click_mask,
+    stability_score,
+)
 from sammed3d.modeling.transformer import TwoWayAttentionBlock3D, TwoWayTransformer3D
 
 __all__ = [
@@ -28,6 +34,8 @@ __all__ = [
     "PromptEncoder3D",
     "Sam3D",
     "select_by_iou",
+    "select_first_click_mask",
+    "stability_score",
     "TwoWayAttentionBlock3D",
     "TwoWayTransformer3D",
     "draw_click_maps",

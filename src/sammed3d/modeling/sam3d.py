@@ -231,3 +231,44 @@ def select_by_iou(logits: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor
     best = iou.argmax(dim=1)
     rows = torch.arange(logits.shape[0], device=logits.device)
     return logits[rows, best].unsqueeze(1), iou[rows, best].unsqueeze(1)
+
+
+def stability_score(logits: torch.Tensor, offset: float = 1.0) -> torch.Tensor:
+    """SAM's stability score: IoU of the masks at logit ``+offset`` and ``-offset``.
+
+    A mask whose border sits on a real edge hardly changes with the threshold (score near 1);
+    a hedged, blurry one does (Kirillov et al. 2023, automatic mask generation).
+
+    Args:
+        logits: ``(B, M, *spatial)``.
+        offset: Logit offset (SAM: 1.0).
+
+    Returns:
+        ``(B, M)`` in [0, 1]; 0 for a mask that is empty at ``-offset``.
+    """
+    inner = (logits > offset).flatten(2).sum(-1).float()
+    outer = (logits > -offset).flatten(2).sum(-1).float()
+    return torch.where(outer > 0, inner / outer.clamp(min=1.0), torch.zeros_like(outer))
+
+
+def select_first_click_mask(
+    logits: torch.Tensor, iou: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The multimask output a first click gets: highest predicted IoU x stability score.
+
+    Both are SAM's mask-quality measures; their product picked better masks than the IoU
+    head alone on generated validation crops (docs/default_model.md).
+
+    Args:
+        logits: ``(B, M, *spatial)`` mask logits.
+        iou: ``(B, M)`` predicted IoU of each mask.
+
+    Returns:
+        ``(B, 1, *spatial)`` logits and ``(B, 1)`` predicted IoU of the chosen masks.
+    """
+    if iou.shape != logits.shape[:2]:
+        raise ValueError(f"iou must be (B, M) = {tuple(logits.shape[:2])}, got {tuple(iou.shape)}")
+    score = iou.float().clamp(min=0.0) * stability_score(logits)
+    best = score.argmax(dim=1)
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return logits[rows, best].unsqueeze(1), iou[rows, best].unsqueeze(1)

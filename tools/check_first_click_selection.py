@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""How well each rule picks among the multimask outputs at the first click (validation).
+
+Generated crops (random label ensembles and MNI152 anatomy, ``sammed3d.training.synthesis``)
+with seeds 40,000+ and 50,000+, never drawn by training (seeds from 0 per epoch) nor by the
+held-out evaluation set (``tools/build_demo_data.py``). Each crop is centred on a uniform voxel of
+its target and clicked there, as the ROI is placed at inference. Prints the mean 1-click Dice of
+the best output (oracle), of the IoU head's choice, of the stability score's, of their product
+(the rule `first_click_multimask` models use), and of each output, also by target size.
+
+    .venv/bin/python tools/check_first_click_selection.py CKPT [N]    (2N crops; default N=15)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sammed3d.build import load_checkpoint
+from sammed3d.modeling import stability_score
+from sammed3d.training.interaction import centre_on_first_click
+from sammed3d.training.synthesis import Anatomy, SynthesisConfig, SyntheticGenerator
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    return float(2 * (pred & ref).sum() / max(int(pred.sum() + ref.sum()), 1))
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    model = load_checkpoint(sys.argv[1]).eval()
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 15
+    gen = SyntheticGenerator(SynthesisConfig(size=model.img_size))
+    anatomy = Anatomy.load("data/model/train/anatomy_mni152.npz")
+    centre = float(model.img_size // 2)
+    dice, iou, stab, size = [], [], [], []
+    with torch.no_grad():
+        for s in range(n):
+            for image, label in (gen.sample(40_000 + s), gen.sample_anatomy(anatomy, 50_000 + s)):
+                lab = label.reshape(1, 1, *image.shape[-3:]).bool()
+                x, lab, _ = centre_on_first_click(image[None, None].float(), lab,
+                                                  torch.tensor([s]), 1.0)  # fmt: skip
+                ref = lab[0, 0].numpy()
+                emb = model.encode(x)
+                click = torch.tensor([[[centre] * 3]])
+                logits, pred_iou = model.decode(emb, click, torch.tensor([[1]]), None,
+                                                multimask_output=True)  # fmt: skip
+                up = F.interpolate(logits, size=ref.shape, mode="trilinear", align_corners=False)
+                dice.append([_dice(u.numpy() > 0, ref) for u in up[0]])
+                iou.append(pred_iou[0].numpy())
+                stab.append(stability_score(logits)[0].numpy())
+                size.append(int(ref.sum()))
+    d, i, st, sz = np.array(dice), np.array(iou), np.array(stab), np.array(size)
+
+    def pick(score: np.ndarray, keep: np.ndarray) -> float:
+        return float(d[keep][np.arange(int(keep.sum())), score[keep].argmax(1)].mean())
+
+    everything = np.ones(len(d), dtype=bool)
+    print(f"{len(d)} crops, mean 1-click Dice: best output {d.max(1).mean():.3f}, "
+          f"IoU head {pick(i, everything):.3f}, stability {pick(st, everything):.3f}, "
+          f"IoU x stability {pick(np.clip(i, 0, None) * st, everything):.3f}; "
+          f"outputs 1/2/3 {' / '.join(f'{v:.3f}' for v in d.mean(0))}")  # fmt: skip
+    for low, high in [(0, 5e3), (5e3, 2e5), (2e5, 1e9)]:
+        keep = (sz >= low) & (sz < high)
+        if keep.any():
+            print(f"  targets of {low:.0f}-{high:.0g} voxels ({int(keep.sum())}): best "
+                  f"{d[keep].max(1).mean():.3f}, IoU head {pick(i, keep):.3f}, "
+                  f"IoU x stability {pick(np.clip(i, 0, None) * st, keep):.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
