@@ -85,7 +85,7 @@ class ClickLoop(nn.Module):
         first_click_multimask: Decode the multimask outputs at the first click, train the
             one closest to the target and the IoU head that ranks them
             (:mod:`sammed3d.training.multimask`); the next click gets the mask the IoU head
-            ranks first, as at inference.
+            ranks first (inference also weighs the stability score).
         iou_loss_weight: Weight of the IoU head's loss (``first_click_multimask`` only).
         centre_first_click: Share of the crops moved so that a uniform voxel of one of their
             targets lies at the crop centre, where that target's first click then is: at
