@@ -82,7 +82,8 @@ def multimask_first_click_loss(
     Returns:
         ``loss`` (scalar: mean over samples of the smallest mask loss, plus the IoU term),
         ``chosen`` ``(B, 1, ...)`` logits of the mask the IoU head ranks first (the next
-        click's mask prompt; inference also weighs the stability score) and ``iou_true`` ``(B, M)`` the actual IoU of each mask (``logits > 0``).
+        click's mask prompt; inference also weighs the stability score) and ``iou_true``
+        ``(B, M)`` the actual IoU of each mask (``logits > 0``).
     """
     masks = logits.shape[1]
     losses = torch.stack(
