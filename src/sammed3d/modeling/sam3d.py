@@ -105,8 +105,8 @@ class Sam3D(nn.Module):
 
     @property
     def first_click_multimask(self) -> bool:
-        """Whether an object's first click is decoded with the multimask outputs, keeping the
-        one with the highest predicted IoU (``ModelConfig.first_click_multimask``; our models
+        """Whether an object's first click is decoded with the multimask outputs, keeping one
+        (:func:`select_first_click_mask`; ``ModelConfig.first_click_multimask``; our models
         only, False for published ones)."""
         cfg = getattr(self, "config", None)
         return bool(cfg is not None and cfg.first_click_multimask)
@@ -226,11 +226,22 @@ def select_by_iou(logits: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor
     Raises:
         ValueError: ``iou`` does not have the ``(B, M)`` of ``logits``.
     """
-    if iou.shape != logits.shape[:2]:
-        raise ValueError(f"iou must be (B, M) = {tuple(logits.shape[:2])}, got {tuple(iou.shape)}")
-    best = iou.argmax(dim=1)
+    _check_iou_shape(logits, iou)
+    return _take_best(logits, iou, iou)
+
+
+def _take_best(
+    logits: torch.Tensor, iou: torch.Tensor, score: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, the mask (and its predicted IoU) with the highest ``score`` ``(B, M)``."""
+    best = score.argmax(dim=1)
     rows = torch.arange(logits.shape[0], device=logits.device)
     return logits[rows, best].unsqueeze(1), iou[rows, best].unsqueeze(1)
+
+
+def _check_iou_shape(logits: torch.Tensor, iou: torch.Tensor) -> None:
+    if iou.shape != logits.shape[:2]:
+        raise ValueError(f"iou must be (B, M) = {tuple(logits.shape[:2])}, got {tuple(iou.shape)}")
 
 
 def stability_score(logits: torch.Tensor, offset: float = 1.0) -> torch.Tensor:
@@ -265,10 +276,9 @@ def select_first_click_mask(
 
     Returns:
         ``(B, 1, *spatial)`` logits and ``(B, 1)`` predicted IoU of the chosen masks.
+
+    Raises:
+        ValueError: ``iou`` does not have the ``(B, M)`` of ``logits``.
     """
-    if iou.shape != logits.shape[:2]:
-        raise ValueError(f"iou must be (B, M) = {tuple(logits.shape[:2])}, got {tuple(iou.shape)}")
-    score = iou.float().clamp(min=0.0) * stability_score(logits)
-    best = score.argmax(dim=1)
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    return logits[rows, best].unsqueeze(1), iou[rows, best].unsqueeze(1)
+    _check_iou_shape(logits, iou)
+    return _take_best(logits, iou, iou.float().clamp(min=0.0) * stability_score(logits))

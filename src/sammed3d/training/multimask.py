@@ -37,10 +37,10 @@ def seed_multimask_outputs(model: Sam3D, generator: torch.Generator, noise: floa
     with torch.no_grad():
         tokens = decoder.mask_tokens.weight
         scale = float(tokens[0].std()) * noise
+        source = decoder.output_hypernetworks_mlps[0].state_dict()
         for i in range(1, decoder.num_mask_tokens):
             jitter = torch.randn(tokens[0].shape, generator=generator) * scale
             tokens[i].copy_(tokens[0] + jitter.to(tokens.device, tokens.dtype))
-            source = decoder.output_hypernetworks_mlps[0].state_dict()
             target = decoder.output_hypernetworks_mlps[i]
             for name, param in target.named_parameters():
                 ref = source[name]
