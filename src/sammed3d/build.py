@@ -228,7 +228,9 @@ def build_model(
         model.checkpoint_path = ckpt.path  # type: ignore[assignment]
         if ckpt.config is not None:  # behaviours the weights were trained for
             model.config = dataclasses.replace(  # type: ignore[assignment]
-                cfg, first_click_multimask=ckpt.config.first_click_multimask
+                cfg,
+                first_click_multimask=ckpt.config.first_click_multimask,
+                negative_click_similarity=ckpt.config.negative_click_similarity,
             )
     return model.to(resolve_model_device(device)).eval()
 

@@ -12,9 +12,10 @@ class ModelConfig:
     """Architecture of a SAM-Med3D model.
 
     The first eight fields are those of the published builders; the rest default to the
-    released ``vit_b_ori`` values and exist so that small variants can be built. The last three
-    (``click_maps``, ``hires_channels``, ``first_click_multimask``) are options of our own
-    models; their defaults are the published behaviour, which published checkpoints always get.
+    released ``vit_b_ori`` values and exist so that small variants can be built. The last four
+    (``click_maps``, ``hires_channels``, ``first_click_multimask``,
+    ``negative_click_similarity``) are options of our own models; published checkpoints always
+    get the published behaviour (the last one only acts with the first two).
     """
 
     img_size: int = 128
@@ -49,6 +50,13 @@ class ModelConfig:
     #: behaviour, not an architecture, so it is not compared when weights are matched to a
     #: config.
     first_click_multimask: bool = field(default=False, compare=False)
+    #: Our models only (``click_maps`` with a high-res path). Whether the similarity map to the
+    #: negative clicks is given to the network (the positive one always is). A negative click
+    #: lies in a false-positive region, which by construction looks like the target to the
+    #: model, so "suppress what looks like this click" can erase the target itself (measured on
+    #: real MRI: docs/default_model.md). Off: that channel is zeros. A behaviour of the
+    #: weights (no parameter changes shape), so it is not compared when weights are matched.
+    negative_click_similarity: bool = field(default=True, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +126,11 @@ class ModelConfig:
         if not isinstance(self.first_click_multimask, bool):
             raise ValueError(
                 f"first_click_multimask must be true or false, got {self.first_click_multimask!r}"
+            )
+        if not isinstance(self.negative_click_similarity, bool):
+            raise ValueError(
+                "negative_click_similarity must be true or false, "
+                f"got {self.negative_click_similarity!r}"
             )
         if self.first_click_multimask and self.num_multimask_outputs < 1:
             raise ValueError("first_click_multimask needs num_multimask_outputs >= 1, got 0")

@@ -138,8 +138,38 @@ def test_published_defaults_have_no_options():
     assert not any("hires" in k for k in model.state_dict())
 
 
+def test_without_negative_click_similarity_only_negative_clicks_change(option_model, tmp_path):
+    """``negative_click_similarity=False`` zeroes one channel: a prediction from positive
+    clicks only is unchanged, one with a negative click is not; files record the choice."""
+    without = build_model(replace(TINY_OPTIONS, negative_click_similarity=False))
+    without.load_state_dict(option_model.state_dict())
+    without.eval()
+    assert option_model.negative_click_similarity and not without.negative_click_similarity
+    x = torch.randn(1, 1, 64, 64, 64)
+    positive = (torch.tensor([[[20.0, 30.0, 40.0]]]), torch.ones(1, 1, dtype=torch.long))
+    mixed = (torch.tensor([[[20.0, 30.0, 40.0], [44.0, 10.0, 12.0]]]), torch.tensor([[1, 0]]))
+    prev = torch.randn(1, 1, 32, 32, 32)
+    with torch.inference_mode():
+        emb = option_model.encode(x)
+        for coords, labels in (positive, mixed):
+            a, _ = option_model.decode(emb, coords, labels, prev)
+            b, _ = without.decode(emb, coords, labels, prev)
+            assert torch.equal(a, b) == (labels == 1).all().item()
+    # the choice travels with the weights, and the architecture still matches
+    path = save_checkpoint(without, tmp_path / "noneg.pth")
+    assert not load_checkpoint(path).negative_click_similarity
+    assert not build_model(TINY_OPTIONS, path).negative_click_similarity
+    assert build_model(TINY_OPTIONS).negative_click_similarity
+
+
 @pytest.mark.parametrize(
-    "bad", [{"hires_channels": -1}, {"hires_channels": 2.5}, {"click_maps": 1}]
+    "bad",
+    [
+        {"hires_channels": -1},
+        {"hires_channels": 2.5},
+        {"click_maps": 1},
+        {"negative_click_similarity": "no"},
+    ],
 )
 def test_bad_option_values(bad):
     with pytest.raises(ValueError):

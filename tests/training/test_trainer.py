@@ -505,6 +505,18 @@ def test_generated_data_files_must_exist(tmp_path):
         train(cfg, show_progress=False)
 
 
+def test_negative_click_similarity_is_set_by_the_config_and_recorded(tmp_path):
+    overrides = [*GENERATED, "train.epochs=1", "model.negative_click_similarity=false"]
+    result = train(
+        load_config("tiny_cpu", tiny_overrides(tmp_path / "neg", *overrides)), show_progress=False
+    )
+    assert not load_checkpoint(result.checkpoint).negative_click_similarity
+    # a model without click maps has no such channel: a one-line error, before any step
+    plain = tiny_overrides(tmp_path / "plain", *overrides, "model.name=sam_med3d_tiny")
+    with pytest.raises(ConfigError, match="negative_click_similarity needs a model with click"):
+        train(load_config("tiny_cpu", plain), show_progress=False)
+
+
 def test_first_click_multimask_from_an_init_checkpoint(tmp_path):
     torch.manual_seed(5)
     start = build_model("sam_med3d_tiny_dense")

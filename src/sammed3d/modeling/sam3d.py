@@ -112,6 +112,13 @@ class Sam3D(nn.Module):
         return bool(cfg is not None and cfg.first_click_multimask)
 
     @property
+    def negative_click_similarity(self) -> bool:
+        """Whether the similarity map to the negative clicks reaches the network
+        (``ModelConfig.negative_click_similarity``; True unless a model was trained without)."""
+        cfg = getattr(self, "config", None)
+        return bool(cfg is None or cfg.negative_click_similarity)
+
+    @property
     def accumulates_clicks(self) -> bool:
         """Whether the model expects every click of an object at each step (click-map models)
         rather than the published "newest click + previous logits"."""
@@ -181,6 +188,8 @@ class Sam3D(nn.Module):
                     point_coords, point_labels, size, self.img_size, batch, device=device
                 )
                 similar = click_similarity(emb.hires, point_coords, point_labels, self.img_size)
+                if not self.negative_click_similarity:
+                    similar[:, 1] = 0
                 extra = torch.cat([clicks, similar.to(clicks.dtype)], dim=1)
             else:
                 extra = torch.zeros((batch, 4, size, size, size), device=device)

@@ -62,6 +62,11 @@ class ModelSection:
     #: Deviation (option): freeze the image encoder (fine-tune prompt encoder + decoder only;
     #: the encoder then runs without autograd, which saves most of the memory).
     freeze_image_encoder: bool = False
+    #: Option (models with ``click_maps`` and a high-res path): give the network the
+    #: similarity map to the negative clicks (``ModelConfig.negative_click_similarity``,
+    #: recorded in the saved model). ``null`` keeps what the initial weights (or the
+    #: registry config) have.
+    negative_click_similarity: bool | None = None
 
 
 @dataclass

@@ -386,9 +386,16 @@ class Trainer:
                 seed_multimask_outputs(
                     model, torch.Generator().manual_seed(self.cfg.train.seed + 1)
                 )
-        model.config = dataclasses.replace(  # type: ignore[assignment]
-            model_config_of(model), first_click_multimask=multimask
-        )
+        cfg = dataclasses.replace(model_config_of(model), first_click_multimask=multimask)
+        negative = self.cfg.model.negative_click_similarity
+        if negative is not None:
+            if not (cfg.click_maps and cfg.hires_channels):
+                raise ConfigError(
+                    "model.negative_click_similarity needs a model with click maps and a "
+                    f"high-res path (e.g. sam_med3d_demo); {self.cfg.model.name} has none"
+                )
+            cfg = dataclasses.replace(cfg, negative_click_similarity=negative)
+        model.config = cfg  # type: ignore[assignment]
         return model
 
     def _load_model(self, resume: tuple[Path, dict[str, Any]] | None) -> Sam3D:
