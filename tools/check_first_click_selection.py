@@ -6,7 +6,8 @@ with seeds 40,000+ and 50,000+, never drawn by training (seeds from 0 per epoch)
 held-out evaluation set (``tools/build_demo_data.py``). Each crop is centred on a uniform voxel of
 its target and clicked there, as the ROI is placed at inference. Prints the mean 1-click Dice of
 the best output (oracle), of the IoU head's choice, of the stability score's, of their product
-(the rule `first_click_multimask` models use), and of each output, also by target size.
+(the rule `first_click_multimask` models use), and of each output, also by target size and by
+source (generated shapes, or the real MRI of the MNI152 anatomy).
 
     .venv/bin/python tools/check_first_click_selection.py CKPT [N]    (2N crops; default N=15)
 """
@@ -36,10 +37,11 @@ def main() -> None:
     gen = SyntheticGenerator(SynthesisConfig(size=model.img_size))
     anatomy = Anatomy.load("data/model/train/anatomy_mni152.npz")
     centre = float(model.img_size // 2)
-    dice, iou, stab, size = [], [], [], []
+    dice, iou, stab, size, real = [], [], [], [], []
     with torch.no_grad():
         for s in range(n):
-            for image, label in (gen.sample(40_000 + s), gen.sample_anatomy(anatomy, 50_000 + s)):
+            crops = (gen.sample(40_000 + s), gen.sample_anatomy(anatomy, 50_000 + s))
+            for is_real, (image, label) in enumerate(crops):
                 lab = label.reshape(1, 1, *image.shape[-3:]).bool()
                 x, lab, _ = centre_on_first_click(image[None, None].float(), lab,
                                                   torch.tensor([s]), 1.0)  # fmt: skip
@@ -53,7 +55,9 @@ def main() -> None:
                 iou.append(pred_iou[0].numpy())
                 stab.append(stability_score(logits)[0].numpy())
                 size.append(int(ref.sum()))
+                real.append(bool(is_real))
     d, i, st, sz = np.array(dice), np.array(iou), np.array(stab), np.array(size)
+    anat = np.array(real)
 
     def pick(score: np.ndarray, keep: np.ndarray) -> float:
         return float(d[keep][np.arange(int(keep.sum())), score[keep].argmax(1)].mean())
@@ -63,10 +67,12 @@ def main() -> None:
           f"IoU head {pick(i, everything):.3f}, stability {pick(st, everything):.3f}, "
           f"IoU x stability {pick(np.clip(i, 0, None) * st, everything):.3f}; "
           f"outputs 1/2/3 {' / '.join(f'{v:.3f}' for v in d.mean(0))}")  # fmt: skip
-    for low, high in [(0, 5e3), (5e3, 2e5), (2e5, 1e9)]:
-        keep = (sz >= low) & (sz < high)
+    groups = [(f"targets of {low:.0f}-{high:.0g} voxels", (sz >= low) & (sz < high))
+              for low, high in [(0, 5e3), (5e3, 2e5), (2e5, 1e9)]]  # fmt: skip
+    groups += [("generated crops", ~anat), ("MNI152 anatomy crops (real MRI)", anat)]
+    for name, keep in groups:
         if keep.any():
-            print(f"  targets of {low:.0f}-{high:.0g} voxels ({int(keep.sum())}): best "
+            print(f"  {name} ({int(keep.sum())}): best "
                   f"{d[keep].max(1).mean():.3f}, IoU head {pick(i, keep):.3f}, "
                   f"IoU x stability {pick(np.clip(i, 0, None) * st, keep):.3f}")  # fmt: skip
 
