@@ -52,9 +52,10 @@ class ModelConfig:
     first_click_multimask: bool = field(default=False, compare=False)
     #: Our models only (``click_maps`` with a high-res path). Whether the similarity map to the
     #: negative clicks is given to the network (the positive one always is). A negative click
-    #: lies in a false-positive region, which by construction looks like the target to the
-    #: model, so "suppress what looks like this click" can erase the target itself (measured on
-    #: real MRI: docs/default_model.md). Off: that channel is zeros. A behaviour of the
+    #: lies in a false positive, a region that looked like the target to the model, so
+    #: "suppress what looks like this click" can erase the target itself; a model trained
+    #: without it lost masks after corrective clicks as often (docs/default_model.md, segment
+    #: 9), so the bundled model keeps it. Off: that channel is zeros. A behaviour of the
     #: weights (no parameter changes shape), so it is not compared when weights are matched.
     negative_click_similarity: bool = field(default=True, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)

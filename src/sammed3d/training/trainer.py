@@ -392,7 +392,7 @@ class Trainer:
             if not (cfg.click_maps and cfg.hires_channels):
                 raise ConfigError(
                     "model.negative_click_similarity needs a model with click maps and a "
-                    f"high-res path (e.g. sam_med3d_demo); {self.cfg.model.name} has none"
+                    f"high-res path (e.g. sam_med3d_demo); {self.cfg.model.name} lacks them"
                 )
             cfg = dataclasses.replace(cfg, negative_click_similarity=negative)
         model.config = cfg  # type: ignore[assignment]
