@@ -1,10 +1,9 @@
 #!/usr/bin/env python
 """Dice per click, and how often a click makes the mask worse, on validation crops.
 
-Generated crops (random label ensembles, seeds 40,000+, and the MNI152 training anatomy with
-new targets, seeds 50,000+; never drawn by training nor by the held-out evaluation set), each
-centred on a uniform voxel of its target, which gets the first click there (where inference
-puts the ROI). Then the published protocol: every later click uniform in the current error
+The centred validation crops of ``tools/validation_crops.py`` (generated shapes and MNI152
+anatomy, never drawn by training nor by the evaluation), first click at the centre, where
+inference puts the ROI. Then the published protocol: every later click uniform in the current error
 (positive in a false negative, negative in a false positive), all clicks and the previous
 logits given to the model, as the session does. The first click takes the multimask output the
 model's rule keeps (``first_click_multimask`` models). Prints, per source, the mean Dice at each
@@ -19,15 +18,11 @@ import sys
 
 import numpy as np
 import torch
+from validation_crops import validation_crops
 
 from sammed3d.build import load_checkpoint
+from sammed3d.evaluation.metrics import dice as dice_score
 from sammed3d.modeling import select_first_click_mask
-from sammed3d.training.interaction import centre_on_first_click
-from sammed3d.training.synthesis import Anatomy, SynthesisConfig, SyntheticGenerator
-
-
-def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    return float(2 * (pred & ref).sum() / max(int(pred.sum() + ref.sum()), 1))
 
 
 def chain(model: torch.nn.Module, image: torch.Tensor, ref: np.ndarray, clicks: int, seed: int):
@@ -45,7 +40,7 @@ def chain(model: torch.nn.Module, image: torch.Tensor, ref: np.ndarray, clicks: 
             logits, iou = select_first_click_mask(logits, iou)
         prompt = logits
         pred = (model.upsample_logits(logits)[0, 0] > 0).cpu().numpy()
-        dice.append(_dice(pred, ref))
+        dice.append(dice_score(pred, ref))
         error = np.argwhere(pred ^ ref)
         if not len(error):
             break
@@ -60,20 +55,10 @@ def main() -> None:
     model = load_checkpoint(sys.argv[1]).eval()
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     clicks = int(sys.argv[3]) if len(sys.argv) > 3 else 5
-    gen = SyntheticGenerator(SynthesisConfig(size=model.img_size))
-    anatomy = Anatomy.load("data/model/train/anatomy_mni152.npz")
     results: dict[str, list[list[float]]] = {"generated": [], "MNI152 anatomy": []}
     with torch.no_grad():
-        for s in range(n):
-            crops = {
-                "generated": gen.sample(40_000 + s),
-                "MNI152 anatomy": gen.sample_anatomy(anatomy, 50_000 + s),
-            }
-            for source, (image, label) in crops.items():
-                lab = label.reshape(1, 1, *image.shape[-3:]).bool()
-                x, lab, _ = centre_on_first_click(image[None, None].float(), lab,
-                                                  torch.tensor([s]), 1.0)  # fmt: skip
-                results[source].append(chain(model, x, lab[0, 0].numpy(), clicks, s))
+        for seed, source, image, ref in validation_crops(model.img_size, n):
+            results[source].append(chain(model, image, ref, clicks, seed))
     for source, rows in results.items():
         d = np.array(rows)
         falls = float((np.diff(d, axis=1) < -0.05).mean())

@@ -1,10 +1,9 @@
 #!/usr/bin/env python
 """How well each rule picks among the multimask outputs at the first click (validation).
 
-Generated crops (random label ensembles and MNI152 anatomy, ``sammed3d.training.synthesis``)
-with seeds 40,000+ and 50,000+, never drawn by training (seeds from 0 per epoch) nor by the
-held-out evaluation set (``tools/build_demo_data.py``). Each crop is centred on a uniform voxel of
-its target and clicked there, as the ROI is placed at inference. Prints the mean 1-click Dice of
+The centred validation crops of ``tools/validation_crops.py`` (generated shapes and MNI152
+anatomy, never drawn by training nor by the evaluation), each clicked at its centre, where
+inference puts the ROI. Prints the mean 1-click Dice of
 the best output (oracle), of the IoU head's choice, of the stability score's, of their product
 (the rule `first_click_multimask` models use), and of each output, also by target size and by
 source (generated shapes, or the real MRI of the MNI152 anatomy).
@@ -18,44 +17,31 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from validation_crops import validation_crops
 
 from sammed3d.build import load_checkpoint
+from sammed3d.evaluation.metrics import dice as dice_score
 from sammed3d.modeling import stability_score
-from sammed3d.training.interaction import centre_on_first_click
-from sammed3d.training.synthesis import Anatomy, SynthesisConfig, SyntheticGenerator
-
-
-def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    return float(2 * (pred & ref).sum() / max(int(pred.sum() + ref.sum()), 1))
 
 
 def main() -> None:
     torch.set_num_threads(1)
     model = load_checkpoint(sys.argv[1]).eval()
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 15
-    gen = SyntheticGenerator(SynthesisConfig(size=model.img_size))
-    anatomy = Anatomy.load("data/model/train/anatomy_mni152.npz")
     centre = float(model.img_size // 2)
     dice, iou, stab, size, real = [], [], [], [], []
     with torch.no_grad():
-        for s in range(n):
-            crops = (gen.sample(40_000 + s), gen.sample_anatomy(anatomy, 50_000 + s))
-            for is_real, (image, label) in enumerate(crops):
-                lab = label.reshape(1, 1, *image.shape[-3:]).bool()
-                x, lab, _ = centre_on_first_click(image[None, None].float(), lab,
-                                                  torch.tensor([s]), 1.0)  # fmt: skip
-                ref = lab[0, 0].numpy()
-                emb = model.encode(x)
-                click = torch.tensor([[[centre] * 3]])
-                logits, pred_iou = model.decode(emb, click, torch.tensor([[1]]), None,
-                                                multimask_output=True)  # fmt: skip
-                up = F.interpolate(logits, size=ref.shape, mode="trilinear", align_corners=False)
-                dice.append([_dice(u.numpy() > 0, ref) for u in up[0]])
-                iou.append(pred_iou[0].numpy())
-                stab.append(stability_score(logits)[0].numpy())
-                size.append(int(ref.sum()))
-                real.append(bool(is_real))
+        for _, source, image, ref in validation_crops(model.img_size, n):
+            emb = model.encode(image)
+            click = torch.tensor([[[centre] * 3]])
+            logits, pred_iou = model.decode(emb, click, torch.tensor([[1]]), None,
+                                            multimask_output=True)  # fmt: skip
+            up = model.upsample_logits(logits)
+            dice.append([dice_score(u.numpy() > 0, ref) for u in up[0]])
+            iou.append(pred_iou[0].numpy())
+            stab.append(stability_score(logits)[0].numpy())
+            size.append(int(ref.sum()))
+            real.append(source != "generated")
     d, i, st, sz = np.array(dice), np.array(iou), np.array(stab), np.array(size)
     anat = np.array(real)
 

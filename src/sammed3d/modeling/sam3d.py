@@ -277,17 +277,8 @@ def select_first_click_mask(
     """The multimask output a first click gets: highest predicted IoU x stability score.
 
     Both are SAM's mask-quality measures; their product picked better masks than the IoU
-    head alone on generated validation crops (docs/default_model.md).
-
-    Args:
-        logits: ``(B, M, *spatial)`` mask logits.
-        iou: ``(B, M)`` predicted IoU of each mask.
-
-    Returns:
-        ``(B, 1, *spatial)`` logits and ``(B, 1)`` predicted IoU of the chosen masks.
-
-    Raises:
-        ValueError: ``iou`` does not have the ``(B, M)`` of ``logits``.
+    head alone on generated validation crops (docs/default_model.md). Arguments, result and
+    errors as :func:`select_by_iou`.
     """
     _check_iou_shape(logits, iou)
     return _take_best(logits, iou, iou.float().clamp(min=0.0) * stability_score(logits))
