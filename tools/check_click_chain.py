@@ -25,7 +25,7 @@ from validation_crops import validation_crops
 
 from sammed3d.build import load_checkpoint
 from sammed3d.evaluation.metrics import dice as dice_score
-from sammed3d.modeling import select_first_click_mask
+from sammed3d.modeling import ImageEmbedding, Sam3D, select_first_click_mask
 
 #: Rules for the mask kept after a later click (``ballR`` too); see probe_click_rules.py.
 RULES = ("model", "progressive", "consistent", "multimask", "oracle")
@@ -49,7 +49,7 @@ def merge(rule: str, prev: np.ndarray, new: np.ndarray, click: tuple[int, ...]) 
 
 
 def chain(
-    model, emb, ref: np.ndarray, clicks: int, seed: int, rule: str = "model"
+    model: Sam3D, emb: ImageEmbedding, ref: np.ndarray, clicks: int, seed: int, rule: str = "model"
 ) -> tuple[list[float], list[int], list[int]]:
     """One chain of ``clicks`` clicks on a centred crop (``emb``: ``model.encode`` of it).
 

@@ -14,7 +14,8 @@ segments 10 to 12). Rules:
 - ``consistent``: of mask 0 and the three multimask outputs, one that honours the most clicks
   (mask 0 on a tie, else the first-click rule among the tied);
 - ``multimask``: the three multimask outputs and the first-click rule at every click;
-- ``oracle``: the best of the four by Dice against the target (an upper bound, not a rule).
+- ``oracle``: the best of the four by Dice against the target at each click (uses the target:
+  a greedy reference, not a rule).
 
 With ``--per-crop`` it also prints, per crop and rule, the target's size, the mask's size
 after each click, each later click's sign and the Dice per click.
