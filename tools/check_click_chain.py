@@ -17,6 +17,7 @@ later click.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -48,6 +49,30 @@ def merge(rule: str, prev: np.ndarray, new: np.ndarray, click: tuple[int, ...]) 
     return out
 
 
+def choose(
+    rule: str,
+    mask0: torch.Tensor,
+    multi: torch.Tensor,
+    iou: torch.Tensor,
+    binary: Callable[[torch.Tensor], np.ndarray],
+    ref: np.ndarray,
+    clicked: list[tuple[list[int], int]],
+) -> torch.Tensor:
+    """The logits kept after a later click under a selection rule (``consistent``,
+    ``multimask`` or ``oracle``), from mask 0 and the multimask outputs ``multi`` (``iou``)."""
+    if rule == "multimask":
+        return select_first_click_mask(multi, iou)[0]
+    options = [mask0] + [multi[:, k : k + 1] for k in range(multi.shape[1])]
+    masks = [binary(o) for o in options]
+    if rule == "oracle":
+        return options[int(np.argmax([dice_score(m, ref) for m in masks]))]
+    kept = [sum(int(m[tuple(c)] == bool(v)) for c, v in clicked) for m in masks]
+    if kept[0] == max(kept):
+        return mask0
+    tied = [k - 1 for k in range(1, len(masks)) if kept[k] == max(kept)]
+    return select_first_click_mask(multi[:, tied], iou[:, tied])[0]
+
+
 def chain(
     model: Sam3D, emb: ImageEmbedding, ref: np.ndarray, clicks: int, seed: int, rule: str = "model"
 ) -> tuple[list[float], list[int], list[int]]:
@@ -66,26 +91,16 @@ def chain(
     for _ in range(clicks):
         pc, pl = torch.tensor([coords], dtype=torch.float32), torch.tensor([labels])
         if prompt is None:
-            multi = model.first_click_multimask
-            logits, iou = model.decode(emb, pc, pl, None, multimask_output=multi)
-            if multi:
+            first_multi = model.first_click_multimask
+            logits, iou = model.decode(emb, pc, pl, None, multimask_output=first_multi)
+            if first_multi:
                 logits, _ = select_first_click_mask(logits, iou)
         else:
             logits, _ = model.decode(emb, pc, pl, prompt, multimask_output=False)
             if rule in ("consistent", "multimask", "oracle"):
                 multi, iou = model.decode(emb, pc, pl, prompt, multimask_output=True)
-                options = [logits] + [multi[:, k : k + 1] for k in range(multi.shape[1])]
-                masks = [binary(o) for o in options]
-                if rule == "oracle":
-                    logits = options[int(np.argmax([dice_score(m, ref) for m in masks]))]
-                elif rule == "multimask":
-                    logits, _ = select_first_click_mask(multi, iou)
-                else:
-                    clicked = list(zip(coords, labels, strict=True))
-                    kept = [sum(int(m[tuple(c)] == bool(v)) for c, v in clicked) for m in masks]
-                    tied = [k - 1 for k in range(1, len(masks)) if kept[k] == max(kept)]
-                    if kept[0] < max(kept):
-                        logits, _ = select_first_click_mask(multi[:, tied], iou[:, tied])
+                clicked = list(zip(coords, labels, strict=True))
+                logits = choose(rule, logits, multi, iou, binary, ref, clicked)
         prompt = logits
         pred = binary(logits)
         if shown is not None and (rule == "progressive" or rule.startswith("ball")):

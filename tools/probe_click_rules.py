@@ -31,22 +31,34 @@ import torch
 from check_click_chain import RULES, chain, summary
 from validation_crops import validation_crops
 
-from sammed3d.build import load_checkpoint
+from sammed3d.build import CheckpointError, load_checkpoint
+
+
+def parse(argv: list[str]) -> tuple[str, int, list[str], bool]:
+    """``CKPT N RULE … [--per-crop]`` -> checkpoint, N, rules, per_crop; SystemExit with a
+    one-line message on bad input."""
+    per_crop = "--per-crop" in argv
+    args = [a for a in argv if a != "--per-crop"]
+    if len(args) < 3:
+        sys.exit("usage: " + __doc__.strip().splitlines()[-1].strip())
+    if not args[1].isdigit() or int(args[1]) < 1:
+        sys.exit(f"N must be a positive whole number of crops per source, got {args[1]!r}")
+    for rule in args[2:]:
+        if rule not in RULES and not (rule.startswith("ball") and rule[4:].isdigit()):
+            sys.exit(f"unknown rule {rule!r}: expected one of {', '.join(RULES)} or ballR")
+    return args[0], int(args[1]), args[2:], per_crop
 
 
 def main() -> None:
-    if len(sys.argv) < 4:
-        sys.exit("usage: " + __doc__.strip().splitlines()[-1].strip())
-    per_crop = "--per-crop" in sys.argv
-    rules = [a for a in sys.argv[3:] if a != "--per-crop"]
-    for rule in rules:
-        if rule not in RULES and not (rule.startswith("ball") and rule[4:].isdigit()):
-            sys.exit(f"unknown rule {rule!r}: expected one of {', '.join(RULES)} or ballR")
+    path, n, rules, per_crop = parse(sys.argv[1:])
+    try:
+        model = load_checkpoint(path).eval()
+    except (FileNotFoundError, CheckpointError) as exc:
+        sys.exit(f"cannot load checkpoint {path}: {exc}")
     torch.set_num_threads(2)
-    model = load_checkpoint(sys.argv[1]).eval()
     results: dict[tuple[str, str], list[list[float]]] = {}
     with torch.no_grad():
-        for seed, source, image, ref in validation_crops(model.img_size, int(sys.argv[2])):
+        for seed, source, image, ref in validation_crops(model.img_size, n):
             emb = model.encode(image)
             for rule in rules:
                 dice, voxels, signs = chain(model, emb, ref, 5, seed, rule)
