@@ -6,7 +6,7 @@
 * The bundled default model (or ``--checkpoint``): first click and refinement click timings in
   model space, fp32 and bf16.
 
-Writes ``OUT/cuda_check.json`` and prints it. Used by ``tools/gpu_train_default_model.sh``.
+Writes ``OUT/cuda_check.json`` and prints it. Used by ``tools/gpu_train_default_model.py``.
 
 Usage::
 

@@ -5,7 +5,7 @@
 #   2. train with the packaged config `default_model` (resumable: run it again to continue;
 #      extra KEY=VALUE arguments override the config, e.g. train.epochs=6)
 #   3. export the latest weights (our format, weights_only-loadable) into the package
-# Evaluate with tools/evaluate_default_model.sh. A GPU run: tools/gpu_train_default_model.sh.
+# Evaluate with tools/evaluate_default_model.sh. A GPU run: tools/gpu_train_default_model.py.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 py=.venv/bin/python

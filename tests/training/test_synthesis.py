@@ -13,7 +13,9 @@ from sammed3d.training.synthesis import (
     ShapeBank,
     SynthesisConfig,
     SyntheticGenerator,
+    component_at,
     connected_component_at,
+    label_components,
     load_shape_bank,
     save_shape_bank,
     zscore_positive,
@@ -53,6 +55,37 @@ def test_targets_are_connected_visible_and_normalised():
         assert torch.isfinite(image).all() and (image < 0).any() and (image > 0).any()
     # the target differs from its surroundings (the generator refuses invisible targets)
     assert np.median(contrasts) > 0.3
+
+
+def test_label_components_separates_values_and_6_connectivity():
+    labels = torch.zeros((6, 6, 6), dtype=torch.int64)
+    labels[0:2, 0:2, 0:2] = 1  # a cube of label 1
+    labels[3, 3, 3] = 1  # label 1 again, not connected to the cube
+    labels[2:4, 0:2, 0:2] = 2  # touches the cube but is another label
+    labels[4, 4, 4] = 1  # touches (3, 3, 3) only diagonally: its own component
+    ids = label_components(labels)
+    assert ids.dtype == torch.int32 and ids.shape == labels.shape
+    assert bool((ids == 0).eq(labels == 0).all())
+    assert len(torch.unique(ids[ids > 0])) == 4
+    cube = component_at(ids, (1, 1, 1))
+    assert int(cube.sum()) == 8 and bool(cube[0, 0, 0]) and not bool(cube[3, 3, 3])
+    assert int(component_at(ids, (3, 3, 3)).sum()) == 1
+    assert int(component_at(ids, (2, 0, 0)).sum()) == 8  # label 2 block
+    assert not bool(component_at(ids, (5, 5, 5)).any())  # background seed: empty
+    # the same answers as one binary mask at a time
+    for seed in [(1, 1, 1), (3, 3, 3), (2, 1, 1), (4, 4, 4)]:
+        value = int(labels[seed])
+        assert torch.equal(component_at(ids, seed), connected_component_at(labels == value, seed))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_label_components_on_cuda_match_cpu():
+    gen = SyntheticGenerator(SMALL)
+    _, label = gen.sample(2, targets=2)
+    labels = label[0].long() + 2 * label[1].long()
+    cpu = label_components(labels)
+    gpu = label_components(labels.cuda())
+    assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu)
 
 
 def test_several_targets_per_crop_are_distinct():
