@@ -802,8 +802,9 @@ def label_components(labels: torch.Tensor) -> torch.Tensor:
         6-connected path inside that label joins them.
 
     One pass of ``cc3d`` on the CPU (a map on another device is copied there and back):
-    flood fill by repeated dilation on a GPU costs one convolution per voxel of path
-    length, 88 on average and up to 323 per target in the generator's crops.
+    flood fill by repeated dilation (how components were found on a GPU before) costs one
+    convolution per voxel of path length: 88 on average and up to 323 per look-up over 40
+    look-ups of the generator's crops (``benchmarks/bench_synthesis.py`` compares the two).
     """
     import cc3d
 
