@@ -131,6 +131,13 @@ def _check_inputs(args: argparse.Namespace, variants: dict[str, list[str]]) -> s
         bad = [ov for ov in overrides if "=" not in ov]
         if bad:
             return f"variant {name}: overrides must be KEY=VALUE, got {bad[0]!r}"
+    work = args.work if args.work is not None else args.out / "runs"
+    taken = [n for n in [*variants, *(f"probe_{v}" for v in variants)] if (work / n).exists()]
+    if taken:
+        return (
+            f"{work / taken[0]} exists (an earlier call?): give another OUT or --work, "
+            "or continue that run with sammed3d train --resume"
+        )
     if args.deadline_seconds <= args.probe_seconds + 60 and args.rate is None:
         return (
             f"--deadline-seconds {args.deadline_seconds:g} leaves no time after a "
@@ -218,13 +225,18 @@ def main(argv: list[str] | None = None) -> int:
             "run.tensorboard=false",
         ]
         probes[name] = (run_dir, _launch(cmd, args.work / f"{name}.log"))
-    for _run_dir, proc in probes.values():
-        proc.wait()
+    for name, (_run_dir, proc) in probes.items():
+        try:  # the trainer stops itself after a step; a slow first step gets a minute more
+            proc.wait(timeout=max(args.probe_seconds + 60 - elapsed(), 1))
+        except subprocess.TimeoutExpired:
+            print(f"[{elapsed():.0f}s] {name}: probe still running, stopping it", flush=True)
+            proc.terminate()
+            proc.wait()
     rates: dict[str, float] = dict.fromkeys(variants, args.rate) if args.rate else {}
     amp: dict[str, list[str]] = {}
     for name, (run_dir, proc) in probes.items():
         rate = _rate(run_dir)
-        if proc.returncode != 0:  # a crash, not slowness: bf16 is the likely cause
+        if proc.returncode not in (0, -15):  # a crash, not slowness: bf16 is the likely cause
             print(
                 f"[{elapsed():.0f}s] {name}: probe failed (exit {proc.returncode}); fp32 from here",
                 flush=True,

@@ -55,6 +55,21 @@ def test_bad_input_gives_one_line(
     assert not out.exists()  # nothing was started or created
 
 
+def test_an_earlier_call_is_not_overwritten(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "out"
+    (out / "runs" / "probe_base").mkdir(parents=True)
+    marker = out / "runs" / "probe_base" / "log.jsonl"
+    marker.write_text("kept\n")
+    proc = subprocess.run(
+        [sys.executable, str(TOOL), str(out), "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "probe_base exists (an earlier call?)" in proc.stderr
+    assert marker.read_text() == "kept\n"
+
+
 def test_missing_training_data_is_named(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(TOOL), str(tmp_path / "out"), "--data-dir", str(tmp_path)],
