@@ -72,7 +72,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from sammed3d.training import synthesis as S
 
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        print(
+            f"error: --device {args.device!r} is not a torch device (cpu, cuda, cuda:1)",
+            file=sys.stderr,
+        )
+        return 2
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but this torch sees no CUDA device", file=sys.stderr)
+        return 2
     for name in ("shape_bank.npz", "anatomy_mni152.npz"):
         if not (args.data / name).is_file():
             print(
