@@ -46,9 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _train_command(
-    name: str, run_dir: Path, overrides: list[str], args: argparse.Namespace
-) -> list[str]:
+def _train_command(run_dir: Path, overrides: list[str], args: argparse.Namespace) -> list[str]:
     """The ``sammed3d train`` command line of one run (overrides last: they win)."""
     cmd = [sys.executable, "-m", "sammed3d", "train", "--config", "default_model"]
     cmd += ["-o", str(run_dir), "--no-progress"]
@@ -94,10 +92,10 @@ def _launch(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     env["PYTHONPATH"] = str(ROOT / "src") + (
         os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
     )
-    fh = open(log, "ab")  # noqa: SIM115 - closed when the process is reaped
-    fh.write(("$ " + shlex.join(cmd) + "\n").encode())
-    fh.flush()
-    return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
+        fh.write(("$ " + shlex.join(cmd) + "\n").encode())
+        fh.flush()
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
 
 def _rate(run_dir: Path) -> float | None:
@@ -200,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.work is None:
-        args.work = args.out / "runs"
+    # the runs start in the repository root: every path absolute, as the caller meant it
+    args.out = args.out.resolve()
+    args.work = (args.work or args.out / "runs").resolve()
+    args.init = args.init.resolve() if args.init else None
+    args.data_dir = args.data_dir.resolve() if args.data_dir else None
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
 
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     probes = {}
     for name, ov in variants.items() if args.rate is None else ():
         run_dir = args.work / f"probe_{name}"
-        cmd = _train_command(name, run_dir, ov, args)
+        cmd = _train_command(run_dir, ov, args)
         cmd += [
             "data.synthetic_per_epoch=100000",
             f"run.stop_after_minutes={args.probe_seconds / 60}",
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         rate = rates[name] or fallback
         crops = max(int(rate * left * 0.97), 2 * (1 if args.dry_run else args.batch_size))
         run_dir = args.work / name
-        cmd = _train_command(name, run_dir, ov + amp.get(name, []), args)
+        cmd = _train_command(run_dir, ov + amp.get(name, []), args)
         cmd += [
             f"data.synthetic_per_epoch={crops}",
             f"run.stop_after_minutes={left / 60:.3f}",
