@@ -489,11 +489,18 @@ def test_time_based_checkpoints_and_stop(tmp_path):
         ("train.loss_resolution=half", "train.loss_resolution"),
         ("train.centre_first_click=1.5", "train.centre_first_click"),
         ("train.iou_loss_weight=-1", "train.iou_loss_weight"),
+        ("train.leak_prompt_fraction=-0.1", "train.leak_prompt_fraction"),
     ],
 )
 def test_option_config_errors(tmp_path, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config("tiny_cpu", tiny_overrides(tmp_path / "run", *GENERATED, override))
+
+
+def test_leak_prompts_need_the_low_resolution_loss(tmp_path):
+    overrides = (*GENERATED, "train.loss_resolution=full", "train.leak_prompt_fraction=0.3")
+    with pytest.raises(ConfigError, match=r"needs train\.loss_resolution=low"):
+        load_config("tiny_cpu", tiny_overrides(tmp_path / "run", *overrides))
 
 
 def test_generated_data_files_must_exist(tmp_path):

@@ -205,6 +205,17 @@ class TrainSection:
     #: inference the ROI is always centred on the first click; without this a model sees that
     #: case only by chance and learns a position prior instead.
     centre_first_click: float = 0.0
+    #: Option (ours, ``loss_resolution=low``; published: 0): share of the targets whose second
+    #: click gets an over-segmented mask prompt (the target plus an attached leak,
+    #: :mod:`sammed3d.training.leaks`) instead of the model's first mask, so that a negative
+    #: click after one positive click is also trained on large targets.
+    leak_prompt_fraction: float = 0.0
+    #: With ``leak_prompt_fraction``: the leaked prompt comes at one later click drawn
+    #: uniformly (2nd to last) instead of always at the second.
+    leak_prompt_any_click: bool = False
+    #: With ``leak_prompt_fraction``: the largest leak volume relative to the target's (drawn
+    #: log-uniformly from 0.05); above 1 the mask prompt is far too large for the target.
+    leak_prompt_max_fraction: float = 0.8
     #: Option: DDP ``find_unused_parameters``. Off: parameters that the regime never trains
     #: (IoU head, ``no_mask_embed``) are frozen instead, which AdamW treats identically.
     find_unused_parameters: bool = False
@@ -366,6 +377,16 @@ def validate_config(cfg: TrainingConfig) -> None:
         raise ConfigError(f"optim.min_lr_ratio must be in (0, 1], got {o.min_lr_ratio}")
     if not 0.0 <= t.centre_first_click <= 1.0:
         raise ConfigError(f"train.centre_first_click must be in [0, 1], got {t.centre_first_click}")
+    if not 0.0 <= t.leak_prompt_fraction <= 1.0:
+        raise ConfigError(
+            f"train.leak_prompt_fraction must be in [0, 1], got {t.leak_prompt_fraction}"
+        )
+    if not t.leak_prompt_max_fraction >= 0.05:
+        raise ConfigError(
+            f"train.leak_prompt_max_fraction must be >= 0.05, got {t.leak_prompt_max_fraction}"
+        )
+    if t.leak_prompt_fraction > 0 and t.loss_resolution != "low":
+        raise ConfigError("train.leak_prompt_fraction > 0 needs train.loss_resolution=low")
     if t.iou_loss_weight < 0:
         raise ConfigError(f"train.iou_loss_weight must be >= 0, got {t.iou_loss_weight}")
     if t.first_click_weight <= 0 or not 0.0 <= t.center_click_fraction <= 1.0:

@@ -25,6 +25,7 @@ from torch import nn
 
 from sammed3d.clicks import sample_clicks_batch, sample_next_click
 from sammed3d.modeling import Sam3D, select_by_iou
+from sammed3d.training.leaks import LEAK_FRACTION_RANGE, leaked_prompt
 from sammed3d.training.losses import build_seg_loss, hard_dice
 from sammed3d.training.multimask import multimask_first_click_loss
 
@@ -90,6 +91,15 @@ class ClickLoop(nn.Module):
         centre_first_click: Share of the crops moved so that a uniform voxel of one of their
             targets lies at the crop centre, where that target's first click then is: at
             inference the ROI is centred on the first click (:func:`centre_on_first_click`).
+        leak_prompt_fraction: ``"low"`` only: share of the targets whose second click gets,
+            instead of the model's first mask, the target plus an attached leak as its mask
+            prompt (:func:`~sammed3d.training.leaks.leaked_prompt`); that click is then drawn
+            from the leaked mask's error, so it is a negative click in the leak.
+        leak_prompt_any_click: Give the leaked prompt at one later click drawn uniformly
+            (2nd to last) instead of always at the second; the leak keeps away from the
+            negative clicks already given.
+        leak_prompt_max_fraction: Largest leak volume relative to the target's (the
+            smallest is 0.05; log-uniform between).
 
     Example:
         >>> loop = ClickLoop(build_model("sam_med3d_tiny"), num_clicks=3)
@@ -113,6 +123,9 @@ class ClickLoop(nn.Module):
         first_click_multimask: bool = False,
         iou_loss_weight: float = 1.0,
         centre_first_click: float = 0.0,
+        leak_prompt_fraction: float = 0.0,
+        leak_prompt_any_click: bool = False,
+        leak_prompt_max_fraction: float = LEAK_FRACTION_RANGE[1],
     ) -> None:
         super().__init__()
         if num_clicks < 1:
@@ -135,6 +148,18 @@ class ClickLoop(nn.Module):
         if not 0.0 <= centre_first_click <= 1.0:
             raise ValueError(f"centre_first_click must be in [0, 1], got {centre_first_click}")
         self.centre_first_click = float(centre_first_click)
+        if not 0.0 <= leak_prompt_fraction <= 1.0:
+            raise ValueError(f"leak_prompt_fraction must be in [0, 1], got {leak_prompt_fraction}")
+        if leak_prompt_fraction > 0 and loss_resolution != "low":
+            raise ValueError("leak_prompt_fraction needs loss_resolution='low'")
+        self.leak_prompt_fraction = float(leak_prompt_fraction)
+        self.leak_prompt_any_click = bool(leak_prompt_any_click)
+        if not leak_prompt_max_fraction >= LEAK_FRACTION_RANGE[0]:
+            raise ValueError(
+                f"leak_prompt_max_fraction must be >= {LEAK_FRACTION_RANGE[0]}, "
+                f"got {leak_prompt_max_fraction}"
+            )
+        self.leak_fraction_range = (LEAK_FRACTION_RANGE[0], float(leak_prompt_max_fraction))
 
     def forward(
         self,
@@ -270,6 +295,11 @@ class ClickLoop(nn.Module):
         thin = ~target_bool.flatten(1).any(1)
         target_bool[thin] = target[thin] > 0
         rngs = [np.random.default_rng(int(s) & 0xFFFFFFFFFFFFFFFF) for s in seeds.tolist()]
+        # a stream of its own, so that runs without leaks draw exactly the clicks they did
+        leak_rngs = [
+            np.random.default_rng([int(s) & 0xFFFFFFFFFFFF, 0x1EA]) for s in seeds.tolist()
+        ]
+        leak_at = self._leak_iterations(leak_rngs)
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
         low_res = torch.zeros((batch, 1, *low_size), device=device)
         coords_so_far: list[torch.Tensor] = []
@@ -290,6 +320,16 @@ class ClickLoop(nn.Module):
                 coords[centred.to(coords.device)] = float(self.model.img_size // 2)
                 labels = torch.cat([lab for _, lab in clicks])
             else:
+                if (leak_at == it).any():
+                    low_res = self._leak_prompts(
+                        low_res.detach(),
+                        target_bool,
+                        leak_rngs,
+                        leak_at == it,
+                        coords_so_far,
+                        labels_so_far,
+                        factor,
+                    )
                 pred = low_res.detach() > self.click_threshold
                 coords, labels = self._corrective_clicks(pred, target_bool, gt, factor, rngs)
             coords_so_far.append(coords)
@@ -319,6 +359,39 @@ class ClickLoop(nn.Module):
             dices.append(hard_dice(low_res.detach(), target_bool.float()))
         dice_per_sample = torch.stack(dices, dim=1)
         return {"loss": loss, "dice": dice_per_sample.mean(0), "dice_per_sample": dice_per_sample}
+
+    def _leak_iterations(self, rngs: list[np.random.Generator]) -> np.ndarray:
+        """Per sample, the iteration that gets a leaked prompt, or -1 (drawn from ``rngs``)."""
+        out = np.full(len(rngs), -1)
+        if self.leak_prompt_fraction <= 0 or self.num_clicks < 2:
+            return out
+        for b, rng in enumerate(rngs):
+            if rng.random() < self.leak_prompt_fraction:
+                out[b] = int(rng.integers(1, self.num_clicks)) if self.leak_prompt_any_click else 1
+        return out
+
+    def _leak_prompts(
+        self,
+        low_res: torch.Tensor,
+        target: torch.Tensor,
+        rngs: list[np.random.Generator],
+        chosen: np.ndarray,
+        coords_so_far: list[torch.Tensor],
+        labels_so_far: list[torch.Tensor],
+        factor: int,
+    ) -> torch.Tensor:
+        """``low_res`` with a leaked target as the prompt of the ``chosen`` samples (a new
+        tensor; the others keep the model's mask)."""
+        out = low_res.clone()
+        coords = torch.cat(coords_so_far, dim=1).cpu()  # (B, N, 3) crop voxels
+        labels = torch.cat(labels_so_far, dim=1).cpu()
+        for b in np.flatnonzero(chosen).tolist():
+            negatives = (coords[b][labels[b] == 0] // factor).long()
+            keep_out = negatives if negatives.shape[0] else None
+            prompt = leaked_prompt(target[b, 0].cpu(), rngs[b], keep_out, self.leak_fraction_range)
+            if prompt is not None:
+                out[b, 0] = prompt.to(out.device, out.dtype)
+        return out
 
     def _corrective_clicks(
         self,

@@ -504,6 +504,9 @@ class Trainer:
                 first_click_multimask=t.first_click_multimask,
                 iou_loss_weight=t.iou_loss_weight,
                 centre_first_click=t.centre_first_click,
+                leak_prompt_fraction=t.leak_prompt_fraction,
+                leak_prompt_any_click=t.leak_prompt_any_click,
+                leak_prompt_max_fraction=t.leak_prompt_max_fraction,
             )
         if not ctx.distributed:
             return loop
