@@ -52,6 +52,8 @@ def test_no_prompt_without_a_target_or_room():
     assert leaked_prompt(torch.ones(G, G, G, dtype=torch.bool), rng) is None
     with pytest.raises(ValueError, match=r"\(D, H, W\)"):
         leaked_prompt(torch.zeros(1, G, G, G, dtype=torch.bool), rng)
+    with pytest.raises(ValueError, match="fraction_range"):
+        leaked_prompt(_ball(5.0), rng, fraction_range=(0.5, 0.1))
 
 
 def test_the_same_rng_gives_the_same_leak():

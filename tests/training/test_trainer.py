@@ -490,6 +490,7 @@ def test_time_based_checkpoints_and_stop(tmp_path):
         ("train.centre_first_click=1.5", "train.centre_first_click"),
         ("train.iou_loss_weight=-1", "train.iou_loss_weight"),
         ("train.leak_prompt_fraction=-0.1", "train.leak_prompt_fraction"),
+        ("train.leak_prompt_max_fraction=0.01", "train.leak_prompt_max_fraction"),
     ],
 )
 def test_option_config_errors(tmp_path, override, key):

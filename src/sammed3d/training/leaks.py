@@ -10,8 +10,9 @@ then erases the whole mask (docs/default_model.md, segments 10 to 13).
 :func:`leaked_prompt` builds the missing case: the target plus an attached excess region (a
 ball centred just outside the target's surface, sometimes also kept within a band around the
 target, so that it hugs it as a leak along a border does), as soft logits. The click loop uses
-it as the second click's mask prompt for a share of the targets (``train.leak_prompt_fraction``);
-the corrective click is then drawn from that mask's error as usual, so it lands in the leak.
+it as the mask prompt of one later click (the second, or one drawn uniformly) for a share of the
+targets (``train.leak_prompt_fraction``, ``train.leak_prompt_any_click``); the corrective
+click is then drawn from that mask's error as usual, so it lands in the leak.
 The training signal is "keep the mask, remove the part around the negative click".
 """
 
@@ -29,8 +30,6 @@ LEAK_FRACTION_RANGE = (0.05, 0.8)
 LEAK_RADIUS_RANGE = (1.5, 24.0)
 #: Magnitude of the prompt's logits (inside +a, outside -a), uniform in this range.
 LOGIT_RANGE = (2.0, 8.0)
-
-
 #: Cells within this distance of an earlier negative click stay out of a leak.
 KEEP_OUT_RADIUS = 2.0
 
@@ -60,6 +59,9 @@ def leaked_prompt(
     """
     if target.ndim != 3:
         raise ValueError(f"target must be (D, H, W), got shape {tuple(target.shape)}")
+    low, high = fraction_range
+    if not 0 < low <= high:
+        raise ValueError(f"fraction_range must be 0 < low <= high, got {fraction_range}")
     tgt = target.bool()
     volume = int(tgt.sum())
     if volume == 0:
@@ -70,9 +72,6 @@ def leaked_prompt(
     if cells.shape[0] == 0:
         return None
     centre = cells[int(rng.integers(cells.shape[0]))].to(torch.float32)
-    low, high = fraction_range
-    if not 0 < low <= high:
-        raise ValueError(f"fraction_range must be 0 < low <= high, got {fraction_range}")
     fraction = math.exp(rng.uniform(math.log(low), math.log(high)))
     # about half of a ball centred on the surface lies outside the target
     radius = (3.0 * 2.0 * fraction * volume / (4.0 * math.pi)) ** (1.0 / 3.0)
