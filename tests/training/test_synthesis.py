@@ -134,6 +134,71 @@ def test_anatomy_crops_have_lesion_or_tissue_targets():
     assert all(int(t.sum()) >= SMALL.min_target_voxels for t in label)
 
 
+def _ball_anatomy(structures: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 40^3 "brain": WM ball (radius 8) in a GM shell (radius 16) with a dark "ventricle"
+    bar inside the WM; structures bit 0 brain, bit 1 WM, bit 2 ventricle."""
+    rng = np.random.default_rng(0)
+    grid = np.indices((40, 40, 40)).astype(np.float32)
+    dist = np.sqrt(((grid - 20) ** 2).sum(0))
+    tissue = (np.where(dist < 16, 2, 0) + (dist < 8)).astype(np.uint8)
+    vent = np.zeros(tissue.shape, dtype=bool)
+    vent[17:23, 18:22, 18:22] = True
+    tissue[vent] = 1
+    image = np.where(tissue == 3, 1.0, np.where(tissue == 2, 0.6, 0.05)).astype(np.float32)
+    image += rng.normal(0, 0.01, image.shape).astype(np.float32)
+    bits = (tissue > 0).astype(np.uint8) | ((dist < 8) & ~vent).astype(np.uint8) << 1
+    bits |= vent.astype(np.uint8) << 2
+    return image, tissue, bits
+
+
+def test_anatomy_structure_crops_target_the_structure_under_the_centre():
+    image, tissue, bits = _ball_anatomy()
+    anatomy = Anatomy(image, tissue, structures=bits, p_structure=1.0)
+    assert [len(v) for v in anatomy.structure_voxels] == [
+        int((bits & (1 << b) > 0).sum()) for b in range(3)
+    ]
+    cfg = SynthesisConfig(size=48, min_target_voxels=20)
+    gen = SyntheticGenerator(cfg)
+    sizes = set()
+    for seed in range(12):
+        _, label = gen.sample_anatomy(anatomy, seed=seed, targets=1)
+        target = label[0]
+        # the crop is centred in the structure: the target holds the centre or a voxel next to it
+        near = target[22:27, 22:27, 22:27]
+        assert near.any(), seed
+        sizes.add(int(target.sum()) // 500)
+    # the three structures have very different sizes (brain ~17k, WM ~2k, bar ~100 voxels at
+    # scale 1, times the crop's random scale^3): more than one size class is drawn
+    assert len(sizes) >= 2
+
+
+def test_anatomy_without_structures_draws_as_before():
+    image, tissue, bits = _ball_anatomy()
+    gen = SyntheticGenerator(SMALL)
+    plain = gen.sample_anatomy(Anatomy(image, tissue), seed=5, targets=2)
+    unused = gen.sample_anatomy(Anatomy(image, tissue, structures=bits), seed=5, targets=2)
+    assert torch.equal(plain[0], unused[0]) and torch.equal(plain[1], unused[1])
+
+
+def test_anatomy_structure_errors(tmp_path):
+    image, tissue, bits = _ball_anatomy()
+    with pytest.raises(ValueError, match="needs a structures map"):
+        Anatomy(image, tissue, p_structure=0.5)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        Anatomy(image, tissue, structures=bits, p_structure=1.5)
+    with pytest.raises(ValueError, match="bit 1 is set nowhere"):
+        Anatomy(image, tissue, structures=bits & 0b101)
+    with pytest.raises(ValueError, match="the image's shape"):
+        Anatomy(image, tissue, structures=bits[:-1])
+    path = tmp_path / "anatomy.npz"
+    np.savez(path, image=image, tissue=tissue)
+    with pytest.raises(ValueError, match="rebuild it with tools/build_demo_data.py"):
+        Anatomy.load(path, p_structure=0.5)
+    assert Anatomy.load(path).structures is None
+    np.savez(path, image=image, tissue=tissue, structures=bits)
+    assert Anatomy.load(path, p_structure=0.5).p_structure == 0.5
+
+
 def test_generated_dataset_items_are_keyed(tmp_path):
     ds = GeneratedDataset(4, SMALL, seed=2, targets=2)
     item = ds[(1, 3)]

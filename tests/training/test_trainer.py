@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -491,6 +492,8 @@ def test_time_based_checkpoints_and_stop(tmp_path):
         ("train.iou_loss_weight=-1", "train.iou_loss_weight"),
         ("train.leak_prompt_fraction=-0.1", "train.leak_prompt_fraction"),
         ("train.leak_prompt_max_fraction=0.01", "train.leak_prompt_max_fraction"),
+        ("data.anatomy_structure_fraction=1.5", "data.anatomy_structure_fraction"),
+        ("data.anatomy_structure_fraction=0.5", "data.anatomy_fraction > 0"),
     ],
 )
 def test_option_config_errors(tmp_path, override, key):
@@ -510,6 +513,22 @@ def test_generated_data_files_must_exist(tmp_path):
         tiny_overrides(tmp_path / "run", *GENERATED, f"data.shape_bank={tmp_path}/no.npz"),
     )
     with pytest.raises(FileNotFoundError, match="no.npz"):
+        train(cfg, show_progress=False)
+
+
+def test_structure_targets_need_a_structures_map(tmp_path):
+    path = tmp_path / "anatomy.npz"
+    tissue = np.zeros((8, 8, 8), dtype=np.uint8)
+    tissue[2:6, 2:6, 2:6] = 2
+    np.savez(path, image=tissue.astype(np.float32), tissue=tissue)
+    overrides = (
+        *GENERATED,
+        f"data.anatomy={path}",
+        "data.anatomy_fraction=0.5",
+        "data.anatomy_structure_fraction=0.5",
+    )
+    cfg = load_config("tiny_cpu", tiny_overrides(tmp_path / "run", *overrides))
+    with pytest.raises(ConfigError, match="needs a 'structures' map in .*anatomy.npz"):
         train(cfg, show_progress=False)
 
 

@@ -116,6 +116,10 @@ class DataSection:
     anatomy: str | None = None
     #: Share of the synthetic crops taken from ``anatomy`` (lesions / tissue targets).
     anatomy_fraction: float = 0.0
+    #: Share of the ``anatomy`` crops centred in one of its named structures (whole brain,
+    #: white matter, lateral ventricles; the file's ``structures`` map) with that structure as
+    #: the first target.
+    anatomy_structure_fraction: float = 0.0
     #: Generate synthetic crops on the training device (GPU) instead of in DataLoader workers.
     generate_on_device: bool = False
     #: Targets per synthetic crop; they share one image encoding (each gets its own clicks).
@@ -373,6 +377,12 @@ def validate_config(cfg: TrainingConfig) -> None:
         raise ConfigError(f"data.anatomy_fraction must be in [0, 1], got {d.anatomy_fraction}")
     if d.anatomy_fraction > 0 and not d.anatomy:
         raise ConfigError("data.anatomy_fraction > 0 needs data.anatomy (an .npz file)")
+    if not 0.0 <= d.anatomy_structure_fraction <= 1.0:
+        raise ConfigError(
+            f"data.anatomy_structure_fraction must be in [0, 1], got {d.anatomy_structure_fraction}"
+        )
+    if d.anatomy_structure_fraction > 0 and d.anatomy_fraction == 0:
+        raise ConfigError("data.anatomy_structure_fraction > 0 needs data.anatomy_fraction > 0")
     if not 0.0 < o.min_lr_ratio <= 1.0:
         raise ConfigError(f"optim.min_lr_ratio must be in (0, 1], got {o.min_lr_ratio}")
     if not 0.0 <= t.centre_first_click <= 1.0:

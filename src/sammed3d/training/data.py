@@ -623,6 +623,8 @@ def build_generated_dataset(cfg: TrainingConfig) -> Dataset[dict[str, torch.Tens
 
     Raises:
         FileNotFoundError: a missing ``data.shape_bank`` or ``data.anatomy`` file.
+        ConfigError: ``data.anatomy_structure_fraction > 0`` and the anatomy file has no
+            ``structures`` map.
     """
     from sammed3d.build import get_config
     from sammed3d.training.synthesis import GeneratedDataset, SynthesisConfig
@@ -631,6 +633,13 @@ def build_generated_dataset(cfg: TrainingConfig) -> Dataset[dict[str, torch.Tens
     for path in (d.shape_bank, d.anatomy):
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"file not found: {path} (data.shape_bank / data.anatomy)")
+    if d.anatomy and d.anatomy_structure_fraction > 0:
+        with np.load(d.anatomy) as data:
+            if "structures" not in data.files:
+                raise ConfigError(
+                    f"data.anatomy_structure_fraction > 0 needs a 'structures' map in "
+                    f"{d.anatomy}; rebuild it with tools/build_demo_data.py"
+                )
     size = get_config(cfg.model.name).img_size
     return GeneratedDataset(
         d.synthetic_per_epoch,
@@ -641,6 +650,7 @@ def build_generated_dataset(cfg: TrainingConfig) -> Dataset[dict[str, torch.Tens
         targets=d.targets_per_crop,
         anatomy=d.anatomy,
         anatomy_fraction=d.anatomy_fraction,
+        structure_fraction=d.anatomy_structure_fraction,
     )
 
 

@@ -146,9 +146,25 @@ class Anatomy:
         image: ``(X, Y, Z)`` intensities.
         tissue: ``(X, Y, Z)`` labels (0 outside the brain; e.g. 1 CSF, 2 GM, 3 WM).
         p_lesion: Probability that a crop gets a synthetic lesion as its first target.
+        structures: Optional ``(X, Y, Z)`` uint8 bit map of named structures (bit ``i`` set
+            where structure ``i`` is; they may nest, e.g. whole brain, white matter,
+            lateral ventricles).
+        p_structure: Probability that a crop is centred in one of ``structures`` (drawn
+            uniformly) and has it as its first target instead of a lesion.
+
+    Raises:
+        ValueError: arrays of different shapes or not 3-D; an empty tissue map; a structure
+            bit that is set nowhere; ``p_structure`` outside [0, 1] or > 0 without structures.
     """
 
-    def __init__(self, image: np.ndarray, tissue: np.ndarray, p_lesion: float = 0.6) -> None:
+    def __init__(
+        self,
+        image: np.ndarray,
+        tissue: np.ndarray,
+        p_lesion: float = 0.6,
+        structures: np.ndarray | None = None,
+        p_structure: float = 0.0,
+    ) -> None:
         if image.shape != tissue.shape or image.ndim != 3:
             raise ValueError(
                 f"image and tissue must be 3-D of one shape, got {image.shape} and {tissue.shape}"
@@ -159,12 +175,46 @@ class Anatomy:
         if not len(self.brain_voxels):
             raise ValueError("the tissue map is empty")
         self.p_lesion = float(p_lesion)
+        if not 0.0 <= p_structure <= 1.0:
+            raise ValueError(f"p_structure must be in [0, 1], got {p_structure}")
+        if p_structure > 0 and structures is None:
+            raise ValueError("p_structure > 0 needs a structures map")
+        self.p_structure = float(p_structure)
+        self.structures: torch.Tensor | None = None
+        #: Voxels of each structure (``(N_i, 3)``), where a structure crop is centred.
+        self.structure_voxels: list[np.ndarray] = []
+        if structures is not None:
+            if structures.shape != image.shape:
+                raise ValueError(
+                    f"structures must have the image's shape {image.shape}, got {structures.shape}"
+                )
+            bits = np.ascontiguousarray(structures, dtype=np.uint8)
+            top = int(bits.max()).bit_length()
+            for bit in range(top):
+                voxels = np.argwhere(bits & (1 << bit)).astype(np.float64)
+                if not len(voxels):
+                    raise ValueError(f"structure bit {bit} is set nowhere in the structures map")
+                self.structure_voxels.append(voxels)
+            self.structures = torch.from_numpy(bits.astype(np.int64))
 
     @classmethod
-    def load(cls, path: str | Path) -> Anatomy:
-        """Read an ``.npz`` with ``image`` and ``tissue`` arrays."""
+    def load(cls, path: str | Path, p_structure: float = 0.0) -> Anatomy:
+        """Read an ``.npz`` with ``image`` and ``tissue`` arrays (and optionally
+        ``structures``, see the class).
+
+        Raises:
+            ValueError: as the class; ``p_structure > 0`` for a file without ``structures``
+                (built before they existed: rebuild it with ``tools/build_demo_data.py``).
+        """
         with np.load(path) as data:
-            return cls(data["image"], data["tissue"])
+            structures = data["structures"] if "structures" in data.files else None
+            if p_structure > 0 and structures is None:
+                raise ValueError(
+                    f"{path} has no 'structures' map (needed for a structure fraction > 0); "
+                    "rebuild it with tools/build_demo_data.py"
+                )
+            image, tissue = data["image"], data["tissue"]
+        return cls(image, tissue, structures=structures, p_structure=p_structure)
 
 
 class SyntheticGenerator:
@@ -632,7 +682,10 @@ class SyntheticGenerator:
         scanner effects of :meth:`_degrade`. Target 0 is a lesion placed in the brain with
         probability ``p_lesion`` (irregular blob, 25-80 % darker or brighter than its
         surroundings, soft edge); the others are connected tissue components (CSF, grey or
-        white matter) under points near the centre.
+        white matter) under points near the centre. With probability ``p_structure`` of an
+        anatomy with a structures map, the crop is instead centred on a random voxel of a
+        random structure (no jitter) and target 0 is that structure's connected part through
+        the crop centre (no lesion).
 
         Returns:
             z-scored image ``(S, S, S)`` and targets ``(targets, S, S, S)`` bool.
@@ -640,9 +693,14 @@ class SyntheticGenerator:
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFFFFFF, 0xA7A7])
         gen = torch.Generator(device=self.device)
         gen.manual_seed(int(rng.integers(2**62)))
-        image, tissue = self._anatomy_crop(anatomy, rng)
         found: list[torch.Tensor] = []
-        if rng.random() < anatomy.p_lesion:
+        if anatomy.p_structure > 0 and rng.random() < anatomy.p_structure:
+            image, tissue, structure = self._structure_crop(anatomy, rng)
+            if structure is not None:
+                found.append(structure)
+        else:
+            image, tissue, _ = self._anatomy_crop(anatomy, rng)
+        if not found and rng.random() < anatomy.p_lesion:
             image, lesion = self._add_lesion(rng, gen, image, tissue)
             if lesion is not None:
                 found.append(lesion)
@@ -673,14 +731,47 @@ class SyntheticGenerator:
             found.append(found[0])
         return zscore_positive(image), torch.stack(found)
 
-    def _anatomy_crop(
+    def _structure_crop(
         self, anatomy: Anatomy, rng: np.random.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A crop centred on a random voxel of a random structure of ``anatomy``; the target
+        is that structure's connected part through the crop centre (None if it is smaller
+        than ``min_target_voxels``)."""
+        assert anatomy.structures is not None
+        bit = int(rng.integers(len(anatomy.structure_voxels)))
+        voxels = anatomy.structure_voxels[bit]
+        centre = voxels[int(rng.integers(len(voxels)))]
+        image, tissue, bits = self._anatomy_crop(anatomy, rng, centre=centre, extra=True)
+        assert bits is not None
+        inside = (bits & (1 << bit)) > 0
+        s = self.cfg.size
+        mid = (s // 2,) * 3
+        if not bool(inside[mid]):  # the centre fell between voxels: nearest inside voxel
+            near = torch.nonzero(inside)
+            if not len(near):
+                return image, tissue, None
+            offset = (near - torch.tensor(mid, device=near.device)).square().sum(1)
+            mid = tuple(int(v) for v in near[int(offset.argmin())])
+        target = connected_component_at(inside, mid)  # type: ignore[arg-type]
+        if int(target.sum()) < self.cfg.min_target_voxels:
+            return image, tissue, None
+        return image, tissue, target
+
+    def _anatomy_crop(
+        self,
+        anatomy: Anatomy,
+        rng: np.random.Generator,
+        centre: np.ndarray | None = None,
+        extra: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Image, tissue and (with ``extra``) the structure bits resampled to a crop around
+        ``centre`` (source voxels; default a random brain voxel plus N(0, 6) jitter)."""
         s = self.cfg.size
         vol = anatomy.image.to(self.device)
         lab = anatomy.tissue.to(self.device)
-        brain = anatomy.brain_voxels
-        centre = brain[int(rng.integers(len(brain)))] + rng.normal(0.0, 6.0, 3)
+        if centre is None:
+            brain = anatomy.brain_voxels
+            centre = brain[int(rng.integers(len(brain)))] + rng.normal(0.0, 6.0, 3)
         rot = _random_rotation(rng) if rng.random() < 0.7 else np.eye(3, dtype=np.float32)
         scale = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
         flips = np.where(rng.random(3) < 0.5, -1.0, 1.0)
@@ -693,7 +784,11 @@ class SyntheticGenerator:
         norm = norm.flip(0).t().reshape(1, s, s, s, 3)
         img = F.grid_sample(vol[None, None], norm, mode="bilinear", align_corners=False)[0, 0]
         tis = F.grid_sample(lab[None, None].float(), norm, mode="nearest", align_corners=False)
-        return img, tis[0, 0].round().long()
+        if not extra or anatomy.structures is None:
+            return img, tis[0, 0].round().long(), None
+        bits = anatomy.structures.to(self.device)[None, None].float()
+        bits = F.grid_sample(bits, norm, mode="nearest", align_corners=False)[0, 0]
+        return img, tis[0, 0].round().long(), bits.round().long()
 
     def _add_lesion(
         self,
@@ -902,6 +997,8 @@ class GeneratedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         targets: Targets per crop (``label`` has this many channels).
         anatomy: Optional ``.npz`` path of an :class:`Anatomy`.
         anatomy_fraction: Share of crops drawn from ``anatomy``.
+        structure_fraction: Share of the anatomy crops whose first target is one of the
+            anatomy's named structures (:class:`Anatomy` ``p_structure``).
     """
 
     def __init__(
@@ -915,6 +1012,7 @@ class GeneratedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         targets: int = 1,
         anatomy: str | None = None,
         anatomy_fraction: float = 0.0,
+        structure_fraction: float = 0.0,
     ) -> None:
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
@@ -922,6 +1020,7 @@ class GeneratedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             raise ValueError("anatomy_fraction > 0 needs an anatomy file")
         self.anatomy_path = anatomy
         self.anatomy_fraction = float(anatomy_fraction)
+        self.structure_fraction = float(structure_fraction)
         self._anatomy: Anatomy | None = None
         self.length = int(length)
         self.config = config
@@ -972,7 +1071,7 @@ class GeneratedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         if source:
             if self._anatomy is None:
                 assert self.anatomy_path is not None
-                self._anatomy = Anatomy.load(self.anatomy_path)
+                self._anatomy = Anatomy.load(self.anatomy_path, self.structure_fraction)
             return gen.sample_anatomy(self._anatomy, synth_seed, self.targets)
         return gen.sample(synth_seed, self.targets)
 

@@ -1,0 +1,91 @@
+"""The structure rules of tools/build_demo_data.py and the picture of
+tools/plot_anatomy_structures.py, on a small phantom brain (no downloads)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A 1 mm "brain" (radius 40) of grey matter around white matter (radius 30), with two
+    dark ventricles inside the white matter and a dark deep slab inside a grey-matter septum
+    (the interhemispheric fissure of MNI152)."""
+    grid = np.indices((96, 96, 96)).astype(np.float32)
+    dist = np.sqrt(((grid - 48) ** 2).sum(0))
+    brain = dist < 40
+    t1 = np.where(brain, 150.0, 0.0)
+    wm = dist < 30
+    t1[wm] = 210.0
+    septum = brain & (np.abs(grid[0] - 48) <= 5) & (grid[1] < 48)
+    t1[septum] = 150.0
+    fissure = septum & (np.abs(grid[0] - 48) <= 2) & (np.abs(grid[1] - 36) <= 8)
+    fissure &= np.abs(grid[2] - 48) <= 10
+    t1[fissure] = 60.0
+    ventricles = np.zeros(t1.shape, dtype=bool)
+    for x in (36, 60):
+        ventricles |= (np.abs(grid[0] - x) <= 4) & (np.abs(grid[1] - 58) <= 6)
+    ventricles &= np.abs(grid[2] - 48) <= 8
+    t1[ventricles] = 60.0
+    # a little CSF at the surface, so the three intensity classes exist
+    t1[brain & (dist >= 38)] = 80.0
+    rng = np.random.default_rng(0)
+    t1 = t1 + rng.normal(0, 2.0, t1.shape) * brain
+    return t1.astype(np.float32), brain, ventricles, fissure
+
+
+def test_training_ventricles_are_the_dark_components_bordered_by_white_matter() -> None:
+    tool = _load("build_demo_data")
+    t1, brain, ventricles, fissure = _phantom()
+    plain = tool.visible_structures(t1, brain, 1.0)["lateral_ventricles"]
+    found = tool.training_structures(t1, brain, 1.0)
+    got = found["lateral_ventricles"]
+    # the evaluation rule keeps one component (the bigger dark one); the training rule keeps
+    # both ventricles (bordered by white matter) and never the fissure (bordered by grey matter)
+    assert not (got & fissure).any()
+    for x in (36, 60):
+        assert got[x, 58, 48]
+    inter = (got & ventricles).sum() / ventricles.sum()
+    assert inter > 0.6
+    assert plain.sum() < got.sum()
+    assert found["whole_brain"].sum() >= brain.sum()
+
+
+def test_plot_anatomy_structures_writes_a_png(tmp_path: Path) -> None:
+    image = np.zeros((20, 20, 20), dtype=np.float32)
+    bits = np.zeros(image.shape, dtype=np.uint8)
+    bits[4:16, 4:16, 4:16] = 1
+    bits[8:12, 8:12, 8:12] |= 2
+    path = tmp_path / "anatomy.npz"
+    np.savez(path, image=image, structures=bits, structure_names=np.array(["brain", "core"]))
+    out = tmp_path / "pic" / "structures.png"
+    proc = subprocess.run(
+        [sys.executable, str(TOOLS / "plot_anatomy_structures.py"), str(path), str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    np.savez(path, image=image)
+    proc = subprocess.run(
+        [sys.executable, str(TOOLS / "plot_anatomy_structures.py"), str(path), str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "has no 'structures' map" in proc.stderr
