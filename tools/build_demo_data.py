@@ -196,11 +196,17 @@ def visible_structures(t1: np.ndarray, brain: np.ndarray, spacing: float) -> dic
     brain = largest_component(fill_holes(brain))
     tissue = tissue_classes(t1, brain)
     wm = largest_component(tissue == 3)
+    ventricles = largest_component(deep_dark(t1, brain, spacing))
+    return {"whole_brain": brain, "white_matter": wm, "lateral_ventricles": ventricles}
+
+
+def deep_dark(t1: np.ndarray, brain: np.ndarray, spacing: float) -> np.ndarray:
+    """Voxels darker than CSF + 30 % of the CSF-GM gap, at least 15 mm inside the brain
+    surface, opened by one voxel (the ventricle candidates of both structure rules)."""
     depth = ndimage.distance_transform_edt(brain) * spacing
     csf, gm = kmeans_1d(t1[brain].astype(np.float64), 3)[:2]
     dark = (t1 < csf + 0.3 * (gm - csf)) & brain & (depth >= 15.0)
-    ventricles = largest_component(ndimage.binary_opening(dark, iterations=1))
-    return {"whole_brain": brain, "white_matter": wm, "lateral_ventricles": ventricles}
+    return ndimage.binary_opening(dark, iterations=1)
 
 
 def training_structures(t1: np.ndarray, brain: np.ndarray, spacing: float) -> dict[str, np.ndarray]:
@@ -208,14 +214,12 @@ def training_structures(t1: np.ndarray, brain: np.ndarray, spacing: float) -> di
     except that the lateral ventricles are every dark deep component (after the opening) whose
     2-voxel border is at least 25 % white matter. On MNI152 the largest dark component is CSF
     of the interhemispheric fissure, and the two lateral ventricles are separate components."""
+    import cc3d
+
     found = visible_structures(t1, brain, spacing)
     brain = found["whole_brain"]
     tissue = tissue_classes(t1, brain)
-    depth = ndimage.distance_transform_edt(brain) * spacing
-    csf, gm = kmeans_1d(t1[brain].astype(np.float64), 3)[:2]
-    dark = ndimage.binary_opening((t1 < csf + 0.3 * (gm - csf)) & brain & (depth >= 15.0))
-    import cc3d
-
+    dark = deep_dark(t1, brain, spacing)
     labels = cc3d.connected_components(dark, connectivity=6)
     ventricles = np.zeros(dark.shape, dtype=bool)
     for label in range(1, int(labels.max()) + 1):

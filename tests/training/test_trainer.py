@@ -532,6 +532,25 @@ def test_structure_targets_need_a_structures_map(tmp_path):
         train(cfg, show_progress=False)
 
 
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not a zip file", r"data\.anatomy must be an \.npz file .*cannot read"),
+        ("only_image", r"has no tissue array"),
+    ],
+)
+def test_anatomy_file_must_be_an_npz_with_image_and_tissue(tmp_path, content, message):
+    path = tmp_path / "anatomy.npz"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.savez(path, image=np.zeros((4, 4, 4), dtype=np.float32))
+    overrides = (*GENERATED, f"data.anatomy={path}", "data.anatomy_fraction=0.5")
+    cfg = load_config("tiny_cpu", tiny_overrides(tmp_path / "run", *overrides))
+    with pytest.raises(ConfigError, match=message):
+        train(cfg, show_progress=False)
+
+
 def test_negative_click_similarity_is_set_by_the_config_and_recorded(tmp_path):
     overrides = [*GENERATED, "train.epochs=1", "model.negative_click_similarity=false"]
     result = train(

@@ -623,8 +623,8 @@ def build_generated_dataset(cfg: TrainingConfig) -> Dataset[dict[str, torch.Tens
 
     Raises:
         FileNotFoundError: a missing ``data.shape_bank`` or ``data.anatomy`` file.
-        ConfigError: ``data.anatomy_structure_fraction > 0`` and the anatomy file has no
-            ``structures`` map.
+        ConfigError: the anatomy file is not an ``.npz`` with ``image`` and ``tissue`` (and
+            ``structures`` when ``data.anatomy_structure_fraction > 0``).
     """
     from sammed3d.build import get_config
     from sammed3d.training.synthesis import GeneratedDataset, SynthesisConfig
@@ -633,13 +633,8 @@ def build_generated_dataset(cfg: TrainingConfig) -> Dataset[dict[str, torch.Tens
     for path in (d.shape_bank, d.anatomy):
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"file not found: {path} (data.shape_bank / data.anatomy)")
-    if d.anatomy and d.anatomy_structure_fraction > 0:
-        with np.load(d.anatomy) as data:
-            if "structures" not in data.files:
-                raise ConfigError(
-                    f"data.anatomy_structure_fraction > 0 needs a 'structures' map in "
-                    f"{d.anatomy}; rebuild it with tools/build_demo_data.py"
-                )
+    if d.anatomy and d.anatomy_fraction > 0:
+        _check_anatomy_file(d.anatomy, needs_structures=d.anatomy_structure_fraction > 0)
     size = get_config(cfg.model.name).img_size
     return GeneratedDataset(
         d.synthetic_per_epoch,
@@ -652,6 +647,27 @@ def build_generated_dataset(cfg: TrainingConfig) -> Dataset[dict[str, torch.Tens
         anatomy_fraction=d.anatomy_fraction,
         structure_fraction=d.anatomy_structure_fraction,
     )
+
+
+def _check_anatomy_file(path: str, needs_structures: bool) -> None:
+    """One-line :class:`ConfigError` unless ``path`` is an ``.npz`` with ``image`` and
+    ``tissue`` arrays (and ``structures`` when ``needs_structures``)."""
+    try:
+        with np.load(path) as data:
+            names = set(data.files)
+    except Exception as exc:  # not a zip, truncated, a pickle: never a deep traceback
+        raise ConfigError(
+            f"data.anatomy must be an .npz file (image, tissue arrays): cannot read {path}: "
+            f"{type(exc).__name__}"
+        ) from None
+    missing = [k for k in ("image", "tissue") if k not in names]
+    if missing:
+        raise ConfigError(f"data.anatomy {path} has no {', '.join(missing)} array(s)")
+    if needs_structures and "structures" not in names:
+        raise ConfigError(
+            f"data.anatomy_structure_fraction > 0 needs a 'structures' map in {path}; "
+            "rebuild it with tools/build_demo_data.py"
+        )
 
 
 def build_training_dataset(
