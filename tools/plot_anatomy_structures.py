@@ -2,8 +2,8 @@
 
 Reads the ``.npz`` written by ``tools/build_demo_data.py`` (``image``, ``structures`` bit map,
 ``structure_names``) and writes a PNG with an axial, a sagittal and a coronal slice through the
-centre of the last structure (the lateral ventricles), each structure outlined in its own
-colour.
+centre of the last structure present (the lateral ventricles), each structure outlined in its
+own colour.
 
 Usage::
 
@@ -27,18 +27,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("anatomy", type=Path, help="anatomy .npz with a structures map")
     parser.add_argument("out", type=Path, help="PNG to write")
     args = parser.parse_args(argv)
-    with np.load(args.anatomy) as data:
-        if "structures" not in data.files:
-            print(f"error: {args.anatomy} has no 'structures' map", file=sys.stderr)
-            return 2
-        image, bits = data["image"], data["structures"]
-        names = [str(n) for n in data["structure_names"]]
+    try:
+        with np.load(args.anatomy) as data:
+            files = set(data.files)
+            if "structures" not in files or "image" not in files:
+                return _fail(
+                    f"{args.anatomy} has no 'image' and 'structures' maps; rebuild it with "
+                    "tools/build_demo_data.py"
+                )
+            image, bits = data["image"], data["structures"]
+            names = [str(n) for n in data["structure_names"]] if "structure_names" in files else []
+    except OSError as exc:
+        return _fail(f"cannot read {args.anatomy}: {exc.strerror or exc}")
+    except ValueError:
+        return _fail(f"{args.anatomy} is not an .npz file (image, structures arrays)")
+    if image.ndim != 3 or bits.shape != image.shape:
+        return _fail(
+            f"{args.anatomy}: image and structures must be 3-D of one shape, "
+            f"got {image.shape} and {bits.shape}"
+        )
+    present = [b for b in range(8) if (bits & (1 << b)).any()]
+    if not present:
+        return _fail(f"{args.anatomy}: the structures map is empty")
+    names += [f"structure {b}" for b in range(len(names), max(present) + 1)]
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    last = (bits >> (len(names) - 1)) & 1
+    last = (bits >> present[-1]) & 1
     centre = np.argwhere(last).mean(0).astype(int)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
     planes = [
@@ -63,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp.replace(args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

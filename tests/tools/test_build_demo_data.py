@@ -88,4 +88,48 @@ def test_plot_anatomy_structures_writes_a_png(tmp_path: Path) -> None:
         text=True,
     )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
-    assert "has no 'structures' map" in proc.stderr
+    assert "has no 'image' and 'structures' maps; rebuild it" in proc.stderr
+
+
+def test_plot_anatomy_structures_bad_files_give_one_line(tmp_path: Path) -> None:
+    image = np.zeros((20, 20, 20), dtype=np.float32)
+    bits = np.zeros(image.shape, dtype=np.uint8)
+    bits[4:16, 4:16, 4:16] = 1  # bit 1 named below but set nowhere
+    cases = {
+        "missing.npz": "cannot read",
+        "text.npz": "is not an .npz file",
+        "shape.npz": "must be 3-D of one shape",
+        "empty.npz": "the structures map is empty",
+    }
+    (tmp_path / "text.npz").write_text("not an archive")
+    np.savez(tmp_path / "shape.npz", image=image, structures=bits[:-1])
+    np.savez(tmp_path / "empty.npz", image=image, structures=np.zeros_like(bits))
+    for name, message in cases.items():
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(TOOLS / "plot_anatomy_structures.py"),
+                str(tmp_path / name),
+                str(tmp_path / "out.png"),
+            ],  # fmt: skip
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert message in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
+    # unnamed structures and a named structure that is empty still draw
+    np.savez(tmp_path / "nonames.npz", image=image, structures=bits)
+    np.savez(tmp_path / "emptybit.npz", image=image, structures=bits,
+             structure_names=np.array(["brain", "core"]))  # fmt: skip
+    for name in ("nonames.npz", "emptybit.npz"):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(TOOLS / "plot_anatomy_structures.py"),
+                str(tmp_path / name),
+                str(tmp_path / f"{name}.png"),
+            ],  # fmt: skip
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr

@@ -197,6 +197,13 @@ def test_anatomy_structure_errors(tmp_path):
     assert Anatomy.load(path).structures is None
     np.savez(path, image=image, tissue=tissue, structures=bits)
     assert Anatomy.load(path, p_structure=0.5).p_structure == 0.5
+    names = np.array(["brain", "wm", "ventricle"])
+    np.savez(path, image=image, tissue=tissue, structures=bits & 0b011, structure_names=names)
+    with pytest.raises(ValueError, match=r"bit 2 \(ventricle\) is set nowhere"):
+        Anatomy.load(path)
+    np.savez(path, image=image, tissue=tissue, structures=bits, structure_names=names[:2])
+    with pytest.raises(ValueError, match="bit 2 is set but only 2 structures are named"):
+        Anatomy.load(path)
 
 
 def test_generated_dataset_items_are_keyed(tmp_path):

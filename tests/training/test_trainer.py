@@ -537,14 +537,19 @@ def test_structure_targets_need_a_structures_map(tmp_path):
     [
         (b"not a zip file", r"data\.anatomy must be an \.npz file .*cannot read"),
         ("only_image", r"has no tissue array"),
+        ("bad_shape", r"data\.anatomy .*structures must have the image's shape"),
     ],
 )
 def test_anatomy_file_must_be_an_npz_with_image_and_tissue(tmp_path, content, message):
     path = tmp_path / "anatomy.npz"
+    image = np.zeros((4, 4, 4), dtype=np.float32)
     if isinstance(content, bytes):
         path.write_bytes(content)
+    elif content == "only_image":
+        np.savez(path, image=image)
     else:
-        np.savez(path, image=np.zeros((4, 4, 4), dtype=np.float32))
+        tissue = np.ones((4, 4, 4), dtype=np.uint8)
+        np.savez(path, image=image, tissue=tissue, structures=tissue[:-1])
     overrides = (*GENERATED, f"data.anatomy={path}", "data.anatomy_fraction=0.5")
     cfg = load_config("tiny_cpu", tiny_overrides(tmp_path / "run", *overrides))
     with pytest.raises(ConfigError, match=message):

@@ -651,7 +651,8 @@ def build_generated_dataset(cfg: TrainingConfig) -> Dataset[dict[str, torch.Tens
 
 def _check_anatomy_file(path: str, needs_structures: bool) -> None:
     """One-line :class:`ConfigError` unless ``path`` is an ``.npz`` with ``image`` and
-    ``tissue`` arrays (and ``structures`` when ``needs_structures``)."""
+    ``tissue`` arrays (and ``structures`` when ``needs_structures``) that
+    :class:`~sammed3d.training.synthesis.Anatomy` accepts."""
     try:
         with np.load(path) as data:
             names = set(data.files)
@@ -668,6 +669,12 @@ def _check_anatomy_file(path: str, needs_structures: bool) -> None:
             f"data.anatomy_structure_fraction > 0 needs a 'structures' map in {path}; "
             "rebuild it with tools/build_demo_data.py"
         )
+    from sammed3d.training.synthesis import Anatomy
+
+    try:  # shapes, an empty map, structure bits: before training starts, not in a worker
+        Anatomy.load(path)
+    except ValueError as exc:
+        raise ConfigError(f"data.anatomy {path}: {exc}") from None
 
 
 def build_training_dataset(

@@ -149,12 +149,15 @@ class Anatomy:
         structures: Optional ``(X, Y, Z)`` uint8 bit map of named structures (bit ``i`` set
             where structure ``i`` is; they may nest, e.g. whole brain, white matter,
             lateral ventricles).
+        structure_names: Optional names of the structures, one per bit (then every named bit
+            must be set somewhere and no other bit may be).
         p_structure: Probability that a crop is centred in one of ``structures`` (drawn
             uniformly) and has it as its first target instead of a lesion.
 
     Raises:
         ValueError: arrays of different shapes or not 3-D; an empty tissue map; a structure
-            bit that is set nowhere; ``p_structure`` outside [0, 1] or > 0 without structures.
+            bit that is set nowhere (or set without a name, given ``structure_names``);
+            ``p_structure`` outside [0, 1] or > 0 without structures.
     """
 
     def __init__(
@@ -164,6 +167,7 @@ class Anatomy:
         p_lesion: float = 0.6,
         structures: np.ndarray | None = None,
         p_structure: float = 0.0,
+        structure_names: Sequence[str] | None = None,
     ) -> None:
         if image.shape != tissue.shape or image.ndim != 3:
             raise ValueError(
@@ -190,10 +194,20 @@ class Anatomy:
                 )
             bits = np.ascontiguousarray(structures, dtype=np.uint8)
             top = int(bits.max()).bit_length()
+            if structure_names is not None:
+                if top > len(structure_names):
+                    raise ValueError(
+                        f"structure bit {top - 1} is set but only {len(structure_names)} "
+                        f"structures are named ({', '.join(structure_names)})"
+                    )
+                top = len(structure_names)
             for bit in range(top):
                 voxels = np.argwhere(bits & (1 << bit)).astype(np.float64)
                 if not len(voxels):
-                    raise ValueError(f"structure bit {bit} is set nowhere in the structures map")
+                    name = f" ({structure_names[bit]})" if structure_names is not None else ""
+                    raise ValueError(
+                        f"structure bit {bit}{name} is set nowhere in the structures map"
+                    )
                 self.structure_voxels.append(voxels)
             self.structures = torch.from_numpy(bits.astype(np.int64))
 
@@ -213,8 +227,15 @@ class Anatomy:
                     f"{path} has no 'structures' map (needed for a structure fraction > 0); "
                     "rebuild it with tools/build_demo_data.py"
                 )
+            names = (
+                [str(n) for n in data["structure_names"]]
+                if "structure_names" in data.files
+                else None
+            )
             image, tissue = data["image"], data["tissue"]
-        return cls(image, tissue, structures=structures, p_structure=p_structure)
+        return cls(
+            image, tissue, structures=structures, p_structure=p_structure, structure_names=names
+        )
 
 
 class SyntheticGenerator:
