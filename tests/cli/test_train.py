@@ -136,6 +136,17 @@ def test_print_config(capsys):
     assert cfg["optim"]["lr"] == pytest.approx(8e-5) and cfg["train"]["num_clicks"] == 11
 
 
+def test_overrides_on_both_sides_of_an_option(capsys):
+    assert _train("--config", "default", "optim.lr=8e-5", "--print-config",
+                  "train.num_clicks=9") == 0  # fmt: skip
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["optim"]["lr"] == pytest.approx(8e-5) and cfg["train"]["num_clicks"] == 9
+    with pytest.raises(SystemExit) as exc:
+        _train("--config", "default", "optim.lr=8e-5", "--print-config", "--no-such-flag")
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
 def test_export_errors(tmp_path, capsys):
     assert main(["export", str(tmp_path / "none.pth"), str(tmp_path / "o.pth")]) == 2
     assert "checkpoint not found" in _err(capsys)
