@@ -190,14 +190,30 @@ def tissue_classes(t1: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return np.where(brain, assign, 0).astype(np.uint8)
 
 
-def visible_structures(t1: np.ndarray, brain: np.ndarray, spacing: float) -> dict[str, np.ndarray]:
+def visible_structures(
+    t1: np.ndarray, brain: np.ndarray, spacing: float, ventricles: str = "largest"
+) -> dict[str, np.ndarray]:
     """Whole brain, white matter and lateral ventricles of a T1 with its brain mask (see the
-    module docstring for the rules; ``spacing`` in mm, isotropic)."""
+    module docstring for the rules; ``spacing`` in mm, isotropic).
+
+    The ventricles are found among the deep dark voxels (:func:`deep_dark`): ``"largest"``
+    (the Colin27 evaluation sets) keeps the largest component; ``"white_matter_border"`` (the
+    training anatomy, :func:`training_structures`) keeps every component of at least 1 cm³
+    whose 2-voxel border is at least 25 % white matter.
+    """
     brain = largest_component(fill_holes(brain))
     tissue = tissue_classes(t1, brain)
     wm = largest_component(tissue == 3)
-    ventricles = largest_component(deep_dark(t1, brain, spacing))
-    return {"whole_brain": brain, "white_matter": wm, "lateral_ventricles": ventricles}
+    dark = deep_dark(t1, brain, spacing)
+    if ventricles == "largest":
+        found = largest_component(dark)
+    elif ventricles == "white_matter_border":
+        found = _bordered_by_white_matter(dark, tissue, spacing)
+    else:
+        raise ValueError(
+            f"ventricles must be 'largest' or 'white_matter_border', got {ventricles!r}"
+        )
+    return {"whole_brain": brain, "white_matter": wm, "lateral_ventricles": found}
 
 
 def deep_dark(t1: np.ndarray, brain: np.ndarray, spacing: float) -> np.ndarray:
@@ -209,28 +225,30 @@ def deep_dark(t1: np.ndarray, brain: np.ndarray, spacing: float) -> np.ndarray:
     return ndimage.binary_opening(dark, iterations=1)
 
 
-def training_structures(t1: np.ndarray, brain: np.ndarray, spacing: float) -> dict[str, np.ndarray]:
-    """The visible structures of the training anatomy (MNI152): :func:`visible_structures`,
-    except that the lateral ventricles are every dark deep component (after the opening) whose
-    2-voxel border is at least 25 % white matter. On MNI152 the largest dark component is CSF
-    of the interhemispheric fissure, and the two lateral ventricles are separate components."""
+def _bordered_by_white_matter(dark: np.ndarray, tissue: np.ndarray, spacing: float) -> np.ndarray:
+    """The components of ``dark`` of at least 1 cm³ whose 2-voxel border is >= 25 % white
+    matter (``tissue == 3``)."""
     import cc3d
 
-    found = visible_structures(t1, brain, spacing)
-    brain = found["whole_brain"]
-    tissue = tissue_classes(t1, brain)
-    dark = deep_dark(t1, brain, spacing)
     labels = cc3d.connected_components(dark, connectivity=6)
-    ventricles = np.zeros(dark.shape, dtype=bool)
-    for label in range(1, int(labels.max()) + 1):
-        comp = labels == label
-        if comp.sum() * spacing**3 < 1000.0:  # below 1 cm^3
+    sizes = np.bincount(labels.ravel())
+    out = np.zeros(dark.shape, dtype=bool)
+    for label in np.flatnonzero(sizes * spacing**3 >= 1000.0):
+        if label == 0:
             continue
+        comp = labels == label
         ring = ndimage.binary_dilation(comp, iterations=2) & ~comp
         if (tissue[ring] == 3).mean() >= 0.25:
-            ventricles |= comp
-    found["lateral_ventricles"] = ventricles
-    return found
+            out |= comp
+    return out
+
+
+def training_structures(t1: np.ndarray, brain: np.ndarray, spacing: float) -> dict[str, np.ndarray]:
+    """The visible structures of the training anatomy (MNI152): :func:`visible_structures`
+    with the ``"white_matter_border"`` ventricle rule. On MNI152 the largest deep dark
+    component is CSF of the interhemispheric fissure, and the two lateral ventricles are
+    separate components."""
+    return visible_structures(t1, brain, spacing, ventricles="white_matter_border")
 
 
 def place_lesion(
