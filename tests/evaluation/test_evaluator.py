@@ -114,6 +114,61 @@ def test_clicks_follow_the_protocol(targets: list, tmp_path: Path) -> None:
     # the metric of each row is the metric of what the method returned
     for r, out in zip(rows, rec.outputs, strict=True):
         assert r["dice"] == pytest.approx(2 * (out & gt).sum() / (out.sum() + gt.sum()))
+    # and so is whether that mask agrees with the click
+    for r, out, click in zip(rows, rec.outputs, clicks, strict=True):
+        assert r["click_honoured"] is (bool(out[click.coord]) == click.positive)
+
+
+def test_masks_that_miss_their_click_are_counted(targets: list, tmp_path: Path) -> None:
+    class Empty(OracleMethod):
+        name = "empty"
+
+        def add_click(self, click: Click) -> np.ndarray:
+            assert self.gt is not None
+            return np.zeros(self.gt.shape, bool)
+
+    cfg = EvalConfig(clicks=(1, 3), seed=7)
+    oracle = evaluate_targets(
+        OracleMethod(), targets, tmp_path / "oracle", cfg, show_progress=False
+    )
+    empty = evaluate_targets(Empty(), targets, tmp_path / "empty", cfg, show_progress=False)
+    assert oracle.summary is not None and empty.summary is not None
+    # every click of an empty mask is positive (the whole target is missed) and not honoured
+    assert empty.summary["click_honoured"]["overall"]["1"] == {
+        "honoured": 0,
+        "recorded": 3,
+        "share": 0.0,
+    }
+    assert empty.summary["click_honoured"]["per_class"]["box"]["3"]["share"] == 0.0
+    assert oracle.summary["click_honoured"]["overall"]["3"]["share"] == 1.0
+    assert oracle.summary["dice_falls"]["overall"] == {"clicks": 6, "falls": 0, "share": 0.0}
+
+
+def test_a_part_file_of_an_older_version_is_resumed(targets: list, tmp_path: Path) -> None:
+    """Parts written before the ``click_honoured`` column keep their rows, aligned."""
+    cfg = EvalConfig(clicks=(1, 3), seed=5)
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    evaluate_targets(RecordingMethod(), targets, ref_dir, cfg, show_progress=False)
+    evaluate_targets(RecordingMethod(), targets[:2], run_dir, cfg, show_progress=False)
+    part = run_dir / "parts" / "per_click.shard0of1.csv"
+    old = _csv(part)
+    with open(part, "w", newline="") as f:
+        fields = [k for k in old[0] if k != "click_honoured"]
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(old)
+    res = evaluate_targets(RecordingMethod(), targets, run_dir, cfg, show_progress=False)
+    assert res.resumed == 2 and res.evaluated + res.skipped == 2
+    merged, ref = _without_time(run_dir / "per_click.csv"), _without_time(ref_dir / "per_click.csv")
+    n_old = len(old)
+    assert [r["click_honoured"] for r in merged[:n_old]] == [""] * n_old  # not recorded
+    assert merged[n_old:] == ref[n_old:]
+    for r in (*merged, *ref):
+        r.pop("click_honoured")
+    assert merged == ref
+    new_targets = {(r["case"], r["class"]) for r in ref[n_old:]}
+    assert res.summary is not None and len(new_targets) >= 1
+    assert res.summary["click_honoured"]["overall"]["1"]["recorded"] == len(new_targets)
 
 
 def test_roi_click_mode_passes_no_centre(targets: list, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ def _row(dataset: str, case: str, cls: str, label: int, click: int, dice: float,
         "coord_i": 1,
         "coord_j": 2,
         "coord_k": 3,
+        "click_honoured": True,
         "dice": dice,
         "nsd": None,
         "iou": None,
@@ -59,11 +60,12 @@ def _rows() -> list[dict]:
 
 def test_format_rows_writes_one_convention_for_every_value() -> None:
     row = _row("d", "c", "a,b", 3, 1, 1 / 3, positive=False, nsd=math.nan, iou=math.inf)
+    row.update(click_honoured=False)
     row.update(hd95=-math.inf, seconds=None, coord_i=np.int64(7))
     text = reports.format_rows([row, {"dataset": "only"}], reports.CSV_FIELDS, header=True)
     lines = text.split("\n")
     assert lines[0] == ",".join(reports.CSV_FIELDS)
-    assert lines[1] == 'd,c,"a,b",3,CT,1,random,0,7,2,3,0.3333333333333333,nan,inf,-inf,'
+    assert lines[1] == 'd,c,"a,b",3,CT,1,random,0,7,2,3,0,0.3333333333333333,nan,inf,-inf,'
     assert lines[2] == "only" + "," * (len(reports.CSV_FIELDS) - 1)  # missing fields: empty
     assert lines[3:] == [""]  # "\n" line ends, no "\r"
     assert reports.format_rows([row], reports.SKIPPED_FIELDS, header=False) == 'd,c,"a,b",3,\n'
@@ -74,7 +76,7 @@ def test_append_and_read_back_keep_the_values_and_the_kinds_of_missing(tmp_path:
     rows = _rows()
     rows[0].update(nsd=math.nan, seconds=math.nan)  # computed and undefined
     rows[1].update(iou=None)  # not computed
-    rows[2].update(dice=1 / 3, positive=False)
+    rows[2].update(dice=1 / 3, positive=False, click_honoured=None)  # not recorded
     reports.append_rows(path, rows[:2], reports.CSV_FIELDS)
     reports.append_rows(path, rows[2:], reports.CSV_FIELDS)
     text = path.read_text(encoding="utf-8")
@@ -84,6 +86,7 @@ def test_append_and_read_back_keep_the_values_and_the_kinds_of_missing(tmp_path:
     assert math.isnan(back[0]["nsd"]) and math.isnan(back[0]["seconds"])
     assert back[1]["iou"] is None and back[1]["hd95"] is None
     assert back[2]["dice"] == 1 / 3 and back[2]["positive"] is False  # exact round trip
+    assert back[0]["click_honoured"] is True and back[2]["click_honoured"] is None
     assert back[0]["positive"] is True and back[0]["label"] == 1 and back[0]["coord_k"] == 3
     assert [reports.target_key(r) for r in back] == [reports.target_key(r) for r in rows]
     # reading changes nothing
@@ -161,6 +164,30 @@ def test_summary_numbers_follow_from_the_rows() -> None:
     assert summary["seconds"]["first_click"]["mean"] == pytest.approx(0.5)
     later = summary["seconds"]["later_clicks"]
     assert later["n"] == 5 and later["n_nan"] == 1 and later["mean"] == pytest.approx(0.1)
+
+
+def test_summary_counts_honoured_clicks_and_falls_from_the_rows() -> None:
+    rows = _rows()  # liver c1 0.7 -> 0.6 and c2 0.9 -> 0.8 fall by 0.1; kidney never falls
+    honoured = {("c1", 1): True, ("c2", 1): False, ("c1", 3): True, ("c2", 3): None}
+    for r in rows:
+        r["click_honoured"] = honoured.get((r["case"], r["click"]), True)
+    summary = reports.build_summary(rows, [1, 3], metrics=("dice",))
+    first = summary["click_honoured"]["overall"]["1"]
+    assert first == {"honoured": 2, "recorded": 3, "share": pytest.approx(2 / 3)}
+    third = summary["click_honoured"]["overall"]["3"]  # None: not recorded (an older file)
+    assert third == {"honoured": 2, "recorded": 2, "share": 1.0}
+    assert summary["click_honoured"]["per_class"]["liver"]["1"]["share"] == 0.5
+    assert summary["click_honoured"]["per_dataset"]["d2"]["1"]["share"] == 1.0
+    falls = summary["dice_falls"]
+    assert falls["threshold"] == reports.DICE_FALL_THRESHOLD
+    assert falls["overall"] == {"clicks": 6, "falls": 2, "share": pytest.approx(1 / 3)}
+    assert falls["per_class"]["liver"] == {"clicks": 4, "falls": 2, "share": 0.5}
+    assert falls["per_class"]["kidney"]["falls"] == 0
+    # a drop within the threshold is not a fall; a NaN Dice is not compared
+    rows = [_row("d", "c", "x", 1, 1, 0.5), _row("d", "c", "x", 1, 2, 0.46)]
+    rows.append(_row("d", "c", "x", 1, 3, math.nan))
+    falls = reports.build_summary(rows, [1], metrics=("dice",))["dice_falls"]["overall"]
+    assert (falls["clicks"], falls["falls"]) == (1, 0)
 
 
 def test_summary_of_no_rows_has_null_means() -> None:

@@ -174,6 +174,18 @@ def _print_summary(summary: dict) -> None:
     failed = summary.get("n_failed", 0)
     note = f", {failed} failed (scored as misses)" if failed else ""
     print(f"Dice ({summary['n_targets']} targets, {summary['n_skipped']} skipped{note}): {line}")
+    first = summary.get("click_honoured", {}).get("overall", {}).get("1")
+    if first and first["recorded"]:
+        print(
+            f"first masks that contain their click: {first['honoured']} of {first['recorded']} "
+            f"({first['share']:.0%})"
+        )
+    falls = summary.get("dice_falls", {}).get("overall")
+    if falls and falls["clicks"]:
+        print(
+            f"clicks that lowered Dice by more than {summary['dice_falls']['threshold']}: "
+            f"{falls['falls']} of {falls['clicks']} ({falls['share']:.0%})"
+        )
 
 
 def _check_scored(summary: dict, output: object) -> None:

@@ -367,6 +367,7 @@ def _run_target(
                 "coord_i": click.coord[0],
                 "coord_j": click.coord[1],
                 "coord_k": click.coord[2],
+                "click_honoured": bool(pred[tuple(click.coord)]) == bool(click.positive),
                 **values,
                 "seconds": seconds,
             }

@@ -31,8 +31,10 @@ from sammed3d.io import atomic_write, atomic_write_text
 logger = logging.getLogger(__name__)
 
 #: Columns of ``per_click.csv``, in order. ``class`` is the class name, ``label`` its value in
-#: the label file; ``coord_*`` the click in native voxel indices; ``seconds`` the method's
-#: time of that click (click 1 includes computing the image embedding of the ROI).
+#: the label file; ``coord_*`` the click in native voxel indices; ``click_honoured`` whether
+#: the mask returned for that click agrees with it (a positive click inside the mask, a
+#: negative one outside); ``seconds`` the method's time of that click (click 1 includes
+#: computing the image embedding of the ROI).
 CSV_FIELDS: tuple[str, ...] = (
     "dataset",
     "case",
@@ -45,6 +47,7 @@ CSV_FIELDS: tuple[str, ...] = (
     "coord_i",
     "coord_j",
     "coord_k",
+    "click_honoured",
     "dice",
     "nsd",
     "iou",
@@ -54,6 +57,12 @@ CSV_FIELDS: tuple[str, ...] = (
 SKIPPED_FIELDS: tuple[str, ...] = ("dataset", "case", "class", "label", "reason")
 
 _INT_FIELDS = ("label", "click", "coord_i", "coord_j", "coord_k")
+#: Columns added after the first files were written: a file without them is still read (the
+#: value is None: not recorded), so older runs can be resumed and merged.
+OPTIONAL_FIELDS: tuple[str, ...] = ("click_honoured",)
+#: A click "lowers Dice" when the target's Dice after it is below the Dice before it by more
+#: than this (summary key ``dice_falls``).
+DICE_FALL_THRESHOLD = 0.05
 _FLOAT_FIELDS = ("dice", "nsd", "iou", "hd95", "seconds")
 
 TargetKey = tuple[str, str, str, int]
@@ -89,9 +98,22 @@ def format_rows(rows: Iterable[Mapping[str, Any]], fields: Sequence[str], header
     return buf.getvalue()
 
 
+def _header(path: Path) -> list[str]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return next(csv.reader(f), [])
+
+
 def append_rows(path: Path, rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> None:
-    """Append rows in one write (header first if the file is new), flushed to disk."""
+    """Append rows in one write (header first if the file is new), flushed to disk.
+
+    A file written with other columns (an older version's, see :data:`OPTIONAL_FIELDS`) is
+    first rewritten, atomically, with ``fields`` as its header, so its rows stay aligned.
+    """
     new = not path.exists() or path.stat().st_size == 0
+    if not new and _header(path) != list(fields):
+        old = read_rows(path, fields)
+        atomic_write_text(path, format_rows([*old, *rows], fields, header=True))
+        return
     text = format_rows(rows, fields, header=new)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8", newline="") as f:
@@ -105,6 +127,9 @@ def _parse(row: dict[str, str], fields: Sequence[str]) -> dict[str, Any]:
     for name in fields:
         raw = row.get(name)
         if raw is None:
+            if name in OPTIONAL_FIELDS:
+                out[name] = None
+                continue
             raise ValueError(f"missing column {name}")
         if name in _INT_FIELDS:
             out[name] = int(raw)
@@ -112,6 +137,8 @@ def _parse(row: dict[str, str], fields: Sequence[str]) -> dict[str, Any]:
             out[name] = float(raw) if raw != "" else None  # empty: not computed
         elif name == "positive":
             out[name] = raw == "1"
+        elif name == "click_honoured":
+            out[name] = None if raw == "" else raw == "1"
         else:
             out[name] = raw
     return out
@@ -128,7 +155,9 @@ def read_rows(path: str | os.PathLike[str], fields: Sequence[str] = CSV_FIELDS) 
         return []
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in fields if c not in (reader.fieldnames or [])]
+        missing = [
+            c for c in fields if c not in (reader.fieldnames or []) and c not in OPTIONAL_FIELDS
+        ]
         if missing:
             raise ValueError(f"{path} is not an evaluation CSV: missing columns {missing}")
         rows = []
@@ -164,6 +193,42 @@ def _group_summary(
     return out
 
 
+def _honoured_summary(
+    rows: Sequence[Mapping[str, Any]], clicks: Sequence[int]
+) -> dict[str, dict[str, Any]]:
+    """``{click: {honoured, recorded, share}}``: how many k-th masks agree with the k-th click."""
+    out: dict[str, dict[str, Any]] = {}
+    for k in clicks:
+        values = [
+            bool(r["click_honoured"])
+            for r in rows
+            if int(r["click"]) == k and r.get("click_honoured") is not None
+        ]
+        out[str(k)] = {
+            "honoured": sum(values),
+            "recorded": len(values),
+            "share": sum(values) / len(values) if values else None,
+        }
+    return out
+
+
+def _falls_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Clicks after the first whose Dice is below the previous click's by more than the
+    threshold (:data:`DICE_FALL_THRESHOLD`), over every click of every target in ``rows``."""
+    dice: dict[TargetKey, dict[int, float]] = {}
+    for r in rows:
+        dice.setdefault(target_key(r), {})[int(r["click"])] = float(r["dice"])
+    compared = falls = 0
+    for by_click in dice.values():
+        for k, value in by_click.items():
+            before = by_click.get(k - 1)
+            if before is None or not (math.isfinite(value) and math.isfinite(before)):
+                continue
+            compared += 1
+            falls += value < before - DICE_FALL_THRESHOLD
+    return {"clicks": compared, "falls": falls, "share": falls / compared if compared else None}
+
+
 def build_summary(
     rows: Sequence[Mapping[str, Any]],
     clicks: Sequence[int],
@@ -179,6 +244,11 @@ def build_summary(
     ``mean_of_classes`` averages the per-class means (macro average); ``per_class`` groups by
     class name, ``per_dataset`` by dataset. ``max_dice_up_to`` is the legacy
     ``validation.py`` summary: each target's best Dice over clicks ``1..k``, averaged.
+    ``click_honoured`` counts, per click count, the masks that agree with their newest click
+    (a positive click inside, a negative one outside; rows of older files without the column
+    are not counted); ``dice_falls`` counts the clicks after the first that lowered the
+    target's Dice by more than :data:`DICE_FALL_THRESHOLD` (every click ``2..max`` of the
+    rows, not only ``clicks``). Both are given overall, per class and per dataset.
     Non-finite values are excluded from means and counted (``n_nan``/``n_inf``).
 
     Args:
@@ -241,6 +311,17 @@ def build_summary(
             name: _group_summary(r, clicks, metrics) for name, r in sorted(by_dataset.items())
         },
         "max_dice_up_to": best,
+        "click_honoured": {
+            "overall": _honoured_summary(rows, clicks),
+            "per_class": {n: _honoured_summary(r, clicks) for n, r in sorted(by_class.items())},
+            "per_dataset": {n: _honoured_summary(r, clicks) for n, r in sorted(by_dataset.items())},
+        },
+        "dice_falls": {
+            "threshold": DICE_FALL_THRESHOLD,
+            "overall": _falls_summary(rows),
+            "per_class": {n: _falls_summary(r) for n, r in sorted(by_class.items())},
+            "per_dataset": {n: _falls_summary(r) for n, r in sorted(by_dataset.items())},
+        },
         "seconds": {
             "first_click": summarize(first_seconds),
             "later_clicks": summarize(later_seconds),
@@ -306,6 +387,8 @@ def plot_dice_vs_clicks(
 
 __all__ = [
     "CSV_FIELDS",
+    "DICE_FALL_THRESHOLD",
+    "OPTIONAL_FIELDS",
     "SKIPPED_FIELDS",
     "append_rows",
     "atomic_write_text",
