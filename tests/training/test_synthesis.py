@@ -172,6 +172,35 @@ def test_anatomy_structure_crops_target_the_structure_under_the_centre():
     assert len(sizes) >= 2
 
 
+def test_innermost_structure_clicks_give_a_click_one_meaning():
+    image, tissue, bits = _ball_anatomy()
+    brain, wm, vent = ((bits & (1 << b)) > 0 for b in range(3))
+    anatomy = Anatomy(image, tissue, structures=bits, p_structure=1.0, structure_clicks="innermost")
+    sites = [{tuple(int(c) for c in v) for v in voxels} for voxels in anatomy.structure_voxels]
+    # the brain is clicked only outside the white matter and the ventricle bar; the others
+    # wherever they are (neither holds a smaller structure)
+    assert sites[0] == {tuple(v) for v in np.argwhere(brain & ~wm & ~vent)}
+    assert sites[1] == {tuple(v) for v in np.argwhere(wm)}
+    assert sites[2] == {tuple(v) for v in np.argwhere(vent)}
+    # the target is still the whole structure: a brain crop's target is the whole brain
+    gen = SyntheticGenerator(SynthesisConfig(size=48, min_target_voxels=20))
+    plain = Anatomy(image, tissue, structures=bits & 0b001, p_structure=1.0)
+    whole = gen.sample_anatomy(plain, seed=3, targets=1)[1][0]
+    only_brain = Anatomy(
+        image, tissue, structures=bits & 0b001, p_structure=1.0, structure_clicks="innermost"
+    )
+    assert torch.equal(gen.sample_anatomy(only_brain, seed=3, targets=1)[1][0], whole)
+
+
+def test_innermost_structure_clicks_errors():
+    image, tissue, bits = _ball_anatomy()
+    with pytest.raises(ValueError, match="structure_clicks must be one of any, innermost"):
+        Anatomy(image, tissue, structures=bits, structure_clicks="inner")
+    twice = bits | ((bits & 0b010) << 2)  # bit 3 = the white matter again
+    with pytest.raises(ValueError, match="bit 3 lies entirely inside smaller structures"):
+        Anatomy(image, tissue, structures=twice, structure_clicks="innermost")
+
+
 def test_anatomy_without_structures_draws_as_before():
     image, tissue, bits = _ball_anatomy()
     gen = SyntheticGenerator(SMALL)

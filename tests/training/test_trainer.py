@@ -494,6 +494,7 @@ def test_time_based_checkpoints_and_stop(tmp_path):
         ("train.leak_prompt_max_fraction=0.01", "train.leak_prompt_max_fraction"),
         ("data.anatomy_structure_fraction=1.5", "data.anatomy_structure_fraction"),
         ("data.anatomy_structure_fraction=0.5", "data.anatomy_fraction > 0"),
+        ("data.anatomy_structure_clicks=inner", "data.anatomy_structure_clicks"),
     ],
 )
 def test_option_config_errors(tmp_path, override, key):
@@ -529,6 +530,25 @@ def test_structure_targets_need_a_structures_map(tmp_path):
     )
     cfg = load_config("tiny_cpu", tiny_overrides(tmp_path / "run", *overrides))
     with pytest.raises(ConfigError, match="needs a 'structures' map in .*anatomy.npz"):
+        train(cfg, show_progress=False)
+
+
+def test_innermost_clicks_need_a_site_for_every_structure(tmp_path):
+    """Checked with the option the run uses, before training starts."""
+    path = tmp_path / "anatomy.npz"
+    tissue = np.zeros((8, 8, 8), dtype=np.uint8)
+    tissue[2:6, 2:6, 2:6] = 2
+    bits = (tissue > 0).astype(np.uint8) * 0b11  # bit 1 is bit 0 again: no own voxel
+    np.savez(path, image=tissue.astype(np.float32), tissue=tissue, structures=bits)
+    overrides = (
+        *GENERATED,
+        f"data.anatomy={path}",
+        "data.anatomy_fraction=0.5",
+        "data.anatomy_structure_fraction=0.5",
+        "data.anatomy_structure_clicks=innermost",
+    )
+    cfg = load_config("tiny_cpu", tiny_overrides(tmp_path / "run", *overrides))
+    with pytest.raises(ConfigError, match="bit 1 lies entirely inside smaller structures"):
         train(cfg, show_progress=False)
 
 

@@ -120,6 +120,10 @@ class DataSection:
     #: white matter, lateral ventricles; the file's ``structures`` map) with that structure as
     #: the first target.
     anatomy_structure_fraction: float = 0.0
+    #: Where those crops are centred (their first click): ``any`` voxel of the structure, or
+    #: only where it is the ``innermost`` (smallest) structure, so that a click in the white
+    #: matter always means the white matter and a click elsewhere in the brain the whole brain.
+    anatomy_structure_clicks: str = "any"
     #: Generate synthetic crops on the training device (GPU) instead of in DataLoader workers.
     generate_on_device: bool = False
     #: Targets per synthetic crop; they share one image encoding (each gets its own clicks).
@@ -383,6 +387,11 @@ def validate_config(cfg: TrainingConfig) -> None:
         )
     if d.anatomy_structure_fraction > 0 and d.anatomy_fraction == 0:
         raise ConfigError("data.anatomy_structure_fraction > 0 needs data.anatomy_fraction > 0")
+    if d.anatomy_structure_clicks not in ("any", "innermost"):
+        raise ConfigError(
+            "data.anatomy_structure_clicks must be 'any' or 'innermost', got "
+            f"{d.anatomy_structure_clicks!r}"
+        )
     if not 0.0 < o.min_lr_ratio <= 1.0:
         raise ConfigError(f"optim.min_lr_ratio must be in (0, 1], got {o.min_lr_ratio}")
     if not 0.0 <= t.centre_first_click <= 1.0:

@@ -634,7 +634,11 @@ def build_generated_dataset(cfg: TrainingConfig) -> Dataset[dict[str, torch.Tens
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"file not found: {path} (data.shape_bank / data.anatomy)")
     if d.anatomy and d.anatomy_fraction > 0:
-        _check_anatomy_file(d.anatomy, needs_structures=d.anatomy_structure_fraction > 0)
+        _check_anatomy_file(
+            d.anatomy,
+            needs_structures=d.anatomy_structure_fraction > 0,
+            structure_clicks=d.anatomy_structure_clicks,
+        )
     size = get_config(cfg.model.name).img_size
     return GeneratedDataset(
         d.synthetic_per_epoch,
@@ -646,10 +650,11 @@ def build_generated_dataset(cfg: TrainingConfig) -> Dataset[dict[str, torch.Tens
         anatomy=d.anatomy,
         anatomy_fraction=d.anatomy_fraction,
         structure_fraction=d.anatomy_structure_fraction,
+        structure_clicks=d.anatomy_structure_clicks,
     )
 
 
-def _check_anatomy_file(path: str, needs_structures: bool) -> None:
+def _check_anatomy_file(path: str, needs_structures: bool, structure_clicks: str = "any") -> None:
     """One-line :class:`ConfigError` unless ``path`` is an ``.npz`` with ``image`` and
     ``tissue`` arrays (and ``structures`` when ``needs_structures``) that
     :class:`~sammed3d.training.synthesis.Anatomy` accepts."""
@@ -672,7 +677,7 @@ def _check_anatomy_file(path: str, needs_structures: bool) -> None:
     from sammed3d.training.synthesis import Anatomy
 
     try:  # shapes, an empty map, structure bits: before training starts, not in a worker
-        Anatomy.load(path)
+        Anatomy.load(path, structure_clicks=structure_clicks)
     except ValueError as exc:
         raise ConfigError(f"data.anatomy {path}: {exc}") from None
 

@@ -139,6 +139,10 @@ def _crop_to_bbox(mask: np.ndarray) -> np.ndarray:
     return mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
 
 
+#: Where a structure crop of an :class:`Anatomy` may be centred (``structure_clicks``).
+STRUCTURE_CLICKS = ("any", "innermost")
+
+
 class Anatomy:
     """A real volume (1.5 mm, canonical) with a tissue map (for ``sample_anatomy``).
 
@@ -153,11 +157,18 @@ class Anatomy:
             must be set somewhere and no other bit may be).
         p_structure: Probability that a crop is centred in one of ``structures`` (drawn
             uniformly) and has it as its first target instead of a lesion.
+        structure_clicks: Where a structure crop is centred (its first click): ``"any"``
+            voxel of the structure, or only where it is the ``"innermost"`` structure, i.e.
+            the structure with the fewest voxels among those set there. With nested
+            structures (whole brain > white matter) ``"innermost"`` gives one meaning to a
+            click: a click in the white matter means the white matter, a click in the brain
+            outside it the whole brain (``"any"`` asks for both from a white-matter click).
 
     Raises:
         ValueError: arrays of different shapes or not 3-D; an empty tissue map; a structure
-            bit that is set nowhere (or set without a name, given ``structure_names``);
-            ``p_structure`` outside [0, 1] or > 0 without structures.
+            bit that is set nowhere (or set without a name, given ``structure_names``), or,
+            with ``"innermost"``, nowhere outside smaller structures; ``p_structure``
+            outside [0, 1] or > 0 without structures; an unknown ``structure_clicks``.
     """
 
     def __init__(
@@ -168,7 +179,13 @@ class Anatomy:
         structures: np.ndarray | None = None,
         p_structure: float = 0.0,
         structure_names: Sequence[str] | None = None,
+        structure_clicks: str = "any",
     ) -> None:
+        if structure_clicks not in STRUCTURE_CLICKS:
+            raise ValueError(
+                f"structure_clicks must be one of {', '.join(STRUCTURE_CLICKS)}, "
+                f"got {structure_clicks!r}"
+            )
         if image.shape != tissue.shape or image.ndim != 3:
             raise ValueError(
                 f"image and tissue must be 3-D of one shape, got {image.shape} and {tissue.shape}"
@@ -201,18 +218,29 @@ class Anatomy:
                         f"structures are named ({', '.join(structure_names)})"
                     )
                 top = len(structure_names)
-            for bit in range(top):
-                voxels = np.argwhere(bits & (1 << bit)).astype(np.float64)
-                if not len(voxels):
-                    name = f" ({structure_names[bit]})" if structure_names is not None else ""
+            masks = [(bits & (1 << bit)) > 0 for bit in range(top)]
+            for bit, mask in enumerate(masks):
+                if not mask.any():
                     raise ValueError(
-                        f"structure bit {bit}{name} is set nowhere in the structures map"
+                        f"structure bit {bit}{_name(structure_names, bit)} is set nowhere in "
+                        "the structures map"
                     )
-                self.structure_voxels.append(voxels)
+            sites = masks
+            if structure_clicks == "innermost":
+                sites = _innermost_sites(masks)
+                for bit, site in enumerate(sites):
+                    if not site.any():
+                        raise ValueError(
+                            f"structure bit {bit}{_name(structure_names, bit)} lies entirely "
+                            "inside smaller structures: no voxel to click for it"
+                        )
+            self.structure_voxels = [np.argwhere(site).astype(np.float64) for site in sites]
             self.structures = torch.from_numpy(bits.astype(np.int64))
 
     @classmethod
-    def load(cls, path: str | Path, p_structure: float = 0.0) -> Anatomy:
+    def load(
+        cls, path: str | Path, p_structure: float = 0.0, structure_clicks: str = "any"
+    ) -> Anatomy:
         """Read an ``.npz`` with ``image`` and ``tissue`` arrays (and optionally
         ``structures``, see the class).
 
@@ -234,8 +262,29 @@ class Anatomy:
             )
             image, tissue = data["image"], data["tissue"]
         return cls(
-            image, tissue, structures=structures, p_structure=p_structure, structure_names=names
+            image,
+            tissue,
+            structures=structures,
+            p_structure=p_structure,
+            structure_names=names,
+            structure_clicks=structure_clicks,
         )
+
+
+def _name(names: Sequence[str] | None, bit: int) -> str:
+    return f" ({names[bit]})" if names is not None and bit < len(names) else ""
+
+
+def _innermost_sites(masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per structure, the voxels where no structure with fewer voxels is set."""
+    sizes = [int(m.sum()) for m in masks]
+    order = sorted(range(len(masks)), key=lambda b: sizes[b])
+    taken = np.zeros(masks[0].shape, dtype=bool)
+    sites: list[np.ndarray] = [np.zeros(0, dtype=bool)] * len(masks)
+    for bit in order:  # smallest first: each keeps what no smaller structure took
+        sites[bit] = masks[bit] & ~taken
+        taken |= masks[bit]
+    return sites
 
 
 class SyntheticGenerator:
@@ -982,6 +1031,8 @@ def zscore_positive(image: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = [
+    "STRUCTURE_CLICKS",
+    "Anatomy",
     "GeneratedDataset",
     "ShapeBank",
     "SynthesisConfig",
@@ -1020,6 +1071,7 @@ class GeneratedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         anatomy_fraction: Share of crops drawn from ``anatomy``.
         structure_fraction: Share of the anatomy crops whose first target is one of the
             anatomy's named structures (:class:`Anatomy` ``p_structure``).
+        structure_clicks: Where those crops are centred (:class:`Anatomy`).
     """
 
     def __init__(
@@ -1034,6 +1086,7 @@ class GeneratedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         anatomy: str | None = None,
         anatomy_fraction: float = 0.0,
         structure_fraction: float = 0.0,
+        structure_clicks: str = "any",
     ) -> None:
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
@@ -1042,6 +1095,7 @@ class GeneratedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self.anatomy_path = anatomy
         self.anatomy_fraction = float(anatomy_fraction)
         self.structure_fraction = float(structure_fraction)
+        self.structure_clicks = structure_clicks
         self._anatomy: Anatomy | None = None
         self.length = int(length)
         self.config = config
@@ -1092,7 +1146,9 @@ class GeneratedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         if source:
             if self._anatomy is None:
                 assert self.anatomy_path is not None
-                self._anatomy = Anatomy.load(self.anatomy_path, self.structure_fraction)
+                self._anatomy = Anatomy.load(
+                    self.anatomy_path, self.structure_fraction, self.structure_clicks
+                )
             return gen.sample_anatomy(self._anatomy, synth_seed, self.targets)
         return gen.sample(synth_seed, self.targets)
 
