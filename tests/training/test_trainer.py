@@ -517,38 +517,37 @@ def test_generated_data_files_must_exist(tmp_path):
         train(cfg, show_progress=False)
 
 
-def test_structure_targets_need_a_structures_map(tmp_path):
+@pytest.mark.parametrize(
+    "structures, extra, message",
+    [
+        # no structures map at all
+        (None, (), "needs a 'structures' map in .*anatomy.npz"),
+        # innermost clicks, checked with the option the run uses: bit 1 is bit 0 again, so it
+        # has no voxel of its own
+        (
+            0b11,
+            ("data.anatomy_structure_clicks=innermost",),
+            "bit 1 lies entirely inside smaller structures",
+        ),
+    ],
+)
+def test_structure_targets_are_checked_before_training(tmp_path, structures, extra, message):
     path = tmp_path / "anatomy.npz"
     tissue = np.zeros((8, 8, 8), dtype=np.uint8)
     tissue[2:6, 2:6, 2:6] = 2
-    np.savez(path, image=tissue.astype(np.float32), tissue=tissue)
+    arrays = {"image": tissue.astype(np.float32), "tissue": tissue}
+    if structures is not None:
+        arrays["structures"] = (tissue > 0).astype(np.uint8) * structures
+    np.savez(path, **arrays)
     overrides = (
         *GENERATED,
         f"data.anatomy={path}",
         "data.anatomy_fraction=0.5",
         "data.anatomy_structure_fraction=0.5",
+        *extra,
     )
     cfg = load_config("tiny_cpu", tiny_overrides(tmp_path / "run", *overrides))
-    with pytest.raises(ConfigError, match="needs a 'structures' map in .*anatomy.npz"):
-        train(cfg, show_progress=False)
-
-
-def test_innermost_clicks_need_a_site_for_every_structure(tmp_path):
-    """Checked with the option the run uses, before training starts."""
-    path = tmp_path / "anatomy.npz"
-    tissue = np.zeros((8, 8, 8), dtype=np.uint8)
-    tissue[2:6, 2:6, 2:6] = 2
-    bits = (tissue > 0).astype(np.uint8) * 0b11  # bit 1 is bit 0 again: no own voxel
-    np.savez(path, image=tissue.astype(np.float32), tissue=tissue, structures=bits)
-    overrides = (
-        *GENERATED,
-        f"data.anatomy={path}",
-        "data.anatomy_fraction=0.5",
-        "data.anatomy_structure_fraction=0.5",
-        "data.anatomy_structure_clicks=innermost",
-    )
-    cfg = load_config("tiny_cpu", tiny_overrides(tmp_path / "run", *overrides))
-    with pytest.raises(ConfigError, match="bit 1 lies entirely inside smaller structures"):
+    with pytest.raises(ConfigError, match=message):
         train(cfg, show_progress=False)
 
 
