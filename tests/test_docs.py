@@ -98,6 +98,7 @@ METAVARS: dict[str | tuple[str, str], str] = {
     "F": "metrics_out.json",
     ("--label", "N"): "2",
     ("--max-rois", "N"): "2",
+    ("--zoom-spacing", "MM"): "1.0",
     "N": "1",
     "CKPT": "tiny.pth",
     "TASK.pth": "task.pth",

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Held-out evaluation of a checkpoint against region growing, same clicks for both methods.
-#   tools/evaluate_default_model.sh [CKPT] [OUT]     (default: the bundled model, runs/eval)
+#   tools/evaluate_default_model.sh [CKPT] [OUT] [extra arguments for the model's evaluate,
+#                                                 e.g. --zoom-spacing 0]
+#   (default: the bundled model, runs/eval)
 # Sets (tools/build_demo_data.py --out data/model): Colin27 whole brain, white matter and
 # lateral ventricles (3 runs with different click seeds: they are 3 targets), Colin27 with
 # synthetic lesions, held-out generated crops; with WITH_AAL=1 also the Colin27 AAL regions
@@ -11,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ckpt=${1:-default}
 out=${2:-runs/eval}
+extra=("${@:3}")
 ev=data/model/eval
 sm=(.venv/bin/sammed3d evaluate --clicks 1,3,5 --roi click --strategy random --no-progress)
 # An output folder that exists is resumed (evaluate's rule), so the baseline, which does not
@@ -18,7 +21,7 @@ sm=(.venv/bin/sammed3d evaluate --clicks 1,3,5 --roi click --strategy random --n
 run() {  # run NAME DATASET SEED
     local name=$1 data=$2 seed=$3
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "${sm[@]}" --data "$ev/$data" --seed "$seed" \
-        --checkpoint "$ckpt" --output "$out/model/$name" >/dev/null
+        --checkpoint "$ckpt" --output "$out/model/$name" "${extra[@]}" >/dev/null
     "${sm[@]}" --data "$ev/$data" --seed "$seed" --method region-growing \
         --output "$out/region_growing/$name" >/dev/null
 }

@@ -231,6 +231,7 @@ def build_model(
                 cfg,
                 first_click_multimask=ckpt.config.first_click_multimask,
                 negative_click_similarity=ckpt.config.negative_click_similarity,
+                zoom_spacing=ckpt.config.zoom_spacing,
             )
     return model.to(resolve_model_device(device)).eval()
 

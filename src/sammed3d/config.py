@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,10 +13,11 @@ class ModelConfig:
     """Architecture of a SAM-Med3D model.
 
     The first eight fields are those of the published builders; the rest default to the
-    released ``vit_b_ori`` values and exist so that small variants can be built. The last four
+    released ``vit_b_ori`` values and exist so that small variants can be built. The last five
     (``click_maps``, ``hires_channels``, ``first_click_multimask``,
-    ``negative_click_similarity``) are options of our own models; published checkpoints always
-    get the published behaviour (the last one only acts with the first two).
+    ``negative_click_similarity``, ``zoom_spacing``) are options of our own models; published
+    checkpoints always get the published behaviour (``negative_click_similarity`` only acts
+    with the first two).
     """
 
     img_size: int = 128
@@ -58,6 +60,13 @@ class ModelConfig:
     #: 9), so the bundled model keeps it. Off: that channel is zeros. A behaviour of the
     #: weights (no parameter changes shape), so it is not compared when weights are matched.
     negative_click_similarity: bool = field(default=True, compare=False)
+    #: Our models only (published: 0, off). Zoom-in at an object's first click: a first mask
+    #: that is small (its box at most 55 % of a ROI side at this spacing) is predicted again
+    #: in a ROI of this spacing (mm) centred on the click, and the object stays there until
+    #: it outgrows that ROI (:mod:`sammed3d.inference.zoom`). Chosen after training, on the
+    #: training anatomy (docs/default_model.md); a behaviour, not compared when weights are
+    #: matched.
+    zoom_spacing: float = field(default=0.0, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -132,6 +141,15 @@ class ModelConfig:
             raise ValueError(
                 "negative_click_similarity must be true or false, "
                 f"got {self.negative_click_similarity!r}"
+            )
+        if (
+            isinstance(self.zoom_spacing, bool)
+            or not isinstance(self.zoom_spacing, int | float)
+            or not math.isfinite(self.zoom_spacing)
+            or self.zoom_spacing < 0
+        ):
+            raise ValueError(
+                f"zoom_spacing must be 0 (off) or a spacing in mm, got {self.zoom_spacing!r}"
             )
         if self.first_click_multimask and self.num_multimask_outputs < 1:
             raise ValueError("first_click_multimask needs num_multimask_outputs >= 1, got 0")

@@ -93,6 +93,8 @@ def test_shards_and_merge(
         (["--method", "region-growing", "--classes", "liver"], "unknown class"),
         (["--method", "region-growing", "--shard", "2/2"], "shard"),
         (["--method", "region-growing", "--checkpoint", "x.pth"], "only apply to sam-med3d"),
+        (["--method", "region-growing", "--zoom-spacing", "1"], "only apply to sam-med3d"),
+        (["--method", "sam-med3d", "--zoom-spacing", "-2"], "--zoom-spacing must be 0 (off)"),
     ],
 )
 def test_bad_arguments_exit_2(

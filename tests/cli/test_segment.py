@@ -97,6 +97,7 @@ def test_no_checkpoint_is_a_clear_error(tmp_path, image, monkeypatch, capsys):
         (["-n", "15", "14", "8"], "first click must be positive"),
         ([], "at least one click"),
         (["-p", "15", "14", "8", "--label", "0"], "--label"),
+        (["-p", "15", "14", "8", "--zoom-spacing", "-1"], "--zoom-spacing must be 0 (off)"),
     ],
 )
 def test_bad_clicks_are_one_line_errors(tmp_path, image, ckpt, capsys, extra, match):

@@ -51,6 +51,8 @@ def test_start_up_errors(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "checkpoint not found" in _err(capsys)
     assert main(["serve", "--max-rois", "0", "--checkpoint", str(ckpt)]) == 2
     assert "--max-rois" in _err(capsys)
+    assert main(["serve", "--zoom-spacing", "nan", "--checkpoint", str(ckpt)]) == 2
+    assert "--zoom-spacing" in _err(capsys)
     # the one device resolver: an unusable GPU index is a one-line error, not a torch traceback
     assert main(["serve", "--device", "cuda:99", "--checkpoint", str(ckpt)]) == 2
     assert "--device" in _err(capsys)

@@ -169,8 +169,22 @@ def test_without_negative_click_similarity_only_negative_clicks_change(option_mo
         {"hires_channels": 2.5},
         {"click_maps": 1},
         {"negative_click_similarity": "no"},
+        {"zoom_spacing": -1.0},
+        {"zoom_spacing": float("nan")},
+        {"zoom_spacing": True},
     ],
 )
 def test_bad_option_values(bad):
     with pytest.raises(ValueError):
         ModelConfig(**bad)
+
+
+def test_zoom_spacing_travels_with_the_weights(option_model, tmp_path):
+    """A behaviour chosen after training: recorded in the file, not part of the architecture
+    (a model without it loads the same weights), off for published defaults."""
+    assert ModelConfig().zoom_spacing == 0.0
+    option_model.config = replace(TINY_OPTIONS, zoom_spacing=1.0)
+    path = save_checkpoint(option_model, tmp_path / "zoom.pth")
+    assert load_checkpoint(path).config.zoom_spacing == 1.0
+    assert build_model(TINY_OPTIONS, path).config.zoom_spacing == 1.0
+    assert build_model(TINY_OPTIONS).config.zoom_spacing == 0.0

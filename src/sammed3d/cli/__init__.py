@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import importlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -214,6 +215,24 @@ def add_extension_args(parser: argparse.ArgumentParser, no_extend_help: str) -> 
     parser.add_argument(
         "--max-rois", type=int, default=8, help="bound on the ROIs per object (default 8)"
     )
+
+
+def add_zoom_arg(parser: argparse.ArgumentParser) -> None:
+    """The shared ``--zoom-spacing`` option (zoom-in at a small object's first click)."""
+    parser.add_argument(
+        "--zoom-spacing",
+        type=float,
+        metavar="MM",
+        help="predict a small object's first click again in a finer ROI of this spacing in mm "
+        "(0: off; default: the checkpoint's setting, 1.0 for the bundled model, off for the "
+        "published ones)",
+    )
+
+
+def check_zoom_spacing(value: float | None) -> None:
+    """Raises :class:`CLIError` for a negative or non-finite ``--zoom-spacing``."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise CLIError(f"--zoom-spacing must be 0 (off) or a spacing in mm, got {value}")
 
 
 def check_max_rois(value: int) -> None:

@@ -6,7 +6,13 @@ import argparse
 import logging
 from collections.abc import Iterable
 
-from sammed3d.cli import add_device_arg, add_unsafe_pickle_arg, dataclass_defaults
+from sammed3d.cli import (
+    add_device_arg,
+    add_unsafe_pickle_arg,
+    add_zoom_arg,
+    check_zoom_spacing,
+    dataclass_defaults,
+)
 from sammed3d.cli.prepare import add_layout_argument
 from sammed3d.evaluation.config import ROI_MODES, EvalConfig  # light: no torch, no numpy
 
@@ -94,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sam-med3d: keep every prediction inside its 128^3 ROI (published protocol: large "
         "objects are truncated) instead of extending it as the interactive default does",
     )
+    add_zoom_arg(parser)
     parser.add_argument(
         "--accumulate-clicks",
         action="store_true",
@@ -248,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
     run_info: dict[str, object] = {"method": args.method.replace("-", "_")}
     method: ModelMethod | RegionGrowing
     if args.method == "sam-med3d":
+        check_zoom_spacing(args.zoom_spacing)
         # a file, a published name or the default: resolved once, by the checkpoint reader
         method = ModelMethod.from_checkpoint(
             args.checkpoint,
@@ -255,14 +263,21 @@ def run(args: argparse.Namespace) -> int:
             allow_unsafe_pickle=args.allow_unsafe_pickle,
             accumulate_clicks=args.accumulate_clicks,
             extend=not args.no_extend,
+            zoom_spacing=args.zoom_spacing,
         )
         if args.checkpoint and method.session.predictor.checkpoint is not None:
             run_info["checkpoint"] = str(method.session.predictor.checkpoint.resolve())
         run_info["params"] = method.settings
     else:
-        if args.checkpoint or args.no_extend or args.accumulate_clicks:
+        if (
+            args.checkpoint
+            or args.no_extend
+            or args.accumulate_clicks
+            or args.zoom_spacing is not None
+        ):
             raise CLIError(
-                "--checkpoint, --no-extend and --accumulate-clicks only apply to sam-med3d"
+                "--checkpoint, --no-extend, --accumulate-clicks and --zoom-spacing only apply "
+                "to sam-med3d"
             )
         method = RegionGrowing()
         run_info["params"] = {

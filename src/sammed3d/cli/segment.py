@@ -29,7 +29,9 @@ from sammed3d.cli import (
     add_extension_args,
     add_overwrite_arg,
     add_unsafe_pickle_arg,
+    add_zoom_arg,
     check_max_rois,
+    check_zoom_spacing,
 )
 
 logger = logging.getLogger(__name__)
@@ -120,6 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_extension_args(
         parser, "do not extend objects larger than one 192 mm ROI into neighbouring ROIs"
     )
+    add_zoom_arg(parser)
     parser.add_argument(
         "--allow-label-image",
         action="store_true",
@@ -165,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
     if args.label < 1 or args.label > 65535:
         raise CLIError(f"--label must be in 1..65535, got {args.label}")
     check_max_rois(args.max_rois)
+    check_zoom_spacing(args.zoom_spacing)
     _check_output_name(args.output)
     # everything that can be checked before the work: output, device
     check_output_file(args.output, overwrite=args.overwrite, protect=(args.image,))
@@ -181,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         allow_unsafe_pickle=args.allow_unsafe_pickle,
         extend=not args.no_extend,
         max_rois=args.max_rois,
+        zoom_spacing=args.zoom_spacing,
     )
     print(f"loaded {predictor.checkpoint} on {device} ({time.perf_counter() - t0:.2f} s)")
 

@@ -21,7 +21,9 @@ from sammed3d.cli import (
     add_device_arg,
     add_extension_args,
     add_unsafe_pickle_arg,
+    add_zoom_arg,
     check_max_rois,
+    check_zoom_spacing,
 )
 
 logger = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_extension_args(
         parser, "do not extend objects beyond one ROI (clients can toggle it: autozoom)"
     )
+    add_zoom_arg(parser)
     add_device_arg(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
 
@@ -128,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port must be in 0..65535, got {args.port}")
     check_max_rois(args.max_rois)
+    check_zoom_spacing(args.zoom_spacing)
     if args.max_upload_mb <= 0:
         raise CLIError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     volumes = []
@@ -171,7 +175,11 @@ def run(args: argparse.Namespace) -> int:
 
     def make_predictor() -> SamMed3DPredictor:
         return SamMed3DPredictor(
-            model, device=device, extend=not args.no_extend, max_rois=args.max_rois
+            model,
+            device=device,
+            extend=not args.no_extend,
+            max_rois=args.max_rois,
+            zoom_spacing=args.zoom_spacing,
         )
 
     app = create_app(make_predictor, config)

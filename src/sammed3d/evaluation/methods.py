@@ -150,6 +150,8 @@ class ModelMethod:
             "extend": p.extend,
             "max_rois": p.max_rois,
             "accumulate_clicks": self.session.accumulate_clicks,
+            "zoom_spacing": p.zoom_spacing,
+            "zoom_fill": p.zoom_fill,
         }
 
     def set_image(self, image: Volume, *, modality: str | None = None) -> None:

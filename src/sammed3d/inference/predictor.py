@@ -53,6 +53,7 @@ from sammed3d.inference import extend as _extend
 from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import Lattice, RoiGrid, nearest_index
 from sammed3d.inference.validation import check_image_array, load_image
+from sammed3d.inference.zoom import ZOOM_FILL, resample_roi_logits, zoom_roi
 from sammed3d.io import IrregularSlices, Volume, VolumeError
 from sammed3d.modeling.sam3d import ImageEmbedding, select_first_click_mask
 
@@ -149,9 +150,16 @@ class SamMed3DPredictor:
         max_rois: Bound on the ROIs of one prediction, extension included.
         min_face_voxels: Mask voxels on a face needed to extend through it.
         cache_size: Image embeddings kept (one per ROI).
+        zoom_spacing: Zoom-in at an object's first click (:mod:`sammed3d.inference.zoom`):
+            the spacing in mm of the finer ROI a small first mask is predicted again in; 0
+            turns it off, None (default) takes the checkpoint's ``zoom_spacing`` (0 for the
+            published models). A value not finer than ``target_spacing`` is off.
+        zoom_fill: Largest share of the zoomed ROI's side a first mask's bounding box may
+            span to be zoomed into.
 
     Raises:
-        ValueError: bad ``target_spacing``, ``roi_size``, ``max_rois`` or ``cache_size``;
+        ValueError: bad ``target_spacing``, ``roi_size``, ``max_rois``, ``cache_size``,
+            ``zoom_spacing`` or ``zoom_fill``;
             :class:`~sammed3d.devices.DeviceError` (a ``ValueError``) for a device this
             installation cannot use.
 
@@ -178,6 +186,8 @@ class SamMed3DPredictor:
         max_rois: int = 8,
         min_face_voxels: int = 8,
         cache_size: int = 16,
+        zoom_spacing: float | None = None,
+        zoom_fill: float = ZOOM_FILL,
     ) -> None:
         spacing = tuple(float(s) for s in target_spacing)
         if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
@@ -192,6 +202,16 @@ class SamMed3DPredictor:
             raise ValueError(f"max_rois must be >= 1, got {max_rois}")
         if cache_size < 1:
             raise ValueError(f"cache_size must be >= 1, got {cache_size}")
+        if zoom_spacing is None:
+            config = getattr(model, "config", None)
+            zoom_spacing = float(getattr(config, "zoom_spacing", 0.0) or 0.0)
+        zoom_spacing = float(zoom_spacing)
+        if not np.isfinite(zoom_spacing) or zoom_spacing < 0:
+            raise ValueError(f"zoom_spacing must be 0 (off) or a spacing in mm, got {zoom_spacing}")
+        if zoom_spacing >= min(spacing):
+            zoom_spacing = 0.0  # nothing to zoom into
+        if not 0 < zoom_fill <= 1:
+            raise ValueError(f"zoom_fill must be in (0, 1], got {zoom_fill}")
         if device is not None:
             from sammed3d.build import resolve_model_device
 
@@ -206,8 +226,14 @@ class SamMed3DPredictor:
         self.max_rois = int(max_rois)
         self.min_face_voxels = int(min_face_voxels)
         self.cache_size = int(cache_size)
+        #: Spacing (mm) of the zoomed ROI of a small object's first click; 0: no zoom.
+        self.zoom_spacing = zoom_spacing
+        #: A first mask is zoomed into when its bounding box fills at most this share of the
+        #: zoomed ROI's side.
+        self.zoom_fill = float(zoom_fill)
         self._volume: Volume | None = None
         self._lattice: Lattice | None = None
+        self._zoom_lattice: Lattice | None = None
         self._modality: str | None = None
         self._embeddings: OrderedDict[tuple, ImageEmbedding] = OrderedDict()
 
@@ -321,6 +347,8 @@ class SamMed3DPredictor:
         self.reset_image()
         self._volume = volume
         self._lattice = Lattice.from_native(volume, self.target_spacing)
+        if self.zoom_spacing:
+            self._zoom_lattice = Lattice.from_native(volume, (self.zoom_spacing,) * 3)
         self._modality = (
             normalise_modality(modality)
             if modality is not None
@@ -338,6 +366,7 @@ class SamMed3DPredictor:
         """Forget the image and every cached embedding."""
         self._volume = None
         self._lattice = None
+        self._zoom_lattice = None
         self._modality = None
         self._embeddings.clear()
 
@@ -526,7 +555,7 @@ class SamMed3DPredictor:
     def get_image_embedding(self, roi: RoiGrid) -> ImageEmbedding:
         """Image embedding of ``roi`` (:meth:`Sam3D.encode`; computed once, then cached)."""
         self.check_roi(roi)
-        key = roi.key
+        key = (roi.lattice is self._zoom_lattice, *roi.key)
         if key in self._embeddings:
             self._embeddings.move_to_end(key)
             return self._embeddings[key]
@@ -644,6 +673,94 @@ class SamMed3DPredictor:
         mask = (up[0, 0] > 0).cpu().numpy()
         return Tile.create(roi, low, mask, source, parent, up if keep_logits else None)
 
+    def is_zoomed(self, tile: Tile) -> bool:
+        """Whether ``tile`` lies on the zoom lattice (:meth:`zoom_first_tile`)."""
+        return self._zoom_lattice is not None and tile.roi.lattice is self._zoom_lattice
+
+    def zoom_first_tile(
+        self, tile: Tile, voxel: Sequence[int], points: np.ndarray, labels: np.ndarray
+    ) -> Tile:
+        """An object's first tile, predicted again on the zoom lattice if its mask is small.
+
+        Zoom-in (:mod:`sammed3d.inference.zoom`): with ``zoom_spacing`` set and a first
+        mask small enough (:func:`~sammed3d.inference.zoom.zoom_roi` with ``zoom_fill``),
+        the same prompts are decoded in a ROI of the finer lattice centred on ``voxel``; the
+        object's next clicks are predicted there until it outgrows that ROI
+        (:meth:`leave_zoom`).
+
+        Args:
+            tile: The object's first tile on the main lattice (no mask prompt).
+            voxel: The first click's native voxel ``(i, j, k)``.
+            points: ``(N, 3)`` native voxels of the prompts (the click(s) of ``tile``).
+            labels: ``(N,)``: 1 positive, 0 negative.
+
+        Returns:
+            The tile on the zoomed ROI, or ``tile`` itself (no zoom lattice, a mask that is
+            not small, a prompt outside the zoomed ROI, or a zoomed mask that reaches its
+            ROI's faces).
+        """
+        if self._zoom_lattice is None or tile.roi.lattice is not self._lattice:
+            return tile
+        roi = zoom_roi(tile.mask, tile.roi, voxel, self._zoom_lattice, self.zoom_fill)
+        if roi is None:
+            return tile
+        native = np.asarray(points, dtype=np.float64)
+        if not roi.contains_native(native).all():
+            return tile
+        vox = roi.native_points_to_voxels(native)
+        zoomed = self.predict_tile(roi, vox, labels, keep_logits=tile.logits is not None)
+        if self.outgrew_zoom(zoomed):
+            return tile
+        logger.debug("zoom: first click predicted again at %.2f mm", self.zoom_spacing)
+        return zoomed
+
+    def outgrew_zoom(self, tile: Tile) -> bool:
+        """Whether a zoomed tile's mask reaches a face of its ROI (where the image goes on):
+        the object is not small, and belongs on the main lattice (:meth:`leave_zoom`)."""
+        return self.is_zoomed(tile) and bool(_extend.touched_faces(tile, self.min_face_voxels))
+
+    def leave_zoom(
+        self,
+        tile: Tile,
+        voxel: Sequence[int],
+        points: np.ndarray,
+        labels: np.ndarray,
+        *,
+        first: Sequence[int] | None = None,
+    ) -> Tile:
+        """Move a zoomed object back to the main lattice.
+
+        The object gets the main-lattice ROI it would have had without zoom-in: centred on
+        its first click ``first`` (where the model expects the object), or on ``voxel`` (the
+        click that moves it) when that ROI does not hold ``voxel``. The zoomed tile's low-res
+        logits are resampled onto it as mask prompt, and the prompts are decoded there.
+
+        Args:
+            tile: The object's tile on the zoom lattice (its latest prediction).
+            voxel: Native voxel of the click that moves the object.
+            points: ``(N, 3)`` native voxels of the prompts (those inside the ROI are used).
+            labels: ``(N,)``: 1 positive, 0 negative.
+            first: Native voxel of the object's first click (default: ``voxel``).
+
+        Returns:
+            The tile on the main lattice.
+        """
+        here = np.asarray(voxel, dtype=np.float64)
+        roi = self.lattice.roi_at(
+            here if first is None else np.asarray(first, float), self.roi_size
+        )
+        if not roi.contains_native(here[None])[0]:
+            roi = self.lattice.roi_at(here, self.roi_size)
+        low_size = int(tile.low_res_logits.shape[-1])
+        with torch.inference_mode():
+            prompt = resample_roi_logits(tile.low_res_logits, tile.roi, roi, low_size)
+        inside = roi.contains_native(np.asarray(points, dtype=np.float64))
+        vox = roi.native_points_to_voxels(np.asarray(points, dtype=np.float64)[inside])
+        logger.debug("zoom: object moved back to the main lattice")
+        return self.predict_tile(
+            roi, vox, np.asarray(labels)[inside], prompt, keep_logits=tile.logits is not None
+        )
+
     # ------------------------------------------------------------------------------------
     # native space
 
@@ -667,7 +784,8 @@ class SamMed3DPredictor:
                 rounded to the nearest voxel, :meth:`click_voxels`).
             point_labels: ``(N,)``: 1 positive, 0 negative.
             mask_input: ``(1, 1, l, l, l)`` low-res logits of ``roi`` from a previous call.
-            roi: The ROI to use; default: centred on the first positive point.
+            roi: The ROI to use; default: centred on the first positive point (and, without
+                ``mask_input``, zoomed in for a small object: :meth:`zoom_first_tile`).
             return_logits: Also return the upsampled ROI logits.
             extend: Override the predictor's ``extend`` setting.
 
@@ -682,6 +800,7 @@ class SamMed3DPredictor:
         _, lattice = self._image()
         pts = self.click_voxels(point_coords)
         labels = _parse_labels(point_labels, len(pts))
+        placed = roi is None
         if roi is None:
             if mask_input is not None:
                 raise ValueError(
@@ -704,8 +823,11 @@ class SamMed3DPredictor:
             )
         t0 = time.perf_counter()
         tile = self.predict_tile(roi, vox, labels, mask_input, keep_logits=return_logits)
+        if placed and mask_input is None:  # a small object: zoom in
+            tile = self.zoom_first_tile(tile, pts[int(np.flatnonzero(labels == 1)[0])], pts, labels)
+            roi = tile.roi
         tiles = [tile]
-        if self.extend if extend is None else extend:
+        if (self.extend if extend is None else extend) and not self.is_zoomed(tile):
             tiles += self.extend_tile(tile)
         mask = self.native_mask(tiles)
         logger.debug("predict: %d ROI(s), %.3f s", len(tiles), time.perf_counter() - t0)
@@ -775,7 +897,9 @@ class SamMed3DPredictor:
         """
         if not isinstance(roi, RoiGrid):
             raise TypeError(f"roi must be a RoiGrid, got {type(roi).__name__}")
-        if roi.lattice is not self._lattice:
+        if roi.lattice is not self._lattice and (
+            self._zoom_lattice is None or roi.lattice is not self._zoom_lattice
+        ):
             raise ValueError("this ROI belongs to another image (set_image was called since)")
         if roi.size != (self.roi_size,) * 3:
             raise ValueError(f"ROI size {roi.size} != model input size {self.roi_size}")

@@ -14,6 +14,10 @@ painted over earlier ones, so a tumour segmented after its organ stays visible) 
 segmented one after another). :meth:`InteractiveSession.export_label_map` warns when an
 object is empty or keeps less than half of its voxels in the written file.
 
+With a predictor that zooms (``zoom_spacing``, :mod:`sammed3d.inference.zoom`), a small
+object's first click is predicted again in a finer ROI, where its later clicks go until it
+outgrows that ROI or a positive click falls outside it; it then continues on the main lattice.
+
 The evaluation drives this same class with simulated clicks. For the published protocol
 that centres the ROI on the ground-truth box, call :meth:`InteractiveSession.set_roi_from_mask`
 (or :meth:`~InteractiveSession.set_roi_center`) before the object's first click.
@@ -257,6 +261,16 @@ class InteractiveSession:
         tiles = list(state.tiles)
         index = self._tile_for(tiles, voxel)
         clicks = (*state.clicks, click)
+        if index is None and click.positive and tiles and pred.is_zoomed(tiles[0]):
+            # outside the zoomed ROI of a small object: it goes back to the main lattice
+            tile = pred.leave_zoom(
+                tiles[0], voxel[0], *self._prompts(clicks, click), first=clicks[0].coord
+            )
+            tiles = [tile]
+            if pred.extend:
+                tiles += pred.extend_tile(tile, existing=[tile.roi])
+            self._apply(obj, _ObjectState(clicks, tuple(tiles), state.roi, 0))
+            return click
         if index is None:
             if state.roi is not None and not tiles:
                 roi = state.roi
@@ -283,11 +297,20 @@ class InteractiveSession:
         vox = roi.native_points_to_voxels(np.asarray([c.coord for c in inside], dtype=np.float64))
         labels = np.asarray([int(c.positive) for c in inside], dtype=np.int64)
         tile = pred.predict_tile(roi, vox, labels, mask_input)
+        points = np.asarray([c.coord for c in inside], dtype=np.int64)
+        if old is None and not tiles and state.roi is None:  # a small object: zoom in
+            tile = pred.zoom_first_tile(tile, voxel[0], points, labels)
+        elif pred.outgrew_zoom(tile):  # not small after all: back to the main lattice
+            tile = pred.leave_zoom(
+                tile, voxel[0], *self._prompts(clicks, click), first=clicks[0].coord
+            )
+            tiles, index, old = [], None, None
+        roi = tile.roi
         if old is None:
             tiles.append(tile)
         else:
             tiles[index] = tile  # an extension tile clicked in becomes a prompted one
-        if pred.extend:
+        if pred.extend and not pred.is_zoomed(tile):
             stale = _extend.descendants(tiles, roi)
             tiles = [t for t in tiles if t.roi not in stale]
             tiles += pred.extend_tile(tile, existing=[t.roi for t in tiles])
@@ -302,6 +325,13 @@ class InteractiveSession:
             time.perf_counter() - t0,
         )
         return click
+
+    def _prompts(self, clicks: Sequence[Click], click: Click) -> tuple[np.ndarray, np.ndarray]:
+        """Native voxels ``(N, 3)`` and labels ``(N,)`` of the prompts of a step: every click
+        of the object with ``accumulate_clicks``, else the new one."""
+        chosen = clicks if self.accumulate_clicks else [click]
+        points = np.asarray([c.coord for c in chosen], dtype=np.int64)
+        return points, np.asarray([int(c.positive) for c in chosen], dtype=np.int64)
 
     def _tile_for(self, tiles: Sequence[Tile], voxel: np.ndarray) -> int | None:
         """Index of the tile holding the ``(1, 3)`` native voxel deepest inside its ROI."""

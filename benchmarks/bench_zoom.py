@@ -1,0 +1,84 @@
+"""What zoom-in costs: first and refinement clicks on a small object, zoom-in on vs off.
+
+Run: ``.venv/bin/python benchmarks/bench_zoom.py [--threads 2] [--repeat 5]``.
+
+The bundled default model (``zoom_spacing`` 1.0 mm) on a synthetic 1 mm head-sized volume
+(181 x 217 x 181, noise and a soft "brain") with a bright ball of radius 6 mm: its first mask
+is small, so the click is predicted again in a 1.0 mm ROI (one more ROI resample, encoder
+pass and three-mask decode). Both settings run in the same process on the same volume; the
+report gives each median and their ratio (issue 10's targets for this model: first click
+<= 0.5 s, refinement click <= 50 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def _volume() -> tuple[np.ndarray, tuple[int, int, int]]:
+    rng = np.random.default_rng(0)
+    shape = (181, 217, 181)
+    grid = np.indices(shape, dtype=np.float32)
+    centre = np.array(shape, dtype=np.float32)[:, None, None, None] / 2
+    head = (((grid - centre) / (np.array(shape)[:, None, None, None] * 0.42)) ** 2).sum(0) <= 1
+    ball_at = (100, 120, 90)
+    ball = ((grid - np.array(ball_at, dtype=np.float32)[:, None, None, None]) ** 2).sum(0) <= 36
+    img = np.where(head, 300.0, 0.0) + np.where(ball, 250.0, 0.0) + rng.normal(0, 20, shape)
+    return img.clip(0).astype(np.float32), ball_at
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=5, help="first clicks per setting")
+    args = parser.parse_args(argv)
+    if args.repeat < 1 or args.threads < 1:
+        parser.error(f"--repeat and --threads must be >= 1, got {args.repeat}, {args.threads}")
+
+    from sammed3d.inference import InteractiveSession, SamMed3DPredictor
+    from sammed3d.io import Volume
+
+    torch.set_num_threads(args.threads)
+    array, click = _volume()
+    volume = Volume(array, (1.0, 1.0, 1.0))
+    print(f"threads {torch.get_num_threads()}; load average before {os.getloadavg()[0]:.2f}")
+    medians = {}
+    for zoom in (0.0, None):  # off, then the checkpoint's (1.0 mm)
+        predictor = SamMed3DPredictor.from_checkpoint(None, zoom_spacing=zoom)
+        with torch.inference_mode():  # warm-up, as at application start
+            s = predictor.model.img_size
+            predictor.model.encode(torch.zeros(1, 1, s, s, s))
+        firsts, refines, zoomed = [], [], []
+        for _ in range(args.repeat):
+            session = InteractiveSession(predictor)
+            session.set_image(volume)  # a fresh image: no cached embedding
+            t0 = time.perf_counter()
+            session.add_click(click)
+            firsts.append(time.perf_counter() - t0)
+            zoomed.append(predictor.is_zoomed(session.tiles[0]))
+            for d in (1, 2, 3):
+                t0 = time.perf_counter()
+                session.add_click((click[0] + d, click[1], click[2]), positive=d != 2)
+                refines.append(time.perf_counter() - t0)
+        name = f"zoom-in {predictor.zoom_spacing:g} mm" if predictor.zoom_spacing else "no zoom"
+        medians[name] = (statistics.median(firsts), statistics.median(refines))
+        print(
+            f"{name}: first click median {medians[name][0]:.3f} s (min {min(firsts):.3f}), "
+            f"refinement median {1000 * medians[name][1]:.0f} ms over {len(refines)}; "
+            f"zoomed {sum(zoomed)}/{len(zoomed)}"
+        )
+    (a_first, a_ref), (b_first, b_ref) = medians.values()
+    print(f"ratio zoom / no zoom: first click {b_first / a_first:.2f}x, refinement "
+          f"{b_ref / a_ref:.2f}x; load average after {os.getloadavg()[0]:.2f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

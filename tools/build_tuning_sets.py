@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Tuning sets from the MNI152 training source, for choices made after training (e.g. the
+bundled model's ``zoom_spacing``), so that no choice is made on the held-out Colin27 sets.
+
+Same rules as the held-out sets of ``tools/build_demo_data.py`` (its functions), on the
+MNI152 2009a T1 (PyPI nilearn) that training already uses:
+
+* ``Dataset301_MNI152_Brain``: the whole brain;
+* ``Dataset302_MNI152_Tissue``: white matter (1) and lateral ventricles (2);
+* ``Dataset304_MNI152_Lesions``: 16 synthetic lesions (``place_lesion``, seed 777), 1 mm;
+* ``Dataset305_MNI152_Lesions15``: the same cases resampled to 1.5 mm (a coarser scanner).
+
+    .venv/bin/python tools/build_tuning_sets.py [--out data/model/tune] [--cache DIR]
+
+Needs the sources that ``build_demo_data.py`` downloads (it fetches them if missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_demo_data import (  # noqa: E402
+    STRUCTURES_BRAIN,
+    STRUCTURES_TISSUE,
+    fetch_sources,
+    fill_holes,
+    largest_component,
+    place_lesion,
+    visible_structures,
+    write_dataset,
+)
+
+from sammed3d.io import read_volume  # noqa: E402
+
+LESIONS = 16
+SEED = 777
+
+
+def resample_dataset(src: Path, dst: Path, spacing: float) -> None:
+    """Copy an nnU-Net test set to ``spacing`` mm (linear images, nearest labels)."""
+    for sub, interp in (("imagesTs", sitk.sitkLinear), ("labelsTs", sitk.sitkNearestNeighbor)):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+        for f in sorted((src / sub).glob("*.nii.gz")):
+            im = sitk.ReadImage(str(f))
+            size = [
+                int(round(n * s / spacing))
+                for n, s in zip(im.GetSize(), im.GetSpacing(), strict=True)
+            ]
+            out = sitk.Resample(
+                im, size, sitk.Transform(), interp, im.GetOrigin(), (spacing,) * 3,
+                im.GetDirection(), 0.0, im.GetPixelID(),
+            )  # fmt: skip
+            sitk.WriteImage(out, str(dst / sub / f.name))
+    shutil.copy(src / "dataset.json", dst / "dataset.json")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("data/model/tune"))
+    parser.add_argument("--cache", type=Path, default=Path(".cache/demo_sources"))
+    args = parser.parse_args()
+    src = fetch_sources(args.cache)
+    mni = read_volume(src["mni_t1"])
+    gm = read_volume(src["mni_gm"]).array.astype(np.float32)
+    wm = read_volume(src["mni_wm"]).array.astype(np.float32)
+    brain = largest_component(fill_holes(ndimage.binary_closing(gm + wm > 127, iterations=2)))
+    found = visible_structures(mni.array, brain, float(np.mean(mni.spacing)))
+    root = args.out
+    brain_map = found["whole_brain"].astype(np.uint8)
+    write_dataset(
+        root, "Dataset301_MNI152_Brain",
+        [("mni152", mni, mni.with_array(brain_map))], STRUCTURES_BRAIN, "MR",
+    )  # fmt: skip
+    tissue = np.zeros(mni.shape, np.uint8)
+    tissue[found["white_matter"]] = 1
+    tissue[found["lateral_ventricles"]] = 2
+    write_dataset(
+        root, "Dataset302_MNI152_Tissue",
+        [("mni152", mni, mni.with_array(tissue))], STRUCTURES_TISSUE, "MR",
+    )  # fmt: skip
+    rng = np.random.default_rng(SEED)
+    cases = []
+    for i in range(LESIONS):
+        image, lesion = place_lesion(mni.array, found["whole_brain"], rng)
+        label = mni.with_array(lesion.astype(np.uint8))
+        cases.append((f"mni152_lesion{i:02d}", mni.with_array(image), label))
+    write_dataset(root, "Dataset304_MNI152_Lesions", cases, {"lesion": 1}, "MR")
+    resample_dataset(root / "Dataset304_MNI152_Lesions", root / "Dataset305_MNI152_Lesions15", 1.5)
+    print(f"wrote 4 tuning sets under {root}")
+
+
+if __name__ == "__main__":
+    main()
