@@ -98,6 +98,7 @@ def test_no_checkpoint_is_a_clear_error(tmp_path, image, monkeypatch, capsys):
         ([], "at least one click"),
         (["-p", "15", "14", "8", "--label", "0"], "--label"),
         (["-p", "15", "14", "8", "--zoom-spacing", "-1"], "--zoom-spacing must be 0 (off)"),
+        (["-p", "15", "14", "8", "--zoom-spacing", "2"], "must be finer than the 1.5 mm lattice"),
     ],
 )
 def test_bad_clicks_are_one_line_errors(tmp_path, image, ckpt, capsys, extra, match):

@@ -107,7 +107,10 @@ def test_zoom_setting_defaults_to_the_checkpoint_and_is_checked(lab):
     model.config = SimpleNamespace(zoom_spacing=1.0)
     assert SamMed3DPredictor(model).zoom_spacing == 1.0
     assert SamMed3DPredictor(model, zoom_spacing=0).zoom_spacing == 0.0
-    assert SamMed3DPredictor(model, zoom_spacing=1.5).zoom_spacing == 0.0  # not finer
+    with pytest.raises(ValueError, match="must be finer than the 1.5 mm lattice"):
+        SamMed3DPredictor(model, zoom_spacing=1.5)
+    # the checkpoint's zoom on a lattice that is not coarser: off, not an error
+    assert SamMed3DPredictor(model, target_spacing=(1.0,) * 3).zoom_spacing == 0.0
     with pytest.raises(ValueError, match="zoom_spacing must be 0"):
         SamMed3DPredictor(model, zoom_spacing=-1.0)
     with pytest.raises(ValueError, match="zoom_fill must be in"):

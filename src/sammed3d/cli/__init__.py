@@ -217,22 +217,31 @@ def add_extension_args(parser: argparse.ArgumentParser, no_extend_help: str) -> 
     )
 
 
-def add_zoom_arg(parser: argparse.ArgumentParser) -> None:
+def add_zoom_arg(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """The shared ``--zoom-spacing`` option (zoom-in at a small object's first click)."""
     parser.add_argument(
         "--zoom-spacing",
         type=float,
         metavar="MM",
-        help="predict a small object's first click again in a finer ROI of this spacing in mm "
-        "(0: off; default: the checkpoint's setting, 1.0 for the bundled model, off for the "
-        "published ones)",
+        help=f"{prefix}zoom-in: when the first mask of an object is small (its box within 55%% "
+        "of a 128-voxel ROI at this spacing), redo it in a ROI of this spacing in mm, finer "
+        "than the 1.5 mm lattice (0: off; default: the checkpoint's setting, 1.0 for the "
+        "bundled model, off for the published ones)",
     )
 
 
 def check_zoom_spacing(value: float | None) -> None:
-    """Raises :class:`CLIError` for a negative or non-finite ``--zoom-spacing``."""
+    """Raises :class:`CLIError` for a ``--zoom-spacing`` that is negative, not finite, or not
+    finer than the lattice the commands use (1.5 mm)."""
+    from sammed3d.data.transforms import DEFAULT_SPACING  # at run time: keeps --help light
+
     if value is not None and not (math.isfinite(value) and value >= 0):
         raise CLIError(f"--zoom-spacing must be 0 (off) or a spacing in mm, got {value}")
+    coarse = min(DEFAULT_SPACING)
+    if value and value >= coarse:
+        raise CLIError(
+            f"--zoom-spacing must be finer than the {coarse:g} mm lattice (0: off), got {value:g}"
+        )
 
 
 def check_max_rois(value: int) -> None:

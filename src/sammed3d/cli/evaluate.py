@@ -100,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sam-med3d: keep every prediction inside its 128^3 ROI (published protocol: large "
         "objects are truncated) instead of extending it as the interactive default does",
     )
-    add_zoom_arg(parser)
+    add_zoom_arg(parser, prefix="sam-med3d: ")
     parser.add_argument(
         "--accumulate-clicks",
         action="store_true",

@@ -227,9 +227,11 @@ def run(args: argparse.Namespace) -> int:
     for n, (voxel, (_, positive)) in enumerate(zip(voxels, clicks, strict=True), start=1):
         t0 = time.perf_counter()
         click = session.add_click(voxel, positive=positive)
+        zoomed = predictor.is_zoomed(session.tiles[0])
+        where = f"1 ROI at {predictor.zoom_spacing:g} mm (zoom-in)" if zoomed else None
         print(
             f"click {n}/{len(clicks)} {'+' if positive else '-'} at {click.coord}: "
-            f"{session.voxel_count()} voxels, {len(session.tiles)} ROI(s) "
+            f"{session.voxel_count()} voxels, {where or f'{len(session.tiles)} ROI(s)'} "
             f"({time.perf_counter() - t0:.2f} s)"
         )
     t0 = time.perf_counter()

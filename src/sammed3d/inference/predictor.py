@@ -153,7 +153,8 @@ class SamMed3DPredictor:
         zoom_spacing: Zoom-in at an object's first click (:mod:`sammed3d.inference.zoom`):
             the spacing in mm of the finer ROI a small first mask is predicted again in; 0
             turns it off, None (default) takes the checkpoint's ``zoom_spacing`` (0 for the
-            published models). A value not finer than ``target_spacing`` is off.
+            published models; off when not finer than ``target_spacing``). A value given
+            here must be finer than ``target_spacing`` (ValueError otherwise).
         zoom_fill: Largest share of the zoomed ROI's side a first mask's bounding box may
             span to be zoomed into.
 
@@ -202,6 +203,7 @@ class SamMed3DPredictor:
             raise ValueError(f"max_rois must be >= 1, got {max_rois}")
         if cache_size < 1:
             raise ValueError(f"cache_size must be >= 1, got {cache_size}")
+        explicit = zoom_spacing is not None
         if zoom_spacing is None:
             config = getattr(model, "config", None)
             zoom_spacing = float(getattr(config, "zoom_spacing", 0.0) or 0.0)
@@ -209,7 +211,12 @@ class SamMed3DPredictor:
         if not np.isfinite(zoom_spacing) or zoom_spacing < 0:
             raise ValueError(f"zoom_spacing must be 0 (off) or a spacing in mm, got {zoom_spacing}")
         if zoom_spacing >= min(spacing):
-            zoom_spacing = 0.0  # nothing to zoom into
+            if explicit:
+                raise ValueError(
+                    f"zoom_spacing must be finer than the {min(spacing):g} mm lattice "
+                    f"(0 switches zoom-in off), got {zoom_spacing:g}"
+                )
+            zoom_spacing = 0.0  # the checkpoint's zoom is not finer than this lattice: off
         if not 0 < zoom_fill <= 1:
             raise ValueError(f"zoom_fill must be in (0, 1], got {zoom_fill}")
         if device is not None:
