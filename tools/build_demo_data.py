@@ -358,42 +358,60 @@ def build_anatomy(src: dict[str, Path], out: Path) -> None:
     logger.info("anatomy: MNI152 %s -> %s", t1.shape, out)
 
 
+def write_structure_sets(
+    root: Path, names: tuple[str, str], case: str, volume: Volume, structures: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Write the visible structures of one T1 as two datasets: ``names[0]`` the whole brain,
+    ``names[1]`` white matter (1) and lateral ventricles (2) (the brain contains them, so
+    nested structures go into separate datasets). Returns the ``brain`` and ``tissue`` maps."""
+    brain_map = structures["whole_brain"].astype(np.uint8)
+    tissue_map = np.zeros(volume.shape, dtype=np.uint8)
+    tissue_map[structures["white_matter"]] = 1
+    tissue_map[structures["lateral_ventricles"]] = 2
+    for name, label_map, classes in (
+        (names[0], brain_map, STRUCTURES_BRAIN),
+        (names[1], tissue_map, STRUCTURES_TISSUE),
+    ):
+        write_dataset(root, name, [(case, volume, volume.with_array(label_map))], classes, "MR")
+    return {"brain": brain_map, "tissue": tissue_map}
+
+
+def write_lesion_set(
+    root: Path, name: str, case: str, volume: Volume, brain: np.ndarray, n: int, seed: int
+) -> None:
+    """``n`` cases ``{case}_lesion{i:02d}`` of ``volume``, each with one synthetic lesion
+    (:func:`place_lesion` inside ``brain``, drawn from ``seed``), as dataset ``name``."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(n):
+        image, lesion = place_lesion(volume.array, brain, rng)
+        label = volume.with_array(lesion.astype(np.uint8))
+        cases.append((f"{case}_lesion{i:02d}", volume.with_array(image), label))
+    write_dataset(root, name, cases, {"lesion": 1}, "MR")
+
+
 def build_colin_sets(src: dict[str, Path], root: Path, n_lesions: int) -> dict[str, np.ndarray]:
     colin = read_volume(src["colin_t1"])
     bet = read_volume(src["colin_bet"])
     structures = visible_structures(colin.array, bet.array > 0, float(colin.spacing[0]))
-    brain_map = structures["whole_brain"].astype(np.uint8)
-    tissue_map = np.zeros(colin.shape, dtype=np.uint8)
-    tissue_map[structures["white_matter"]] = 1
-    tissue_map[structures["lateral_ventricles"]] = 2
-    # whole brain contains the other two: nested structures go into separate datasets
-    write_dataset(
-        root, "Dataset201_Colin27_Brain",
-        [("colin27", colin, colin.with_array(brain_map))], STRUCTURES_BRAIN, "MR",
-    )  # fmt: skip
-    write_dataset(
-        root, "Dataset202_Colin27_Tissue",
-        [("colin27", colin, colin.with_array(tissue_map))], STRUCTURES_TISSUE, "MR",
-    )  # fmt: skip
+    maps = write_structure_sets(
+        root,
+        ("Dataset201_Colin27_Brain", "Dataset202_Colin27_Tissue"),
+        "colin27",
+        colin,
+        structures,
+    )
     aal = read_volume(src["colin_aal"])
     aal_names = read_names(src["colin_aal_names"])
     write_dataset(
         root, "Dataset203_Colin27_AAL",
         [("colin27", colin, colin.with_array(aal.array.astype(np.uint8)))], aal_names, "MR",
     )  # fmt: skip
-    rng = np.random.default_rng(2026)
-    cases = []
-    for i in range(n_lesions):
-        image, lesion = place_lesion(colin.array, structures["whole_brain"], rng)
-        cases.append(
-            (
-                f"colin27_lesion{i:02d}",
-                colin.with_array(image),
-                colin.with_array(lesion.astype(np.uint8)),
-            )
-        )
-    write_dataset(root, "Dataset204_Colin27_Lesions", cases, {"lesion": 1}, "MR")
-    return {"brain": brain_map, "tissue": tissue_map}
+    write_lesion_set(
+        root, "Dataset204_Colin27_Lesions", "colin27", colin, structures["whole_brain"],
+        n_lesions, seed=2026,
+    )  # fmt: skip
+    return maps
 
 
 def build_synthetic_set(root: Path, n: int) -> None:

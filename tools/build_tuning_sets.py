@@ -28,14 +28,12 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_demo_data import (  # noqa: E402
-    STRUCTURES_BRAIN,
-    STRUCTURES_TISSUE,
     fetch_sources,
     fill_holes,
     largest_component,
-    place_lesion,
     visible_structures,
-    write_dataset,
+    write_lesion_set,
+    write_structure_sets,
 )
 
 from sammed3d.io import read_volume  # noqa: E402
@@ -74,25 +72,12 @@ def main() -> None:
     brain = largest_component(fill_holes(ndimage.binary_closing(gm + wm > 127, iterations=2)))
     found = visible_structures(mni.array, brain, float(np.mean(mni.spacing)))
     root = args.out
-    brain_map = found["whole_brain"].astype(np.uint8)
-    write_dataset(
-        root, "Dataset301_MNI152_Brain",
-        [("mni152", mni, mni.with_array(brain_map))], STRUCTURES_BRAIN, "MR",
-    )  # fmt: skip
-    tissue = np.zeros(mni.shape, np.uint8)
-    tissue[found["white_matter"]] = 1
-    tissue[found["lateral_ventricles"]] = 2
-    write_dataset(
-        root, "Dataset302_MNI152_Tissue",
-        [("mni152", mni, mni.with_array(tissue))], STRUCTURES_TISSUE, "MR",
-    )  # fmt: skip
-    rng = np.random.default_rng(SEED)
-    cases = []
-    for i in range(LESIONS):
-        image, lesion = place_lesion(mni.array, found["whole_brain"], rng)
-        label = mni.with_array(lesion.astype(np.uint8))
-        cases.append((f"mni152_lesion{i:02d}", mni.with_array(image), label))
-    write_dataset(root, "Dataset304_MNI152_Lesions", cases, {"lesion": 1}, "MR")
+    write_structure_sets(
+        root, ("Dataset301_MNI152_Brain", "Dataset302_MNI152_Tissue"), "mni152", mni, found
+    )
+    write_lesion_set(
+        root, "Dataset304_MNI152_Lesions", "mni152", mni, found["whole_brain"], LESIONS, SEED
+    )
     resample_dataset(root / "Dataset304_MNI152_Lesions", root / "Dataset305_MNI152_Lesions15", 1.5)
     print(f"wrote 4 tuning sets under {root}")
 

@@ -297,8 +297,8 @@ class InteractiveSession:
         vox = roi.native_points_to_voxels(np.asarray([c.coord for c in inside], dtype=np.float64))
         labels = np.asarray([int(c.positive) for c in inside], dtype=np.int64)
         tile = pred.predict_tile(roi, vox, labels, mask_input)
-        points = np.asarray([c.coord for c in inside], dtype=np.int64)
         if old is None and not tiles and state.roi is None:  # a small object: zoom in
+            points = np.asarray([c.coord for c in inside], dtype=np.int64)
             tile = pred.zoom_first_tile(tile, voxel[0], points, labels)
         elif pred.outgrew_zoom(tile):  # not small after all: back to the main lattice
             tile = pred.leave_zoom(
