@@ -18,10 +18,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sammed3d.io import Volume, atomic_write_text, read_volume, write_volume
+
+if TYPE_CHECKING:
+    from sammed3d.inference import InteractiveSession
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,10 @@ class StructureResult:
         first_click_in_mask: Whether the first click's voxel is in the mask it produced.
         voxels_predicted / voxels_reference: After the last click / of the reference.
         seconds: Time per click.
+        extents: ``(volume_ml, Dice, picked)`` of every mask the first click could get
+            (:meth:`InteractiveSession.extents`, smallest first; ``picked``: the model's own
+            pick; empty for a model with one mask per click). The clicks after the first
+            refine the model's pick.
     """
 
     name: str
@@ -55,6 +63,7 @@ class StructureResult:
     voxels_predicted: int
     voxels_reference: int
     seconds: list[float]
+    extents: list[tuple[float, float, bool]] = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +112,21 @@ def interior_click(mask: np.ndarray, spacing: tuple[float, float, float]) -> tup
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     denom = float(a.sum() + b.sum())
     return 2.0 * float(np.logical_and(a, b).sum()) / denom if denom else float("nan")
+
+
+def extent_dice(session: InteractiveSession, gt: np.ndarray) -> list[tuple[float, float, bool]]:
+    """``(volume_ml, Dice, picked)`` of each mask the current object's first click could get,
+    smallest first (``picked``: the one it has); the object keeps its mask (each other one is
+    chosen, scored and undone)."""
+    out = []
+    for extent in session.extents():
+        if extent.current:
+            out.append((extent.volume_ml, dice(session.mask, gt), True))
+            continue
+        session.choose_extent(extent.index)
+        out.append((extent.volume_ml, dice(session.mask, gt), False))
+        session.undo()
+    return out
 
 
 def run_demo(
@@ -172,6 +196,7 @@ def run_demo(
         seconds: list[float] = []
         mask = np.zeros(gt.shape, dtype=bool)
         first_in_mask = False
+        extents: list[tuple[float, float, bool]] = []
         for n in range(clicks):
             if n == 0:
                 coord, positive = interior_click(gt, image.spacing), True
@@ -183,6 +208,8 @@ def run_demo(
             seconds.append(time.perf_counter() - t1)
             if n == 0:
                 first_in_mask = bool(mask[coord])
+                if predictor.offers_extents():
+                    extents = extent_dice(session, gt)
             done.append((*coord, positive))
             dices.append(dice(mask, gt))
             logger.info(
@@ -199,6 +226,7 @@ def run_demo(
                 voxels_predicted=int(mask.sum()),
                 voxels_reference=int(gt.sum()),
                 seconds=seconds,
+                extents=extents,
             )
         )
 

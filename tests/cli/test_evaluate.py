@@ -95,6 +95,7 @@ def test_shards_and_merge(
         (["--method", "region-growing", "--checkpoint", "x.pth"], "only apply to sam-med3d"),
         (["--method", "region-growing", "--zoom-spacing", "1"], "only apply to sam-med3d"),
         (["--method", "sam-med3d", "--zoom-spacing", "-2"], "--zoom-spacing must be 0 (off)"),
+        (["--method", "region-growing", "--choose-extent"], "only apply to sam-med3d"),
     ],
 )
 def test_bad_arguments_exit_2(
@@ -108,6 +109,16 @@ def test_bad_arguments_exit_2(
     assert main([*argv, *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_choose_extent_needs_a_multimask_model(
+    dataset: Path, tmp_path: Path, small_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["evaluate", "--data", str(dataset), "--output", str(tmp_path / "o"), "--no-progress"]
+    argv += ["--checkpoint", str(small_checkpoint), "--choose-extent"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "one mask per click" in err and "\n" not in err
 
 
 def test_missing_data_and_bad_clicks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -84,6 +84,28 @@ class BlobModel(torch.nn.Module):
         return F.interpolate(low_res, size=(self.img_size,) * 3, mode="nearest")
 
 
+class ExtentBlobModel(BlobModel):
+    """:class:`BlobModel` that also offers three extents at a first click (as a model trained
+    with ``first_click_multimask``): a ball of 1 voxel around the click (the one its scores
+    pick), the bright region under the click, and the whole ROI."""
+
+    first_click_multimask = True
+
+    def decode(
+        self, image_embeddings, point_coords, point_labels, mask_input, multimask_output=False
+    ):  # noqa: ANN001, ANN201, E501
+        low, iou = super().decode(image_embeddings, point_coords, point_labels, mask_input)
+        if not multimask_output:
+            return low, iou
+        img = image_embeddings[0, 0].numpy()
+        grid = np.indices(img.shape)
+        r = [float(v) for v in point_coords[0, 0]]
+        ball = sum((grid[a] - round(r[a])) ** 2 for a in range(3)) <= 1
+        masks = np.stack([ball, low[0, 0].numpy() > 0, np.ones_like(ball)])
+        logits = torch.from_numpy(np.where(masks, 10.0, -10.0).astype(np.float32))[None]
+        return logits, torch.tensor([[0.9, 0.3, 0.5]])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

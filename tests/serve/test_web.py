@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from sammed3d.inference import SamMed3DPredictor
 from sammed3d.serve.app import create_app
 from sammed3d.serve.config import ServeConfig
-from tests.serve.helpers import BlobModel, running
+from tests.serve.helpers import BlobModel, ExtentBlobModel, running
 
 # x is flipped (i runs towards the patient's right), y and z are not; origin off-centre
 AFFINE = np.array(
@@ -206,3 +206,49 @@ def test_web_errors(client: httpx.Client, url: str) -> None:
     bad(client.post("/api/web/redo"), 400, "nothing to redo")
     bad(client.post("/api/web/select_object", json={"label": 7}), 400, "no object 7")
     assert httpx.get(f"{url}/api/web/config").status_code == 200  # still serving
+
+
+def test_other_extents_of_a_first_click(nifti_path: Path) -> None:
+    """E in the page: the first click's mask cycles through the model's extents, smallest
+    first, and the next click refines the one shown."""
+    config = ServeConfig(volumes=(nifti_path,), max_upload_bytes=16 * 2**20)
+    app = create_app(lambda: SamMed3DPredictor(ExtentBlobModel(32)), config)
+    with running(app) as base, httpx.Client(base_url=base, timeout=30) as c:
+        c.headers["X-Lease-Token"] = c.post("/api/web/claim").json()["lease_token"]
+        info = c.post("/api/web/open", json={"index": 0}).json()
+        assert info["can_change_extent"] is False  # no object yet
+        overlay = np.zeros(SHAPE, np.uint8)
+        meta = apply(overlay, c.post("/api/web/click", json={"mm": mm_of((9, 17, 14))}))
+        assert meta["info"]["can_change_extent"] is True
+        assert 0 < (overlay == 1).sum() <= 27  # the small ball the scores pick
+        sizes = []
+        for n in range(3):
+            meta = apply(overlay, c.post("/api/web/extent"))
+            sizes.append(int((overlay == 1).sum()))
+            assert meta["extent"]["count"] == 3
+            if n == 0:  # object A (as BlobModel segments it: the box, resampled)
+                assert overlay[5:15, 9:27, 7:23].all() and not overlay[26:34, 10:20, 10:20].any()
+        assert meta["extent"]["index"] == 0  # wrapped round to the smallest
+        assert 12 * 20 * 18 <= sizes[0] < 1.2 * 12 * 20 * 18
+        assert sizes[1] > 2 * sizes[0] and sizes[2] <= 27
+        assert meta["info"]["can_undo"]
+        meta = apply(overlay, c.post("/api/web/extent"))  # object A again
+        meta = apply(
+            overlay, c.post("/api/web/click", json={"mm": mm_of((9, 17, 14)), "positive": False})
+        )
+        assert meta["info"]["can_change_extent"] is False
+        assert overlay[9, 17, 14] == 0 and overlay[4, 8, 6] == 1
+        resp = c.post("/api/web/extent")
+        assert resp.status_code == 400 and "first click only" in resp.json()["detail"]
+        c.post("/release")
+
+
+def test_other_extents_need_a_multimask_model(client: httpx.Client) -> None:
+    info = client.post("/api/web/open", json={"index": 0}).json()
+    assert info["can_change_extent"] is False
+    resp = client.post("/api/web/extent")
+    assert resp.status_code == 400 and "no object" in resp.json()["detail"]
+    client.post("/api/web/click", json={"mm": mm_of((9, 17, 14))})
+    resp = client.post("/api/web/extent")
+    assert resp.status_code == 400 and "one mask per click" in resp.json()["detail"]
+    assert "\n" not in resp.json()["detail"]

@@ -91,6 +91,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'mean':<20} {'':<20}      {means}")
     print("(Dice against the structure's reference after each click; later structures are")
     print(" painted over earlier ones in the label map, the Dice is of each structure's own mask)")
+    if any(r.extents for r in result.structures):
+        print("the first click's other extents (E in `sammed3d serve`), smallest first, Dice,")
+        print(" * = the model's pick, which the later clicks refine:")
+        for r in result.structures:
+            cells = "  ".join(f"{d:.3f}{'*' if picked else ' '}" for _, d, picked in r.extents)
+            print(f"  {r.name:<18} {cells}")
     print(f"image     : {result.image}")
     legend = ", ".join(f"{r.label} = {r.name}" for r in result.structures)
     print(f"label map : {result.label_map} ({legend})")

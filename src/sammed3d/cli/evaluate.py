@@ -102,6 +102,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_zoom_arg(parser, prefix="sam-med3d: ")
     parser.add_argument(
+        "--choose-extent",
+        action="store_true",
+        help="sam-med3d: after the first click a simulated user takes, of the masks the click "
+        "could get (InteractiveSession.extents), the one with the best Dice, as a person does "
+        "with one key press in `sammed3d serve`; uses the ground truth: report it as its own "
+        "method",
+    )
+    parser.add_argument(
         "--accumulate-clicks",
         action="store_true",
         default=None,
@@ -264,20 +272,24 @@ def run(args: argparse.Namespace) -> int:
             accumulate_clicks=args.accumulate_clicks,
             extend=not args.no_extend,
             zoom_spacing=args.zoom_spacing,
+            choose_extent=args.choose_extent,
         )
         if args.checkpoint and method.session.predictor.checkpoint is not None:
             run_info["checkpoint"] = str(method.session.predictor.checkpoint.resolve())
         run_info["params"] = method.settings
+        if args.choose_extent:
+            run_info["method"] = "sam_med3d_choose_extent"
     else:
         if (
             args.checkpoint
             or args.no_extend
             or args.accumulate_clicks
             or args.zoom_spacing is not None
+            or args.choose_extent
         ):
             raise CLIError(
-                "--checkpoint, --no-extend, --accumulate-clicks and --zoom-spacing only apply "
-                "to sam-med3d"
+                "--checkpoint, --no-extend, --accumulate-clicks, --zoom-spacing and "
+                "--choose-extent only apply to sam-med3d"
             )
         method = RegionGrowing()
         run_info["params"] = {

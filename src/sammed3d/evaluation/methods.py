@@ -90,10 +90,22 @@ class ModelMethod:
     placed by :meth:`InteractiveSession.set_roi_from_mask`, the published centring on the
     ground-truth bounding box; otherwise the session centres it on the first click.
 
+    With ``choose_extent=True`` a simulated user also looks at the masks the first click
+    could get (:meth:`InteractiveSession.extents`) and takes the one with the highest Dice
+    against the ground truth, as a person picks the right extent with one key press
+    (:meth:`InteractiveSession.next_extent`); the later clicks refine that mask. It needs
+    the ground truth (``uses_gt``) and is reported as its own method, never as the model's
+    click Dice.
+
     Args:
         session: The session (its predictor's ``extend``/``max_rois`` and the session's
             ``accumulate_clicks`` apply).
         name: Method name recorded in the outputs.
+        choose_extent: Simulate the extent choice after the first click.
+
+    Raises:
+        TypeError: ``session`` is not an :class:`InteractiveSession`.
+        ValueError: ``choose_extent`` with a model that decodes one mask per click.
 
     Example:
         >>> method = ModelMethod.from_checkpoint("sam_med3d_turbo.pth", device="cuda")
@@ -102,13 +114,23 @@ class ModelMethod:
 
     uses_gt = False
 
-    def __init__(self, session: InteractiveSession, *, name: str = "sam_med3d") -> None:
+    def __init__(
+        self, session: InteractiveSession, *, name: str = "sam_med3d", choose_extent: bool = False
+    ) -> None:
         from sammed3d.inference.session import InteractiveSession  # the model stack: on use
 
         if not isinstance(session, InteractiveSession):
             raise TypeError(f"expected an InteractiveSession, got {type(session).__name__}")
+        if choose_extent and not session.predictor.offers_extents():
+            raise ValueError(
+                "choose_extent needs a model that offers several extents at a first click "
+                "(trained with first_click_multimask); this one decodes one mask per click"
+            )
         self.session = session
         self.name = name
+        self.choose_extent = bool(choose_extent)
+        self.uses_gt = self.choose_extent
+        self._gt: np.ndarray | None = None
 
     @classmethod
     def from_checkpoint(
@@ -118,6 +140,7 @@ class ModelMethod:
         device: str = "cpu",
         allow_unsafe_pickle: bool = False,
         accumulate_clicks: bool | None = None,
+        choose_extent: bool = False,
         **predictor_kwargs: Any,
     ) -> ModelMethod:
         """Load a checkpoint into a :class:`SamMed3DPredictor` and a session.
@@ -130,6 +153,7 @@ class ModelMethod:
             accumulate_clicks: Give the model every click of the object at each step (current
                 MedIM scripts) instead of only the newest one (legacy ``validation.py`` and
                 training). None: what the model was trained with.
+            choose_extent: See the class.
             **predictor_kwargs: Passed to :class:`SamMed3DPredictor` (e.g. ``extend=False``).
         """
         from sammed3d.inference.predictor import SamMed3DPredictor
@@ -138,7 +162,8 @@ class ModelMethod:
         predictor = SamMed3DPredictor.from_checkpoint(
             checkpoint, device, allow_unsafe_pickle=allow_unsafe_pickle, **predictor_kwargs
         )
-        return cls(InteractiveSession(predictor, accumulate_clicks=accumulate_clicks))
+        session = InteractiveSession(predictor, accumulate_clicks=accumulate_clicks)
+        return cls(session, choose_extent=choose_extent)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -152,12 +177,16 @@ class ModelMethod:
             "accumulate_clicks": self.session.accumulate_clicks,
             "zoom_spacing": p.zoom_spacing,
             "zoom_fill": p.zoom_fill,
+            "choose_extent": self.choose_extent,
         }
 
     def set_image(self, image: Volume, *, modality: str | None = None) -> None:
         self.session.set_image(image, modality=modality)
 
     def start_target(self, *, roi_mask: np.ndarray | None, gt: np.ndarray | None = None) -> None:
+        if self.choose_extent and gt is None:
+            raise ValueError("choose_extent needs the ground truth of every target")
+        self._gt = gt
         self.session.reset()
         self.session.new_object()
         if roi_mask is not None:
@@ -177,7 +206,24 @@ class ModelMethod:
         return np.asarray(roi.contains_native(np.asarray(coords, dtype=np.float64)), dtype=bool)
 
     def add_click(self, click: Click) -> np.ndarray:
-        return self.session.add_point(click.coord, positive=click.positive)
+        mask = self.session.add_point(click.coord, positive=click.positive)
+        if self.choose_extent and len(self.session.clicks) == 1:
+            from sammed3d.evaluation.metrics import dice
+
+            assert self._gt is not None
+            best, best_dice = None, dice(mask, self._gt)
+            for extent in self.session.extents():
+                if extent.current:
+                    continue
+                self.session.choose_extent(extent.index)
+                score = dice(self.session.mask, self._gt)
+                self.session.undo()
+                if score > best_dice:
+                    best, best_dice = extent.index, score
+            if best is not None:
+                self.session.choose_extent(best)
+            mask = self.session.mask
+        return mask
 
 
 class RegionGrowing:

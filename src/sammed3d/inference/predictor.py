@@ -55,7 +55,7 @@ from sammed3d.inference.geometry import Lattice, RoiGrid, nearest_index
 from sammed3d.inference.validation import check_image_array, load_image
 from sammed3d.inference.zoom import ZOOM_FILL, resample_roi_logits, zoom_roi
 from sammed3d.io import IrregularSlices, Volume, VolumeError
-from sammed3d.modeling.sam3d import ImageEmbedding, select_first_click_mask
+from sammed3d.modeling.sam3d import ImageEmbedding, select_first_click_mask, stability_score
 
 logger = logging.getLogger(__name__)
 
@@ -679,6 +679,63 @@ class SamMed3DPredictor:
             up = self.model.upsample_logits(low)
         mask = (up[0, 0] > 0).cpu().numpy()
         return Tile.create(roi, low, mask, source, parent, up if keep_logits else None)
+
+    def offers_extents(self) -> bool:
+        """Whether the model answers a first click with masks of several extents (a model
+        trained with ``first_click_multimask``); :meth:`first_click_extents` lists them."""
+        return bool(getattr(self.model, "first_click_multimask", False))
+
+    def first_click_extents(
+        self, roi: RoiGrid, points: np.ndarray, labels: np.ndarray, *, zoom: bool = True
+    ) -> list[tuple[Tile, float]]:
+        """Every mask a first click could get: the model's multimask outputs.
+
+        One click is ambiguous (a click in a lesion is also a click in the white matter
+        around it and in the brain); a model trained with ``first_click_multimask`` decodes
+        three masks of different extent and keeps one by predicted IoU x stability score
+        (SAM's answer to ambiguity, Kirillov et al. 2023). This lists all of them so that a
+        person (or a simulated one) can take another.
+
+        Args:
+            roi: The ROI of the object's first click on the main lattice.
+            points: ``(N, 3)`` native voxels of the first click's prompts.
+            labels: ``(N,)``: 1 positive, 0 negative.
+            zoom: Also decode the prompts in a ROI of the zoom lattice centred on the first
+                point (when ``zoom_spacing`` is set), keeping the outputs that stay away from
+                that ROI's faces (:meth:`zoom_first_tile`'s outputs).
+
+        Returns:
+            ``(tile, score)`` pairs (score: predicted IoU x stability), main lattice first,
+            in output order.
+
+        Raises:
+            ValueError: the model decodes one mask per click (:meth:`offers_extents`).
+        """
+        if not self.offers_extents():
+            raise ValueError(
+                "this model decodes one mask per click (it was not trained with "
+                "first_click_multimask): there are no other extents to choose from"
+            )
+        native = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        rois = [roi]
+        if zoom and self._zoom_lattice is not None and roi.lattice is self._lattice:
+            fine = self._zoom_lattice.roi_at(native[0], self.roi_size)
+            if fine.contains_native(native).all():
+                rois.append(fine)
+        out: list[tuple[Tile, float]] = []
+        for where in rois:
+            vox = torch.as_tensor(where.native_points_to_voxels(native), dtype=torch.float32)
+            lab = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+            low, iou = self.predict_torch(vox[None], lab[None], roi=where, multimask_output=True)
+            with torch.inference_mode():
+                score = iou.float().clamp(min=0.0) * stability_score(low)
+                up = self.model.upsample_logits(low)
+            for m in range(low.shape[1]):
+                tile = Tile.create(where, low[:, m : m + 1], (up[0, m] > 0).cpu().numpy())
+                if where is not roi and _extend.touched_faces(tile, self.min_face_voxels):
+                    continue  # not small: on the main lattice already
+                out.append((tile, float(score[0, m])))
+        return out
 
     def is_zoomed(self, tile: Tile) -> bool:
         """Whether ``tile`` lies on the zoom lattice (:meth:`zoom_first_tile`)."""

@@ -64,6 +64,35 @@ OVERLAP_RULES = ("later-on-top", "earlier-kept")
 HIDDEN_WARNING_SHARE = 0.5
 
 
+@dataclass(frozen=True)
+class Extent:
+    """One mask an object's first click could get (:meth:`InteractiveSession.extents`).
+
+    Attributes:
+        index: Position in the list, smallest mask first (give it to
+            :meth:`InteractiveSession.choose_extent`).
+        voxels: Native voxels of the mask in its ROI (a mask on a ROI face grows through
+            that face when chosen, as any mask does).
+        volume_ml: The same in millilitres (voxels x native voxel volume).
+        score: The model's confidence: predicted IoU x stability score, the rule that picks
+            the first mask.
+        spacing_mm: Spacing of the lattice it was predicted on (the zoom lattice for a small
+            object, :mod:`sammed3d.inference.zoom`).
+        current: Whether it is the object's mask now.
+    """
+
+    index: int
+    voxels: int
+    volume_ml: float
+    score: float
+    spacing_mm: float
+    current: bool
+
+
+#: Two first-click masks with at least this Dice are offered once (the better-scored one).
+EXTENT_DUPLICATE_DICE = 0.9
+
+
 @dataclass(frozen=True, eq=False)
 class _ObjectState:
     """Everything that defines one object's mask (immutable: history keeps these)."""
@@ -124,6 +153,9 @@ class InteractiveSession:
         self._current: int | None = None
         self._undo: list[_Action] = []
         self._redo: list[_Action] = []
+        # (label, first click, caller ROI) -> first-click masks, smallest first
+        self._extent_cache: tuple[tuple[Any, ...], list[Tile], list[int], list[float]] | None
+        self._extent_cache = None
 
     # ------------------------------------------------------------------------------------
     # image and objects
@@ -139,6 +171,7 @@ class InteractiveSession:
         self._current = None
         self._undo.clear()
         self._redo.clear()
+        self._extent_cache = None
 
     def new_object(self, label: int | None = None) -> int:
         """Start a new object and make it current; returns its label value.
@@ -325,6 +358,129 @@ class InteractiveSession:
             time.perf_counter() - t0,
         )
         return click
+
+    # ------------------------------------------------------------------------------------
+    # other extents of a first click
+
+    def extents(self, label: int | None = None) -> tuple[Extent, ...]:
+        """The masks an object's first click could get, smallest first.
+
+        One click is ambiguous: a click in a lesion is also a click in the tissue around it.
+        A model trained with ``first_click_multimask`` decodes masks of several extents and
+        keeps one (:meth:`SamMed3DPredictor.first_click_extents`); this lists them, so a
+        person can take another with :meth:`choose_extent` (or cycle with
+        :meth:`next_extent`) instead of correcting with clicks. Masks that are nearly the
+        same (Dice >= ``EXTENT_DUPLICATE_DICE``) are listed once. Only after the object's
+        first click: later clicks refine the chosen mask.
+
+        Args:
+            label: The object (default: the current one).
+
+        Returns:
+            The extents, smallest first; exactly one is ``current`` unless the mask was
+            changed since (then none is).
+
+        Raises:
+            ValueError: no such object; the object has no click or more than one; the model
+                decodes one mask per click.
+        """
+        key, state = self._extent_key(label)
+        if self._extent_cache is None or self._extent_cache[0] != key:
+            self._extent_cache = (key, *self._compute_extents(state))
+        _, tiles, voxels, scores = self._extent_cache
+        prompted = state.tiles[state.active] if state.active is not None else None
+        size = float(np.prod(self.predictor.volume.spacing)) / 1000.0
+        return tuple(
+            Extent(
+                index=n,
+                voxels=voxels[n],
+                volume_ml=voxels[n] * size,
+                score=scores[n],
+                spacing_mm=float(np.mean(tile.roi.grid.spacing)),
+                current=prompted is not None and _same_tile(tile, prompted),
+            )
+            for n, tile in enumerate(tiles)
+        )
+
+    def choose_extent(self, index: int, label: int | None = None) -> Extent:
+        """Give an object's first click the mask ``index`` of :meth:`extents` (undoable).
+
+        The mask replaces the object's mask (a mask on a ROI face grows through it, as
+        after a click); the next click refines it.
+
+        Raises:
+            ValueError: see :meth:`extents`; ``index`` out of range.
+        """
+        found = self.extents(label)
+        if isinstance(index, bool) or not isinstance(index, int | np.integer):
+            raise ValueError(f"extent index must be an integer, got {index!r}")
+        if not 0 <= int(index) < len(found):
+            raise ValueError(f"extent index must be in 0..{len(found) - 1}, got {index}")
+        assert self._extent_cache is not None
+        key, tiles, _, _ = self._extent_cache
+        obj = self._objects[key[0]]
+        tile = tiles[int(index)]
+        chosen = [tile]
+        pred = self.predictor
+        if pred.extend and not pred.is_zoomed(tile):
+            chosen += pred.extend_tile(tile, existing=[tile.roi])
+        self._apply(obj, _ObjectState(obj.state.clicks, tuple(chosen), obj.state.roi, 0))
+        return replace(found[int(index)], current=True)
+
+    def next_extent(self, label: int | None = None) -> Extent:
+        """Cycle an object's first-click mask to the next larger extent (after the largest:
+        the smallest); see :meth:`choose_extent`."""
+        found = self.extents(label)
+        now = next((e.index for e in found if e.current), -1)
+        return self.choose_extent((now + 1) % len(found), label)
+
+    def _extent_key(self, label: int | None) -> tuple[tuple[Any, ...], _ObjectState]:
+        if label is None:
+            label = self._current
+            if label is None:
+                raise ValueError("no object: click first, then ask for other extents")
+        label = self._check_label(label)
+        if label not in self._objects:
+            raise ValueError(f"no object {label}; existing: {sorted(self._objects)}")
+        state = self._objects[label].state
+        if len(state.clicks) != 1 or not state.tiles:
+            raise ValueError(
+                f"other extents are offered after an object's first click only; object "
+                f"{label} has {len(state.clicks)} click(s)"
+            )
+        return (label, state.clicks[0], state.roi), state
+
+    def _compute_extents(self, state: _ObjectState) -> tuple[list[Tile], list[int], list[float]]:
+        """First-click masks of ``state`` (duplicates dropped, the current one kept),
+        smallest first, with their native voxel counts and scores."""
+        pred = self.predictor
+        click = state.clicks[0]
+        roi = (
+            state.roi if state.roi is not None else pred.lattice.roi_at(click.coord, pred.roi_size)
+        )
+        points = np.asarray([click.coord], dtype=np.int64)
+        found = pred.first_click_extents(roi, points, np.ones(1, np.int64), zoom=state.roi is None)
+        prompted = state.tiles[state.active] if state.active is not None else None
+        # the current mask first, then by score: duplicates of a kept mask are dropped
+        order = sorted(
+            range(len(found)),
+            key=lambda n: (prompted is None or not _same_tile(found[n][0], prompted), -found[n][1]),
+        )
+        kept: list[tuple[Tile, float, tuple[slice, ...], np.ndarray]] = []
+        for n in order:
+            tile, score = found[n]
+            slices, block = pred.native_block([tile])
+            if any(
+                _block_dice((slices, block), (k[2], k[3])) >= EXTENT_DUPLICATE_DICE for k in kept
+            ):
+                continue
+            kept.append((tile, score, slices, block))
+        kept.sort(key=lambda k: int(np.count_nonzero(k[3])))
+        return (
+            [k[0] for k in kept],
+            [int(np.count_nonzero(k[3])) for k in kept],
+            [k[1] for k in kept],
+        )
 
     def _prompts(self, clicks: Sequence[Click], click: Click) -> tuple[np.ndarray, np.ndarray]:
         """Native voxels ``(N, 3)`` and labels ``(N,)`` of the prompts of a step: every click
@@ -581,6 +737,27 @@ class InteractiveSession:
         else:
             obj.slices, obj.block = None, None
         self._current = label
+
+
+def _same_tile(a: Tile, b: Tile) -> bool:
+    """Whether two tiles hold the same prediction (same ROI, equal low-res logits)."""
+    return a.roi == b.roi and torch.equal(a.low_res_logits, b.low_res_logits)
+
+
+def _block_dice(
+    a: tuple[tuple[slice, ...], np.ndarray], b: tuple[tuple[slice, ...], np.ndarray]
+) -> float:
+    """Dice of two native masks given as ``(slices, block)`` (:meth:`native_block`)."""
+    lo = [min(x.start, y.start) for x, y in zip(a[0], b[0], strict=True)]
+    hi = [max(x.stop, y.stop) for x, y in zip(a[0], b[0], strict=True)]
+    total = int(np.count_nonzero(a[1])) + int(np.count_nonzero(b[1]))
+    if total == 0:
+        return 1.0
+    shape = [h - o for o, h in zip(lo, hi, strict=True)]
+    canvas = [np.zeros(shape, dtype=bool) for _ in (a, b)]
+    for c, (slices, block) in zip(canvas, (a, b), strict=True):
+        c[tuple(slice(s.start - o, s.stop - o) for s, o in zip(slices, lo, strict=True))] = block
+    return 2.0 * int(np.count_nonzero(canvas[0] & canvas[1])) / total
 
 
 def _check_overlap(rule: str) -> str:

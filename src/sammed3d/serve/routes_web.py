@@ -115,6 +115,23 @@ def register(app: FastAPI, ctx: Context) -> None:
 
         return await run_in_threadpool(run, lease, work)
 
+    @app.post("/api/web/extent", dependencies=auth)
+    async def web_extent(lease: Lease[SessionState] = lease_dep) -> Response:
+        def work(s: WebSession) -> Response:
+            extent, count, change = s.next_extent()
+            extra = {
+                "extent": {
+                    "index": extent.index,
+                    "count": count,
+                    "volume_ml": extent.volume_ml,
+                    "spacing_mm": extent.spacing_mm,
+                },
+                "info": s.info(),
+            }
+            return patch_response(change, extra)
+
+        return await run_in_threadpool(run, lease, work)
+
     @app.post("/api/web/undo", dependencies=auth)
     async def web_undo(lease: Lease[SessionState] = lease_dep) -> Response:
         return await run_in_threadpool(

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sammed3d.inference.predictor import SamMed3DPredictor, normalise_modality, read_modality
-from sammed3d.inference.session import InteractiveSession
+from sammed3d.inference.session import Extent, InteractiveSession
 from sammed3d.inference.validation import load_image
 from sammed3d.io import VOLUME_SUFFIXES, Volume, VolumeError, volume_suffix
 from sammed3d.serve.patch import Patch, Slices, diff, union
@@ -125,6 +125,9 @@ class WebSession:
             "current": self.session.current_label,
             "can_undo": self.session.can_undo,
             "can_redo": self.session.can_redo,
+            "can_change_extent": (
+                len(self.session.clicks) == 1 and self.predictor.offers_extents()
+            ),
         }
 
     def image_nifti(self) -> bytes:
@@ -197,6 +200,21 @@ class WebSession:
         self._check_open()
         _ = self.volume
         self.session.select_object(label)
+
+    def next_extent(self) -> tuple[Extent, int, Patch | None]:
+        """Give the current object's first click its next larger mask (after the largest:
+        the smallest), :meth:`InteractiveSession.next_extent`; returns the extent, how many
+        there are, and the label-map change.
+
+        Raises:
+            ValueError: no object, more than one click, or a model with one mask per click.
+        """
+        self._check_open()
+        _ = self.volume
+        with self.compute_lock:
+            extent = self.session.next_extent()
+            count = len(self.session.extents())
+        return extent, count, self._sync()
 
     def undo(self) -> Patch | None:
         self._check_open()

@@ -176,6 +176,7 @@
     state.info = Object.assign(state.info || {}, info);
     $("undo").disabled = !info.can_undo;
     $("redo").disabled = !info.can_redo;
+    $("extent").disabled = !info.can_change_extent;
     $("new-object").disabled = false;
     $("download").disabled = false;
     const list = $("objects");
@@ -245,6 +246,16 @@
     status(which === "undo" ? "undone" : "redone");
   }
 
+  async function nextExtent() {
+    const resp = await call("POST", "api/web/extent");
+    const meta = JSON.parse(resp.headers.get("X-Meta"));
+    applyPatch(meta, await resp.arrayBuffer());
+    updateControls(meta.info);
+    const e = meta.extent;
+    status(`extent ${e.index + 1} of ${e.count} (smallest first): ${e.volume_ml.toFixed(1)} ml, ` +
+      `at ${e.spacing_mm} mm; E for the next, then click to refine`);
+  }
+
   async function download() {
     const resp = await call("GET", "api/web/labels.nii.gz");
     const name = /filename="([^"]+)"/.exec(resp.headers.get("Content-Disposition") || "");
@@ -295,6 +306,7 @@
     });
     $("pos").addEventListener("click", () => setNegative(false));
     $("neg").addEventListener("click", () => setNegative(true));
+    $("extent").addEventListener("click", () => guarded(nextExtent));
     $("undo").addEventListener("click", () => guarded(() => history("undo")));
     $("redo").addEventListener("click", () => guarded(() => history("redo")));
     $("download").addEventListener("click", () => guarded(download));
@@ -325,7 +337,13 @@
       start();
     });
     document.addEventListener("keydown", (e) => {
-      if (!(e.ctrlKey || e.metaKey) || !state.info) return;
+      if (!state.info) return;
+      const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement;
+      if (!(e.ctrlKey || e.metaKey || e.altKey || typing) && e.key.toLowerCase() === "e") {
+        if (!$("extent").disabled) { e.preventDefault(); guarded(nextExtent); }
+        return;
+      }
+      if (!(e.ctrlKey || e.metaKey)) return;
       const key = e.key.toLowerCase();
       if (key === "z" && !e.shiftKey) { e.preventDefault(); guarded(() => history("undo")); }
       if (key === "y" || (key === "z" && e.shiftKey)) { e.preventDefault(); guarded(() => history("redo")); }

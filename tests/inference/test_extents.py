@@ -1,0 +1,192 @@
+"""Other extents of a first click (InteractiveSession.extents / choose_extent / next_extent,
+SamMed3DPredictor.first_click_extents, and the evaluation's simulated extent choice).
+
+A fake multimask model offers three masks at a first click: a ball of 1 ROI voxel around the
+click (the one its scores pick), the clicked bright component (what the oracle model of
+``conftest.py`` segments) and a ball of 12 ROI voxels; so every extent has a known mask.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sammed3d.clicks import Click
+from sammed3d.evaluation.methods import ModelMethod
+from sammed3d.evaluation.metrics import dice
+from sammed3d.inference import InteractiveSession, SamMed3DPredictor
+from sammed3d.io import Volume
+
+MAIN, SIZE = 2.0, 32  # a 64 mm ROI
+
+
+def _scene() -> tuple[Volume, SimpleNamespace]:
+    """96^3 mm at 1 mm with a bright ball (radius 5 mm) at (40, 48, 48)."""
+    shape = (96, 96, 96)
+    grid = np.indices(shape).transpose(1, 2, 3, 0).astype(np.float64)
+    centre = np.array([40.0, 48.0, 48.0])
+    dist = np.linalg.norm(grid - centre, axis=-1)
+    rng = np.random.default_rng(0)
+    img = np.where(dist <= 5.0, 300.0, 100.0) + rng.uniform(0, 8, shape)
+    return Volume(img.astype(np.float32), (1.0, 1.0, 1.0)), SimpleNamespace(
+        ball=dist <= 5.0, dist=dist, centre=(40, 48, 48)
+    )
+
+
+def _multimask_model(lab, duplicate: bool = False):
+    class ExtentModel(lab.OracleModel):
+        first_click_multimask = True
+
+        def decode(self, emb, coords, labels, mask_input, multimask_output=False):
+            low, iou = super().decode(emb, coords, labels, mask_input, False)
+            if not multimask_output:
+                return low, iou
+            comp = self.upsample_logits(low)[0, 0] > 0
+            grid = torch.stack(torch.meshgrid(*[torch.arange(self.img_size)] * 3, indexing="ij"))
+            dist = (grid - coords[0, 0].round().view(3, 1, 1, 1)).pow(2).sum(0).sqrt()
+            small = comp.clone() if duplicate else dist <= 1.0
+            large = (dist <= 12.0) | comp
+            masks = torch.stack([small, comp, large]).float()[None] * 20.0 - 10.0
+            low = F.interpolate(masks, size=self.low_res_size, mode="trilinear")
+            return low, torch.tensor([[0.9, 0.3, 0.5]])
+
+    return ExtentModel(img_size=SIZE)
+
+
+def _session(lab, zoom: float = 0.0, duplicate: bool = False) -> tuple[InteractiveSession, object]:
+    vol, scene = _scene()
+    model = _multimask_model(lab, duplicate)
+    pred = SamMed3DPredictor(model, target_spacing=(MAIN,) * 3, zoom_spacing=zoom)
+    session = InteractiveSession(pred)
+    session.set_image(vol)
+    return session, scene
+
+
+def _component(lab) -> np.ndarray:
+    """The clicked component as the oracle model alone segments it (same lattice)."""
+    vol, scene = _scene()
+    plain = InteractiveSession(
+        SamMed3DPredictor(lab.OracleModel(img_size=SIZE), target_spacing=(MAIN,) * 3)
+    )
+    plain.set_image(vol)
+    return plain.add_point(scene.centre)
+
+
+def test_extents_smallest_first_and_the_picked_one_is_current(lab):
+    session, scene = _session(lab)
+    session.add_point(scene.centre)
+    found = session.extents()
+    assert [e.index for e in found] == [0, 1, 2]
+    assert [e.voxels for e in found] == sorted(e.voxels for e in found)
+    assert [e.current for e in found] == [True, False, False]  # score 0.9 x stability 1
+    assert all(e.spacing_mm == MAIN for e in found)
+    assert found[0].volume_ml == pytest.approx(found[0].voxels / 1000.0)
+    assert found[0].score == pytest.approx(0.9, abs=0.01)
+    assert session.voxel_count() == found[0].voxels
+
+
+def test_choose_extent_gives_that_mask_and_is_undoable(lab):
+    session, scene = _session(lab)
+    session.add_point(scene.centre)
+    first = session.mask.copy()
+    chosen = session.choose_extent(1)
+    assert chosen.current and chosen.index == 1
+    component = _component(lab)
+    assert dice(component, scene.ball) > 0.8  # a 5 mm ball on a 2 mm lattice
+    assert np.array_equal(session.mask, component)
+    assert [e.current for e in session.extents()] == [False, True, False]
+    session.choose_extent(2)
+    assert session.voxel_count() > 20 * scene.ball.sum()
+    assert session.undo() and np.array_equal(session.mask, component)
+    assert session.undo() and np.array_equal(session.mask, first)
+    assert session.redo() and session.extents()[1].current
+
+
+def test_next_extent_cycles_and_wraps(lab):
+    session, scene = _session(lab)
+    session.add_point(scene.centre)
+    assert [session.next_extent().index for _ in range(4)] == [1, 2, 0, 1]
+
+
+def test_the_next_click_refines_the_chosen_mask(lab):
+    session, scene = _session(lab)
+    session.add_point(scene.centre)
+    session.choose_extent(2)
+    chosen = session.low_res_logits.clone()
+    model = session.predictor.model
+    model.decode_calls.clear()
+    session.add_point((40, 48, 60), positive=False)  # inside the large ball only
+    assert torch.equal(model.decode_calls[-1]["mask_input"], chosen)
+    assert not session.mask[40, 48, 60] and session.mask[scene.centre]
+    with pytest.raises(ValueError, match="first click only; object 1 has 2 click"):
+        session.extents()
+
+
+def test_nearly_equal_masks_are_listed_once(lab):
+    session, scene = _session(lab, duplicate=True)
+    session.add_point(scene.centre)
+    found = session.extents()
+    assert len(found) == 2 and found[0].current  # the kept twin is the current one
+
+
+def test_zoomed_objects_list_both_lattices(lab):
+    session, scene = _session(lab, zoom=1.0)
+    session.add_point(scene.centre)
+    assert session.predictor.is_zoomed(session.tiles[0])  # a small first mask zooms in
+    found = session.extents()
+    spacings = {e.spacing_mm for e in found}
+    assert spacings == {1.0, MAIN}
+    assert [e.spacing_mm for e in found if e.current] == [1.0]
+    main = next(e for e in found if e.spacing_mm == MAIN and e.voxels > 20 * scene.ball.sum())
+    session.choose_extent(main.index)
+    assert not session.predictor.is_zoomed(session.tiles[0])
+    assert session.voxel_count() == main.voxels
+
+
+def test_extent_errors_are_one_line(lab):
+    session, scene = _session(lab)
+    with pytest.raises(ValueError, match="no object: click first"):
+        session.extents()
+    session.new_object()
+    with pytest.raises(ValueError, match="object 1 has 0 click"):
+        session.extents()
+    session.add_point(scene.centre)
+    for bad in (3, -1, 1.0, True):
+        with pytest.raises(ValueError, match="extent index must be"):
+            session.choose_extent(bad)
+    with pytest.raises(ValueError, match="no object 7"):
+        session.extents(7)
+    vol, _ = _scene()
+    plain = InteractiveSession(
+        SamMed3DPredictor(lab.OracleModel(img_size=SIZE), target_spacing=(MAIN,) * 3)
+    )
+    plain.set_image(vol)
+    plain.add_point(scene.centre)
+    with pytest.raises(ValueError, match="decodes one mask per click"):
+        plain.extents()
+
+
+def test_simulated_extent_choice_takes_the_best_dice(lab):
+    session, scene = _session(lab)
+    method = ModelMethod(session, choose_extent=True)
+    assert method.uses_gt and method.settings["choose_extent"] is True
+    vol, _ = _scene()
+    method.set_image(vol)
+    method.start_target(roi_mask=None, gt=scene.ball)
+    mask = method.add_click(Click(scene.centre, True))
+    assert np.array_equal(mask, _component(lab))  # not the small ball the model picked
+    plain = ModelMethod(_session(lab)[0])
+    plain.set_image(vol)
+    plain.start_target(roi_mask=None)
+    assert dice(plain.add_click(Click(scene.centre, True)), scene.ball) < 0.5
+    with pytest.raises(ValueError, match="needs the ground truth"):
+        method.start_target(roi_mask=None, gt=None)
+    one_mask = InteractiveSession(
+        SamMed3DPredictor(lab.OracleModel(img_size=SIZE), target_spacing=(MAIN,) * 3)
+    )
+    with pytest.raises(ValueError, match="decodes one mask per click"):
+        ModelMethod(one_mask, choose_extent=True)
