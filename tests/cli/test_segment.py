@@ -395,3 +395,40 @@ def test_a_mask_over_half_the_image_is_a_warning(tmp_path, image, ckpt, capsys, 
     assert main([*argv, "-o", str(out), "--no-extend"]) == 0
     err = capsys.readouterr().err
     assert "warning: the mask covers 80% of the image" in err and "negative click" in err
+
+
+def test_extent_needs_a_model_with_several_masks(tmp_path, image, ckpt, capsys):
+    argv = ["segment", str(image), "-p", "15", "14", "8", "--checkpoint", str(ckpt)]
+    assert main([*argv, "-o", str(tmp_path / "a.nii.gz")]) == 0
+    assert "masks this click could get" not in capsys.readouterr().out  # one mask per click
+    assert main([*argv, "-o", str(tmp_path / "b.nii.gz"), "--extent", "1"]) == 2
+    assert "decodes one mask per click" in _err(capsys)
+    with pytest.raises(SystemExit):
+        main([*argv, "-o", str(tmp_path / "c.nii.gz"), "--extent", "-1"])
+    assert "--extent: must be a whole number >= 0, got '-1'" in capsys.readouterr().err
+
+
+def test_extent_takes_another_first_mask_with_the_bundled_model(tmp_path, capsys):
+    """The bundled model offers several masks at a first click: segment lists them after the
+    first click and --extent N writes mask N (smallest first), refined by later clicks."""
+    grid = np.indices((64, 64, 64)).transpose(1, 2, 3, 0)
+    ball = np.linalg.norm(grid - 32.0, axis=-1) <= 8
+    rng = np.random.default_rng(0)
+    img = np.where(ball, 400.0, 100.0) + rng.normal(0, 20, ball.shape)
+    path = write_volume(Volume(img.astype(np.float32), (1.0, 1.0, 1.0)), tmp_path / "ball.nii.gz")
+    argv = ["segment", str(path), "-p", "32", "32", "32", "--checkpoint", "default"]
+    assert main([*argv, "-o", str(tmp_path / "auto.nii.gz")]) == 0
+    listed = [ln for ln in capsys.readouterr().out.splitlines() if "could get" in ln]
+    assert len(listed) == 1 and listed[0].count(" ml") >= 2 and listed[0].count("(model)") == 1
+    last = listed[0].count(" ml") - 1
+    counts = {}
+    for n in (0, last):
+        out = tmp_path / f"extent{n}.nii.gz"
+        assert main([*argv, "-o", str(out), "--extent", str(n)]) == 0
+        assert f"took mask {n}" in capsys.readouterr().out
+        counts[n] = int(read_volume(out).array.sum())
+    assert 0 < counts[0] < counts[last]
+    # a later click refines the chosen mask (the list is only printed after the first click)
+    out = tmp_path / "refined.nii.gz"
+    assert main([*argv, "-n", "60", "60", "60", "-o", str(out), "--extent", str(last)]) == 0
+    assert capsys.readouterr().out.count("could get") == 1

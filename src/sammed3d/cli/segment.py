@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sammed3d.cli import (
     add_device_arg,
@@ -33,6 +33,9 @@ from sammed3d.cli import (
     check_max_rois,
     check_zoom_spacing,
 )
+
+if TYPE_CHECKING:
+    from sammed3d.inference import InteractiveSession
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,17 @@ def _coordinate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _extent(text: str) -> int:
+    """``--extent``: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
     return value
 
 
@@ -124,6 +138,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_zoom_arg(parser)
     parser.add_argument(
+        "--extent",
+        type=_extent,
+        default=None,
+        metavar="N",
+        help="after the first click, take mask N of those it could get (0 = the smallest; "
+        "segment prints the list after the first click) instead of the model's pick; later "
+        "clicks refine it (models that offer several masks per click, like the bundled one)",
+    )
+    parser.add_argument(
         "--allow-label-image",
         action="store_true",
         help="accept an image with only a few integer values (it looks like a label map)",
@@ -147,6 +170,21 @@ def _check_output_name(path: str) -> None:
         raise ValueError(
             f"cannot write {os.path.basename(path)!r}: the output must end in .nii.gz, .nii, "
             ".nrrd or .mha"
+        )
+
+
+def _first_click_extents(session: InteractiveSession, extent: int | None) -> None:
+    """Print the masks the first click could get; take ``extent`` of them if given."""
+    found = session.extents()  # ValueError (one line) for a model with one mask per click
+    cells = "  ".join(
+        f"{e.index}: {e.volume_ml:.1f} ml{' (model)' if e.current else ''}" for e in found
+    )
+    print(f"  masks this click could get (--extent N): {cells}")
+    if extent is not None:
+        chosen = session.choose_extent(extent)
+        print(
+            f"  took mask {chosen.index}: {session.voxel_count()} voxels, "
+            f"{len(session.tiles)} ROI(s)"
         )
 
 
@@ -234,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
             f"{session.voxel_count()} voxels, {where or f'{len(session.tiles)} ROI(s)'} "
             f"({time.perf_counter() - t0:.2f} s)"
         )
+        if n == 1 and (predictor.offers_extents() or args.extent is not None):
+            _first_click_extents(session, args.extent)
     t0 = time.perf_counter()
     out = session.export_label_map(args.output, protect=(args.image,), overwrite=args.overwrite)
     count = session.voxel_count()
