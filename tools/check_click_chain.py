@@ -29,7 +29,7 @@ from sammed3d.evaluation.metrics import dice as dice_score
 from sammed3d.modeling import ImageEmbedding, Sam3D, select_first_click_mask
 
 #: Rules for the mask kept after a later click (``ballR`` too); see probe_click_rules.py.
-RULES = ("model", "progressive", "consistent", "multimask", "oracle")
+RULES = ("model", "progressive", "consistent", "multimask", "oracle", "monotone", "posmax")
 
 
 def merge(rule: str, prev: np.ndarray, new: np.ndarray, click: tuple[int, ...]) -> np.ndarray:
@@ -101,6 +101,9 @@ def chain(
                 multi, iou = model.decode(emb, pc, pl, prompt, multimask_output=True)
                 clicked = list(zip(coords, labels, strict=True))
                 logits = choose(rule, logits, multi, iou, binary, ref, clicked)
+            if rule == "monotone" or (rule == "posmax" and labels[-1] == 1):
+                combine = torch.maximum if labels[-1] == 1 else torch.minimum
+                logits = combine(prompt, logits)
         prompt = logits
         pred = binary(logits)
         if shown is not None and (rule == "progressive" or rule.startswith("ball")):

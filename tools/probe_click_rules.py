@@ -15,7 +15,10 @@ segments 10 to 12). Rules:
   (mask 0 on a tie, else the first-click rule among the tied);
 - ``multimask``: the three multimask outputs and the first-click rule at every click;
 - ``oracle``: the best of the four by Dice against the target at each click (uses the target:
-  a greedy reference, not a rule).
+  a greedy reference, not a rule);
+- ``monotone``: a positive click may only add (elementwise maximum of the previous and the new
+  logits), a negative click only remove (minimum); ``posmax``: the maximum after positive
+  clicks only.
 
 With ``--per-crop`` it also prints, per crop and rule, the target's size, the mask's size
 after each click, each later click's sign and the Dice per click.
