@@ -224,6 +224,11 @@ class TrainSection:
     #: With ``leak_prompt_fraction``: the largest leak volume relative to the target's (drawn
     #: log-uniformly from 0.05); above 1 the mask prompt is far too large for the target.
     leak_prompt_max_fraction: float = 0.8
+    #: Option (ours, ``first_click_multimask`` and ``loss_resolution=low``; published: 0):
+    #: share of the targets whose second click refines the first-click output closest to the
+    #: target (highest IoU) instead of the one the IoU head ranks first: a person who took
+    #: another extent (``InteractiveSession.choose_extent``) and clicks on from there.
+    choose_extent_fraction: float = 0.0
     #: Option: DDP ``find_unused_parameters``. Off: parameters that the regime never trains
     #: (IoU head, ``no_mask_embed``) are frozen instead, which AdamW treats identically.
     find_unused_parameters: bool = False
@@ -406,6 +411,15 @@ def validate_config(cfg: TrainingConfig) -> None:
         )
     if t.leak_prompt_fraction > 0 and t.loss_resolution != "low":
         raise ConfigError("train.leak_prompt_fraction > 0 needs train.loss_resolution=low")
+    if not 0.0 <= t.choose_extent_fraction <= 1.0:
+        raise ConfigError(
+            f"train.choose_extent_fraction must be in [0, 1], got {t.choose_extent_fraction}"
+        )
+    if t.choose_extent_fraction > 0 and (t.loss_resolution != "low" or not t.first_click_multimask):
+        raise ConfigError(
+            "train.choose_extent_fraction > 0 needs train.loss_resolution=low and "
+            "train.first_click_multimask=true"
+        )
     if t.iou_loss_weight < 0:
         raise ConfigError(f"train.iou_loss_weight must be >= 0, got {t.iou_loss_weight}")
     if t.first_click_weight <= 0 or not 0.0 <= t.center_click_fraction <= 1.0:

@@ -100,6 +100,10 @@ class ClickLoop(nn.Module):
             negative clicks already given.
         leak_prompt_max_fraction: Largest leak volume relative to the target's (the
             smallest is 0.05; log-uniform between).
+        choose_extent_fraction: ``"low"`` with ``first_click_multimask`` only: share of the
+            targets whose second click is given the first-click output with the highest IoU
+            against the target as mask prompt instead of the IoU head's pick (a person who
+            took another extent and clicks on). The logged click-1 Dice stays the pick's.
 
     Example:
         >>> loop = ClickLoop(build_model("sam_med3d_tiny"), num_clicks=3)
@@ -126,6 +130,7 @@ class ClickLoop(nn.Module):
         leak_prompt_fraction: float = 0.0,
         leak_prompt_any_click: bool = False,
         leak_prompt_max_fraction: float = LEAK_FRACTION_RANGE[1],
+        choose_extent_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         if num_clicks < 1:
@@ -154,6 +159,17 @@ class ClickLoop(nn.Module):
             raise ValueError("leak_prompt_fraction needs loss_resolution='low'")
         self.leak_prompt_fraction = float(leak_prompt_fraction)
         self.leak_prompt_any_click = bool(leak_prompt_any_click)
+        if not 0.0 <= choose_extent_fraction <= 1.0:
+            raise ValueError(
+                f"choose_extent_fraction must be in [0, 1], got {choose_extent_fraction}"
+            )
+        if choose_extent_fraction > 0 and (
+            loss_resolution != "low" or not self.first_click_multimask
+        ):
+            raise ValueError(
+                "choose_extent_fraction needs loss_resolution='low' and first_click_multimask"
+            )
+        self.choose_extent_fraction = float(choose_extent_fraction)
         if not leak_prompt_max_fraction >= LEAK_FRACTION_RANGE[0]:
             raise ValueError(
                 f"leak_prompt_max_fraction must be >= {LEAK_FRACTION_RANGE[0]}, "
@@ -300,6 +316,16 @@ class ClickLoop(nn.Module):
             np.random.default_rng([int(s) & 0xFFFFFFFFFFFF, 0x1EA]) for s in seeds.tolist()
         ]
         leak_at = self._leak_iterations(leak_rngs)
+        # a stream of its own too: which targets refine the output closest to the target
+        chosen = torch.tensor(
+            [
+                self.choose_extent_fraction > 0
+                and np.random.default_rng([int(s) & 0xFFFFFFFFFFFF, 0xE87]).random()
+                < self.choose_extent_fraction
+                for s in seeds.tolist()
+            ],
+            dtype=torch.bool,
+        )
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
         low_res = torch.zeros((batch, 1, *low_size), device=device)
         coords_so_far: list[torch.Tensor] = []
@@ -350,12 +376,19 @@ class ClickLoop(nn.Module):
             low_res = low_res.float()
             weight = self.first_click_weight if it == 0 else 1.0
             if multi:
-                step_loss, low_res, _ = multimask_first_click_loss(
-                    self.seg_loss, low_res, iou_pred, target, self.iou_loss_weight
+                outputs = low_res
+                step_loss, low_res, iou_true = multimask_first_click_loss(
+                    self.seg_loss, outputs, iou_pred, target, self.iou_loss_weight
                 )
                 loss = loss + weight * step_loss
-            else:
-                loss = loss + weight * self.seg_loss(low_res, target)
+                dices.append(hard_dice(low_res.detach(), target_bool.float()))
+                if bool(chosen.any()):
+                    best = iou_true.argmax(dim=1)  # (B,)
+                    closest = outputs[torch.arange(batch), best][:, None]
+                    keep = chosen.to(device).view(-1, *([1] * (low_res.dim() - 1)))
+                    low_res = torch.where(keep, closest, low_res)
+                continue
+            loss = loss + weight * self.seg_loss(low_res, target)
             dices.append(hard_dice(low_res.detach(), target_bool.float()))
         dice_per_sample = torch.stack(dices, dim=1)
         return {"loss": loss, "dice": dice_per_sample.mean(0), "dice_per_sample": dice_per_sample}

@@ -507,6 +507,7 @@ class Trainer:
                 leak_prompt_fraction=t.leak_prompt_fraction,
                 leak_prompt_any_click=t.leak_prompt_any_click,
                 leak_prompt_max_fraction=t.leak_prompt_max_fraction,
+                choose_extent_fraction=t.choose_extent_fraction,
             )
         if not ctx.distributed:
             return loop
