@@ -117,11 +117,11 @@ def test_bundled_default_model_first_masks_contain_their_clicks(tmp_path):
     assert [r.name for r in result.structures] == list(DEFAULT_STRUCTURES)
     assert all(r.first_click_in_mask for r in result.structures)
     for r in result.structures:  # the first click's other extents, the pick among them
-        assert len(r.extents) >= 2 and [e[2] for e in r.extents].count(True) == 1
-        volumes = [e[0] for e in r.extents]
+        assert len(r.extents) >= 2 and [e["picked"] for e in r.extents].count(True) == 1
+        volumes = [e["volume_ml"] for e in r.extents]
         assert volumes == sorted(volumes)
-        picked = next(e for e in r.extents if e[2])
-        assert picked[1] == pytest.approx(r.dice[0])
+        picked = next(e for e in r.extents if e["picked"])
+        assert picked["dice"] == pytest.approx(r.dice[0])
 
 
 @pytest.mark.parametrize("radius", [6, 12, 20])

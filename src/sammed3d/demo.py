@@ -49,9 +49,9 @@ class StructureResult:
         first_click_in_mask: Whether the first click's voxel is in the mask it produced.
         voxels_predicted / voxels_reference: After the last click / of the reference.
         seconds: Time per click.
-        extents: ``(volume_ml, Dice, picked)`` of every mask the first click could get
-            (:meth:`InteractiveSession.extents`, smallest first; ``picked``: the model's own
-            pick; empty for a model with one mask per click). The clicks after the first
+        extents: ``{"volume_ml", "dice", "picked"}`` of every mask the first click could
+            get (:meth:`InteractiveSession.extents`, smallest first; ``picked``: the model's
+            own pick; empty for a model with one mask per click). The clicks after the first
             refine the model's pick.
     """
 
@@ -63,7 +63,7 @@ class StructureResult:
     voxels_predicted: int
     voxels_reference: int
     seconds: list[float]
-    extents: list[tuple[float, float, bool]] = field(default_factory=list)
+    extents: list[dict[str, float | bool]] = field(default_factory=list)
 
 
 @dataclass
@@ -114,17 +114,21 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float(np.logical_and(a, b).sum()) / denom if denom else float("nan")
 
 
-def extent_dice(session: InteractiveSession, gt: np.ndarray) -> list[tuple[float, float, bool]]:
-    """``(volume_ml, Dice, picked)`` of each mask the current object's first click could get,
-    smallest first (``picked``: the one it has); the object keeps its mask (each other one is
-    chosen, scored and undone)."""
-    out = []
+def extent_dice(session: InteractiveSession, gt: np.ndarray) -> list[dict[str, float | bool]]:
+    """``{"volume_ml", "dice", "picked"}`` of each mask the current object's first click
+    could get, smallest first (``picked``: the model's own pick, the one it has); the object
+    keeps its mask (each other one is chosen, scored and undone). The volume is that of the
+    mask taken (grown through ROI faces where it reaches them)."""
+    out: list[dict[str, float | bool]] = []
     for extent in session.extents():
         if extent.current:
-            out.append((extent.volume_ml, dice(session.mask, gt), True))
+            volume = session.voxel_count() * float(np.prod(session.predictor.volume.spacing))
+            out.append({"volume_ml": volume / 1000.0, "dice": dice(session.mask, gt),
+                        "picked": extent.picked})  # fmt: skip
             continue
-        session.choose_extent(extent.index)
-        out.append((extent.volume_ml, dice(session.mask, gt), False))
+        taken = session.choose_extent(extent.index)
+        out.append({"volume_ml": taken.volume_ml, "dice": dice(session.mask, gt),
+                    "picked": extent.picked})  # fmt: skip
         session.undo()
     return out
 
@@ -196,7 +200,7 @@ def run_demo(
         seconds: list[float] = []
         mask = np.zeros(gt.shape, dtype=bool)
         first_in_mask = False
-        extents: list[tuple[float, float, bool]] = []
+        extents: list[dict[str, float | bool]] = []
         for n in range(clicks):
             if n == 0:
                 coord, positive = interior_click(gt, image.spacing), True

@@ -83,6 +83,7 @@ def test_extents_smallest_first_and_the_picked_one_is_current(lab):
     assert [e.index for e in found] == [0, 1, 2]
     assert [e.voxels for e in found] == sorted(e.voxels for e in found)
     assert [e.current for e in found] == [True, False, False]  # score 0.9 x stability 1
+    assert [e.picked for e in found] == [True, False, False]
     assert all(e.spacing_mm == MAIN for e in found)
     assert found[0].volume_ml == pytest.approx(found[0].voxels / 1000.0)
     assert found[0].score == pytest.approx(0.9, abs=0.01)
@@ -98,18 +99,22 @@ def test_choose_extent_gives_that_mask_and_is_undoable(lab):
     component = _component(lab)
     assert dice(component, scene.ball) > 0.8  # a 5 mm ball on a 2 mm lattice
     assert np.array_equal(session.mask, component)
-    assert [e.current for e in session.extents()] == [False, True, False]
-    session.choose_extent(2)
+    found = session.extents()
+    assert [e.current for e in found] == [False, True, False]
+    assert [e.picked for e in found] == [True, False, False]  # the model's pick stays known
+    taken = session.choose_extent(2)
     assert session.voxel_count() > 20 * scene.ball.sum()
+    assert taken.voxels == session.voxel_count()  # the mask as taken
     assert session.undo() and np.array_equal(session.mask, component)
     assert session.undo() and np.array_equal(session.mask, first)
     assert session.redo() and session.extents()[1].current
 
 
-def test_next_extent_cycles_and_wraps(lab):
+def test_next_extent_cycles_and_wraps_both_ways(lab):
     session, scene = _session(lab)
     session.add_point(scene.centre)
     assert [session.next_extent().index for _ in range(4)] == [1, 2, 0, 1]
+    assert [session.next_extent(step=-1).index for _ in range(3)] == [0, 2, 1]
 
 
 def test_the_next_click_refines_the_chosen_mask(lab):
@@ -141,6 +146,7 @@ def test_zoomed_objects_list_both_lattices(lab):
     spacings = {e.spacing_mm for e in found}
     assert spacings == {1.0, MAIN}
     assert [e.spacing_mm for e in found if e.current] == [1.0]
+    assert [e.spacing_mm for e in found if e.picked] == [1.0]
     main = next(e for e in found if e.spacing_mm == MAIN and e.voxels > 20 * scene.ball.sum())
     session.choose_extent(main.index)
     assert not session.predictor.is_zoomed(session.tiles[0])

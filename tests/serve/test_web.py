@@ -229,6 +229,14 @@ def test_other_extents_of_a_first_click(nifti_path: Path) -> None:
             if n == 0:  # object A (as BlobModel segments it: the box, resampled)
                 assert overlay[5:15, 9:27, 7:23].all() and not overlay[26:34, 10:20, 10:20].any()
         assert meta["extent"]["index"] == 0  # wrapped round to the smallest
+        assert meta["extent"]["picked"] and meta["extent"]["picked_index"] == 0
+        meta = apply(overlay, c.post("/api/web/extent", json={"step": -1}))  # backwards
+        assert meta["extent"]["index"] == 2 and not meta["extent"]["picked"]
+        meta = apply(overlay, c.post("/api/web/extent", json={"index": 0}))
+        assert meta["extent"]["index"] == 0 and (overlay == 1).sum() == sizes[2]
+        for body, text in [({"step": 0}, "step"), ({"index": 7}, "0..2"), ({"index": "a"}, "type")]:
+            resp = c.post("/api/web/extent", json=body)
+            assert resp.status_code == 400 and text in resp.json()["detail"]
         assert 12 * 20 * 18 <= sizes[0] < 1.2 * 12 * 20 * 18
         assert sizes[1] > 2 * sizes[0] and sizes[2] <= 27
         assert meta["info"]["can_undo"]

@@ -92,10 +92,14 @@ def run(args: argparse.Namespace) -> int:
     print("(Dice against the structure's reference after each click; later structures are")
     print(" painted over earlier ones in the label map, the Dice is of each structure's own mask)")
     if any(r.extents for r in result.structures):
-        print("the first click's other extents (E in `sammed3d serve`), smallest first, Dice,")
-        print(" * = the model's pick, which the later clicks refine:")
+        print("the masks each first click could get (E / Shift+E in `sammed3d serve`, --extent N")
+        print(" in `sammed3d segment`), smallest first: Dice (volume), * = the model's pick,")
+        print(" which the later clicks above refine:")
         for r in result.structures:
-            cells = "  ".join(f"{d:.3f}{'*' if picked else ' '}" for _, d, picked in r.extents)
+            cells = "  ".join(
+                f"{e['dice']:.3f}{'*' if e['picked'] else ' '} ({e['volume_ml']:.0f} ml)"
+                for e in r.extents
+            )
             print(f"  {r.name:<18} {cells}")
     print(f"image     : {result.image}")
     legend = ", ".join(f"{r.label} = {r.name}" for r in result.structures)

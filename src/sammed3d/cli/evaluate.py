@@ -106,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="sam-med3d: after the first click a simulated user takes, of the masks the click "
         "could get (InteractiveSession.extents), the one with the best Dice, as a person does "
-        "with one key press in `sammed3d serve`; uses the ground truth: report it as its own "
+        "by looking through them in `sammed3d serve`; uses the ground truth: report it as its own "
         "method",
     )
     parser.add_argument(

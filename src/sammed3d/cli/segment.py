@@ -226,6 +226,11 @@ def run(args: argparse.Namespace) -> int:
         zoom_spacing=args.zoom_spacing,
     )
     print(f"loaded {predictor.checkpoint} on {device} ({time.perf_counter() - t0:.2f} s)")
+    if args.extent is not None and not predictor.offers_extents():
+        raise CLIError(
+            f"--extent needs a model that offers several masks per click; {predictor.checkpoint}"
+            " decodes one mask per click"
+        )
 
     t0 = time.perf_counter()
     session = InteractiveSession(predictor, accumulate_clicks=args.accumulate)

@@ -92,7 +92,7 @@ class ModelMethod:
 
     With ``choose_extent=True`` a simulated user also looks at the masks the first click
     could get (:meth:`InteractiveSession.extents`) and takes the one with the highest Dice
-    against the ground truth, as a person picks the right extent with one key press
+    against the ground truth, as a person picks the right extent by looking through them
     (:meth:`InteractiveSession.next_extent`); the later clicks refine that mask. It needs
     the ground truth (``uses_gt``) and is reported as its own method, never as the model's
     click Dice.

@@ -75,10 +75,13 @@ class Extent:
             that face when chosen, as any mask does).
         volume_ml: The same in millilitres (voxels x native voxel volume).
         score: The model's confidence: predicted IoU x stability score, the rule that picks
-            the first mask.
+            among the masks of one lattice. Scores of the two lattices are not compared: a
+            small object's pick is the best-scored mask of the zoomed ROI, whatever the
+            1.5 mm masks score (zoom-in, :mod:`sammed3d.inference.zoom`).
         spacing_mm: Spacing of the lattice it was predicted on (the zoom lattice for a small
             object, :mod:`sammed3d.inference.zoom`).
         current: Whether it is the object's mask now.
+        picked: Whether it is the model's own pick for the click.
     """
 
     index: int
@@ -87,6 +90,7 @@ class Extent:
     score: float
     spacing_mm: float
     current: bool
+    picked: bool
 
 
 #: Two first-click masks with at least this Dice are offered once (the better-scored one).
@@ -101,6 +105,7 @@ class _ObjectState:
     tiles: tuple[Tile, ...] = ()
     roi: RoiGrid | None = None  # ROI chosen for the object's first click, if set explicitly
     active: int | None = None  # tile of the last click
+    first_pick: Tile | None = None  # the model's own mask for the first click (extents)
 
 
 @dataclass(eq=False)
@@ -348,7 +353,8 @@ class InteractiveSession:
             tiles = [t for t in tiles if t.roi not in stale]
             tiles += pred.extend_tile(tile, existing=[t.roi for t in tiles])
         active = next(i for i, t in enumerate(tiles) if t.roi == roi)
-        self._apply(obj, _ObjectState(clicks, tuple(tiles), state.roi, active))
+        pick = tile if len(clicks) == 1 else None
+        self._apply(obj, _ObjectState(clicks, tuple(tiles), state.roi, active, pick))
         logger.debug(
             "click %s %s on object %d: %d ROI(s), %.3f s",
             "+" if click.positive else "-",
@@ -377,8 +383,8 @@ class InteractiveSession:
             label: The object (default: the current one).
 
         Returns:
-            The extents, smallest first; exactly one is ``current`` unless the mask was
-            changed since (then none is).
+            The extents, smallest first; one is ``current`` (the mask shown) and one is
+            ``picked`` (the model's own pick), often the same.
 
         Raises:
             ValueError: no such object; the object has no click or more than one; the model
@@ -398,6 +404,7 @@ class InteractiveSession:
                 score=scores[n],
                 spacing_mm=float(np.mean(tile.roi.grid.spacing)),
                 current=prompted is not None and _same_tile(tile, prompted),
+                picked=state.first_pick is not None and _same_tile(tile, state.first_pick),
             )
             for n, tile in enumerate(tiles)
         )
@@ -407,6 +414,10 @@ class InteractiveSession:
 
         The mask replaces the object's mask (a mask on a ROI face grows through it, as
         after a click); the next click refines it.
+
+        Returns:
+            The extent taken, with ``voxels`` / ``volume_ml`` of the object's mask now (more
+            than listed when the mask grew through a ROI face).
 
         Raises:
             ValueError: see :meth:`extents`; ``index`` out of range.
@@ -424,15 +435,18 @@ class InteractiveSession:
         pred = self.predictor
         if pred.extend and not pred.is_zoomed(tile):
             chosen += pred.extend_tile(tile, existing=[tile.roi])
-        self._apply(obj, _ObjectState(obj.state.clicks, tuple(chosen), obj.state.roi, 0))
-        return replace(found[int(index)], current=True)
+        state = obj.state
+        self._apply(obj, _ObjectState(state.clicks, tuple(chosen), state.roi, 0, state.first_pick))
+        count = self.voxel_count(obj.label)
+        size = float(np.prod(pred.volume.spacing)) / 1000.0
+        return replace(found[int(index)], current=True, voxels=count, volume_ml=count * size)
 
-    def next_extent(self, label: int | None = None) -> Extent:
+    def next_extent(self, label: int | None = None, step: int = 1) -> Extent:
         """Cycle an object's first-click mask to the next larger extent (after the largest:
-        the smallest); see :meth:`choose_extent`."""
+        the smallest); ``step=-1``: the next smaller one. See :meth:`choose_extent`."""
         found = self.extents(label)
-        now = next((e.index for e in found if e.current), -1)
-        return self.choose_extent((now + 1) % len(found), label)
+        now = next((e.index for e in found if e.current), -1 if step > 0 else 0)
+        return self.choose_extent((now + int(step)) % len(found), label)
 
     def _extent_key(self, label: int | None) -> tuple[tuple[Any, ...], _ObjectState]:
         if label is None:
@@ -461,10 +475,12 @@ class InteractiveSession:
         points = np.asarray([click.coord], dtype=np.int64)
         found = pred.first_click_extents(roi, points, np.ones(1, np.int64), zoom=state.roi is None)
         prompted = state.tiles[state.active] if state.active is not None else None
-        # the current mask first, then by score: duplicates of a kept mask are dropped
+        shown = [t for t in (prompted, state.first_pick) if t is not None]
+        # the current mask and the model's pick first, then by score: duplicates of a kept
+        # mask are dropped
         order = sorted(
             range(len(found)),
-            key=lambda n: (prompted is None or not _same_tile(found[n][0], prompted), -found[n][1]),
+            key=lambda n: (not any(_same_tile(found[n][0], t) for t in shown), -found[n][1]),
         )
         kept: list[tuple[Tile, float, tuple[slice, ...], np.ndarray]] = []
         for n in order:

@@ -116,15 +116,23 @@ def register(app: FastAPI, ctx: Context) -> None:
         return await run_in_threadpool(run, lease, work)
 
     @app.post("/api/web/extent", dependencies=auth)
-    async def web_extent(lease: Lease[SessionState] = lease_dep) -> Response:
+    async def web_extent(request: Request, lease: Lease[SessionState] = lease_dep) -> Response:
+        payload = await read_json(request)  # {} (next larger), {"step": -1}, {"index": n}
+        index = field(payload, "index", int) if "index" in payload else None
+        step = field(payload, "step", int) if "step" in payload else 1
+        if step == 0:
+            raise HTTPException(400, "field step must not be 0")
+
         def work(s: WebSession) -> Response:
-            extent, count, change = s.next_extent()
+            extent, found, change = s.change_extent(step, index)
             extra = {
                 "extent": {
                     "index": extent.index,
-                    "count": count,
+                    "count": len(found),
                     "volume_ml": extent.volume_ml,
                     "spacing_mm": extent.spacing_mm,
+                    "picked": extent.picked,
+                    "picked_index": next((e.index for e in found if e.picked), None),
                 },
                 "info": s.info(),
             }

@@ -201,20 +201,27 @@ class WebSession:
         _ = self.volume
         self.session.select_object(label)
 
-    def next_extent(self) -> tuple[Extent, int, Patch | None]:
-        """Give the current object's first click its next larger mask (after the largest:
-        the smallest), :meth:`InteractiveSession.next_extent`; returns the extent, how many
-        there are, and the label-map change.
+    def change_extent(
+        self, step: int = 1, index: int | None = None
+    ) -> tuple[Extent, tuple[Extent, ...], Patch | None]:
+        """Give the current object's first click another of its masks: mask ``index`` of
+        :meth:`InteractiveSession.extents` (smallest first), or ``step`` masks on (``-1``:
+        the next smaller one, wrapping round); returns the extent taken, all of them, and the
+        label-map change.
 
         Raises:
-            ValueError: no object, more than one click, or a model with one mask per click.
+            ValueError: no object, more than one click, a model with one mask per click, an
+                index out of range.
         """
         self._check_open()
         _ = self.volume
         with self.compute_lock:
-            extent = self.session.next_extent()
-            count = len(self.session.extents())
-        return extent, count, self._sync()
+            if index is None:
+                extent = self.session.next_extent(step=step)
+            else:
+                extent = self.session.choose_extent(index)
+            found = self.session.extents()
+        return extent, found, self._sync()
 
     def undo(self) -> Patch | None:
         self._check_open()

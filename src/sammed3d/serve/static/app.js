@@ -246,14 +246,16 @@
     status(which === "undo" ? "undone" : "redone");
   }
 
-  async function nextExtent() {
-    const resp = await call("POST", "api/web/extent");
+  async function changeExtent(step) {
+    const resp = await call("POST", "api/web/extent", { json: { step } });
     const meta = JSON.parse(resp.headers.get("X-Meta"));
     applyPatch(meta, await resp.arrayBuffer());
     updateControls(meta.info);
     const e = meta.extent;
-    status(`extent ${e.index + 1} of ${e.count} (smallest first): ${e.volume_ml.toFixed(1)} ml, ` +
-      `at ${e.spacing_mm} mm; E for the next, then click to refine`);
+    const pick = e.picked ? "the model's pick" : `the model's pick is mask ${e.picked_index}`;
+    status(`mask ${e.index} of 0–${e.count - 1} (smallest first; ${pick}): ` +
+      `${e.volume_ml.toFixed(1)} ml at ${e.spacing_mm} mm. E / Shift+E: next / previous; ` +
+      "then click to refine");
   }
 
   async function download() {
@@ -306,7 +308,7 @@
     });
     $("pos").addEventListener("click", () => setNegative(false));
     $("neg").addEventListener("click", () => setNegative(true));
-    $("extent").addEventListener("click", () => guarded(nextExtent));
+    $("extent").addEventListener("click", (e) => guarded(() => changeExtent(e.shiftKey ? -1 : 1)));
     $("undo").addEventListener("click", () => guarded(() => history("undo")));
     $("redo").addEventListener("click", () => guarded(() => history("redo")));
     $("download").addEventListener("click", () => guarded(download));
@@ -340,7 +342,10 @@
       if (!state.info) return;
       const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement;
       if (!(e.ctrlKey || e.metaKey || e.altKey || typing) && e.key.toLowerCase() === "e") {
-        if (!$("extent").disabled) { e.preventDefault(); guarded(nextExtent); }
+        if (!$("extent").disabled) {
+          e.preventDefault();
+          guarded(() => changeExtent(e.shiftKey ? -1 : 1));
+        }
         return;
       }
       if (!(e.ctrlKey || e.metaKey)) return;
