@@ -29,7 +29,7 @@ from sammed3d.evaluation.metrics import dice as dice_score
 from sammed3d.modeling import ImageEmbedding, Sam3D, select_first_click_mask
 
 #: Rules for the mask kept after a later click (``ballR`` too); see probe_click_rules.py.
-RULES = ("model", "progressive", "consistent", "multimask", "oracle", "monotone", "posmax")
+RULES = ("model", "progressive", "consistent", "multimask", "oracle", "monotone", "posmax", "look")
 
 
 def merge(rule: str, prev: np.ndarray, new: np.ndarray, click: tuple[int, ...]) -> np.ndarray:
@@ -93,7 +93,10 @@ def chain(
         if prompt is None:
             first_multi = model.first_click_multimask
             logits, iou = model.decode(emb, pc, pl, None, multimask_output=first_multi)
-            if first_multi:
+            if first_multi and rule == "look":  # a person who took the best extent
+                logits = logits[:, [int(np.argmax([dice_score(binary(logits[:, k : k + 1]), ref)
+                                                   for k in range(logits.shape[1])]))]]  # fmt: skip
+            elif first_multi:
                 logits, _ = select_first_click_mask(logits, iou)
         else:
             logits, _ = model.decode(emb, pc, pl, prompt, multimask_output=False)

@@ -18,7 +18,9 @@ segments 10 to 12). Rules:
   a greedy reference, not a rule);
 - ``monotone``: a positive click may only add (elementwise maximum of the previous and the new
   logits), a negative click only remove (minimum); ``posmax``: the maximum after positive
-  clicks only.
+  clicks only;
+- ``look``: the first click keeps the multimask output with the best Dice (a person who took
+  the right extent, ``InteractiveSession.choose_extent``), later clicks as ``model``.
 
 With ``--per-crop`` it also prints, per crop and rule, the target's size, the mask's size
 after each click, each later click's sign and the Dice per click.

@@ -37,7 +37,7 @@ def _scene() -> tuple[Volume, SimpleNamespace]:
     )
 
 
-def _multimask_model(lab, duplicate: bool = False):
+def _multimask_model(lab, duplicate: bool = False, empty: bool = False):
     class ExtentModel(lab.OracleModel):
         first_click_multimask = True
 
@@ -49,6 +49,8 @@ def _multimask_model(lab, duplicate: bool = False):
             grid = torch.stack(torch.meshgrid(*[torch.arange(self.img_size)] * 3, indexing="ij"))
             dist = (grid - coords[0, 0].round().view(3, 1, 1, 1)).pow(2).sum(0).sqrt()
             small = comp.clone() if duplicate else dist <= 1.0
+            if empty:
+                small = torch.zeros_like(comp)
             large = (dist <= 12.0) | comp
             masks = torch.stack([small, comp, large]).float()[None] * 20.0 - 10.0
             low = F.interpolate(masks, size=self.low_res_size, mode="trilinear")
@@ -57,9 +59,11 @@ def _multimask_model(lab, duplicate: bool = False):
     return ExtentModel(img_size=SIZE)
 
 
-def _session(lab, zoom: float = 0.0, duplicate: bool = False) -> tuple[InteractiveSession, object]:
+def _session(
+    lab, zoom: float = 0.0, duplicate: bool = False, empty: bool = False
+) -> tuple[InteractiveSession, object]:
     vol, scene = _scene()
-    model = _multimask_model(lab, duplicate)
+    model = _multimask_model(lab, duplicate, empty)
     pred = SamMed3DPredictor(model, target_spacing=(MAIN,) * 3, zoom_spacing=zoom)
     session = InteractiveSession(pred)
     session.set_image(vol)
@@ -136,6 +140,14 @@ def test_nearly_equal_masks_are_listed_once(lab):
     session.add_point(scene.centre)
     found = session.extents()
     assert len(found) == 2 and found[0].current  # the kept twin is the current one
+
+
+def test_an_empty_mask_is_no_extent(lab):
+    session, scene = _session(lab, empty=True)
+    session.add_point(scene.centre)  # stability 0 for the empty output: the large one is picked
+    found = session.extents()
+    assert len(found) == 2 and all(e.voxels > 0 for e in found)
+    assert [e.picked for e in found] == [False, True]
 
 
 def test_zoomed_objects_list_both_lattices(lab):

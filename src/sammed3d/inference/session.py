@@ -465,8 +465,9 @@ class InteractiveSession:
         return (label, state.clicks[0], state.roi), state
 
     def _compute_extents(self, state: _ObjectState) -> tuple[list[Tile], list[int], list[float]]:
-        """First-click masks of ``state`` (duplicates dropped, the current one kept),
-        smallest first, with their native voxel counts and scores."""
+        """First-click masks of ``state`` (duplicates and empty masks dropped, the current
+        one and the model's pick kept), smallest first, with their native voxel counts and
+        scores."""
         pred = self.predictor
         click = state.clicks[0]
         roi = (
@@ -486,6 +487,8 @@ class InteractiveSession:
         for n in order:
             tile, score = found[n]
             slices, block = pred.native_block([tile])
+            if not block.any() and not any(_same_tile(tile, t) for t in shown):
+                continue  # an empty mask is no extent to offer
             if any(
                 _block_dice((slices, block), (k[2], k[3])) >= EXTENT_DUPLICATE_DICE for k in kept
             ):
