@@ -25,7 +25,7 @@ from scipy import ndimage
 from sammed3d.inference import SamMed3DPredictor
 from sammed3d.serve.app import create_app
 from sammed3d.serve.config import ServeConfig
-from tests.serve.helpers import ARTEFACTS, BlobModel, running
+from tests.serve.helpers import ARTEFACTS, BlobModel, ExtentBlobModel, running
 from tests.serve.test_web import AFFINE, web_image
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -179,6 +179,51 @@ def test_web_page_in_chromium(page_url: str, tmp_path: Path) -> None:
             page.select_option("#view", "multiplanar")
             page.wait_for_timeout(300)
             page.screenshot(path=str(ARTEFACTS / "serve_web_page.png"))
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+def test_other_extents_with_the_e_key(tmp_path: Path) -> None:
+    """E / Shift+E after a first click: the overlay takes the next larger / smaller mask of
+    the click, and the status line names it (numbered from 0) and the model's pick."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="PyPI playwright not installed")
+    path = tmp_path / "flipped.nii.gz"
+    nib.save(nib.Nifti1Image(web_image(), AFFINE), path)
+    app = create_app(lambda: SamMed3DPredictor(ExtentBlobModel(32)), ServeConfig(volumes=(path,)))
+    with running(app) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            wait_idle(page)
+            page.select_option("#view", "axial")
+            page.wait_for_timeout(300)
+            rgb, box = canvas_rgb(page)
+            (ax, ay, _), _ = bright_boxes(rgb)
+            assert page.is_disabled("#extent")
+            page.mouse.click(box["x"] + ax, box["y"] + ay)
+            wait_idle(page, 1)
+            assert page.is_enabled("#extent")
+
+            def tinted_area() -> int:
+                shot, _ = canvas_rgb(page)
+                r, g, b = (shot[..., c] for c in range(3))
+                return int(((r > g + 60) & (r > b + 40)).sum())
+
+            picked = tinted_area()  # the small ball the model picks
+            page.keyboard.press("e")
+            wait_idle(page)
+            assert "mask 1 of 0–2" in page.inner_text("#status")
+            assert "the model's pick is mask 0" in page.inner_text("#status")
+            box_a = tinted_area()
+            assert box_a > 10 * max(picked, 1)  # box A's slice, not the ball
+            page.keyboard.press("Shift+E")
+            wait_idle(page)
+            assert "mask 0 of 0–2 (smallest first; the model's pick)" in page.inner_text("#status")
+            assert tinted_area() == picked
             assert not errors, errors
         finally:
             browser.close()
