@@ -177,7 +177,7 @@ def _first_click_extents(session: InteractiveSession, extent: int | None) -> Non
     """Print the masks the first click could get; take ``extent`` of them if given."""
     found = session.extents()  # ValueError (one line) for a model with one mask per click
     cells = "  ".join(
-        f"{e.index}: {e.volume_ml:.1f} ml{' (model)' if e.current else ''}" for e in found
+        f"{e.index}: {e.volume_ml:.1f} ml{' (model)' if e.picked else ''}" for e in found
     )
     print(f"  masks this click could get (--extent N): {cells}")
     if extent is not None:
