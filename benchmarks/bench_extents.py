@@ -14,38 +14,25 @@ medians and the listing's cost relative to the first click.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_zoom import _volume  # noqa: E402  (the same synthetic volume)
+from bench_zoom import _volume, bundled_predictor, parse_args  # noqa: E402  (same volume)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=5, help="first clicks (fresh sessions)")
-    args = parser.parse_args(argv)
-    if args.repeat < 1 or args.threads < 1:
-        parser.error(f"--repeat and --threads must be >= 1, got {args.repeat}, {args.threads}")
+    args = parse_args(argv, __doc__.splitlines()[0])
 
-    from sammed3d.inference import InteractiveSession, SamMed3DPredictor
+    from sammed3d.inference import InteractiveSession
     from sammed3d.io import Volume
 
-    torch.set_num_threads(args.threads)
     array, click = _volume()
     volume = Volume(array, (1.0, 1.0, 1.0))
-    print(f"threads {torch.get_num_threads()}; load average before {os.getloadavg()[0]:.2f}")
-    predictor = SamMed3DPredictor.from_checkpoint(None)
-    with torch.inference_mode():  # warm-up, as at application start
-        s = predictor.model.img_size
-        predictor.model.encode(torch.zeros(1, 1, s, s, s))
+    predictor = bundled_predictor()
     firsts, listings, takes, refines, counts = [], [], [], [], []
     for _ in range(args.repeat):
         session = InteractiveSession(predictor)

@@ -34,27 +34,42 @@ def _volume() -> tuple[np.ndarray, tuple[int, int, int]]:
     return img.clip(0).astype(np.float32), ball_at
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
+    """``--threads`` and ``--repeat`` (both >= 1, else a usage error); sets torch's threads and
+    prints them with the load average (shared with ``bench_extents.py``)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=5, help="first clicks per setting")
+    parser.add_argument("--repeat", type=int, default=5, help="first clicks, each on a fresh image")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.threads < 1:
         parser.error(f"--repeat and --threads must be >= 1, got {args.repeat}, {args.threads}")
+    torch.set_num_threads(args.threads)
+    print(f"threads {torch.get_num_threads()}; load average before {os.getloadavg()[0]:.2f}")
+    return args
 
-    from sammed3d.inference import InteractiveSession, SamMed3DPredictor
+
+def bundled_predictor(**kwargs: object):  # noqa: ANN201 - SamMed3DPredictor (lazy import)
+    """The bundled default model with its encoder warmed up, as at application start."""
+    from sammed3d.inference import SamMed3DPredictor
+
+    predictor = SamMed3DPredictor.from_checkpoint(None, **kwargs)
+    with torch.inference_mode():
+        s = predictor.model.img_size
+        predictor.model.encode(torch.zeros(1, 1, s, s, s))
+    return predictor
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, __doc__.splitlines()[0])
+
+    from sammed3d.inference import InteractiveSession
     from sammed3d.io import Volume
 
-    torch.set_num_threads(args.threads)
     array, click = _volume()
     volume = Volume(array, (1.0, 1.0, 1.0))
-    print(f"threads {torch.get_num_threads()}; load average before {os.getloadavg()[0]:.2f}")
     medians = {}
     for zoom in (0.0, None):  # off, then the checkpoint's (1.0 mm)
-        predictor = SamMed3DPredictor.from_checkpoint(None, zoom_spacing=zoom)
-        with torch.inference_mode():  # warm-up, as at application start
-            s = predictor.model.img_size
-            predictor.model.encode(torch.zeros(1, 1, s, s, s))
+        predictor = bundled_predictor(zoom_spacing=zoom)
         firsts, refines, zoomed = [], [], []
         for _ in range(args.repeat):
             session = InteractiveSession(predictor)

@@ -18,14 +18,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sammed3d.io import Volume, atomic_write_text, read_volume, write_volume
-
-if TYPE_CHECKING:
-    from sammed3d.inference import InteractiveSession
 
 logger = logging.getLogger(__name__)
 
@@ -114,25 +110,6 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float(np.logical_and(a, b).sum()) / denom if denom else float("nan")
 
 
-def extent_dice(session: InteractiveSession, gt: np.ndarray) -> list[dict[str, float | bool]]:
-    """``{"volume_ml", "dice", "picked"}`` of each mask the current object's first click
-    could get, smallest first (``picked``: the model's own pick, the one it has); the object
-    keeps its mask (each other one is chosen, scored and undone). The volume is that of the
-    mask taken (grown through ROI faces where it reaches them)."""
-    out: list[dict[str, float | bool]] = []
-    for extent in session.extents():
-        if extent.current:
-            volume = session.voxel_count() * float(np.prod(session.predictor.volume.spacing))
-            out.append({"volume_ml": volume / 1000.0, "dice": dice(session.mask, gt),
-                        "picked": extent.picked})  # fmt: skip
-            continue
-        taken = session.choose_extent(extent.index)
-        out.append({"volume_ml": taken.volume_ml, "dice": dice(session.mask, gt),
-                    "picked": extent.picked})  # fmt: skip
-        session.undo()
-    return out
-
-
 def run_demo(
     output_dir: str | Path = "sammed3d_demo",
     *,
@@ -164,6 +141,7 @@ def run_demo(
         FileNotFoundError: no checkpoint given and none bundled.
     """
     from sammed3d.clicks import sample_next_click
+    from sammed3d.evaluation.methods import extent_dice
     from sammed3d.inference import InteractiveSession, SamMed3DPredictor
 
     image_path, labels_path, names = demo_assets()
@@ -213,7 +191,10 @@ def run_demo(
             if n == 0:
                 first_in_mask = bool(mask[coord])
                 if predictor.offers_extents():
-                    extents = extent_dice(session, gt)
+                    extents = [
+                        {k: e[k] for k in ("volume_ml", "dice", "picked")}
+                        for e in extent_dice(session, gt)
+                    ]
             done.append((*coord, positive))
             dices.append(dice(mask, gt))
             logger.info(

@@ -4,20 +4,12 @@ taken, and the report has the ratio against the first click of the same run."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_extents.py"
+from tests.benchmarks import run_bench
 
 
 def test_extents_are_listed_and_taken() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--threads", "1", "--repeat", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_bench("bench_extents.py", "--threads", "1", "--repeat", "1")
     assert proc.returncode == 0, proc.stderr
     found = re.search(r"\((\d+) masks, .*over (\d+)\)", proc.stdout)
     assert found and int(found.group(1)) >= 2 and int(found.group(2)) == int(found.group(1))
@@ -25,7 +17,5 @@ def test_extents_are_listed_and_taken() -> None:
 
 
 def test_bad_threads_is_one_line() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--threads", "0"], capture_output=True, text=True
-    )
+    proc = run_bench("bench_extents.py", "--threads", "0")
     assert proc.returncode == 2 and "--repeat and --threads must be >= 1" in proc.stderr

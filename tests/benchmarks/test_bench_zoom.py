@@ -3,20 +3,11 @@ other setting does not (one first click each)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_zoom.py"
+from tests.benchmarks import run_bench
 
 
 def test_the_ball_is_zoomed_only_with_zoom_in() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--threads", "1", "--repeat", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_bench("bench_zoom.py", "--threads", "1", "--repeat", "1")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert any(line.startswith("no zoom:") and "zoomed 0/1" in line for line in lines)
@@ -25,7 +16,5 @@ def test_the_ball_is_zoomed_only_with_zoom_in() -> None:
 
 
 def test_bad_repeat_is_one_line() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--repeat", "0"], capture_output=True, text=True
-    )
+    proc = run_bench("bench_zoom.py", "--repeat", "0")
     assert proc.returncode == 2 and "--repeat and --threads must be >= 1" in proc.stderr

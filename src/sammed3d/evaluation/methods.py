@@ -208,22 +208,49 @@ class ModelMethod:
     def add_click(self, click: Click) -> np.ndarray:
         mask = self.session.add_point(click.coord, positive=click.positive)
         if self.choose_extent and len(self.session.clicks) == 1:
-            from sammed3d.evaluation.metrics import dice
-
             assert self._gt is not None
-            best, best_dice = None, dice(mask, self._gt)
-            for extent in self.session.extents():
-                if extent.current:
-                    continue
-                self.session.choose_extent(extent.index)
-                score = dice(self.session.mask, self._gt)
-                self.session.undo()
-                if score > best_dice:
-                    best, best_dice = extent.index, score
-            if best is not None:
-                self.session.choose_extent(best)
-            mask = self.session.mask
+            scored = extent_dice(self.session, self._gt)
+            now = next(s for s in scored if s["current"])
+            best = max(scored, key=lambda s: s["dice"])  # the smallest of equal ones
+            if best["dice"] > now["dice"]:
+                self.session.choose_extent(int(best["index"]))
+                mask = self.session.mask
         return mask
+
+
+def extent_dice(session: InteractiveSession, gt: np.ndarray) -> list[dict[str, Any]]:
+    """Each mask the current object's first click could get, scored against ``gt``.
+
+    Every extent (:meth:`InteractiveSession.extents`, smallest first) is taken, scored and
+    undone; the object keeps the mask it had.
+
+    Args:
+        session: A session whose current object has exactly one click.
+        gt: ``(I, J, K)`` bool reference mask.
+
+    Returns:
+        Per extent ``{"index", "volume_ml", "dice", "picked", "current"}``: the volume is
+        that of the mask as taken (grown through ROI faces where it reaches them),
+        ``picked`` the model's own pick, ``current`` the mask the object has.
+
+    Raises:
+        ValueError: see :meth:`InteractiveSession.extents`.
+    """
+    from sammed3d.evaluation.metrics import dice
+
+    out: list[dict[str, Any]] = []
+    for extent in session.extents():
+        if extent.current:
+            volume_ml = session.voxel_count() * float(np.prod(session.predictor.volume.spacing))
+            volume_ml /= 1000.0
+        else:
+            volume_ml = session.choose_extent(extent.index).volume_ml
+        out.append({"index": extent.index, "volume_ml": volume_ml,
+                    "dice": dice(session.mask, gt), "picked": extent.picked,
+                    "current": extent.current})  # fmt: skip
+        if not extent.current:
+            session.undo()
+    return out
 
 
 class RegionGrowing:

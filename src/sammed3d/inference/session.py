@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -767,16 +768,16 @@ def _block_dice(
     a: tuple[tuple[slice, ...], np.ndarray], b: tuple[tuple[slice, ...], np.ndarray]
 ) -> float:
     """Dice of two native masks given as ``(slices, block)`` (:meth:`native_block`)."""
+    from sammed3d.evaluation.metrics import dice
+
     lo = [min(x.start, y.start) for x, y in zip(a[0], b[0], strict=True)]
     hi = [max(x.stop, y.stop) for x, y in zip(a[0], b[0], strict=True)]
-    total = int(np.count_nonzero(a[1])) + int(np.count_nonzero(b[1]))
-    if total == 0:
-        return 1.0
     shape = [h - o for o, h in zip(lo, hi, strict=True)]
     canvas = [np.zeros(shape, dtype=bool) for _ in (a, b)]
     for c, (slices, block) in zip(canvas, (a, b), strict=True):
         c[tuple(slice(s.start - o, s.stop - o) for s, o in zip(slices, lo, strict=True))] = block
-    return 2.0 * int(np.count_nonzero(canvas[0] & canvas[1])) / total
+    score = dice(canvas[0], canvas[1])
+    return 1.0 if math.isnan(score) else score  # two empty masks are the same
 
 
 def _check_overlap(rule: str) -> str:
