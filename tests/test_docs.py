@@ -99,6 +99,7 @@ METAVARS: dict[str | tuple[str, str], str] = {
     ("--label", "N"): "2",
     ("--max-rois", "N"): "2",
     ("--zoom-spacing", "MM"): "1.0",
+    ("--refine-boundary", "MM"): "3",
     "N": "1",
     "CKPT": "tiny.pth",
     "TASK.pth": "task.pth",

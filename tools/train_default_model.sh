@@ -17,16 +17,18 @@ if [ -f "$run/checkpoints/latest.json" ]; then
 else
     OMP_NUM_THREADS=1 nice .venv/bin/sammed3d train --config default_model -o "$run" "$@"
 fi
-# the zoom-in spacing is chosen after training on the MNI152 tuning sets
-# (tools/evaluate_tuning_sets.sh; docs/default_model.md): ZOOM_SPACING=0 turns it off
-$py - "$run" "${ZOOM_SPACING:-1.0}" <<'PY'
+# the zoom-in spacing and the boundary refinement width are chosen after training on the
+# MNI152 tuning sets (docs/default_model.md): ZOOM_SPACING=0 / REFINE_BOUNDARY=0 turn them off
+$py - "$run" "${ZOOM_SPACING:-1.0}" "${REFINE_BOUNDARY:-3.0}" <<'PY'
 import dataclasses
 import sys
 from sammed3d import load_checkpoint, save_checkpoint
 from sammed3d.training.trainer import find_latest_checkpoint
 ckpt = find_latest_checkpoint(sys.argv[1])
 model = load_checkpoint(ckpt)
-model.config = dataclasses.replace(model.config, zoom_spacing=float(sys.argv[2]))
+model.config = dataclasses.replace(
+    model.config, zoom_spacing=float(sys.argv[2]), refine_boundary=float(sys.argv[3])
+)
 save_checkpoint(model, "src/sammed3d/assets/sammed3d_default.pth",
                 metadata={"trained_by": "tools/train_default_model.sh",
                           "source_checkpoint": str(ckpt), **getattr(model, "metadata", {})})

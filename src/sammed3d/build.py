@@ -232,6 +232,7 @@ def build_model(
                 first_click_multimask=ckpt.config.first_click_multimask,
                 negative_click_similarity=ckpt.config.negative_click_similarity,
                 zoom_spacing=ckpt.config.zoom_spacing,
+                refine_boundary=ckpt.config.refine_boundary,
             )
     return model.to(resolve_model_device(device)).eval()
 

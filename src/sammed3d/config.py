@@ -13,9 +13,10 @@ class ModelConfig:
     """Architecture of a SAM-Med3D model.
 
     The first eight fields are those of the published builders; the rest default to the
-    released ``vit_b_ori`` values and exist so that small variants can be built. The last five
+    released ``vit_b_ori`` values and exist so that small variants can be built. The last six
     (``click_maps``, ``hires_channels``, ``first_click_multimask``,
-    ``negative_click_similarity``, ``zoom_spacing``) are options of our own models; published
+    ``negative_click_similarity``, ``zoom_spacing``, ``refine_boundary``) are options of our
+    own models; published
     checkpoints always get the published behaviour (``negative_click_similarity`` only acts
     with the first two).
     """
@@ -67,6 +68,12 @@ class ModelConfig:
     #: training anatomy (docs/default_model.md); a behaviour, not compared when weights are
     #: matched.
     zoom_spacing: float = field(default=0.0, compare=False)
+    #: Our models only (published: 0, off). Boundary refinement: the voxels within this
+    #: many mm of a mask's boundary are decided again by intensity, from histograms of the
+    #: mask's interior and of a ring around it (:mod:`sammed3d.inference.refine`). An
+    #: inference rule chosen after training (docs/default_model.md); not compared when
+    #: weights are matched.
+    refine_boundary: float = field(default=0.0, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +157,15 @@ class ModelConfig:
         ):
             raise ValueError(
                 f"zoom_spacing must be 0 (off) or a spacing in mm, got {self.zoom_spacing!r}"
+            )
+        if (
+            isinstance(self.refine_boundary, bool)
+            or not isinstance(self.refine_boundary, int | float)
+            or not math.isfinite(self.refine_boundary)
+            or self.refine_boundary < 0
+        ):
+            raise ValueError(
+                f"refine_boundary must be 0 (off) or a width in mm, got {self.refine_boundary!r}"
             )
         if self.first_click_multimask and self.num_multimask_outputs < 1:
             raise ValueError("first_click_multimask needs num_multimask_outputs >= 1, got 0")

@@ -96,6 +96,8 @@ def test_shards_and_merge(
         (["--method", "region-growing", "--zoom-spacing", "1"], "only apply to sam-med3d"),
         (["--method", "sam-med3d", "--zoom-spacing", "-2"], "--zoom-spacing must be 0 (off)"),
         (["--method", "region-growing", "--choose-extent"], "only apply to sam-med3d"),
+        (["--method", "region-growing", "--refine-boundary", "3"], "only apply to sam-med3d"),
+        (["--method", "sam-med3d", "--refine-boundary", "inf"], "--refine-boundary must be 0"),
     ],
 )
 def test_bad_arguments_exit_2(

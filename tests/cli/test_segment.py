@@ -99,6 +99,7 @@ def test_no_checkpoint_is_a_clear_error(tmp_path, image, monkeypatch, capsys):
         (["-p", "15", "14", "8", "--label", "0"], "--label"),
         (["-p", "15", "14", "8", "--zoom-spacing", "-1"], "--zoom-spacing must be 0 (off)"),
         (["-p", "15", "14", "8", "--zoom-spacing", "2"], "must be finer than the 1.5 mm lattice"),
+        (["-p", "15", "14", "8", "--refine-boundary", "-3"], "--refine-boundary must be 0 (off)"),
     ],
 )
 def test_bad_clicks_are_one_line_errors(tmp_path, image, ckpt, capsys, extra, match):
@@ -410,13 +411,17 @@ def test_extent_needs_a_model_with_several_masks(tmp_path, image, ckpt, capsys):
 
 def test_extent_takes_another_first_mask_with_the_bundled_model(tmp_path, capsys):
     """The bundled model offers several masks at a first click: segment lists them after the
-    first click and --extent N writes mask N (smallest first), refined by later clicks."""
+    first click and --extent N writes mask N (smallest first), refined by later clicks.
+
+    Boundary refinement is off here: it makes all of a clean ball's masks the ball (one mask
+    is listed then; see test_refined_extents_of_a_ball_are_one)."""
     grid = np.indices((64, 64, 64)).transpose(1, 2, 3, 0)
     ball = np.linalg.norm(grid - 32.0, axis=-1) <= 8
     rng = np.random.default_rng(0)
     img = np.where(ball, 400.0, 100.0) + rng.normal(0, 20, ball.shape)
     path = write_volume(Volume(img.astype(np.float32), (1.0, 1.0, 1.0)), tmp_path / "ball.nii.gz")
     argv = ["segment", str(path), "-p", "32", "32", "32", "--checkpoint", "default"]
+    argv += ["--refine-boundary", "0"]
     assert main([*argv, "-o", str(tmp_path / "auto.nii.gz")]) == 0
     listed = [ln for ln in capsys.readouterr().out.splitlines() if "could get" in ln]
     assert len(listed) == 1 and listed[0].count(" ml") >= 2 and listed[0].count("(model)") == 1
@@ -432,3 +437,20 @@ def test_extent_takes_another_first_mask_with_the_bundled_model(tmp_path, capsys
     out = tmp_path / "refined.nii.gz"
     assert main([*argv, "-n", "60", "60", "60", "-o", str(out), "--extent", str(last)]) == 0
     assert capsys.readouterr().out.count("could get") == 1
+
+
+def test_refined_extents_of_a_ball_are_one(tmp_path, capsys):
+    """With the bundled model's boundary refinement, the masks a click in a clean ball could
+    get all become the ball: one mask is listed, and it is the ball."""
+    grid = np.indices((64, 64, 64)).transpose(1, 2, 3, 0)
+    ball = np.linalg.norm(grid - 32.0, axis=-1) <= 8
+    rng = np.random.default_rng(0)
+    img = np.where(ball, 400.0, 100.0) + rng.normal(0, 20, ball.shape)
+    path = write_volume(Volume(img.astype(np.float32), (1.0, 1.0, 1.0)), tmp_path / "ball.nii.gz")
+    out = tmp_path / "m.nii.gz"
+    argv = ["segment", str(path), "-p", "32", "32", "32", "--checkpoint", "default", "-o", str(out)]
+    assert main(argv) == 0
+    listed = [ln for ln in capsys.readouterr().out.splitlines() if "could get" in ln]
+    assert len(listed) == 1 and listed[0].count(" ml") == 1 and "(model)" in listed[0]
+    mask = read_volume(out).array > 0
+    assert 2 * (mask & ball).sum() / (mask.sum() + ball.sum()) > 0.95

@@ -172,6 +172,9 @@ def test_without_negative_click_similarity_only_negative_clicks_change(option_mo
         {"zoom_spacing": -1.0},
         {"zoom_spacing": float("nan")},
         {"zoom_spacing": True},
+        {"refine_boundary": -1.0},
+        {"refine_boundary": float("inf")},
+        {"refine_boundary": "3"},
     ],
 )
 def test_bad_option_values(bad):
@@ -188,3 +191,13 @@ def test_zoom_spacing_travels_with_the_weights(option_model, tmp_path):
     assert load_checkpoint(path).config.zoom_spacing == 1.0
     assert build_model(TINY_OPTIONS, path).config.zoom_spacing == 1.0
     assert build_model(TINY_OPTIONS).config.zoom_spacing == 0.0
+
+
+def test_refine_boundary_travels_with_the_weights(option_model, tmp_path):
+    """Like zoom-in: chosen after training, in the file, off for published defaults."""
+    assert ModelConfig().refine_boundary == 0.0
+    option_model.config = replace(TINY_OPTIONS, refine_boundary=3.0)
+    path = save_checkpoint(option_model, tmp_path / "refine.pth")
+    assert load_checkpoint(path).config.refine_boundary == 3.0
+    assert build_model(TINY_OPTIONS, path).config.refine_boundary == 3.0
+    assert build_model(TINY_OPTIONS).config.refine_boundary == 0.0

@@ -244,6 +244,25 @@ def check_zoom_spacing(value: float | None) -> None:
         )
 
 
+def add_refine_arg(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The shared ``--refine-boundary`` option (boundary refinement by intensity)."""
+    parser.add_argument(
+        "--refine-boundary",
+        type=float,
+        metavar="MM",
+        help=f"{prefix}boundary refinement: decide the voxels within this many mm of a "
+        "mask's boundary again by intensity, from histograms of the mask's inside and of a "
+        "ring around it (0: off; default: the checkpoint's setting, on for the bundled model, "
+        "off for the published ones)",
+    )
+
+
+def check_refine_boundary(value: float | None) -> None:
+    """Raises :class:`CLIError` for a ``--refine-boundary`` that is negative or not finite."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise CLIError(f"--refine-boundary must be 0 (off) or a width in mm, got {value}")
+
+
 def check_max_rois(value: int) -> None:
     """Raises :class:`CLIError` for a ``--max-rois`` below 1."""
     if value < 1:

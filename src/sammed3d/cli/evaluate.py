@@ -8,8 +8,10 @@ from collections.abc import Iterable
 
 from sammed3d.cli import (
     add_device_arg,
+    add_refine_arg,
     add_unsafe_pickle_arg,
     add_zoom_arg,
+    check_refine_boundary,
     check_zoom_spacing,
     dataclass_defaults,
 )
@@ -101,6 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "objects are truncated) instead of extending it as the interactive default does",
     )
     add_zoom_arg(parser, prefix="sam-med3d: ")
+    add_refine_arg(parser, prefix="sam-med3d: ")
     parser.add_argument(
         "--choose-extent",
         action="store_true",
@@ -264,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
     method: ModelMethod | RegionGrowing
     if args.method == "sam-med3d":
         check_zoom_spacing(args.zoom_spacing)
+        check_refine_boundary(args.refine_boundary)
         # a file, a published name or the default: resolved once, by the checkpoint reader
         method = ModelMethod.from_checkpoint(
             args.checkpoint,
@@ -272,6 +276,7 @@ def run(args: argparse.Namespace) -> int:
             accumulate_clicks=args.accumulate_clicks,
             extend=not args.no_extend,
             zoom_spacing=args.zoom_spacing,
+            refine_boundary=args.refine_boundary,
             choose_extent=args.choose_extent,
         )
         if args.checkpoint and method.session.predictor.checkpoint is not None:
@@ -285,11 +290,12 @@ def run(args: argparse.Namespace) -> int:
             or args.no_extend
             or args.accumulate_clicks
             or args.zoom_spacing is not None
+            or args.refine_boundary is not None
             or args.choose_extent
         ):
             raise CLIError(
-                "--checkpoint, --no-extend, --accumulate-clicks, --zoom-spacing and "
-                "--choose-extent only apply to sam-med3d"
+                "--checkpoint, --no-extend, --accumulate-clicks, --zoom-spacing, "
+                "--refine-boundary and --choose-extent only apply to sam-med3d"
             )
         method = RegionGrowing()
         run_info["params"] = {

@@ -28,9 +28,11 @@ from sammed3d.cli import (
     add_device_arg,
     add_extension_args,
     add_overwrite_arg,
+    add_refine_arg,
     add_unsafe_pickle_arg,
     add_zoom_arg,
     check_max_rois,
+    check_refine_boundary,
     check_zoom_spacing,
 )
 
@@ -137,6 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser, "do not extend objects larger than one 192 mm ROI into neighbouring ROIs"
     )
     add_zoom_arg(parser)
+    add_refine_arg(parser)
     parser.add_argument(
         "--extent",
         type=_extent,
@@ -207,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--label must be in 1..65535, got {args.label}")
     check_max_rois(args.max_rois)
     check_zoom_spacing(args.zoom_spacing)
+    check_refine_boundary(args.refine_boundary)
     _check_output_name(args.output)
     # everything that can be checked before the work: output, device
     check_output_file(args.output, overwrite=args.overwrite, protect=(args.image,))
@@ -224,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
         extend=not args.no_extend,
         max_rois=args.max_rois,
         zoom_spacing=args.zoom_spacing,
+        refine_boundary=args.refine_boundary,
     )
     print(f"loaded {predictor.checkpoint} on {device} ({time.perf_counter() - t0:.2f} s)")
     if args.extent is not None and not predictor.offers_extents():

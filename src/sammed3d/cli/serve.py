@@ -20,9 +20,11 @@ import sys
 from sammed3d.cli import (
     add_device_arg,
     add_extension_args,
+    add_refine_arg,
     add_unsafe_pickle_arg,
     add_zoom_arg,
     check_max_rois,
+    check_refine_boundary,
     check_zoom_spacing,
 )
 
@@ -101,6 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser, "do not extend objects beyond one ROI (clients can toggle it: autozoom)"
     )
     add_zoom_arg(parser)
+    add_refine_arg(parser)
     add_device_arg(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
 
@@ -132,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--port must be in 0..65535, got {args.port}")
     check_max_rois(args.max_rois)
     check_zoom_spacing(args.zoom_spacing)
+    check_refine_boundary(args.refine_boundary)
     if args.max_upload_mb <= 0:
         raise CLIError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     volumes = []
@@ -180,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
             extend=not args.no_extend,
             max_rois=args.max_rois,
             zoom_spacing=args.zoom_spacing,
+            refine_boundary=args.refine_boundary,
         )
 
     app = create_app(make_predictor, config)

@@ -177,6 +177,7 @@ class ModelMethod:
             "accumulate_clicks": self.session.accumulate_clicks,
             "zoom_spacing": p.zoom_spacing,
             "zoom_fill": p.zoom_fill,
+            "refine_boundary": p.refine_boundary,
             "choose_extent": self.choose_extent,
         }
 

@@ -52,6 +52,7 @@ from sammed3d.data.transforms import DEFAULT_SPACING, bbox_center, ct_clamp, zsc
 from sammed3d.inference import extend as _extend
 from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import Lattice, RoiGrid, nearest_index
+from sammed3d.inference.refine import refine_boundary
 from sammed3d.inference.validation import check_image_array, load_image
 from sammed3d.inference.zoom import ZOOM_FILL, resample_roi_logits, zoom_roi
 from sammed3d.io import IrregularSlices, Volume, VolumeError
@@ -157,10 +158,14 @@ class SamMed3DPredictor:
             here must be finer than ``target_spacing`` (ValueError otherwise).
         zoom_fill: Largest share of the zoomed ROI's side a first mask's bounding box may
             span to be zoomed into.
+        refine_boundary: Boundary refinement (:mod:`sammed3d.inference.refine`): the
+            half-width in mm of the band along a mask's boundary decided again by intensity;
+            0 turns it off, None (default) takes the checkpoint's ``refine_boundary`` (0 for
+            the published models).
 
     Raises:
         ValueError: bad ``target_spacing``, ``roi_size``, ``max_rois``, ``cache_size``,
-            ``zoom_spacing`` or ``zoom_fill``;
+            ``zoom_spacing``, ``zoom_fill`` or ``refine_boundary``;
             :class:`~sammed3d.devices.DeviceError` (a ``ValueError``) for a device this
             installation cannot use.
 
@@ -189,6 +194,7 @@ class SamMed3DPredictor:
         cache_size: int = 16,
         zoom_spacing: float | None = None,
         zoom_fill: float = ZOOM_FILL,
+        refine_boundary: float | None = None,
     ) -> None:
         spacing = tuple(float(s) for s in target_spacing)
         if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
@@ -219,6 +225,18 @@ class SamMed3DPredictor:
             zoom_spacing = 0.0  # the checkpoint's zoom is not finer than this lattice: off
         if not 0 < zoom_fill <= 1:
             raise ValueError(f"zoom_fill must be in (0, 1], got {zoom_fill}")
+        if refine_boundary is None:
+            config = getattr(model, "config", None)
+            refine_boundary = float(getattr(config, "refine_boundary", 0.0) or 0.0)
+        if (
+            isinstance(refine_boundary, bool)
+            or not isinstance(refine_boundary, int | float)
+            or not np.isfinite(refine_boundary)
+            or refine_boundary < 0
+        ):
+            raise ValueError(
+                f"refine_boundary must be 0 (off) or a width in mm, got {refine_boundary!r}"
+            )
         if device is not None:
             from sammed3d.build import resolve_model_device
 
@@ -238,11 +256,15 @@ class SamMed3DPredictor:
         #: A first mask is zoomed into when its bounding box fills at most this share of the
         #: zoomed ROI's side.
         self.zoom_fill = float(zoom_fill)
+        #: Half-width (mm) of the boundary band decided again by intensity; 0: off.
+        self.refine_boundary = float(refine_boundary)
         self._volume: Volume | None = None
         self._lattice: Lattice | None = None
         self._zoom_lattice: Lattice | None = None
         self._modality: str | None = None
         self._embeddings: OrderedDict[tuple, ImageEmbedding] = OrderedDict()
+        # raw ROI intensities (boundary refinement), keyed and bounded like the embeddings
+        self._intensities: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
     @classmethod
     def from_checkpoint(
@@ -376,6 +398,7 @@ class SamMed3DPredictor:
         self._zoom_lattice = None
         self._modality = None
         self._embeddings.clear()
+        self._intensities.clear()
 
     @property
     def is_image_set(self) -> bool:
@@ -544,12 +567,7 @@ class SamMed3DPredictor:
         Raises:
             ValueError: z-score undefined (no voxel > 0 in the ROI, or all equal).
         """
-        volume, lattice = self._image()
-        self.check_roi(roi)
-        # zero padding outside the lattice (published CropOrPad), then the CT clamp (0 stays 0)
-        array = roi.resample_from_native(volume.array, "linear", zero_outside_lattice=True)
-        if self._modality == "CT":
-            array = ct_clamp(array)
+        array = self.roi_intensity(roi)
         try:
             array = zscore_foreground(array)
         except ValueError as exc:
@@ -558,6 +576,28 @@ class SamMed3DPredictor:
                 f"cannot normalise the ROI around native voxel {tuple(center.tolist())}: {exc}"
             ) from None
         return torch.from_numpy(np.ascontiguousarray(array))[None, None].to(self.device)
+
+    def roi_intensity(self, roi: RoiGrid) -> np.ndarray:
+        """The image on ``roi`` before normalisation: ``(S, S, S)`` float32, linear
+        interpolation, 0 outside the lattice (the published ``CropOrPad``), CT clamped.
+
+        With boundary refinement on, kept beside the ROI's embedding (same cache bound).
+        """
+        volume, _ = self._image()
+        self.check_roi(roi)
+        key = (roi.lattice is self._zoom_lattice, *roi.key)
+        if key in self._intensities:
+            self._intensities.move_to_end(key)
+            return self._intensities[key]
+        array = roi.resample_from_native(volume.array, "linear", zero_outside_lattice=True)
+        if self._modality == "CT":
+            array = ct_clamp(array)  # 0 stays 0
+        if self.refine_boundary:
+            array.flags.writeable = False  # shared by every later refinement of this ROI
+            self._intensities[key] = array
+            while len(self._intensities) > self.cache_size:
+                self._intensities.popitem(last=False)
+        return array
 
     def get_image_embedding(self, roi: RoiGrid) -> ImageEmbedding:
         """Image embedding of ``roi`` (:meth:`Sam3D.encode`; computed once, then cached)."""
@@ -893,7 +933,7 @@ class SamMed3DPredictor:
         tiles = [tile]
         if (self.extend if extend is None else extend) and not self.is_zoomed(tile):
             tiles += self.extend_tile(tile)
-        mask = self.native_mask(tiles)
+        mask = self.native_mask(tiles, pts, labels)
         logger.debug("predict: %d ROI(s), %.3f s", len(tiles), time.perf_counter() - t0)
         return Prediction(mask, tile.low_res_logits, roi, tuple(tiles), tile.logits)
 
@@ -931,8 +971,20 @@ class SamMed3DPredictor:
     ) -> Tile:
         return self.predict_tile(roi, points, labels, mask_input, source="extension", parent=parent)
 
-    def native_block(self, tiles: Sequence[Tile]) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+    def native_block(
+        self,
+        tiles: Sequence[Tile],
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> tuple[tuple[slice, slice, slice], np.ndarray]:
         """Stitch tiles and paste them onto the native grid.
+
+        Args:
+            tiles: The object's tiles (one lattice).
+            points: ``(N, 3)`` native voxels of the object's clicks; with ``labels`` and
+                boundary refinement on (``refine_boundary``), the stitched mask is refined
+                (:meth:`refine_mask`) before pasting. None: the model's mask as it is.
+            labels: ``(N,)``: 1 positive, 0 negative.
 
         Returns:
             ``(slices, block)``: the native ``(I, J, K)`` slices the tiles cover and the bool
@@ -941,13 +993,63 @@ class SamMed3DPredictor:
             ``slices`` in an all-False array of the image's shape (:meth:`native_mask`).
         """
         union, mask = _extend.stitch(tiles)
+        if self.refine_boundary and points is not None and labels is not None:
+            mask = self.refine_mask(union, mask, tiles, points, labels)
         return union.paste_to_native(mask)
 
-    def native_mask(self, tiles: Sequence[Tile]) -> np.ndarray:
-        """Stitched native ``(I, J, K)`` bool mask of ``tiles`` (False outside them)."""
+    def refine_mask(
+        self,
+        union: RoiGrid,
+        mask: np.ndarray,
+        tiles: Sequence[Tile],
+        points: np.ndarray,
+        labels: np.ndarray,
+    ) -> np.ndarray:
+        """Boundary refinement of a stitched mask (:mod:`sammed3d.inference.refine`).
+
+        Args:
+            union: The box of ``tiles`` (:func:`~sammed3d.inference.extend.stitch`).
+            mask: ``union.size`` bool stitched mask.
+            tiles: The tiles (their ROIs' intensities are the image; voxels no tile covers
+                and voxels outside the lattice carry no data).
+            points: ``(N, 3)`` native voxels of the object's clicks.
+            labels: ``(N,)``: 1 positive, 0 negative.
+
+        Returns:
+            The refined ``union.size`` bool mask (``mask`` itself with refinement off).
+        """
+        if not self.refine_boundary:
+            return mask
+        image = np.zeros(union.size, dtype=np.float32)
+        valid = np.zeros(union.size, dtype=bool)
+        for tile in tiles:
+            roi = tile.roi
+            offset = [s - u for s, u in zip(roi.start, union.start, strict=True)]
+            inside = tuple(
+                slice(o + v.start, o + v.stop) for o, v in zip(offset, roi.valid, strict=True)
+            )
+            image[inside] = self.roi_intensity(roi)[roi.valid]
+            valid[inside] = True
+        spacing = float(min(union.lattice.grid.spacing))
+        band = max(1, int(round(self.refine_boundary / spacing)))
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        lab = np.asarray(labels).reshape(-1)
+        vox = nearest_index(union.native_points_to_voxels(pts)).astype(np.int64)
+        return refine_boundary(
+            image, mask, band, positive=vox[lab == 1], negative=vox[lab == 0], valid=valid
+        )
+
+    def native_mask(
+        self,
+        tiles: Sequence[Tile],
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Stitched native ``(I, J, K)`` bool mask of ``tiles`` (False outside them); with
+        ``points`` and ``labels``, refined as in :meth:`native_block`."""
         volume = self.require_image()
         out = np.zeros(volume.shape, dtype=bool)
-        slices, block = self.native_block(tiles)
+        slices, block = self.native_block(tiles, points, labels)
         out[slices] = block
         return out
 

@@ -487,7 +487,7 @@ class InteractiveSession:
         kept: list[tuple[Tile, float, tuple[slice, ...], np.ndarray]] = []
         for n in order:
             tile, score = found[n]
-            slices, block = pred.native_block([tile])
+            slices, block = pred.native_block([tile], points, np.ones(1, np.int64))
             if not block.any() and not any(_same_tile(tile, t) for t in shown):
                 continue  # an empty mask is no extent to offer
             if any(
@@ -753,7 +753,9 @@ class InteractiveSession:
             obj = self._objects[label] = _Object(label)
         obj.state = state
         if state.tiles:
-            obj.slices, obj.block = self.predictor.native_block(state.tiles)
+            points = np.asarray([c.coord for c in state.clicks], dtype=np.int64).reshape(-1, 3)
+            labels = np.asarray([int(c.positive) for c in state.clicks], dtype=np.int64)
+            obj.slices, obj.block = self.predictor.native_block(state.tiles, points, labels)
         else:
             obj.slices, obj.block = None, None
         self._current = label

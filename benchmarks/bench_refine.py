@@ -1,0 +1,73 @@
+"""What boundary refinement costs: first and refinement clicks, refinement off vs on.
+
+Run: ``.venv/bin/python benchmarks/bench_refine.py [--threads 2] [--repeat 5]``.
+
+The bundled default model on the volume of ``bench_zoom.py`` (181 x 217 x 181 at 1 mm, a
+6 mm ball in a soft head-sized "brain"), two objects per repeat: the ball (a small object,
+zoomed in) and the "brain" (a large one, clicked away from the ball). For each, a fresh
+session gets the first click, then three refinement clicks (positive, negative, positive).
+Refinement off (``refine_boundary`` 0) and the checkpoint's setting run in the same process
+on the same volume; the report gives each median and their ratio (issue 10's targets for
+this model: first click <= 0.5 s, refinement click <= 50 ms).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_zoom import _volume, bundled_predictor, parse_args  # noqa: E402  (same volume)
+
+BRAIN_CLICK = (60, 80, 100)  # inside the "brain", 45 mm from the ball
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, __doc__.splitlines()[0])
+
+    from sammed3d.inference import InteractiveSession
+    from sammed3d.io import Volume
+
+    array, ball = _volume()
+    volume = Volume(array, (1.0, 1.0, 1.0))
+    medians: dict[str, dict[str, tuple[float, float]]] = {}
+    for width in (0.0, None):  # off, then the checkpoint's setting
+        predictor = bundled_predictor(refine_boundary=width)
+        name = (
+            f"refinement {predictor.refine_boundary:g} mm" if predictor.refine_boundary else "off"
+        )
+        medians[name] = {}
+        for what, click in (("ball", ball), ("brain", BRAIN_CLICK)):
+            firsts, refines, sizes = [], [], []
+            for _ in range(args.repeat):
+                session = InteractiveSession(predictor)
+                session.set_image(volume)  # a fresh image: no cached embedding
+                t0 = time.perf_counter()
+                session.add_click(click)
+                firsts.append(time.perf_counter() - t0)
+                sizes.append(session.voxel_count())
+                for d in (1, 2, 3):
+                    t0 = time.perf_counter()
+                    session.add_click((click[0] + d, click[1], click[2]), positive=d != 2)
+                    refines.append(time.perf_counter() - t0)
+            medians[name][what] = (statistics.median(firsts), statistics.median(refines))
+            print(
+                f"{name}, {what}: first click median {medians[name][what][0]:.3f} s, "
+                f"refinement median {1000 * medians[name][what][1]:.0f} ms over {len(refines)}; "
+                f"first mask {statistics.median(sizes):.0f} voxels"
+            )
+    off, on = medians.values()
+    for what in ("ball", "brain"):
+        print(
+            f"ratio on / off, {what}: first click {on[what][0] / off[what][0]:.2f}x, "
+            f"refinement {on[what][1] / off[what][1]:.2f}x"
+        )
+    print(f"load average after {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
