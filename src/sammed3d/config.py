@@ -7,6 +7,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Widest boundary band (mm) of ``refine_boundary``: beyond it the band is no boundary
+#: correction any more (and its outside ring leaves the ROI).
+MAX_REFINE_BOUNDARY_MM = 10.0
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -162,10 +166,11 @@ class ModelConfig:
             isinstance(self.refine_boundary, bool)
             or not isinstance(self.refine_boundary, int | float)
             or not math.isfinite(self.refine_boundary)
-            or self.refine_boundary < 0
+            or not 0 <= self.refine_boundary <= MAX_REFINE_BOUNDARY_MM
         ):
             raise ValueError(
-                f"refine_boundary must be 0 (off) or a width in mm, got {self.refine_boundary!r}"
+                f"refine_boundary must be 0 (off) or a width of at most "
+                f"{MAX_REFINE_BOUNDARY_MM:g} mm, got {self.refine_boundary!r}"
             )
         if self.first_click_multimask and self.num_multimask_outputs < 1:
             raise ValueError("first_click_multimask needs num_multimask_outputs >= 1, got 0")

@@ -89,6 +89,9 @@ def test_bad_arguments_raise():
         refine_boundary(image[:-1], ball, 2)
     with pytest.raises(ValueError, match="band >= 1"):
         refine_boundary(image, ball, 0)
+    for bad in (2.5, True, np.float64(2.0)):  # band is in voxels, not mm
+        with pytest.raises(ValueError, match="band must be a whole number of voxels"):
+            refine_boundary(image, ball, bad)
 
 
 # ------------------------------------------------------------------------ predictor, session
@@ -129,9 +132,11 @@ def test_refine_boundary_setting_comes_from_the_config_and_is_checked(lab):
     model.config = ModelConfig(refine_boundary=3.0)
     assert SamMed3DPredictor(model).refine_boundary == 3.0
     assert SamMed3DPredictor(model, refine_boundary=0).refine_boundary == 0.0
-    for bad in (-1.0, float("nan"), True):
+    for bad in (-1.0, float("nan"), True, 10.5):
         with pytest.raises(ValueError, match="refine_boundary must be 0"):
             SamMed3DPredictor(model, refine_boundary=bad)
-    with pytest.raises(ValueError, match="refine_boundary must be 0"):
-        ModelConfig(refine_boundary=-2.0)
+    assert SamMed3DPredictor(model, refine_boundary=10).refine_boundary == 10.0
+    for bad in (-2.0, 20.0):
+        with pytest.raises(ValueError, match="at most 10 mm"):
+            ModelConfig(refine_boundary=bad)
     assert ModelConfig() == ModelConfig(refine_boundary=3.0)  # a behaviour, not compared

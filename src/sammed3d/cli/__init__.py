@@ -252,15 +252,21 @@ def add_refine_arg(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         metavar="MM",
         help=f"{prefix}boundary refinement: decide the voxels within this many mm of a "
         "mask's boundary again by intensity, from histograms of the mask's inside and of a "
-        "ring around it (0: off; default: the checkpoint's setting, on for the bundled model, "
-        "off for the published ones)",
+        "ring around it; rounded to whole voxels of the 1.5 mm lattice (at least one), at most "
+        "10 (0: off; default: the checkpoint's setting, 3 for the bundled model, off for the "
+        "published ones)",
     )
 
 
 def check_refine_boundary(value: float | None) -> None:
-    """Raises :class:`CLIError` for a ``--refine-boundary`` that is negative or not finite."""
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise CLIError(f"--refine-boundary must be 0 (off) or a width in mm, got {value}")
+    """Raises :class:`CLIError` for a ``--refine-boundary`` that is not in [0, 10] mm."""
+    from sammed3d.config import MAX_REFINE_BOUNDARY_MM
+
+    if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_REFINE_BOUNDARY_MM):
+        raise CLIError(
+            f"--refine-boundary must be 0 (off) or a width of at most "
+            f"{MAX_REFINE_BOUNDARY_MM:g} mm, got {value:g}"
+        )
 
 
 def check_max_rois(value: int) -> None:

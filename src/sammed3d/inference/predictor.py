@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sammed3d.config import MAX_REFINE_BOUNDARY_MM
 from sammed3d.data.transforms import DEFAULT_SPACING, bbox_center, ct_clamp, zscore_foreground
 from sammed3d.inference import extend as _extend
 from sammed3d.inference.extend import Tile
@@ -159,9 +160,10 @@ class SamMed3DPredictor:
         zoom_fill: Largest share of the zoomed ROI's side a first mask's bounding box may
             span to be zoomed into.
         refine_boundary: Boundary refinement (:mod:`sammed3d.inference.refine`): the
-            half-width in mm of the band along a mask's boundary decided again by intensity;
-            0 turns it off, None (default) takes the checkpoint's ``refine_boundary`` (0 for
-            the published models).
+            half-width in mm of the band along a mask's boundary decided again by intensity,
+            at most ``MAX_REFINE_BOUNDARY_MM`` (10) and rounded to whole voxels of the ROI's
+            lattice (at least one); 0 turns it off, None (default) takes the checkpoint's
+            ``refine_boundary`` (0 for the published models).
 
     Raises:
         ValueError: bad ``target_spacing``, ``roi_size``, ``max_rois``, ``cache_size``,
@@ -232,10 +234,11 @@ class SamMed3DPredictor:
             isinstance(refine_boundary, bool)
             or not isinstance(refine_boundary, int | float)
             or not np.isfinite(refine_boundary)
-            or refine_boundary < 0
+            or not 0 <= refine_boundary <= MAX_REFINE_BOUNDARY_MM
         ):
             raise ValueError(
-                f"refine_boundary must be 0 (off) or a width in mm, got {refine_boundary!r}"
+                f"refine_boundary must be 0 (off) or a width of at most "
+                f"{MAX_REFINE_BOUNDARY_MM:g} mm, got {refine_boundary!r}"
             )
         if device is not None:
             from sammed3d.build import resolve_model_device

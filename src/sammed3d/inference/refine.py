@@ -72,7 +72,8 @@ def refine_boundary(
         full, or when the interior or ring sample is too small for a histogram.
 
     Raises:
-        ValueError: shapes differ, ``band`` < 1, ``iterations`` < 1 or ``ring`` < 2.
+        ValueError: shapes differ; ``band``, ``iterations`` or ``ring`` not whole numbers, or
+            ``band`` < 1, ``iterations`` < 1, ``ring`` < 2.
     """
     mask = np.asarray(mask, dtype=bool)
     if image.shape != mask.shape or (valid is not None and valid.shape != mask.shape):
@@ -80,6 +81,9 @@ def refine_boundary(
             f"image {image.shape}, mask {mask.shape} and valid "
             f"{None if valid is None else valid.shape} must have one shape"
         )
+    for name, value in (("band", band), ("iterations", iterations), ("ring", ring)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"{name} must be a whole number of voxels, got {value!r}")
     if band < 1 or iterations < 1 or ring < 2:
         raise ValueError(
             f"need band >= 1, iterations >= 1 and ring >= 2, got {band}, {iterations}, {ring}"
