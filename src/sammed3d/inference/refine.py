@@ -2,8 +2,8 @@
 
 Our models predict on a coarse grid (64³ logits for a 128³ ROI: 3 mm cells at 1.5 mm), so
 their masks are blocky and miss thin parts (gyral white matter, the edge of a lesion). This
-step keeps the model's mask away from its boundary and decides the voxels within ``band``
-voxels of it again, from two intensity histograms estimated on the mask itself: one from its
+step keeps the model's mask as it is away from its boundary and decides the voxels within
+``band`` voxels of the boundary again, from two intensity histograms estimated on the mask itself: one from its
 interior (deeper than ``band``), one from a ring just outside it (``band`` to
 ``ring * band`` voxels away). A band voxel goes inside when
 
@@ -15,7 +15,8 @@ instead of Gaussian mixtures and the model's mask instead of a box), and a prior
 the boundary where the model put it when intensity does not tell. It is repeated
 ``iterations`` times with histograms and distances of the refined mask, always inside the
 band around the model's own boundary (``anchored``: the result never leaves it), then the
-components holding a positive click are kept.
+components holding a positive click are kept (without clicks: those meeting the model's
+mask).
 
 Clicks are respected: a positive click's voxel is always inside, and within ``band`` voxels
 of a negative click the model's mask is kept. Voxels without image data (``valid`` False:
@@ -59,7 +60,8 @@ def refine_boundary(
             are ignored).
         negative: ``(M, 3)`` voxel indices of negative clicks.
         valid: ``(X, Y, Z)`` bool, the voxels with image data (default: all).
-        iterations: How often the band is decided (it moves with the boundary each time).
+        iterations: How often the band is decided (each time with the histograms and the
+            distances of the mask refined so far).
         shape_weight: Weight of the signed-distance prior against the likelihood ratio.
         ring: The outside sample spans ``band`` to ``ring * band`` voxels from the mask.
         anchored: Decide only voxels within ``band`` of the input mask's boundary in every
