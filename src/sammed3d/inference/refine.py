@@ -3,9 +3,9 @@
 Our models predict on a coarse grid (64³ logits for a 128³ ROI: 3 mm cells at 1.5 mm), so
 their masks are blocky and miss thin parts (gyral white matter, the edge of a lesion). This
 step keeps the model's mask as it is away from its boundary and decides the voxels within
-``band`` voxels of the boundary again, from two intensity histograms estimated on the mask itself: one from its
-interior (deeper than ``band``), one from a ring just outside it (``band`` to
-``ring * band`` voxels away). A band voxel goes inside when
+``band`` voxels of the boundary again, from two intensity histograms estimated on the mask
+itself: one from its interior (deeper than ``band``), one from a ring just outside it
+(``band`` to ``ring * band`` voxels away). A band voxel goes inside when
 
     log p_in(I) - log p_out(I) + shape_weight * d / band > 0,
 
