@@ -21,13 +21,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_zoom import _volume, bundled_predictor, parse_args  # noqa: E402  (same volume)
+from bench_zoom import (  # noqa: E402  (same volume)
+    _volume,
+    bundled_predictor,
+    parse_args,
+    timed_first_click,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__.splitlines()[0])
 
-    from sammed3d.inference import InteractiveSession
     from sammed3d.io import Volume
 
     array, click = _volume()
@@ -35,11 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     predictor = bundled_predictor()
     firsts, listings, takes, refines, counts = [], [], [], [], []
     for _ in range(args.repeat):
-        session = InteractiveSession(predictor)
-        session.set_image(volume)  # a fresh image: no cached embedding
-        t0 = time.perf_counter()
-        session.add_click(click)
-        firsts.append(time.perf_counter() - t0)
+        session, seconds = timed_first_click(predictor, volume, click)
+        firsts.append(seconds)
         t0 = time.perf_counter()
         found = session.extents()
         listings.append(time.perf_counter() - t0)

@@ -16,11 +16,16 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_zoom import _volume, bundled_predictor, parse_args  # noqa: E402  (same volume)
+from bench_zoom import (  # noqa: E402  (same volume and clicks)
+    _volume,
+    bundled_predictor,
+    parse_args,
+    timed_first_click,
+    timed_refinements,
+)
 
 BRAIN_CLICK = (60, 80, 100)  # inside the "brain", 45 mm from the ball
 
@@ -28,7 +33,6 @@ BRAIN_CLICK = (60, 80, 100)  # inside the "brain", 45 mm from the ball
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__.splitlines()[0])
 
-    from sammed3d.inference import InteractiveSession
     from sammed3d.io import Volume
 
     array, ball = _volume()
@@ -43,16 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         for what, click in (("ball", ball), ("brain", BRAIN_CLICK)):
             firsts, refines, sizes = [], [], []
             for _ in range(args.repeat):
-                session = InteractiveSession(predictor)
-                session.set_image(volume)  # a fresh image: no cached embedding
-                t0 = time.perf_counter()
-                session.add_click(click)
-                firsts.append(time.perf_counter() - t0)
+                session, seconds = timed_first_click(predictor, volume, click)
+                firsts.append(seconds)
                 sizes.append(session.voxel_count())
-                for d in (1, 2, 3):
-                    t0 = time.perf_counter()
-                    session.add_click((click[0] + d, click[1], click[2]), positive=d != 2)
-                    refines.append(time.perf_counter() - t0)
+                refines += timed_refinements(session, click)
             medians[name][what] = (statistics.median(firsts), statistics.median(refines))
             print(
                 f"{name}, {what}: first click median {medians[name][what][0]:.3f} s, "

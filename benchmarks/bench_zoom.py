@@ -59,10 +59,31 @@ def bundled_predictor(**kwargs: object):  # noqa: ANN201 - SamMed3DPredictor (la
     return predictor
 
 
+def timed_first_click(predictor, volume, click):  # noqa: ANN001, ANN201 (lazy imports)
+    """A fresh session on ``volume`` (no cached embedding) and its first click at ``click``:
+    ``(session, seconds)`` (shared with ``bench_extents.py`` and ``bench_refine.py``)."""
+    from sammed3d.inference import InteractiveSession
+
+    session = InteractiveSession(predictor)
+    session.set_image(volume)
+    t0 = time.perf_counter()
+    session.add_click(click)
+    return session, time.perf_counter() - t0
+
+
+def timed_refinements(session, click) -> list[float]:  # noqa: ANN001
+    """Seconds of three refinement clicks next to ``click``: positive, negative, positive."""
+    out = []
+    for d in (1, 2, 3):
+        t0 = time.perf_counter()
+        session.add_click((click[0] + d, click[1], click[2]), positive=d != 2)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__.splitlines()[0])
 
-    from sammed3d.inference import InteractiveSession
     from sammed3d.io import Volume
 
     array, click = _volume()
@@ -72,16 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         predictor = bundled_predictor(zoom_spacing=zoom)
         firsts, refines, zoomed = [], [], []
         for _ in range(args.repeat):
-            session = InteractiveSession(predictor)
-            session.set_image(volume)  # a fresh image: no cached embedding
-            t0 = time.perf_counter()
-            session.add_click(click)
-            firsts.append(time.perf_counter() - t0)
+            session, seconds = timed_first_click(predictor, volume, click)
+            firsts.append(seconds)
             zoomed.append(predictor.is_zoomed(session.tiles[0]))
-            for d in (1, 2, 3):
-                t0 = time.perf_counter()
-                session.add_click((click[0] + d, click[1], click[2]), positive=d != 2)
-                refines.append(time.perf_counter() - t0)
+            refines += timed_refinements(session, click)
         name = f"zoom-in {predictor.zoom_spacing:g} mm" if predictor.zoom_spacing else "no zoom"
         medians[name] = (statistics.median(firsts), statistics.median(refines))
         print(

@@ -12,6 +12,25 @@ from typing import Any
 MAX_REFINE_BOUNDARY_MM = 10.0
 
 
+def check_refine_boundary(value: object) -> float:
+    """``value`` as a boundary refinement width in mm (0: off).
+
+    Raises:
+        ValueError: not a number, not finite, negative or above ``MAX_REFINE_BOUNDARY_MM``.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= MAX_REFINE_BOUNDARY_MM
+    ):
+        raise ValueError(
+            f"refine_boundary must be 0 (off) or a width of at most "
+            f"{MAX_REFINE_BOUNDARY_MM:g} mm, got {value!r}"
+        )
+    return float(value)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a SAM-Med3D model.
@@ -162,16 +181,7 @@ class ModelConfig:
             raise ValueError(
                 f"zoom_spacing must be 0 (off) or a spacing in mm, got {self.zoom_spacing!r}"
             )
-        if (
-            isinstance(self.refine_boundary, bool)
-            or not isinstance(self.refine_boundary, int | float)
-            or not math.isfinite(self.refine_boundary)
-            or not 0 <= self.refine_boundary <= MAX_REFINE_BOUNDARY_MM
-        ):
-            raise ValueError(
-                f"refine_boundary must be 0 (off) or a width of at most "
-                f"{MAX_REFINE_BOUNDARY_MM:g} mm, got {self.refine_boundary!r}"
-            )
+        check_refine_boundary(self.refine_boundary)
         if self.first_click_multimask and self.num_multimask_outputs < 1:
             raise ValueError("first_click_multimask needs num_multimask_outputs >= 1, got 0")
         if self.mask_in_chans % 4:

@@ -182,22 +182,14 @@ def test_bad_option_values(bad):
         ModelConfig(**bad)
 
 
-def test_zoom_spacing_travels_with_the_weights(option_model, tmp_path):
-    """A behaviour chosen after training: recorded in the file, not part of the architecture
-    (a model without it loads the same weights), off for published defaults."""
-    assert ModelConfig().zoom_spacing == 0.0
-    option_model.config = replace(TINY_OPTIONS, zoom_spacing=1.0)
-    path = save_checkpoint(option_model, tmp_path / "zoom.pth")
-    assert load_checkpoint(path).config.zoom_spacing == 1.0
-    assert build_model(TINY_OPTIONS, path).config.zoom_spacing == 1.0
-    assert build_model(TINY_OPTIONS).config.zoom_spacing == 0.0
-
-
-def test_refine_boundary_travels_with_the_weights(option_model, tmp_path):
-    """Like zoom-in: chosen after training, in the file, off for published defaults."""
-    assert ModelConfig().refine_boundary == 0.0
-    option_model.config = replace(TINY_OPTIONS, refine_boundary=3.0)
-    path = save_checkpoint(option_model, tmp_path / "refine.pth")
-    assert load_checkpoint(path).config.refine_boundary == 3.0
-    assert build_model(TINY_OPTIONS, path).config.refine_boundary == 3.0
-    assert build_model(TINY_OPTIONS).config.refine_boundary == 0.0
+@pytest.mark.parametrize(("option", "value"), [("zoom_spacing", 1.0), ("refine_boundary", 3.0)])
+def test_inference_options_travel_with_the_weights(option_model, tmp_path, option, value):
+    """Behaviours chosen after training (zoom-in, boundary refinement): recorded in the file,
+    not part of the architecture (a model without them loads the same weights), off for
+    published defaults."""
+    assert getattr(ModelConfig(), option) == 0.0
+    option_model.config = replace(TINY_OPTIONS, **{option: value})
+    path = save_checkpoint(option_model, tmp_path / f"{option}.pth")
+    assert getattr(load_checkpoint(path).config, option) == value
+    assert getattr(build_model(TINY_OPTIONS, path).config, option) == value
+    assert getattr(build_model(TINY_OPTIONS).config, option) == 0.0

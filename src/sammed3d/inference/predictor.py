@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sammed3d.config import MAX_REFINE_BOUNDARY_MM
+from sammed3d.config import check_refine_boundary
 from sammed3d.data.transforms import DEFAULT_SPACING, bbox_center, ct_clamp, zscore_foreground
 from sammed3d.inference import extend as _extend
 from sammed3d.inference.extend import Tile
@@ -230,16 +230,7 @@ class SamMed3DPredictor:
         if refine_boundary is None:
             config = getattr(model, "config", None)
             refine_boundary = float(getattr(config, "refine_boundary", 0.0) or 0.0)
-        if (
-            isinstance(refine_boundary, bool)
-            or not isinstance(refine_boundary, int | float)
-            or not np.isfinite(refine_boundary)
-            or not 0 <= refine_boundary <= MAX_REFINE_BOUNDARY_MM
-        ):
-            raise ValueError(
-                f"refine_boundary must be 0 (off) or a width of at most "
-                f"{MAX_REFINE_BOUNDARY_MM:g} mm, got {refine_boundary!r}"
-            )
+        refine_boundary = check_refine_boundary(refine_boundary)
         if device is not None:
             from sammed3d.build import resolve_model_device
 
@@ -260,7 +251,7 @@ class SamMed3DPredictor:
         #: zoomed ROI's side.
         self.zoom_fill = float(zoom_fill)
         #: Half-width (mm) of the boundary band decided again by intensity; 0: off.
-        self.refine_boundary = float(refine_boundary)
+        self.refine_boundary = refine_boundary
         self._volume: Volume | None = None
         self._lattice: Lattice | None = None
         self._zoom_lattice: Lattice | None = None
