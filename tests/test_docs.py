@@ -100,6 +100,7 @@ METAVARS: dict[str | tuple[str, str], str] = {
     ("--max-rois", "N"): "2",
     ("--zoom-spacing", "MM"): "1.0",
     ("--refine-boundary", "MM"): "3",
+    ("--contrast-guard", "C"): "0.4",
     "N": "1",
     "CKPT": "tiny.pth",
     "TASK.pth": "task.pth",

@@ -17,9 +17,10 @@ if [ -f "$run/checkpoints/latest.json" ]; then
 else
     OMP_NUM_THREADS=1 nice .venv/bin/sammed3d train --config default_model -o "$run" "$@"
 fi
-# the zoom-in spacing and the boundary refinement width are chosen after training on the
-# MNI152 tuning sets (docs/default_model.md): ZOOM_SPACING=0 / REFINE_BOUNDARY=0 turn them off
-$py - "$run" "${ZOOM_SPACING:-1.0}" "${REFINE_BOUNDARY:-3.0}" <<'PY'
+# the zoom-in spacing, the boundary refinement width and the contrast veto of the first-click
+# pick are chosen after training on the MNI152 tuning sets (docs/default_model.md):
+# ZOOM_SPACING=0 / REFINE_BOUNDARY=0 / CONTRAST_GUARD=0 turn them off
+$py - "$run" "${ZOOM_SPACING:-1.0}" "${REFINE_BOUNDARY:-3.0}" "${CONTRAST_GUARD:-0.4}" <<'PY'
 import dataclasses
 import sys
 from sammed3d import load_checkpoint, save_checkpoint
@@ -27,7 +28,10 @@ from sammed3d.training.trainer import find_latest_checkpoint
 ckpt = find_latest_checkpoint(sys.argv[1])
 model = load_checkpoint(ckpt)
 model.config = dataclasses.replace(
-    model.config, zoom_spacing=float(sys.argv[2]), refine_boundary=float(sys.argv[3])
+    model.config,
+    zoom_spacing=float(sys.argv[2]),
+    refine_boundary=float(sys.argv[3]),
+    contrast_guard=float(sys.argv[4]),
 )
 save_checkpoint(model, "src/sammed3d/assets/sammed3d_default.pth",
                 metadata={"trained_by": "tools/train_default_model.sh",

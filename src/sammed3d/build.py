@@ -233,6 +233,7 @@ def build_model(
                 negative_click_similarity=ckpt.config.negative_click_similarity,
                 zoom_spacing=ckpt.config.zoom_spacing,
                 refine_boundary=ckpt.config.refine_boundary,
+                contrast_guard=ckpt.config.contrast_guard,
             )
     return model.to(resolve_model_device(device)).eval()
 

@@ -12,21 +12,44 @@ from typing import Any
 MAX_REFINE_BOUNDARY_MM = 10.0
 
 
+#: Highest ``contrast_guard`` (border contrasts of real structures lie around 0.5-2).
+MAX_CONTRAST_GUARD = 10.0
+
+
+def _in_range(value: object, high: float) -> bool:
+    """Whether ``value`` is a real number (not a bool) in ``[0, high]``."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and 0 <= value <= high
+    )
+
+
 def check_refine_boundary(value: object) -> float:
     """``value`` as a boundary refinement width in mm (0: off).
 
     Raises:
         ValueError: not a number, not finite, negative or above ``MAX_REFINE_BOUNDARY_MM``.
     """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not 0 <= value <= MAX_REFINE_BOUNDARY_MM
-    ):
+    if not _in_range(value, MAX_REFINE_BOUNDARY_MM):
         raise ValueError(
             f"refine_boundary must be 0 (off) or a width of at most "
             f"{MAX_REFINE_BOUNDARY_MM:g} mm, got {value!r}"
+        )
+    return float(value)
+
+
+def check_contrast_guard(value: object) -> float:
+    """``value`` as the contrast guard's border contrast threshold (0: off).
+
+    Raises:
+        ValueError: not a number, not finite, negative or above ``MAX_CONTRAST_GUARD``.
+    """
+    if not _in_range(value, MAX_CONTRAST_GUARD):
+        raise ValueError(
+            f"contrast_guard must be 0 (off) or a border contrast of at most "
+            f"{MAX_CONTRAST_GUARD:g}, got {value!r}"
         )
     return float(value)
 
@@ -36,10 +59,10 @@ class ModelConfig:
     """Architecture of a SAM-Med3D model.
 
     The first eight fields are those of the published builders; the rest default to the
-    released ``vit_b_ori`` values and exist so that small variants can be built. The last six
+    released ``vit_b_ori`` values and exist so that small variants can be built. The last seven
     (``click_maps``, ``hires_channels``, ``first_click_multimask``,
-    ``negative_click_similarity``, ``zoom_spacing``, ``refine_boundary``) are options of our
-    own models; published
+    ``negative_click_similarity``, ``zoom_spacing``, ``refine_boundary``, ``contrast_guard``)
+    are options of our own models; published
     checkpoints always get the published behaviour (``negative_click_similarity`` only acts
     with the first two).
     """
@@ -97,6 +120,12 @@ class ModelConfig:
     #: inference rule chosen after training (docs/default_model.md); not compared when
     #: weights are matched.
     refine_boundary: float = field(default=0.0, compare=False)
+    #: Our models only (published: 0, off). Contrast guard: a first-click pick whose
+    #: border contrast is below this gives way to the extent with the highest contrast (if at
+    #: least twice as high), and a later click that blows the mask up into a mask of low
+    #: contrast is not taken (:mod:`sammed3d.inference.contrast`). An inference rule chosen
+    #: after training (docs/default_model.md); not compared when weights are matched.
+    contrast_guard: float = field(default=0.0, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -182,6 +211,7 @@ class ModelConfig:
                 f"zoom_spacing must be 0 (off) or a spacing in mm, got {self.zoom_spacing!r}"
             )
         check_refine_boundary(self.refine_boundary)
+        check_contrast_guard(self.contrast_guard)
         if self.first_click_multimask and self.num_multimask_outputs < 1:
             raise ValueError("first_click_multimask needs num_multimask_outputs >= 1, got 0")
         if self.mask_in_chans % 4:

@@ -98,6 +98,8 @@ def test_shards_and_merge(
         (["--method", "region-growing", "--choose-extent"], "only apply to sam-med3d"),
         (["--method", "region-growing", "--refine-boundary", "3"], "only apply to sam-med3d"),
         (["--method", "sam-med3d", "--refine-boundary", "inf"], "--refine-boundary must be 0"),
+        (["--method", "region-growing", "--contrast-guard", "0.4"], "only apply to sam-med3d"),
+        (["--method", "sam-med3d", "--contrast-guard", "nan"], "--contrast-guard must be 0"),
     ],
 )
 def test_bad_arguments_exit_2(

@@ -101,6 +101,8 @@ def test_no_checkpoint_is_a_clear_error(tmp_path, image, monkeypatch, capsys):
         (["-p", "15", "14", "8", "--zoom-spacing", "2"], "must be finer than the 1.5 mm lattice"),
         (["-p", "15", "14", "8", "--refine-boundary", "-3"], "--refine-boundary must be 0 (off)"),
         (["-p", "15", "14", "8", "--refine-boundary", "100"], "a width of at most 10 mm, got 100"),
+        (["-p", "15", "14", "8", "--contrast-guard", "-0.4"], "--contrast-guard must be 0 (off)"),
+        (["-p", "15", "14", "8", "--contrast-guard", "inf"], "a border contrast of at most 10"),
     ],
 )
 def test_bad_clicks_are_one_line_errors(tmp_path, image, ckpt, capsys, extra, match):

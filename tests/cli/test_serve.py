@@ -55,6 +55,8 @@ def test_start_up_errors(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "--zoom-spacing" in _err(capsys)
     assert main(["serve", "--refine-boundary", "-1", "--checkpoint", str(ckpt)]) == 2
     assert "--refine-boundary must be 0 (off)" in _err(capsys)
+    assert main(["serve", "--contrast-guard", "11", "--checkpoint", str(ckpt)]) == 2
+    assert "--contrast-guard must be 0 (off)" in _err(capsys)
     # the one device resolver: an unusable GPU index is a one-line error, not a torch traceback
     assert main(["serve", "--device", "cuda:99", "--checkpoint", str(ckpt)]) == 2
     assert "--device" in _err(capsys)

@@ -37,13 +37,16 @@ def _scene() -> tuple[Volume, SimpleNamespace]:
     )
 
 
-def _multimask_model(lab, duplicate: bool = False, empty: bool = False):
+def _multimask_model(lab, duplicate: bool = False, empty: bool = False, blow_up: bool = False):
     class ExtentModel(lab.OracleModel):
         first_click_multimask = True
 
         def decode(self, emb, coords, labels, mask_input, multimask_output=False):
             low, iou = super().decode(emb, coords, labels, mask_input, False)
-            if not multimask_output:
+            later = mask_input is not None and bool(mask_input.abs().max() > 0)
+            if blow_up and later:  # every later click: the large ball
+                multimask_output = True
+            elif not multimask_output:
                 return low, iou
             comp = self.upsample_logits(low)[0, 0] > 0
             grid = torch.stack(torch.meshgrid(*[torch.arange(self.img_size)] * 3, indexing="ij"))
@@ -54,6 +57,8 @@ def _multimask_model(lab, duplicate: bool = False, empty: bool = False):
             large = (dist <= 12.0) | comp
             masks = torch.stack([small, comp, large]).float()[None] * 20.0 - 10.0
             low = F.interpolate(masks, size=self.low_res_size, mode="trilinear")
+            if blow_up and later:
+                return low[:, 2:], torch.ones(1, 1)
             return low, torch.tensor([[0.9, 0.3, 0.5]])
 
     return ExtentModel(img_size=SIZE)
@@ -208,3 +213,68 @@ def test_simulated_extent_choice_takes_the_best_dice(lab):
     )
     with pytest.raises(ValueError, match="decodes one mask per click"):
         ModelMethod(one_mask, choose_extent=True)
+
+
+def test_a_low_contrast_pick_gives_way_to_the_sharpest_extent(lab):
+    vol, scene = _scene()
+    component = _component(lab)
+    for threshold, expected in ((0.0, None), (0.5, component)):
+        pred = SamMed3DPredictor(
+            _multimask_model(lab), target_spacing=(MAIN,) * 3, contrast_guard=threshold
+        )
+        session = InteractiveSession(pred)
+        session.set_image(vol)
+        session.add_point(scene.centre)
+        found = session.extents()
+        if expected is None:  # off: the model's own pick, the small ball inside the bright one
+            assert found[0].picked and found[0].current
+            continue
+        assert np.array_equal(session.mask, expected)  # the bright ball, not the small one
+        assert [e.picked for e in found] == [False, True, False]
+        assert [e.current for e in found] == [False, True, False]
+        assert session.undo() and not session.clicks  # one undo takes the click back
+        assert session.redo() and np.array_equal(session.mask, expected)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "click"),
+    [(0.15, (40, 48, 48)), (0.5, (40, 48, 56))],
+    ids=["the pick is sharp enough", "no extent is sharper"],
+)
+def test_the_pick_is_kept(lab, threshold, click):
+    # contrasts (seed 0): in the bright ball the small ball 0.18, the bright ball 1.26, the
+    # large ball 0.09; outside it the small ball 0.13 and the large one 0.08
+    vol, _ = _scene()
+    pred = SamMed3DPredictor(
+        _multimask_model(lab), target_spacing=(MAIN,) * 3, contrast_guard=threshold
+    )
+    session = InteractiveSession(pred)
+    session.set_image(vol)
+    session.add_point(click)
+    found = session.extents()
+    assert found[0].picked and found[0].current
+    assert session.voxel_count() == found[0].voxels
+
+
+def test_a_later_click_that_blows_the_mask_up_into_a_blur_is_not_taken(lab):
+    vol, scene = _scene()
+    masks = {}
+    for threshold in (0.0, 0.5):
+        pred = SamMed3DPredictor(
+            _multimask_model(lab, blow_up=True),
+            target_spacing=(MAIN,) * 3,
+            contrast_guard=threshold,
+        )
+        session = InteractiveSession(pred)
+        session.set_image(vol)
+        session.add_point(scene.centre)
+        session.choose_extent(1)  # the bright ball (contrast 1.26)
+        first = session.mask.copy()
+        session.add_point((41, 48, 48))  # the model answers with the large ball (contrast 0.09)
+        masks[threshold] = session.mask.copy()
+        assert len(session.clicks) == 2
+        if threshold:
+            assert np.array_equal(masks[threshold], first)  # kept: the click goes on with the next
+            assert session.undo() and len(session.clicks) == 1
+            assert np.array_equal(session.mask, first)
+    assert masks[0.0].sum() > 20 * masks[0.5].sum()  # off: the blur is taken

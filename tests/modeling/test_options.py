@@ -175,6 +175,8 @@ def test_without_negative_click_similarity_only_negative_clicks_change(option_mo
         {"refine_boundary": -1.0},
         {"refine_boundary": float("inf")},
         {"refine_boundary": "3"},
+        {"contrast_guard": -0.1},
+        {"contrast_guard": 11.0},
     ],
 )
 def test_bad_option_values(bad):
@@ -182,9 +184,12 @@ def test_bad_option_values(bad):
         ModelConfig(**bad)
 
 
-@pytest.mark.parametrize(("option", "value"), [("zoom_spacing", 1.0), ("refine_boundary", 3.0)])
+@pytest.mark.parametrize(
+    ("option", "value"), [("zoom_spacing", 1.0), ("refine_boundary", 3.0), ("contrast_guard", 0.4)]
+)
 def test_inference_options_travel_with_the_weights(option_model, tmp_path, option, value):
-    """Behaviours chosen after training (zoom-in, boundary refinement): recorded in the file,
+    """Behaviours chosen after training (zoom-in, boundary refinement, contrast veto of the
+    first-click pick): recorded in the file,
     not part of the architecture (a model without them loads the same weights), off for
     published defaults."""
     assert getattr(ModelConfig(), option) == 0.0

@@ -217,8 +217,17 @@ def add_extension_args(parser: argparse.ArgumentParser, no_extend_help: str) -> 
     )
 
 
-def add_zoom_arg(parser: argparse.ArgumentParser, prefix: str = "") -> None:
-    """The shared ``--zoom-spacing`` option (zoom-in at a small object's first click)."""
+#: The options of the inference rules a checkpoint carries (zoom-in, boundary refinement,
+#: contrast guard): ``--flag`` -> predictor keyword.
+RULE_OPTIONS = {
+    "--zoom-spacing": "zoom_spacing",
+    "--refine-boundary": "refine_boundary",
+    "--contrast-guard": "contrast_guard",
+}
+
+
+def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The shared options of the inference rules that travel with a checkpoint."""
     parser.add_argument(
         "--zoom-spacing",
         type=float,
@@ -228,24 +237,6 @@ def add_zoom_arg(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         "than the 1.5 mm lattice (0: off; default: the checkpoint's setting, 1.0 for the "
         "bundled model, off for the published ones)",
     )
-
-
-def check_zoom_spacing(value: float | None) -> None:
-    """Raises :class:`CLIError` for a ``--zoom-spacing`` that is negative, not finite, or not
-    finer than the lattice the commands use (1.5 mm)."""
-    from sammed3d.data.transforms import DEFAULT_SPACING  # at run time: keeps --help light
-
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise CLIError(f"--zoom-spacing must be 0 (off) or a spacing in mm, got {value}")
-    coarse = min(DEFAULT_SPACING)
-    if value and value >= coarse:
-        raise CLIError(
-            f"--zoom-spacing must be finer than the {coarse:g} mm lattice (0: off), got {value:g}"
-        )
-
-
-def add_refine_arg(parser: argparse.ArgumentParser, prefix: str = "") -> None:
-    """The shared ``--refine-boundary`` option (boundary refinement by intensity)."""
     parser.add_argument(
         "--refine-boundary",
         type=float,
@@ -256,17 +247,44 @@ def add_refine_arg(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         "10 (0: off; default: the checkpoint's setting, 3 for the bundled model, off for the "
         "published ones)",
     )
+    parser.add_argument(
+        "--contrast-guard",
+        type=float,
+        metavar="C",
+        help=f"{prefix}contrast guard: a first-click mask whose border contrast (|mean "
+        "inside - mean of a 2-voxel ring| / sum of their std) is below C gives way to the "
+        "model's mask of the highest contrast, if at least twice as high and at least C; a "
+        "later click that more than doubles the mask into one of contrast below C and below "
+        "half the previous one is not taken; at most 10 (0: off; default: the checkpoint's "
+        "setting, 0.4 for the bundled model, off for the published ones)",
+    )
 
 
-def check_refine_boundary(value: float | None) -> None:
-    """Raises :class:`CLIError` for a ``--refine-boundary`` that is not in [0, 10] mm."""
-    from sammed3d.config import MAX_REFINE_BOUNDARY_MM
+def check_rule_args(args: argparse.Namespace) -> None:
+    """Raises :class:`CLIError` for a bad value of an :data:`RULE_OPTIONS` option."""
+    from sammed3d.config import MAX_CONTRAST_GUARD, MAX_REFINE_BOUNDARY_MM
+    from sammed3d.data.transforms import DEFAULT_SPACING  # at run time: keeps --help light
 
-    if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_REFINE_BOUNDARY_MM):
+    zoom = args.zoom_spacing
+    if zoom is not None and not (math.isfinite(zoom) and zoom >= 0):
+        raise CLIError(f"--zoom-spacing must be 0 (off) or a spacing in mm, got {zoom}")
+    coarse = min(DEFAULT_SPACING)
+    if zoom and zoom >= coarse:
         raise CLIError(
-            f"--refine-boundary must be 0 (off) or a width of at most "
-            f"{MAX_REFINE_BOUNDARY_MM:g} mm, got {value:g}"
+            f"--zoom-spacing must be finer than the {coarse:g} mm lattice (0: off), got {zoom:g}"
         )
+    for flag, high, what in (
+        ("--refine-boundary", MAX_REFINE_BOUNDARY_MM, "a width of at most {:g} mm"),
+        ("--contrast-guard", MAX_CONTRAST_GUARD, "a border contrast of at most {:g}"),
+    ):
+        value = getattr(args, RULE_OPTIONS[flag])
+        if value is not None and not (math.isfinite(value) and 0 <= value <= high):
+            raise CLIError(f"{flag} must be 0 (off) or {what.format(high)}, got {value:g}")
+
+
+def rule_kwargs(args: argparse.Namespace) -> dict[str, float | None]:
+    """The predictor keywords of the :data:`RULE_OPTIONS` options (None: the checkpoint's)."""
+    return {key: getattr(args, key) for key in RULE_OPTIONS.values()}
 
 
 def check_max_rois(value: int) -> None:

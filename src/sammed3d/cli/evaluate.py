@@ -7,13 +7,13 @@ import logging
 from collections.abc import Iterable
 
 from sammed3d.cli import (
+    RULE_OPTIONS,
     add_device_arg,
-    add_refine_arg,
+    add_rule_args,
     add_unsafe_pickle_arg,
-    add_zoom_arg,
-    check_refine_boundary,
-    check_zoom_spacing,
+    check_rule_args,
     dataclass_defaults,
+    rule_kwargs,
 )
 from sammed3d.cli.prepare import add_layout_argument
 from sammed3d.evaluation.config import ROI_MODES, EvalConfig  # light: no torch, no numpy
@@ -102,8 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sam-med3d: keep every prediction inside its 128^3 ROI (published protocol: large "
         "objects are truncated) instead of extending it as the interactive default does",
     )
-    add_zoom_arg(parser, prefix="sam-med3d: ")
-    add_refine_arg(parser, prefix="sam-med3d: ")
+    add_rule_args(parser, prefix="sam-med3d: ")
     parser.add_argument(
         "--choose-extent",
         action="store_true",
@@ -266,8 +265,7 @@ def run(args: argparse.Namespace) -> int:
     run_info: dict[str, object] = {"method": args.method.replace("-", "_")}
     method: ModelMethod | RegionGrowing
     if args.method == "sam-med3d":
-        check_zoom_spacing(args.zoom_spacing)
-        check_refine_boundary(args.refine_boundary)
+        check_rule_args(args)
         # a file, a published name or the default: resolved once, by the checkpoint reader
         method = ModelMethod.from_checkpoint(
             args.checkpoint,
@@ -275,8 +273,7 @@ def run(args: argparse.Namespace) -> int:
             allow_unsafe_pickle=args.allow_unsafe_pickle,
             accumulate_clicks=args.accumulate_clicks,
             extend=not args.no_extend,
-            zoom_spacing=args.zoom_spacing,
-            refine_boundary=args.refine_boundary,
+            **rule_kwargs(args),
             choose_extent=args.choose_extent,
         )
         if args.checkpoint and method.session.predictor.checkpoint is not None:
@@ -285,17 +282,17 @@ def run(args: argparse.Namespace) -> int:
         if args.choose_extent:
             run_info["method"] = "sam_med3d_choose_extent"
     else:
+        rules = [flag for flag, key in RULE_OPTIONS.items() if getattr(args, key) is not None]
         if (
             args.checkpoint
             or args.no_extend
             or args.accumulate_clicks
-            or args.zoom_spacing is not None
-            or args.refine_boundary is not None
+            or rules
             or args.choose_extent
         ):
             raise CLIError(
-                "--checkpoint, --no-extend, --accumulate-clicks, --zoom-spacing, "
-                "--refine-boundary and --choose-extent only apply to sam-med3d"
+                "--checkpoint, --no-extend, --accumulate-clicks, "
+                f"{', '.join(RULE_OPTIONS)} and --choose-extent only apply to sam-med3d"
             )
         method = RegionGrowing()
         run_info["params"] = {

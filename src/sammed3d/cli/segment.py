@@ -28,12 +28,11 @@ from sammed3d.cli import (
     add_device_arg,
     add_extension_args,
     add_overwrite_arg,
-    add_refine_arg,
+    add_rule_args,
     add_unsafe_pickle_arg,
-    add_zoom_arg,
     check_max_rois,
-    check_refine_boundary,
-    check_zoom_spacing,
+    check_rule_args,
+    rule_kwargs,
 )
 
 if TYPE_CHECKING:
@@ -138,8 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_extension_args(
         parser, "do not extend objects larger than one 192 mm ROI into neighbouring ROIs"
     )
-    add_zoom_arg(parser)
-    add_refine_arg(parser)
+    add_rule_args(parser)
     parser.add_argument(
         "--extent",
         type=_extent,
@@ -209,8 +207,7 @@ def run(args: argparse.Namespace) -> int:
     if args.label < 1 or args.label > 65535:
         raise CLIError(f"--label must be in 1..65535, got {args.label}")
     check_max_rois(args.max_rois)
-    check_zoom_spacing(args.zoom_spacing)
-    check_refine_boundary(args.refine_boundary)
+    check_rule_args(args)
     _check_output_name(args.output)
     # everything that can be checked before the work: output, device
     check_output_file(args.output, overwrite=args.overwrite, protect=(args.image,))
@@ -227,8 +224,7 @@ def run(args: argparse.Namespace) -> int:
         allow_unsafe_pickle=args.allow_unsafe_pickle,
         extend=not args.no_extend,
         max_rois=args.max_rois,
-        zoom_spacing=args.zoom_spacing,
-        refine_boundary=args.refine_boundary,
+        **rule_kwargs(args),
     )
     print(f"loaded {predictor.checkpoint} on {device} ({time.perf_counter() - t0:.2f} s)")
     if args.extent is not None and not predictor.offers_extents():

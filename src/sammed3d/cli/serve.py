@@ -20,12 +20,11 @@ import sys
 from sammed3d.cli import (
     add_device_arg,
     add_extension_args,
-    add_refine_arg,
+    add_rule_args,
     add_unsafe_pickle_arg,
-    add_zoom_arg,
     check_max_rois,
-    check_refine_boundary,
-    check_zoom_spacing,
+    check_rule_args,
+    rule_kwargs,
 )
 
 logger = logging.getLogger(__name__)
@@ -102,8 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_extension_args(
         parser, "do not extend objects beyond one ROI (clients can toggle it: autozoom)"
     )
-    add_zoom_arg(parser)
-    add_refine_arg(parser)
+    add_rule_args(parser)
     add_device_arg(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
 
@@ -134,8 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port must be in 0..65535, got {args.port}")
     check_max_rois(args.max_rois)
-    check_zoom_spacing(args.zoom_spacing)
-    check_refine_boundary(args.refine_boundary)
+    check_rule_args(args)
     if args.max_upload_mb <= 0:
         raise CLIError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     volumes = []
@@ -183,8 +180,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             extend=not args.no_extend,
             max_rois=args.max_rois,
-            zoom_spacing=args.zoom_spacing,
-            refine_boundary=args.refine_boundary,
+            **rule_kwargs(args),
         )
 
     app = create_app(make_predictor, config)

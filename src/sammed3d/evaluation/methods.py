@@ -178,6 +178,7 @@ class ModelMethod:
             "zoom_spacing": p.zoom_spacing,
             "zoom_fill": p.zoom_fill,
             "refine_boundary": p.refine_boundary,
+            "contrast_guard": p.contrast_guard,
             "choose_extent": self.choose_extent,
         }
 

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sammed3d.config import check_refine_boundary
+from sammed3d.config import check_contrast_guard, check_refine_boundary
 from sammed3d.data.transforms import DEFAULT_SPACING, bbox_center, ct_clamp, zscore_foreground
 from sammed3d.inference import extend as _extend
 from sammed3d.inference.extend import Tile
@@ -164,10 +164,17 @@ class SamMed3DPredictor:
             at most ``MAX_REFINE_BOUNDARY_MM`` (10) and rounded to whole voxels of the ROI's
             lattice (at least one); 0 turns it off, None (default) takes the checkpoint's
             ``refine_boundary`` (0 for the published models).
+        contrast_guard: The contrast guard (:mod:`sammed3d.inference.contrast`, applied by
+            :class:`~sammed3d.InteractiveSession`): a first-click pick whose border contrast
+            is below this gives way to the extent with the highest contrast (if at least
+            twice as high), and a later click's mask that is more than twice as large as
+            before, with a contrast below this and below half the previous one, is not
+            taken; 0 turns it off, None (default) takes the checkpoint's ``contrast_guard``
+            (0 for the published models); at most ``MAX_CONTRAST_GUARD`` (10).
 
     Raises:
         ValueError: bad ``target_spacing``, ``roi_size``, ``max_rois``, ``cache_size``,
-            ``zoom_spacing``, ``zoom_fill`` or ``refine_boundary``;
+            ``zoom_spacing``, ``zoom_fill``, ``refine_boundary`` or ``contrast_guard``;
             :class:`~sammed3d.devices.DeviceError` (a ``ValueError``) for a device this
             installation cannot use.
 
@@ -197,6 +204,7 @@ class SamMed3DPredictor:
         zoom_spacing: float | None = None,
         zoom_fill: float = ZOOM_FILL,
         refine_boundary: float | None = None,
+        contrast_guard: float | None = None,
     ) -> None:
         spacing = tuple(float(s) for s in target_spacing)
         if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
@@ -231,6 +239,10 @@ class SamMed3DPredictor:
             config = getattr(model, "config", None)
             refine_boundary = float(getattr(config, "refine_boundary", 0.0) or 0.0)
         refine_boundary = check_refine_boundary(refine_boundary)
+        if contrast_guard is None:
+            config = getattr(model, "config", None)
+            contrast_guard = float(getattr(config, "contrast_guard", 0.0) or 0.0)
+        contrast_guard = check_contrast_guard(contrast_guard)
         if device is not None:
             from sammed3d.build import resolve_model_device
 
@@ -252,6 +264,9 @@ class SamMed3DPredictor:
         self.zoom_fill = float(zoom_fill)
         #: Half-width (mm) of the boundary band decided again by intensity; 0: off.
         self.refine_boundary = refine_boundary
+        #: Border contrast below which a first-click pick gives way to a sharper extent and a
+        #: later click's blown-up mask is not taken (:mod:`sammed3d.inference.contrast`); 0: off.
+        self.contrast_guard = contrast_guard
         self._volume: Volume | None = None
         self._lattice: Lattice | None = None
         self._zoom_lattice: Lattice | None = None

@@ -50,6 +50,12 @@ import torch
 
 from sammed3d.clicks import Click
 from sammed3d.inference import extend as _extend
+from sammed3d.inference.contrast import (
+    CONTRAST_RATIO,
+    GUARD_GROWTH,
+    border_contrast,
+    contrast_pick,
+)
 from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import RoiGrid
 from sammed3d.inference.predictor import SamMed3DPredictor
@@ -82,7 +88,9 @@ class Extent:
         spacing_mm: Spacing of the lattice it was predicted on (the zoom lattice for a small
             object, :mod:`sammed3d.inference.zoom`).
         current: Whether it is the object's mask now.
-        picked: Whether it is the model's own pick for the click.
+        picked: Whether it is the model's own pick for the click (with the contrast guard
+            on, the sharper extent that replaced a low-contrast pick,
+            :mod:`sammed3d.inference.contrast`).
     """
 
     index: int
@@ -355,7 +363,12 @@ class InteractiveSession:
             tiles += pred.extend_tile(tile, existing=[t.roi for t in tiles])
         active = next(i for i, t in enumerate(tiles) if t.roi == roi)
         pick = tile if len(clicks) == 1 else None
+        before = (obj.slices, obj.block)
         self._apply(obj, _ObjectState(clicks, tuple(tiles), state.roi, active, pick))
+        if pick is not None and pred.contrast_guard and pred.offers_extents():
+            self._guard_first_pick(obj)
+        elif pick is None and pred.contrast_guard:
+            self._guard_later_click(obj, state, before)
         logger.debug(
             "click %s %s on object %d: %d ROI(s), %.3f s",
             "+" if click.positive else "-",
@@ -431,15 +444,11 @@ class InteractiveSession:
         assert self._extent_cache is not None
         key, tiles, _, _ = self._extent_cache
         obj = self._objects[key[0]]
-        tile = tiles[int(index)]
-        chosen = [tile]
-        pred = self.predictor
-        if pred.extend and not pred.is_zoomed(tile):
-            chosen += pred.extend_tile(tile, existing=[tile.roi])
         state = obj.state
-        self._apply(obj, _ObjectState(state.clicks, tuple(chosen), state.roi, 0, state.first_pick))
+        chosen = self._extent_tiles(tiles[int(index)])
+        self._apply(obj, _ObjectState(state.clicks, chosen, state.roi, 0, state.first_pick))
         count = self.voxel_count(obj.label)
-        size = float(np.prod(pred.volume.spacing)) / 1000.0
+        size = float(np.prod(self.predictor.volume.spacing)) / 1000.0
         return replace(found[int(index)], current=True, voxels=count, volume_ml=count * size)
 
     def next_extent(self, label: int | None = None, step: int = 1) -> Extent:
@@ -448,6 +457,90 @@ class InteractiveSession:
         found = self.extents(label)
         now = next((e.index for e in found if e.current), -1 if step > 0 else 0)
         return self.choose_extent((now + int(step)) % len(found), label)
+
+    def _extent_tiles(self, tile: Tile) -> tuple[Tile, ...]:
+        """The tiles an object gets when its first click takes the extent ``tile`` (grown
+        through the ROI faces its mask reaches, as after a click)."""
+        pred = self.predictor
+        if pred.extend and not pred.is_zoomed(tile):
+            return (tile, *pred.extend_tile(tile, existing=[tile.roi]))
+        return (tile,)
+
+    def _guard_first_pick(self, obj: _Object) -> None:
+        """Replace the model's first-click pick of ``obj`` by a sharper extent when its border
+        contrast is low (the contrast guard, :mod:`sammed3d.inference.contrast`).
+
+        Amends the click's undo step, so that one undo still removes the click.
+        """
+        pred = self.predictor
+        state = obj.state
+        image = pred.require_image().array
+        assert obj.slices is not None and obj.block is not None
+        own = border_contrast(image, obj.slices, obj.block)
+        if own >= pred.contrast_guard:
+            return
+        key = (obj.label, state.clicks[0], state.roi)
+        self._extent_cache = (key, *self._compute_extents(state))
+        shown = state.tiles[state.active] if state.active is not None else None
+        points = np.asarray([state.clicks[0].coord], dtype=np.int64)
+        candidates: list[tuple[Tile, ...] | None] = [None]  # None: the pick, as it is
+        contrasts = [own]
+        for tile in self._extent_cache[1]:
+            if shown is not None and _same_tile(tile, shown):
+                continue
+            chosen = self._extent_tiles(tile)
+            slices, block = pred.native_block(chosen, points, np.ones(1, np.int64))
+            candidates.append(chosen)
+            contrasts.append(border_contrast(image, slices, block))
+        best = candidates[contrast_pick(contrasts, 0, pred.contrast_guard)]
+        if best is None:
+            return
+        after = _ObjectState(state.clicks, best, state.roi, 0, best[0])
+        before = self._undo[-1].before
+        self._set_state(obj.label, after)
+        self._undo[-1] = _Action(obj.label, before, after)
+        logger.debug(
+            "first click on object %d: pick of border contrast %.2f replaced (%.2f)",
+            obj.label,
+            own,
+            max(contrasts),
+        )
+
+    def _guard_later_click(
+        self,
+        obj: _Object,
+        state: _ObjectState,
+        before: tuple[tuple[slice, ...] | None, np.ndarray | None],
+    ) -> None:
+        """Keep the tiles of ``state`` (the object before a later click) when the click made
+        the mask more than ``GUARD_GROWTH`` times as large and its border contrast fell below
+        ``contrast_guard`` and below the previous contrast / ``CONTRAST_RATIO`` (the contrast
+        guard, :mod:`sammed3d.inference.contrast`). The click is kept and goes to the model
+        with the next one. Amends the click's undo step."""
+        slices, block = before
+        if slices is None or block is None or obj.slices is None or obj.block is None:
+            return
+        old = int(np.count_nonzero(block))
+        if np.count_nonzero(obj.block) <= GUARD_GROWTH * old:
+            return
+        pred = self.predictor
+        image = pred.require_image().array
+        new_c = border_contrast(image, obj.slices, obj.block)
+        if new_c >= pred.contrast_guard:
+            return
+        old_c = border_contrast(image, slices, block)
+        if new_c * CONTRAST_RATIO > old_c:
+            return
+        after = replace(obj.state, tiles=state.tiles, active=state.active)
+        undo_before = self._undo[-1].before
+        self._set_state(obj.label, after)
+        self._undo[-1] = _Action(obj.label, undo_before, after)
+        logger.debug(
+            "click on object %d: a mask of border contrast %.2f (was %.2f) not taken",
+            obj.label,
+            new_c,
+            old_c,
+        )
 
     def _extent_key(self, label: int | None) -> tuple[tuple[Any, ...], _ObjectState]:
         if label is None:

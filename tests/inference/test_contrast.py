@@ -1,0 +1,106 @@
+"""The contrast veto of a first-click pick (sammed3d.inference.contrast and the session)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sammed3d.config import ModelConfig, check_contrast_guard
+from sammed3d.inference import SamMed3DPredictor
+from sammed3d.inference.contrast import CONTRAST_RATIO, border_contrast, contrast_pick
+
+FULL = (slice(0, 30), slice(0, 30), slice(0, 30))
+
+
+def _ball(radius: float, centre=(15, 15, 15), shape=(30, 30, 30)) -> np.ndarray:
+    grid = np.indices(shape).transpose(1, 2, 3, 0)
+    return np.linalg.norm(grid - np.asarray(centre), axis=-1) <= radius
+
+
+def _image(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (np.where(_ball(6.0), 300.0, 100.0) + rng.normal(0, 10, (30, 30, 30))).astype(np.float32)
+
+
+def test_the_value_of_a_small_example():
+    image = np.zeros((5, 5, 5), np.float32)
+    image[2, 2, 2] = 10.0
+    image[1, 2, 2] = 4.0  # one ring voxel differs
+    mask = np.zeros((5, 5, 5), bool)
+    mask[2, 2, 2] = True
+    ring = [4.0] + [0.0] * 23  # 24 voxels within two face-connected steps, one of them 4
+    expected = abs(10.0 - np.mean(ring)) / (0.0 + np.std(ring))
+    whole = (slice(0, 5),) * 3
+    assert border_contrast(image, whole, mask) == pytest.approx(expected)
+    assert border_contrast(image, whole, mask, ring=1) == pytest.approx(
+        abs(10.0 - 4.0 / 6) / np.std([4.0] + [0.0] * 5)
+    )
+
+
+def test_the_object_is_sharp_and_a_mask_cut_through_it_is_not():
+    image = _image()
+    assert border_contrast(image, FULL, _ball(6.0)) > 3.0
+    assert border_contrast(image, FULL, _ball(3.0)) < 0.2  # inside the bright ball only
+    blend = border_contrast(image, FULL, _ball(11.0))  # the ball and much background
+    assert 0.2 < blend < border_contrast(image, FULL, _ball(6.0)) / CONTRAST_RATIO
+
+
+def test_it_is_free_of_intensity_scale_and_offset():
+    image, mask = _image(), _ball(6.0)
+    a = border_contrast(image, FULL, mask)
+    assert border_contrast(image * 7.0 - 500.0, FULL, mask) == pytest.approx(a, rel=1e-6)
+
+
+def test_a_block_placed_by_its_slices_equals_the_whole_image_mask():
+    image, mask = _image(1), _ball(6.0, centre=(13, 16, 15))
+    where = (slice(4, 25), slice(8, 27), slice(6, 26))
+    assert border_contrast(image, where, mask[where]) == pytest.approx(
+        border_contrast(image, FULL, mask)
+    )
+    corner = _ball(4.0, centre=(1, 1, 28))  # the ring is clipped by the image faces
+    assert border_contrast(image, FULL, corner) > 0
+
+
+def test_degenerate_masks_and_bad_arguments():
+    image = _image()
+    assert border_contrast(image, FULL, np.zeros((30, 30, 30), bool)) == 0.0
+    assert border_contrast(image, FULL, np.ones((30, 30, 30), bool)) == 0.0  # nothing around
+    with pytest.raises(ValueError, match="block has shape"):
+        border_contrast(image, FULL, np.zeros((29, 30, 30), bool))
+    with pytest.raises(ValueError, match="ring must be at least 1"):
+        border_contrast(image, FULL, _ball(6.0), ring=0)
+
+
+def test_the_pick_gives_way_only_to_a_clearly_sharper_extent():
+    assert contrast_pick([0.1, 1.2, 0.8], 0, 0.4) == 1  # the sharpest one
+    assert contrast_pick([0.5, 1.2], 0, 0.4) == 0  # the pick is sharp enough
+    assert contrast_pick([0.3, 0.5], 0, 0.4) == 0  # not twice as sharp
+    assert contrast_pick([0.1, 0.3], 0, 0.4) == 0  # twice, but below the threshold
+    assert contrast_pick([0.9, 0.05, 0.6], 1, 0.4) == 0
+    assert contrast_pick([0.0, 2.0], 0, 0.0) == 0  # off
+
+
+@pytest.mark.parametrize("bad", [-0.1, 10.5, float("nan"), True, "0.4"])
+def test_bad_thresholds_are_one_line_errors(bad):
+    with pytest.raises(ValueError, match="contrast_guard must be 0"):
+        check_contrast_guard(bad)
+    if isinstance(bad, float):
+        with pytest.raises(ValueError, match="contrast_guard must be 0"):
+            ModelConfig(contrast_guard=bad)
+
+
+def test_the_threshold_travels_in_the_config():
+    cfg = ModelConfig(contrast_guard=0.4)
+    assert ModelConfig.from_dict(cfg.to_dict()).contrast_guard == 0.4
+    assert cfg == ModelConfig()  # a behaviour, not compared when weights are matched
+
+
+def test_the_predictor_takes_the_checkpoint_setting_and_checks_its_own(lab):
+    model = lab.OracleModel(img_size=32)
+    assert SamMed3DPredictor(model).contrast_guard == 0.0  # no config: off
+    model.config = ModelConfig(contrast_guard=0.4)
+    assert SamMed3DPredictor(model).contrast_guard == 0.4
+    assert SamMed3DPredictor(model, contrast_guard=0).contrast_guard == 0.0
+    for bad in (-1.0, float("nan"), True, 10.5):
+        with pytest.raises(ValueError, match="contrast_guard must be 0"):
+            SamMed3DPredictor(model, contrast_guard=bad)
