@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from sammed3d.config import ModelConfig
 from sammed3d.evaluation.metrics import dice
 from sammed3d.inference import InteractiveSession, SamMed3DPredictor
-from sammed3d.inference.refine import refine_boundary
+from sammed3d.inference.refine import _Layers, refine_boundary
 from sammed3d.io import Volume
 
 
@@ -81,6 +82,26 @@ def test_clicks_are_respected():
     assert not out[24, 24, 31:34].any()
     healed = refine_boundary(image, bitten, 2, positive=[(24, 24, 24)])
     assert healed[24, 24, 31:33].all()  # without the click, intensity fills the bite
+
+
+def test_layers_are_the_clipped_chessboard_distance_transform():
+    """The grown layers read the same signed distance as scipy's transform, faces included."""
+    rng = np.random.default_rng(3)
+    for shape in ((20, 17, 23), (1, 12, 9), (9, 2, 11), (8, 10, 1)):
+        ball = _ball_scene(shape, centre=rng.uniform(0, shape), radius=5.0)[1]
+        for mask in (ball, rng.random(shape) < 0.3, ~ball):  # faces cut the ball
+            d_in = ndimage.distance_transform_cdt(mask, metric="chessboard")
+            d_out = ndimage.distance_transform_cdt(~mask, metric="chessboard")
+            sd = d_in.astype(np.float32) - d_out.astype(np.float32)
+            for width, far in ((1, 2), (3, 7)):
+                layers = _Layers.of(np.ascontiguousarray(mask), width, far)
+                for k in range(width + 1):
+                    np.testing.assert_array_equal(layers.at_least[k], sd >= -k)
+                    np.testing.assert_array_equal(layers.at_most[k], sd <= k)
+                np.testing.assert_array_equal(layers.near, sd >= -far)
+                np.testing.assert_array_equal(layers.band(), np.abs(sd) <= width)
+                at = np.flatnonzero(layers.band())
+                np.testing.assert_array_equal(layers.signed(at), sd.reshape(-1)[at])
 
 
 def test_bad_arguments_raise():
