@@ -8,9 +8,13 @@ MNI152 2009a T1 (PyPI nilearn) that training already uses:
 * ``Dataset301_MNI152_Brain``: the whole brain;
 * ``Dataset302_MNI152_Tissue``: white matter (1) and lateral ventricles (2);
 * ``Dataset304_MNI152_Lesions``: 16 synthetic lesions (``place_lesion``, seed 777), 1 mm;
-* ``Dataset305_MNI152_Lesions15``: the same cases resampled to 1.5 mm (a coarser scanner).
+* ``Dataset305_MNI152_Lesions15``: the same cases resampled to 1.5 mm (a coarser scanner);
+* with ``--fresh-lesions N``: ``Dataset306_MNI152_LesionsB`` (N more lesions, seed 778) and
+  ``Dataset307_MNI152_LesionsB15`` (1.5 mm), for a choice that must not be made on the sets a
+  rule was already chosen on.
 
     .venv/bin/python tools/build_tuning_sets.py [--out data/model/tune] [--cache DIR]
+                                              [--fresh-lesions N]
 
 Needs the sources that ``build_demo_data.py`` downloads (it fetches them if missing).
 """
@@ -64,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data/model/tune"))
     parser.add_argument("--cache", type=Path, default=Path(".cache/demo_sources"))
+    parser.add_argument("--fresh-lesions", type=int, default=0, metavar="N")
     args = parser.parse_args()
     src = fetch_sources(args.cache)
     mni = read_volume(src["mni_t1"])
@@ -79,7 +84,22 @@ def main() -> None:
         root, "Dataset304_MNI152_Lesions", "mni152", mni, found["whole_brain"], LESIONS, SEED
     )
     resample_dataset(root / "Dataset304_MNI152_Lesions", root / "Dataset305_MNI152_Lesions15", 1.5)
-    print(f"wrote 4 tuning sets under {root}")
+    written = 4
+    if args.fresh_lesions > 0:
+        write_lesion_set(
+            root,
+            "Dataset306_MNI152_LesionsB",
+            "mni152b",
+            mni,
+            found["whole_brain"],
+            args.fresh_lesions,
+            SEED + 1,
+        )
+        resample_dataset(
+            root / "Dataset306_MNI152_LesionsB", root / "Dataset307_MNI152_LesionsB15", 1.5
+        )
+        written += 2
+    print(f"wrote {written} tuning sets under {root}")
 
 
 if __name__ == "__main__":
