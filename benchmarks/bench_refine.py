@@ -1,4 +1,4 @@
-"""What boundary refinement costs: first and refinement clicks, refinement off vs on.
+"""What the inference rules cost: first and refinement clicks, each rule off vs bundled.
 
 Run: ``.venv/bin/python benchmarks/bench_refine.py [--threads 2] [--repeat 5]``.
 
@@ -6,9 +6,11 @@ The bundled default model on the volume of ``bench_zoom.py`` (181 x 217 x 181 at
 6 mm ball in a soft head-sized "brain"), two objects per repeat: the ball (a small object,
 zoomed in) and the "brain" (a large one, clicked away from the ball). For each, a fresh
 session gets the first click, then three refinement clicks (positive, negative, positive).
-Refinement off (``refine_boundary`` 0) and the checkpoint's setting run in the same process
-on the same volume; the report gives each median and their ratio (issue 10's targets for
-this model: first click <= 0.5 s, refinement click <= 50 ms).
+The checkpoint's settings, then the same with boundary refinement off (``refine_boundary`` 0),
+then with the contrast guard off (``contrast_guard`` 0), run in the same process on the same
+volume; the report gives each median and the ratios of the bundled settings to each rule
+switched off (issue 10's targets for this model: first click <= 0.5 s, refinement click
+<= 50 ms).
 """
 
 from __future__ import annotations
@@ -38,11 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     array, ball = _volume()
     volume = Volume(array, (1.0, 1.0, 1.0))
     medians: dict[str, dict[str, tuple[float, float]]] = {}
-    for width in (0.0, None):  # off, then the checkpoint's setting
-        predictor = bundled_predictor(refine_boundary=width)
-        name = (
-            f"refinement {predictor.refine_boundary:g} mm" if predictor.refine_boundary else "off"
-        )
+    settings = {
+        "bundled": {},
+        "refinement off": {"refine_boundary": 0.0},
+        "guard off": {"contrast_guard": 0.0},
+    }
+    for name, kwargs in settings.items():
+        predictor = bundled_predictor(**kwargs)
+        if name == "bundled":
+            name = (
+                f"bundled (refinement {predictor.refine_boundary:g} mm, "
+                f"guard {predictor.contrast_guard:g})"
+            )
         medians[name] = {}
         for what, click in (("ball", ball), ("brain", BRAIN_CLICK)):
             firsts, refines, sizes = [], [], []
@@ -57,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"refinement median {1000 * medians[name][what][1]:.0f} ms over {len(refines)}; "
                 f"first mask {statistics.median(sizes):.0f} voxels"
             )
-    off, on = medians.values()
-    for what in ("ball", "brain"):
-        print(
-            f"ratio on / off, {what}: first click {on[what][0] / off[what][0]:.2f}x, "
-            f"refinement {on[what][1] / off[what][1]:.2f}x"
-        )
+    on, *offs = medians.values()
+    for rule, off in zip(("refinement", "guard"), offs, strict=True):
+        for what in ("ball", "brain"):
+            first, refine = (on[what][k] / off[what][k] for k in (0, 1))
+            print(
+                f"ratio bundled / {rule} off, {what}: first click {first:.2f}x, "
+                f"refinement {refine:.2f}x"
+            )
     print(f"load average after {os.getloadavg()[0]:.2f}")
     return 0
 
