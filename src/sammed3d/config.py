@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +18,10 @@ MAX_CONTRAST_GUARD = 10.0
 
 
 def _in_range(value: object, high: float) -> bool:
-    """Whether ``value`` is a real number (not a bool) in ``[0, high]``."""
+    """Whether ``value`` is a real number (not a bool; numpy scalars count) in ``[0, high]``."""
     return (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
         and math.isfinite(value)
         and 0 <= value <= high
     )
@@ -37,7 +38,7 @@ def check_refine_boundary(value: object) -> float:
             f"refine_boundary must be 0 (off) or a width of at most "
             f"{MAX_REFINE_BOUNDARY_MM:g} mm, got {value!r}"
         )
-    return float(value)
+    return float(value) + 0.0  # -0.0 -> 0.0
 
 
 def check_contrast_guard(value: object) -> float:
@@ -51,7 +52,7 @@ def check_contrast_guard(value: object) -> float:
             f"contrast_guard must be 0 (off) or a border contrast of at most "
             f"{MAX_CONTRAST_GUARD:g}, got {value!r}"
         )
-    return float(value)
+    return float(value) + 0.0  # -0.0 -> 0.0
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sammed3d.config import ModelConfig, check_contrast_guard
+from sammed3d.config import ModelConfig, check_contrast_guard, check_refine_boundary
 from sammed3d.inference import SamMed3DPredictor
-from sammed3d.inference.contrast import CONTRAST_RATIO, border_contrast, contrast_pick
+from sammed3d.inference.contrast import (
+    CONTRAST_RATIO,
+    MIN_CONTRAST_VOXELS,
+    border_contrast,
+    contrast_pick,
+)
 
 FULL = (slice(0, 30), slice(0, 30), slice(0, 30))
 
@@ -23,18 +28,26 @@ def _image(seed: int = 0) -> np.ndarray:
 
 
 def test_the_value_of_a_small_example():
-    image = np.zeros((5, 5, 5), np.float32)
-    image[2, 2, 2] = 10.0
-    image[1, 2, 2] = 4.0  # one ring voxel differs
-    mask = np.zeros((5, 5, 5), bool)
-    mask[2, 2, 2] = True
-    ring = [4.0] + [0.0] * 23  # 24 voxels within two face-connected steps, one of them 4
+    image = np.zeros((8, 8, 8), np.float32)
+    mask = np.zeros((8, 8, 8), bool)
+    mask[3:5, 3:5, 3:5] = True  # 8 voxels: the smallest mask with a contrast
+    image[mask] = 10.0
+    image[2, 3, 3] = 4.0  # one voxel of the ring differs
+    ring = [4.0] + [0.0] * 23  # one face-connected step around a 2^3 cube: 6 faces x 4 voxels
     expected = abs(10.0 - np.mean(ring)) / (0.0 + np.std(ring))
-    whole = (slice(0, 5),) * 3
-    assert border_contrast(image, whole, mask) == pytest.approx(expected)
-    assert border_contrast(image, whole, mask, ring=1) == pytest.approx(
-        abs(10.0 - 4.0 / 6) / np.std([4.0] + [0.0] * 5)
-    )
+    whole = (slice(0, 8),) * 3
+    assert border_contrast(image, whole, mask, ring=1) == pytest.approx(expected)
+    assert border_contrast(image, whole, mask) > 0  # two steps: a larger ring, same idea
+
+
+def test_a_mask_too_small_for_a_statistic_has_no_contrast():
+    image = _image()
+    tiny = np.zeros((30, 30, 30), bool)
+    tiny[15, 15, 14:16] = True  # 2 voxels of the bright ball's centre
+    assert tiny.sum() < MIN_CONTRAST_VOXELS
+    assert border_contrast(image, FULL, tiny) == 0.0
+    # so it never replaces a pick, however its voxels differ from their surroundings
+    assert contrast_pick([0.1, border_contrast(image, FULL, tiny), 0.3], 0, 0.4) == 0
 
 
 def test_the_object_is_sharp_and_a_mask_cut_through_it_is_not():
@@ -101,6 +114,11 @@ def test_the_predictor_takes_the_checkpoint_setting_and_checks_its_own(lab):
     model.config = ModelConfig(contrast_guard=0.4)
     assert SamMed3DPredictor(model).contrast_guard == 0.4
     assert SamMed3DPredictor(model, contrast_guard=0).contrast_guard == 0.0
-    for bad in (-1.0, float("nan"), True, 10.5):
+    for bad in (-1.0, float("nan"), True, 10.5, np.bool_(True)):
         with pytest.raises(ValueError, match="contrast_guard must be 0"):
             SamMed3DPredictor(model, contrast_guard=bad)
+    # numpy scalars are numbers too; -0 is off
+    assert SamMed3DPredictor(model, contrast_guard=np.float32(0.5)).contrast_guard == 0.5
+    assert SamMed3DPredictor(model, contrast_guard=np.int64(1)).contrast_guard == 1.0
+    assert str(check_contrast_guard(-0.0)) == "0.0"
+    assert check_refine_boundary(np.float64(3.0)) == 3.0

@@ -227,9 +227,10 @@ def test_a_low_contrast_pick_gives_way_to_the_sharpest_extent(lab):
         session.add_point(scene.centre)
         found = session.extents()
         if expected is None:  # off: the model's own pick, the small ball inside the bright one
-            assert found[0].picked and found[0].current
+            assert found[0].picked and found[0].current and session.guard_note is None
             continue
         assert np.array_equal(session.mask, expected)  # the bright ball, not the small one
+        assert session.guard_note and "replaced by a sharper one" in session.guard_note
         assert [e.picked for e in found] == [False, True, False]
         assert [e.current for e in found] == [False, True, False]
         assert session.undo() and not session.clicks  # one undo takes the click back
@@ -254,6 +255,7 @@ def test_the_pick_is_kept(lab, threshold, click):
     found = session.extents()
     assert found[0].picked and found[0].current
     assert session.voxel_count() == found[0].voxels
+    assert session.guard_note is None
 
 
 def test_a_later_click_that_blows_the_mask_up_into_a_blur_is_not_taken(lab):
@@ -275,6 +277,7 @@ def test_a_later_click_that_blows_the_mask_up_into_a_blur_is_not_taken(lab):
         assert len(session.clicks) == 2
         if threshold:
             assert np.array_equal(masks[threshold], first)  # kept: the click goes on with the next
+            assert session.guard_note and "was not taken" in session.guard_note
             assert session.undo() and len(session.clicks) == 1
             assert np.array_equal(session.mask, first)
     assert masks[0.0].sum() > 20 * masks[0.5].sum()  # off: the blur is taken

@@ -27,6 +27,9 @@ from scipy import ndimage
 
 #: Width in native voxels of the ring outside a mask that its contrast compares against.
 CONTRAST_RING_VOXELS = 2
+#: A mask of fewer voxels (a 2-voxel cube) has no meaningful contrast: :func:`border_contrast`
+#: gives it 0, so it never replaces a pick nor blocks a later click.
+MIN_CONTRAST_VOXELS = 8
 #: An alternative extent replaces a low-contrast pick only if its contrast is at least this
 #: many times the pick's; a later click's mask is refused only if its contrast is below the
 #: previous mask's divided by this.
@@ -55,7 +58,8 @@ def border_contrast(
         ring: Ring width in voxels (>= 1).
 
     Returns:
-        The contrast (>= 0); 0 for an empty mask or one without any voxel around it.
+        The contrast (>= 0); 0 for a mask of fewer than ``MIN_CONTRAST_VOXELS`` voxels or one
+        without any voxel around it.
 
     Raises:
         ValueError: ``block`` does not have the shape ``slices`` select, or ``ring`` < 1.
@@ -65,7 +69,7 @@ def border_contrast(
     shape = tuple(len(range(*s.indices(n))) for s, n in zip(slices, image.shape, strict=True))
     if block.shape != shape:
         raise ValueError(f"block has shape {block.shape}, slices select {shape}")
-    if not block.any():
+    if np.count_nonzero(block) < MIN_CONTRAST_VOXELS:
         return 0.0
     # the mask's own box, then that box grown by the ring (clipped to the image)
     own, grown, put = [], [], []

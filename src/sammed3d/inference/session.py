@@ -170,6 +170,8 @@ class InteractiveSession:
         # (label, first click, caller ROI) -> first-click masks, smallest first
         self._extent_cache: tuple[tuple[Any, ...], list[Tile], list[int], list[float]] | None
         self._extent_cache = None
+        #: What the contrast guard did at the last click (None: nothing), a line to show.
+        self.guard_note: str | None = None
 
     # ------------------------------------------------------------------------------------
     # image and objects
@@ -186,6 +188,7 @@ class InteractiveSession:
         self._undo.clear()
         self._redo.clear()
         self._extent_cache = None
+        self.guard_note = None
 
     def new_object(self, label: int | None = None) -> int:
         """Start a new object and make it current; returns its label value.
@@ -296,6 +299,7 @@ class InteractiveSession:
         """
         t0 = time.perf_counter()
         pred = self.predictor
+        self.guard_note = None
         voxel = pred.click_voxels(coord)  # (1, 3) int64: the one rounding and image check
         click = Click(tuple(int(v) for v in voxel[0]), bool(positive))  # type: ignore[arg-type]
         if self._current is None and not click.positive:
@@ -479,6 +483,7 @@ class InteractiveSession:
         own = border_contrast(image, obj.slices, obj.block)
         if own >= pred.contrast_guard:
             return
+        shown_block = obj.block
         key = (obj.label, state.clicks[0], state.roi)
         self._extent_cache = (key, *self._compute_extents(state))
         shown = state.tiles[state.active] if state.active is not None else None
@@ -499,12 +504,12 @@ class InteractiveSession:
         before = self._undo[-1].before
         self._set_state(obj.label, after)
         self._undo[-1] = _Action(obj.label, before, after)
-        logger.debug(
-            "first click on object %d: pick of border contrast %.2f replaced (%.2f)",
-            obj.label,
-            own,
-            max(contrasts),
+        self.guard_note = (
+            f"contrast guard: the model's mask ({np.count_nonzero(shown_block)} voxels, border "
+            f"contrast {own:.2f}) replaced by a sharper one ({self.voxel_count(obj.label)} "
+            f"voxels, {max(contrasts):.2f}); the model's own mask is among the extents"
         )
+        logger.info("object %d: %s", obj.label, self.guard_note)
 
     def _guard_later_click(
         self,
@@ -533,14 +538,15 @@ class InteractiveSession:
             return
         after = replace(obj.state, tiles=state.tiles, active=state.active)
         undo_before = self._undo[-1].before
+        grown = int(np.count_nonzero(obj.block))
         self._set_state(obj.label, after)
         self._undo[-1] = _Action(obj.label, undo_before, after)
-        logger.debug(
-            "click on object %d: a mask of border contrast %.2f (was %.2f) not taken",
-            obj.label,
-            new_c,
-            old_c,
+        self.guard_note = (
+            f"contrast guard: the mask this click gave ({grown} voxels, border contrast "
+            f"{new_c:.2f}, was {old_c:.2f}) was not taken; the click is kept for the next one "
+            "(undo it if it was wrong, or switch the guard off)"
         )
+        logger.info("object %d: %s", obj.label, self.guard_note)
 
     def _extent_key(self, label: int | None) -> tuple[tuple[Any, ...], _ObjectState]:
         if label is None:
