@@ -509,7 +509,7 @@ class InteractiveSession:
             f"contrast {own:.2f}) replaced by a sharper one ({self.voxel_count(obj.label)} "
             f"voxels, {max(contrasts):.2f}); the model's own mask is among the extents"
         )
-        logger.info("object %d: %s", obj.label, self.guard_note)
+        logger.debug("object %d: %s", obj.label, self.guard_note)
 
     def _guard_later_click(
         self,
@@ -546,7 +546,7 @@ class InteractiveSession:
             f"{new_c:.2f}, was {old_c:.2f}) was not taken; the click is kept for the next one "
             "(undo it if it was wrong, or switch the guard off)"
         )
-        logger.info("object %d: %s", obj.label, self.guard_note)
+        logger.debug("object %d: %s", obj.label, self.guard_note)
 
     def _extent_key(self, label: int | None) -> tuple[tuple[Any, ...], _ObjectState]:
         if label is None:
