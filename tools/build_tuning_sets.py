@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(".cache/demo_sources"))
     parser.add_argument("--fresh-lesions", type=int, default=0, metavar="N")
     args = parser.parse_args()
+    if args.fresh_lesions < 0:
+        parser.error(f"--fresh-lesions must be >= 0, got {args.fresh_lesions}")
     src = fetch_sources(args.cache)
     mni = read_volume(src["mni_t1"])
     gm = read_volume(src["mni_gm"]).array.astype(np.float32)

@@ -17,14 +17,20 @@ MAX_REFINE_BOUNDARY_MM = 10.0
 MAX_CONTRAST_GUARD = 10.0
 
 
-def _in_range(value: object, high: float) -> bool:
-    """Whether ``value`` is a real number (not a bool; numpy scalars count) in ``[0, high]``."""
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and 0 <= value <= high
-    )
+def _checked(name: str, value: object, high: float, what: str) -> float:
+    """``value`` as a float in ``[0, high]`` (0: off); numpy scalars count, bools do not.
+
+    Raises:
+        ValueError: naming ``name`` and the range (``what`` formatted with ``high``).
+    """
+    if (
+        not isinstance(value, numbers.Real)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not 0 <= value <= high
+    ):
+        raise ValueError(f"{name} must be 0 (off) or {what.format(high)}, got {value!r}")
+    return float(value) + 0.0  # -0.0 -> 0.0
 
 
 def check_refine_boundary(value: object) -> float:
@@ -33,12 +39,7 @@ def check_refine_boundary(value: object) -> float:
     Raises:
         ValueError: not a number, not finite, negative or above ``MAX_REFINE_BOUNDARY_MM``.
     """
-    if not _in_range(value, MAX_REFINE_BOUNDARY_MM):
-        raise ValueError(
-            f"refine_boundary must be 0 (off) or a width of at most "
-            f"{MAX_REFINE_BOUNDARY_MM:g} mm, got {value!r}"
-        )
-    return float(value) + 0.0  # -0.0 -> 0.0
+    return _checked("refine_boundary", value, MAX_REFINE_BOUNDARY_MM, "a width of at most {:g} mm")
 
 
 def check_contrast_guard(value: object) -> float:
@@ -47,12 +48,9 @@ def check_contrast_guard(value: object) -> float:
     Raises:
         ValueError: not a number, not finite, negative or above ``MAX_CONTRAST_GUARD``.
     """
-    if not _in_range(value, MAX_CONTRAST_GUARD):
-        raise ValueError(
-            f"contrast_guard must be 0 (off) or a border contrast of at most "
-            f"{MAX_CONTRAST_GUARD:g}, got {value!r}"
-        )
-    return float(value) + 0.0  # -0.0 -> 0.0
+    return _checked(
+        "contrast_guard", value, MAX_CONTRAST_GUARD, "a border contrast of at most {:g}"
+    )
 
 
 @dataclass(frozen=True)

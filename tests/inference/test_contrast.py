@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sammed3d.config import ModelConfig, check_contrast_guard, check_refine_boundary
-from sammed3d.inference import SamMed3DPredictor
+from sammed3d.config import ModelConfig, check_contrast_guard
 from sammed3d.inference.contrast import (
     CONTRAST_RATIO,
     MIN_CONTRAST_VOXELS,
@@ -106,19 +105,3 @@ def test_the_threshold_travels_in_the_config():
     cfg = ModelConfig(contrast_guard=0.4)
     assert ModelConfig.from_dict(cfg.to_dict()).contrast_guard == 0.4
     assert cfg == ModelConfig()  # a behaviour, not compared when weights are matched
-
-
-def test_the_predictor_takes_the_checkpoint_setting_and_checks_its_own(lab):
-    model = lab.OracleModel(img_size=32)
-    assert SamMed3DPredictor(model).contrast_guard == 0.0  # no config: off
-    model.config = ModelConfig(contrast_guard=0.4)
-    assert SamMed3DPredictor(model).contrast_guard == 0.4
-    assert SamMed3DPredictor(model, contrast_guard=0).contrast_guard == 0.0
-    for bad in (-1.0, float("nan"), True, 10.5, np.bool_(True)):
-        with pytest.raises(ValueError, match="contrast_guard must be 0"):
-            SamMed3DPredictor(model, contrast_guard=bad)
-    # numpy scalars are numbers too; -0 is off
-    assert SamMed3DPredictor(model, contrast_guard=np.float32(0.5)).contrast_guard == 0.5
-    assert SamMed3DPredictor(model, contrast_guard=np.int64(1)).contrast_guard == 1.0
-    assert str(check_contrast_guard(-0.0)) == "0.0"
-    assert check_refine_boundary(np.float64(3.0)) == 3.0

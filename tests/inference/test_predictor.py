@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sammed3d import build_model
+from sammed3d.config import ModelConfig
 from sammed3d.data.transforms import (
     bbox_center,
     crop_or_pad,
@@ -414,3 +415,28 @@ def test_first_click_keeps_the_mask_the_iou_head_ranks_first(lab, multimask):
     # asking for the multimask outputs still returns all three
     three, _ = predictor.predict_torch(coords, labels, None, roi=roi, multimask_output=True)
     assert three.shape[1] == 3
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "limit"),
+    [("refine_boundary", 3.0, "at most 10 mm"), ("contrast_guard", 0.4, "at most 10,")],
+)
+def test_rule_settings_come_from_the_config_and_are_checked(lab, option, value, limit):
+    """The inference rules a checkpoint carries (boundary refinement, contrast guard)."""
+    model = lab.OracleModel(img_size=32)
+    assert getattr(SamMed3DPredictor(model), option) == 0.0  # no config: off
+    model.config = ModelConfig(**{option: value})
+    assert getattr(SamMed3DPredictor(model), option) == value
+    assert getattr(SamMed3DPredictor(model, **{option: 0}), option) == 0.0
+    for bad in (-1.0, float("nan"), True, 10.5, np.bool_(True)):
+        with pytest.raises(ValueError, match=f"{option} must be 0"):
+            SamMed3DPredictor(model, **{option: bad})
+    assert getattr(SamMed3DPredictor(model, **{option: 10}), option) == 10.0
+    for bad in (-2.0, 20.0):
+        with pytest.raises(ValueError, match=limit):
+            ModelConfig(**{option: bad})
+    # numpy scalars are numbers too; -0 is off
+    assert getattr(SamMed3DPredictor(model, **{option: np.float32(0.5)}), option) == 0.5
+    assert getattr(SamMed3DPredictor(model, **{option: np.int64(1)}), option) == 1.0
+    assert str(getattr(SamMed3DPredictor(model, **{option: -0.0}), option)) == "0.0"
+    assert ModelConfig() == ModelConfig(**{option: value})  # a behaviour, not compared

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sammed3d.config import ModelConfig
 from sammed3d.evaluation.metrics import dice
 from sammed3d.inference import InteractiveSession, SamMed3DPredictor
 from sammed3d.inference.refine import _Layers, refine_boundary
@@ -145,19 +144,3 @@ def test_session_masks_and_extents_are_refined(lab):
     mask = session.add_point((30, 33, 31), True)
     assert dice(mask, ball) > 0.97
     np.testing.assert_array_equal(session.mask, mask)
-
-
-def test_refine_boundary_setting_comes_from_the_config_and_is_checked(lab):
-    model = lab.OracleModel(img_size=32)
-    assert SamMed3DPredictor(model).refine_boundary == 0.0  # no config: off
-    model.config = ModelConfig(refine_boundary=3.0)
-    assert SamMed3DPredictor(model).refine_boundary == 3.0
-    assert SamMed3DPredictor(model, refine_boundary=0).refine_boundary == 0.0
-    for bad in (-1.0, float("nan"), True, 10.5):
-        with pytest.raises(ValueError, match="refine_boundary must be 0"):
-            SamMed3DPredictor(model, refine_boundary=bad)
-    assert SamMed3DPredictor(model, refine_boundary=10).refine_boundary == 10.0
-    for bad in (-2.0, 20.0):
-        with pytest.raises(ValueError, match="at most 10 mm"):
-            ModelConfig(refine_boundary=bad)
-    assert ModelConfig() == ModelConfig(refine_boundary=3.0)  # a behaviour, not compared

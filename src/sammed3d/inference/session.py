@@ -102,6 +102,11 @@ class Extent:
     picked: bool
 
 
+#: A native mask block: where it lies (index slices) and its bool voxels.
+_Block = tuple[tuple[slice, ...], np.ndarray]
+#: An object's first-click extents: key, tiles, voxel counts, scores, blocks.
+_ExtentCache = tuple[tuple[Any, ...], list[Tile], list[int], list[float], list[_Block]]
+
 #: Two first-click masks with at least this Dice are offered once (the better-scored one).
 EXTENT_DUPLICATE_DICE = 0.9
 
@@ -168,8 +173,8 @@ class InteractiveSession:
         self._undo: list[_Action] = []
         self._redo: list[_Action] = []
         # (label, first click, caller ROI) -> first-click masks, smallest first
-        self._extent_cache: tuple[tuple[Any, ...], list[Tile], list[int], list[float]] | None
-        self._extent_cache = None
+        # (with each mask's voxel count, score and native (slices, block) on its own ROI)
+        self._extent_cache: _ExtentCache | None = None
         #: What the contrast guard did at the last click (None: nothing), a line to show.
         self.guard_note: str | None = None
 
@@ -411,7 +416,7 @@ class InteractiveSession:
         key, state = self._extent_key(label)
         if self._extent_cache is None or self._extent_cache[0] != key:
             self._extent_cache = (key, *self._compute_extents(state))
-        _, tiles, voxels, scores = self._extent_cache
+        _, tiles, voxels, scores, _ = self._extent_cache
         prompted = state.tiles[state.active] if state.active is not None else None
         size = float(np.prod(self.predictor.volume.spacing)) / 1000.0
         return tuple(
@@ -446,7 +451,7 @@ class InteractiveSession:
         if not 0 <= int(index) < len(found):
             raise ValueError(f"extent index must be in 0..{len(found) - 1}, got {index}")
         assert self._extent_cache is not None
-        key, tiles, _, _ = self._extent_cache
+        key, tiles, *_ = self._extent_cache
         obj = self._objects[key[0]]
         state = obj.state
         chosen = self._extent_tiles(tiles[int(index)])
@@ -484,17 +489,19 @@ class InteractiveSession:
         if own >= pred.contrast_guard:
             return
         shown_block = obj.block
-        key = (obj.label, state.clicks[0], state.roi)
+        key, _ = self._extent_key(obj.label)
         self._extent_cache = (key, *self._compute_extents(state))
+        _, tiles, _, _, blocks = self._extent_cache
         shown = state.tiles[state.active] if state.active is not None else None
         points = np.asarray([state.clicks[0].coord], dtype=np.int64)
         candidates: list[tuple[Tile, ...] | None] = [None]  # None: the pick, as it is
         contrasts = [own]
-        for tile in self._extent_cache[1]:
+        for tile, (slices, block) in zip(tiles, blocks, strict=True):
             if shown is not None and _same_tile(tile, shown):
                 continue
             chosen = self._extent_tiles(tile)
-            slices, block = pred.native_block(chosen, points, np.ones(1, np.int64))
+            if len(chosen) > 1:  # grown through ROI faces: the mask as it would be taken
+                slices, block = pred.native_block(chosen, points, np.ones(1, np.int64))
             candidates.append(chosen)
             contrasts.append(border_contrast(image, slices, block))
         best = candidates[contrast_pick(contrasts, 0, pred.contrast_guard)]
@@ -564,10 +571,12 @@ class InteractiveSession:
             )
         return (label, state.clicks[0], state.roi), state
 
-    def _compute_extents(self, state: _ObjectState) -> tuple[list[Tile], list[int], list[float]]:
+    def _compute_extents(
+        self, state: _ObjectState
+    ) -> tuple[list[Tile], list[int], list[float], list[_Block]]:
         """First-click masks of ``state`` (duplicates and empty masks dropped, the current
-        one and the model's pick kept), smallest first, with their native voxel counts and
-        scores."""
+        one and the model's pick kept), smallest first, with their native voxel counts,
+        scores and native ``(slices, block)`` on their own ROI."""
         pred = self.predictor
         click = state.clicks[0]
         roi = (
@@ -599,6 +608,7 @@ class InteractiveSession:
             [k[0] for k in kept],
             [int(np.count_nonzero(k[3])) for k in kept],
             [k[1] for k in kept],
+            [(k[2], k[3]) for k in kept],
         )
 
     def _prompts(self, clicks: Sequence[Click], click: Click) -> tuple[np.ndarray, np.ndarray]:
