@@ -7,10 +7,10 @@ The bundled default model on the volume of ``bench_zoom.py`` (181 x 217 x 181 at
 zoomed in) and the "brain" (a large one, clicked away from the ball). For each, a fresh
 session gets the first click, then three refinement clicks (positive, negative, positive).
 The checkpoint's settings, then the same with boundary refinement off (``refine_boundary`` 0),
-then with the contrast guard off (``contrast_guard`` 0), run in the same process on the same
-volume; the report gives each median and the ratios of the bundled settings to each rule
-switched off (issue 10's targets for this model: first click <= 0.5 s, refinement click
-<= 50 ms).
+then with the contrast guard off (``contrast_guard`` 0), then with the edge pick off
+(``first_pick`` "model"), run in the same process on the same volume; the report gives each
+median and the ratios of the bundled settings to each rule switched off (issue 10's targets
+for this model: first click <= 0.5 s, refinement click <= 50 ms).
 """
 
 from __future__ import annotations
@@ -44,13 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         "bundled": {},
         "refinement off": {"refine_boundary": 0.0},
         "guard off": {"contrast_guard": 0.0},
+        "edge pick off": {"first_pick": "model"},
     }
     for name, kwargs in settings.items():
         predictor = bundled_predictor(**kwargs)
         if name == "bundled":
             name = (
                 f"bundled (refinement {predictor.refine_boundary:g} mm, "
-                f"guard {predictor.contrast_guard:g})"
+                f"guard {predictor.contrast_guard:g}, first pick {predictor.first_pick})"
             )
         medians[name] = {}
         for what, click in (("ball", ball), ("brain", BRAIN_CLICK)):
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"first mask {statistics.median(sizes):.0f} voxels"
             )
     on, *offs = medians.values()
-    for rule, off in zip(("refinement", "guard"), offs, strict=True):
+    for rule, off in zip(("refinement", "guard", "edge pick"), offs, strict=True):
         for what in ("ball", "brain"):
             first, refine = (on[what][k] / off[what][k] for k in (0, 1))
             print(

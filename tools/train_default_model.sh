@@ -17,10 +17,12 @@ if [ -f "$run/checkpoints/latest.json" ]; then
 else
     OMP_NUM_THREADS=1 nice .venv/bin/sammed3d train --config default_model -o "$run" "$@"
 fi
-# the zoom-in spacing, the boundary refinement width and the contrast veto of the first-click
-# pick are chosen after training on the MNI152 tuning sets (docs/default_model.md):
-# ZOOM_SPACING=0 / REFINE_BOUNDARY=0 / CONTRAST_GUARD=0 turn them off
-$py - "$run" "${ZOOM_SPACING:-1.0}" "${REFINE_BOUNDARY:-3.0}" "${CONTRAST_GUARD:-0.4}" <<'PY'
+# the zoom-in spacing, the boundary refinement width, the contrast guard and the first-click
+# pick rule are chosen after training on the MNI152 tuning sets (docs/default_model.md):
+# ZOOM_SPACING=0 / REFINE_BOUNDARY=0 / CONTRAST_GUARD=0 turn the first three off,
+# FIRST_PICK=model gives the first click the model's own ranking
+$py - "$run" "${ZOOM_SPACING:-1.0}" "${REFINE_BOUNDARY:-3.0}" "${CONTRAST_GUARD:-0.4}" \
+    "${FIRST_PICK:-edges}" <<'PY'
 import dataclasses
 import sys
 from sammed3d import load_checkpoint, save_checkpoint
@@ -32,6 +34,7 @@ model.config = dataclasses.replace(
     zoom_spacing=float(sys.argv[2]),
     refine_boundary=float(sys.argv[3]),
     contrast_guard=float(sys.argv[4]),
+    first_pick=sys.argv[5],
 )
 save_checkpoint(model, "src/sammed3d/assets/sammed3d_default.pth",
                 metadata={"trained_by": "tools/train_default_model.sh",

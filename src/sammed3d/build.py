@@ -234,6 +234,7 @@ def build_model(
                 zoom_spacing=ckpt.config.zoom_spacing,
                 refine_boundary=ckpt.config.refine_boundary,
                 contrast_guard=ckpt.config.contrast_guard,
+                first_pick=ckpt.config.first_pick,
             )
     return model.to(resolve_model_device(device)).eval()
 

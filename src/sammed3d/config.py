@@ -53,14 +53,30 @@ def check_contrast_guard(value: object) -> float:
     )
 
 
+#: The values of ``first_pick`` (:mod:`sammed3d.inference.contrast`).
+FIRST_PICKS = ("model", "edges")
+
+
+def check_first_pick(value: object) -> str:
+    """``value`` as a first-click pick rule: ``"model"`` (the model's ranking) or ``"edges"``.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if not isinstance(value, str) or value not in FIRST_PICKS:
+        raise ValueError(f"first_pick must be one of {', '.join(FIRST_PICKS)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a SAM-Med3D model.
 
     The first eight fields are those of the published builders; the rest default to the
-    released ``vit_b_ori`` values and exist so that small variants can be built. The last seven
+    released ``vit_b_ori`` values and exist so that small variants can be built. The last eight
     (``click_maps``, ``hires_channels``, ``first_click_multimask``,
-    ``negative_click_similarity``, ``zoom_spacing``, ``refine_boundary``, ``contrast_guard``)
+    ``negative_click_similarity``, ``zoom_spacing``, ``refine_boundary``, ``contrast_guard``,
+    ``first_pick``)
     are options of our own models; published
     checkpoints always get the published behaviour (``negative_click_similarity`` only acts
     with the first two).
@@ -125,6 +141,13 @@ class ModelConfig:
     #: contrast is not taken (:mod:`sammed3d.inference.contrast`). An inference rule chosen
     #: after training (docs/default_model.md); not compared when weights are matched.
     contrast_guard: float = field(default=0.0, compare=False)
+    #: Our models only (published: "model"). Which of a first click's extents the object
+    #: gets: the model's own ranking (``"model"``) or the one whose border follows the
+    #: strongest intensity edge (``"edges"``, :func:`sammed3d.inference.contrast.edge_pick`;
+    #: the contrast guard's first-click half is then not applied). Only for models trained
+    #: with ``first_click_multimask``. An inference rule chosen after training
+    #: (docs/default_model.md); not compared when weights are matched.
+    first_pick: str = field(default="model", compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -211,6 +234,7 @@ class ModelConfig:
             )
         check_refine_boundary(self.refine_boundary)
         check_contrast_guard(self.contrast_guard)
+        check_first_pick(self.first_pick)
         if self.first_click_multimask and self.num_multimask_outputs < 1:
             raise ValueError("first_click_multimask needs num_multimask_outputs >= 1, got 0")
         if self.mask_in_chans % 4:

@@ -12,16 +12,21 @@ def test_each_rule_off_is_compared_with_the_bundled_settings() -> None:
     proc = run_bench("bench_refine.py", "--threads", "1", "--repeat", "1")
     assert proc.returncode == 0, proc.stderr
     assert re.search(
-        r"^bundled \(refinement 3 mm, guard 0.4\), brain: first click", proc.stdout, re.M
+        r"^bundled \(refinement 3 mm, guard 0.4, first pick edges\), brain: first click",
+        proc.stdout,
+        re.M,
     )
     assert re.search(r"^refinement off, ball: first click median", proc.stdout, re.M)
     assert re.search(r"^guard off, brain: first click median", proc.stdout, re.M)
-    ratios = re.findall(r"ratio bundled / (\w+) off, (\w+): first click ([\d.]+)x", proc.stdout)
+    assert re.search(r"^edge pick off, ball: first click median", proc.stdout, re.M)
+    ratios = re.findall(r"ratio bundled / ([\w ]+) off, (\w+): first click ([\d.]+)x", proc.stdout)
     assert [r[:2] for r in ratios] == [
         ("refinement", "ball"),
         ("refinement", "brain"),
         ("guard", "ball"),
         ("guard", "brain"),
+        ("edge pick", "ball"),
+        ("edge pick", "brain"),
     ]
     assert all(float(r[2]) > 0 for r in ratios)
 

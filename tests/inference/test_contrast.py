@@ -1,16 +1,22 @@
-"""The contrast veto of a first-click pick (sammed3d.inference.contrast and the session)."""
+"""Border contrast, edge strength and the first-click rules built on them
+(sammed3d.inference.contrast)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sammed3d.config import ModelConfig, check_contrast_guard
+from sammed3d.config import ModelConfig, check_contrast_guard, check_first_pick
 from sammed3d.inference.contrast import (
     CONTRAST_RATIO,
+    EDGE_SAMPLES,
     MIN_CONTRAST_VOXELS,
     border_contrast,
     contrast_pick,
+    crop_scores,
+    edge_pick,
+    edge_score,
+    edge_strength,
 )
 
 FULL = (slice(0, 30), slice(0, 30), slice(0, 30))
@@ -105,3 +111,106 @@ def test_the_threshold_travels_in_the_config():
     cfg = ModelConfig(contrast_guard=0.4)
     assert ModelConfig.from_dict(cfg.to_dict()).contrast_guard == 0.4
     assert cfg == ModelConfig()  # a behaviour, not compared when weights are matched
+
+
+def test_edge_strength_of_a_small_example():
+    image = np.zeros((9, 9, 9), np.float32)
+    mask = np.zeros((9, 9, 9), bool)
+    mask[3:6, 3:6, 3:6] = True  # a 27-voxel cube: 26 boundary voxels, its centre inside
+    image[mask] = 10.0
+    whole = (slice(0, 9),) * 3
+    # every window straddles the cube's face: inside 10, outside 0 -> the gap is 10
+    assert edge_strength(image, whole, mask, window=3) == pytest.approx(10.0)
+    image[0, 0, 0] = 1000.0  # out of every window of a boundary voxel
+    assert edge_strength(image, whole, mask, window=3) == pytest.approx(10.0)
+    image[2, 4, 4] = 10.0  # one outside voxel as bright as the inside: a few windows only
+    assert edge_strength(image, whole, mask, window=3) == pytest.approx(10.0)  # the median
+    image[:5] = 10.0  # the space beside most of the cube as bright as it: edges gone there
+    low = edge_strength(image, whole, mask, window=3)
+    assert 0 < low < 10.0
+
+
+def test_edge_strength_follows_the_edge_and_not_the_cut():
+    image = _image()
+    sharp = edge_strength(image, FULL, _ball(6.0))
+    assert sharp > 150.0  # the bright ball's step is 200
+    assert edge_strength(image, FULL, _ball(3.0)) < 30.0  # inside the bright ball only
+    assert edge_strength(image, FULL, _ball(11.0)) < 30.0  # in the background only
+    # unit of the image, offset free
+    assert edge_strength(image * 3.0 + 50.0, FULL, _ball(6.0)) == pytest.approx(3 * sharp, rel=1e-4)
+
+
+def test_edge_strength_of_a_placed_block_and_at_the_image_faces():
+    image, mask = _image(1), _ball(6.0, centre=(13, 16, 15))
+    where = (slice(4, 25), slice(8, 27), slice(6, 26))
+    assert edge_strength(image, where, mask[where]) == pytest.approx(
+        edge_strength(image, FULL, mask)
+    )
+    corner = _ball(4.0, centre=(1, 1, 28))  # windows clipped by the image faces
+    assert edge_strength(image, FULL, corner) >= 0
+
+
+def test_edge_strength_of_a_large_mask_reads_a_subsample():
+    rng = np.random.default_rng(3)
+    image = rng.normal(0, 1, (80, 80, 80)).astype(np.float32)
+    mask = np.zeros((80, 80, 80), bool)
+    mask[5:75, 5:75, 5:75] = True  # about 29,000 boundary voxels
+    image[mask] += 4.0
+    whole = (slice(0, 80),) * 3
+    assert np.count_nonzero(mask) - 68**3 > EDGE_SAMPLES
+    assert edge_strength(image, whole, mask) == pytest.approx(4.0, abs=0.2)
+
+
+def test_edge_strength_degenerate_masks_and_bad_arguments():
+    image = _image()
+    assert edge_strength(image, FULL, np.zeros((30, 30, 30), bool)) == 0.0
+    assert edge_strength(image, FULL, np.ones((30, 30, 30), bool)) == 0.0  # no mixed window
+    tiny = np.zeros((30, 30, 30), bool)
+    tiny[15, 15, 14:16] = True
+    assert edge_strength(image, FULL, tiny) == 0.0
+    with pytest.raises(ValueError, match="block has shape"):
+        edge_strength(image, FULL, np.zeros((29, 30, 30), bool))
+    for bad in (4, 1):
+        with pytest.raises(ValueError, match="window must be an odd number"):
+            edge_strength(image, FULL, _ball(6.0), window=bad)
+
+
+def test_the_edge_pick_takes_the_highest_score():
+    assert edge_score(4.0, 3.0) == pytest.approx(6.0)
+    assert edge_score(0.0, 3.0) == 0.0
+    assert edge_pick([0.25, 1.0, 4.0], [10.0, 4.0, 1.0]) == 0  # 5 > 4 > 2
+    assert edge_pick([1.0, 4.0], [1.0, 1.0]) == 1
+    assert edge_pick([1.0, 1.0], [2.0, 2.0]) == 0  # the first of equals: the model's pick
+    with pytest.raises(ValueError, match="one strength per contrast"):
+        edge_pick([1.0], [])
+    with pytest.raises(ValueError, match="one strength per contrast"):
+        edge_pick([], [])
+
+
+@pytest.mark.parametrize("bad", ["Edges", "", None, 1])
+def test_bad_first_picks_are_one_line_errors(bad):
+    with pytest.raises(ValueError, match="first_pick must be one of model, edges"):
+        check_first_pick(bad)
+    with pytest.raises(ValueError, match="first_pick must be one of"):
+        ModelConfig(first_pick=bad)
+
+
+def test_the_first_pick_travels_in_the_config():
+    cfg = ModelConfig(first_pick="edges")
+    assert ModelConfig.from_dict(cfg.to_dict()).first_pick == "edges"
+    assert ModelConfig.from_dict(ModelConfig().to_dict()).first_pick == "model"
+    assert cfg == ModelConfig()  # a behaviour, not compared when weights are matched
+
+
+def test_a_mask_cut_by_a_crop_is_scored_on_its_real_border():
+    image, ball = _image(), _ball(6.0)
+    half = (slice(0, 15), slice(0, 30), slice(0, 30))  # a crop through the ball's middle
+    crop, cut = image[half], ball[half]
+    whole = tuple(slice(0, n) for n in crop.shape)
+    contrast, strength = crop_scores(image, half, cut)
+    # the cut face is no border: its windows repeat the face voxels (not mixed), and the
+    # ring stops at the crop, so the bright half beyond it is not read as outside
+    assert strength == pytest.approx(edge_strength(image, FULL, ball), rel=0.05)
+    assert contrast == border_contrast(crop, whole, cut)
+    assert contrast > 3.0
+    assert border_contrast(image, half, cut) < contrast / 2  # the same mask in the whole image

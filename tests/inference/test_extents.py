@@ -227,10 +227,10 @@ def test_a_low_contrast_pick_gives_way_to_the_sharpest_extent(lab):
         session.add_point(scene.centre)
         found = session.extents()
         if expected is None:  # off: the model's own pick, the small ball inside the bright one
-            assert found[0].picked and found[0].current and session.guard_note is None
+            assert found[0].picked and found[0].current and session.rule_note is None
             continue
         assert np.array_equal(session.mask, expected)  # the bright ball, not the small one
-        assert session.guard_note and "replaced by a sharper one" in session.guard_note
+        assert session.rule_note and "replaced by a sharper one" in session.rule_note
         assert [e.picked for e in found] == [False, True, False]
         assert [e.current for e in found] == [False, True, False]
         assert session.undo() and not session.clicks  # one undo takes the click back
@@ -255,7 +255,7 @@ def test_the_pick_is_kept(lab, threshold, click):
     found = session.extents()
     assert found[0].picked and found[0].current
     assert session.voxel_count() == found[0].voxels
-    assert session.guard_note is None
+    assert session.rule_note is None
 
 
 def test_a_later_click_that_blows_the_mask_up_into_a_blur_is_not_taken(lab):
@@ -277,7 +277,53 @@ def test_a_later_click_that_blows_the_mask_up_into_a_blur_is_not_taken(lab):
         assert len(session.clicks) == 2
         if threshold:
             assert np.array_equal(masks[threshold], first)  # kept: the click goes on with the next
-            assert session.guard_note and "was not taken" in session.guard_note
+            assert session.rule_note and "was not taken" in session.rule_note
             assert session.undo() and len(session.clicks) == 1
             assert np.array_equal(session.mask, first)
     assert masks[0.0].sum() > 20 * masks[0.5].sum()  # off: the blur is taken
+
+
+@pytest.mark.parametrize("guard", [0.0, 0.15])
+def test_the_edge_pick_takes_the_extent_on_the_strongest_edge(lab, guard):
+    vol, scene = _scene()
+    component = _component(lab)
+    pred = SamMed3DPredictor(
+        _multimask_model(lab),
+        target_spacing=(MAIN,) * 3,
+        contrast_guard=guard,  # 0.15 keeps the model's pick by itself (test above)
+        first_pick="edges",
+    )
+    session = InteractiveSession(pred)
+    session.set_image(vol)
+    session.add_point(scene.centre)
+    # the small ball inside the bright one and the large ball around it cut through flat
+    # intensities; the bright ball's border is its step edge
+    assert np.array_equal(session.mask, component)
+    assert session.rule_note and session.rule_note.startswith("edge pick: ")
+    found = session.extents()
+    assert [e.picked for e in found] == [False, True, False]
+    assert [e.current for e in found] == [False, True, False]
+    assert session.undo() and not session.clicks  # one undo takes the click back
+    assert session.redo() and np.array_equal(session.mask, component)
+    session.add_point((41, 48, 48))  # the next click refines the chosen mask
+    assert dice(session.mask, component) > 0.9
+
+
+def test_the_edge_pick_keeps_a_pick_on_the_strongest_edge(lab):
+    vol, _ = _scene()
+    pred = SamMed3DPredictor(_multimask_model(lab), target_spacing=(MAIN,) * 3)
+    assert pred.first_pick == "model"  # the fake model has no config: the published rule
+    pred = SamMed3DPredictor(
+        _multimask_model(lab, duplicate=True), target_spacing=(MAIN,) * 3, first_pick="edges"
+    )
+    session = InteractiveSession(pred)
+    session.set_image(vol)
+    session.add_point((40, 48, 48))  # the model's pick is the bright ball itself
+    assert session.rule_note is None
+    found = session.extents()
+    assert next(e for e in found if e.current).picked
+
+
+def test_a_bad_first_pick_is_a_one_line_error(lab):
+    with pytest.raises(ValueError, match="first_pick must be one of model, edges, got 'best'"):
+        SamMed3DPredictor(_multimask_model(lab), target_spacing=(MAIN,) * 3, first_pick="best")

@@ -440,3 +440,14 @@ def test_rule_settings_come_from_the_config_and_are_checked(lab, option, value, 
     assert getattr(SamMed3DPredictor(model, **{option: np.int64(1)}), option) == 1.0
     assert str(getattr(SamMed3DPredictor(model, **{option: -0.0}), option)) == "0.0"
     assert ModelConfig() == ModelConfig(**{option: value})  # a behaviour, not compared
+
+
+def test_the_first_pick_comes_from_the_config_and_is_checked(lab):
+    model = lab.OracleModel(img_size=32)
+    assert SamMed3DPredictor(model).first_pick == "model"  # no config: the model's ranking
+    model.config = ModelConfig(first_pick="edges")
+    assert SamMed3DPredictor(model).first_pick == "edges"
+    assert SamMed3DPredictor(model, first_pick="model").first_pick == "model"
+    for bad in ("", "Edges", 1):
+        with pytest.raises(ValueError, match="first_pick must be one of model, edges"):
+            SamMed3DPredictor(model, first_pick=bad)

@@ -177,6 +177,8 @@ def test_without_negative_click_similarity_only_negative_clicks_change(option_mo
         {"refine_boundary": "3"},
         {"contrast_guard": -0.1},
         {"contrast_guard": 11.0},
+        {"first_pick": "best"},
+        {"first_pick": None},
     ],
 )
 def test_bad_option_values(bad):
@@ -198,3 +200,14 @@ def test_inference_options_travel_with_the_weights(option_model, tmp_path, optio
     assert getattr(load_checkpoint(path).config, option) == value
     assert getattr(build_model(TINY_OPTIONS, path).config, option) == value
     assert getattr(build_model(TINY_OPTIONS).config, option) == 0.0
+
+
+def test_the_first_pick_travels_with_the_weights(option_model, tmp_path):
+    """The edge pick (a first-click rule chosen after training): recorded in the file, the
+    model's own ranking for published defaults and files without it."""
+    assert ModelConfig().first_pick == "model"
+    option_model.config = replace(TINY_OPTIONS, first_pick="edges")
+    path = save_checkpoint(option_model, tmp_path / "first_pick.pth")
+    assert load_checkpoint(path).config.first_pick == "edges"
+    assert build_model(TINY_OPTIONS, path).config.first_pick == "edges"
+    assert build_model(TINY_OPTIONS).config.first_pick == "model"

@@ -218,11 +218,12 @@ def add_extension_args(parser: argparse.ArgumentParser, no_extend_help: str) -> 
 
 
 #: The options of the inference rules a checkpoint carries (zoom-in, boundary refinement,
-#: contrast guard): ``--flag`` -> predictor keyword.
+#: contrast guard, first pick): ``--flag`` -> predictor keyword.
 RULE_OPTIONS = {
     "--zoom-spacing": "zoom_spacing",
     "--refine-boundary": "refine_boundary",
     "--contrast-guard": "contrast_guard",
+    "--first-pick": "first_pick",
 }
 
 
@@ -258,6 +259,14 @@ def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         "half the previous one is not taken; at most 10 (0: off; default: the checkpoint's "
         "setting, 0.4 for the bundled model, off for the published ones)",
     )
+    parser.add_argument(
+        "--first-pick",
+        choices=("model", "edges"),
+        help=f"{prefix}which of a first click's masks an object gets: the model's ranking, "
+        "or the mask whose border follows the strongest intensity edge (edges; the contrast "
+        "guard then acts on later clicks only; default: the checkpoint's setting, edges for "
+        "the bundled model, model for the published ones)",
+    )
 
 
 def check_rule_args(args: argparse.Namespace) -> None:
@@ -282,7 +291,7 @@ def check_rule_args(args: argparse.Namespace) -> None:
             raise CLIError(f"{flag} must be 0 (off) or {what.format(high)}, got {value:g}")
 
 
-def rule_kwargs(args: argparse.Namespace) -> dict[str, float | None]:
+def rule_kwargs(args: argparse.Namespace) -> dict[str, float | str | None]:
     """The predictor keywords of the :data:`RULE_OPTIONS` options (None: the checkpoint's)."""
     return {key: getattr(args, key) for key in RULE_OPTIONS.values()}
 

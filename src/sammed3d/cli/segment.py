@@ -177,7 +177,8 @@ def _check_output_name(path: str) -> None:
 def _first_click_extents(session: InteractiveSession, extent: int | None) -> None:
     """Print the masks the first click could get; take ``extent`` of them if given."""
     found = session.extents()  # ValueError (one line) for a model with one mask per click
-    mark = " (contrast guard)" if session.guard_note else " (model)"
+    # a rule's note starts with its name ("edge pick: ...", "contrast guard: ...")
+    mark = f" ({session.rule_note.split(':')[0]})" if session.rule_note else " (model)"
     cells = "  ".join(f"{e.index}: {e.volume_ml:.1f} ml{mark if e.picked else ''}" for e in found)
     print(f"  masks this click could get (--extent N): {cells}")
     if extent is not None:
@@ -277,8 +278,8 @@ def run(args: argparse.Namespace) -> int:
             f"{session.voxel_count()} voxels, {where or f'{len(session.tiles)} ROI(s)'} "
             f"({time.perf_counter() - t0:.2f} s)"
         )
-        if session.guard_note:
-            print(f"  {session.guard_note}")
+        if session.rule_note:
+            print(f"  {session.rule_note}")
         if n == 1 and (predictor.offers_extents() or args.extent is not None):
             _first_click_extents(session, args.extent)
     t0 = time.perf_counter()

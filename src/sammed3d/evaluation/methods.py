@@ -179,6 +179,7 @@ class ModelMethod:
             "zoom_fill": p.zoom_fill,
             "refine_boundary": p.refine_boundary,
             "contrast_guard": p.contrast_guard,
+            "first_pick": p.first_pick,
             "choose_extent": self.choose_extent,
         }
 

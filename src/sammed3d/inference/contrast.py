@@ -1,4 +1,4 @@
-"""Border contrast of a mask, and the contrast guard built on it.
+"""Border contrast and edge strength of a mask, and the first-click rules built on them.
 
 A first click is ambiguous, and a model that decodes several masks for it keeps the one with
 the best predicted IoU x stability score (:meth:`SamMed3DPredictor.first_click_extents`).
@@ -15,7 +15,12 @@ structure's mask a high one. With ``contrast_guard`` set (:class:`~sammed3d.Inte
   below the guard and below 1 / ``CONTRAST_RATIO`` of the previous mask's is not taken; the
   object keeps its mask, and the click goes to the model with the next one.
 
-Chosen on the MNI152 tuning sets (docs/default_model.md).
+With ``first_pick="edges"`` (the edge pick) the first click instead always gets the extent
+with the highest :func:`edge_score`, whatever the model's own ranking: the model proposes the
+masks, the image's edges choose among them. The guard's first-click half is then not applied;
+its later-click half is.
+
+Chosen on the MNI152 tuning sets and generated validation crops (docs/default_model.md).
 """
 
 from __future__ import annotations
@@ -37,6 +42,14 @@ CONTRAST_RATIO = 2.0
 #: A later click's mask is checked only when it has more than this many times the voxels the
 #: object had before the click.
 GUARD_GROWTH = 2.0
+#: Side in voxels of the window in which :func:`edge_strength` compares a boundary voxel's
+#: neighbours inside the mask with those outside it.
+EDGE_WINDOW = 5
+#: :func:`edge_strength` reads at most this many boundary voxels (a regular subsample).
+EDGE_SAMPLES = 20_000
+#: A window straddles the boundary when more than this share and less than one minus this
+#: share of it lies inside the mask; only such windows count.
+EDGE_MIXED = 0.05
 
 
 def border_contrast(
@@ -66,25 +79,10 @@ def border_contrast(
     """
     if ring < 1:
         raise ValueError(f"ring must be at least 1 voxel, got {ring}")
-    shape = tuple(len(range(*s.indices(n))) for s, n in zip(slices, image.shape, strict=True))
-    if block.shape != shape:
-        raise ValueError(f"block has shape {block.shape}, slices select {shape}")
+    _check_block(image, slices, block)
     if np.count_nonzero(block) < MIN_CONTRAST_VOXELS:
         return 0.0
-    # the mask's own box, then that box grown by the ring (clipped to the image)
-    own, grown, put = [], [], []
-    for axis, s in enumerate(slices):
-        hit = np.flatnonzero(block.any(axis=tuple(a for a in range(3) if a != axis)))
-        first, last = int(hit[0]), int(hit[-1]) + 1
-        offset = s.indices(image.shape[axis])[0]
-        lo = max(offset + first - ring, 0)
-        hi = min(offset + last + ring, image.shape[axis])
-        own.append(slice(first, last))
-        grown.append(slice(lo, hi))
-        put.append(slice(offset + first - lo, offset + last - lo))
-    native = tuple(grown)
-    mask = np.zeros([g.stop - g.start for g in grown], dtype=bool)
-    mask[tuple(put)] = block[tuple(own)]
+    native, mask, _ = _grown_box(image.shape, slices, block, ring)
     values = np.asarray(image[native], dtype=np.float64)
     around = ndimage.binary_dilation(mask, iterations=ring) & ~mask
     if not around.any():
@@ -117,3 +115,151 @@ def contrast_pick(contrasts: Sequence[float], picked: int, threshold: float) -> 
     if best != picked and contrasts[best] >= max(threshold, CONTRAST_RATIO * own):
         return best
     return picked
+
+
+def _grown_box(
+    image_shape: tuple[int, ...], slices: tuple[slice, ...], block: np.ndarray, margin: int
+) -> tuple[tuple[slice, ...], np.ndarray, list[tuple[int, int]]]:
+    """The mask's own box grown by ``margin`` (clipped to the image): its native slices, the
+    mask there, and per axis how many voxels the clipping took off (low, high side)."""
+    own, grown, put, clipped = [], [], [], []
+    for axis, s in enumerate(slices):
+        hit = np.flatnonzero(block.any(axis=tuple(a for a in range(3) if a != axis)))
+        first, last = int(hit[0]), int(hit[-1]) + 1
+        offset = s.indices(image_shape[axis])[0]
+        lo = max(offset + first - margin, 0)
+        hi = min(offset + last + margin, image_shape[axis])
+        own.append(slice(first, last))
+        grown.append(slice(lo, hi))
+        put.append(slice(offset + first - lo, offset + last - lo))
+        clipped.append((lo - (offset + first - margin), offset + last + margin - hi))
+    mask = np.zeros([g.stop - g.start for g in grown], dtype=bool)
+    mask[tuple(put)] = block[tuple(own)]
+    return tuple(grown), mask, clipped
+
+
+def _check_block(image: np.ndarray, slices: tuple[slice, ...], block: np.ndarray) -> None:
+    shape = tuple(len(range(*s.indices(n))) for s, n in zip(slices, image.shape, strict=True))
+    if block.shape != shape:
+        raise ValueError(f"block has shape {block.shape}, slices select {shape}")
+
+
+def edge_strength(
+    image: np.ndarray,
+    slices: tuple[slice, ...],
+    block: np.ndarray,
+    window: int = EDGE_WINDOW,
+) -> float:
+    """How strong an intensity edge a mask's boundary follows, locally.
+
+    For each boundary voxel of the mask (a mask voxel with a face neighbour outside it), the
+    ``window``-cube around it is split into its voxels inside and outside the mask, and the
+    two means are compared; the result is the median over the boundary voxels whose window
+    is mixed (between ``EDGE_MIXED`` and ``1 - EDGE_MIXED`` inside) of ``|mean inside - mean
+    outside|``. Unlike :func:`border_contrast` it is local: a mask whose border runs along an
+    edge scores high even where the tissue on either side varies across the image. Windows
+    are clipped to the image by repeating its border voxels. At most ``EDGE_SAMPLES``
+    boundary voxels are read (a regular subsample of them in index order).
+
+    Args:
+        image: ``(I, J, K)`` native intensities (any real dtype).
+        slices: Where ``block`` lies in ``image`` (native index slices).
+        block: Bool mask of the shape those slices select.
+        window: Odd window side in voxels (>= 3).
+
+    Returns:
+        The edge strength in the image's intensity units (>= 0); 0 for a mask of fewer than
+        ``MIN_CONTRAST_VOXELS`` voxels or without a mixed window.
+
+    Raises:
+        ValueError: ``block`` does not have the shape ``slices`` select, or ``window`` is
+            even or below 3.
+    """
+    if window < 3 or window % 2 == 0:
+        raise ValueError(f"window must be an odd number of voxels >= 3, got {window}")
+    _check_block(image, slices, block)
+    if np.count_nonzero(block) < MIN_CONTRAST_VOXELS:
+        return 0.0
+    r = window // 2
+    native, mask, clipped = _grown_box(image.shape, slices, block, r)
+    # boundary: mask voxels with a face neighbour outside (beyond the image: outside; but
+    # windows repeat the image's and the mask's face voxels, so a window on a face that cuts
+    # through the mask is not mixed there and does not count)
+    inner = mask.copy()
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        inner[tuple(lo)] &= mask[tuple(hi)]
+        inner[tuple(hi)] &= mask[tuple(lo)]
+        edge_face = [slice(None)] * 3
+        edge_face[axis] = 0
+        inner[tuple(edge_face)] = False
+        edge_face[axis] = -1
+        inner[tuple(edge_face)] = False
+    boundary = np.flatnonzero(mask & ~inner)
+    if boundary.size > EDGE_SAMPLES:
+        boundary = boundary[:: -(-boundary.size // EDGE_SAMPLES)]
+    # pad what the image's border clipped off by repeating its voxels, then pad the rest
+    # of the margin the same way so that every window lies in the arrays
+    values = np.asarray(image[native], dtype=np.float32)
+    values = np.pad(values, clipped, mode="edge")
+    padded = np.pad(mask, clipped, mode="edge")
+    shift = np.asarray([c[0] for c in clipped])
+    centres = np.stack(np.unravel_index(boundary, mask.shape), axis=1) + shift
+    steps = np.arange(-r, r + 1)
+    offsets = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), axis=-1).reshape(-1, 3)
+    flat = np.ravel_multi_index((centres[:, None, :] + offsets[None]).T, padded.shape).T
+    inside = padded.ravel()[flat]
+    vals = values.ravel()[flat]
+    n_in = inside.sum(axis=1)
+    size = offsets.shape[0]
+    mixed = (n_in > EDGE_MIXED * size) & (n_in < (1 - EDGE_MIXED) * size)
+    if not mixed.any():
+        return 0.0
+    inside, vals, n_in = inside[mixed], vals[mixed].astype(np.float64), n_in[mixed]
+    total = vals.sum(axis=1)
+    in_sum = np.where(inside, vals, 0.0).sum(axis=1)
+    gap = np.abs(in_sum / n_in - (total - in_sum) / (size - n_in))
+    return float(np.median(gap))
+
+
+def edge_score(contrast: float, strength: float) -> float:
+    """The edge pick's score of a mask: ``sqrt(border_contrast) * edge_strength``.
+
+    The exponent was chosen with the pick on the tuning sets (docs/default_model.md); only
+    the ranking of one image's masks matters, so the intensity unit of ``strength`` does not.
+    """
+    return float(np.sqrt(max(contrast, 0.0)) * max(strength, 0.0))
+
+
+def edge_pick(contrasts: Sequence[float], strengths: Sequence[float]) -> int:
+    """Index of the extent with the highest :func:`edge_score` (the first of equals).
+
+    Raises:
+        ValueError: empty or unequal sequences.
+    """
+    if not contrasts or len(contrasts) != len(strengths):
+        raise ValueError(
+            f"need one strength per contrast, got {len(contrasts)} and {len(strengths)}"
+        )
+    scores = [edge_score(c, s) for c, s in zip(contrasts, strengths, strict=True)]
+    return max(range(len(scores)), key=lambda n: (scores[n], -n))
+
+
+def crop_scores(
+    image: np.ndarray, slices: tuple[slice, ...], block: np.ndarray
+) -> tuple[float, float]:
+    """:func:`border_contrast` and :func:`edge_strength` of a mask that may go on beyond
+    the box ``slices`` (a ROI's part of a larger mask), both seeing only the box: the ring is
+    clipped to it, so voxels beyond a face the mask goes through do not count as outside.
+
+    Returns:
+        ``(contrast, strength)``.
+    """
+    crop = image[slices]
+    whole = tuple(slice(0, n) for n in crop.shape)
+    return (
+        border_contrast(crop, whole, block),
+        edge_strength(crop, whole, block),
+    )

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sammed3d.config import check_contrast_guard, check_refine_boundary
+from sammed3d.config import check_contrast_guard, check_first_pick, check_refine_boundary
 from sammed3d.data.transforms import DEFAULT_SPACING, bbox_center, ct_clamp, zscore_foreground
 from sammed3d.inference import extend as _extend
 from sammed3d.inference.extend import Tile
@@ -171,10 +171,18 @@ class SamMed3DPredictor:
             before, with a contrast below this and below half the previous one, is not
             taken; 0 turns it off, None (default) takes the checkpoint's ``contrast_guard``
             (0 for the published models); at most ``MAX_CONTRAST_GUARD`` (10).
+        first_pick: Which extent an object's first click gets (applied by
+            :class:`~sammed3d.InteractiveSession`, models trained with
+            ``first_click_multimask`` only): ``"model"``, the model's ranking, or
+            ``"edges"``, the extent whose border follows the strongest intensity edge
+            (:func:`sammed3d.inference.contrast.edge_pick`; the contrast guard then acts on
+            later clicks only); None (default) takes the checkpoint's ``first_pick``
+            (``"model"`` for the published models).
 
     Raises:
         ValueError: bad ``target_spacing``, ``roi_size``, ``max_rois``, ``cache_size``,
-            ``zoom_spacing``, ``zoom_fill``, ``refine_boundary`` or ``contrast_guard``;
+            ``zoom_spacing``, ``zoom_fill``, ``refine_boundary``, ``contrast_guard`` or
+            ``first_pick``;
             :class:`~sammed3d.devices.DeviceError` (a ``ValueError``) for a device this
             installation cannot use.
 
@@ -205,6 +213,7 @@ class SamMed3DPredictor:
         zoom_fill: float = ZOOM_FILL,
         refine_boundary: float | None = None,
         contrast_guard: float | None = None,
+        first_pick: str | None = None,
     ) -> None:
         spacing = tuple(float(s) for s in target_spacing)
         if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
@@ -243,6 +252,10 @@ class SamMed3DPredictor:
             config = getattr(model, "config", None)
             contrast_guard = float(getattr(config, "contrast_guard", 0.0) or 0.0)
         contrast_guard = check_contrast_guard(contrast_guard)
+        if first_pick is None:
+            config = getattr(model, "config", None)
+            first_pick = getattr(config, "first_pick", None) or "model"
+        first_pick = check_first_pick(first_pick)
         if device is not None:
             from sammed3d.build import resolve_model_device
 
@@ -267,6 +280,8 @@ class SamMed3DPredictor:
         #: Border contrast below which a first-click pick gives way to a sharper extent and a
         #: later click's blown-up mask is not taken (:mod:`sammed3d.inference.contrast`); 0: off.
         self.contrast_guard = contrast_guard
+        #: Which extent a first click gets: "model" (its ranking) or "edges" (the edge pick).
+        self.first_pick = first_pick
         self._volume: Volume | None = None
         self._lattice: Lattice | None = None
         self._zoom_lattice: Lattice | None = None

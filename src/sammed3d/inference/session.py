@@ -55,6 +55,9 @@ from sammed3d.inference.contrast import (
     GUARD_GROWTH,
     border_contrast,
     contrast_pick,
+    crop_scores,
+    edge_pick,
+    edge_score,
 )
 from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import RoiGrid
@@ -88,8 +91,9 @@ class Extent:
         spacing_mm: Spacing of the lattice it was predicted on (the zoom lattice for a small
             object, :mod:`sammed3d.inference.zoom`).
         current: Whether it is the object's mask now.
-        picked: Whether it is the model's own pick for the click (with the contrast guard
-            on, the sharper extent that replaced a low-contrast pick,
+        picked: Whether it is the pick for the click: the model's own, or the extent a
+            first-click rule took instead (the edge pick, or with the contrast guard on the
+            sharper extent that replaced a low-contrast pick,
             :mod:`sammed3d.inference.contrast`).
     """
 
@@ -175,8 +179,9 @@ class InteractiveSession:
         # (label, first click, caller ROI) -> first-click masks, smallest first
         # (with each mask's voxel count, score and native (slices, block) on its own ROI)
         self._extent_cache: _ExtentCache | None = None
-        #: What the contrast guard did at the last click (None: nothing), a line to show.
-        self.guard_note: str | None = None
+        #: What a first-click rule (the edge pick) or the contrast guard changed at the last
+        #: click (None: nothing), a line to show.
+        self.rule_note: str | None = None
 
     # ------------------------------------------------------------------------------------
     # image and objects
@@ -193,7 +198,7 @@ class InteractiveSession:
         self._undo.clear()
         self._redo.clear()
         self._extent_cache = None
-        self.guard_note = None
+        self.rule_note = None
 
     def new_object(self, label: int | None = None) -> int:
         """Start a new object and make it current; returns its label value.
@@ -304,7 +309,7 @@ class InteractiveSession:
         """
         t0 = time.perf_counter()
         pred = self.predictor
-        self.guard_note = None
+        self.rule_note = None
         voxel = pred.click_voxels(coord)  # (1, 3) int64: the one rounding and image check
         click = Click(tuple(int(v) for v in voxel[0]), bool(positive))  # type: ignore[arg-type]
         if self._current is None and not click.positive:
@@ -374,8 +379,8 @@ class InteractiveSession:
         pick = tile if len(clicks) == 1 else None
         before = (obj.slices, obj.block)
         self._apply(obj, _ObjectState(clicks, tuple(tiles), state.roi, active, pick))
-        if pick is not None and pred.contrast_guard and pred.offers_extents():
-            self._guard_first_pick(obj)
+        if pick is not None and pred.offers_extents():
+            self._first_pick_rules(obj)
         elif pick is None and pred.contrast_guard:
             self._guard_later_click(obj, state, before)
         logger.debug(
@@ -475,48 +480,73 @@ class InteractiveSession:
             return (tile, *pred.extend_tile(tile, existing=[tile.roi]))
         return (tile,)
 
-    def _guard_first_pick(self, obj: _Object) -> None:
-        """Replace the model's first-click pick of ``obj`` by a sharper extent when its border
-        contrast is low (the contrast guard, :mod:`sammed3d.inference.contrast`).
+    def _first_pick_rules(self, obj: _Object) -> None:
+        """Give the first click of ``obj`` another extent than the model's pick when a rule
+        says so (:mod:`sammed3d.inference.contrast`): with ``first_pick="edges"`` the extent
+        with the highest edge score; else, with the contrast guard on, a sharper extent when
+        the pick's border contrast is low.
 
         Amends the click's undo step, so that one undo still removes the click.
         """
         pred = self.predictor
+        edges = pred.first_pick == "edges"
+        if not edges and not pred.contrast_guard:
+            return
         state = obj.state
         image = pred.require_image().array
         assert obj.slices is not None and obj.block is not None
-        own = border_contrast(image, obj.slices, obj.block)
-        if own >= pred.contrast_guard:
-            return
+        if not edges:
+            own = border_contrast(image, obj.slices, obj.block)
+            if own >= pred.contrast_guard:
+                return
         shown_block = obj.block
         key, _ = self._extent_key(obj.label)
         self._extent_cache = (key, *self._compute_extents(state))
         _, tiles, _, _, blocks = self._extent_cache
         shown = state.tiles[state.active] if state.active is not None else None
-        points = np.asarray([state.clicks[0].coord], dtype=np.int64)
-        candidates: list[tuple[Tile, ...] | None] = [None]  # None: the pick, as it is
-        contrasts = [own]
-        for tile, (slices, block) in zip(tiles, blocks, strict=True):
-            if shown is not None and _same_tile(tile, shown):
-                continue
-            chosen = self._extent_tiles(tile)
-            if len(chosen) > 1:  # grown through ROI faces: the mask as it would be taken
-                slices, block = pred.native_block(chosen, points, np.ones(1, np.int64))
-            candidates.append(chosen)
-            contrasts.append(border_contrast(image, slices, block))
-        best = candidates[contrast_pick(contrasts, 0, pred.contrast_guard)]
-        if best is None:
-            return
+        others = [
+            (tile, block)
+            for tile, block in zip(tiles, blocks, strict=True)
+            if shown is None or not _same_tile(tile, shown)
+        ]
+        if edges:
+            # every extent on its own ROI, scored within the box it covers (a mask on a ROI
+            # face goes on beyond it; only the extent taken is grown through its faces)
+            scores = [crop_scores(image, obj.slices, obj.block)]
+            scores += [crop_scores(image, *block) for _, block in others]
+            n = edge_pick([c for c, _ in scores], [e for _, e in scores])
+            if n == 0:
+                return
+            best = self._extent_tiles(others[n - 1][0])
+            rule = "edge pick"
+            why = f"edge score {edge_score(*scores[0]):.2f}"
+            better = f"{edge_score(*scores[n]):.2f}"
+        else:
+            points = np.asarray([state.clicks[0].coord], dtype=np.int64)
+            candidates = []
+            contrasts = [own]
+            for tile, (slices, block) in others:
+                chosen = self._extent_tiles(tile)
+                if len(chosen) > 1:  # grown through ROI faces: the mask as it would be taken
+                    slices, block = pred.native_block(chosen, points, np.ones(1, np.int64))
+                candidates.append(chosen)
+                contrasts.append(border_contrast(image, slices, block))
+            n = contrast_pick(contrasts, 0, pred.contrast_guard)
+            if n == 0:
+                return
+            best = candidates[n - 1]
+            rule, why = "contrast guard", f"border contrast {own:.2f}"
+            better = f"{contrasts[n]:.2f}"
         after = _ObjectState(state.clicks, best, state.roi, 0, best[0])
         before = self._undo[-1].before
         self._set_state(obj.label, after)
         self._undo[-1] = _Action(obj.label, before, after)
-        self.guard_note = (
-            f"contrast guard: the model's mask ({np.count_nonzero(shown_block)} voxels, border "
-            f"contrast {own:.2f}) replaced by a sharper one ({self.voxel_count(obj.label)} "
-            f"voxels, {max(contrasts):.2f}); the model's own mask is among the extents"
+        self.rule_note = (
+            f"{rule}: the model's mask ({np.count_nonzero(shown_block)} voxels, {why}) "
+            f"replaced by a sharper one ({self.voxel_count(obj.label)} voxels, {better}); the "
+            "model's own mask is among the extents"
         )
-        logger.debug("object %d: %s", obj.label, self.guard_note)
+        logger.debug("object %d: %s", obj.label, self.rule_note)
 
     def _guard_later_click(
         self,
@@ -548,12 +578,12 @@ class InteractiveSession:
         grown = int(np.count_nonzero(obj.block))
         self._set_state(obj.label, after)
         self._undo[-1] = _Action(obj.label, undo_before, after)
-        self.guard_note = (
+        self.rule_note = (
             f"contrast guard: the mask this click gave ({grown} voxels, border contrast "
             f"{new_c:.2f}, was {old_c:.2f}) was not taken; the click is kept for the next one "
             "(undo it if it was wrong, or switch the guard off)"
         )
-        logger.debug("object %d: %s", obj.label, self.guard_note)
+        logger.debug("object %d: %s", obj.label, self.rule_note)
 
     def _extent_key(self, label: int | None) -> tuple[tuple[Any, ...], _ObjectState]:
         if label is None:
