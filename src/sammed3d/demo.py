@@ -46,9 +46,9 @@ class StructureResult:
         voxels_predicted / voxels_reference: After the last click / of the reference.
         seconds: Time per click.
         extents: ``{"volume_ml", "dice", "picked"}`` of every mask the first click could
-            get (:meth:`InteractiveSession.extents`, smallest first; ``picked``: the model's
-            own pick; empty for a model with one mask per click). The clicks after the first
-            refine the model's pick.
+            get (:meth:`InteractiveSession.extents`, smallest first; ``picked``: the click's
+            pick, the model's own or the one a first-click rule took instead; empty for a
+            model with one mask per click). The clicks after the first refine the pick.
     """
 
     name: str

@@ -12,8 +12,8 @@ from sammed3d.inference.contrast import (
     EDGE_SAMPLES,
     MIN_CONTRAST_VOXELS,
     border_contrast,
+    click_like_inside,
     contrast_pick,
-    crop_scores,
     edge_pick,
     edge_score,
     edge_strength,
@@ -178,12 +178,17 @@ def test_edge_strength_degenerate_masks_and_bad_arguments():
 def test_the_edge_pick_takes_the_highest_score():
     assert edge_score(4.0, 3.0) == pytest.approx(6.0)
     assert edge_score(0.0, 3.0) == 0.0
+    # two constant regions: an infinite contrast; it counts only with a gap at the border
+    assert edge_score(float("inf"), 0.0) == 0.0
+    assert edge_score(float("inf"), 1.0) == float("inf")
+    assert edge_score(float("nan"), 1.0) == 0.0
+    assert edge_pick([float("inf"), 1.0], [0.0, 1.0]) == 1
     assert edge_pick([0.25, 1.0, 4.0], [10.0, 4.0, 1.0]) == 0  # 5 > 4 > 2
     assert edge_pick([1.0, 4.0], [1.0, 1.0]) == 1
     assert edge_pick([1.0, 1.0], [2.0, 2.0]) == 0  # the first of equals: the model's pick
-    with pytest.raises(ValueError, match="one strength per contrast"):
+    with pytest.raises(ValueError, match="one strength .and one click test. per contrast"):
         edge_pick([1.0], [])
-    with pytest.raises(ValueError, match="one strength per contrast"):
+    with pytest.raises(ValueError, match="one strength .and one click test. per contrast"):
         edge_pick([], [])
 
 
@@ -202,15 +207,40 @@ def test_the_first_pick_travels_in_the_config():
     assert cfg == ModelConfig()  # a behaviour, not compared when weights are matched
 
 
-def test_a_mask_cut_by_a_crop_is_scored_on_its_real_border():
-    image, ball = _image(), _ball(6.0)
-    half = (slice(0, 15), slice(0, 30), slice(0, 30))  # a crop through the ball's middle
-    crop, cut = image[half], ball[half]
-    whole = tuple(slice(0, n) for n in crop.shape)
-    contrast, strength = crop_scores(image, half, cut)
-    # the cut face is no border: its windows repeat the face voxels (not mixed), and the
-    # ring stops at the crop, so the bright half beyond it is not read as outside
-    assert strength == pytest.approx(edge_strength(image, FULL, ball), rel=0.05)
-    assert contrast == border_contrast(crop, whole, cut)
-    assert contrast > 3.0
-    assert border_contrast(image, half, cut) < contrast / 2  # the same mask in the whole image
+def test_a_click_in_a_lesion_is_unlike_the_organ_around_it():
+    rng = np.random.default_rng(2)
+    organ, lesion = _ball(12.0), _ball(4.0)
+    image = (20.0 + 100.0 * organ + 40.0 * lesion + rng.normal(0, 5, organ.shape)).astype(
+        np.float32
+    )
+    centre = (15, 15, 15)
+    assert click_like_inside(image, FULL, lesion, centre)
+    assert not click_like_inside(image, FULL, organ, centre)  # 40 is 8 noise SDs off
+    assert click_like_inside(image, FULL, organ, (15, 15, 24))  # a click in the organ itself
+    # a mask that takes in some of the ring (the robust spread is not widened by it)
+    grown = _ball(12.5)
+    assert not click_like_inside(image, FULL, grown, centre)
+    assert click_like_inside(image, FULL, organ, centre, sds=10.0)
+    # the pick passes over the organ, unless every extent is unlike the click
+    assert edge_pick([4.0, 1.0], [100.0, 40.0], [False, True]) == 1
+    assert edge_pick([4.0, 1.0], [100.0, 40.0], [False, False]) == 0
+    assert edge_pick([4.0, 1.0], [100.0, 40.0]) == 0
+
+
+def test_click_like_inside_edge_cases_and_errors():
+    image = np.full((10, 10, 10), 7.0, np.float32)
+    mask = np.zeros((10, 10, 10), bool)
+    whole = (slice(0, 10),) * 3
+    assert click_like_inside(image, whole, mask, (5, 5, 5))  # nothing inside: no objection
+    mask[2:8, 2:8, 2:8] = True
+    assert click_like_inside(image, whole, mask, (0, 0, 0))  # constant: exactly alike
+    image[0, 0, 0] = 9.0
+    assert not click_like_inside(image, whole, mask, (0, 0, 0))  # spread 0, not alike
+    with pytest.raises(ValueError, match="lies outside the image"):
+        click_like_inside(image, whole, mask, (10, 0, 0))
+    with pytest.raises(ValueError, match="sds must be > 0"):
+        click_like_inside(image, whole, mask, (1, 1, 1), sds=0.0)
+    with pytest.raises(ValueError, match="block has shape"):
+        click_like_inside(image, whole, mask[1:], (1, 1, 1))
+    with pytest.raises(ValueError, match="one strength"):
+        edge_pick([1.0, 2.0], [1.0, 2.0], [True])

@@ -300,11 +300,19 @@ def test_the_edge_pick_takes_the_extent_on_the_strongest_edge(lab, guard):
     # intensities; the bright ball's border is its step edge
     assert np.array_equal(session.mask, component)
     assert session.rule_note and session.rule_note.startswith("edge pick: ")
+    assert session.rule_note.endswith("the model's own mask is extent 0")  # the small ball
     found = session.extents()
     assert [e.picked for e in found] == [False, True, False]
     assert [e.current for e in found] == [False, True, False]
     assert session.undo() and not session.clicks  # one undo takes the click back
+    assert session.rule_note is None  # it told of the click undone
     assert session.redo() and np.array_equal(session.mask, component)
+    session.undo()
+    session.add_point(scene.centre)
+    assert session.rule_note
+    session.choose_extent(0)
+    assert session.rule_note is None  # the mask is the one chosen now
+    session.choose_extent(1)
     session.add_point((41, 48, 48))  # the next click refines the chosen mask
     assert dice(session.mask, component) > 0.9
 

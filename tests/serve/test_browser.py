@@ -186,7 +186,7 @@ def test_web_page_in_chromium(page_url: str, tmp_path: Path) -> None:
 
 def test_other_extents_with_the_e_key(tmp_path: Path) -> None:
     """E / Shift+E after a first click: the overlay takes the next larger / smaller mask of
-    the click, and the status line names it (numbered from 0) and the model's pick."""
+    the click, and the status line names it (numbered from 0) and the pick."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="PyPI playwright not installed")
     path = tmp_path / "flipped.nii.gz"
     nib.save(nib.Nifti1Image(web_image(), AFFINE), path)
@@ -217,12 +217,12 @@ def test_other_extents_with_the_e_key(tmp_path: Path) -> None:
             page.keyboard.press("e")
             wait_idle(page)
             assert "mask 1 of 0–2" in page.inner_text("#status")
-            assert "the model's pick is mask 0" in page.inner_text("#status")
+            assert "the pick is mask 0" in page.inner_text("#status")
             box_a = tinted_area()
             assert box_a > 10 * max(picked, 1)  # box A's slice, not the ball
             page.keyboard.press("Shift+E")
             wait_idle(page)
-            assert "mask 0 of 0–2 (smallest first; the model's pick)" in page.inner_text("#status")
+            assert "mask 0 of 0–2 (smallest first; the pick)" in page.inner_text("#status")
             assert tinted_area() == picked
             assert not errors, errors
         finally:

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     print(" painted over earlier ones in the label map, the Dice is of each structure's own mask)")
     if any(r.extents for r in result.structures):
         print("the masks each first click could get (E / Shift+E in `sammed3d serve`, --extent N")
-        print(" in `sammed3d segment`), smallest first: Dice (volume), * = the model's pick,")
+        print(" in `sammed3d segment`), smallest first: Dice (volume), * = the pick,")
         print(" which the later clicks above refine:")
         for r in result.structures:
             cells = "  ".join(

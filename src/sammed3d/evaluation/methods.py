@@ -234,7 +234,8 @@ def extent_dice(session: InteractiveSession, gt: np.ndarray) -> list[dict[str, A
     Returns:
         Per extent ``{"index", "volume_ml", "dice", "picked", "current"}``: the volume is
         that of the mask as taken (grown through ROI faces where it reaches them),
-        ``picked`` the model's own pick, ``current`` the mask the object has.
+        ``picked`` the click's pick (the model's, or the one a first-click rule took),
+        ``current`` the mask the object has.
 
     Raises:
         ValueError: see :meth:`InteractiveSession.extents`.

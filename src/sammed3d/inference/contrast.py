@@ -17,8 +17,9 @@ structure's mask a high one. With ``contrast_guard`` set (:class:`~sammed3d.Inte
 
 With ``first_pick="edges"`` (the edge pick) the first click instead always gets the extent
 with the highest :func:`edge_score`, whatever the model's own ranking: the model proposes the
-masks, the image's edges choose among them. The guard's first-click half is then not applied;
-its later-click half is.
+masks, the image's edges choose among them; extents whose inside is unlike the clicked voxels
+(:func:`click_like_inside`: an organ mask around a clicked lesion) are passed over. The
+guard's first-click half is then not applied; its later-click half is.
 
 Chosen on the MNI152 tuning sets and generated validation crops (docs/default_model.md).
 """
@@ -50,6 +51,14 @@ EDGE_SAMPLES = 20_000
 #: A window straddles the boundary when more than this share and less than one minus this
 #: share of it lies inside the mask; only such windows count.
 EDGE_MIXED = 0.05
+#: The edge pick passes over an extent whose inside is unlike the clicked voxels: the mean of
+#: the click's 3x3x3 neighbourhood lies more than this many (robust) standard deviations of
+#: the inside from the inside's median (a lesion's click in an organ mask around it).
+CLICK_LIKE_SDS = 2.5
+#: Interquartile range of a normal distribution in standard deviations.
+IQR_PER_SD = 1.349
+#: :func:`click_like_inside` reads at most this many inside voxels (a regular subsample).
+INSIDE_SAMPLES = 200_000
 
 
 def border_contrast(
@@ -229,37 +238,84 @@ def edge_score(contrast: float, strength: float) -> float:
 
     The exponent was chosen with the pick on the tuning sets (docs/default_model.md); only
     the ranking of one image's masks matters, so the intensity unit of ``strength`` does not.
+    0 when either is 0 (or not a number).
     """
-    return float(np.sqrt(max(contrast, 0.0)) * max(strength, 0.0))
+    if not (contrast > 0 and strength > 0):  # also NaN; an infinite contrast (two constant
+        return 0.0  # regions) counts when the border has a gap
+    return float(np.sqrt(contrast) * strength)
 
 
-def edge_pick(contrasts: Sequence[float], strengths: Sequence[float]) -> int:
+def click_like_inside(
+    image: np.ndarray,
+    slices: tuple[slice, ...],
+    block: np.ndarray,
+    click: Sequence[int],
+    sds: float = CLICK_LIKE_SDS,
+) -> bool:
+    """Whether the clicked voxels look like the inside of a mask.
+
+    True when the mean intensity of the click's 3x3x3 neighbourhood (clipped to the image)
+    lies within ``sds`` standard deviations of the inside's intensities from their median,
+    the standard deviation estimated robustly as the interquartile range / ``IQR_PER_SD``
+    (at most ``INSIDE_SAMPLES`` inside voxels are read, a regular subsample). A click in a
+    lesion is unlike an organ mask that holds the lesion, though the organ's border may be
+    the sharper edge.
+
+    Args:
+        image: ``(I, J, K)`` native intensities.
+        slices: Where ``block`` lies in ``image``.
+        block: Bool mask of the shape those slices select.
+        click: Native voxel ``(i, j, k)`` of the click.
+        sds: The tolerance in standard deviations (> 0).
+
+    Returns:
+        The answer; True for an empty mask; for a mask of constant inside (spread 0), True
+        only when the click's neighbourhood has exactly that intensity.
+
+    Raises:
+        ValueError: ``block`` does not have the shape ``slices`` select, ``click`` lies
+            outside the image, or ``sds`` <= 0.
+    """
+    if not sds > 0:
+        raise ValueError(f"sds must be > 0, got {sds}")
+    _check_block(image, slices, block)
+    if len(click) != 3 or not all(0 <= int(c) < n for c, n in zip(click, image.shape, strict=True)):
+        raise ValueError(f"click {tuple(click)} lies outside the image of shape {image.shape}")
+    near = tuple(slice(max(int(c) - 1, 0), int(c) + 2) for c in click)
+    at_click = float(np.mean(image[near], dtype=np.float64))
+    inside = np.asarray(image[slices], dtype=np.float64)[block]
+    if inside.size == 0:
+        return True
+    if inside.size > INSIDE_SAMPLES:
+        inside = inside[:: -(-inside.size // INSIDE_SAMPLES)]
+    q25, median, q75 = np.percentile(inside, [25, 50, 75])
+    spread = (q75 - q25) / IQR_PER_SD  # robust: a few voxels of the ring do not widen it
+    return bool(abs(at_click - median) <= sds * spread)
+
+
+def edge_pick(
+    contrasts: Sequence[float],
+    strengths: Sequence[float],
+    like_click: Sequence[bool] | None = None,
+) -> int:
     """Index of the extent with the highest :func:`edge_score` (the first of equals).
+
+    Args:
+        contrasts: :func:`border_contrast` of each extent (the model's pick first).
+        strengths: :func:`edge_strength` of each.
+        like_click: :func:`click_like_inside` of each: extents whose inside is unlike the
+            clicked voxels are passed over, unless all are. None: all count.
 
     Raises:
         ValueError: empty or unequal sequences.
     """
-    if not contrasts or len(contrasts) != len(strengths):
+    n = len(contrasts)
+    if not n or len(strengths) != n or (like_click is not None and len(like_click) != n):
         raise ValueError(
-            f"need one strength per contrast, got {len(contrasts)} and {len(strengths)}"
+            f"need one strength (and one click test) per contrast, got {n} contrasts, "
+            f"{len(strengths)} strengths"
+            + ("" if like_click is None else f", {len(like_click)} click tests")
         )
     scores = [edge_score(c, s) for c, s in zip(contrasts, strengths, strict=True)]
-    return max(range(len(scores)), key=lambda n: (scores[n], -n))
-
-
-def crop_scores(
-    image: np.ndarray, slices: tuple[slice, ...], block: np.ndarray
-) -> tuple[float, float]:
-    """:func:`border_contrast` and :func:`edge_strength` of a mask that may go on beyond
-    the box ``slices`` (a ROI's part of a larger mask), both seeing only the box: the ring is
-    clipped to it, so voxels beyond a face the mask goes through do not count as outside.
-
-    Returns:
-        ``(contrast, strength)``.
-    """
-    crop = image[slices]
-    whole = tuple(slice(0, n) for n in crop.shape)
-    return (
-        border_contrast(crop, whole, block),
-        edge_strength(crop, whole, block),
-    )
+    allowed = [k for k in range(n) if like_click is None or like_click[k]] or list(range(n))
+    return max(allowed, key=lambda k: (scores[k], -k))

@@ -54,10 +54,11 @@ from sammed3d.inference.contrast import (
     CONTRAST_RATIO,
     GUARD_GROWTH,
     border_contrast,
+    click_like_inside,
     contrast_pick,
-    crop_scores,
     edge_pick,
     edge_score,
+    edge_strength,
 )
 from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import RoiGrid
@@ -180,7 +181,7 @@ class InteractiveSession:
         # (with each mask's voxel count, score and native (slices, block) on its own ROI)
         self._extent_cache: _ExtentCache | None = None
         #: What a first-click rule (the edge pick) or the contrast guard changed at the last
-        #: click (None: nothing), a line to show.
+        #: click (None: nothing, or the click was undone or its extent chosen), a line to show.
         self.rule_note: str | None = None
 
     # ------------------------------------------------------------------------------------
@@ -412,7 +413,8 @@ class InteractiveSession:
 
         Returns:
             The extents, smallest first; one is ``current`` (the mask shown) and one is
-            ``picked`` (the model's own pick), often the same.
+            ``picked`` (the click's pick: the model's own, or the extent the edge pick or
+            the contrast guard took instead), often the same.
 
         Raises:
             ValueError: no such object; the object has no click or more than one; the model
@@ -459,6 +461,7 @@ class InteractiveSession:
         key, tiles, *_ = self._extent_cache
         obj = self._objects[key[0]]
         state = obj.state
+        self.rule_note = None  # the mask is now the one chosen
         chosen = self._extent_tiles(tiles[int(index)])
         self._apply(obj, _ObjectState(state.clicks, chosen, state.roi, 0, state.first_pick))
         count = self.voxel_count(obj.label)
@@ -504,47 +507,54 @@ class InteractiveSession:
         self._extent_cache = (key, *self._compute_extents(state))
         _, tiles, _, _, blocks = self._extent_cache
         shown = state.tiles[state.active] if state.active is not None else None
-        others = [
-            (tile, block)
-            for tile, block in zip(tiles, blocks, strict=True)
-            if shown is None or not _same_tile(tile, shown)
-        ]
+        points = np.asarray([state.clicks[0].coord], dtype=np.int64)
+        candidates: list[tuple[Tile, ...]] = []  # the other extents, as they would be taken
+        masks = [(obj.slices, obj.block)]  # native masks: the pick's, then the candidates'
+        for tile, (slices, block) in zip(tiles, blocks, strict=True):
+            if shown is not None and _same_tile(tile, shown):
+                continue
+            chosen = self._extent_tiles(tile)
+            if len(chosen) > 1:  # grown through ROI faces: the mask as it would be taken
+                slices, block = pred.native_block(chosen, points, np.ones(1, np.int64))
+            candidates.append(chosen)
+            masks.append((slices, block))
         if edges:
-            # every extent on its own ROI, scored within the box it covers (a mask on a ROI
-            # face goes on beyond it; only the extent taken is grown through its faces)
-            scores = [crop_scores(image, obj.slices, obj.block)]
-            scores += [crop_scores(image, *block) for _, block in others]
-            n = edge_pick([c for c, _ in scores], [e for _, e in scores])
+            click = state.clicks[0].coord
+            contrasts = [border_contrast(image, *m) for m in masks]
+            strengths = [edge_strength(image, *m) for m in masks]
+            like = [click_like_inside(image, *m, click) for m in masks]
+            n = edge_pick(contrasts, strengths, like)
             if n == 0:
                 return
-            best = self._extent_tiles(others[n - 1][0])
             rule = "edge pick"
-            why = f"edge score {edge_score(*scores[0]):.2f}"
-            better = f"{edge_score(*scores[n]):.2f}"
+            own_score = edge_score(contrasts[0], strengths[0])
+            why = "its border follows no intensity edge" if own_score == 0 else ""
+            better = (
+                f"edge score {edge_score(contrasts[n], strengths[n]) / own_score:.1f}x the "
+                "model's mask's"
+                if own_score > 0
+                else f"edge score {edge_score(contrasts[n], strengths[n]):.3g}"
+            )
         else:
-            points = np.asarray([state.clicks[0].coord], dtype=np.int64)
-            candidates = []
-            contrasts = [own]
-            for tile, (slices, block) in others:
-                chosen = self._extent_tiles(tile)
-                if len(chosen) > 1:  # grown through ROI faces: the mask as it would be taken
-                    slices, block = pred.native_block(chosen, points, np.ones(1, np.int64))
-                candidates.append(chosen)
-                contrasts.append(border_contrast(image, slices, block))
+            contrasts = [own] + [border_contrast(image, *m) for m in masks[1:]]
             n = contrast_pick(contrasts, 0, pred.contrast_guard)
             if n == 0:
                 return
-            best = candidates[n - 1]
             rule, why = "contrast guard", f"border contrast {own:.2f}"
-            better = f"{contrasts[n]:.2f}"
+            better = f"border contrast {contrasts[n]:.2f}"
+        best = candidates[n - 1]
         after = _ObjectState(state.clicks, best, state.roi, 0, best[0])
         before = self._undo[-1].before
         self._set_state(obj.label, after)
         self._undo[-1] = _Action(obj.label, before, after)
+        listed = next(
+            (i for i, t in enumerate(tiles) if shown is not None and _same_tile(t, shown)), None
+        )
+        where = f"extent {listed}" if listed is not None else "among the extents"
         self.rule_note = (
-            f"{rule}: the model's mask ({np.count_nonzero(shown_block)} voxels, {why}) "
-            f"replaced by a sharper one ({self.voxel_count(obj.label)} voxels, {better}); the "
-            "model's own mask is among the extents"
+            f"{rule}: the model's mask ({np.count_nonzero(shown_block)} voxels"
+            f"{', ' + why if why else ''}) replaced by a sharper one "
+            f"({self.voxel_count(obj.label)} voxels, {better}); the model's own mask is {where}"
         )
         logger.debug("object %d: %s", obj.label, self.rule_note)
 
@@ -671,6 +681,7 @@ class InteractiveSession:
         action = self._undo.pop()
         self._set_state(action.label, action.before)
         self._redo.append(action)
+        self.rule_note = None  # it told of the click undone
         return True
 
     def redo(self) -> bool:
@@ -680,6 +691,7 @@ class InteractiveSession:
         action = self._redo.pop()
         self._set_state(action.label, action.after)
         self._undo.append(action)
+        self.rule_note = None
         return True
 
     @property

@@ -252,7 +252,7 @@
     applyPatch(meta, await resp.arrayBuffer());
     updateControls(meta.info);
     const e = meta.extent;
-    const pick = e.picked ? "the model's pick" : `the model's pick is mask ${e.picked_index}`;
+    const pick = e.picked ? "the pick" : `the pick is mask ${e.picked_index}`;
     status(`mask ${e.index} of 0–${e.count - 1} (smallest first; ${pick}): ` +
       `${e.volume_ml.toFixed(1)} ml at ${e.spacing_mm} mm. E / Shift+E: next / previous; ` +
       "then click to refine");
