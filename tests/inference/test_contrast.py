@@ -227,6 +227,35 @@ def test_a_click_in_a_lesion_is_unlike_the_organ_around_it():
     assert edge_pick([4.0, 1.0], [100.0, 40.0]) == 0
 
 
+def test_a_lesion_is_unlike_the_tissue_right_around_it_in_a_brain_sized_mask():
+    rng = np.random.default_rng(3)
+    shape = (60, 40, 40)
+    brain = np.zeros(shape, bool)
+    brain[5:55, 5:35, 5:35] = True
+    image = np.where(brain, 50.0, 0.0) + rng.normal(0, 3, shape)
+    image[30:55, 5:35, 5:35] += 100.0  # two tissues: the brain's inside spans 50 to 150
+    lesion = np.zeros(shape, bool)
+    lesion[40:44, 18:22, 18:22] = True
+    image[lesion] = 100.0 + rng.normal(0, 3, int(lesion.sum()))  # between the two
+    whole = (slice(0, 60), slice(0, 40), slice(0, 40))
+    click = (42, 20, 20)
+    # the whole inside is like the click (its median lies between the tissues) ...
+    assert click_like_inside(image, whole, brain, click, near=0)
+    # ... the tissue around the lesion is not
+    assert not click_like_inside(image, whole, brain, click)
+    assert click_like_inside(image, whole, lesion, click)
+    # a block placed by its slices: the same answers
+    where = (slice(3, 58), slice(2, 38), slice(4, 36))
+    assert not click_like_inside(image, where, brain[where], click)
+    assert click_like_inside(image, where, lesion[where], click)
+    # the cube around the click holds none of the mask: the whole inside decides
+    far = np.zeros(shape, bool)
+    far[5:12, 5:12, 5:12] = True
+    assert click_like_inside(image, whole, far, (50, 30, 30), sds=100.0)
+    with pytest.raises(ValueError, match="near must be >= 0"):
+        click_like_inside(image, whole, brain, click, near=-1)
+
+
 def test_click_like_inside_edge_cases_and_errors():
     image = np.full((10, 10, 10), 7.0, np.float32)
     mask = np.zeros((10, 10, 10), bool)

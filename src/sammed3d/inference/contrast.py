@@ -18,7 +18,8 @@ structure's mask a high one. With ``contrast_guard`` set (:class:`~sammed3d.Inte
 With ``first_pick="edges"`` (the edge pick) the first click instead always gets the extent
 with the highest :func:`edge_score`, whatever the model's own ranking: the model proposes the
 masks, the image's edges choose among them; extents whose inside is unlike the clicked voxels
-(:func:`click_like_inside`: an organ mask around a clicked lesion) are passed over. The
+(:func:`click_like_inside`: an organ mask around a clicked lesion, or a brain-sized mask
+whose voxels around the clicked lesion are tissue) are passed over. The
 guard's first-click half is then not applied; its later-click half is.
 
 Chosen on the MNI152 tuning sets and generated validation crops (docs/default_model.md).
@@ -55,6 +56,10 @@ EDGE_MIXED = 0.05
 #: the click's 3x3x3 neighbourhood lies more than this many (robust) standard deviations of
 #: the inside from the inside's median (a lesion's click in an organ mask around it).
 CLICK_LIKE_SDS = 2.5
+#: :func:`click_like_inside` also compares the click with the inside voxels within this many
+#: voxels of it (a cube): a lesion is unlike the tissue right around it even when a
+#: brain-sized mask's whole inside spans the lesion's intensity.
+CLICK_NEAR_VOXELS = 8
 #: Interquartile range of a normal distribution in standard deviations.
 IQR_PER_SD = 1.349
 #: :func:`click_like_inside` reads at most this many inside voxels (a regular subsample).
@@ -251,15 +256,18 @@ def click_like_inside(
     block: np.ndarray,
     click: Sequence[int],
     sds: float = CLICK_LIKE_SDS,
+    near: int = CLICK_NEAR_VOXELS,
 ) -> bool:
     """Whether the clicked voxels look like the inside of a mask.
 
     True when the mean intensity of the click's 3x3x3 neighbourhood (clipped to the image)
     lies within ``sds`` standard deviations of the inside's intensities from their median,
-    the standard deviation estimated robustly as the interquartile range / ``IQR_PER_SD``
-    (at most ``INSIDE_SAMPLES`` inside voxels are read, a regular subsample). A click in a
-    lesion is unlike an organ mask that holds the lesion, though the organ's border may be
-    the sharper edge.
+    both for the whole inside and for the inside voxels within ``near`` voxels of the click
+    (a cube; skipped when none is there). The standard deviation is estimated robustly as the
+    interquartile range / ``IQR_PER_SD``; at most ``INSIDE_SAMPLES`` voxels of the whole
+    inside are read (a regular subsample). A click in a lesion is unlike an organ mask that
+    holds the lesion, though the organ's border may be the sharper edge, and unlike the
+    tissue right around it in a brain-sized mask.
 
     Args:
         image: ``(I, J, K)`` native intensities.
@@ -267,6 +275,8 @@ def click_like_inside(
         block: Bool mask of the shape those slices select.
         click: Native voxel ``(i, j, k)`` of the click.
         sds: The tolerance in standard deviations (> 0).
+        near: Half-side in voxels of the cube around the click for the local comparison
+            (0: whole inside only).
 
     Returns:
         The answer; True for an empty mask; for a mask of constant inside (spread 0), True
@@ -274,23 +284,43 @@ def click_like_inside(
 
     Raises:
         ValueError: ``block`` does not have the shape ``slices`` select, ``click`` lies
-            outside the image, or ``sds`` <= 0.
+            outside the image, ``sds`` <= 0 or ``near`` < 0.
     """
     if not sds > 0:
         raise ValueError(f"sds must be > 0, got {sds}")
+    if near < 0:
+        raise ValueError(f"near must be >= 0 voxels, got {near}")
     _check_block(image, slices, block)
     if len(click) != 3 or not all(0 <= int(c) < n for c, n in zip(click, image.shape, strict=True)):
         raise ValueError(f"click {tuple(click)} lies outside the image of shape {image.shape}")
-    near = tuple(slice(max(int(c) - 1, 0), int(c) + 2) for c in click)
-    at_click = float(np.mean(image[near], dtype=np.float64))
+    at = tuple(int(c) for c in click)
+    around = tuple(slice(max(c - 1, 0), c + 2) for c in at)
+    at_click = float(np.mean(image[around], dtype=np.float64))
+
+    def like(inside: np.ndarray) -> bool:
+        q25, median, q75 = np.percentile(inside, [25, 50, 75])
+        spread = (q75 - q25) / IQR_PER_SD  # robust: a few voxels of the ring do not widen it
+        return bool(abs(at_click - median) <= sds * spread)
+
     inside = np.asarray(image[slices], dtype=np.float64)[block]
     if inside.size == 0:
         return True
     if inside.size > INSIDE_SAMPLES:
         inside = inside[:: -(-inside.size // INSIDE_SAMPLES)]
-    q25, median, q75 = np.percentile(inside, [25, 50, 75])
-    spread = (q75 - q25) / IQR_PER_SD  # robust: a few voxels of the ring do not widen it
-    return bool(abs(at_click - median) <= sds * spread)
+    if not like(inside):
+        return False
+    if not near:
+        return True
+    # the inside within ``near`` voxels of the click: the block's part of that cube
+    offset = [s.indices(n)[0] for s, n in zip(slices, image.shape, strict=True)]
+    lo = [max(c - near - o, 0) for c, o in zip(at, offset, strict=True)]
+    hi = [min(c + near + 1 - o, n) for c, o, n in zip(at, offset, block.shape, strict=True)]
+    if any(h <= low for low, h in zip(lo, hi, strict=True)):
+        return True
+    cube = tuple(slice(low, h) for low, h in zip(lo, hi, strict=True))
+    native = tuple(slice(low + o, h + o) for low, h, o in zip(lo, hi, offset, strict=True))
+    local = np.asarray(image[native], dtype=np.float64)[block[cube]]
+    return True if local.size == 0 else like(local)
 
 
 def edge_pick(
