@@ -229,6 +229,8 @@ RULE_OPTIONS = {
 
 def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """The shared options of the inference rules that travel with a checkpoint."""
+    from sammed3d.config import FIRST_PICKS  # at run time: keeps --help light
+
     parser.add_argument(
         "--zoom-spacing",
         type=float,
@@ -261,7 +263,7 @@ def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     )
     parser.add_argument(
         "--first-pick",
-        choices=("model", "edges"),
+        choices=FIRST_PICKS,
         help=f"{prefix}which of a first click's masks an object gets: the model's ranking, "
         "or the mask whose border follows the strongest intensity edge (edges; the contrast "
         "guard then acts on later clicks only; default: the checkpoint's setting, edges for "

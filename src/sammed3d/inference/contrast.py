@@ -199,23 +199,11 @@ def edge_strength(
     # boundary: mask voxels with a face neighbour outside (beyond the image: outside; but
     # windows repeat the image's and the mask's face voxels, so a window on a face that cuts
     # through the mask is not mixed there and does not count)
-    inner = mask.copy()
-    for axis in range(3):
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-        inner[tuple(lo)] &= mask[tuple(hi)]
-        inner[tuple(hi)] &= mask[tuple(lo)]
-        edge_face = [slice(None)] * 3
-        edge_face[axis] = 0
-        inner[tuple(edge_face)] = False
-        edge_face[axis] = -1
-        inner[tuple(edge_face)] = False
-    boundary = np.flatnonzero(mask & ~inner)
+    boundary = np.flatnonzero(mask & ~ndimage.binary_erosion(mask))
     if boundary.size > EDGE_SAMPLES:
         boundary = boundary[:: -(-boundary.size // EDGE_SAMPLES)]
-    # pad what the image's border clipped off by repeating its voxels, then pad the rest
-    # of the margin the same way so that every window lies in the arrays
+    # where the image's border clipped the margin, repeat its voxels: every window then
+    # lies in the arrays
     values = np.asarray(image[native], dtype=np.float32)
     values = np.pad(values, clipped, mode="edge")
     padded = np.pad(mask, clipped, mode="edge")
