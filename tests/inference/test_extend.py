@@ -364,3 +364,20 @@ def test_extend_tile_with_the_tiny_network(sign):
         assert (mask_input[0, 0, kept] > 0).all() and not mask_input[0, 0, fresh].any()
     slices, block = predictor.native_block([seed, *grown])
     assert block.shape == (150, 64, 64) and block.all()  # the whole image, stitched
+
+
+def test_native_block_hugs_the_mask_and_pastes_what_the_whole_roi_would(lab):
+    from sammed3d.inference import extend as _extend
+
+    predictor, _, rod, _ = _rod(lab)
+    seed = _seed(predictor)
+    union, stitched = _extend.stitch([seed])
+    slices, block = predictor.native_block([seed])
+    whole_slices, whole = union.paste_to_native(stitched)  # every native voxel of the ROI
+    assert block.size < whole.size  # a rod through part of the ROI: a smaller box
+    for axis in range(3):  # the box is the mask's own: True voxels on each of its faces
+        assert block.any(axis=tuple(a for a in range(3) if a != axis))[[0, -1]].all()
+    mine, ref = np.zeros(rod.shape, bool), np.zeros(rod.shape, bool)
+    mine[slices] = block
+    ref[whole_slices] = whole
+    assert ref.any() and np.array_equal(mine, ref)

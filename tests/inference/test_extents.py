@@ -170,6 +170,38 @@ def test_zoomed_objects_list_both_lattices(lab):
     assert session.voxel_count() == main.voxels
 
 
+def test_a_first_click_is_decoded_once_for_its_pick_and_its_extents(lab, monkeypatch):
+    from sammed3d.inference import predictor as predictor_module
+
+    def run(kept: int):
+        monkeypatch.setattr(predictor_module, "FIRST_DECODES_KEPT", kept)
+        session, scene = _session(lab, zoom=1.0)
+        model = session.predictor.model
+        session.add_point(scene.centre)
+        clicked = len(model.decode_calls)
+        found = session.extents()
+        masks = []
+        for extent in found:
+            session.choose_extent(extent.index)
+            masks.append(session.mask.copy())
+        return session, len(model.decode_calls) - clicked, found, masks
+
+    session, decoded, found, masks = run(predictor_module.FIRST_DECODES_KEPT)
+    assert decoded == 0  # both lattices' multimask outputs were kept from the click
+    _, again, fresh, fresh_masks = run(0)  # nothing kept: decoded again
+    assert again == 2
+    assert found == fresh
+    assert all(np.array_equal(a, b) for a, b in zip(masks, fresh_masks, strict=True))
+    # a new image forgets them: its first click is decoded anew
+    vol, scene = _scene()
+    session.set_image(Volume(vol.array[::-1].copy(), vol.spacing))
+    model = session.predictor.model
+    calls = len(model.decode_calls)
+    session.add_point(scene.centre)
+    session.extents()
+    assert len(model.decode_calls) > calls
+
+
 def test_extent_errors_are_one_line(lab):
     session, scene = _session(lab)
     with pytest.raises(ValueError, match="no object: click first"):

@@ -153,4 +153,66 @@ def test_only_the_native_block_under_the_roi_is_resampled(monkeypatch):
     assert len(seen) == 1
     assert np.prod(seen[0]) <= 52 * 52 * 28 < vol.array.size / 12
     block = roi.native_block()
-    assert [s.stop - s.start for s in block][::-1] == list(seen[0])
+    # linear: the block as it lies in memory (axes reversed in the geometry instead)
+    assert [s.stop - s.start for s in block] == list(seen[0])
+    roi.resample_from_native(vol.array > 0, "nearest")
+    assert [s.stop - s.start for s in block][::-1] == list(seen[1])  # nearest: transposed
+
+
+@pytest.mark.parametrize("kind", ["oblique", "lps_aniso"])
+def test_linear_resample_equals_simpleitk_on_the_transposed_block(lab, kind):
+    # the reference: SimpleITK's usual layout (the native array transposed to k, j, i)
+    vol, _ = lab.make_phantom(kind)
+    array = np.random.default_rng(3).normal(size=vol.shape).astype(np.float32)
+    lattice = Lattice.from_native(vol, (1.2, 1.5, 1.1))
+    roi = lattice.roi((-3, 2, 1), (20, 17, 23))  # partly outside the lattice
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    image.SetOrigin(vol.origin)
+    image.SetSpacing(vol.spacing)
+    image.SetDirection(tuple(vol.direction.ravel()))
+    grid = roi.grid
+    ref = sitk.Resample(
+        image,
+        list(roi.size),
+        sitk.Transform(),
+        sitk.sitkLinear,
+        tuple(grid.origin),
+        tuple(grid.spacing),
+        tuple(grid.direction.ravel()),
+        0.0,
+        sitk.sitkFloat32,
+    )
+    expected = sitk.GetArrayFromImage(ref).transpose(2, 1, 0)
+    mine = roi.resample_from_native(array, zero_outside_lattice=False)
+    assert mine.flags.c_contiguous and mine.dtype == np.float32
+    # float32 rounding only (the reference reads the whole image, not the block)
+    np.testing.assert_allclose(mine, expected, rtol=0, atol=1e-6)
+    padded = roi.resample_from_native(array)  # the part outside the lattice is zeroed
+    outside = np.ones(roi.size, bool)
+    outside[roi.valid] = False
+    assert outside.any() and not padded[outside].any()
+    np.testing.assert_array_equal(padded[~outside], mine[~outside])
+
+
+def test_paste_within_a_box_gives_the_same_native_mask(lab):
+    vol, _ = lab.make_phantom("oblique")
+    lattice = Lattice.from_native(vol, (1.5, 1.5, 1.5))
+    roi = lattice.roi_at(np.asarray(vol.shape) / 2, 16)
+    mask = np.zeros(roi.size, bool)
+    mask[3:9, 5:7, 2:12] = True
+    mask[4, 6, 3] = False
+    whole = np.zeros(vol.shape, bool)
+    part = np.zeros(vol.shape, bool)
+    slices, block = roi.paste_to_native(mask)
+    whole[slices] = block
+    small, sub = roi.paste_to_native(mask, within=(slice(3, 9), slice(5, 7), slice(2, 12)))
+    part[small] = sub
+    assert whole.any() and np.array_equal(part, whole)
+    assert sub.size < block.size / 10
+    for bad in (
+        (slice(3, 9), slice(5, 7)),
+        (slice(3, 3), slice(5, 7), slice(2, 12)),
+        (slice(3, 9, 2), slice(5, 7), slice(2, 12)),
+    ):
+        with pytest.raises(ValueError, match="within must be"):
+            roi.paste_to_native(mask, within=bad)

@@ -346,39 +346,53 @@ class RoiGrid:
         if any(s.stop <= s.start for s in block):
             return np.zeros(self.size, dtype=out_dtype)
         sub = array[block]
-        if interpolation == "linear":
-            sub_kji = np.ascontiguousarray(sub.transpose(2, 1, 0), dtype=np.float32)
+        # linear: the block goes to SimpleITK as it lies in memory, which reads a C-ordered
+        # array's last axis as x, with the axes of the block and of the ROI grid reversed in
+        # the geometry: the same physical points and values (checked equal to the transposed
+        # way), without transposing the block or the result. Nearest keeps the transposed
+        # way: its ties at half a voxel can round the other way when the axes are reversed.
+        flip = interpolation == "linear"
+        if flip:
+            src = np.ascontiguousarray(sub, dtype=np.float32)
         else:
-            src = sub.astype(np.uint8) if sub.dtype == np.bool_ else sub
-            sub_kji = np.ascontiguousarray(src.transpose(2, 1, 0))
-        image = sitk.GetImageFromArray(sub_kji)
+            src = np.ascontiguousarray(
+                (sub.astype(np.uint8) if sub.dtype == np.bool_ else sub).transpose(2, 1, 0)
+            )
+        axes = slice(None, None, -1) if flip else slice(None)
+        image = sitk.GetImageFromArray(src)
         start = [s.start for s in block]
         image.SetOrigin(tuple(float(v) for v in native.index_to_physical(np.asarray(start))))
-        image.SetSpacing(tuple(float(s) for s in native.spacing))
-        image.SetDirection(tuple(float(d) for d in native.direction.ravel()))
+        image.SetSpacing(tuple(float(s) for s in np.asarray(native.spacing)[axes]))
+        image.SetDirection(tuple(float(d) for d in native.direction[:, axes].ravel()))
         grid = self.grid
         out = sitk.Resample(
             image,
-            [int(s) for s in self.size],
+            [int(s) for s in np.asarray(self.size)[axes]],
             sitk.Transform(),
-            sitk.sitkLinear if interpolation == "linear" else sitk.sitkNearestNeighbor,
+            sitk.sitkLinear if flip else sitk.sitkNearestNeighbor,
             tuple(float(o) for o in grid.origin),
-            tuple(float(s) for s in grid.spacing),
-            tuple(float(d) for d in grid.direction.ravel()),
+            tuple(float(s) for s in np.asarray(grid.spacing)[axes]),
+            tuple(float(d) for d in grid.direction[:, axes].ravel()),
             0.0,
             image.GetPixelID(),
         )
-        result = sitk.GetArrayFromImage(out).transpose(2, 1, 0)
+        result = sitk.GetArrayFromImage(out)  # C-ordered: (r0, r1, r2) when flipped
+        if not flip:
+            result = np.ascontiguousarray(result.transpose(2, 1, 0))
         if array.dtype == np.bool_:
             result = result.astype(bool)
         if zero_outside_lattice:
-            keep = np.zeros(self.size, dtype=bool)
-            keep[self.valid] = True
-            result = np.where(keep, result, np.zeros((), dtype=result.dtype))
-        return np.ascontiguousarray(result)
+            valid = self.valid
+            for axis, keep in enumerate(valid):  # zero the padding slabs in place
+                before = [slice(None)] * 3
+                before[axis] = slice(0, keep.start)
+                result[tuple(before)] = 0
+                before[axis] = slice(keep.stop, None)
+                result[tuple(before)] = 0
+        return result
 
     def paste_to_native(
-        self, roi_array: np.ndarray
+        self, roi_array: np.ndarray, within: Sequence[slice] | None = None
     ) -> tuple[tuple[slice, slice, slice], np.ndarray]:
         """Nearest-neighbour values of a ROI array on the native voxels it covers.
 
@@ -388,13 +402,31 @@ class RoiGrid:
 
         Args:
             roi_array: ``(r0, r1, r2)`` values (``size`` of this ROI).
+            within: ROI index slices (steps of 1) of the part to paste, e.g. the box of a
+                mask's True voxels: only the native voxels whose nearest ROI voxel lies in
+                it are returned (the same values there as without it). None: the whole ROI.
 
         Returns:
             ``(slices, block)``: the native index box and its values (same dtype), so that
-            ``native[slices] = block`` pastes. Empty slices when the ROI misses the image.
+            ``native[slices] = block`` pastes. Empty slices when the ROI (or ``within``)
+            misses the image.
+
+        Raises:
+            ValueError: ``roi_array`` is not of the ROI's size; ``within`` is not three
+                slices of steps 1 inside the ROI.
         """
         if tuple(roi_array.shape) != self.size:
             raise ValueError(f"ROI array has shape {roi_array.shape}, expected {self.size}")
+        box = [(0, n) for n in self.size]
+        if within is not None:
+            if len(within) != 3:
+                raise ValueError(f"within must be 3 slices, got {within!r}")
+            for b, (sl, n) in enumerate(zip(within, self.size, strict=True)):
+                lo, hi, step = sl.indices(n)
+                if step != 1 or hi <= lo:
+                    raise ValueError(f"within must be non-empty slices of step 1, got {within!r}")
+                box[b] = (lo, hi)
+            roi_array = roi_array[tuple(slice(lo, hi) for lo, hi in box)]
         amap = self._native_map()
         native_shape = self.lattice.native.shape
         # roi axis b depends on native axis perm[b]; order the array by native axis
@@ -409,13 +441,14 @@ class RoiGrid:
             n = np.arange(native_shape[q], dtype=np.float64)
             r = amap.scale[b] * n + amap.offset[b]
             idx = nearest_index(r)
-            inside = np.flatnonzero((idx >= 0) & (idx <= self.size[b] - 1))
+            first, stop = box[b]
+            inside = np.flatnonzero((idx >= first) & (idx <= stop - 1))
             if inside.size == 0:
                 empty = (slice(0, 0),) * 3
                 return empty, np.zeros((0, 0, 0), dtype=roi_array.dtype)  # type: ignore[return-value]
             lo, hi = int(inside[0]), int(inside[-1]) + 1
             slices.append(slice(lo, hi))
-            gathers.append(idx[lo:hi].astype(np.intp))
+            gathers.append((idx[lo:hi] - first).astype(np.intp))
         # gather along the axis that grows least first, to keep intermediates small
         order = sorted(range(3), key=lambda q: len(gathers[q]) / arr.shape[q])
         for q in order:

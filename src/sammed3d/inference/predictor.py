@@ -61,6 +61,10 @@ from sammed3d.modeling.sam3d import ImageEmbedding, select_first_click_mask, sta
 
 logger = logging.getLogger(__name__)
 
+#: First clicks whose multimask outputs are kept for :meth:`SamMed3DPredictor.first_click_extents`
+#: (the click's own ROI and its zoomed ROI, for the current object and one before it).
+FIRST_DECODES_KEPT = 4
+
 
 @dataclass(frozen=True, eq=False)
 class Prediction:
@@ -289,6 +293,9 @@ class SamMed3DPredictor:
         self._embeddings: OrderedDict[tuple, ImageEmbedding] = OrderedDict()
         # raw ROI intensities (boundary refinement), keyed and bounded like the embeddings
         self._intensities: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        # the multimask outputs of recent first clicks (a first click decodes them to keep
+        # one; first_click_extents lists them all): a few entries, keyed by ROI and prompts
+        self._first_decodes: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     @classmethod
     def from_checkpoint(
@@ -423,6 +430,7 @@ class SamMed3DPredictor:
         self._modality = None
         self._embeddings.clear()
         self._intensities.clear()
+        self._first_decodes.clear()
 
     @property
     def is_image_set(self) -> bool:
@@ -693,15 +701,36 @@ class SamMed3DPredictor:
                 f"got {tuple(mask_input.shape)}"
             )
         emb = self.get_image_embedding(roi)  # batch 1: the decoder broadcasts it
-        with torch.inference_mode():
-            logits, iou = self.model.decode(
-                emb,
-                point_coords.to(self.device, torch.float32),
-                point_labels.to(self.device, torch.int64),
-                mask_input.to(self.device, torch.float32),
-                multimask_output=multimask_output or pick_best,
+        coords = point_coords.to(self.device, torch.float32)
+        labs = point_labels.to(self.device, torch.int64)
+        key = None
+        if pick_best or (multimask_output and not bool(mask_input.any())):
+            # a first click's multimask outputs, decoded once for its pick and its extents
+            key = (
+                roi.lattice is self._zoom_lattice,
+                *roi.key,
+                tuple(coords.cpu().reshape(-1).tolist()),
+                tuple(labs.cpu().reshape(-1).tolist()),
             )
-            if pick_best:
+        cached = self._first_decodes.get(key) if key is not None else None
+        if cached is not None:
+            self._first_decodes.move_to_end(key)
+            logits, iou = cached
+        else:
+            with torch.inference_mode():
+                logits, iou = self.model.decode(
+                    emb,
+                    coords,
+                    labs,
+                    mask_input.to(self.device, torch.float32),
+                    multimask_output=multimask_output or pick_best,
+                )
+            if key is not None:
+                self._first_decodes[key] = (logits, iou)
+                while len(self._first_decodes) > FIRST_DECODES_KEPT:
+                    self._first_decodes.popitem(last=False)
+        if pick_best:
+            with torch.inference_mode():
                 logits, iou = select_first_click_mask(logits, iou)
         return logits, iou
 
@@ -1011,15 +1040,23 @@ class SamMed3DPredictor:
             labels: ``(N,)``: 1 positive, 0 negative.
 
         Returns:
-            ``(slices, block)``: the native ``(I, J, K)`` slices the tiles cover and the bool
-            mask there (nearest neighbour from the lattice; the published
-            ``tio.Resample(original, nearest)``). The full mask is ``block`` placed at
-            ``slices`` in an all-False array of the image's shape (:meth:`native_mask`).
+            ``(slices, block)``: native ``(I, J, K)`` slices around the mask's voxels (all
+            the tiles cover when the mask is empty) and the bool mask there (nearest
+            neighbour from the lattice; the published ``tio.Resample(original, nearest)``).
+            The full mask is ``block`` placed at ``slices`` in an all-False array of the
+            image's shape (:meth:`native_mask`).
         """
         union, mask = _extend.stitch(tiles)
         if self.refine_boundary and points is not None and labels is not None:
             mask = self.refine_mask(union, mask, tiles, points, labels)
-        return union.paste_to_native(mask)
+        if not mask.any():
+            return union.paste_to_native(mask)
+        # only the mask's own box is pasted (the rest is False): far less for a small object
+        box = []
+        for axis in range(3):
+            hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+            box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+        return union.paste_to_native(mask, within=box)
 
     def refine_mask(
         self,
