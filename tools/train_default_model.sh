@@ -20,9 +20,10 @@ fi
 # the zoom-in spacing, the boundary refinement width, the contrast guard and the first-click
 # pick rule are chosen after training on the MNI152 tuning sets (docs/default_model.md):
 # ZOOM_SPACING=0 / REFINE_BOUNDARY=0 / CONTRAST_GUARD=0 turn the first three off,
-# FIRST_PICK=model gives the first click the model's own ranking
+# FIRST_PICK=model gives the first click the model's own ranking, LATER_CHECK=none takes
+# every later click's mask (no edge check)
 $py - "$run" "${ZOOM_SPACING:-1.0}" "${REFINE_BOUNDARY:-3.0}" "${CONTRAST_GUARD:-0.4}" \
-    "${FIRST_PICK:-edges}" <<'PY'
+    "${FIRST_PICK:-edges}" "${LATER_CHECK:-edges}" <<'PY'
 import dataclasses
 import sys
 from sammed3d import load_checkpoint, save_checkpoint
@@ -35,6 +36,7 @@ model.config = dataclasses.replace(
     refine_boundary=float(sys.argv[3]),
     contrast_guard=float(sys.argv[4]),
     first_pick=sys.argv[5],
+    later_check=sys.argv[6],
 )
 save_checkpoint(model, "src/sammed3d/assets/sammed3d_default.pth",
                 metadata={"trained_by": "tools/train_default_model.sh",

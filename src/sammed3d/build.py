@@ -235,6 +235,7 @@ def build_model(
                 refine_boundary=ckpt.config.refine_boundary,
                 contrast_guard=ckpt.config.contrast_guard,
                 first_pick=ckpt.config.first_pick,
+                later_check=ckpt.config.later_check,
             )
     return model.to(resolve_model_device(device)).eval()
 

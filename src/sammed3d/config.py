@@ -68,15 +68,30 @@ def check_first_pick(value: object) -> str:
     return value
 
 
+#: The values of ``later_check`` (:mod:`sammed3d.inference.contrast`).
+LATER_CHECKS = ("none", "edges")
+
+
+def check_later_check(value: object) -> str:
+    """``value`` as a later-click check: ``"none"`` or ``"edges"`` (the edge check).
+
+    Raises:
+        ValueError: anything else.
+    """
+    if not isinstance(value, str) or value not in LATER_CHECKS:
+        raise ValueError(f"later_check must be one of {', '.join(LATER_CHECKS)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a SAM-Med3D model.
 
     The first eight fields are those of the published builders; the rest default to the
-    released ``vit_b_ori`` values and exist so that small variants can be built. The last eight
+    released ``vit_b_ori`` values and exist so that small variants can be built. The last nine
     (``click_maps``, ``hires_channels``, ``first_click_multimask``,
     ``negative_click_similarity``, ``zoom_spacing``, ``refine_boundary``, ``contrast_guard``,
-    ``first_pick``)
+    ``first_pick``, ``later_check``)
     are options of our own models; published
     checkpoints always get the published behaviour (``negative_click_similarity`` only acts
     with the first two).
@@ -148,6 +163,12 @@ class ModelConfig:
     #: with ``first_click_multimask``. An inference rule chosen after training
     #: (docs/default_model.md); not compared when weights are matched.
     first_pick: str = field(default="model", compare=False)
+    #: Our models only (published: "none"). The edge check (``"edges"``,
+    #: :func:`sammed3d.inference.contrast.later_click_refused`): a later click whose mask's
+    #: edge score falls well below the previous mask's is refused (the mask stays, the click
+    #: is not kept). An inference rule chosen after training (docs/default_model.md); not
+    #: compared when weights are matched.
+    later_check: str = field(default="none", compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -235,6 +256,7 @@ class ModelConfig:
         check_refine_boundary(self.refine_boundary)
         check_contrast_guard(self.contrast_guard)
         check_first_pick(self.first_pick)
+        check_later_check(self.later_check)
         if self.first_click_multimask and self.num_multimask_outputs < 1:
             raise ValueError("first_click_multimask needs num_multimask_outputs >= 1, got 0")
         if self.mask_in_chans % 4:

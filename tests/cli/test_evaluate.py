@@ -101,6 +101,7 @@ def test_shards_and_merge(
         (["--method", "region-growing", "--contrast-guard", "0.4"], "only apply to sam-med3d"),
         (["--method", "sam-med3d", "--contrast-guard", "nan"], "--contrast-guard must be 0"),
         (["--method", "region-growing", "--first-pick", "edges"], "only apply to sam-med3d"),
+        (["--method", "region-growing", "--later-check", "none"], "only apply to sam-med3d"),
     ],
 )
 def test_bad_arguments_exit_2(

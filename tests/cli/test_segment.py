@@ -119,6 +119,14 @@ def test_an_unknown_first_pick_is_a_usage_error(tmp_path, image, ckpt, capsys):
     assert "--first-pick: invalid choice: 'best'" in capsys.readouterr().err
 
 
+def test_an_unknown_later_check_is_a_usage_error(tmp_path, image, ckpt, capsys):
+    argv = ["segment", str(image), "-p", "15", "14", "8", "--later-check", "yes"]
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--checkpoint", str(ckpt), "-o", str(tmp_path / "m.nii.gz")])
+    assert stop.value.code == 2
+    assert "--later-check: invalid choice: 'yes'" in capsys.readouterr().err
+
+
 def test_refuses_to_overwrite_the_input_and_bad_output_names(tmp_path, image, ckpt, capsys):
     before = image.read_bytes()
     argv = ["segment", str(image), "-p", "15", "14", "8", "--checkpoint", str(ckpt)]

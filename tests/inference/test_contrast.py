@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sammed3d.config import ModelConfig, check_contrast_guard, check_first_pick
+from sammed3d.config import (
+    ModelConfig,
+    check_contrast_guard,
+    check_first_pick,
+    check_later_check,
+)
 from sammed3d.inference.contrast import (
     CONTRAST_RATIO,
     EDGE_SAMPLES,
@@ -17,6 +22,8 @@ from sammed3d.inference.contrast import (
     edge_pick,
     edge_score,
     edge_strength,
+    later_click_refused,
+    mask_edge_score,
 )
 
 FULL = (slice(0, 30), slice(0, 30), slice(0, 30))
@@ -273,3 +280,44 @@ def test_click_like_inside_edge_cases_and_errors():
         click_like_inside(image, whole, mask[1:], (1, 1, 1))
     with pytest.raises(ValueError, match="one strength"):
         edge_pick([1.0, 2.0], [1.0, 2.0], [True])
+
+
+def test_the_mask_edge_score_is_the_edge_score_of_its_contrast_and_strength():
+    image, mask = _image(), _ball(6.0)
+    expected = edge_score(border_contrast(image, FULL, mask), edge_strength(image, FULL, mask))
+    assert mask_edge_score(image, FULL, mask) == pytest.approx(expected) and expected > 0
+    blur = _ball(10.0)  # cut through the flat surroundings
+    assert mask_edge_score(image, FULL, blur) < 0.5 * expected
+    assert mask_edge_score(image, FULL, np.zeros_like(mask)) == 0.0
+    with pytest.raises(ValueError, match="block has shape"):
+        mask_edge_score(image, FULL, mask[:5])
+
+
+def test_a_later_click_is_refused_when_its_mask_keeps_too_little_of_the_edge_score():
+    # positive clicks: refused below 0.7 of the score before; negative ones below 0.3
+    assert later_click_refused(1.0, 0.69, True)
+    assert not later_click_refused(1.0, 0.7, True)
+    assert not later_click_refused(1.0, 0.69, False)
+    assert later_click_refused(1.0, 0.29, False)
+    assert not later_click_refused(1.0, 0.3, False)
+    assert not later_click_refused(1.0, 5.0, True)  # sharper: taken
+    assert not later_click_refused(0.0, 0.0, True)  # nothing to compare with: taken
+    assert not later_click_refused(float("nan"), 0.0, True)
+    assert later_click_refused(float("inf"), 1.0, False)
+    with pytest.raises(ValueError, match="edge scores are >= 0"):
+        later_click_refused(-1.0, 0.5, True)
+
+
+@pytest.mark.parametrize("bad", ["Edges", "", None, 1, "model"])
+def test_bad_later_checks_are_one_line_errors(bad):
+    with pytest.raises(ValueError, match="later_check must be one of none, edges"):
+        check_later_check(bad)
+    with pytest.raises(ValueError, match="later_check must be one of"):
+        ModelConfig(later_check=bad)
+
+
+def test_the_later_check_travels_in_the_config():
+    cfg = ModelConfig(later_check="edges")
+    assert ModelConfig.from_dict(cfg.to_dict()).later_check == "edges"
+    assert ModelConfig.from_dict(ModelConfig().to_dict()).later_check == "none"
+    assert cfg == ModelConfig()  # a behaviour, not compared when weights are matched

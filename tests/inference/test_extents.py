@@ -315,6 +315,55 @@ def test_a_later_click_that_blows_the_mask_up_into_a_blur_is_not_taken(lab):
     assert masks[0.0].sum() > 20 * masks[0.5].sum()  # off: the blur is taken
 
 
+def test_the_edge_check_refuses_a_later_click_whose_mask_loses_its_edges(lab):
+    vol, scene = _scene()
+    masks = {}
+    for check in ("none", "edges"):
+        pred = SamMed3DPredictor(
+            _multimask_model(lab, blow_up=True), target_spacing=(MAIN,) * 3, later_check=check
+        )
+        session = InteractiveSession(pred, accumulate_clicks=True)
+        session.set_image(vol)
+        session.add_point(scene.centre)
+        session.choose_extent(2)
+        session.choose_extent(1)  # the bright ball: its border is the step edge
+        assert session.undo() and session.redo()  # (a redo step to keep)
+        session.choose_extent(2)
+        assert session.undo()
+        first = session.mask.copy()
+        model = pred.model
+        click = session.add_click((41, 48, 48))  # the model answers with the large ball
+        masks[check] = session.mask.copy()
+        if check == "none":
+            assert len(session.clicks) == 2 and session.rule_note is None
+            continue
+        assert click.coord == (41, 48, 48)  # the click as given
+        assert np.array_equal(masks[check], first)  # refused: the mask as it was
+        assert session.clicks == (Click((40, 48, 48), True),)  # and the click not kept
+        assert session.rule_note and session.rule_note.startswith("edge check: the positive")
+        assert "was not taken" in session.rule_note
+        # the next click reaches the model without the refused one (and is refused too)
+        session.add_click((40, 49, 48))
+        assert model.decode_calls[-1]["coords"].shape[1] == 2
+        # the refused clicks left the history as it was: a redo, then undo steps
+        assert session.redo() and session.extents()[2].current
+        assert session.undo() and session.undo() and session.extents()[2].current
+        assert session.undo() and [e.current for e in session.extents()] == [True, False, False]
+    assert masks["none"].sum() > 20 * masks["edges"].sum()  # off: the blur is taken
+
+
+def test_the_edge_check_takes_a_later_click_that_keeps_the_edges(lab):
+    vol, scene = _scene()
+    pred = SamMed3DPredictor(_multimask_model(lab), target_spacing=(MAIN,) * 3, later_check="edges")
+    session = InteractiveSession(pred)
+    session.set_image(vol)
+    session.add_point(scene.centre)
+    session.choose_extent(1)
+    session.add_click((41, 48, 48))  # the oracle's bright ball again: same edges
+    assert len(session.clicks) == 2 and session.rule_note is None
+    assert session.undo() and len(session.clicks) == 1
+
+
 @pytest.mark.parametrize("guard", [0.0, 0.15])
 def test_the_edge_pick_takes_the_extent_on_the_strongest_edge(lab, guard):
     vol, scene = _scene()

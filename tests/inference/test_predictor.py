@@ -451,3 +451,14 @@ def test_the_first_pick_comes_from_the_config_and_is_checked(lab):
     for bad in ("", "Edges", 1):
         with pytest.raises(ValueError, match="first_pick must be one of model, edges"):
             SamMed3DPredictor(model, first_pick=bad)
+
+
+def test_the_later_check_comes_from_the_config_and_is_checked(lab):
+    model = lab.OracleModel(img_size=32)
+    assert SamMed3DPredictor(model).later_check == "none"  # no config: off
+    model.config = ModelConfig(later_check="edges")
+    assert SamMed3DPredictor(model).later_check == "edges"
+    assert SamMed3DPredictor(model, later_check="none").later_check == "none"
+    for bad in ("", "Edges", 1):
+        with pytest.raises(ValueError, match="later_check must be one of none, edges"):
+            SamMed3DPredictor(model, later_check=bad)

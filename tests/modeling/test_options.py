@@ -179,6 +179,8 @@ def test_without_negative_click_similarity_only_negative_clicks_change(option_mo
         {"contrast_guard": 11.0},
         {"first_pick": "best"},
         {"first_pick": None},
+        {"later_check": "edge"},
+        {"later_check": None},
     ],
 )
 def test_bad_option_values(bad):
@@ -211,3 +213,14 @@ def test_the_first_pick_travels_with_the_weights(option_model, tmp_path):
     assert load_checkpoint(path).config.first_pick == "edges"
     assert build_model(TINY_OPTIONS, path).config.first_pick == "edges"
     assert build_model(TINY_OPTIONS).config.first_pick == "model"
+
+
+def test_the_later_check_travels_with_the_weights(option_model, tmp_path):
+    """The edge check (a later-click rule chosen after training): recorded in the file, off
+    for published defaults and files without it."""
+    assert ModelConfig().later_check == "none"
+    option_model.config = replace(TINY_OPTIONS, later_check="edges")
+    path = save_checkpoint(option_model, tmp_path / "later_check.pth")
+    assert load_checkpoint(path).config.later_check == "edges"
+    assert build_model(TINY_OPTIONS, path).config.later_check == "edges"
+    assert build_model(TINY_OPTIONS).config.later_check == "none"

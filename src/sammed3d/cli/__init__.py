@@ -218,18 +218,19 @@ def add_extension_args(parser: argparse.ArgumentParser, no_extend_help: str) -> 
 
 
 #: The options of the inference rules a checkpoint carries (zoom-in, boundary refinement,
-#: contrast guard, first pick): ``--flag`` -> predictor keyword.
+#: contrast guard, first pick, later check): ``--flag`` -> predictor keyword.
 RULE_OPTIONS = {
     "--zoom-spacing": "zoom_spacing",
     "--refine-boundary": "refine_boundary",
     "--contrast-guard": "contrast_guard",
     "--first-pick": "first_pick",
+    "--later-check": "later_check",
 }
 
 
 def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """The shared options of the inference rules that travel with a checkpoint."""
-    from sammed3d.config import FIRST_PICKS  # at run time: keeps --help light
+    from sammed3d.config import FIRST_PICKS, LATER_CHECKS  # at run time: keeps --help light
 
     parser.add_argument(
         "--zoom-spacing",
@@ -268,6 +269,14 @@ def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         "or the mask whose border follows the strongest intensity edge (edges; the contrast "
         "guard then acts on later clicks only; default: the checkpoint's setting, edges for "
         "the bundled model, model for the published ones)",
+    )
+    parser.add_argument(
+        "--later-check",
+        choices=LATER_CHECKS,
+        help=f"{prefix}edges: a later click whose mask loses its edges (edge score below 70%% "
+        "of the previous mask's for a positive click, 30%% for a negative one) is refused: the "
+        "mask stays and the click is not kept (none: every click's mask is taken; default: "
+        "the checkpoint's setting, edges for the bundled model, none for the published ones)",
     )
 
 

@@ -180,6 +180,7 @@ class ModelMethod:
             "refine_boundary": p.refine_boundary,
             "contrast_guard": p.contrast_guard,
             "first_pick": p.first_pick,
+            "later_check": p.later_check,
             "choose_extent": self.choose_extent,
         }
 

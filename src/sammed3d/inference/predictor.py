@@ -48,7 +48,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from sammed3d.config import check_contrast_guard, check_first_pick, check_refine_boundary
+from sammed3d.config import (
+    check_contrast_guard,
+    check_first_pick,
+    check_later_check,
+    check_refine_boundary,
+)
 from sammed3d.data.transforms import DEFAULT_SPACING, bbox_center, ct_clamp, zscore_foreground
 from sammed3d.inference import extend as _extend
 from sammed3d.inference.extend import Tile
@@ -182,11 +187,17 @@ class SamMed3DPredictor:
             (:func:`sammed3d.inference.contrast.edge_pick`; the contrast guard then acts on
             later clicks only); None (default) takes the checkpoint's ``first_pick``
             (``"model"`` for the published models).
+        later_check: ``"edges"``: the edge check (applied by
+            :class:`~sammed3d.InteractiveSession`): a later click whose mask's edge score
+            falls well below the previous mask's is refused
+            (:func:`sammed3d.inference.contrast.later_click_refused`); ``"none"``: every
+            click's mask is taken; None (default) takes the checkpoint's ``later_check``
+            (``"none"`` for the published models).
 
     Raises:
         ValueError: bad ``target_spacing``, ``roi_size``, ``max_rois``, ``cache_size``,
-            ``zoom_spacing``, ``zoom_fill``, ``refine_boundary``, ``contrast_guard`` or
-            ``first_pick``;
+            ``zoom_spacing``, ``zoom_fill``, ``refine_boundary``, ``contrast_guard``,
+            ``first_pick`` or ``later_check``;
             :class:`~sammed3d.devices.DeviceError` (a ``ValueError``) for a device this
             installation cannot use.
 
@@ -218,6 +229,7 @@ class SamMed3DPredictor:
         refine_boundary: float | None = None,
         contrast_guard: float | None = None,
         first_pick: str | None = None,
+        later_check: str | None = None,
     ) -> None:
         spacing = tuple(float(s) for s in target_spacing)
         if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
@@ -260,6 +272,10 @@ class SamMed3DPredictor:
             config = getattr(model, "config", None)
             first_pick = getattr(config, "first_pick", None) or "model"
         first_pick = check_first_pick(first_pick)
+        if later_check is None:
+            config = getattr(model, "config", None)
+            later_check = getattr(config, "later_check", None) or "none"
+        later_check = check_later_check(later_check)
         if device is not None:
             from sammed3d.build import resolve_model_device
 
@@ -286,6 +302,8 @@ class SamMed3DPredictor:
         self.contrast_guard = contrast_guard
         #: Which extent a first click gets: "model" (its ranking) or "edges" (the edge pick).
         self.first_pick = first_pick
+        #: Whether a later click's mask must keep its edges: "none" or "edges" (the edge check).
+        self.later_check = later_check
         self._volume: Volume | None = None
         self._lattice: Lattice | None = None
         self._zoom_lattice: Lattice | None = None

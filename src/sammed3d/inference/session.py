@@ -59,6 +59,8 @@ from sammed3d.inference.contrast import (
     edge_pick,
     edge_score,
     edge_strength,
+    later_click_refused,
+    mask_edge_score,
 )
 from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import RoiGrid
@@ -180,8 +182,12 @@ class InteractiveSession:
         # (label, first click, caller ROI) -> first-click masks, smallest first
         # (with each mask's voxel count, score and native (slices, block) on its own ROI)
         self._extent_cache: _ExtentCache | None = None
-        #: What a first-click rule (the edge pick) or the contrast guard changed at the last
-        #: click (None: nothing, or the click was undone or its extent chosen), a line to show.
+        # label -> (native mask block, its edge score): the edge check's score of the mask
+        # an object has now (valid while that block is the object's)
+        self._edge_scores: dict[int, tuple[np.ndarray, float]] = {}
+        #: What a first-click rule (the edge pick), the edge check or the contrast guard
+        #: changed at the last click (None: nothing, or the click was undone or its extent
+        #: chosen), a line to show.
         self.rule_note: str | None = None
 
     # ------------------------------------------------------------------------------------
@@ -199,6 +205,7 @@ class InteractiveSession:
         self._undo.clear()
         self._redo.clear()
         self._extent_cache = None
+        self._edge_scores.clear()
         self.rule_note = None
 
     def new_object(self, label: int | None = None) -> int:
@@ -293,13 +300,17 @@ class InteractiveSession:
         that holds it deepest (or a new ROI centred on it), with that ROI's previous low-res
         logits as mask prompt.
 
+        With the edge check on (``later_check="edges"``), a later click whose mask lost its
+        edges is refused: the object keeps its mask, the click is not among its
+        :attr:`clicks` (it leaves no undo step) and :attr:`rule_note` says so.
+
         Args:
             coord: Native voxel index ``(i, j, k)``; a fractional one is rounded to the
                 nearest voxel, ties up (``2.5 -> 3``).
             positive: Foreground (True) or background (False) click.
 
         Returns:
-            The click as applied: its native voxel and sign (the object's mask:
+            The click as given: its native voxel and sign (the object's mask:
             :attr:`mask`, :meth:`voxel_count`).
 
         Raises:
@@ -311,6 +322,7 @@ class InteractiveSession:
         t0 = time.perf_counter()
         pred = self.predictor
         self.rule_note = None
+        history = (list(self._undo), list(self._redo))  # as they were, should it be refused
         voxel = pred.click_voxels(coord)  # (1, 3) int64: the one rounding and image check
         click = Click(tuple(int(v) for v in voxel[0]), bool(positive))  # type: ignore[arg-type]
         if self._current is None and not click.positive:
@@ -382,8 +394,10 @@ class InteractiveSession:
         self._apply(obj, _ObjectState(clicks, tuple(tiles), state.roi, active, pick))
         if pick is not None and pred.offers_extents():
             self._first_pick_rules(obj)
-        elif pick is None and pred.contrast_guard:
-            self._guard_later_click(obj, state, before)
+        elif pick is None:
+            refused = pred.later_check == "edges" and self._edge_check(obj, state, before, history)
+            if not refused and pred.contrast_guard:
+                self._guard_later_click(obj, state, before)
         logger.debug(
             "click %s %s on object %d: %d ROI(s), %.3f s",
             "+" if click.positive else "-",
@@ -594,6 +608,45 @@ class InteractiveSession:
             "(undo it if it was wrong, or switch the guard off)"
         )
         logger.debug("object %d: %s", obj.label, self.rule_note)
+
+    def _edge_check(
+        self,
+        obj: _Object,
+        state: _ObjectState,
+        before: tuple[tuple[slice, ...] | None, np.ndarray | None],
+        history: tuple[list[_Action], list[_Action]],
+    ) -> bool:
+        """The edge check of a later click (``later_check="edges"``,
+        :func:`~sammed3d.inference.contrast.later_click_refused`): when the mask the click
+        gave lost too much of the previous mask's edge score, the object goes back to
+        ``state`` (its mask ``before``) and the undo history to ``history``, as if the click
+        had not been made, and :attr:`rule_note` says why. Returns whether it did."""
+        slices, block = before
+        if slices is None or block is None or obj.slices is None or obj.block is None:
+            return False
+        image = self.predictor.require_image().array
+        cached = self._edge_scores.get(obj.label)
+        old = cached[1] if cached is not None and cached[0] is block else None
+        if old is None:
+            old = mask_edge_score(image, slices, block)
+        new = mask_edge_score(image, obj.slices, obj.block)
+        click = obj.state.clicks[-1]
+        if not later_click_refused(old, new, click.positive):
+            self._edge_scores[obj.label] = (obj.block, new)
+            return False
+        grown = int(np.count_nonzero(obj.block))
+        obj.state, obj.slices, obj.block = state, slices, block
+        self._undo, self._redo = history
+        self._edge_scores[obj.label] = (block, old)
+        sign = "positive" if click.positive else "negative"
+        self.rule_note = (
+            f"edge check: the {sign} click at {click.coord} was not taken: the mask it gave "
+            f"({grown} voxels) has {new / old:.0%} of the edge score of the mask before it "
+            f"({int(np.count_nonzero(block))} voxels); the mask is as it was and the click is "
+            "not kept (click elsewhere, or switch the edge check off)"
+        )
+        logger.debug("object %d: %s", obj.label, self.rule_note)
+        return True
 
     def _extent_key(self, label: int | None) -> tuple[tuple[Any, ...], _ObjectState]:
         if label is None:
