@@ -20,10 +20,10 @@ fi
 # the zoom-in spacing, the boundary refinement width, the contrast guard and the first-click
 # pick rule are chosen after training on the MNI152 tuning sets (docs/default_model.md):
 # ZOOM_SPACING=0 / REFINE_BOUNDARY=0 / CONTRAST_GUARD=0 turn the first three off,
-# FIRST_PICK=model gives the first click the model's own ranking, LATER_CHECK=none takes
-# every later click's mask (no edge check)
+# FIRST_PICK=model gives the first click the model's own ranking, LATER_CHECK=edges turns
+# the edge check of later clicks on (not bundled: it lost Dice held out)
 $py - "$run" "${ZOOM_SPACING:-1.0}" "${REFINE_BOUNDARY:-3.0}" "${CONTRAST_GUARD:-0.4}" \
-    "${FIRST_PICK:-edges}" "${LATER_CHECK:-edges}" <<'PY'
+    "${FIRST_PICK:-edges}" "${LATER_CHECK:-none}" <<'PY'
 import dataclasses
 import sys
 from sammed3d import load_checkpoint, save_checkpoint

@@ -163,11 +163,11 @@ class ModelConfig:
     #: with ``first_click_multimask``. An inference rule chosen after training
     #: (docs/default_model.md); not compared when weights are matched.
     first_pick: str = field(default="model", compare=False)
-    #: Our models only (published: "none"). The edge check (``"edges"``,
+    #: Our models only (published and bundled: "none"). The edge check (``"edges"``,
     #: :func:`sammed3d.inference.contrast.later_click_refused`): a later click whose mask's
     #: edge score falls well below the previous mask's is refused (the mask stays, the click
-    #: is not kept). An inference rule chosen after training (docs/default_model.md); not
-    #: compared when weights are matched.
+    #: is not kept). An inference rule tried after training and not bundled
+    #: (docs/default_model.md); not compared when weights are matched.
     later_check: str = field(default="none", compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

@@ -29,6 +29,12 @@ def test_each_rule_off_is_compared_with_the_bundled_settings() -> None:
         ("edge pick", "brain"),
     ]
     assert all(float(r[2]) > 0 for r in ratios)
+    checks = re.findall(
+        r"ratio edge check on / bundled, (\w+): first click [\d.]+x, "
+        r"refinement ([\d.]+)x",
+        proc.stdout,
+    )
+    assert [c[0] for c in checks] == ["ball", "brain"] and all(float(c[1]) > 0 for c in checks)
 
 
 def test_bad_repeat_is_one_line() -> None:

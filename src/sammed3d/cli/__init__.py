@@ -275,8 +275,9 @@ def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         choices=LATER_CHECKS,
         help=f"{prefix}edges: a later click whose mask loses its edges (edge score below 70%% "
         "of the previous mask's for a positive click, 30%% for a negative one) is refused: the "
-        "mask stays and the click is not kept (none: every click's mask is taken; default: "
-        "the checkpoint's setting, edges for the bundled model, none for the published ones)",
+        "mask stays and the click is not kept; fewer clicks lower Dice, but held out the mean "
+        "Dice at 3 and 5 clicks fell (none: every click's mask is taken; default: the "
+        "checkpoint's setting, none for the bundled and the published models)",
     )
 
 

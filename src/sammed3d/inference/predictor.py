@@ -192,7 +192,7 @@ class SamMed3DPredictor:
             falls well below the previous mask's is refused
             (:func:`sammed3d.inference.contrast.later_click_refused`); ``"none"``: every
             click's mask is taken; None (default) takes the checkpoint's ``later_check``
-            (``"none"`` for the published models).
+            (``"none"`` for the bundled and the published models).
 
     Raises:
         ValueError: bad ``target_spacing``, ``roi_size``, ``max_rois``, ``cache_size``,

@@ -110,7 +110,12 @@ def register(app: FastAPI, ctx: Context) -> None:
         def work(s: WebSession) -> Response:
             result = s.click(mm, positive)
             value = float(s.volume.array[result.voxel])
-            extra = {"voxel": list(result.voxel), "value": value, "info": s.info()}
+            extra = {
+                "voxel": list(result.voxel),
+                "value": value,
+                "info": s.info(),
+                "note": s.session.rule_note,  # what a rule did at this click, or None
+            }
             return patch_response(result.change, extra)
 
         return await run_in_threadpool(run, lease, work)

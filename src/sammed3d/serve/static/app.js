@@ -235,7 +235,7 @@
     document.body.dataset.clicks = String(state.clicks);
     const ms = Math.round(performance.now() - t0);
     status(`${positive ? "+" : "−"} click at voxel (${meta.voxel.join(", ")}) on object ` +
-      `${meta.info.current}: ${ms} ms`);
+      `${meta.info.current}: ${ms} ms` + (meta.note ? ` (${meta.note})` : ""));
   }
 
   async function history(which) {
