@@ -30,8 +30,9 @@ does not reach the model with the next one either. A mask that loses its edges a
 had mostly lost Dice there on the tuning chains (a good mask leaking into the tissue around
 it at a positive click, or collapsing at a negative one). The contrast guard's later-click
 half then acts on the clicks the edge check lets through. Not on in the bundled model: held
-out it also refused right answers (a white-matter mask growing to the whole brain at a
-click in the grey matter has the weaker edge), and the mean Dice at 3 and 5 clicks fell.
+out it also refused right answers (a small first mask in the whole brain growing to the
+brain at the next positive clicks: the brain's border is the weaker edge), and the mean Dice
+at 3 and 5 clicks fell.
 
 Chosen on the MNI152 tuning sets and generated validation crops (docs/default_model.md).
 """
