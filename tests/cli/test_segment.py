@@ -119,6 +119,26 @@ def test_an_unknown_first_pick_is_a_usage_error(tmp_path, image, ckpt, capsys):
     assert "--first-pick: invalid choice: 'best'" in capsys.readouterr().err
 
 
+def test_a_refused_click_is_told_under_it_and_in_the_last_line(
+    tmp_path, image, ckpt, capsys, monkeypatch
+):
+    from sammed3d.inference import session as session_module
+
+    # whatever the tiny model answers, the edge check refuses every later click
+    monkeypatch.setattr(session_module, "later_click_refused", lambda *args: True)
+    out = tmp_path / "m.nii.gz"
+    argv = ["segment", str(image), "-p", "15", "14", "8", "-n", "12", "10", "6", "--no-extend"]
+    argv += ["--checkpoint", str(ckpt), "-o", str(out), "--later-check", "edges"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "  edge check: the negative click at (12, 10, 6) was not taken" in printed
+    assert f"wrote {out}: " in printed and " from 1 of the 2 clicks (" in printed
+    # off: the same clicks are both taken
+    assert main([*argv[:-1], "none", "--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    assert "edge check" not in printed and "of the 2 clicks" not in printed
+
+
 def test_an_unknown_later_check_is_a_usage_error(tmp_path, image, ckpt, capsys):
     argv = ["segment", str(image), "-p", "15", "14", "8", "--later-check", "yes"]
     with pytest.raises(SystemExit) as stop:

@@ -286,9 +286,11 @@ def run(args: argparse.Namespace) -> int:
     out = session.export_label_map(args.output, protect=(args.image,), overwrite=args.overwrite)
     count = session.voxel_count()
     ml = count * float(np.prod(volume.spacing)) / 1000.0
+    refused = len(clicks) - len(session.clicks)  # clicks the edge check did not keep
     print(
-        f"wrote {out}: {count} voxels ({ml:.1f} ml) "
-        f"({time.perf_counter() - t0:.2f} s; total {time.perf_counter() - t_start:.2f} s)"
+        f"wrote {out}: {count} voxels ({ml:.1f} ml)"
+        + (f" from {len(session.clicks)} of the {len(clicks)} clicks" if refused else "")
+        + f" ({time.perf_counter() - t0:.2f} s; total {time.perf_counter() - t_start:.2f} s)"
     )
     if count == 0:
         logger.warning(

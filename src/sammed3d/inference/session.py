@@ -639,11 +639,15 @@ class InteractiveSession:
         self._undo, self._redo = history
         self._edge_scores[obj.label] = (block, old)
         sign = "positive" if click.positive else "negative"
+        had = int(np.count_nonzero(block))
+        if old > 0:
+            score = f"has {new / old:.0%} of the edge score of the mask before it ({had} voxels)"
+        else:
+            score = f"has edge score {new:.3g}, the mask before it ({had} voxels) {old:.3g}"
         self.rule_note = (
             f"edge check: the {sign} click at {click.coord} was not taken: the mask it gave "
-            f"({grown} voxels) has {new / old:.0%} of the edge score of the mask before it "
-            f"({int(np.count_nonzero(block))} voxels); the mask is as it was and the click is "
-            "not kept (click elsewhere, or switch the edge check off)"
+            f"({grown} voxels) {score}; the mask is as it was and the click is not kept (click "
+            "elsewhere, or switch the edge check off)"
         )
         logger.debug("object %d: %s", obj.label, self.rule_note)
         return True
