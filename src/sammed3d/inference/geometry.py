@@ -348,9 +348,11 @@ class RoiGrid:
         sub = array[block]
         # linear: the block goes to SimpleITK as it lies in memory, which reads a C-ordered
         # array's last axis as x, with the axes of the block and of the ROI grid reversed in
-        # the geometry: the same physical points and values (checked equal to the transposed
-        # way), without transposing the block or the result. Nearest keeps the transposed
-        # way: its ties at half a voxel can round the other way when the axes are reversed.
+        # the geometry: the same physical points, without transposing the block or the
+        # result. The values equal the transposed way's on 1,000 random grids; on some grids
+        # (a 1 mm ROI of a 1.5 mm image) a few differ by float rounding (~1e-7 relative).
+        # Nearest keeps the transposed way: its ties at half a voxel can round the other way
+        # when the axes are reversed.
         flip = interpolation == "linear"
         if flip:
             src = np.ascontiguousarray(sub, dtype=np.float32)
