@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from sammed3d.io import Volume, atomic_write_text, read_volume, write_volume
+from sammed3d.logs import held_messages, release
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +187,8 @@ def run_demo(
                 click = sample_next_click(mask, gt, strategy="center", rng=rng)
                 coord, positive = click.coord, click.positive
             t1 = time.perf_counter()
-            mask = session.add_point(coord, positive=positive)
+            with held_messages() as held:  # logged under the click's line
+                mask = session.add_point(coord, positive=positive)
             seconds.append(time.perf_counter() - t1)
             if n == 0:
                 first_in_mask = bool(mask[coord])
@@ -201,6 +203,7 @@ def run_demo(
                 "%-18s click %d %s %s  Dice %.3f  (%.2f s)",
                 name, n + 1, "+" if positive else "-", coord, dices[-1], seconds[-1],
             )  # fmt: skip
+            release(held)
         results.append(
             StructureResult(
                 name=name,

@@ -139,6 +139,37 @@ def test_a_refused_click_is_told_under_it_and_in_the_last_line(
     assert "edge check" not in printed and "of the 2 clicks" not in printed
 
 
+def test_what_the_library_logs_during_a_click_comes_under_its_line(
+    tmp_path, image, ckpt, capsys, monkeypatch
+):
+    import logging
+
+    from sammed3d.inference import session as session_module
+
+    order: list[str] = []
+    add_click = session_module.InteractiveSession.add_click
+
+    def logged_click(self, coord, positive=True):
+        logging.getLogger("sammed3d.inference.extend").info("budget reached")
+        return add_click(self, coord, positive)
+
+    class Spy(logging.Handler):
+        def emit(self, record):
+            order.append(record.getMessage())
+
+    monkeypatch.setattr(session_module.InteractiveSession, "add_click", logged_click)
+    monkeypatch.setattr("builtins.print", lambda *a, **k: order.append(" ".join(map(str, a))))
+    spy = Spy()
+    logging.getLogger("sammed3d").addHandler(spy)  # (the CLI resets the root's handlers)
+    try:
+        argv = ["segment", str(image), "-p", "15", "14", "8", "--no-extend"]
+        assert main([*argv, "--checkpoint", str(ckpt), "-o", str(tmp_path / "m.nii.gz")]) == 0
+    finally:
+        logging.getLogger("sammed3d").removeHandler(spy)
+    line = next(i for i, text in enumerate(order) if text.startswith("click 1/1 + at"))
+    assert order.index("  budget reached") > line  # under the click's line, indented
+
+
 def test_an_unknown_later_check_is_a_usage_error(tmp_path, image, ckpt, capsys):
     argv = ["segment", str(image), "-p", "15", "14", "8", "--later-check", "yes"]
     with pytest.raises(SystemExit) as stop:

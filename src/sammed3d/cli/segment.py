@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from sammed3d.cli import (
     check_rule_args,
     rule_kwargs,
 )
+from sammed3d.logs import held_messages, release
 
 if TYPE_CHECKING:
     from sammed3d.inference import InteractiveSession
@@ -270,7 +272,8 @@ def run(args: argparse.Namespace) -> int:
     session.new_object(args.label)
     for n, (voxel, (_, positive)) in enumerate(zip(voxels, clicks, strict=True), start=1):
         t0 = time.perf_counter()
-        click = session.add_click(voxel, positive=positive)
+        with held_messages() as held:  # shown under the click's line
+            click = session.add_click(voxel, positive=positive)
         zoomed = predictor.is_zoomed(session.tiles[0])
         where = f"1 ROI at {predictor.zoom_spacing:g} mm (zoom-in)" if zoomed else None
         print(
@@ -280,6 +283,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if session.rule_note:
             print(f"  {session.rule_note}")
+        sys.stdout.flush()
+        release(held)
         if n == 1 and (predictor.offers_extents() or args.extent is not None):
             _first_click_extents(session, args.extent)
     t0 = time.perf_counter()
