@@ -35,6 +35,8 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from sammed3d.data.transforms import bbox_slices
+
 logger = logging.getLogger(__name__)
 
 ClickStrategy = Literal["random", "center"]
@@ -96,18 +98,6 @@ def _uniform_voxel(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int
     return (int(i), int(j), int(k))
 
 
-def _bbox_slices(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Bounding box of a mask as slices, or None when empty."""
-    slices = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        nz = np.flatnonzero(mask.any(axis=other))
-        if nz.size == 0:
-            return None
-        slices.append(slice(int(nz[0]), int(nz[-1]) + 1))
-    return tuple(slices)
-
-
 def padded_edt(mask: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
     """Euclidean distance of each True voxel to the nearest False voxel or the array border.
 
@@ -123,7 +113,7 @@ def padded_edt(mask: np.ndarray, spacing: Sequence[float] | None = None) -> np.n
         ``(I, J, K)`` float64 distances, 0 outside the mask.
     """
     out = np.zeros(mask.shape, dtype=np.float64)
-    box = _bbox_slices(mask)
+    box = bbox_slices(mask)
     if box is None:
         return out
     sub = np.pad(mask[box], 1, mode="constant", constant_values=False)

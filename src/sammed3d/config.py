@@ -63,9 +63,7 @@ def check_first_pick(value: object) -> str:
     Raises:
         ValueError: anything else.
     """
-    if not isinstance(value, str) or value not in FIRST_PICKS:
-        raise ValueError(f"first_pick must be one of {', '.join(FIRST_PICKS)}, got {value!r}")
-    return value
+    return _choice("first_pick", value, FIRST_PICKS)
 
 
 #: The values of ``later_check`` (:mod:`sammed3d.inference.contrast`).
@@ -78,8 +76,12 @@ def check_later_check(value: object) -> str:
     Raises:
         ValueError: anything else.
     """
-    if not isinstance(value, str) or value not in LATER_CHECKS:
-        raise ValueError(f"later_check must be one of {', '.join(LATER_CHECKS)}, got {value!r}")
+    return _choice("later_check", value, LATER_CHECKS)
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 

@@ -111,12 +111,13 @@ def test_bad_clicks_are_one_line_errors(tmp_path, image, ckpt, capsys, extra, ma
     assert match in _err(capsys)
 
 
-def test_an_unknown_first_pick_is_a_usage_error(tmp_path, image, ckpt, capsys):
-    argv = ["segment", str(image), "-p", "15", "14", "8", "--first-pick", "best"]
+@pytest.mark.parametrize(("flag", "bad"), [("--first-pick", "best"), ("--later-check", "yes")])
+def test_an_unknown_rule_choice_is_a_usage_error(tmp_path, image, ckpt, capsys, flag, bad):
+    argv = ["segment", str(image), "-p", "15", "14", "8", flag, bad]
     with pytest.raises(SystemExit) as stop:
         main([*argv, "--checkpoint", str(ckpt), "-o", str(tmp_path / "m.nii.gz")])
     assert stop.value.code == 2
-    assert "--first-pick: invalid choice: 'best'" in capsys.readouterr().err
+    assert f"{flag}: invalid choice: '{bad}'" in capsys.readouterr().err
 
 
 def test_a_refused_click_is_told_under_it_and_in_the_last_line(
@@ -168,14 +169,6 @@ def test_what_the_library_logs_during_a_click_comes_under_its_line(
         logging.getLogger("sammed3d").removeHandler(spy)
     line = next(i for i, text in enumerate(order) if text.startswith("click 1/1 + at"))
     assert order.index("  budget reached") > line  # under the click's line, indented
-
-
-def test_an_unknown_later_check_is_a_usage_error(tmp_path, image, ckpt, capsys):
-    argv = ["segment", str(image), "-p", "15", "14", "8", "--later-check", "yes"]
-    with pytest.raises(SystemExit) as stop:
-        main([*argv, "--checkpoint", str(ckpt), "-o", str(tmp_path / "m.nii.gz")])
-    assert stop.value.code == 2
-    assert "--later-check: invalid choice: 'yes'" in capsys.readouterr().err
 
 
 def test_refuses_to_overwrite_the_input_and_bad_output_names(tmp_path, image, ckpt, capsys):

@@ -207,10 +207,11 @@ def test_bad_first_picks_are_one_line_errors(bad):
         ModelConfig(first_pick=bad)
 
 
-def test_the_first_pick_travels_in_the_config():
-    cfg = ModelConfig(first_pick="edges")
-    assert ModelConfig.from_dict(cfg.to_dict()).first_pick == "edges"
-    assert ModelConfig.from_dict(ModelConfig().to_dict()).first_pick == "model"
+@pytest.mark.parametrize(("option", "default"), [("first_pick", "model"), ("later_check", "none")])
+def test_the_rule_choices_travel_in_the_config(option, default):
+    cfg = ModelConfig(**{option: "edges"})
+    assert getattr(ModelConfig.from_dict(cfg.to_dict()), option) == "edges"
+    assert getattr(ModelConfig.from_dict(ModelConfig().to_dict()), option) == default
     assert cfg == ModelConfig()  # a behaviour, not compared when weights are matched
 
 
@@ -314,10 +315,3 @@ def test_bad_later_checks_are_one_line_errors(bad):
         check_later_check(bad)
     with pytest.raises(ValueError, match="later_check must be one of"):
         ModelConfig(later_check=bad)
-
-
-def test_the_later_check_travels_in_the_config():
-    cfg = ModelConfig(later_check="edges")
-    assert ModelConfig.from_dict(cfg.to_dict()).later_check == "edges"
-    assert ModelConfig.from_dict(ModelConfig().to_dict()).later_check == "none"
-    assert cfg == ModelConfig()  # a behaviour, not compared when weights are matched

@@ -442,23 +442,17 @@ def test_rule_settings_come_from_the_config_and_are_checked(lab, option, value, 
     assert ModelConfig() == ModelConfig(**{option: value})  # a behaviour, not compared
 
 
-def test_the_first_pick_comes_from_the_config_and_is_checked(lab):
+@pytest.mark.parametrize(
+    ("option", "default", "choices"),
+    [("first_pick", "model", "model, edges"), ("later_check", "none", "none, edges")],
+)
+def test_the_rule_choice_comes_from_the_config_and_is_checked(lab, option, default, choices):
     model = lab.OracleModel(img_size=32)
-    assert SamMed3DPredictor(model).first_pick == "model"  # no config: the model's ranking
-    model.config = ModelConfig(first_pick="edges")
-    assert SamMed3DPredictor(model).first_pick == "edges"
-    assert SamMed3DPredictor(model, first_pick="model").first_pick == "model"
+    # no config: the model's ranking / no check
+    assert getattr(SamMed3DPredictor(model), option) == default
+    model.config = ModelConfig(**{option: "edges"})
+    assert getattr(SamMed3DPredictor(model), option) == "edges"
+    assert getattr(SamMed3DPredictor(model, **{option: default}), option) == default
     for bad in ("", "Edges", 1):
-        with pytest.raises(ValueError, match="first_pick must be one of model, edges"):
-            SamMed3DPredictor(model, first_pick=bad)
-
-
-def test_the_later_check_comes_from_the_config_and_is_checked(lab):
-    model = lab.OracleModel(img_size=32)
-    assert SamMed3DPredictor(model).later_check == "none"  # no config: off
-    model.config = ModelConfig(later_check="edges")
-    assert SamMed3DPredictor(model).later_check == "edges"
-    assert SamMed3DPredictor(model, later_check="none").later_check == "none"
-    for bad in ("", "Edges", 1):
-        with pytest.raises(ValueError, match="later_check must be one of none, edges"):
-            SamMed3DPredictor(model, later_check=bad)
+        with pytest.raises(ValueError, match=f"{option} must be one of {choices}"):
+            SamMed3DPredictor(model, **{option: bad})

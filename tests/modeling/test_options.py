@@ -204,23 +204,14 @@ def test_inference_options_travel_with_the_weights(option_model, tmp_path, optio
     assert getattr(build_model(TINY_OPTIONS).config, option) == 0.0
 
 
-def test_the_first_pick_travels_with_the_weights(option_model, tmp_path):
-    """The edge pick (a first-click rule chosen after training): recorded in the file, the
-    model's own ranking for published defaults and files without it."""
-    assert ModelConfig().first_pick == "model"
-    option_model.config = replace(TINY_OPTIONS, first_pick="edges")
-    path = save_checkpoint(option_model, tmp_path / "first_pick.pth")
-    assert load_checkpoint(path).config.first_pick == "edges"
-    assert build_model(TINY_OPTIONS, path).config.first_pick == "edges"
-    assert build_model(TINY_OPTIONS).config.first_pick == "model"
-
-
-def test_the_later_check_travels_with_the_weights(option_model, tmp_path):
-    """The edge check (a later-click rule chosen after training): recorded in the file, off
-    for published defaults and files without it."""
-    assert ModelConfig().later_check == "none"
-    option_model.config = replace(TINY_OPTIONS, later_check="edges")
-    path = save_checkpoint(option_model, tmp_path / "later_check.pth")
-    assert load_checkpoint(path).config.later_check == "edges"
-    assert build_model(TINY_OPTIONS, path).config.later_check == "edges"
-    assert build_model(TINY_OPTIONS).config.later_check == "none"
+@pytest.mark.parametrize(("option", "default"), [("first_pick", "model"), ("later_check", "none")])
+def test_the_rule_choices_travel_with_the_weights(option_model, tmp_path, option, default):
+    """The edge pick and the edge check (rules chosen or tried after training): recorded in
+    the file; the model's own ranking / no check for published defaults and files without
+    them."""
+    assert getattr(ModelConfig(), option) == default
+    option_model.config = replace(TINY_OPTIONS, **{option: "edges"})
+    path = save_checkpoint(option_model, tmp_path / f"{option}.pth")
+    assert getattr(load_checkpoint(path).config, option) == "edges"
+    assert getattr(build_model(TINY_OPTIONS, path).config, option) == "edges"
+    assert getattr(build_model(TINY_OPTIONS).config, option) == default

@@ -202,6 +202,19 @@ def crop_or_pad(
     return roi.crop(array, pad_value), roi
 
 
+def bbox_slices(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of the True (non-zero) voxels of ``mask`` as slices (steps of 1, stop
+    exclusive), one per axis; None when the mask is empty."""
+    slices = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        nz = np.flatnonzero(mask.any(axis=other))
+        if nz.size == 0:
+            return None
+        slices.append(slice(int(nz[0]), int(nz[-1]) + 1))
+    return tuple(slices)
+
+
 def bbox_center(mask: np.ndarray | torch.Tensor) -> tuple[float, float, float]:
     """Centre of the bounding box of the non-zero voxels, in continuous voxel indices.
 

@@ -54,7 +54,13 @@ from sammed3d.config import (
     check_later_check,
     check_refine_boundary,
 )
-from sammed3d.data.transforms import DEFAULT_SPACING, bbox_center, ct_clamp, zscore_foreground
+from sammed3d.data.transforms import (
+    DEFAULT_SPACING,
+    bbox_center,
+    bbox_slices,
+    ct_clamp,
+    zscore_foreground,
+)
 from sammed3d.inference import extend as _extend
 from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import Lattice, RoiGrid, nearest_index
@@ -1067,14 +1073,8 @@ class SamMed3DPredictor:
         union, mask = _extend.stitch(tiles)
         if self.refine_boundary and points is not None and labels is not None:
             mask = self.refine_mask(union, mask, tiles, points, labels)
-        if not mask.any():
-            return union.paste_to_native(mask)
         # only the mask's own box is pasted (the rest is False): far less for a small object
-        box = []
-        for axis in range(3):
-            hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-            box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-        return union.paste_to_native(mask, within=box)
+        return union.paste_to_native(mask, within=bbox_slices(mask))
 
     def refine_mask(
         self,
