@@ -86,3 +86,21 @@ def test_unknown_command_is_a_usage_error(capsys):
         cli.main(["frobnicate"])
     assert exc.value.code == 2
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "prog", "match"),
+    [
+        (["frobnicate"], "sammed3d", "invalid choice: 'frobnicate'"),
+        (["evaluate", "--clicks", "x", "-o", "out"], "sammed3d evaluate", "got 'x'"),
+        (["segment"], "sammed3d segment", "the following arguments are required"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_help(capsys, argv, prog, match):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"{prog}: error: ") and match in err
+    assert err.rstrip().endswith(f"(usage: {prog} --help)")

@@ -37,7 +37,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 #: Subcommands in the order ``--help`` lists them: name -> one-line help (also the description
 #: of the command's own ``--help``). Register a new command here with one line.
@@ -116,6 +116,15 @@ def selected_command(argv: Sequence[str]) -> str | None:
     return None
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (exit 2): what was wrong and
+    where the usage is, instead of the usage block before the error (its subcommand
+    parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (usage: {self.prog} --help)\n")
+
+
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
     """The ``sammed3d`` parser.
 
@@ -126,7 +135,7 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     from sammed3d._version import __version__
 
     full = set(COMMANDS) if commands is None else set(commands)
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sammed3d",
         description="SAM-Med3D: promptable 3D medical image segmentation.",
     )
