@@ -19,6 +19,7 @@ from sammed3d.clicks import Click
 from sammed3d.evaluation.methods import ModelMethod
 from sammed3d.evaluation.metrics import dice
 from sammed3d.inference import InteractiveSession, SamMed3DPredictor
+from sammed3d.inference.session import RULES
 from sammed3d.io import Volume
 
 MAIN, SIZE = 2.0, 32  # a 64 mm ROI
@@ -260,9 +261,11 @@ def test_a_low_contrast_pick_gives_way_to_the_sharpest_extent(lab):
         found = session.extents()
         if expected is None:  # off: the model's own pick, the small ball inside the bright one
             assert found[0].picked and found[0].current and session.rule_note is None
+            assert session.rule is None
             continue
         assert np.array_equal(session.mask, expected)  # the bright ball, not the small one
         assert session.rule_note and "replaced by a sharper one" in session.rule_note
+        assert session.rule == "contrast guard"
         assert [e.picked for e in found] == [False, True, False]
         assert [e.current for e in found] == [False, True, False]
         assert session.undo() and not session.clicks  # one undo takes the click back
@@ -310,6 +313,7 @@ def test_a_later_click_that_blows_the_mask_up_into_a_blur_is_not_taken(lab):
         if threshold:
             assert np.array_equal(masks[threshold], first)  # kept: the click goes on with the next
             assert session.rule_note and "was not taken" in session.rule_note
+            assert session.rule == "contrast guard"
             assert session.undo() and len(session.clicks) == 1
             assert np.array_equal(session.mask, first)
     assert masks[0.0].sum() > 20 * masks[0.5].sum()  # off: the blur is taken
@@ -341,6 +345,7 @@ def test_the_edge_check_refuses_a_later_click_whose_mask_loses_its_edges(lab):
         assert np.array_equal(masks[check], first)  # refused: the mask as it was
         assert session.clicks == (Click((40, 48, 48), True),)  # and the click not kept
         assert session.rule_note and session.rule_note.startswith("edge check: the positive")
+        assert session.rule == "edge check"
         assert "was not taken" in session.rule_note
         # the next click reaches the model without the refused one (and is refused too)
         session.add_click((40, 49, 48))
@@ -381,18 +386,19 @@ def test_the_edge_pick_takes_the_extent_on_the_strongest_edge(lab, guard):
     # intensities; the bright ball's border is its step edge
     assert np.array_equal(session.mask, component)
     assert session.rule_note and session.rule_note.startswith("edge pick: ")
+    assert session.rule == "edge pick" and session.rule in RULES
     assert session.rule_note.endswith("the model's own mask is extent 0")  # the small ball
     found = session.extents()
     assert [e.picked for e in found] == [False, True, False]
     assert [e.current for e in found] == [False, True, False]
     assert session.undo() and not session.clicks  # one undo takes the click back
-    assert session.rule_note is None  # it told of the click undone
+    assert session.rule_note is None and session.rule is None  # it told of the click undone
     assert session.redo() and np.array_equal(session.mask, component)
     session.undo()
     session.add_point(scene.centre)
     assert session.rule_note
     session.choose_extent(0)
-    assert session.rule_note is None  # the mask is the one chosen now
+    assert session.rule_note is None and session.rule is None  # the mask is chosen now
     session.choose_extent(1)
     session.add_point((41, 48, 48))  # the next click refines the chosen mask
     assert dice(session.mask, component) > 0.9

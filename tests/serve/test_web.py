@@ -106,7 +106,7 @@ def test_clicks_in_mm_on_a_flipped_affine(client: httpx.Client, nifti_path: Path
     )
     assert meta["voxel"] == [9, 17, 14]
     assert meta["value"] == float(image[9, 17, 14])
-    assert meta["note"] is None  # no inference rule changed this click's mask
+    assert meta["note"] is None and meta["rule"] is None  # no rule changed this click's mask
     assert overlay[5:15, 9:27, 7:23].all() and not overlay[26:34, 10:20, 10:20].any()
     assert meta["info"]["objects"] == [1] and meta["info"]["current"] == 1
     # mirrored in i, the same mm would have hit object B: the flip is honoured

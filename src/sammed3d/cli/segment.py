@@ -179,8 +179,7 @@ def _check_output_name(path: str) -> None:
 def _first_click_extents(session: InteractiveSession, extent: int | None) -> None:
     """Print the masks the first click could get; take ``extent`` of them if given."""
     found = session.extents()  # ValueError (one line) for a model with one mask per click
-    # a rule's note starts with its name ("edge pick: ...", "contrast guard: ...")
-    mark = f" ({session.rule_note.split(':')[0]})" if session.rule_note else " (model)"
+    mark = f" ({session.rule})" if session.rule else " (model)"
     cells = "  ".join(f"{e.index}: {e.volume_ml:.1f} ml{mark if e.picked else ''}" for e in found)
     print(f"  masks this click could get (--extent N): {cells}")
     if extent is not None:

@@ -114,6 +114,9 @@ _Block = tuple[tuple[slice, ...], np.ndarray]
 #: An object's first-click extents: key, tiles, voxel counts, scores, blocks.
 _ExtentCache = tuple[tuple[Any, ...], list[Tile], list[int], list[float], list[_Block]]
 
+#: The rules that can change what a click gives (:attr:`InteractiveSession.rule`).
+RULES = ("edge pick", "contrast guard", "edge check")
+
 #: Two first-click masks with at least this Dice are offered once (the better-scored one).
 EXTENT_DUPLICATE_DICE = 0.9
 
@@ -187,8 +190,10 @@ class InteractiveSession:
         self._edge_scores: dict[int, tuple[np.ndarray, float]] = {}
         #: What a first-click rule (the edge pick), the edge check or the contrast guard
         #: changed at the last click (None: nothing, or the click was undone or its extent
-        #: chosen), a line to show.
+        #: chosen), a line to show; it starts with the rule's name.
         self.rule_note: str | None = None
+        #: The name of that rule: one of :data:`RULES`, or None with ``rule_note``.
+        self.rule: str | None = None
 
     # ------------------------------------------------------------------------------------
     # image and objects
@@ -206,7 +211,7 @@ class InteractiveSession:
         self._redo.clear()
         self._extent_cache = None
         self._edge_scores.clear()
-        self.rule_note = None
+        self.rule = self.rule_note = None
 
     def new_object(self, label: int | None = None) -> int:
         """Start a new object and make it current; returns its label value.
@@ -321,7 +326,7 @@ class InteractiveSession:
         """
         t0 = time.perf_counter()
         pred = self.predictor
-        self.rule_note = None
+        self.rule = self.rule_note = None
         history = (list(self._undo), list(self._redo))  # as they were, should it be refused
         voxel = pred.click_voxels(coord)  # (1, 3) int64: the one rounding and image check
         click = Click(tuple(int(v) for v in voxel[0]), bool(positive))  # type: ignore[arg-type]
@@ -475,7 +480,7 @@ class InteractiveSession:
         key, tiles, *_ = self._extent_cache
         obj = self._objects[key[0]]
         state = obj.state
-        self.rule_note = None  # the mask is now the one chosen
+        self.rule = self.rule_note = None  # the mask is now the one chosen
         chosen = self._extent_tiles(tiles[int(index)])
         self._apply(obj, _ObjectState(state.clicks, chosen, state.roi, 0, state.first_pick))
         count = self.voxel_count(obj.label)
@@ -565,12 +570,13 @@ class InteractiveSession:
             (i for i, t in enumerate(tiles) if shown is not None and _same_tile(t, shown)), None
         )
         where = f"extent {listed}" if listed is not None else "among the extents"
-        self.rule_note = (
-            f"{rule}: the model's mask ({np.count_nonzero(shown_block)} voxels"
+        self._tell(
+            obj.label,
+            rule,
+            f"the model's mask ({np.count_nonzero(shown_block)} voxels"
             f"{', ' + why if why else ''}) replaced by a sharper one "
-            f"({self.voxel_count(obj.label)} voxels, {better}); the model's own mask is {where}"
+            f"({self.voxel_count(obj.label)} voxels, {better}); the model's own mask is {where}",
         )
-        logger.debug("object %d: %s", obj.label, self.rule_note)
 
     def _guard_later_click(
         self,
@@ -602,12 +608,13 @@ class InteractiveSession:
         grown = int(np.count_nonzero(obj.block))
         self._set_state(obj.label, after)
         self._undo[-1] = _Action(obj.label, undo_before, after)
-        self.rule_note = (
-            f"contrast guard: the mask this click gave ({grown} voxels, border contrast "
-            f"{new_c:.2f}, was {old_c:.2f}) was not taken; the click is kept for the next one "
-            "(undo it if it was wrong, or switch the guard off)"
+        self._tell(
+            obj.label,
+            "contrast guard",
+            f"the mask this click gave ({grown} voxels, border contrast {new_c:.2f}, was "
+            f"{old_c:.2f}) was not taken; the click is kept for the next one (undo it if it "
+            "was wrong, or switch the guard off)",
         )
-        logger.debug("object %d: %s", obj.label, self.rule_note)
 
     def _edge_check(
         self,
@@ -644,13 +651,19 @@ class InteractiveSession:
             score = f"has {new / old:.0%} of the edge score of the mask before it ({had} voxels)"
         else:
             score = f"has edge score {new:.3g}, the mask before it ({had} voxels) {old:.3g}"
-        self.rule_note = (
-            f"edge check: the {sign} click at {click.coord} was not taken: the mask it gave "
-            f"({grown} voxels) {score}; the mask is as it was and the click is not kept (click "
-            "elsewhere, or switch the edge check off)"
+        self._tell(
+            obj.label,
+            "edge check",
+            f"the {sign} click at {click.coord} was not taken: the mask it gave ({grown} "
+            f"voxels) {score}; the mask is as it was and the click is not kept (click "
+            "elsewhere, or switch the edge check off)",
         )
-        logger.debug("object %d: %s", obj.label, self.rule_note)
         return True
+
+    def _tell(self, label: int, rule: str, text: str) -> None:
+        """Say what ``rule`` (one of :data:`RULES`) did to object ``label`` at this click."""
+        self.rule, self.rule_note = rule, f"{rule}: {text}"
+        logger.debug("object %d: %s", label, self.rule_note)
 
     def _extent_key(self, label: int | None) -> tuple[tuple[Any, ...], _ObjectState]:
         if label is None:
@@ -738,7 +751,7 @@ class InteractiveSession:
         action = self._undo.pop()
         self._set_state(action.label, action.before)
         self._redo.append(action)
-        self.rule_note = None  # it told of the click undone
+        self.rule = self.rule_note = None  # it told of the click undone
         return True
 
     def redo(self) -> bool:
@@ -748,7 +761,7 @@ class InteractiveSession:
         action = self._redo.pop()
         self._set_state(action.label, action.after)
         self._undo.append(action)
-        self.rule_note = None
+        self.rule = self.rule_note = None
         return True
 
     @property

@@ -115,6 +115,7 @@ def register(app: FastAPI, ctx: Context) -> None:
                 "value": value,
                 "info": s.info(),
                 "note": s.session.rule_note,  # what a rule did at this click, or None
+                "rule": s.session.rule,  # that rule's name, or None
             }
             return patch_response(result.change, extra)
 
