@@ -29,28 +29,36 @@ def _checked(name: str, value: object, high: float, what: str) -> float:
         or not math.isfinite(value)
         or not 0 <= value <= high
     ):
-        raise ValueError(f"{name} must be 0 (off) or {what.format(high)}, got {value!r}")
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        shown = f"{float(value):g}" if real else repr(value)  # type: ignore[arg-type]
+        raise ValueError(f"{name} must be 0 (off) or {what.format(high)}, got {shown}")
     return float(value) + 0.0  # -0.0 -> 0.0
 
 
-def check_refine_boundary(value: object) -> float:
+def check_refine_boundary(value: object, name: str = "refine_boundary") -> float:
     """``value`` as a boundary refinement width in mm (0: off).
+
+    Args:
+        value: The width.
+        name: What the error calls it (a field, or a command-line flag).
 
     Raises:
         ValueError: not a number, not finite, negative or above ``MAX_REFINE_BOUNDARY_MM``.
     """
-    return _checked("refine_boundary", value, MAX_REFINE_BOUNDARY_MM, "a width of at most {:g} mm")
+    return _checked(name, value, MAX_REFINE_BOUNDARY_MM, "a width of at most {:g} mm")
 
 
-def check_contrast_guard(value: object) -> float:
+def check_contrast_guard(value: object, name: str = "contrast_guard") -> float:
     """``value`` as the contrast guard's border contrast threshold (0: off).
+
+    Args:
+        value: The threshold.
+        name: What the error calls it (a field, or a command-line flag).
 
     Raises:
         ValueError: not a number, not finite, negative or above ``MAX_CONTRAST_GUARD``.
     """
-    return _checked(
-        "contrast_guard", value, MAX_CONTRAST_GUARD, "a border contrast of at most {:g}"
-    )
+    return _checked(name, value, MAX_CONTRAST_GUARD, "a border contrast of at most {:g}")
 
 
 #: The values of ``first_pick`` (:mod:`sammed3d.inference.contrast`).

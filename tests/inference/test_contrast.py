@@ -114,6 +114,16 @@ def test_bad_thresholds_are_one_line_errors(bad):
             ModelConfig(contrast_guard=bad)
 
 
+def test_the_error_names_what_it_checks_and_shows_the_value():
+    with pytest.raises(
+        ValueError,
+        match=r"^--contrast-guard must be 0 \(off\) or a border contrast of at most 10, got 12$",
+    ):
+        check_contrast_guard(12, "--contrast-guard")
+    with pytest.raises(ValueError, match=r"got '0\.4'$"):  # not a number: shown as given
+        check_contrast_guard("0.4")
+
+
 def test_the_threshold_travels_in_the_config():
     cfg = ModelConfig(contrast_guard=0.4)
     assert ModelConfig.from_dict(cfg.to_dict()).contrast_guard == 0.4

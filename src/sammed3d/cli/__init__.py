@@ -292,7 +292,7 @@ def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
 
 def check_rule_args(args: argparse.Namespace) -> None:
     """Raises :class:`CLIError` for a bad value of an :data:`RULE_OPTIONS` option."""
-    from sammed3d.config import MAX_CONTRAST_GUARD, MAX_REFINE_BOUNDARY_MM
+    from sammed3d.config import check_contrast_guard, check_refine_boundary
     from sammed3d.data.transforms import DEFAULT_SPACING  # at run time: keeps --help light
 
     zoom = args.zoom_spacing
@@ -303,13 +303,16 @@ def check_rule_args(args: argparse.Namespace) -> None:
         raise CLIError(
             f"--zoom-spacing must be finer than the {coarse:g} mm lattice (0: off), got {zoom:g}"
         )
-    for flag, high, what in (
-        ("--refine-boundary", MAX_REFINE_BOUNDARY_MM, "a width of at most {:g} mm"),
-        ("--contrast-guard", MAX_CONTRAST_GUARD, "a border contrast of at most {:g}"),
+    for flag, check in (
+        ("--refine-boundary", check_refine_boundary),
+        ("--contrast-guard", check_contrast_guard),
     ):
         value = getattr(args, RULE_OPTIONS[flag])
-        if value is not None and not (math.isfinite(value) and 0 <= value <= high):
-            raise CLIError(f"{flag} must be 0 (off) or {what.format(high)}, got {value:g}")
+        if value is not None:
+            try:
+                check(value, flag)  # the checkpoint field's own check, naming the flag
+            except ValueError as err:
+                raise CLIError(str(err)) from None
 
 
 def rule_kwargs(args: argparse.Namespace) -> dict[str, float | str | None]:
