@@ -99,6 +99,7 @@ METAVARS: dict[str | tuple[str, str], str] = {
     ("--label", "N"): "2",
     ("--max-rois", "N"): "2",
     ("--zoom-spacing", "MM"): "1.0",
+    ("--fine-zoom-spacing", "MM"): "0.5",
     ("--refine-boundary", "MM"): "3",
     ("--contrast-guard", "C"): "0.4",
     "N": "1",

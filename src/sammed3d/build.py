@@ -236,6 +236,7 @@ def build_model(
                 contrast_guard=ckpt.config.contrast_guard,
                 first_pick=ckpt.config.first_pick,
                 later_check=ckpt.config.later_check,
+                fine_zoom_spacing=ckpt.config.fine_zoom_spacing,
             )
     return model.to(resolve_model_device(device)).eval()
 

@@ -98,10 +98,10 @@ class ModelConfig:
     """Architecture of a SAM-Med3D model.
 
     The first eight fields are those of the published builders; the rest default to the
-    released ``vit_b_ori`` values and exist so that small variants can be built. The last nine
+    released ``vit_b_ori`` values and exist so that small variants can be built. The last ten
     (``click_maps``, ``hires_channels``, ``first_click_multimask``,
     ``negative_click_similarity``, ``zoom_spacing``, ``refine_boundary``, ``contrast_guard``,
-    ``first_pick``, ``later_check``)
+    ``first_pick``, ``later_check``, ``fine_zoom_spacing``)
     are options of our own models; published
     checkpoints always get the published behaviour (``negative_click_similarity`` only acts
     with the first two).
@@ -179,6 +179,13 @@ class ModelConfig:
     #: is not kept). An inference rule tried after training and not bundled
     #: (docs/default_model.md); not compared when weights are matched.
     later_check: str = field(default="none", compare=False)
+    #: Our models only (published: 0, off). A second zoom lattice, finer than
+    #: ``zoom_spacing``: a first click's masks in a ROI of this spacing (mm) centred on the
+    #: click are offered among its extents, so the edge pick can take them
+    #: (:meth:`sammed3d.inference.SamMed3DPredictor.first_click_extents`). An inference
+    #: rule chosen after training (docs/default_model.md); not compared when weights are
+    #: matched.
+    fine_zoom_spacing: float = field(default=0.0, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -254,15 +261,15 @@ class ModelConfig:
                 "negative_click_similarity must be true or false, "
                 f"got {self.negative_click_similarity!r}"
             )
-        if (
-            isinstance(self.zoom_spacing, bool)
-            or not isinstance(self.zoom_spacing, int | float)
-            or not math.isfinite(self.zoom_spacing)
-            or self.zoom_spacing < 0
-        ):
-            raise ValueError(
-                f"zoom_spacing must be 0 (off) or a spacing in mm, got {self.zoom_spacing!r}"
-            )
+        for name in ("zoom_spacing", "fine_zoom_spacing"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValueError(f"{name} must be 0 (off) or a spacing in mm, got {value!r}")
         check_refine_boundary(self.refine_boundary)
         check_contrast_guard(self.contrast_guard)
         check_first_pick(self.first_pick)

@@ -19,6 +19,7 @@ def test_each_rule_off_is_compared_with_the_bundled_settings() -> None:
     assert re.search(r"^refinement off, ball: first click median", proc.stdout, re.M)
     assert re.search(r"^guard off, brain: first click median", proc.stdout, re.M)
     assert re.search(r"^edge pick off, ball: first click median", proc.stdout, re.M)
+    assert re.search(r"^fine zoom on, ball: first click median", proc.stdout, re.M)
     ratios = re.findall(r"ratio bundled / ([\w ]+) off, (\w+): first click ([\d.]+)x", proc.stdout)
     assert [r[:2] for r in ratios] == [
         ("refinement", "ball"),
@@ -30,11 +31,16 @@ def test_each_rule_off_is_compared_with_the_bundled_settings() -> None:
     ]
     assert all(float(r[2]) > 0 for r in ratios)
     checks = re.findall(
-        r"ratio edge check on / bundled, (\w+): first click [\d.]+x, "
-        r"refinement ([\d.]+)x",
+        r"ratio ([\w ]+) on / bundled, (\w+): first click [\d.]+x, refinement ([\d.]+)x",
         proc.stdout,
     )
-    assert [c[0] for c in checks] == ["ball", "brain"] and all(float(c[1]) > 0 for c in checks)
+    assert [c[:2] for c in checks] == [
+        ("edge check", "ball"),
+        ("edge check", "brain"),
+        ("fine zoom", "ball"),
+        ("fine zoom", "brain"),
+    ]
+    assert all(float(c[2]) > 0 for c in checks)
 
 
 def test_bad_repeat_is_one_line() -> None:

@@ -99,6 +99,15 @@ def test_no_checkpoint_is_a_clear_error(tmp_path, image, monkeypatch, capsys):
         (["-p", "15", "14", "8", "--label", "0"], "--label"),
         (["-p", "15", "14", "8", "--zoom-spacing", "-1"], "--zoom-spacing must be 0 (off)"),
         (["-p", "15", "14", "8", "--zoom-spacing", "2"], "must be finer than the 1.5 mm lattice"),
+        (["-p", "15", "14", "8", "--fine-zoom-spacing", "-1"], "--fine-zoom-spacing must be 0"),
+        (
+            ["-p", "15", "14", "8", "--zoom-spacing", "0", "--fine-zoom-spacing", "0.5"],
+            "--fine-zoom-spacing 0.5 needs zoom-in, which --zoom-spacing 0 turns off",
+        ),
+        (
+            ["-p", "15", "14", "8", "--zoom-spacing", "1", "--fine-zoom-spacing", "1"],
+            "--fine-zoom-spacing must be finer than --zoom-spacing (1 mm; 0: off), got 1",
+        ),
         (["-p", "15", "14", "8", "--refine-boundary", "-3"], "--refine-boundary must be 0 (off)"),
         (["-p", "15", "14", "8", "--refine-boundary", "100"], "a width of at most 10 mm, got 100"),
         (["-p", "15", "14", "8", "--contrast-guard", "-0.4"], "--contrast-guard must be 0 (off)"),

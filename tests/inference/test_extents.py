@@ -66,11 +66,13 @@ def _multimask_model(lab, duplicate: bool = False, empty: bool = False, blow_up:
 
 
 def _session(
-    lab, zoom: float = 0.0, duplicate: bool = False, empty: bool = False
+    lab, zoom: float = 0.0, duplicate: bool = False, empty: bool = False, fine: float = 0.0
 ) -> tuple[InteractiveSession, object]:
     vol, scene = _scene()
     model = _multimask_model(lab, duplicate, empty)
-    pred = SamMed3DPredictor(model, target_spacing=(MAIN,) * 3, zoom_spacing=zoom)
+    pred = SamMed3DPredictor(
+        model, target_spacing=(MAIN,) * 3, zoom_spacing=zoom, fine_zoom_spacing=fine
+    )
     session = InteractiveSession(pred)
     session.set_image(vol)
     return session, scene
@@ -169,6 +171,56 @@ def test_zoomed_objects_list_both_lattices(lab):
     session.choose_extent(main.index)
     assert not session.predictor.is_zoomed(session.tiles[0])
     assert session.voxel_count() == main.voxels
+
+
+def test_a_fine_zoom_lattice_offers_its_masks_too_and_an_object_can_live_there(lab):
+    session, scene = _session(lab, zoom=1.0, fine=0.5)
+    pred = session.predictor
+    session.add_point(scene.centre)
+    assert [t.roi.lattice.grid.spacing for t in session.tiles] == [(1.0,) * 3]  # zoom-in as before
+    found = session.extents()
+    assert {e.spacing_mm for e in found} == {0.5, 1.0, MAIN}
+    assert [e.spacing_mm for e in found if e.picked] == [1.0]  # the model's pick
+    # the fine lattice's large mask: a 12-voxel ball there is 6 mm (its clicked-component
+    # mask duplicates the zoom lattice's and is offered once)
+    large = max((e for e in found if e.spacing_mm == 0.5), key=lambda e: e.voxels)
+    mask = _mask_of(session, large.index)
+    assert dice(mask, scene.dist <= 6.0) > 0.9
+    assert pred.is_zoomed(session.tiles[0]) and len(session.tiles) == 1
+    assert session.tiles[0].roi.lattice.grid.spacing == (0.5,) * 3
+    # a later click inside stays on the fine lattice, its logits the prompt
+    prompt = session.low_res_logits.clone()
+    session.add_point((42, 48, 48))
+    assert session.tiles[0].roi.lattice.grid.spacing == (0.5,) * 3
+    torch.testing.assert_close(pred.model.decode_calls[-1]["mask_input"], prompt)
+    assert session.undo() and np.array_equal(session.mask, mask)
+    # the ROIs of the three lattices do not share cached embeddings or intensities
+    assert {key[0] for key in pred._embeddings} == {0, 1, 2}
+    # off without zoom-in (from a checkpoint), an error when asked for
+    assert SamMed3DPredictor(pred.model, target_spacing=(MAIN,) * 3).fine_zoom_spacing == 0.0
+    with pytest.raises(ValueError, match="needs zoom-in, which is off"):
+        SamMed3DPredictor(pred.model, target_spacing=(MAIN,) * 3, fine_zoom_spacing=0.5)
+    with pytest.raises(ValueError, match="must be finer than zoom_spacing"):
+        SamMed3DPredictor(
+            pred.model, target_spacing=(MAIN,) * 3, zoom_spacing=1.0, fine_zoom_spacing=1.0
+        )
+    with pytest.raises(ValueError, match="fine_zoom_spacing must be 0"):
+        SamMed3DPredictor(pred.model, zoom_spacing=1.0, fine_zoom_spacing=float("nan"))
+
+
+def test_the_fine_zoom_setting_comes_from_the_checkpoint(lab):
+    model = _multimask_model(lab)
+    model.config = SimpleNamespace(zoom_spacing=1.0, fine_zoom_spacing=0.5)
+    assert SamMed3DPredictor(model, target_spacing=(MAIN,) * 3).fine_zoom_spacing == 0.5
+    # the checkpoint's fine lattice without its zoom-in, or not finer than it: off
+    assert SamMed3DPredictor(model, zoom_spacing=0).fine_zoom_spacing == 0.0
+    model.config = SimpleNamespace(zoom_spacing=0.5, fine_zoom_spacing=0.75)
+    assert SamMed3DPredictor(model, target_spacing=(MAIN,) * 3).fine_zoom_spacing == 0.0
+
+
+def _mask_of(session: InteractiveSession, index: int) -> np.ndarray:
+    session.choose_extent(index)
+    return session.mask.copy()
 
 
 def test_a_first_click_is_decoded_once_for_its_pick_and_its_extents(lab, monkeypatch):

@@ -172,6 +172,9 @@ def test_without_negative_click_similarity_only_negative_clicks_change(option_mo
         {"zoom_spacing": -1.0},
         {"zoom_spacing": float("nan")},
         {"zoom_spacing": True},
+        {"fine_zoom_spacing": -0.5},
+        {"fine_zoom_spacing": float("inf")},
+        {"fine_zoom_spacing": "0.5"},
         {"refine_boundary": -1.0},
         {"refine_boundary": float("inf")},
         {"refine_boundary": "3"},
@@ -189,7 +192,13 @@ def test_bad_option_values(bad):
 
 
 @pytest.mark.parametrize(
-    ("option", "value"), [("zoom_spacing", 1.0), ("refine_boundary", 3.0), ("contrast_guard", 0.4)]
+    ("option", "value"),
+    [
+        ("zoom_spacing", 1.0),
+        ("refine_boundary", 3.0),
+        ("contrast_guard", 0.4),
+        ("fine_zoom_spacing", 0.5),
+    ],
 )
 def test_inference_options_travel_with_the_weights(option_model, tmp_path, option, value):
     """Behaviours chosen after training (zoom-in, boundary refinement, contrast veto of the

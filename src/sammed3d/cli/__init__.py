@@ -227,9 +227,11 @@ def add_extension_args(parser: argparse.ArgumentParser, no_extend_help: str) -> 
 
 
 #: The options of the inference rules a checkpoint carries (zoom-in, boundary refinement,
-#: contrast guard, first pick, later check): ``--flag`` -> predictor keyword.
+#: contrast guard, first pick, later check, the fine zoom lattice): ``--flag`` -> predictor
+#: keyword.
 RULE_OPTIONS = {
     "--zoom-spacing": "zoom_spacing",
+    "--fine-zoom-spacing": "fine_zoom_spacing",
     "--refine-boundary": "refine_boundary",
     "--contrast-guard": "contrast_guard",
     "--first-pick": "first_pick",
@@ -249,6 +251,15 @@ def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         "of a 128-voxel ROI at this spacing), redo it in a ROI of this spacing in mm, finer "
         "than the 1.5 mm lattice (0: off; default: the checkpoint's setting, 1.0 for the "
         "bundled model, off for the published ones)",
+    )
+    parser.add_argument(
+        "--fine-zoom-spacing",
+        type=float,
+        metavar="MM",
+        help=f"{prefix}a second, finer zoom lattice: a first click's masks in a ROI of this "
+        "spacing in mm (finer than --zoom-spacing) are offered among its masks too, so the "
+        "edge pick can take them; slower first clicks (0: off; default: the checkpoint's "
+        "setting, off for the bundled and the published models)",
     )
     parser.add_argument(
         "--refine-boundary",
@@ -302,6 +313,18 @@ def check_rule_args(args: argparse.Namespace) -> None:
     if zoom and zoom >= coarse:
         raise CLIError(
             f"--zoom-spacing must be finer than the {coarse:g} mm lattice (0: off), got {zoom:g}"
+        )
+    fine = args.fine_zoom_spacing
+    if fine is not None and not (math.isfinite(fine) and fine >= 0):
+        raise CLIError(f"--fine-zoom-spacing must be 0 (off) or a spacing in mm, got {fine}")
+    if fine and zoom == 0:
+        raise CLIError(
+            f"--fine-zoom-spacing {fine:g} needs zoom-in, which --zoom-spacing 0 turns off"
+        )
+    if fine and zoom is not None and not fine < zoom:
+        raise CLIError(
+            f"--fine-zoom-spacing must be finer than --zoom-spacing ({zoom:g} mm; 0: off), "
+            f"got {fine:g}"
         )
     for flag, check in (
         ("--refine-boundary", check_refine_boundary),

@@ -274,7 +274,8 @@ def run(args: argparse.Namespace) -> int:
         with held_messages() as held:  # shown under the click's line
             click = session.add_click(voxel, positive=positive)
         zoomed = predictor.is_zoomed(session.tiles[0])
-        where = f"1 ROI at {predictor.zoom_spacing:g} mm (zoom-in)" if zoomed else None
+        fine = float(np.mean(session.tiles[0].roi.grid.spacing))  # the zoom or fine lattice
+        where = f"1 ROI at {fine:g} mm (zoom-in)" if zoomed else None
         print(
             f"click {n}/{len(clicks)} {'+' if positive else '-'} at {click.coord}: "
             f"{session.voxel_count()} voxels, {where or f'{len(session.tiles)} ROI(s)'} "

@@ -177,6 +177,7 @@ class ModelMethod:
             "accumulate_clicks": self.session.accumulate_clicks,
             "zoom_spacing": p.zoom_spacing,
             "zoom_fill": p.zoom_fill,
+            "fine_zoom_spacing": p.fine_zoom_spacing,
             "refine_boundary": p.refine_boundary,
             "contrast_guard": p.contrast_guard,
             "first_pick": p.first_pick,

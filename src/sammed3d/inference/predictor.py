@@ -174,6 +174,13 @@ class SamMed3DPredictor:
             here must be finer than ``target_spacing`` (ValueError otherwise).
         zoom_fill: Largest share of the zoomed ROI's side a first mask's bounding box may
             span to be zoomed into.
+        fine_zoom_spacing: A second, finer zoom lattice (mm) whose masks for a first click
+            are offered among its extents (:meth:`first_click_extents`), so that a
+            first-click rule (the edge pick) can take them; the object then lives on that
+            lattice as on the zoom lattice. 0 turns it off, None (default) takes the
+            checkpoint's ``fine_zoom_spacing`` (0 for the published models; off without
+            zoom-in or when not finer than ``zoom_spacing``). A value given here must be
+            finer than ``zoom_spacing`` (ValueError otherwise, and with zoom-in off).
         refine_boundary: Boundary refinement (:mod:`sammed3d.inference.refine`): the
             half-width in mm of the band along a mask's boundary decided again by intensity,
             at most ``MAX_REFINE_BOUNDARY_MM`` (10) and rounded to whole voxels of the ROI's
@@ -232,6 +239,7 @@ class SamMed3DPredictor:
         cache_size: int = 16,
         zoom_spacing: float | None = None,
         zoom_fill: float = ZOOM_FILL,
+        fine_zoom_spacing: float | None = None,
         refine_boundary: float | None = None,
         contrast_guard: float | None = None,
         first_pick: str | None = None,
@@ -266,6 +274,27 @@ class SamMed3DPredictor:
             zoom_spacing = 0.0  # the checkpoint's zoom is not finer than this lattice: off
         if not 0 < zoom_fill <= 1:
             raise ValueError(f"zoom_fill must be in (0, 1], got {zoom_fill}")
+        explicit = fine_zoom_spacing is not None
+        if fine_zoom_spacing is None:
+            config = getattr(model, "config", None)
+            fine_zoom_spacing = float(getattr(config, "fine_zoom_spacing", 0.0) or 0.0)
+        fine_zoom_spacing = float(fine_zoom_spacing)
+        if not np.isfinite(fine_zoom_spacing) or fine_zoom_spacing < 0:
+            raise ValueError(
+                f"fine_zoom_spacing must be 0 (off) or a spacing in mm, got {fine_zoom_spacing}"
+            )
+        if fine_zoom_spacing and not 0 < fine_zoom_spacing < zoom_spacing:
+            if explicit and not zoom_spacing:
+                raise ValueError(
+                    f"fine_zoom_spacing {fine_zoom_spacing:g} needs zoom-in, which is off "
+                    "(zoom_spacing 0)"
+                )
+            if explicit:
+                raise ValueError(
+                    f"fine_zoom_spacing must be finer than zoom_spacing ({zoom_spacing:g} mm; "
+                    f"0 switches it off), got {fine_zoom_spacing:g}"
+                )
+            fine_zoom_spacing = 0.0  # no zoom-in, or not finer than it: off
         if refine_boundary is None:
             config = getattr(model, "config", None)
             refine_boundary = float(getattr(config, "refine_boundary", 0.0) or 0.0)
@@ -301,6 +330,9 @@ class SamMed3DPredictor:
         #: A first mask is zoomed into when its bounding box fills at most this share of the
         #: zoomed ROI's side.
         self.zoom_fill = float(zoom_fill)
+        #: Spacing (mm) of the second zoom lattice whose first-click masks are offered among
+        #: the extents; 0: none.
+        self.fine_zoom_spacing = fine_zoom_spacing
         #: Half-width (mm) of the boundary band decided again by intensity; 0: off.
         self.refine_boundary = refine_boundary
         #: Border contrast below which a first-click pick gives way to a sharper extent and a
@@ -313,6 +345,7 @@ class SamMed3DPredictor:
         self._volume: Volume | None = None
         self._lattice: Lattice | None = None
         self._zoom_lattice: Lattice | None = None
+        self._fine_lattice: Lattice | None = None
         self._modality: str | None = None
         self._embeddings: OrderedDict[tuple, ImageEmbedding] = OrderedDict()
         # raw ROI intensities (boundary refinement), keyed and bounded like the embeddings
@@ -433,6 +466,8 @@ class SamMed3DPredictor:
         self._lattice = Lattice.from_native(volume, self.target_spacing)
         if self.zoom_spacing:
             self._zoom_lattice = Lattice.from_native(volume, (self.zoom_spacing,) * 3)
+        if self.fine_zoom_spacing:
+            self._fine_lattice = Lattice.from_native(volume, (self.fine_zoom_spacing,) * 3)
         self._modality = (
             normalise_modality(modality)
             if modality is not None
@@ -451,6 +486,7 @@ class SamMed3DPredictor:
         self._volume = None
         self._lattice = None
         self._zoom_lattice = None
+        self._fine_lattice = None
         self._modality = None
         self._embeddings.clear()
         self._intensities.clear()
@@ -641,7 +677,7 @@ class SamMed3DPredictor:
         """
         volume, _ = self._image()
         self.check_roi(roi)
-        key = (roi.lattice is self._zoom_lattice, *roi.key)
+        key = (self._lattice_level(roi.lattice), *roi.key)
         if key in self._intensities:
             self._intensities.move_to_end(key)
             return self._intensities[key]
@@ -658,7 +694,7 @@ class SamMed3DPredictor:
     def get_image_embedding(self, roi: RoiGrid) -> ImageEmbedding:
         """Image embedding of ``roi`` (:meth:`Sam3D.encode`; computed once, then cached)."""
         self.check_roi(roi)
-        key = (roi.lattice is self._zoom_lattice, *roi.key)
+        key = (self._lattice_level(roi.lattice), *roi.key)
         if key in self._embeddings:
             self._embeddings.move_to_end(key)
             return self._embeddings[key]
@@ -731,7 +767,7 @@ class SamMed3DPredictor:
         if pick_best or (multimask_output and not bool(mask_input.any())):
             # a first click's multimask outputs, decoded once for its pick and its extents
             key = (
-                roi.lattice is self._zoom_lattice,
+                self._lattice_level(roi.lattice),
                 *roi.key,
                 tuple(coords.cpu().reshape(-1).tolist()),
                 tuple(labs.cpu().reshape(-1).tolist()),
@@ -819,7 +855,8 @@ class SamMed3DPredictor:
             labels: ``(N,)``: 1 positive, 0 negative.
             zoom: Also decode the prompts in a ROI of the zoom lattice centred on the first
                 point (when ``zoom_spacing`` is set), keeping the outputs that stay away from
-                that ROI's faces (:meth:`zoom_first_tile`'s outputs).
+                that ROI's faces (:meth:`zoom_first_tile`'s outputs), and likewise on the
+                fine zoom lattice (when ``fine_zoom_spacing`` is set).
 
         Returns:
             ``(tile, score)`` pairs (score: predicted IoU x stability), main lattice first,
@@ -835,10 +872,13 @@ class SamMed3DPredictor:
             )
         native = np.asarray(points, dtype=np.float64).reshape(-1, 3)
         rois = [roi]
-        if zoom and self._zoom_lattice is not None and roi.lattice is self._lattice:
-            fine = self._zoom_lattice.roi_at(native[0], self.roi_size)
-            if fine.contains_native(native).all():
-                rois.append(fine)
+        if zoom and roi.lattice is self._lattice:
+            for lattice in (self._zoom_lattice, self._fine_lattice):
+                if lattice is None:
+                    continue
+                fine = lattice.roi_at(native[0], self.roi_size)
+                if fine.contains_native(native).all():
+                    rois.append(fine)
         out: list[tuple[Tile, float]] = []
         for where in rois:
             vox = torch.as_tensor(where.native_points_to_voxels(native), dtype=torch.float32)
@@ -855,8 +895,17 @@ class SamMed3DPredictor:
         return out
 
     def is_zoomed(self, tile: Tile) -> bool:
-        """Whether ``tile`` lies on the zoom lattice (:meth:`zoom_first_tile`)."""
-        return self._zoom_lattice is not None and tile.roi.lattice is self._zoom_lattice
+        """Whether ``tile`` lies on a zoom lattice (:meth:`zoom_first_tile`, or the fine one
+        of ``fine_zoom_spacing``)."""
+        return self._lattice_level(tile.roi.lattice) > 0
+
+    def _lattice_level(self, lattice: Lattice) -> int:
+        """0: the main lattice (or another image's), 1: the zoom lattice, 2: the fine one."""
+        if lattice is self._zoom_lattice and lattice is not None:
+            return 1
+        if lattice is self._fine_lattice and lattice is not None:
+            return 2
+        return 0
 
     def zoom_first_tile(
         self, tile: Tile, voxel: Sequence[int], points: np.ndarray, labels: np.ndarray
@@ -1142,9 +1191,7 @@ class SamMed3DPredictor:
         """
         if not isinstance(roi, RoiGrid):
             raise TypeError(f"roi must be a RoiGrid, got {type(roi).__name__}")
-        if roi.lattice is not self._lattice and (
-            self._zoom_lattice is None or roi.lattice is not self._zoom_lattice
-        ):
+        if roi.lattice is not self._lattice and not self._lattice_level(roi.lattice):
             raise ValueError("this ROI belongs to another image (set_image was called since)")
         if roi.size != (self.roi_size,) * 3:
             raise ValueError(f"ROI size {roi.size} != model input size {self.roi_size}")
