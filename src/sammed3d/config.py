@@ -179,12 +179,12 @@ class ModelConfig:
     #: is not kept). An inference rule tried after training and not bundled
     #: (docs/default_model.md); not compared when weights are matched.
     later_check: str = field(default="none", compare=False)
-    #: Our models only (published: 0, off). A second zoom lattice, finer than
+    #: Our models only (published and bundled: 0, off). A second zoom lattice, finer than
     #: ``zoom_spacing``: a first click's masks in a ROI of this spacing (mm) centred on the
     #: click are offered among its extents, so the edge pick can take them
     #: (:meth:`sammed3d.inference.SamMed3DPredictor.first_click_extents`). An inference
-    #: rule chosen after training (docs/default_model.md); not compared when weights are
-    #: matched.
+    #: rule tried after training and not bundled (slower first clicks; docs/default_model.md);
+    #: not compared when weights are matched.
     fine_zoom_spacing: float = field(default=0.0, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

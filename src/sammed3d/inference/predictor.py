@@ -876,9 +876,9 @@ class SamMed3DPredictor:
             for lattice in (self._zoom_lattice, self._fine_lattice):
                 if lattice is None:
                     continue
-                fine = lattice.roi_at(native[0], self.roi_size)
-                if fine.contains_native(native).all():
-                    rois.append(fine)
+                zoomed = lattice.roi_at(native[0], self.roi_size)
+                if zoomed.contains_native(native).all():
+                    rois.append(zoomed)
         out: list[tuple[Tile, float]] = []
         for where in rois:
             vox = torch.as_tensor(where.native_points_to_voxels(native), dtype=torch.float32)
