@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import numpy as np
@@ -497,6 +498,8 @@ def test_extent_takes_another_first_mask_with_the_bundled_model(tmp_path, capsys
     assert main([*argv, "-o", str(tmp_path / "auto.nii.gz")]) == 0
     listed = [ln for ln in capsys.readouterr().out.splitlines() if "could get" in ln]
     assert len(listed) == 1 and listed[0].count(" ml") >= 2
+    # each mask with the spacing of the lattice it was predicted on (1.5 mm, or zoomed)
+    assert listed[0].count(" ml") == len(re.findall(r" ml at (1\.5|1|0\.5) mm", listed[0]))
     # the pick is marked once: the model's, or the edge pick's when it took another mask
     assert listed[0].count("(model)") + listed[0].count("(edge pick)") == 1
     last = listed[0].count(" ml") - 1
@@ -504,7 +507,8 @@ def test_extent_takes_another_first_mask_with_the_bundled_model(tmp_path, capsys
     for n in (0, last):
         out = tmp_path / f"extent{n}.nii.gz"
         assert main([*argv, "-o", str(out), "--extent", str(n)]) == 0
-        assert f"took mask {n}" in capsys.readouterr().out
+        took = re.search(rf"took mask {n}: \d+ voxels, (.*)$", capsys.readouterr().out, re.M)
+        assert took and re.fullmatch(r"1 ROI at [\d.]+ mm \(zoom-in\)|\d+ ROI\(s\)", took[1])
         counts[n] = int(read_volume(out).array.sum())
     assert 0 < counts[0] < counts[last]
     # a later click refines the chosen mask (the list is only printed after the first click)

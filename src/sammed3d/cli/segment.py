@@ -180,14 +180,25 @@ def _first_click_extents(session: InteractiveSession, extent: int | None) -> Non
     """Print the masks the first click could get; take ``extent`` of them if given."""
     found = session.extents()  # ValueError (one line) for a model with one mask per click
     mark = f" ({session.rule})" if session.rule else " (model)"
-    cells = "  ".join(f"{e.index}: {e.volume_ml:.1f} ml{mark if e.picked else ''}" for e in found)
+    cells = "  ".join(
+        f"{e.index}: {e.volume_ml:.1f} ml at {e.spacing_mm:g} mm{mark if e.picked else ''}"
+        for e in found
+    )
     print(f"  masks this click could get (--extent N): {cells}")
     if extent is not None:
         chosen = session.choose_extent(extent)
-        print(
-            f"  took mask {chosen.index}: {session.voxel_count()} voxels, "
-            f"{len(session.tiles)} ROI(s)"
-        )
+        print(f"  took mask {chosen.index}: {session.voxel_count()} voxels, {_where(session)}")
+
+
+def _where(session: InteractiveSession) -> str:
+    """Where the object's mask lives: "1 ROI at 1 mm (zoom-in)" on a zoom lattice, else the
+    number of ROIs."""
+    import numpy as np
+
+    tile = session.tiles[0]
+    if session.predictor.is_zoomed(tile):
+        return f"1 ROI at {float(np.mean(tile.roi.grid.spacing)):g} mm (zoom-in)"
+    return f"{len(session.tiles)} ROI(s)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -273,12 +284,9 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         with held_messages() as held:  # shown under the click's line
             click = session.add_click(voxel, positive=positive)
-        zoomed = predictor.is_zoomed(session.tiles[0])
-        fine = float(np.mean(session.tiles[0].roi.grid.spacing))  # the zoom or fine lattice
-        where = f"1 ROI at {fine:g} mm (zoom-in)" if zoomed else None
         print(
             f"click {n}/{len(clicks)} {'+' if positive else '-'} at {click.coord}: "
-            f"{session.voxel_count()} voxels, {where or f'{len(session.tiles)} ROI(s)'} "
+            f"{session.voxel_count()} voxels, {_where(session)} "
             f"({time.perf_counter() - t0:.2f} s)"
         )
         if session.rule_note:

@@ -84,8 +84,9 @@ class Extent:
     Attributes:
         index: Position in the list, smallest mask first (give it to
             :meth:`InteractiveSession.choose_extent`).
-        voxels: Native voxels of the mask in its ROI (a mask on a ROI face grows through
-            that face when chosen, as any mask does).
+        voxels: Native voxels of the mask in its ROI, refined on that ROI alone (a mask on
+            a ROI face grows through that face when chosen, as any mask does, and is then
+            refined over all its ROIs: the mask taken can differ by a few percent).
         volume_ml: The same in millilitres (voxels x native voxel volume).
         score: The model's confidence: predicted IoU x stability score, the rule that picks
             among the masks of one lattice. Scores of the two lattices are not compared: a
@@ -408,7 +409,7 @@ class InteractiveSession:
             "+" if click.positive else "-",
             click.coord,
             obj.label,
-            len(tiles),
+            len(obj.state.tiles),  # after the rules: what the object has now
             time.perf_counter() - t0,
         )
         return click
