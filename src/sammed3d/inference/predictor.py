@@ -258,43 +258,23 @@ class SamMed3DPredictor:
             raise ValueError(f"max_rois must be >= 1, got {max_rois}")
         if cache_size < 1:
             raise ValueError(f"cache_size must be >= 1, got {cache_size}")
-        explicit = zoom_spacing is not None
-        if zoom_spacing is None:
-            config = getattr(model, "config", None)
-            zoom_spacing = float(getattr(config, "zoom_spacing", 0.0) or 0.0)
-        zoom_spacing = float(zoom_spacing)
-        if not np.isfinite(zoom_spacing) or zoom_spacing < 0:
-            raise ValueError(f"zoom_spacing must be 0 (off) or a spacing in mm, got {zoom_spacing}")
-        if zoom_spacing >= min(spacing):
-            if explicit:
-                raise ValueError(
-                    f"zoom_spacing must be finer than the {min(spacing):g} mm lattice "
-                    f"(0 switches zoom-in off), got {zoom_spacing:g}"
-                )
-            zoom_spacing = 0.0  # the checkpoint's zoom is not finer than this lattice: off
+        zoom_spacing = _finer_spacing(
+            "zoom_spacing", zoom_spacing, model, min(spacing), f"the {min(spacing):g} mm lattice"
+        )
         if not 0 < zoom_fill <= 1:
             raise ValueError(f"zoom_fill must be in (0, 1], got {zoom_fill}")
-        explicit = fine_zoom_spacing is not None
-        if fine_zoom_spacing is None:
-            config = getattr(model, "config", None)
-            fine_zoom_spacing = float(getattr(config, "fine_zoom_spacing", 0.0) or 0.0)
-        fine_zoom_spacing = float(fine_zoom_spacing)
-        if not np.isfinite(fine_zoom_spacing) or fine_zoom_spacing < 0:
+        if fine_zoom_spacing is not None and fine_zoom_spacing > 0 and not zoom_spacing:
             raise ValueError(
-                f"fine_zoom_spacing must be 0 (off) or a spacing in mm, got {fine_zoom_spacing}"
+                f"fine_zoom_spacing {fine_zoom_spacing:g} needs zoom-in, which is off "
+                "(zoom_spacing 0)"
             )
-        if fine_zoom_spacing and not 0 < fine_zoom_spacing < zoom_spacing:
-            if explicit and not zoom_spacing:
-                raise ValueError(
-                    f"fine_zoom_spacing {fine_zoom_spacing:g} needs zoom-in, which is off "
-                    "(zoom_spacing 0)"
-                )
-            if explicit:
-                raise ValueError(
-                    f"fine_zoom_spacing must be finer than zoom_spacing ({zoom_spacing:g} mm; "
-                    f"0 switches it off), got {fine_zoom_spacing:g}"
-                )
-            fine_zoom_spacing = 0.0  # no zoom-in, or not finer than it: off
+        fine_zoom_spacing = _finer_spacing(
+            "fine_zoom_spacing",
+            fine_zoom_spacing,
+            model,
+            zoom_spacing,
+            f"zoom_spacing = {zoom_spacing:g} mm",
+        )
         if refine_boundary is None:
             config = getattr(model, "config", None)
             refine_boundary = float(getattr(config, "refine_boundary", 0.0) or 0.0)
@@ -1195,6 +1175,29 @@ class SamMed3DPredictor:
             raise ValueError("this ROI belongs to another image (set_image was called since)")
         if roi.size != (self.roi_size,) * 3:
             raise ValueError(f"ROI size {roi.size} != model input size {self.roi_size}")
+
+
+def _finer_spacing(name: str, value: float | None, model: Any, coarser: float, than: str) -> float:
+    """A zoom spacing setting (``zoom_spacing``, ``fine_zoom_spacing``) resolved: ``value``,
+    or the checkpoint's (``model.config``) when None; 0 is off.
+
+    A given value must be finer than ``coarser`` (``than`` names it in the error); the
+    checkpoint's is switched off (0) when it is not.
+
+    Raises:
+        ValueError: not a finite number >= 0, or a given value not finer than ``coarser``.
+    """
+    explicit = value is not None
+    if value is None:
+        value = float(getattr(getattr(model, "config", None), name, 0.0) or 0.0)
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be 0 (off) or a spacing in mm, got {value}")
+    if value and not value < coarser:
+        if explicit:
+            raise ValueError(f"{name} must be finer than {than} (0: off), got {value:g}")
+        return 0.0  # the checkpoint's is not finer: off
+    return value
 
 
 def _parse_labels(point_labels: np.ndarray | Sequence[int], n: int) -> np.ndarray:

@@ -328,7 +328,8 @@ class InteractiveSession:
         t0 = time.perf_counter()
         pred = self.predictor
         self.rule = self.rule_note = None
-        history = (list(self._undo), list(self._redo))  # as they were, should it be refused
+        # the undo history as it was, should the edge check refuse the click
+        history = (list(self._undo), list(self._redo)) if pred.later_check == "edges" else None
         voxel = pred.click_voxels(coord)  # (1, 3) int64: the one rounding and image check
         click = Click(tuple(int(v) for v in voxel[0]), bool(positive))  # type: ignore[arg-type]
         if self._current is None and not click.positive:
@@ -401,7 +402,7 @@ class InteractiveSession:
         if pick is not None and pred.offers_extents():
             self._first_pick_rules(obj)
         elif pick is None:
-            refused = pred.later_check == "edges" and self._edge_check(obj, state, before, history)
+            refused = history is not None and self._edge_check(obj, state, before, history)
             if not refused and pred.contrast_guard:
                 self._guard_later_click(obj, state, before)
         logger.debug(
