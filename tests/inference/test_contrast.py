@@ -17,6 +17,7 @@ from sammed3d.inference.contrast import (
     EDGE_SAMPLES,
     MIN_CONTRAST_VOXELS,
     border_contrast,
+    click_inside_z,
     click_like_inside,
     contrast_pick,
     edge_pick,
@@ -325,3 +326,25 @@ def test_bad_later_checks_are_one_line_errors(bad):
         check_later_check(bad)
     with pytest.raises(ValueError, match="later_check must be one of"):
         ModelConfig(later_check=bad)
+
+
+def test_click_inside_z_counts_robust_sds_from_the_inside_median():
+    image = np.zeros((30, 30, 30), dtype=np.float32)
+    mask = np.zeros(image.shape, dtype=bool)
+    mask[:10, :10, :10] = True
+    parity = np.indices((10, 10, 10)).sum(0) % 2
+    image[:10, :10, :10] = 4.0 * parity  # 500 voxels at 0, 500 at 4: median 2, IQR 4
+    image[19:22, 19:22, 19:22] = 10.0  # the click's 3x3x3 neighbourhood
+    z = click_inside_z(image, FULL, mask, (20, 20, 20))
+    assert z == pytest.approx(8.0 / (4.0 / 1.349))  # |10 - 2| / (IQR / 1.349) = 2.698
+    # no inside voxel near the click: the whole inside alone decides
+    assert click_inside_z(image, FULL, mask, (20, 20, 20), near=0) == pytest.approx(z)
+    assert not click_like_inside(image, FULL, mask, (20, 20, 20))  # 2.698 > 2.5
+    assert click_like_inside(image, FULL, mask, (20, 20, 20), sds=3.0)
+    # a constant inside: 0 at its own intensity, infinitely far elsewhere
+    flat = np.where(mask, 5.0, 0.0)
+    assert click_inside_z(flat, FULL, mask, (5, 5, 5)) == 0.0
+    assert click_inside_z(flat, FULL, mask, (20, 20, 20)) == float("inf")
+    assert click_inside_z(image, FULL, np.zeros_like(mask), (20, 20, 20)) == 0.0
+    with pytest.raises(ValueError, match="near must be >= 0 voxels, got -1"):
+        click_inside_z(image, FULL, mask, (20, 20, 20), near=-1)

@@ -287,44 +287,38 @@ def later_click_refused(before: float, after: float, positive: bool) -> bool:
     return bool(after < keep * before)
 
 
-def click_like_inside(
+def click_inside_z(
     image: np.ndarray,
     slices: tuple[slice, ...],
     block: np.ndarray,
     click: Sequence[int],
-    sds: float = CLICK_LIKE_SDS,
     near: int = CLICK_NEAR_VOXELS,
-) -> bool:
-    """Whether the clicked voxels look like the inside of a mask.
+) -> float:
+    """How unlike the inside of a mask the clicked voxels are, in robust standard deviations.
 
-    True when the mean intensity of the click's 3x3x3 neighbourhood (clipped to the image)
-    lies within ``sds`` standard deviations of the inside's intensities from their median,
-    both for the whole inside and for the inside voxels within ``near`` voxels of the click
-    (a cube; skipped when none is there). The standard deviation is estimated robustly as the
-    interquartile range / ``IQR_PER_SD``; at most ``INSIDE_SAMPLES`` voxels of the whole
-    inside are read (a regular subsample). A click in a lesion is unlike an organ mask that
-    holds the lesion, though the organ's border may be the sharper edge, and unlike the
-    tissue right around it in a brain-sized mask.
+    The mean intensity of the click's 3x3x3 neighbourhood (clipped to the image) is compared
+    with the median of the inside's intensities: ``|mean - median| / sd``, the standard
+    deviation estimated robustly as the interquartile range / ``IQR_PER_SD``, for the whole
+    inside and for the inside voxels within ``near`` voxels of the click (a cube; skipped
+    when none is there); the larger of the two. At most ``INSIDE_SAMPLES`` voxels of the
+    whole inside are read (a regular subsample).
 
     Args:
         image: ``(I, J, K)`` native intensities.
         slices: Where ``block`` lies in ``image``.
         block: Bool mask of the shape those slices select.
         click: Native voxel ``(i, j, k)`` of the click.
-        sds: The tolerance in standard deviations (> 0).
         near: Half-side in voxels of the cube around the click for the local comparison
             (0: whole inside only).
 
     Returns:
-        The answer; True for an empty mask; for a mask of constant inside (spread 0), True
-        only when the click's neighbourhood has exactly that intensity.
+        The distance (>= 0); 0 for an empty mask; for a mask of constant inside (spread 0),
+        0 when the click's neighbourhood has exactly that intensity, else infinity.
 
     Raises:
         ValueError: ``block`` does not have the shape ``slices`` select, ``click`` lies
-            outside the image, ``sds`` <= 0 or ``near`` < 0.
+            outside the image, or ``near`` < 0.
     """
-    if not sds > 0:
-        raise ValueError(f"sds must be > 0, got {sds}")
     if near < 0:
         raise ValueError(f"near must be >= 0 voxels, got {near}")
     _check_block(image, slices, block)
@@ -334,30 +328,58 @@ def click_like_inside(
     around = tuple(slice(max(c - 1, 0), c + 2) for c in at)
     at_click = float(np.mean(image[around], dtype=np.float64))
 
-    def like(inside: np.ndarray) -> bool:
+    def distance(inside: np.ndarray) -> float:
         q25, median, q75 = np.percentile(inside, [25, 50, 75])
         spread = (q75 - q25) / IQR_PER_SD  # robust: a few voxels of the ring do not widen it
-        return bool(abs(at_click - median) <= sds * spread)
+        gap = abs(at_click - median)
+        if spread == 0:
+            return 0.0 if gap == 0 else float("inf")
+        return float(gap / spread)
 
     inside = np.asarray(image[slices], dtype=np.float64)[block]
     if inside.size == 0:
-        return True
+        return 0.0
     if inside.size > INSIDE_SAMPLES:
         inside = inside[:: -(-inside.size // INSIDE_SAMPLES)]
-    if not like(inside):
-        return False
+    z = distance(inside)
     if not near:
-        return True
+        return z
     # the inside within ``near`` voxels of the click: the block's part of that cube
     offset = [s.indices(n)[0] for s, n in zip(slices, image.shape, strict=True)]
     lo = [max(c - near - o, 0) for c, o in zip(at, offset, strict=True)]
     hi = [min(c + near + 1 - o, n) for c, o, n in zip(at, offset, block.shape, strict=True)]
     if any(h <= low for low, h in zip(lo, hi, strict=True)):
-        return True
+        return z
     cube = tuple(slice(low, h) for low, h in zip(lo, hi, strict=True))
     native = tuple(slice(low + o, h + o) for low, h, o in zip(lo, hi, offset, strict=True))
     local = np.asarray(image[native], dtype=np.float64)[block[cube]]
-    return True if local.size == 0 else like(local)
+    return z if local.size == 0 else max(z, distance(local))
+
+
+def click_like_inside(
+    image: np.ndarray,
+    slices: tuple[slice, ...],
+    block: np.ndarray,
+    click: Sequence[int],
+    sds: float = CLICK_LIKE_SDS,
+    near: int = CLICK_NEAR_VOXELS,
+) -> bool:
+    """Whether the clicked voxels look like the inside of a mask: :func:`click_inside_z` is
+    at most ``sds``, for the whole inside and for the inside voxels within ``near`` voxels of
+    the click. A click in a lesion is unlike an organ mask that holds the lesion, though the
+    organ's border may be the sharper edge, and unlike the tissue right around it in a
+    brain-sized mask.
+
+    Returns:
+        The answer; True for an empty mask; for a mask of constant inside (spread 0), True
+        only when the click's neighbourhood has exactly that intensity.
+
+    Raises:
+        ValueError: as :func:`click_inside_z`, or ``sds`` <= 0.
+    """
+    if not sds > 0:
+        raise ValueError(f"sds must be > 0, got {sds}")
+    return click_inside_z(image, slices, block, click, near) <= sds
 
 
 def edge_pick(

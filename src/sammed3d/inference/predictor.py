@@ -657,7 +657,7 @@ class SamMed3DPredictor:
         """
         volume, _ = self._image()
         self.check_roi(roi)
-        key = (self._lattice_level(roi.lattice), *roi.key)
+        key = (self.lattice_level(roi.lattice), *roi.key)
         if key in self._intensities:
             self._intensities.move_to_end(key)
             return self._intensities[key]
@@ -674,7 +674,7 @@ class SamMed3DPredictor:
     def get_image_embedding(self, roi: RoiGrid) -> ImageEmbedding:
         """Image embedding of ``roi`` (:meth:`Sam3D.encode`; computed once, then cached)."""
         self.check_roi(roi)
-        key = (self._lattice_level(roi.lattice), *roi.key)
+        key = (self.lattice_level(roi.lattice), *roi.key)
         if key in self._embeddings:
             self._embeddings.move_to_end(key)
             return self._embeddings[key]
@@ -747,7 +747,7 @@ class SamMed3DPredictor:
         if pick_best or (multimask_output and not bool(mask_input.any())):
             # a first click's multimask outputs, decoded once for its pick and its extents
             key = (
-                self._lattice_level(roi.lattice),
+                self.lattice_level(roi.lattice),
                 *roi.key,
                 tuple(coords.cpu().reshape(-1).tolist()),
                 tuple(labs.cpu().reshape(-1).tolist()),
@@ -877,9 +877,9 @@ class SamMed3DPredictor:
     def is_zoomed(self, tile: Tile) -> bool:
         """Whether ``tile`` lies on a zoom lattice (:meth:`zoom_first_tile`, or the fine one
         of ``fine_zoom_spacing``)."""
-        return self._lattice_level(tile.roi.lattice) > 0
+        return self.lattice_level(tile.roi.lattice) > 0
 
-    def _lattice_level(self, lattice: Lattice) -> int:
+    def lattice_level(self, lattice: Lattice) -> int:
         """0: the main lattice (or another image's), 1: the zoom lattice, 2: the fine one."""
         if lattice is self._zoom_lattice and lattice is not None:
             return 1
@@ -1171,7 +1171,7 @@ class SamMed3DPredictor:
         """
         if not isinstance(roi, RoiGrid):
             raise TypeError(f"roi must be a RoiGrid, got {type(roi).__name__}")
-        if roi.lattice is not self._lattice and not self._lattice_level(roi.lattice):
+        if roi.lattice is not self._lattice and not self.lattice_level(roi.lattice):
             raise ValueError("this ROI belongs to another image (set_image was called since)")
         if roi.size != (self.roi_size,) * 3:
             raise ValueError(f"ROI size {roi.size} != model input size {self.roi_size}")

@@ -504,6 +504,47 @@ class InteractiveSession:
             return (tile, *pred.extend_tile(tile, existing=[tile.roi]))
         return (tile,)
 
+    def _first_click_candidates(
+        self, obj: _Object
+    ) -> tuple[list[tuple[Tile, ...]], list[_Block], list[int], list[float]]:
+        """The masks a first-click rule chooses among: the object's mask now, then every
+        other extent (:meth:`extents`) as it would be taken (grown through the ROI faces it
+        reaches).
+
+        Returns:
+            ``candidates``: the other extents' tiles (``candidates[n - 1]`` belongs to
+            ``masks[n]``); ``masks``: native ``(slices, block)`` of the object's mask and of
+            each candidate; ``levels``: the lattice of each mask's ROI (0 main, 1 zoom,
+            2 fine zoom); ``scores``: the model's score of each (predicted IoU x stability).
+        """
+        pred = self.predictor
+        state = obj.state
+        assert obj.slices is not None and obj.block is not None
+        key, _ = self._extent_key(obj.label)
+        self._extent_cache = (key, *self._compute_extents(state))
+        _, tiles, _, found_scores, blocks = self._extent_cache
+        shown = state.tiles[state.active] if state.active is not None else None
+        own = next(
+            (s for t, s in zip(tiles, found_scores, strict=True) if shown and _same_tile(t, shown)),
+            float("nan"),
+        )
+        points = np.asarray([state.clicks[0].coord], dtype=np.int64)
+        candidates: list[tuple[Tile, ...]] = []
+        masks: list[_Block] = [(obj.slices, obj.block)]
+        levels = [pred.lattice_level(shown.roi.lattice) if shown is not None else 0]
+        scores = [own]
+        for tile, score, (slices, block) in zip(tiles, found_scores, blocks, strict=True):
+            if shown is not None and _same_tile(tile, shown):
+                continue
+            chosen = self._extent_tiles(tile)
+            if len(chosen) > 1:  # grown through ROI faces: the mask as it would be taken
+                slices, block = pred.native_block(chosen, points, np.ones(1, np.int64))
+            candidates.append(chosen)
+            masks.append((slices, block))
+            levels.append(pred.lattice_level(tile.roi.lattice))
+            scores.append(score)
+        return candidates, masks, levels, scores
+
     def _first_pick_rules(self, obj: _Object) -> None:
         """Give the first click of ``obj`` another extent than the model's pick when a rule
         says so (:mod:`sammed3d.inference.contrast`): with ``first_pick="edges"`` the extent
@@ -524,21 +565,9 @@ class InteractiveSession:
             if own >= pred.contrast_guard:
                 return
         shown_block = obj.block
-        key, _ = self._extent_key(obj.label)
-        self._extent_cache = (key, *self._compute_extents(state))
-        _, tiles, _, _, blocks = self._extent_cache
+        candidates, masks, _, _ = self._first_click_candidates(obj)
         shown = state.tiles[state.active] if state.active is not None else None
-        points = np.asarray([state.clicks[0].coord], dtype=np.int64)
-        candidates: list[tuple[Tile, ...]] = []  # the other extents, as they would be taken
-        masks = [(obj.slices, obj.block)]  # native masks: the pick's, then the candidates'
-        for tile, (slices, block) in zip(tiles, blocks, strict=True):
-            if shown is not None and _same_tile(tile, shown):
-                continue
-            chosen = self._extent_tiles(tile)
-            if len(chosen) > 1:  # grown through ROI faces: the mask as it would be taken
-                slices, block = pred.native_block(chosen, points, np.ones(1, np.int64))
-            candidates.append(chosen)
-            masks.append((slices, block))
+        _, tiles, *_ = self._extent_cache  # type: ignore[misc]
         if edges:
             click = state.clicks[0].coord
             contrasts = [border_contrast(image, *m) for m in masks]
