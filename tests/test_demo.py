@@ -92,6 +92,7 @@ def test_demo_cli(tmp_path, tiny_ckpt, capsys):
     [
         (["--structures", "Hippocampus_L"], "unknown structure"),
         (["--clicks", "0"], "--clicks must be >= 1"),
+        (["--max-rois", "0"], "--max-rois must be >= 1, got 0"),
     ],
 )
 def test_demo_bad_input(tmp_path, tiny_ckpt, capsys, args, message):

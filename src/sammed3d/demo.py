@@ -120,6 +120,7 @@ def run_demo(
     device: str = "cpu",
     allow_unsafe_pickle: bool = False,
     extend: bool = True,
+    max_rois: int = 8,
 ) -> DemoResult:
     """Segment ``structures`` of the bundled MRI with ``clicks`` simulated clicks each.
 
@@ -133,12 +134,14 @@ def run_demo(
         device: Torch device.
         allow_unsafe_pickle: For older published checkpoints (trusted files only).
         extend: Let masks grow beyond one ROI.
+        max_rois: Bound on the ROIs of one structure (>= 1).
 
     Returns:
         A :class:`DemoResult`.
 
     Raises:
-        ValueError: an unknown structure name, no structures, ``clicks < 1``.
+        ValueError: an unknown structure name, no structures, ``clicks < 1``,
+            ``max_rois < 1``.
         FileNotFoundError: no checkpoint given and none bundled.
     """
     from sammed3d.clicks import sample_next_click
@@ -155,7 +158,11 @@ def run_demo(
         raise ValueError(f"clicks must be >= 1, got {clicks}")
     t0 = time.perf_counter()
     predictor = SamMed3DPredictor.from_checkpoint(  # resolves the checkpoint (once)
-        checkpoint, device=device, allow_unsafe_pickle=allow_unsafe_pickle, extend=extend
+        checkpoint,
+        device=device,
+        allow_unsafe_pickle=allow_unsafe_pickle,
+        extend=extend,
+        max_rois=max_rois,
     )
     ckpt = predictor.checkpoint
     assert ckpt is not None

@@ -21,6 +21,14 @@ def test_info_describes_checkpoint(capsys, small_checkpoint):
     assert out["checkpoint"]["config"]["encoder_embed_dim"] == 96
 
 
+def test_info_text_lists_a_checkpoint_config_one_entry_per_line(capsys, small_checkpoint):
+    assert main(["info", "--checkpoint", str(small_checkpoint)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"{'checkpoint':>18}:" in lines
+    assert " " * 20 + "config:" in lines
+    assert " " * 22 + "encoder_embed_dim: 96" in lines
+
+
 def test_missing_checkpoint_is_one_line_error(capsys, tmp_path):
     assert main(["info", "--checkpoint", str(tmp_path / "none.pth")]) == 2
     err = capsys.readouterr().err.strip()

@@ -474,3 +474,21 @@ def test_the_edge_pick_keeps_a_pick_on_the_strongest_edge(lab):
 def test_a_bad_first_pick_is_a_one_line_error(lab):
     with pytest.raises(ValueError, match="first_pick must be one of model, edges, got 'best'"):
         SamMed3DPredictor(_multimask_model(lab), target_spacing=(MAIN,) * 3, first_pick="best")
+
+
+def test_the_mask_shown_is_listed_as_the_object_has_it():
+    """A first mask that grew through a ROI face is listed with the object's voxels, as
+    written, not with its own ROI's (the bundled model, a lateral ventricle of the demo
+    volume: 2 ROIs)."""
+    from sammed3d.demo import demo_assets
+    from sammed3d.io import read_volume
+
+    pred = SamMed3DPredictor.from_checkpoint(None)
+    session = InteractiveSession(pred)
+    session.set_image(read_volume(demo_assets()[0]), modality="MR")
+    session.add_click((59, 91, 53))
+    assert len(session.tiles) > 1  # grown through a face: its own ROI's mask differs
+    current = next(e for e in session.extents() if e.current)
+    assert current.voxels == session.voxel_count()
+    size = float(np.prod(pred.volume.spacing)) / 1000.0
+    assert current.volume_ml == pytest.approx(session.voxel_count() * size)

@@ -267,7 +267,8 @@ def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         metavar="MM",
         help=f"{prefix}boundary refinement: decide the voxels within this many mm of a "
         "mask's boundary again by intensity, from histograms of the mask's inside and of a "
-        "ring around it; rounded to whole voxels of the 1.5 mm lattice (at least one), at most "
+        "ring around it; rounded to whole voxels of the ROI's lattice (1.5 mm; the zoom "
+        "lattice's for a zoomed-in object; at least one), at most "
         "10 (0: off; default: the checkpoint's setting, 3 for the bundled model, off for the "
         "published ones)",
     )

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sammed3d.cli import add_device_arg, add_overwrite_arg, add_unsafe_pickle_arg
+from sammed3d.cli import (
+    add_device_arg,
+    add_extension_args,
+    add_overwrite_arg,
+    add_unsafe_pickle_arg,
+    check_max_rois,
+)
 
 #: The files the demo writes into its output folder (replaced only with --overwrite).
 DEMO_OUTPUTS = ("demo_labels.nii.gz", "demo_overlay.png", "demo_summary.json")
@@ -36,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         "files in the output folder (a folder the demo wrote before is refreshed without it)",
     )
-    parser.add_argument("--no-extend", action="store_true", help="one ROI per structure")
+    add_extension_args(parser, "one ROI per structure")
     add_unsafe_pickle_arg(parser)
 
 
@@ -52,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.clicks < 1:
         raise ValueError(f"--clicks must be >= 1, got {args.clicks}")
+    check_max_rois(args.max_rois)
     # everything that can fail before the work, checked before anything is created
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
@@ -70,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             allow_unsafe_pickle=args.allow_unsafe_pickle,
             extend=not args.no_extend,
+            max_rois=args.max_rois,
         )
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):

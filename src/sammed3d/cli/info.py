@@ -112,7 +112,19 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, default=str))
     else:
         for key, value in info.items():
-            print(f"{key:>18}: {value}")
+            _print_item(key, value)
         if "cuda_available" not in info:
             print(f"{'devices':>18}: not queried (add --devices; it loads torch)")
     return 0
+
+
+def _print_item(key: str, value: object, depth: int = 0) -> None:
+    """One line per value; a mapping (a checkpoint's config, its metadata) as an indented
+    block with one line per entry."""
+    name = f"{key:>18}" if depth == 0 else " " * (18 + 2 * depth) + key
+    if isinstance(value, dict) and value:
+        print(f"{name}:")
+        for sub, item in value.items():
+            _print_item(str(sub), item, depth + 1)
+    else:
+        print(f"{name}: {value}")

@@ -84,9 +84,11 @@ class Extent:
     Attributes:
         index: Position in the list, smallest mask first (give it to
             :meth:`InteractiveSession.choose_extent`).
-        voxels: Native voxels of the mask in its ROI, refined on that ROI alone (a mask on
-            a ROI face grows through that face when chosen, as any mask does, and is then
-            refined over all its ROIs: the mask taken can differ by a few percent).
+        voxels: Native voxels of the mask: for the object's mask now (``current``) as the
+            object has it; for the others, the mask in its ROI, refined on that ROI alone (a
+            mask on a ROI face grows through that face when chosen, as any mask does, and is
+            then refined over all its ROIs: the mask taken can differ, by 8% for a ventricle
+            mask of the demo volume).
         volume_ml: The same in millilitres (voxels x native voxel volume).
         score: The model's confidence: predicted IoU x stability score, the rule that picks
             among the masks of one lattice. Scores of the two lattices are not compared: a
@@ -335,7 +337,7 @@ class InteractiveSession:
         if self._current is None and not click.positive:
             raise ValueError(
                 f"negative click {click.coord} before any object: the first click of an "
-                "object must be positive (or place its ROI with set_roi_*)"
+                "object must be positive (or its ROI placed first, set_roi_*)"
             )
         obj = self._current_or_new()
         state = obj.state
@@ -359,7 +361,8 @@ class InteractiveSession:
                 where = "before its first positive click" if not tiles else "outside its ROIs"
                 raise ValueError(
                     f"negative click {click.coord} on object {obj.label} {where}: there is "
-                    "nothing to remove there (place the ROI with a positive click or set_roi_*)"
+                    "nothing to remove there (a negative click must fall inside the object's "
+                    "ROIs: click positive there first)"
                 )
             else:
                 roi = pred.lattice.roi_at(voxel[0], pred.roi_size)
@@ -447,18 +450,24 @@ class InteractiveSession:
         _, tiles, voxels, scores, _ = self._extent_cache
         prompted = state.tiles[state.active] if state.active is not None else None
         size = float(np.prod(self.predictor.volume.spacing)) / 1000.0
-        return tuple(
-            Extent(
-                index=n,
-                voxels=voxels[n],
-                volume_ml=voxels[n] * size,
-                score=scores[n],
-                spacing_mm=float(np.mean(tile.roi.grid.spacing)),
-                current=prompted is not None and _same_tile(tile, prompted),
-                picked=state.first_pick is not None and _same_tile(tile, state.first_pick),
+        found = []
+        for n, tile in enumerate(tiles):
+            current = prompted is not None and _same_tile(tile, prompted)
+            # the mask shown is listed as the object has it (grown through ROI faces, refined
+            # over all its ROIs); the others as their own ROI gives them
+            count = self.voxel_count(key[0]) if current else voxels[n]
+            found.append(
+                Extent(
+                    index=n,
+                    voxels=count,
+                    volume_ml=count * size,
+                    score=scores[n],
+                    spacing_mm=float(np.mean(tile.roi.grid.spacing)),
+                    current=current,
+                    picked=state.first_pick is not None and _same_tile(tile, state.first_pick),
+                )
             )
-            for n, tile in enumerate(tiles)
-        )
+        return tuple(found)
 
     def choose_extent(self, index: int, label: int | None = None) -> Extent:
         """Give an object's first click the mask ``index`` of :meth:`extents` (undoable).
