@@ -30,6 +30,7 @@ from pick_features import FEATURES, extent_features
 
 from sammed3d.clicks import Click
 from sammed3d.evaluation.methods import RegionGrowing
+from sammed3d.evaluation.metrics import dice
 from sammed3d.inference.predictor import SamMed3DPredictor
 from sammed3d.inference.session import InteractiveSession, _ObjectState
 from sammed3d.io import Volume, read_volume
@@ -46,6 +47,8 @@ def targets_of(data: Path):
 
 
 def generated(start: int, n: int):
+    """``(name, image Volume, {1: target})`` of generated crops ``start`` .. ``start + n - 1``
+    at 1.5 mm (``SyntheticGenerator.sample_raw``, as the held-out set is written)."""
     from sammed3d.training.synthesis import SyntheticGenerator
 
     gen = SyntheticGenerator()
@@ -62,11 +65,6 @@ def _block(mask: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
         return (slice(0, 1),) * 3, np.zeros((1, 1, 1), dtype=bool)
     slices = tuple(slice(int(a), int(b) + 1) for a, b in zip(hit.min(0), hit.max(0), strict=True))
     return slices, mask[slices]
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-    return 2.0 * int(np.count_nonzero(a & b)) / total if total else 1.0
 
 
 def main() -> None:

@@ -534,7 +534,11 @@ class InteractiveSession:
         _, tiles, _, found_scores, blocks = self._extent_cache
         shown = state.tiles[state.active] if state.active is not None else None
         own = next(
-            (s for t, s in zip(tiles, found_scores, strict=True) if shown and _same_tile(t, shown)),
+            (
+                s
+                for t, s in zip(tiles, found_scores, strict=True)
+                if shown is not None and _same_tile(t, shown)
+            ),
             float("nan"),
         )
         points = np.asarray([state.clicks[0].coord], dtype=np.int64)
@@ -576,7 +580,8 @@ class InteractiveSession:
         shown_block = obj.block
         candidates, masks, _, _ = self._first_click_candidates(obj)
         shown = state.tiles[state.active] if state.active is not None else None
-        _, tiles, *_ = self._extent_cache  # type: ignore[misc]
+        assert self._extent_cache is not None  # just computed: the listed extents
+        tiles = self._extent_cache[1]
         if edges:
             click = state.clicks[0].coord
             contrasts = [border_contrast(image, *m) for m in masks]
