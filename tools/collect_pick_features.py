@@ -84,6 +84,15 @@ def main() -> None:
     args = parser.parse_args()
     if any("eval" in p.parts for p in args.data):
         parser.error("--data must not be a held-out set (data/model/eval)")
+    missing = [str(p) for p in args.data if not (p / "dataset.json").is_file()]
+    if missing:
+        parser.error(f"--data needs nnU-Net style sets with a dataset.json, got {missing}")
+    if args.clicks < 1 or args.generated < 0:
+        parser.error(
+            f"--clicks must be >= 1 and --generated >= 0, got {args.clicks} and {args.generated}"
+        )
+    if not args.data and not args.generated:
+        parser.error("nothing to collect: give --data sets and/or --generated N")
     torch.set_num_threads(1)
     pred = SamMed3DPredictor.from_checkpoint(args.checkpoint, first_pick="model")
     session = InteractiveSession(pred)
@@ -107,7 +116,8 @@ def main() -> None:
             for value, target in targets.items():
                 where = np.argwhere(target)
                 rng = np.random.default_rng([args.seed, value, zlib.crc32(name.encode())])
-                for click in where[rng.choice(len(where), size=args.clicks, replace=False)]:
+                n = min(args.clicks, len(where))  # a target of fewer voxels: each once
+                for click in where[rng.choice(len(where), size=n, replace=False)]:
                     session.reset()
                     session.add_click(tuple(int(c) for c in click))
                     label = session.current_label

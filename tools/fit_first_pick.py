@@ -110,7 +110,14 @@ def main() -> None:
     parser.add_argument("--l2", type=float, default=0.01)
     parser.add_argument("--json", type=Path, help="write the weights fitted on all data here")
     args = parser.parse_args()
+    missing = [str(t) for t in args.tables if not t.is_file()]
+    if missing:
+        parser.error(f"no such table(s): {', '.join(missing)}")
+    if not (args.l2 >= 0 and np.isfinite(args.l2)):
+        parser.error(f"--l2 must be a number >= 0, got {args.l2}")
     clicks = load(args.tables)
+    if len(clicks) < FOLDS:
+        parser.error(f"need at least {FOLDS} clicks for the cross-validation, got {len(clicks)}")
     w = fit(clicks, args.l2)
     picks = {
         "model": [0] * len(clicks),
@@ -118,13 +125,15 @@ def main() -> None:
         "learned": [learned_pick(c["features"], w) for c in clicks],
     }
     cv = [0] * len(clicks)
-    for fam in sorted({c["family"] for c in clicks}):
+    families = sorted({c["family"] for c in clicks})
+    for fam in families if len(families) > 1 else []:  # one family: nothing to leave out
         train = [c for c in clicks if c["family"] != fam]
         w_cv = fit(train, args.l2)
         for i, c in enumerate(clicks):
             if c["family"] == fam:
                 cv[i] = learned_pick(c["features"], w_cv)
-    picks["set out"] = cv
+    if len(families) > 1:
+        picks["set out"] = cv
     folds = np.random.default_rng(0).permutation(len(clicks)) % FOLDS
     kfold = [0] * len(clicks)
     for k in range(FOLDS):

@@ -4,6 +4,7 @@ collect_pick_features.py): its features and its fit, on small hand-made masks.""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -107,3 +108,50 @@ def test_a_full_mask_becomes_a_block_on_its_bounding_box():
     assert slices == (slice(2, 4), slice(5, 6), slice(7, 10)) and block.all()
     slices, block = collect._block(np.zeros((4, 4, 4), dtype=bool))
     assert block.shape == (1, 1, 1) and not block.any()
+
+
+def _run(tool: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(TOOLS / f"{tool}.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=TOOLS.parent,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "data/model/eval/Dataset204_Colin27_Lesions"], "must not be a held-out set"),
+        (["--data", "no/such/set"], "needs nnU-Net style sets with a dataset.json"),
+        (["--generated", "2", "--clicks", "0"], "--clicks must be >= 1"),
+        ([], "nothing to collect"),
+    ],
+)
+def test_collect_bad_input_is_one_line(tmp_path, args, message):
+    done = _run("collect_pick_features", str(tmp_path / "t.npz"), *args)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert message in last and "Traceback" not in done.stderr
+    assert not (tmp_path / "t.npz").exists()
+
+
+def test_fit_bad_input_is_one_line(tmp_path):
+    done = _run("fit_first_pick", str(tmp_path / "none.npz"))
+    assert done.returncode == 2 and "no such table(s)" in done.stderr
+    assert "Traceback" not in done.stderr
+    fit = _load("fit_first_pick")
+    table = tmp_path / "t.npz"
+    np.savez(
+        table,
+        group=np.zeros(2, int),
+        features=np.zeros((2, len(fit.FEATURES))),
+        dice=np.zeros(2),
+        source=np.asarray(["toy", "toy"]),
+        names=np.asarray(fit.FEATURES),
+    )
+    done = _run("fit_first_pick", str(table), "--l2", "-1")
+    assert done.returncode == 2 and "--l2 must be a number >= 0, got -1.0" in done.stderr
+    done = _run("fit_first_pick", str(table))
+    assert done.returncode == 2 and "need at least 5 clicks" in done.stderr
