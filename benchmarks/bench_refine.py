@@ -5,7 +5,9 @@ Run: ``.venv/bin/python benchmarks/bench_refine.py [--threads 2] [--repeat 5]``.
 The bundled default model on the volume of ``bench_zoom.py`` (181 x 217 x 181 at 1 mm, a
 6 mm ball in a soft head-sized "brain"), two objects per repeat: the ball (a small object,
 zoomed in) and the "brain" (a large one, clicked away from the ball). For each, a fresh
-session gets the first click, then three refinement clicks (positive, negative, positive).
+session gets the first click, then three refinement clicks (positive, negative, positive),
+each reported with the ROIs the object spans before it (a click on an object of several
+ROIs predicts them all again).
 The checkpoint's settings, then the same with boundary refinement off (``refine_boundary`` 0),
 then with the contrast guard off (``contrast_guard`` 0), then with the edge pick off
 (``first_pick`` "model"), then with the edge check of later clicks on (``later_check``
@@ -61,15 +63,24 @@ def main(argv: list[str] | None = None) -> int:
         medians[name] = {}
         for what, click in (("ball", ball), ("brain", BRAIN_CLICK)):
             firsts, refines, sizes = [], [], []
+            by_click: list[list[float]] = [[], [], []]  # refinement clicks 1, 2, 3
+            rois: list[list[int]] = [[], [], []]  # the object's ROIs before each of them
             for _ in range(args.repeat):
                 session, seconds = timed_first_click(predictor, volume, click)
                 firsts.append(seconds)
                 sizes.append(session.voxel_count())
-                refines += timed_refinements(session, click)
+                rois[0].append(len(session.tiles))
+                times = timed_refinements(session, click, rois=rois[1:])
+                refines += times
+                for n, t in enumerate(times):
+                    by_click[n].append(t)
             medians[name][what] = (statistics.median(firsts), statistics.median(refines))
+            each = " / ".join(f"{1000 * statistics.median(t):.0f}" for t in by_click)
+            counts = " / ".join(f"{statistics.median(r):g}" for r in rois)
             print(
                 f"{name}, {what}: first click median {medians[name][what][0]:.3f} s, "
-                f"refinement median {1000 * medians[name][what][1]:.0f} ms over {len(refines)}; "
+                f"refinement median {1000 * medians[name][what][1]:.0f} ms over {len(refines)} "
+                f"(clicks 1 / 2 / 3: {each} ms, the object on {counts} ROIs before them); "
                 f"first mask {statistics.median(sizes):.0f} voxels"
             )
     on, *offs, check, fine = medians.values()

@@ -71,13 +71,18 @@ def timed_first_click(predictor, volume, click):  # noqa: ANN001, ANN201 (lazy i
     return session, time.perf_counter() - t0
 
 
-def timed_refinements(session, click) -> list[float]:  # noqa: ANN001
-    """Seconds of three refinement clicks next to ``click``: positive, negative, positive."""
+def timed_refinements(session, click, rois=None) -> list[float]:  # noqa: ANN001
+    """Seconds of three refinement clicks next to ``click``: positive, negative, positive.
+
+    ``rois``: if given, ``rois[n]`` gets the number of ROIs the object spans after click
+    ``n + 1`` (one list per click but the last)."""
     out = []
     for d in (1, 2, 3):
         t0 = time.perf_counter()
         session.add_click((click[0] + d, click[1], click[2]), positive=d != 2)
         out.append(time.perf_counter() - t0)
+        if rois is not None and d <= len(rois):
+            rois[d - 1].append(len(session.tiles))
     return out
 
 

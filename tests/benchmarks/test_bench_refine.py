@@ -17,6 +17,15 @@ def test_each_rule_off_is_compared_with_the_bundled_settings() -> None:
         re.M,
     )
     assert re.search(r"^refinement off, ball: first click median", proc.stdout, re.M)
+    # each refinement click with the ROIs the object spans before it: the "brain" is
+    # larger than one ROI at its first click
+    rois = re.search(
+        r"^bundled .*, brain: .*clicks 1 / 2 / 3: \d+ / \d+ / \d+ ms, the object on "
+        r"([\d.]+) / [\d.]+ / [\d.]+ ROIs before them",
+        proc.stdout,
+        re.M,
+    )
+    assert rois and float(rois.group(1)) > 1
     assert re.search(r"^guard off, brain: first click median", proc.stdout, re.M)
     assert re.search(r"^edge pick off, ball: first click median", proc.stdout, re.M)
     assert re.search(r"^fine zoom on, ball: first click median", proc.stdout, re.M)

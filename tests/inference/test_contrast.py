@@ -348,3 +348,20 @@ def test_click_inside_z_counts_robust_sds_from_the_inside_median():
     assert click_inside_z(image, FULL, np.zeros_like(mask), (20, 20, 20)) == 0.0
     with pytest.raises(ValueError, match="near must be >= 0 voxels, got -1"):
         click_inside_z(image, FULL, mask, (20, 20, 20), near=-1)
+
+
+@pytest.mark.parametrize("shape", [(9, 7, 8), (1, 6, 5), (12, 2, 1), (30, 31, 29)])
+def test_face_morphology_equals_scipy(shape):
+    from scipy import ndimage
+
+    from sammed3d.inference.contrast import face_dilation, face_erosion
+
+    rng = np.random.default_rng(sum(shape))
+    for density in (0.2, 0.6, 0.95, 1.0):
+        mask = rng.random(shape) < density
+        np.testing.assert_array_equal(face_erosion(mask), ndimage.binary_erosion(mask))
+        for steps in (1, 2, 3):
+            np.testing.assert_array_equal(
+                face_dilation(mask, steps), ndimage.binary_dilation(mask, iterations=steps)
+            )
+    assert face_dilation(mask, 0) is not mask and np.array_equal(face_dilation(mask, 0), mask)

@@ -216,3 +216,30 @@ def test_paste_within_a_box_gives_the_same_native_mask(lab):
     ):
         with pytest.raises(ValueError, match="within must be"):
             roi.paste_to_native(mask, within=bad)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRY_NAMES)
+def test_a_roi_on_the_native_voxels_is_copied_as_resampling_would_give(lab, geometry, monkeypatch):
+    """At the image's own spacing (a 1 mm zoom ROI of a 1 mm image) each ROI voxel is a native
+    voxel, whatever the axis order and flips: the values are copied, equal to SimpleITK's
+    linear and nearest resampling, 0 outside the image."""
+    from sammed3d.inference.geometry import RoiGrid
+
+    vol, _ = lab.make_phantom(geometry)
+    lattice = Lattice.from_native(vol, vol.spacing)
+    labels = (vol.array > 104).astype(np.int16)
+    corners = [(0, 0, 0), np.asarray(vol.shape) // 2, np.asarray(vol.shape) - 1, (2, 40, 1)]
+    for click in corners:
+        roi = lattice.roi_at(click, 24)
+        assert roi._copy_from_native(vol.array, np.dtype(np.float32)) is not None
+        for array, how in ((vol.array, "linear"), (labels, "nearest")):
+            out_dtype = np.float32 if how == "linear" else array.dtype
+            expected = roi._resample_block(array, how, out_dtype)
+            copied = roi.resample_from_native(array, how, zero_outside_lattice=False)
+            assert copied.dtype == expected.dtype and copied.shape == roi.size
+            np.testing.assert_allclose(copied, expected, rtol=1e-6, atol=0)
+    # a ROI wholly outside the image is zeros; an off-voxel lattice is resampled
+    far = RoiGrid(lattice, tuple(int(n) + 50 for n in lattice.shape), (8, 8, 8))
+    assert not far.resample_from_native(vol.array, zero_outside_lattice=False).any()
+    finer = Lattice.from_native(vol, tuple(0.5 * s for s in vol.spacing)).roi_at((3, 3, 3), 8)
+    assert finer._copy_from_native(vol.array, np.dtype(np.float32)) is None

@@ -124,3 +124,22 @@ def test_upsample_trilinear_matches_interpolate(shape, size):
     x = torch.randn(*shape) * 5
     ref = torch.nn.functional.interpolate(x, size=size, mode="trilinear", align_corners=False)
     torch.testing.assert_close(upsample_trilinear(x, size), ref, rtol=0, atol=2e-5)
+    # outside autograd (in place) and under it (differentiable): the same values
+    with torch.no_grad():
+        fast = upsample_trilinear(x, size)
+    y = x.clone().requires_grad_(True)
+    slow = upsample_trilinear(y, size)
+    assert slow.requires_grad and torch.equal(fast, slow.detach())
+    slow.sum().backward()
+    assert y.grad is not None and y.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 1, 4, 3), (1, 1, 7, 1, 1)])
+def test_upsample_trilinear_of_a_single_voxel_axis_repeats_it(shape):
+    from sammed3d.modeling.common import upsample_trilinear
+
+    x = torch.randn(*shape)
+    size = tuple(2 * n for n in shape[2:])
+    ref = torch.nn.functional.interpolate(x, size=size, mode="trilinear", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(upsample_trilinear(x, size), ref, rtol=0, atol=2e-5)

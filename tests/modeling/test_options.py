@@ -55,6 +55,69 @@ def test_click_similarity_is_one_at_the_click_and_zero_without_clicks():
     assert not sim[0, 1].any()  # no negative click
 
 
+def test_click_similarity_cache_gives_the_same_maps_and_keeps_a_bounded_number():
+    from sammed3d.modeling import hires
+
+    feats = torch.randn(1, 8, 8, 8, 4)
+    cache: dict = {}
+    clicks = [[4.0, 8.0, 12.0], [40.0, 40.0, 40.0], [60.0, 2.0, 30.0], [33.0, 17.0, 9.0]]
+    labels = [1, 0, 1, -1]
+    for n in range(1, len(clicks) + 1):  # a refinement adds one click at a time
+        coords = torch.tensor([clicks[:n]])
+        lab = torch.tensor([labels[:n]])
+        plain = hires.click_similarity(feats, coords, lab, img_size=64)
+        cached = hires.click_similarity(feats, coords, lab, img_size=64, cache=cache)
+        assert torch.equal(plain, cached)
+    assert len(cache) == 1 + 3  # the feature norms and the three signed clicks' cells
+    # the oldest maps go first, the norms stay
+    many = torch.tensor([[[8.0 * (i % 8), 8.0 * (i // 8 % 8), 8.0 * (i // 64)] for i in range(80)]])
+    hires.click_similarity(feats, many, torch.ones(1, 80, dtype=torch.long), 64, cache=cache)
+    assert len(cache) == hires.SIMILARITY_MAPS_KEPT + 1
+    assert (-1, -1, -1) in cache and (7, 1, 1) in cache and (0, 0, 0) not in cache
+    # a batch of images is computed without the cache
+    two = torch.randn(2, 8, 8, 8, 4)
+    coords = torch.tensor([[clicks[0]], [clicks[1]]])
+    ones = torch.ones(2, 1, dtype=torch.long)
+    out = hires.click_similarity(two, coords, ones, 64, cache={})
+    assert torch.equal(out, hires.click_similarity(two, coords, ones, 64))
+
+
+def test_hires_head_outside_autograd_gives_the_values_of_the_autograd_path(monkeypatch):
+    from sammed3d.modeling import hires
+
+    monkeypatch.setattr(hires, "HEAD_CHUNK_CELLS", 1000)  # several chunks, a partial last one
+    torch.manual_seed(0)
+    head = hires.HiResHead(transformer_dim=16, channels=4)
+    coarse = torch.randn(2, 3, 8, 8, 8)
+    tokens = torch.randn(2, 3, 16)
+    features = torch.randn(1, 16, 16, 16, 4)  # one image's features for a batch of prompts
+    maps = torch.randn(2, 5, 16, 16, 16)
+    with torch.enable_grad():
+        expected = head(coarse, tokens, features, maps)
+    assert expected.requires_grad
+    with torch.no_grad():
+        chunked = head(coarse, tokens, features, maps)
+    assert chunked.shape == (2, 3, 16, 16, 16)
+    torch.testing.assert_close(chunked, expected.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_decode_reuses_the_similarity_maps_of_earlier_clicks(option_model):
+    with torch.inference_mode():
+        emb = option_model.encode(torch.randn(1, 1, 64, 64, 64))
+        coords = torch.tensor([[[10.0, 20.0, 30.0], [40.0, 8.0, 50.0]]])
+        labels = torch.tensor([[1, 0]])
+        low, _ = option_model.decode(emb, coords[:, :1], labels[:, :1], None)
+        assert len(emb.similarity_maps) == 2  # norms and the first click's map
+        again, _ = option_model.decode(emb, coords, labels, low)
+        assert len(emb.similarity_maps) == 3
+        fresh, _ = option_model.decode(ImageEmbedding(emb.tokens, emb.hires), coords, labels, low)
+        assert torch.equal(again, fresh)
+    # under autograd (training) nothing is kept
+    emb = option_model.encode(torch.randn(1, 1, 64, 64, 64))
+    option_model.decode(emb, coords, labels, None)
+    assert not emb.similarity_maps
+
+
 def test_click_maps_without_clicks_are_zero():
     maps = draw_click_maps(None, None, size=8, img_size=64, batch=3)
     assert maps.shape == (3, 2, 8, 8, 8) and not maps.any()

@@ -265,8 +265,8 @@ def stitch(tiles: Sequence[Tile]) -> tuple[RoiGrid, np.ndarray]:
         region_best = best[sl]
         region_out = out[sl]
         closer = dist < region_best
-        region_best[closer] = dist[closer]
-        region_out[closer] = tile.mask[closer]
+        np.copyto(region_best, dist, where=closer)  # in place, without gathering the voxels
+        np.copyto(region_out, tile.mask, where=closer)
     return union, out
 
 

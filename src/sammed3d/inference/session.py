@@ -446,7 +446,7 @@ class InteractiveSession:
         """
         key, state = self._extent_key(label)
         if self._extent_cache is None or self._extent_cache[0] != key:
-            self._extent_cache = (key, *self._compute_extents(state))
+            self._extent_cache = (key, *self._compute_extents(state, self._objects[key[0]]))
         _, tiles, voxels, scores, _ = self._extent_cache
         prompted = state.tiles[state.active] if state.active is not None else None
         size = float(np.prod(self.predictor.volume.spacing)) / 1000.0
@@ -530,7 +530,7 @@ class InteractiveSession:
         state = obj.state
         assert obj.slices is not None and obj.block is not None
         key, _ = self._extent_key(obj.label)
-        self._extent_cache = (key, *self._compute_extents(state))
+        self._extent_cache = (key, *self._compute_extents(state, obj))
         _, tiles, _, found_scores, blocks = self._extent_cache
         shown = state.tiles[state.active] if state.active is not None else None
         own = next(
@@ -727,11 +727,12 @@ class InteractiveSession:
         return (label, state.clicks[0], state.roi), state
 
     def _compute_extents(
-        self, state: _ObjectState
+        self, state: _ObjectState, obj: _Object | None = None
     ) -> tuple[list[Tile], list[int], list[float], list[_Block]]:
         """First-click masks of ``state`` (duplicates and empty masks dropped, the current
         one and the model's pick kept), smallest first, with their native voxel counts,
-        scores and native ``(slices, block)`` on their own ROI."""
+        scores and native ``(slices, block)`` on their own ROI. ``obj``: the object whose
+        state it is; when its mask is one tile's, that extent's mask is taken from it."""
         pred = self.predictor
         click = state.clicks[0]
         roi = (
@@ -747,10 +748,16 @@ class InteractiveSession:
             range(len(found)),
             key=lambda n: (not any(_same_tile(found[n][0], t) for t in shown), -found[n][1]),
         )
+        own = None  # the object's mask when it is a single tile's (stitched and refined alike)
+        if obj is not None and obj.block is not None and len(state.tiles) == 1:
+            own = (state.tiles[0], obj.slices, obj.block)
         kept: list[tuple[Tile, float, tuple[slice, ...], np.ndarray]] = []
         for n in order:
             tile, score = found[n]
-            slices, block = pred.native_block([tile], points, np.ones(1, np.int64))
+            if own is not None and _same_tile(tile, own[0]):
+                slices, block = own[1], own[2]
+            else:
+                slices, block = pred.native_block([tile], points, np.ones(1, np.int64))
             if not block.any() and not any(_same_tile(tile, t) for t in shown):
                 continue  # an empty mask is no extent to offer
             if any(

@@ -70,7 +70,8 @@ def upsample_trilinear(x: torch.Tensor, size: tuple[int, int, int]) -> torch.Ten
 
     For integer scale factors (the model's 4x case) the interpolation is done one axis at a
     time with the fixed two-tap weights of each output phase, about twice as fast on CPU as
-    the generic kernel; results agree to float rounding (~1e-6). Other sizes use
+    the generic kernel (outside autograd each phase is written in place: about 3x faster
+    again, the same values); results agree to float rounding (~1e-6). Other sizes use
     ``F.interpolate``.
     """
     in_size = tuple(x.shape[2:])
@@ -84,6 +85,8 @@ def upsample_trilinear(x: torch.Tensor, size: tuple[int, int, int]) -> torch.Ten
 
 def _upsample_axis(x: torch.Tensor, dim: int, scale: int) -> torch.Tensor:
     """Linear (align_corners=False) upsampling by an integer ``scale`` along ``dim``."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return _upsample_axis_into(x, dim, scale)
     n = x.shape[dim]
     prev = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
     nxt = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
@@ -98,3 +101,30 @@ def _upsample_axis(x: torch.Tensor, dim: int, scale: int) -> torch.Tensor:
     shape = list(x.shape)
     shape[dim] *= scale
     return y.reshape(shape)
+
+
+def _upsample_axis_into(x: torch.Tensor, dim: int, scale: int) -> torch.Tensor:
+    """:func:`_upsample_axis` outside autograd: each output phase is interpolated straight
+    into its strided place in the result (no neighbour copies, no stacking), with the same
+    ``torch.lerp`` per voxel, so the values are identical; about 3x faster on CPU. The edge
+    voxel of each phase interpolates between two equal values, i.e. copies them."""
+    n = x.shape[dim]
+    shape = list(x.shape)
+    shape.insert(dim + 1, scale)
+    y = x.new_empty(shape)
+    for r in range(scale):
+        f = (r + 0.5) / scale - 0.5  # source offset of output phase r, in (-0.5, 0.5)
+        phase = y.select(dim + 1, r)
+        if n == 1:
+            phase.copy_(x)
+        elif f < 0:  # from the voxel before: (1+f) x[i] + (-f) x[i-1]
+            out = phase.narrow(dim, 1, n - 1)
+            torch.lerp(x.narrow(dim, 1, n - 1), x.narrow(dim, 0, n - 1), -f, out=out)
+            phase.narrow(dim, 0, 1).copy_(x.narrow(dim, 0, 1))
+        else:  # towards the voxel after
+            out = phase.narrow(dim, 0, n - 1)
+            torch.lerp(x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1), f, out=out)
+            phase.narrow(dim, n - 1, 1).copy_(x.narrow(dim, n - 1, 1))
+    size = list(x.shape)
+    size[dim] *= scale
+    return y.reshape(size)

