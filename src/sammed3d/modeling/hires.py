@@ -28,8 +28,8 @@ from sammed3d.modeling.common import MLP, LayerNorm3d, upsample_trilinear
 #: Prior foreground probability that the output bias starts at (small targets in a big crop).
 PRIOR_FOREGROUND = 0.01
 #: :func:`click_similarity` keeps at most this many clicked cells' maps per image (1 MB each
-#: for a 64^3 grid).
-SIMILARITY_MAPS_KEPT = 32
+#: for a 64^3 grid: at most 16 MB beside each cached embedding).
+SIMILARITY_MAPS_KEPT = 16
 #: Grid cells per chunk of :class:`HiResHead`'s per-cell work outside autograd.
 HEAD_CHUNK_CELLS = 65_536
 #: The cache key of the squared feature norms (no cell has negative indices).
@@ -151,7 +151,8 @@ class HiResHead(nn.Module):
     ) -> torch.Tensor:
         """``w . h`` of :meth:`forward` outside autograd, ``HEAD_CHUNK_CELLS`` cells at a time:
         the same values, but each chunk's features stay in the CPU cache for all ``T``
-        outputs (1.7x faster for a first click's three masks on a 64^3 grid).
+        outputs (about 1.4x faster for a first click's three masks on a 64^3 grid on this
+        project's 2-core CPU).
 
         Returns ``(B, T, h, h, h)``."""
         b, t = up.shape[:2]
