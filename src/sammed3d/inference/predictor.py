@@ -166,7 +166,8 @@ class SamMed3DPredictor:
         extend: Grow beyond the ROI when the mask touches an inner ROI face (default on).
         max_rois: Bound on the ROIs of one prediction, extension included.
         min_face_voxels: Mask voxels on a face needed to extend through it.
-        cache_size: Image embeddings kept (one per ROI).
+        cache_size: Image embeddings kept (one per ROI; for a model with a hi-res path each
+            also keeps the similarity maps of up to 16 clicked cells, 1 MB each at 64^3).
         zoom_spacing: Zoom-in at an object's first click (:mod:`sammed3d.inference.zoom`):
             the spacing in mm of the finer ROI a small first mask is predicted again in; 0
             turns it off, None (default) takes the checkpoint's ``zoom_spacing`` (0 for the
