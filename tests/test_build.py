@@ -314,3 +314,52 @@ def test_pickled_objects_need_opt_in(tmp_path, tiny_model):
 def test_reference_attn_impl_from_loader(small_checkpoint):
     model = load_checkpoint(small_checkpoint, attn_impl="reference")
     assert model.image_encoder.attn_impl == "reference"
+
+
+# ---- training run folders and registry names -------------------------------------------------
+
+
+def _run_folder(root, model):
+    """A training run folder as ``sammed3d train`` leaves it: ``checkpoints/final.pth``."""
+    run = root / "run"
+    save_checkpoint(model, run / "checkpoints" / "final.pth")
+    return run
+
+
+def test_a_training_run_folder_loads_its_newest_checkpoint(tmp_path, tiny_model, caplog):
+    from sammed3d.build import resolve_checkpoint_path
+    from sammed3d.inference import SamMed3DPredictor
+
+    run = _run_folder(tmp_path, tiny_model)
+    final = run / "checkpoints" / "final.pth"
+    with caplog.at_level("INFO", logger="sammed3d.build"):
+        assert resolve_checkpoint_path(run) == final
+    assert f"using {final}" in caplog.text  # says which file it took
+    assert resolve_checkpoint_path(run / "checkpoints") == final
+    assert load_checkpoint(run).checkpoint_path == final
+    # the path segment/evaluate/serve take: the predictor loads through the same reader
+    assert SamMed3DPredictor.from_checkpoint(run).checkpoint == final
+    # the latest.json pointer wins over final.pth, as for `export`
+    step = save_checkpoint(tiny_model, run / "checkpoints" / "step_00000003.pth")
+    (run / "checkpoints" / "latest.json").write_text('{"file": "step_00000003.pth"}')
+    assert resolve_checkpoint_path(run) == step
+
+
+def test_a_folder_without_checkpoints_says_what_it_expects(tmp_path):
+    with pytest.raises(CheckpointError) as exc:
+        load_checkpoint(tmp_path)
+    msg = str(exc.value)
+    assert "\n" not in msg and "no checkpoint in run folder" in msg
+    assert "checkpoints/final.pth" in msg and "expected a .pth file" in msg
+
+
+def test_registered_names():
+    from sammed3d.build import registered_names
+
+    assert registered_names(MODEL_REGISTRY["sam_med3d_demo"]) == ["sam_med3d_demo"]
+    assert registered_names(MODEL_REGISTRY["sam_med3d_turbo"]) == ["sam_med3d", "sam_med3d_turbo"]
+    # behaviour options are not architecture
+    tweaked = dataclasses.replace(MODEL_REGISTRY["sam_med3d_tiny"], zoom_spacing=1.5)
+    assert registered_names(tweaked) == ["sam_med3d_tiny"]
+    custom = dataclasses.replace(MODEL_REGISTRY["sam_med3d_tiny"], encoder_depth=3)
+    assert registered_names(custom) == []

@@ -99,6 +99,13 @@ class CheckpointError(ValueError):
     """A checkpoint file cannot be read or does not fit the model (one-line message)."""
 
 
+def registered_names(config: ModelConfig) -> list[str]:
+    """The registry names whose architecture equals ``config`` (fields compared by
+    :class:`ModelConfig` equality: behaviour options are ignored), in registry order; empty for a
+    custom architecture."""
+    return [name for name, registered in MODEL_REGISTRY.items() if registered == config]
+
+
 def get_config(name_or_config: str | ModelConfig | Mapping[str, Any]) -> ModelConfig:
     """Resolve a registry name, a :class:`ModelConfig` or a config dict."""
     if isinstance(name_or_config, ModelConfig):
@@ -257,19 +264,49 @@ class _Checkpoint:
         self.metadata = metadata
 
 
+def resolve_checkpoint_path(path: str | os.PathLike[str] | None) -> Path:
+    """Resolve a checkpoint argument to a file: what :func:`sammed3d.paths.require_checkpoint`
+    resolves, and a training run folder (or its ``checkpoints`` folder) to the run's newest
+    checkpoint (:func:`sammed3d.training.checkpoint.find_latest_checkpoint`: the ``latest.json``
+    pointer, else ``final.pth``, else the highest step), logged as the file used.
+
+    Raises:
+        FileNotFoundError: no such file nor name (see ``require_checkpoint``).
+        CheckpointError: a folder that holds no checkpoint of a training run.
+    """
+    from sammed3d.paths import require_checkpoint
+
+    resolved = require_checkpoint(path)
+    if not resolved.is_dir():
+        return resolved
+    from sammed3d.training.checkpoint import CHECKPOINT_DIR, find_latest_checkpoint
+
+    found = find_latest_checkpoint(resolved)
+    if found is None and resolved.name == CHECKPOINT_DIR:  # the run's checkpoints/ folder
+        found = find_latest_checkpoint(resolved.parent)
+    if found is None:
+        raise CheckpointError(
+            f"no checkpoint in run folder {resolved}: it is a directory, expected a .pth file "
+            f"or a training run folder holding {CHECKPOINT_DIR}/final.pth, "
+            f"{CHECKPOINT_DIR}/latest.json or {CHECKPOINT_DIR}/step_*.pth"
+        )
+    logger.info("using %s, the newest checkpoint of the run folder %s", found, resolved)
+    return found
+
+
 def read_checkpoint(
     path: str | os.PathLike[str] | None, *, allow_unsafe_pickle: bool = False
 ) -> _Checkpoint:
     """Read and normalise a checkpoint file without building a model.
 
-    This is where a checkpoint argument is resolved (:func:`sammed3d.paths.require_checkpoint`)
-    for every loader; callers pass what the user gave and read the file used from the result
-    (``.path``; a loaded model's ``checkpoint_path``).
+    This is where a checkpoint argument is resolved (:func:`resolve_checkpoint_path`: a file, a
+    published name or a training run folder) for every loader; callers pass what the user gave
+    and read the file used from the result (``.path``; a loaded model's ``checkpoint_path``).
 
     Args:
         path: A checkpoint file, or the name of published weights (``turbo``, ``sam_med3d``,
-            ``default``; see :mod:`sammed3d.weights`), fetched and verified on first use;
-            None: the default checkpoint.
+            ``default``; see :mod:`sammed3d.weights`), fetched and verified on first use; a
+            training run folder (its newest checkpoint); None: the default checkpoint.
         allow_unsafe_pickle: Allow pickled Python objects besides tensors (trusted files only).
 
     Raises:
@@ -279,11 +316,7 @@ def read_checkpoint(
             state dict.
         sammed3d.weights.WeightsError: published weights could not be fetched or verified.
     """
-    from sammed3d.paths import require_checkpoint
-
-    path = require_checkpoint(path)
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint path is a directory, expected a .pth file: {path}")
+    path = resolve_checkpoint_path(path)
     obj = _torch_load(path, allow_unsafe_pickle)
     if not isinstance(obj, Mapping):
         raise CheckpointError(

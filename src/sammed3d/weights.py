@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import json
 import logging
@@ -255,6 +256,38 @@ def sha256_of(path: str | os.PathLike[str], *, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def bundled_sha256(entry: PublishedWeights) -> str | None:
+    """SHA-256 of the file shipped inside the package for a bundled entry, hashed from the
+    installed asset itself (no hash is recorded for it: it changes with each release); None for
+    an entry that is not bundled or whose asset is missing."""
+    if not entry.bundled:
+        return None
+    path = bundled_path(entry)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return _hash_once(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _hash_once(path: str, size: int, mtime_ns: int) -> str:
+    """:func:`sha256_of`, once per process for a file of this size and modification time."""
+    return sha256_of(path)
+
+
+def match_sha256(digest: str) -> PublishedWeights | None:
+    """The table entry whose file has this SHA-256: a recorded hash, or the installed bundled
+    asset's (:func:`bundled_sha256`); None if none has it."""
+    for entry in WEIGHTS.values():
+        if entry.sha256 == digest:
+            return entry
+    for entry in WEIGHTS.values():
+        if entry.bundled and bundled_sha256(entry) == digest:
+            return entry
+    return None
 
 
 def _memo_file() -> Path:

@@ -117,6 +117,71 @@ def test_bad_arguments_exit_2(
     assert err.startswith("error:") and message in err and "\n" not in err
 
 
+@pytest.mark.parametrize(
+    ("extra", "flag", "came"),
+    [
+        (["--strategy", "foo"], "--strategy", "got foo"),
+        (["--strategy", "center,foo"], "--strategy", "got center,foo"),
+        (["--metrics", "dice,foo"], "--metrics", "got dice,foo"),
+        (["--metrics", "iou,nsd"], "--metrics", "includes dice, got iou,nsd"),
+        (["--tolerance-mm", "-1"], "--tolerance-mm", "got -1.0"),
+        (["--tolerance-mm", "nan"], "--tolerance-mm", "got nan"),
+        (["--seed", "-1"], "--seed", "got -1"),
+        (["--clicks", "1,2000"], "--clicks", "got 2000"),
+        (["--shard", "2/2"], "--shard", "got '2/2'"),
+        (["--shard", "two"], "--shard", "got 'two'"),
+        (["--limit", "0"], "--limit", "got 0"),
+        (["--classes", "liver"], "--classes", "unknown class(es) liver"),
+    ],
+)
+def test_bad_values_name_the_flag(
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    flag: str,
+    came: str,
+) -> None:
+    """Errors name the option as typed (``--tolerance-mm``), not EvalConfig's field."""
+    argv = ["evaluate", "--data", str(dataset), "--output", str(tmp_path / "o"), "--no-progress"]
+    assert main([*argv, "--method", "region-growing", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag}: expected ") and came in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "config.json").exists()  # refused before any work
+
+
+def test_missing_data_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["evaluate", "--data", str(tmp_path / "nope"), "--output", str(tmp_path / "o")]
+    assert main([*argv, "--method", "region-growing"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --data: expected a dataset folder") and "nope" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--clicks", "1,,"),
+        ("--clicks", "1,3,"),
+        ("--clicks", ","),
+        ("--strategy", "center,,random"),
+        ("--metrics", "dice,"),
+        ("--classes", ",liver"),
+        ("--classes", "liver, ,kidney"),
+    ],
+)
+def test_empty_items_in_comma_lists_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    argv = ["evaluate", "--data", str(tmp_path), "--output", str(tmp_path / "o"), flag, value]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: expected a comma-separated list" in err and repr(value) in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_choose_extent_needs_a_multimask_model(
     dataset: Path, tmp_path: Path, small_checkpoint: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -65,3 +65,26 @@ def test_info_devices_adds_torch_facts(capsys):
     out = json.loads(capsys.readouterr().out)
     assert isinstance(out["cuda_available"], bool) and out["cpu_threads"] >= 1
     assert "sam_med3d_turbo" in out["registered_models"]
+
+
+def test_info_names_the_registered_architecture_of_the_bundled_model(capsys):
+    from sammed3d.paths import BUNDLED_CHECKPOINT
+
+    for target in ("default", str(BUNDLED_CHECKPOINT)):
+        assert main(["info", "--checkpoint", target]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert " " * 20 + "architecture: sam_med3d_demo" in lines
+
+
+def test_info_says_when_an_architecture_is_custom(capsys, tmp_path):
+    import dataclasses
+
+    from sammed3d import build_model, save_checkpoint
+    from sammed3d.build import MODEL_REGISTRY
+
+    assert main(["info", "--json", "--checkpoint", "default"]) == 0
+    assert json.loads(capsys.readouterr().out)["checkpoint"]["architecture"] == "sam_med3d_demo"
+    custom = dataclasses.replace(MODEL_REGISTRY["sam_med3d_tiny"], decoder_mlp_dim=64)
+    path = save_checkpoint(build_model(custom), tmp_path / "custom.pth")
+    assert main(["info", "--json", "--checkpoint", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["checkpoint"]["architecture"].startswith("custom")

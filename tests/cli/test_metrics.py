@@ -191,3 +191,49 @@ def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
     assert first == b'{\n  "'
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert len(json.loads(out.read_text())["labels"]) == 72  # the work was finished
+
+
+def test_an_integer_intensity_image_is_refused_as_either_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An MRI stored as uint8 (integers, ~250 values) is no ground truth: refused, naming the
+    flag, as a float image is."""
+    z, y, x = np.mgrid[0:20, 0:18, 0:12]
+    rng = np.random.default_rng(1)
+    mri = np.clip(60 + 6 * z + 4 * y + rng.normal(0, 8, z.shape), 0, 255).astype(np.uint8)
+    mri_path = _write(tmp_path / "t1.nii.gz", mri)
+    mask = np.zeros_like(mri)
+    mask[5:10, 5:10, 3:8] = 1
+    mask_path = _write(tmp_path / "mask.nii.gz", mask)
+    for flag, other in (("--gt", "--pred"), ("--pred", "--gt")):
+        assert main(["metrics", other, mask_path, flag, mri_path]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {flag} ({mri_path}) does not look like a label map")
+        assert "an intensity image?" in err and "\n" not in err
+
+
+def test_a_many_label_atlas_is_still_a_label_map(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    atlas = np.zeros((20, 18, 12), np.uint8)
+    for n, (i, j, k) in enumerate(np.ndindex(5, 6, 3)):  # 90 structures of 4x3x4 voxels
+        atlas[4 * i : 4 * i + 4, 3 * j : 3 * j + 3, 4 * k : 4 * k + 4] = n + 1
+    path = _write(tmp_path / "atlas.nii.gz", atlas)
+    assert main(["metrics", "--pred", path, "--gt", path, "--no-hd95"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["labels"]) == 90
+
+
+def test_labels_in_common_or_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    box = np.zeros((20, 18, 12), np.uint8)
+    box[5:10, 5:10, 3:8] = 1
+    pred = _write(tmp_path / "pred.nii.gz", box)  # the structure written as label 1
+    gt = _write(tmp_path / "gt.nii.gz", box * 3)  # the atlas calls it label 3
+    assert main(["metrics", "--pred", pred, "--gt", gt, "--no-hd95"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["labels"]["3"]["dice"] == 0.0
+    assert report["note"] == (
+        "--pred and --gt have no label in common: --pred holds label 1, --gt holds label 3; "
+        "a structure must have the same value in both files to be compared (relabel one)"
+    )
+    assert main(["metrics", "--pred", pred, "--gt", pred, "--no-hd95"]) == 0
+    assert "note" not in json.loads(capsys.readouterr().out)

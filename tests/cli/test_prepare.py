@@ -60,7 +60,14 @@ def test_prepare_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         (["--spacing", "1", "2"], "1 or 3 values"),
         (["--paired", " , "], "--paired"),
         (["--workers", "0"], "workers"),
-        (["--max-background", "2"], "max_background_fraction"),
+        (["--max-background", "2"], "--max-background: expected a fraction in [0, 1], got 2"),
+        (["--spacing", "0"], "--spacing: expected positive spacings in mm, got 0"),
+        (["--min-volume", "-1"], "--min-volume: expected a finite number >= 0, got -1"),
+        (["--min-extent", "nan"], "--min-extent: expected a finite number >= 0, got nan"),
+        (["--background-crop", "0"], "--background-crop: expected a cube edge >= 1 voxel"),
+        (["--max-components", "-1"], "--max-components: expected a number >= 0"),
+        (["--workers", "0"], "--workers: expected a number of processes >= 1, got 0"),
+        (["--paired", "kidney,,lung"], "--paired: expected comma-separated class names without"),
     ],
 )
 def test_prepare_bad_options(
@@ -71,6 +78,17 @@ def test_prepare_bad_options(
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_prepare_summary_is_said_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One summary line, with the singular for one case (it was printed and logged)."""
+    ds = _dataset(tmp_path / "raw")
+    argv = ["prepare", str(ds), "-o", str(tmp_path / "out"), "--no-progress", "--no-histograms"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    both = captured.out + captured.err
+    assert "prepared 1 case (0 resumed, 0 failed): 1 mask kept, 1 dropped" in captured.out
+    assert both.count("resumed, 0 failed)") == 1 and "1 cases" not in both
 
 
 def test_prepare_missing_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,10 +131,10 @@ def test_prepare_layouts_and_unknown_folder(
         "image,label,modality,labels\nimg/p3.nii.gz,seg/p3.nii.gz,CT,3=prostate/uterus\n"
     )
     assert main([*base, str(study), "-o", str(tmp_path / "o4"), "--max-background", "1"]) == 0
-    assert (
-        "note: 1 class name(s) not in the category catalogue, kept as written: "
-        "prostate/uterus" in capsys.readouterr().out
-    )
+    captured = capsys.readouterr()
+    note = "note: 1 class name(s) not in the category catalogue, kept as written: prostate/uterus"
+    assert (captured.out + captured.err).count(note) == 1  # said once (it was said twice)
+    assert "see 'unmapped_names' in" in captured.err
 
 
 def test_evaluate_reads_other_layouts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

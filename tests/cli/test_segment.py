@@ -532,3 +532,40 @@ def test_refined_extents_of_a_ball_are_one(tmp_path, capsys):
     assert len(listed) == 1 and listed[0].count(" ml") == 1 and "(model)" in listed[0]
     mask = read_volume(out).array > 0
     assert 2 * (mask & ball).sum() / (mask.sum() + ball.sum()) > 0.95
+
+
+@pytest.mark.parametrize("command", ["segment", "predict", "serve"])
+def test_an_unknown_modality_is_a_usage_error_naming_the_flag(command, capsys):
+    """A typo such as CTT would silently skip the CT clamp: every --modality takes the known
+    modalities (or names of them) only."""
+    with pytest.raises(SystemExit) as stop:
+        main([command, "in.nii.gz", "--modality", "CTT"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --modality: expected one of CT, MR, PET, SPECT, US, XR" in err
+    assert "got 'CTT'" in err and "Traceback" not in err
+
+
+def test_modality_names_are_taken_in_canonical_form():
+    from sammed3d.cli import modality_arg
+
+    assert [modality_arg(v) for v in ("ct", "T1", "mri", "FLAIR", "pet")] == [
+        "CT",
+        "MR",
+        "MR",
+        "MR",
+        "PET",
+    ]
+
+
+def test_an_extent_beyond_the_list_names_the_flag(tmp_path, capsys):
+    grid = np.indices((64, 64, 64)).transpose(1, 2, 3, 0)
+    ball = np.linalg.norm(grid - 32.0, axis=-1) <= 8
+    img = np.where(ball, 400.0, 100.0) + np.random.default_rng(0).normal(0, 20, ball.shape)
+    path = write_volume(Volume(img.astype(np.float32), (1.0, 1.0, 1.0)), tmp_path / "ball.nii.gz")
+    argv = ["segment", str(path), "-p", "32", "32", "32", "--checkpoint", "default"]
+    out = tmp_path / "m.nii.gz"
+    assert main([*argv, "-o", str(out), "--extent", "50"]) == 2
+    expected = r"--extent must be in 0\.\.\d+ \(the masks listed above\), got 50"
+    assert re.search(expected, _err(capsys))
+    assert not out.exists()

@@ -33,13 +33,16 @@ def test_train_stop_resume_and_export(tmp_path, dataset, capsys):
     run = tmp_path / "run"
     common = [f"data.roots=[{dataset}]", "train.batch_size=1", "train.epochs=2"]
     assert _train("--config", "tiny_cpu", "-o", str(run), *common, "run.stop_after_steps=1") == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "stopped: epoch 0, step 1" in out and f"--resume {run}" in out
+    assert "stopped at epoch" not in captured.err  # said once (the trainer logged it as well)
     saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     assert saved["data"]["roots"] == [str(dataset)] and saved["run"]["output_dir"] == str(run)
 
     assert _train("--resume", str(run), "run.stop_after_steps=null") == 0
-    assert "finished: epoch 2, step 4" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "finished: epoch 2, step 4" in captured.out and "finished at epoch" not in captured.err
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     assert summary["status"] == "finished" and summary["global_step"] == 4
 

@@ -163,3 +163,20 @@ def test_demo_offline_without_weights_leaves_nothing(hub, capsys, monkeypatch, t
     err = _err(capsys)
     assert "sam_med3d_turbo.pth" in err and "HF_HUB_OFFLINE" in err
     assert not out.exists()
+
+
+def test_verify_recognises_the_bundled_model(capsys, tmp_path):
+    from sammed3d.paths import BUNDLED_CHECKPOINT
+
+    copy = tmp_path / "renamed.pth"  # recognised by its hash, not its name
+    copy.write_bytes(BUNDLED_CHECKPOINT.read_bytes())
+    for target in (str(BUNDLED_CHECKPOINT), str(copy), "default"):
+        assert main(["weights", "verify", target, "--no-load", "--json"]) == 0
+        rep = json.loads(capsys.readouterr().out)
+        assert rep["sha256"] == weights.sha256_of(BUNDLED_CHECKPOINT)  # from the asset itself
+        assert rep["matches"].startswith("default: the model bundled with sammed3d")
+    # --name default compares with the asset: another file is refused in one line
+    other = save_checkpoint(build_model("sam_med3d_tiny"), tmp_path / "other.pth")
+    assert main(["weights", "verify", str(other), "--name", "default", "--no-load"]) == 2
+    err = _err(capsys)
+    assert "of the bundled sammed3d_default.pth" in err and "different file" in err

@@ -283,6 +283,32 @@ def test_ambiguous_folder_asks_for_layout(tmp_path: Path) -> None:
     assert [c.case_id for c in discover_dataset(study, "train", layout="manifest")] == ["p1", "p2"]
 
 
+def test_unknown_folder_listing_is_cut_between_whole_names(tmp_path: Path) -> None:
+    """A long listing ends after a whole name and says how many more there are."""
+    root = tmp_path / "flat"
+    names = [f"b{i:02d}.nii.gz" for i in range(30)]
+    for name in names:
+        _touch(root / name)
+    with pytest.raises(ValueError) as info:
+        discover_dataset(root)
+    message = str(info.value)
+    listing = message.split(" (found [", 1)[1].split("]):", 1)[0]
+    shown, _, rest = listing.partition(", ... and ")
+    assert rest.endswith(" more"), listing
+    items = shown.split(", ")
+    assert items == names[: len(items)]  # whole names, in order
+    assert int(rest.removesuffix(" more")) == len(names) - len(items)
+    assert 0 < len(shown) <= 160
+
+
+def test_unknown_folder_listing_is_not_cut_when_short(tmp_path: Path) -> None:
+    root = tmp_path / "flat"
+    _touch(root / "a.nii.gz")
+    _touch(root / "in.nii")
+    with pytest.raises(ValueError, match=r"\(found \[a\.nii\.gz, in\.nii\]\): looked"):
+        discover_dataset(root)
+
+
 def test_unknown_folder_lists_what_was_looked_for(tmp_path: Path) -> None:
     root = tmp_path / "mystery"
     _touch(root / "scan1.nii.gz")

@@ -166,3 +166,26 @@ def test_accumulator_excludes_and_counts_nan_inf() -> None:
     assert summarize([math.nan])["mean"] is None
     text = json.dumps(json_safe({"a": math.nan, "b": [math.inf, 1.0], "c": np.float32(2)}))
     assert json.loads(text) == {"a": None, "b": [None, 1.0], "c": 2.0}
+
+
+def test_the_demo_mri_is_not_a_label_map_but_its_atlas_is() -> None:
+    """The bundled T1 (uint8, ~250 integer values) was scored as a ground truth with 248
+    "labels"; its neighbouring voxels mostly differ, the atlas's mostly agree."""
+    from importlib import resources
+
+    from sammed3d.evaluation.metrics import (
+        check_label_map,
+        equal_neighbour_fraction,
+        label_map_metrics,
+    )
+    from sammed3d.io import VolumeError, read_volume
+
+    demo = resources.files("sammed3d") / "assets" / "demo"
+    t1 = read_volume(str(demo / "colin27_t1.nii.gz"))
+    atlas = read_volume(str(demo / "colin27_structures.nii.gz"))
+    assert equal_neighbour_fraction(t1.array) < 0.25 < 0.5 < equal_neighbour_fraction(atlas.array)
+    with pytest.raises(VolumeError, match=r"^the ground truth \(.*colin27_t1.*intensity image"):
+        label_map_metrics(atlas, t1, metrics=("dice",))
+    assert check_label_map(atlas, "atlas").tolist() == [1, 2, 3]
+    assert check_label_map(t1, "t1", max_labels=None).size > 200  # explicit labels: accepted
+    assert equal_neighbour_fraction(np.zeros((3, 3, 3))) == 1.0

@@ -492,3 +492,30 @@ def test_the_mask_shown_is_listed_as_the_object_has_it():
     assert current.voxels == session.voxel_count()
     size = float(np.prod(pred.volume.spacing)) / 1000.0
     assert current.volume_ml == pytest.approx(session.voxel_count() * size)
+
+
+def test_an_extent_listed_is_written_with_the_voxels_it_lists_as_taken(caplog):
+    """The edge pick grows every extent at the click, so each is listed with the voxels it is
+    written with when taken (the bundled model on the demo volume: the largest mask grows
+    into more ROIs), and growing an extent that is only listed warns of nothing."""
+    import logging
+
+    from sammed3d.demo import demo_assets
+    from sammed3d.io import read_volume
+
+    pred = SamMed3DPredictor.from_checkpoint(None)
+    session = InteractiveSession(pred)
+    session.set_image(read_volume(demo_assets()[0]), modality="MR")
+    with caplog.at_level(logging.INFO, logger="sammed3d"):
+        session.add_click((119, 143, 119))  # a corner: its larger masks reach ROI faces
+    assert not [r for r in caplog.records if "ROI extension stopped" in r.getMessage()]
+    session.reset()
+    session.set_image(read_volume(demo_assets()[0]), modality="MR")
+    session.add_click((60, 72, 60))
+    found = session.extents()
+    assert all(e.taken_voxels is not None for e in found)
+    grown = [e for e in found if e.taken_voxels != e.voxels]
+    assert grown and not any(e.current for e in grown)
+    for extent in found:
+        session.choose_extent(extent.index)
+        assert session.voxel_count() == extent.taken_voxels

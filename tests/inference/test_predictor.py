@@ -456,3 +456,19 @@ def test_the_rule_choice_comes_from_the_config_and_is_checked(lab, option, defau
     for bad in ("", "Edges", 1):
         with pytest.raises(ValueError, match=f"{option} must be one of {choices}"):
             SamMed3DPredictor(model, **{option: bad})
+
+
+def test_a_roi_without_positive_voxels_is_a_one_line_error_with_a_hint():
+    """SAM-Med3D z-scores its input over the voxels > 0: an image shifted below 0 cannot be
+    normalised; the error names the ROI's centre as such and says what to do."""
+    from sammed3d.inference import InteractiveSession
+
+    rng = np.random.default_rng(0)
+    img = (rng.normal(0, 20, (40, 40, 40)) - 500).astype(np.float32)
+    session = InteractiveSession(SamMed3DPredictor.from_checkpoint(None))
+    session.set_image(img, spacing=(1.5, 1.5, 1.5))
+    with pytest.raises(ValueError) as err:
+        session.add_click((20, 20, 20))
+    text = str(err.value)
+    assert "\n" not in text and "model's ROI centred at native voxel" in text
+    assert "needs voxels > 0, found none" in text and "positive intensities" in text

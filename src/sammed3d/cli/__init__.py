@@ -208,6 +208,30 @@ def add_overwrite_arg(parser: argparse.ArgumentParser, what: str = "OUTPUT") -> 
     )
 
 
+#: Modalities ``--modality`` accepts (after :func:`sammed3d.data.dataset_json.normalise_modality`).
+KNOWN_MODALITIES = ("CT", "MR", "PET", "SPECT", "US", "XR")
+
+
+def modality_arg(text: str) -> str:
+    """``--modality``: a known modality or a name of one (``MRI``, ``T1``, ``FLAIR`` -> MR), in
+    canonical form; anything else is a usage error (a typo such as ``CTT`` would otherwise
+    silently skip the CT clamp)."""
+    from sammed3d.data.dataset_json import normalise_modality
+
+    value = normalise_modality(text)
+    if value not in KNOWN_MODALITIES:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(KNOWN_MODALITIES)} (or a name of one, such as MRI, "
+            f"T1, T2 or FLAIR for MR), got {text!r}"
+        )
+    return value
+
+
+def add_modality_arg(parser: argparse.ArgumentParser, help: str) -> None:  # noqa: A002
+    """The shared ``--modality`` option (checked by :func:`modality_arg`)."""
+    parser.add_argument("--modality", type=modality_arg, help=help)
+
+
 def add_device_arg(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     """The shared ``--device`` option (resolved by :func:`sammed3d.devices.resolve_device`)."""
     parser.add_argument(

@@ -23,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        help="weights: a file or a published name (turbo, sam_med3d, default; see `sammed3d "
-        "weights`); default: $SAMMED3D_CHECKPOINT, else the bundled demo model",
+        help="weights: a file, a published name (turbo, sam_med3d, default; see `sammed3d "
+        "weights`) or a training run folder (its newest checkpoint); "
+        "default: $SAMMED3D_CHECKPOINT, else the bundled demo model",
     )
     parser.add_argument(
         "--structures",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from collections.abc import Iterable
 
 from sammed3d.cli import (
@@ -23,23 +24,35 @@ METHODS = ("sam-med3d", "region-growing")
 logger = logging.getLogger(__name__)
 
 
+def _items(text: str, example: str) -> list[str]:
+    """The stripped items of a comma-separated option value; an empty item is an error."""
+    items = [v.strip() for v in text.split(",")]
+    if not any(items):
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list such as {example}, got {text!r}"
+        )
+    if not all(items):
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list such as {example} without empty items, got {text!r}"
+        )
+    return items
+
+
 def _int_list(text: str) -> list[int]:
+    items = _items(text, "1,3,5,10")
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in items]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers such as 1,3,5,10, got {text!r}"
         ) from None
-    if not values or min(values) < 1:
+    if min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive click counts, got {text!r}")
     return values
 
 
 def _str_list(text: str) -> list[str]:
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
-    return values
+    return _items(text, "a,b")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,8 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        help="model checkpoint for sam-med3d: a file or a published name (turbo, sam_med3d, "
-        "default); default: $SAMMED3D_CHECKPOINT, then the bundled weights",
+        help="model checkpoint for sam-med3d: a file, a published name (turbo, sam_med3d, "
+        "default) or a training run folder (its newest checkpoint); "
+        "default: $SAMMED3D_CHECKPOINT, then the bundled weights",
     )
     add_unsafe_pickle_arg(parser)
     add_device_arg(parser)
@@ -160,12 +174,47 @@ def _joined(values: Iterable[object]) -> str:
     return ",".join(str(v) for v in values)
 
 
+#: The most clicks per target :class:`EvalConfig` takes.
+MAX_CLICKS = 1000
+
+
 def eval_config(args: argparse.Namespace) -> EvalConfig:
     """The protocol settings of parsed ``evaluate`` arguments.
 
+    The values are checked here first, so that an error names the option as typed
+    (``--strategy``), not the field of :class:`EvalConfig`.
+
     Raises:
-        ValueError: a value :class:`EvalConfig` refuses (unknown strategy or metric, ...).
+        CLIError: a value :class:`EvalConfig` would refuse (unknown strategy or metric, ...).
     """
+    from sammed3d.cli import CLIError
+    from sammed3d.clicks import CLICK_STRATEGIES
+    from sammed3d.evaluation.metrics import METRIC_NAMES
+
+    if args.clicks and max(args.clicks) > MAX_CLICKS:
+        raise CLIError(
+            f"--clicks: expected at most {MAX_CLICKS} clicks per target, got {max(args.clicks)}"
+        )
+    bad = [s for s in args.strategy if s not in CLICK_STRATEGIES]
+    if bad:
+        raise CLIError(
+            f"--strategy: expected a comma-separated list of {', '.join(CLICK_STRATEGIES)}, "
+            f"got {_joined(args.strategy)} ({', '.join(bad)} unknown)"
+        )
+    unknown = [m for m in args.metrics if m not in METRIC_NAMES]
+    if unknown:
+        raise CLIError(
+            f"--metrics: expected a comma-separated list among {', '.join(METRIC_NAMES)}, "
+            f"got {_joined(args.metrics)} ({', '.join(unknown)} unknown)"
+        )
+    if "dice" not in args.metrics:
+        raise CLIError(
+            f"--metrics: expected a list that includes dice, got {_joined(args.metrics)}"
+        )
+    if not (math.isfinite(args.tolerance_mm) and args.tolerance_mm >= 0):
+        raise CLIError(f"--tolerance-mm: expected a finite number >= 0, got {args.tolerance_mm}")
+    if args.seed < 0:
+        raise CLIError(f"--seed: expected an integer >= 0, got {args.seed}")
     clicks = {"clicks": tuple(args.clicks)} if args.clicks else {}  # None: --merge keeps its own
     return EvalConfig(
         **clicks,
@@ -243,9 +292,22 @@ def run(args: argparse.Namespace) -> int:
     if not args.data:
         raise CLIError("--data is required (or use --merge to rebuild the summary of --output)")
     config = eval_config(args)
-    shard = parse_shard(args.shard) if args.shard else shard_from_env()
+    if args.shard:
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError:
+            raise CLIError(
+                f"--shard: expected I/N with 0 <= I < N, e.g. 0/4, got {args.shard!r}"
+            ) from None
+    else:
+        shard = shard_from_env()
     if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        raise CLIError(f"--limit: expected a number of cases >= 1, got {args.limit}")
+    if not Path(args.data).exists():
+        raise CLIError(
+            f"--data: expected a dataset folder or a manifest .csv, got {args.data}, "
+            "which does not exist"
+        )
 
     from sammed3d.data.layout import discover_dataset, iter_targets
 
@@ -257,7 +319,10 @@ def run(args: argparse.Namespace) -> int:
         known = sorted({t.class_name for t in targets})
         missing = [c for c in args.classes if c not in known]
         if missing:
-            raise ValueError(f"unknown class(es) {missing}; the dataset has {known}")
+            raise CLIError(
+                f"--classes: expected class names of the dataset ({', '.join(known)}), got "
+                f"unknown class(es) {', '.join(missing)}"
+            )
         targets = [t for t in targets if t.class_name in args.classes]
 
     from sammed3d.evaluation.methods import ModelMethod, RegionGrowing

@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        help="a checkpoint to describe (architecture, params): a file or a published name",
+        help="a checkpoint to describe (architecture, params): a file, a published name or a "
+        "training run folder (its newest checkpoint)",
     )
     add_unsafe_pickle_arg(parser)
     parser.add_argument(
@@ -68,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
             }
         )
     if args.checkpoint:
-        from sammed3d.paths import require_checkpoint
+        from sammed3d.build import registered_names, resolve_checkpoint_path
 
-        path = require_checkpoint(args.checkpoint)  # a file, or a published name (fetched)
+        # a file, a published name (fetched) or a training run folder (its newest checkpoint)
+        path = resolve_checkpoint_path(args.checkpoint)
         from sammed3d.task.checkpoint import is_task_checkpoint
 
         if is_task_checkpoint(path):  # a task model (docs/transfer.md)
@@ -86,8 +88,13 @@ def run(args: argparse.Namespace) -> int:
             }
         else:
             model = load_checkpoint(path, allow_unsafe_pickle=args.allow_unsafe_pickle)
+            names = registered_names(model.config)
             info["checkpoint"] = {
                 "path": str(path),
+                # registry names with this architecture (sam_med3d and sam_med3d_turbo share one)
+                "architecture": (
+                    " / ".join(names) if names else "custom (no registered model has this config)"
+                ),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "config": model.config.to_dict(),
                 "metadata": getattr(model, "metadata", {}),

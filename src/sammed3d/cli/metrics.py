@@ -45,7 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sammed3d.evaluation.metrics import (
+        MAX_LABELS,
         METRIC_NAMES,
+        check_label_map,
+        check_same_grid,
         json_safe,
         label_map_metrics,
         summarize,
@@ -59,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.output, overwrite=args.overwrite, protect=(args.pred, args.gt))
     gt = read_volume(args.gt)
     pred = read_volume(args.pred)
+    check_same_grid(pred, gt)
+    # both files must be label maps; the message names the flag of the one that is not
+    limit = MAX_LABELS if args.labels is None else None
+    gt_labels = check_label_map(gt, "--gt", max_labels=limit)
+    pred_labels = check_label_map(pred, "--pred", max_labels=limit)
     names = [m for m in METRIC_NAMES if not (args.no_hd95 and m == "hd95")]
     per_label = label_map_metrics(
         pred, gt, tolerance_mm=args.tolerance_mm, labels=args.labels, metrics=names
@@ -80,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         "labels": {str(k): v for k, v in per_label.items()},
         "mean_over_gt_labels": mean,
     }
+    note = _disjoint_note(pred_labels.tolist(), gt_labels.tolist())
+    if note:
+        report["note"] = note
     text = json.dumps(json_safe(report), indent=2)
     if args.output:  # first: a closed pipe on stdout must not lose the file
         from sammed3d.io import atomic_write_text
@@ -87,3 +98,22 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(args.output, text + "\n")
     print(text)
     return 0
+
+
+def _disjoint_note(pred_labels: list[int], gt_labels: list[int]) -> str | None:
+    """One line when both files hold labels but none in common (a mask written with label 1
+    against an atlas whose structure is label 3 scores Dice 0 for a reason the numbers hide)."""
+    if not pred_labels or not gt_labels or set(pred_labels) & set(gt_labels):
+        return None
+    return (
+        f"--pred and --gt have no label in common: --pred holds {_label_list(pred_labels)}, "
+        f"--gt holds {_label_list(gt_labels)}; a structure must have the same value in both "
+        "files to be compared (relabel one)"
+    )
+
+
+def _label_list(labels: list[int], limit: int = 8) -> str:
+    shown = ", ".join(str(v) for v in labels[:limit])
+    more = f", ... ({len(labels)} labels)" if len(labels) > limit else ""
+    word = "label" if len(labels) == 1 else "labels"
+    return f"{word} {shown}{more}"

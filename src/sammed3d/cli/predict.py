@@ -18,7 +18,7 @@ import argparse
 import logging
 import time
 
-from sammed3d.cli import add_device_arg, add_overwrite_arg
+from sammed3d.cli import add_device_arg, add_modality_arg, add_overwrite_arg
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --data: do not write the predicted label maps",
     )
-    parser.add_argument(
-        "--modality",
-        help="image modality; CT clamps intensities (default: the file's metadata, else the "
+    add_modality_arg(
+        parser,
+        "image modality; CT clamps intensities (default: the file's metadata, else the "
         "modality the model was trained on)",
     )
     parser.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from sammed3d.cli import dataclass_defaults
 from sammed3d.data.cleaning_config import CleaningConfig  # light: no numpy
@@ -99,17 +100,66 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
+def _plural(count: int, noun: str) -> str:
+    """``1 case``, ``2 cases``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Raises :class:`CLIError` naming the option, as typed, whose value is refused (the
+    library's own checks name its fields: ``max_background_fraction``)."""
+    from sammed3d.cli import CLIError
+
+    if args.workers < 1:
+        raise CLIError(f"--workers: expected a number of processes >= 1, got {args.workers}")
+    if args.spacing is not None and not args.native_spacing:
+        if len(args.spacing) not in (1, 3):
+            raise CLIError(f"--spacing: expected 1 or 3 values, got {len(args.spacing)}")
+        if not all(math.isfinite(v) and v > 0 for v in args.spacing):
+            raise CLIError(
+                "--spacing: expected positive spacings in mm, got "
+                + " ".join(f"{v:g}" for v in args.spacing)
+            )
+    for flag, value in (("--min-volume", args.min_volume), ("--min-extent", args.min_extent)):
+        if not (math.isfinite(value) and value >= 0):
+            raise CLIError(f"{flag}: expected a finite number >= 0, got {value:g}")
+    if not 0.0 <= args.max_background <= 1.0:
+        raise CLIError(
+            f"--max-background: expected a fraction in [0, 1], got {args.max_background:g}"
+        )
+    if args.background_crop is not None and args.background_crop < 1:
+        raise CLIError(
+            f"--background-crop: expected a cube edge >= 1 voxel, got {args.background_crop}"
+        )
+    if args.max_components < 0:
+        raise CLIError(
+            f"--max-components: expected a number >= 0 (0 keeps all), got {args.max_components}"
+        )
+
+
 def cleaning_config(args: argparse.Namespace) -> CleaningConfig:
     """The cleaning thresholds of parsed ``prepare`` arguments.
 
     Raises:
-        ValueError: ``--paired`` names no class, or a threshold :class:`CleaningConfig` refuses.
+        CLIError: ``--paired`` names no class or has an empty item, or a threshold that
+            :class:`CleaningConfig` would refuse (the message names the option).
     """
+    from sammed3d.cli import CLIError
+
+    _check_options(args)
     paired = {}  # not given: the dataclass's list
     if args.paired is not None:
-        names = tuple(n.strip() for n in args.paired.split(",") if n.strip())
-        if not names:
-            raise ValueError("--paired needs at least one class name, e.g. --paired kidney,lung")
+        names = tuple(n.strip() for n in args.paired.split(","))
+        if not any(names):
+            raise CLIError(
+                f"--paired: expected at least one class name, e.g. --paired kidney,lung, "
+                f"got {args.paired!r}"
+            )
+        if not all(names):
+            raise CLIError(
+                f"--paired: expected comma-separated class names without empty items, "
+                f"e.g. kidney,lung, got {args.paired!r}"
+            )
         paired["paired_classes"] = names
     return CleaningConfig(
         min_volume_mm3=args.min_volume,
@@ -129,8 +179,6 @@ def run(args: argparse.Namespace) -> int:
 
     check_writable_folder(args.output)  # before any work
 
-    if args.spacing is not None and len(args.spacing) not in (1, 3):
-        raise ValueError(f"--spacing takes 1 or 3 values, got {len(args.spacing)}")
     cleaning = cleaning_config(args)
     result = prepare_datasets(
         args.sources,
@@ -159,19 +207,15 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(
-            f"{result.cases} cases ({result.cases_resumed} resumed, {result.cases_failed} "
-            f"failed): {result.kept} masks kept, {result.dropped} dropped"
+            f"prepared {_plural(result.cases, 'case')} ({result.cases_resumed} resumed, "
+            f"{result.cases_failed} failed): {_plural(result.kept, 'mask')} kept, "
+            f"{result.dropped} dropped"
         )
         print(f"manifest: {result.manifest}")
         print(f"report:   {result.report}")
         if result.cases_failed:
             print(f"warning: {result.cases_failed} case(s) failed; see 'errors' in the report")
-        if result.unmapped:
-            names = ", ".join(result.unmapped[:8]) + (" ..." if len(result.unmapped) > 8 else "")
-            print(
-                f"note: {len(result.unmapped)} class name(s) not in the category catalogue, "
-                f"kept as written: {names}; see 'unmapped_names' in the report"
-            )
+        # names not in the category catalogue: prepare_datasets has logged a warning
     if result.cases and result.cases_failed == result.cases:
         from sammed3d.cli import CommandFailed
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sammed3d.cli import (
     add_device_arg,
     add_extension_args,
+    add_modality_arg,
     add_overwrite_arg,
     add_rule_args,
     add_unsafe_pickle_arg,
@@ -112,8 +113,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_overwrite_arg(parser)
     parser.add_argument(
         "--checkpoint",
-        help="model checkpoint: a file or a published name (turbo, sam_med3d, default; see "
-        "`sammed3d weights`); default: $SAMMED3D_CHECKPOINT, then the bundled weights",
+        help="model checkpoint: a file, a published name (turbo, sam_med3d, default; see "
+        "`sammed3d weights`) or a training run folder (its newest checkpoint); "
+        "default: $SAMMED3D_CHECKPOINT, then the bundled weights",
     )
     add_unsafe_pickle_arg(parser)
     parser.add_argument(
@@ -123,9 +125,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how points are given: native voxel indices (default) or world mm (RAS as in "
         "3D Slicer/nibabel, LPS as in ITK/DICOM)",
     )
-    parser.add_argument(
-        "--modality",
-        help="image modality; CT clamps intensities to [-1000, 1000] (default: from the file's "
+    add_modality_arg(
+        parser,
+        "image modality; CT clamps intensities to [-1000, 1000] (default: from the file's "
         "metadata when it has one, else no clamp)",
     )
     parser.add_argument("--label", type=int, default=1, help="value of the object in the mask")
@@ -178,14 +180,25 @@ def _check_output_name(path: str) -> None:
 
 def _first_click_extents(session: InteractiveSession, extent: int | None) -> None:
     """Print the masks the first click could get; take ``extent`` of them if given."""
+    import numpy as np
+
     found = session.extents()  # ValueError (one line) for a model with one mask per click
     mark = f" ({session.rule})" if session.rule else " (model)"
-    cells = "  ".join(
-        f"{e.index}: {e.volume_ml:.1f} ml at {e.spacing_mm:g} mm{mark if e.picked else ''}"
-        for e in found
-    )
-    print(f"  masks this click could get (--extent N): {cells}")
+    ml_per_voxel = float(np.prod(session.predictor.volume.spacing)) / 1000.0
+    cells = []
+    for e in found:
+        cell = f"{e.index}: {e.volume_ml:.1f} ml at {e.spacing_mm:g} mm{mark if e.picked else ''}"
+        if e.taken_voxels is None:
+            cell += " (more when taken: it grows through a ROI face)"
+        elif e.taken_voxels != e.voxels:
+            cell += f" ({e.taken_voxels * ml_per_voxel:.1f} ml when taken: grown through ROI faces)"
+        cells.append(cell)
+    print(f"  masks this click could get (--extent N): {'  '.join(cells)}")
     if extent is not None:
+        if extent >= len(found):
+            raise ValueError(
+                f"--extent must be in 0..{len(found) - 1} (the masks listed above), got {extent}"
+            )
         chosen = session.choose_extent(extent)
         print(f"  took mask {chosen.index}: {session.voxel_count()} voxels, {_where(session)}")
 

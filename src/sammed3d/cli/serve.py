@@ -20,6 +20,7 @@ import sys
 from sammed3d.cli import (
     add_device_arg,
     add_extension_args,
+    add_modality_arg,
     add_rule_args,
     add_unsafe_pickle_arg,
     check_max_rois,
@@ -51,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        help="model checkpoint (default: $SAMMED3D_CHECKPOINT, then the bundled weights)",
+        help="model checkpoint: a file, a published name or a training run folder (default: "
+        "$SAMMED3D_CHECKPOINT, then the bundled weights)",
     )
     add_unsafe_pickle_arg(parser)
     parser.add_argument(
@@ -88,9 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the axes of protocol images point when no affine is sent: SPL = 3D Slicer "
         "(default), SAR = napari with napari-nifti, RAS, LPS, ...; see docs/serve.md",
     )
-    parser.add_argument(
-        "--modality",
-        help="image modality for every image; CT clamps intensities to [-1000, 1000] "
+    add_modality_arg(
+        parser,
+        "image modality for every image; CT clamps intensities to [-1000, 1000] "
         "(default: none for protocol images, the file's metadata for web uploads)",
     )
     parser.add_argument(

@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sammed3d.cli import add_unsafe_pickle_arg
+
+if TYPE_CHECKING:
+    from sammed3d.weights import PublishedWeights
 
 ACTIONS = ("list", "download", "verify")
 
@@ -155,8 +158,10 @@ def _verify_one(target: str, args: argparse.Namespace) -> dict[str, Any]:
                 f"{named.label} is not here; `sammed3d weights download {named.name}` fetches it"
             )
         path = found
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory, expected a checkpoint file")
+    if path.is_dir():  # a training run folder: its newest checkpoint, as --checkpoint takes it
+        from sammed3d.build import resolve_checkpoint_path
+
+        path = resolve_checkpoint_path(path)
     if entry is None:
         entry = next(
             (w for w in weights.WEIGHTS.values() if w.filename == path.name and not w.bundled),
@@ -169,14 +174,28 @@ def _verify_one(target: str, args: argparse.Namespace) -> dict[str, Any]:
     digest = weights.sha256_of(path)
     report["sha256"] = digest
     if entry is None:
-        known = {w.sha256: w.name for w in weights.WEIGHTS.values() if w.sha256}
-        report["matches"] = (
-            f"{known[digest]} (SHA-256 recorded in the table)"
-            if digest in known
-            else "no published file of this name or hash (pass --name NAME to compare)"
-        )
+        known = weights.match_sha256(digest)
+        if known is None:
+            report["matches"] = (
+                "no published file of this name or hash (pass --name NAME to compare)"
+            )
+        elif known.bundled:
+            report["matches"] = f"{known.name}: {_bundled_match(known)}"
+        else:
+            report["matches"] = f"{known.name} (SHA-256 recorded in the table)"
     elif entry.bundled:
-        report["matches"] = f"{entry.name}: bundled, no hash recorded"
+        expected = weights.bundled_sha256(entry)
+        if expected is None:
+            report["matches"] = (
+                f"{entry.name}: cannot compare, the bundled {entry.filename} is not installed"
+            )
+        elif digest != expected:
+            raise weights.WeightsError(
+                f"{path} has SHA-256 {digest[:16]}..., not the {expected[:16]}... of the "
+                f"bundled {entry.filename} ({weights.bundled_path(entry)}): a different file"
+            )
+        else:
+            report["matches"] = f"{entry.name}: {_bundled_match(entry)}"
     else:
         checked = weights.verify_file(path, entry, rehash=True)
         if checked.hash_source == "table":
@@ -196,6 +215,16 @@ def _verify_one(target: str, args: argparse.Namespace) -> dict[str, Any]:
             f"{cfg.encoder_depth}, input {cfg.img_size}^3"
         )
     return report
+
+
+def _bundled_match(entry: PublishedWeights) -> str:
+    """What ``matches`` says of a file with the bundled asset's hash."""
+    from sammed3d import weights
+
+    return (
+        f"the model bundled with sammed3d (same SHA-256 as the installed "
+        f"{weights.bundled_path(entry)})"
+    )
 
 
 def _human(n: int) -> str:

@@ -162,10 +162,10 @@ def find_datasets(root: str | Path, layout: str | None = None) -> list[tuple[Lay
             ", ".join(f"{f.name} ({r.name})" for r, f in plan),
         )
         return plan
-    listing = ", ".join(sorted(p.name for p in root.iterdir() if not p.name.startswith(".")))
+    listing = _short_listing(sorted(p.name for p in root.iterdir() if not p.name.startswith(".")))
     wanted = "; ".join(r.looks_for for r in READERS)
     raise ValueError(
-        f"unknown dataset layout at {root} (found [{listing[:160]}]): looked for {wanted}, "
+        f"unknown dataset layout at {root} (found [{listing}]): looked for {wanted}, "
         f"in the folder and one level down; for any other dataset write a manifest CSV "
         f"({MANIFEST_DOC})"
     )
@@ -219,6 +219,22 @@ def iter_targets(cases: Iterable[Case]) -> list[Target]:
 
 def _matching(root: Path) -> list[LayoutReader]:
     return [r for r in READERS if r.detect(root)]
+
+
+def _short_listing(names: list[str], width: int = 160) -> str:
+    """``names`` joined by commas, cut between whole names to about ``width`` characters
+    (at least one name), with how many more there are: ``a.nii.gz, b.nii.gz, ... and 12 more``.
+    """
+    shown: list[str] = []
+    length = 0
+    for name in names:
+        extra = len(name) + (2 if shown else 0)
+        if shown and length + extra > width:
+            break
+        shown.append(name)
+        length += extra
+    rest = len(names) - len(shown)
+    return ", ".join(shown) + (f", ... and {rest} more" if rest else "")
 
 
 def _ambiguous(root: Path, readers: list[LayoutReader]) -> str:

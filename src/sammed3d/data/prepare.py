@@ -261,12 +261,15 @@ def prepare_datasets(
     _warn_stale_markers(out, jobs)
     if result.unmapped:
         logger.warning(
-            "%d class name(s) are not in the category catalogue and keep their own name: %s",
+            "note: %d class name(s) not in the category catalogue, kept as written: %s; "
+            "see 'unmapped_names' in %s",
             len(result.unmapped),
             ", ".join(result.unmapped[:10]) + (" ..." if len(result.unmapped) > 10 else ""),
+            result.report,
         )
-    logger.info(
-        "prepared %d cases (%d resumed, %d failed): %d masks kept, %d dropped -> %s",
+    # debug: ``sammed3d prepare`` prints this summary itself (said once)
+    logger.debug(
+        "prepared %d case(s) (%d resumed, %d failed): %d mask(s) kept, %d dropped -> %s",
         result.cases,
         result.cases_resumed,
         result.cases_failed,
@@ -573,7 +576,7 @@ def _plan_jobs(
                     }
                 ]
             )
-    logger.info("%d cases to prepare from %d source(s)", len(jobs), len(sources))
+    logger.info("%d case(s) to prepare from %d source(s)", len(jobs), len(sources))
     return jobs, problems
 
 

@@ -358,6 +358,26 @@ def compute_metrics(
 #: More distinct values than this (without ``labels=``) and a file is taken for an image.
 MAX_LABELS = 1000
 
+#: With more distinct non-zero values than this (without ``labels=``), a file whose
+#: neighbouring voxels mostly differ is taken for an image: a label map's regions are constant
+#: (an atlas: over 80% of neighbouring foreground voxel pairs equal, a map of 3x3x3 cubes 50%;
+#: an MRI with integer intensities: under 10%).
+MANY_LABELS = 16
+MIN_EQUAL_NEIGHBOURS = 0.25
+
+
+def equal_neighbour_fraction(array: np.ndarray) -> float:
+    """Share of neighbouring voxel pairs (not both zero) that hold the same value, along the
+    axis where it is highest (thick slices lower it along one axis only); 1.0 without pairs."""
+    shares = []
+    for axis in range(array.ndim):
+        a = np.moveaxis(array, axis, 0)
+        head, tail = a[1:], a[:-1]
+        pairs = np.count_nonzero((head != 0) | (tail != 0))
+        if pairs:
+            shares.append(np.count_nonzero((head == tail) & (head != 0)) / pairs)
+    return float(max(shares)) if shares else 1.0
+
 
 def check_label_map(
     volume: Volume, what: str, *, max_labels: int | None = MAX_LABELS
@@ -366,7 +386,9 @@ def check_label_map(
 
     A label map holds non-negative integers (stored as an integer or bool type, or as floats
     with integer values) and, unless ``max_labels`` is None, at most ``max_labels`` distinct
-    non-zero values. The message says what the file holds instead.
+    non-zero values; with more than :data:`MANY_LABELS` of them, its neighbouring voxels must
+    mostly be equal (:func:`equal_neighbour_fraction`; an intensity image with integer voxels
+    fails this). The message says what the file holds instead.
 
     Returns:
         The sorted non-zero label values (int64).
@@ -392,14 +414,26 @@ def check_label_map(
             f"{where} is not a label map: it holds negative values ({values.size} distinct "
             f"values from {lo:g} to {hi:g}); an intensity image?"
         )
-    n = int(np.count_nonzero(values))
+    labels = values[values != 0]
+    n = int(labels.size)
+    if n:
+        lo = labels[0]  # the range of the labels, not of the background
     if max_labels is not None and n > max_labels:
         raise VolumeError(
             f"{where} does not look like a label map: {n} distinct non-zero values (from "
             f"{lo:g} to {hi:g}), more than {max_labels}; an intensity image? (pass the labels "
             "to score explicitly to go on)"
         )
-    return values[values != 0].astype(np.int64)
+    if max_labels is not None and n > MANY_LABELS:
+        same = equal_neighbour_fraction(arr)
+        if same < MIN_EQUAL_NEIGHBOURS:
+            raise VolumeError(
+                f"{where} does not look like a label map: {n} distinct non-zero values (from "
+                f"{lo:g} to {hi:g}) and only {same:.0%} of neighbouring voxels share a value "
+                "(a label map's regions are constant); an intensity image? (pass the labels to "
+                "score explicitly to go on)"
+            )
+    return labels.astype(np.int64)
 
 
 def check_same_grid(pred: Volume, gt: Volume, *, atol_mm: float = 1e-3) -> None:

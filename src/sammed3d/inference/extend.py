@@ -186,6 +186,7 @@ def grow(
     existing: Iterable[RoiGrid] = (),
     max_new: int = 7,
     min_face_voxels: int = 8,
+    quiet: bool = False,
 ) -> list[Tile]:
     """Extend ``seed`` through every touched face, breadth-first, up to ``max_new`` ROIs.
 
@@ -195,6 +196,8 @@ def grow(
         existing: ROIs already predicted for this object (never predicted again).
         max_new: Bound on the number of new ROIs.
         min_face_voxels: See :func:`touched_faces`.
+        quiet: Log the stop at ``max_new`` at debug level (default: info, which the CLI
+            shows: the mask may be cut at a ROI face).
 
     Returns:
         The new tiles (empty predictions are dropped), in the order they were made.
@@ -210,7 +213,8 @@ def grow(
             if key in seen:
                 continue
             if len(new) >= max_new:
-                logger.info(
+                logger.log(
+                    logging.DEBUG if quiet else logging.INFO,
                     "ROI extension stopped: the object reached its ROI budget (%d new ROI(s) "
                     "allowed for this click, --max-rois); its mask may be cut at a ROI face: "
                     "raise --max-rois or click inside the missing part",

@@ -645,8 +645,16 @@ class SamMed3DPredictor:
             array = zscore_foreground(array)
         except ValueError as exc:
             center = np.round(roi.roi_to_native(np.asarray(roi.size) / 2 - 0.5)).astype(int)
+            hint = (
+                " (the model's input is z-scored over the voxels > 0, as in SAM-Med3D: the "
+                "structures must have positive intensities; add a constant to an image shifted "
+                "below 0)"
+                if not np.any(array > 0)
+                else ""
+            )
             raise ValueError(
-                f"cannot normalise the ROI around native voxel {tuple(center.tolist())}: {exc}"
+                f"cannot normalise the model's ROI centred at native voxel "
+                f"{tuple(center.tolist())}: {exc}{hint}"
             ) from None
         return torch.from_numpy(np.ascontiguousarray(array))[None, None].to(self.device)
 
@@ -1044,7 +1052,9 @@ class SamMed3DPredictor:
         logger.debug("predict: %d ROI(s), %.3f s", len(tiles), time.perf_counter() - t0)
         return Prediction(mask, tile.low_res_logits, roi, tuple(tiles), tile.logits)
 
-    def extend_tile(self, seed: Tile, existing: Iterable[RoiGrid] = ()) -> list[Tile]:
+    def extend_tile(
+        self, seed: Tile, existing: Iterable[RoiGrid] = (), *, quiet: bool = False
+    ) -> list[Tile]:
         """Grow ``seed`` into neighbouring ROIs where its mask reaches a ROI face.
 
         :func:`sammed3d.inference.extend.grow` with this predictor's ``min_face_voxels``;
@@ -1055,6 +1065,8 @@ class SamMed3DPredictor:
             seed: The tile just predicted.
             existing: ROIs the object has already (``seed``'s may be among them): never
                 predicted again, and counted against ``max_rois`` with ``seed``.
+            quiet: Log a growth cut by ``max_rois`` at debug level instead of info (a mask
+                that is only looked at, not shown).
 
         Returns:
             The new tiles, at most ``max_rois`` minus the ROIs the object has.
@@ -1066,6 +1078,7 @@ class SamMed3DPredictor:
             existing=existing,
             max_new=max(0, self.max_rois - len(have)),
             min_face_voxels=self.min_face_voxels,
+            quiet=quiet,
         )
 
     def _extension_tile(

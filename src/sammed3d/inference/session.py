@@ -87,8 +87,7 @@ class Extent:
         voxels: Native voxels of the mask: for the object's mask now (``current``) as the
             object has it; for the others, the mask in its ROI, refined on that ROI alone (a
             mask on a ROI face grows through that face when chosen, as any mask does, and is
-            then refined over all its ROIs: the mask taken can differ, by 8% for a ventricle
-            mask of the demo volume).
+            then refined over all its ROIs: ``taken_voxels``).
         volume_ml: The same in millilitres (voxels x native voxel volume).
         score: The model's confidence: predicted IoU x stability score, the rule that picks
             among the masks of one lattice. Scores of the two lattices are not compared: a
@@ -101,6 +100,11 @@ class Extent:
             first-click rule took instead (the edge pick, or with the contrast guard on the
             sharper extent that replaced a low-contrast pick,
             :mod:`sammed3d.inference.contrast`).
+        taken_voxels: Native voxels the object's mask would have with this extent taken
+            (grown through the ROI faces it reaches and refined over all its ROIs): equal to
+            ``voxels`` for the current mask and for a mask that reaches no ROI face; known
+            for the others once a first-click rule has grown them (the edge pick does, at
+            the click); None when it would grow and has not been grown yet.
     """
 
     index: int
@@ -110,6 +114,7 @@ class Extent:
     spacing_mm: float
     current: bool
     picked: bool
+    taken_voxels: int | None = None
 
 
 #: A native mask block: where it lies (index slices) and its bool voxels.
@@ -188,6 +193,8 @@ class InteractiveSession:
         # (label, first click, caller ROI) -> first-click masks, smallest first
         # (with each mask's voxel count, score and native (slices, block) on its own ROI)
         self._extent_cache: _ExtentCache | None = None
+        #: Voxels of extents of the cache as they would be taken (grown), by their index.
+        self._taken_voxels: dict[int, int] = {}
         # label -> (native mask block, its edge score): the edge check's score of the mask
         # an object has now (valid while that block is the object's)
         self._edge_scores: dict[int, tuple[np.ndarray, float]] = {}
@@ -447,7 +454,9 @@ class InteractiveSession:
         key, state = self._extent_key(label)
         if self._extent_cache is None or self._extent_cache[0] != key:
             self._extent_cache = (key, *self._compute_extents(state, self._objects[key[0]]))
+            self._taken_voxels = {}
         _, tiles, voxels, scores, _ = self._extent_cache
+        pred = self.predictor
         prompted = state.tiles[state.active] if state.active is not None else None
         size = float(np.prod(self.predictor.volume.spacing)) / 1000.0
         found = []
@@ -456,6 +465,15 @@ class InteractiveSession:
             # the mask shown is listed as the object has it (grown through ROI faces, refined
             # over all its ROIs); the others as their own ROI gives them
             count = self.voxel_count(key[0]) if current else voxels[n]
+            taken = self._taken_voxels.get(n)
+            if current:
+                taken = count
+            elif taken is None and not (
+                pred.extend
+                and not pred.is_zoomed(tile)
+                and _extend.touched_faces(tile, pred.min_face_voxels)
+            ):
+                taken = count  # it reaches no ROI face: taken as listed
             found.append(
                 Extent(
                     index=n,
@@ -465,6 +483,7 @@ class InteractiveSession:
                     spacing_mm=float(np.mean(tile.roi.grid.spacing)),
                     current=current,
                     picked=state.first_pick is not None and _same_tile(tile, state.first_pick),
+                    taken_voxels=taken,
                 )
             )
         return tuple(found)
@@ -505,12 +524,13 @@ class InteractiveSession:
         now = next((e.index for e in found if e.current), -1 if step > 0 else 0)
         return self.choose_extent((now + int(step)) % len(found), label)
 
-    def _extent_tiles(self, tile: Tile) -> tuple[Tile, ...]:
+    def _extent_tiles(self, tile: Tile, *, quiet: bool = False) -> tuple[Tile, ...]:
         """The tiles an object gets when its first click takes the extent ``tile`` (grown
-        through the ROI faces its mask reaches, as after a click)."""
+        through the ROI faces its mask reaches, as after a click). ``quiet``: a growth cut
+        by the ROI budget is logged at debug level only (an extent only looked at)."""
         pred = self.predictor
         if pred.extend and not pred.is_zoomed(tile):
-            return (tile, *pred.extend_tile(tile, existing=[tile.roi]))
+            return (tile, *pred.extend_tile(tile, existing=[tile.roi], quiet=quiet))
         return (tile,)
 
     def _first_click_candidates(
@@ -531,6 +551,7 @@ class InteractiveSession:
         assert obj.slices is not None and obj.block is not None
         key, _ = self._extent_key(obj.label)
         self._extent_cache = (key, *self._compute_extents(state, obj))
+        self._taken_voxels = {}
         _, tiles, _, found_scores, blocks = self._extent_cache
         shown = state.tiles[state.active] if state.active is not None else None
         own = next(
@@ -546,12 +567,16 @@ class InteractiveSession:
         masks: list[_Block] = [(obj.slices, obj.block)]
         levels = [pred.lattice_level(shown.roi.lattice) if shown is not None else 0]
         scores = [own]
-        for tile, score, (slices, block) in zip(tiles, found_scores, blocks, strict=True):
+        for n, (tile, score, (slices, block)) in enumerate(
+            zip(tiles, found_scores, blocks, strict=True)
+        ):
             if shown is not None and _same_tile(tile, shown):
                 continue
-            chosen = self._extent_tiles(tile)
+            # grown quietly: a budget cut is told if the user takes this extent
+            chosen = self._extent_tiles(tile, quiet=True)
             if len(chosen) > 1:  # grown through ROI faces: the mask as it would be taken
                 slices, block = pred.native_block(chosen, points, np.ones(1, np.int64))
+            self._taken_voxels[n] = int(np.count_nonzero(block))
             candidates.append(chosen)
             masks.append((slices, block))
             levels.append(pred.lattice_level(tile.roi.lattice))

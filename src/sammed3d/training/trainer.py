@@ -846,7 +846,8 @@ class Trainer:
             }
             summary_text = json.dumps(summary, indent=2, default=str)
             atomic_write_text(self.run_dir / "summary.json", summary_text)
-        logger.info(
+        # debug: ``sammed3d train`` prints this line itself (said once)
+        logger.debug(
             "%s at epoch %d, global step %d; checkpoint %s",
             status,
             self.epoch,
