@@ -63,7 +63,8 @@ def test_region_growing_end_to_end(
     capsys.readouterr()
     assert main(bad) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "strategy" in err and "\n" not in err
+    assert err.startswith("error:") and "\n" not in err
+    assert "(--strategy: ['center'] there, ['random'] now)" in err  # the option, as typed
 
 
 def test_shards_and_merge(

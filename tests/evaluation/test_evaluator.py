@@ -350,3 +350,12 @@ def test_a_label_file_that_is_not_a_label_map_is_skipped_with_the_reason(tmp_pat
     res = evaluate_targets(OracleMethod(), targets, tmp_path / "out", CFG, show_progress=False)
     assert res.evaluated == 0 and res.skipped == 2
     assert "not a label map" in res.skipped_reasons[0]
+
+
+def test_a_resume_mismatch_names_the_setting_as_evaluate_spells_it():
+    from sammed3d.evaluation.evaluator import _setting_name
+
+    assert _setting_name("tolerance_mm") == "--tolerance-mm"
+    assert _setting_name("run.checkpoint") == "--checkpoint"
+    assert _setting_name("run.uses_gt") == "--method"
+    assert _setting_name("run.params").startswith("the model's settings")

@@ -170,6 +170,17 @@ def _part_files(output_dir: Path, kind: str) -> list[Path]:
     )
 
 
+def _setting_name(key: str) -> str:
+    """A ``config.json`` identity key as ``sammed3d evaluate`` spells the setting: the
+    option (``tolerance_mm`` -> ``--tolerance-mm``, ``run.checkpoint`` -> ``--checkpoint``),
+    or the model's settings for ``run.params``."""
+    if key == "run.params":
+        return "the model's settings (zoom, refinement, first-click rules)"
+    if key == "run.uses_gt":
+        return "--method"
+    return "--" + key.removeprefix("run.").replace("_", "-")
+
+
 def _write_config(
     output_dir: Path, config: EvalConfig, run_info: Mapping[str, Any], overwrite: bool
 ) -> None:
@@ -186,7 +197,7 @@ def _write_config(
         if diff:
             k = diff[0]
             raise ValueError(
-                f"{output_dir} holds results made with other settings ({k}: "
+                f"{output_dir} holds results made with other settings ({_setting_name(k)}: "
                 f"{old.get(k)!r} there, {identity.get(k)!r} now); use another --output "
                 f"or --overwrite"
             )
