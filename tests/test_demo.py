@@ -153,3 +153,12 @@ def test_demo_cli_missing_checkpoint(capsys, tmp_path):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert "not found" in err and "\n" not in err
+
+
+def test_demo_refuses_to_write_inside_the_package(tiny_ckpt, capsys):
+    assets = demo_assets()[0].parent
+    before = sorted(p.name for p in assets.iterdir())
+    assert main(["demo", "-o", str(assets), "--checkpoint", str(tiny_ckpt), "--clicks", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lies inside the installed sammed3d package" in err and "\n" not in err
+    assert sorted(p.name for p in assets.iterdir()) == before

@@ -64,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output folder {out} is a file")
+    package = Path(__file__).resolve().parents[1]  # the installed sammed3d package
+    if out.resolve() == package or package in out.resolve().parents:
+        raise ValueError(
+            f"-o {out} lies inside the installed sammed3d package ({package}), beside its bundled "
+            "data: choose a folder of your own"
+        )
     overwrite = args.overwrite or _written_by_demo(out)
     for name in DEMO_OUTPUTS:
         check_output_file(out / name, overwrite=overwrite)
