@@ -45,10 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sammed3d.evaluation.metrics import (
-        MAX_LABELS,
         METRIC_NAMES,
-        check_label_map,
-        check_same_grid,
         json_safe,
         label_map_metrics,
         summarize,
@@ -62,14 +59,14 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.output, overwrite=args.overwrite, protect=(args.pred, args.gt))
     gt = read_volume(args.gt)
     pred = read_volume(args.pred)
-    check_same_grid(pred, gt)
-    # both files must be label maps; the message names the flag of the one that is not
-    limit = MAX_LABELS if args.labels is None else None
-    gt_labels = check_label_map(gt, "--gt", max_labels=limit)
-    pred_labels = check_label_map(pred, "--pred", max_labels=limit)
     names = [m for m in METRIC_NAMES if not (args.no_hd95 and m == "hd95")]
-    per_label = label_map_metrics(
-        pred, gt, tolerance_mm=args.tolerance_mm, labels=args.labels, metrics=names
+    per_label = label_map_metrics(  # both must be label maps: an error names the flag
+        pred,
+        gt,
+        tolerance_mm=args.tolerance_mm,
+        labels=args.labels,
+        metrics=names,
+        names=("--pred", "--gt"),
     )
     mean = {
         name: summarize(row[name] for row in per_label.values() if row["gt_voxels"] > 0)
@@ -88,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
         "labels": {str(k): v for k, v in per_label.items()},
         "mean_over_gt_labels": mean,
     }
-    note = _disjoint_note(pred_labels.tolist(), gt_labels.tolist())
+    note = _disjoint_note(
+        [k for k, row in per_label.items() if row["pred_voxels"]],
+        [k for k, row in per_label.items() if row["gt_voxels"]],
+    )
     if note:
         report["note"] = note
     text = json.dumps(json_safe(report), indent=2)

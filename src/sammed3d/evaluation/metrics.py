@@ -464,6 +464,7 @@ def label_map_metrics(
     tolerance_mm: float = 1.0,
     labels: Sequence[int] | None = None,
     metrics: Iterable[str] = METRIC_NAMES,
+    names: tuple[str, str] = ("the prediction", "the ground truth"),
 ) -> dict[int, dict[str, float | int]]:
     """Per-label metrics of two label maps on the same grid (physical spacing of ``gt``).
 
@@ -478,6 +479,7 @@ def label_map_metrics(
         tolerance_mm: NSD tolerance.
         labels: Only these label values (default: all non-zero values of either map).
         metrics: Names among :data:`METRIC_NAMES`.
+        names: How errors name ``pred`` and ``gt`` (the CLI: ``--pred``, ``--gt``).
 
     Returns:
         ``{label: {"gt_voxels", "pred_voxels", metric: value, ...}}`` in label order.
@@ -488,8 +490,8 @@ def label_map_metrics(
     """
     check_same_grid(pred, gt)
     limit = MAX_LABELS if labels is None else None
-    gt_values = check_label_map(gt, "the ground truth", max_labels=limit)
-    pred_values = check_label_map(pred, "the prediction", max_labels=limit)
+    gt_values = check_label_map(gt, names[1], max_labels=limit)
+    pred_values = check_label_map(pred, names[0], max_labels=limit)
     names = list(metrics)
     worst = worst_case_distance_mm(gt.shape, gt.spacing)
     if labels is None:

@@ -177,12 +177,9 @@ def face_dilation(mask: np.ndarray, steps: int = 1) -> np.ndarray:
     out = np.array(mask, dtype=bool)  # a copy, also for steps 0
     for _ in range(steps):
         grown = out.copy()
-        for axis in range(out.ndim):
-            lo = [slice(None)] * out.ndim
-            hi = [slice(None)] * out.ndim
-            lo[axis], hi[axis] = slice(None, -1), slice(1, None)
-            grown[tuple(hi)] |= out[tuple(lo)]
-            grown[tuple(lo)] |= out[tuple(hi)]
+        for lo, hi in _face_shifts(out.ndim):
+            grown[hi] |= out[lo]
+            grown[lo] |= out[hi]
         out = grown
     return out
 
@@ -193,16 +190,21 @@ def face_erosion(mask: np.ndarray) -> np.ndarray:
     ``mask``: bool, any number of axes."""
     mask = np.asarray(mask, dtype=bool)
     out = mask.copy()
-    for axis in range(mask.ndim):
-        lo = [slice(None)] * mask.ndim
-        hi = [slice(None)] * mask.ndim
-        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
-        out[tuple(hi)] &= mask[tuple(lo)]
-        out[tuple(lo)] &= mask[tuple(hi)]
-        edge = [slice(None)] * mask.ndim
-        for end in (0, -1):
-            edge[axis] = end
-            out[tuple(edge)] = False
+    for axis, (lo, hi) in enumerate(_face_shifts(mask.ndim)):
+        out[hi] &= mask[lo]
+        out[lo] &= mask[hi]
+        for end in (0, -1):  # the array's faces: their outer neighbour is outside
+            out[(slice(None),) * axis + (end,)] = False
+    return out
+
+
+def _face_shifts(ndim: int) -> list[tuple[tuple[slice, ...], tuple[slice, ...]]]:
+    """Per axis, the index pair ``(all but the last, all but the first)`` along it: voxel
+    ``lo[x]`` and ``hi[x]`` are face neighbours."""
+    out = []
+    for axis in range(ndim):
+        before = (slice(None),) * axis
+        out.append((before + (slice(None, -1),), before + (slice(1, None),)))
     return out
 
 

@@ -119,8 +119,11 @@ class Extent:
 
 #: A native mask block: where it lies (index slices) and its bool voxels.
 _Block = tuple[tuple[slice, ...], np.ndarray]
-#: An object's first-click extents: key, tiles, voxel counts, scores, blocks.
-_ExtentCache = tuple[tuple[Any, ...], list[Tile], list[int], list[float], list[_Block]]
+#: An object's first-click extents: key, tiles, voxel counts, scores, blocks, and the voxels
+#: of those a first-click rule grew as they would be taken (by index; filled as they are).
+_ExtentCache = tuple[
+    tuple[Any, ...], list[Tile], list[int], list[float], list[_Block], dict[int, int]
+]
 
 #: The rules that can change what a click gives (:attr:`InteractiveSession.rule`).
 RULES = ("edge pick", "contrast guard", "edge check")
@@ -193,8 +196,6 @@ class InteractiveSession:
         # (label, first click, caller ROI) -> first-click masks, smallest first
         # (with each mask's voxel count, score and native (slices, block) on its own ROI)
         self._extent_cache: _ExtentCache | None = None
-        #: Voxels of extents of the cache as they would be taken (grown), by their index.
-        self._taken_voxels: dict[int, int] = {}
         # label -> (native mask block, its edge score): the edge check's score of the mask
         # an object has now (valid while that block is the object's)
         self._edge_scores: dict[int, tuple[np.ndarray, float]] = {}
@@ -453,9 +454,8 @@ class InteractiveSession:
         """
         key, state = self._extent_key(label)
         if self._extent_cache is None or self._extent_cache[0] != key:
-            self._extent_cache = (key, *self._compute_extents(state, self._objects[key[0]]))
-            self._taken_voxels = {}
-        _, tiles, voxels, scores, _ = self._extent_cache
+            self._extent_cache = (key, *self._compute_extents(state, self._objects[key[0]]), {})
+        _, tiles, voxels, scores, _, grown = self._extent_cache
         pred = self.predictor
         prompted = state.tiles[state.active] if state.active is not None else None
         size = float(np.prod(self.predictor.volume.spacing)) / 1000.0
@@ -465,10 +465,8 @@ class InteractiveSession:
             # the mask shown is listed as the object has it (grown through ROI faces, refined
             # over all its ROIs); the others as their own ROI gives them
             count = self.voxel_count(key[0]) if current else voxels[n]
-            taken = self._taken_voxels.get(n)
-            if current:
-                taken = count
-            elif taken is None and not (
+            taken = count if current else grown.get(n)
+            if taken is None and not (
                 pred.extend
                 and not pred.is_zoomed(tile)
                 and _extend.touched_faces(tile, pred.min_face_voxels)
@@ -550,9 +548,8 @@ class InteractiveSession:
         state = obj.state
         assert obj.slices is not None and obj.block is not None
         key, _ = self._extent_key(obj.label)
-        self._extent_cache = (key, *self._compute_extents(state, obj))
-        self._taken_voxels = {}
-        _, tiles, _, found_scores, blocks = self._extent_cache
+        self._extent_cache = (key, *self._compute_extents(state, obj), {})
+        _, tiles, _, found_scores, blocks, grown = self._extent_cache
         shown = state.tiles[state.active] if state.active is not None else None
         own = next(
             (
@@ -576,7 +573,7 @@ class InteractiveSession:
             chosen = self._extent_tiles(tile, quiet=True)
             if len(chosen) > 1:  # grown through ROI faces: the mask as it would be taken
                 slices, block = pred.native_block(chosen, points, np.ones(1, np.int64))
-            self._taken_voxels[n] = int(np.count_nonzero(block))
+            grown[n] = int(np.count_nonzero(block))
             candidates.append(chosen)
             masks.append((slices, block))
             levels.append(pred.lattice_level(tile.roi.lattice))
