@@ -185,6 +185,47 @@ def test_stitch_takes_each_voxel_from_the_nearest_roi_centre():
         stitch([])
 
 
+def _stitch_by_distance(tiles):
+    """Stitching as first written (each tile overwrites the voxels it is strictly nearer
+    to): the reference for the cached ownership of :func:`stitch`."""
+    lo = np.min([t.roi.start for t in tiles], axis=0)
+    hi = np.max([t.roi.stop for t in tiles], axis=0)
+    best = np.full(hi - lo, np.inf, np.float32)
+    out = np.zeros(hi - lo, bool)
+    for t in tiles:
+        sl = tuple(
+            slice(s - u, s - u + n) for s, u, n in zip(t.roi.start, lo, t.roi.size, strict=True)
+        )
+        axes = [(np.arange(n, dtype=np.float32) - (n - 1) / 2) ** 2 for n in t.roi.size]
+        dist = axes[0][:, None, None] + axes[1][None, :, None] + axes[2][None, None, :]
+        closer = dist < best[sl]
+        best[sl][closer] = dist[closer]
+        out[sl][closer] = t.mask[closer]
+    return out
+
+
+def test_stitch_equals_the_nearest_centre_rule_on_random_layouts():
+    lat = _lattice((80, 80, 80))
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        seed = lat.roi(tuple(int(v) for v in rng.integers(0, 40, 3)), S)
+        rois = [seed]
+        for _ in range(int(rng.integers(1, 6))):  # half-ROI steps, as grown, and odd ones
+            step = (S // 2) if rng.random() < 0.7 else int(rng.integers(1, S))
+            delta = [0, 0, 0]
+            delta[int(rng.integers(3))] = step * int(rng.choice([-1, 1]))
+            moved = rois[int(rng.integers(len(rois)))].shifted(delta)
+            if moved not in rois:
+                rois.append(moved)
+        tiles = [_tile(r, rng.random(r.size) < 0.5) for r in rois]
+        union, out = stitch(tiles)
+        assert union.start == tuple(np.min([r.start for r in rois], axis=0))
+        np.testing.assert_array_equal(out, _stitch_by_distance(tiles))
+        # the same layout again (its ownership is cached) with other masks
+        tiles = [_tile(r, rng.random(r.size) < 0.5) for r in rois]
+        np.testing.assert_array_equal(stitch(tiles)[1], _stitch_by_distance(tiles))
+
+
 def test_descendants_follow_the_parent_chain():
     lat = _lattice()
     a = lat.roi((16, 16, 16), S)

@@ -20,6 +20,7 @@ shifts and stitching are exact integer operations.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -238,6 +239,13 @@ def grow(
 
 _DIST_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
 
+#: Tile layouts whose voxel ownership :func:`stitch` keeps (a click on an object of several
+#: ROIs stitches the same ROIs again; one layout costs one byte per voxel of its union box).
+OWNERSHIP_KEPT = 4
+
+#: ``((offset in the union box, size) of each tile, in order)`` -> ``(union size, owner map)``
+_Layout = tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
+
 
 def _center_distance(size: tuple[int, int, int]) -> np.ndarray:
     """Squared distance of each voxel of a box to the box centre, float32 (cached)."""
@@ -247,8 +255,35 @@ def _center_distance(size: tuple[int, int, int]) -> np.ndarray:
     return _DIST_CACHE[size]
 
 
+def _box_slices(offset: Sequence[int], size: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(o, o + n) for o, n in zip(offset, size, strict=True))
+
+
+@functools.lru_cache(maxsize=OWNERSHIP_KEPT)
+def _ownership(layout: _Layout, union_size: tuple[int, ...]) -> np.ndarray:
+    """Which tile each voxel of the union box takes its value from: the index (in
+    ``layout``'s order) of the tile whose box centre is nearest, the first of equally near
+    ones; -1 where no tile lies. ``(union_size)`` int8 or int16, read-only (cached)."""
+    dtype = np.int8 if len(layout) < 128 else np.int16
+    owner = np.full(union_size, -1, dtype=dtype)
+    best = np.full(union_size, np.inf, dtype=np.float32)
+    for index, (offset, size) in enumerate(layout):
+        sl = _box_slices(offset, size)
+        dist = _center_distance(size)  # type: ignore[arg-type]
+        region_best = best[sl]
+        closer = dist < region_best  # strictly: an earlier tile keeps a tie
+        np.copyto(region_best, dist, where=closer)  # in place, without gathering the voxels
+        np.copyto(owner[sl], index, where=closer)
+    owner.flags.writeable = False
+    return owner
+
+
 def stitch(tiles: Sequence[Tile]) -> tuple[RoiGrid, np.ndarray]:
     """Merge tile masks on their lattice: nearest-ROI-centre wins where ROIs overlap.
+
+    Equally near centres: the tile that comes first in ``tiles``. Which tile owns which
+    voxel depends only on the tiles' boxes, so it is computed once per layout and kept
+    (:data:`OWNERSHIP_KEPT` layouts).
 
     Returns:
         The union box and its ``(size)`` bool mask (voxels no tile covers are False).
@@ -258,19 +293,15 @@ def stitch(tiles: Sequence[Tile]) -> tuple[RoiGrid, np.ndarray]:
     if len(tiles) == 1:
         return tiles[0].roi, tiles[0].mask
     union = union_roi([t.roi for t in tiles])
-    best = np.full(union.size, np.inf, dtype=np.float32)
+    layout = tuple(
+        (tuple(s - u for s, u in zip(t.roi.start, union.start, strict=True)), tuple(t.roi.size))
+        for t in tiles
+    )
+    owner = _ownership(layout, tuple(union.size))
     out = np.zeros(union.size, dtype=bool)
-    for tile in tiles:
-        sl = tuple(
-            slice(s - u, s - u + n)
-            for s, u, n in zip(tile.roi.start, union.start, tile.roi.size, strict=True)
-        )
-        dist = _center_distance(tile.roi.size)
-        region_best = best[sl]
-        region_out = out[sl]
-        closer = dist < region_best
-        np.copyto(region_best, dist, where=closer)  # in place, without gathering the voxels
-        np.copyto(region_out, tile.mask, where=closer)
+    for index, (tile, (offset, size)) in enumerate(zip(tiles, layout, strict=True)):
+        sl = _box_slices(offset, size)
+        np.copyto(out[sl], tile.mask, where=owner[sl] == index)
     return union, out
 
 

@@ -65,6 +65,10 @@ class HiResStem(nn.Module):
         h2 = self.down2(h1)
         h2 = h2 + self.block(h2)
         h = F.gelu(h1 + self.up(h2))
+        # the 1x1x1 projection reads channels-last memory: on a CPU ~10x faster than on
+        # NCDHW memory (where it cost a third of the stem), and its output is then already
+        # the channels-last layout returned, so the permute copies nothing
+        h = h.contiguous(memory_format=torch.channels_last_3d)
         return self.proj(h).permute(0, 2, 3, 4, 1).contiguous()
 
 
