@@ -505,3 +505,26 @@ def test_volume_and_grid_share_one_index_physical_map() -> None:
     ras = np.c_[ijk, np.ones(3)] @ vol.affine.T
     np.testing.assert_allclose(ras[:, :3], lps @ LPS_TO_RAS.T, atol=1e-12)
     np.testing.assert_allclose(ras[1, :2], -lps[1, :2])
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_a_4d_file_of_one_volume_is_that_volume_and_of_more_an_error(tmp_path, suffix):
+    """Some tools write a 3-D result with a last axis of length 1: it is the volume; a
+    series of several volumes is refused naming its size (module docstring)."""
+    rng = np.random.default_rng(3)
+    one = rng.random((10, 11, 12, 1)).astype(np.float32)
+    two = rng.random((10, 11, 12, 2)).astype(np.float32)
+    paths = []
+    for name, data in (("one", one), ("two", two)):
+        path = tmp_path / f"{name}{suffix}"
+        if suffix == ".nii.gz":
+            nib.save(nib.Nifti1Image(data, np.diag([1.5, 1.5, 2.0, 1.0])), path)
+        else:  # ITK: a 4-D image, the 4th axis fastest in its array order (t, z, y, x)
+            image = sitk.GetImageFromArray(np.transpose(data, (3, 2, 1, 0)), isVector=False)
+            sitk.WriteImage(image, str(path))
+        paths.append(path)
+    volume = read_volume(paths[0])
+    assert volume.shape == (10, 11, 12)
+    np.testing.assert_array_equal(np.asarray(volume.array), one[..., 0])
+    with pytest.raises(VolumeError, match=r"expected a 3-D volume, got a 4-D image of size"):
+        read_volume(paths[1])

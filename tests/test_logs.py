@@ -1,12 +1,16 @@
-"""sammed3d.logs: messages logged during a step are shown after the step's own line."""
+"""sammed3d.logs: messages logged during a step are shown after the step's own line; a slow
+step says that it is still running."""
 
 from __future__ import annotations
 
+import io
 import logging
+import threading
+import time
 
 import pytest
 
-from sammed3d.logs import held_messages, release
+from sammed3d.logs import held_messages, notice_if_slow, release
 
 
 def test_messages_are_held_then_released_indented_in_order(caplog):
@@ -33,3 +37,21 @@ def test_a_failing_step_loses_no_message(caplog):
         logging.getLogger("sammed3d.inference.session").warning("before the failure")
         raise RuntimeError("boom")
     assert [r.getMessage() for r in caplog.records] == ["  before the failure"]
+
+
+def test_a_slow_step_prints_its_notice_once_and_a_fast_one_nothing():
+    out = io.StringIO()
+    with notice_if_slow("click 1/1: still segmenting", after=0.0, stream=out):
+        for _ in range(400):  # the step: the notice comes while it runs
+            if out.getvalue():
+                break
+            time.sleep(0.025)
+        assert out.getvalue() == "click 1/1: still segmenting\n"
+    out = io.StringIO()
+    with notice_if_slow("never", after=60.0, stream=out):
+        pass
+    assert out.getvalue() == ""  # and no timer is left behind
+    assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+    with pytest.raises(ValueError, match="after must be >= 0 seconds, got -1"):
+        with notice_if_slow("x", after=-1):
+            pass

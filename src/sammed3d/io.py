@@ -20,6 +20,9 @@ What :func:`read_volume` guarantees (every command reads through it):
   zero-filled volume. NIfTI files are read with nibabel (SimpleITK zero-fills a truncated
   NIfTI file and turns NaN into 0); the other formats with SimpleITK.
 * **Finite voxels.** NaN or infinite voxels are a :class:`VolumeError` naming how many.
+* **Three dimensions.** 2-D images, vector/RGB images and 4-D series are a
+  :class:`VolumeError`; a 4-D file holding one volume (a last axis of length 1, as some
+  tools write a 3-D result) is read as that volume, and an output on its grid is 3-D.
 * **Plausible geometry.** Every voxel size lies in [:data:`MIN_SPACING_MM`,
   :data:`MAX_SPACING_MM`]; a zero or negative size in the header is an error (ITK would
   silently make it 1 mm).

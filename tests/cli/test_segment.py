@@ -542,8 +542,8 @@ def test_an_unknown_modality_is_a_usage_error_naming_the_flag(command, capsys):
         main([command, "in.nii.gz", "--modality", "CTT"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "argument --modality: expected one of CT, MR, PET, SPECT, US, XR" in err
-    assert "got 'CTT'" in err and "Traceback" not in err
+    assert "argument --modality: modality 'CTT' is not one of CT, MR, PET, SPECT, US, XR" in err
+    assert "Traceback" not in err
 
 
 def test_modality_names_are_taken_in_canonical_form():

@@ -456,6 +456,25 @@ def test_the_edge_pick_takes_the_extent_on_the_strongest_edge(lab, guard):
     assert dice(session.mask, component) > 0.9
 
 
+def test_the_edge_pick_note_gives_the_reason_that_decided():
+    from sammed3d.inference.session import _edge_pick_reason
+
+    # passed over for an inside unlike the click, though its edge was the stronger one
+    why, other, better = _edge_pick_reason(0.5, 0.0123, False, True)
+    assert why == "its inside is unlike the clicked voxels" and other == "one like them"
+    assert better == "edge score 0.0123, the model's mask's 0.5"  # never "0.0x", "sharper"
+    assert _edge_pick_reason(0.2, 0.5, True, True) == (
+        "",
+        "a sharper one",
+        ("edge score 2.5x the model's mask's"),
+    )
+    why, other, better = _edge_pick_reason(0.0, 0.3, True, True)
+    assert (
+        why == "its border follows no intensity edge"
+        and better == "edge score 0.3, the model's mask's 0"
+    )
+
+
 def test_the_edge_pick_keeps_a_pick_on_the_strongest_edge(lab):
     vol, _ = _scene()
     pred = SamMed3DPredictor(_multimask_model(lab), target_spacing=(MAIN,) * 3)

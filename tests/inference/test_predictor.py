@@ -18,6 +18,7 @@ from sammed3d.data.transforms import (
     zscore_foreground,
 )
 from sammed3d.inference import SamMed3DPredictor
+from sammed3d.inference.predictor import check_modality, normalise_modality
 from sammed3d.io import VolumeError
 from sammed3d.modeling import stability_score
 
@@ -125,6 +126,24 @@ def test_ct_clamp_applies_only_for_ct(lab):
         ref = np.clip(raw, -1000, 1000) if clip else raw
         np.testing.assert_allclose(x, zscore_foreground(ref), atol=1e-4)
         assert predictor.modality == ("CT" if clip else None)
+
+
+def test_an_unknown_modality_is_refused_where_a_person_names_it(lab, tmp_path):
+    """A typo such as "CTX" would skip the CT clamp silently (as the CLI's --modality
+    refuses it); a file header's other codes are not typos and pass."""
+    vol, _, _, _ = _sphere_setup(lab, "lps_aniso")
+    predictor = SamMed3DPredictor(lab.OracleModel(img_size=48), extend=False)
+    for bad in ("CTX", "", 3):
+        with pytest.raises(ValueError, match=r"modality .* is not one of CT, MR, PET, SPECT"):
+            predictor.set_image(vol, modality=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"modality 'CTX' is not one of"):
+        SamMed3DPredictor(lab.OracleModel(img_size=48), modality="CTX")
+    with pytest.raises(ValueError, match=r"modality 'CTX'"):  # before the file is read
+        predictor.set_image(tmp_path / "missing.nii.gz", modality="CTX")
+    predictor.set_image(vol, modality="T1")
+    assert predictor.modality == "MR"
+    assert check_modality(None) is None and check_modality(" ct ") == "CT"
+    assert normalise_modality("MET_MOD_NM") == "NM"  # a header value
 
 
 def test_roi_from_mask_uses_the_published_bbox_centring(lab):

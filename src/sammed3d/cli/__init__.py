@@ -39,6 +39,8 @@ from collections.abc import Iterable, Sequence
 from types import ModuleType
 from typing import Any, NoReturn
 
+from sammed3d.data.dataset_json import KNOWN_MODALITIES as KNOWN_MODALITIES  # noqa: F401  (re-exported)
+
 #: Subcommands in the order ``--help`` lists them: name -> one-line help (also the description
 #: of the command's own ``--help``). Register a new command here with one line.
 COMMANDS: dict[str, str] = {
@@ -208,23 +210,16 @@ def add_overwrite_arg(parser: argparse.ArgumentParser, what: str = "OUTPUT") -> 
     )
 
 
-#: Modalities ``--modality`` accepts (after :func:`sammed3d.data.dataset_json.normalise_modality`).
-KNOWN_MODALITIES = ("CT", "MR", "PET", "SPECT", "US", "XR")
-
-
 def modality_arg(text: str) -> str:
     """``--modality``: a known modality or a name of one (``MRI``, ``T1``, ``FLAIR`` -> MR), in
-    canonical form; anything else is a usage error (a typo such as ``CTT`` would otherwise
-    silently skip the CT clamp)."""
-    from sammed3d.data.dataset_json import normalise_modality
+    canonical form (:func:`sammed3d.data.dataset_json.check_modality`); anything else is a
+    usage error (a typo such as ``CTT`` would otherwise silently skip the CT clamp)."""
+    from sammed3d.data.dataset_json import check_modality
 
-    value = normalise_modality(text)
-    if value not in KNOWN_MODALITIES:
-        raise argparse.ArgumentTypeError(
-            f"expected one of {', '.join(KNOWN_MODALITIES)} (or a name of one, such as MRI, "
-            f"T1, T2 or FLAIR for MR), got {text!r}"
-        )
-    return value
+    try:
+        return str(check_modality(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_modality_arg(parser: argparse.ArgumentParser, help: str) -> None:  # noqa: A002

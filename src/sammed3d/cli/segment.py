@@ -36,7 +36,7 @@ from sammed3d.cli import (
     check_rule_args,
     rule_kwargs,
 )
-from sammed3d.logs import held_messages, release
+from sammed3d.logs import held_messages, notice_if_slow, release
 
 if TYPE_CHECKING:
     from sammed3d.inference import InteractiveSession
@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: A mask larger than this share of the image gets a warning (a click on the background).
 LARGE_MASK_FRACTION = 0.5
+#: A click still running after this many seconds gets a line saying so (a large object).
+SLOW_CLICK_NOTICE_S = 3.0
 
 
 class _ClickAction(argparse.Action):
@@ -215,6 +217,7 @@ def _where(session: InteractiveSession) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    t_start = time.perf_counter()  # the total includes loading numpy and torch
     import numpy as np
     import torch
 
@@ -223,7 +226,6 @@ def run(args: argparse.Namespace) -> int:
     from sammed3d.inference import InteractiveSession, SamMed3DPredictor
     from sammed3d.io import LPS_TO_RAS, check_output_file
 
-    t_start = time.perf_counter()
     clicks = args.clicks or []
     if not clicks:
         raise CLIError("give at least one click: --point I J K")
@@ -295,7 +297,11 @@ def run(args: argparse.Namespace) -> int:
     session.new_object(args.label)
     for n, (voxel, (_, positive)) in enumerate(zip(voxels, clicks, strict=True), start=1):
         t0 = time.perf_counter()
-        with held_messages() as held:  # shown under the click's line
+        slow = (
+            f"click {n}/{len(clicks)}: still segmenting after {SLOW_CLICK_NOTICE_S:g} s (an "
+            "object larger than the model's ROI is predicted ROI by ROI)"
+        )
+        with held_messages() as held, notice_if_slow(slow, SLOW_CLICK_NOTICE_S):
             click = session.add_click(voxel, positive=positive)
         print(
             f"click {n}/{len(clicks)} {'+' if positive else '-'} at {click.coord}: "

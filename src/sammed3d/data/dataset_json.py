@@ -62,6 +62,11 @@ _MODALITY_ALIASES: dict[str, str] = {
 }
 
 
+#: The modalities a user may name (``--modality``, ``set_image(modality=)``): the canonical
+#: values :func:`normalise_modality` gives, "unknown" aside.
+KNOWN_MODALITIES = ("CT", "MR", "PET", "SPECT", "US", "XR")
+
+
 def normalise_modality(name: object) -> str:
     """Canonical modality for a ``channel_names``/``modality`` entry or a folder prefix.
 
@@ -86,6 +91,29 @@ def normalise_modality(name: object) -> str:
         if word in _MODALITY_ALIASES:
             return _MODALITY_ALIASES[word]
     return "unknown"
+
+
+def check_modality(modality: object) -> str | None:
+    """A modality a person named (``set_image(modality=)``, a predictor's, ``--modality``), in
+    canonical form: a known code or a name of one (``"ct"`` -> ``"CT"``; ``"MRI"``, ``"T1"``,
+    ``"FLAIR"`` -> ``"MR"``; :func:`normalise_modality`). None stays None.
+
+    File headers are read with :func:`sammed3d.inference.predictor.normalise_modality`
+    instead, which passes other codes through (``"NM"``, ``"OT"``): a header is not a typo.
+
+    Raises:
+        ValueError: anything else, such as ``"CTX"`` (one line naming the known modalities;
+            a typo would otherwise skip the CT clamp silently).
+    """
+    if modality is None:
+        return None
+    value = normalise_modality(modality)
+    if value not in KNOWN_MODALITIES:
+        raise ValueError(
+            f"modality {modality!r} is not one of {', '.join(KNOWN_MODALITIES)} (or a name of "
+            "one, such as MRI, T1, T2 or FLAIR for MR)"
+        )
+    return value
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from sammed3d.config import (
     check_later_check,
     check_refine_boundary,
 )
+from sammed3d.data.dataset_json import check_modality
 from sammed3d.data.transforms import (
     DEFAULT_SPACING,
     bbox_center,
@@ -211,7 +212,7 @@ class SamMed3DPredictor:
     Raises:
         ValueError: bad ``target_spacing``, ``roi_size``, ``max_rois``, ``cache_size``,
             ``zoom_spacing``, ``zoom_fill``, ``refine_boundary``, ``contrast_guard``,
-            ``first_pick`` or ``later_check``;
+            ``first_pick``, ``later_check`` or ``modality`` (:func:`check_modality`);
             :class:`~sammed3d.devices.DeviceError` (a ``ValueError``) for a device this
             installation cannot use.
 
@@ -301,7 +302,7 @@ class SamMed3DPredictor:
         self.device = device if device is not None else _model_device(model)
         self.target_spacing: tuple[float, float, float] = spacing  # type: ignore[assignment]
         self.roi_size = img_size
-        self.default_modality = normalise_modality(modality)
+        self.default_modality = check_modality(modality)
         self.extend = bool(extend)
         self.max_rois = int(max_rois)
         self.min_face_voxels = int(min_face_voxels)
@@ -405,9 +406,11 @@ class SamMed3DPredictor:
         Raises:
             FileNotFoundError: missing path.
             VolumeError: unreadable file, not 3-D, NaN/Inf, constant, label-like image.
-            ValueError: bad spacing/affine arguments.
+            ValueError: bad spacing/affine arguments; a modality that is not a known one
+                (:func:`check_modality`).
         """
         t0 = time.perf_counter()
+        modality = check_modality(modality)  # a typo fails before the image is read
         meta_modality = None
         if isinstance(image, str | os.PathLike):
             if spacing is not None or affine is not None:
@@ -450,9 +453,7 @@ class SamMed3DPredictor:
         if self.fine_zoom_spacing:
             self._fine_lattice = Lattice.from_native(volume, (self.fine_zoom_spacing,) * 3)
         self._modality = (
-            normalise_modality(modality)
-            if modality is not None
-            else (self.default_modality or meta_modality)
+            modality if modality is not None else (self.default_modality or meta_modality)
         )
         logger.debug(
             "image %s, lattice %s, modality %s (%.3f s)",

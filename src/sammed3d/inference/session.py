@@ -613,13 +613,11 @@ class InteractiveSession:
             if n == 0:
                 return
             rule = "edge pick"
-            own_score = edge_score(contrasts[0], strengths[0])
-            why = "its border follows no intensity edge" if own_score == 0 else ""
-            better = (
-                f"edge score {edge_score(contrasts[n], strengths[n]) / own_score:.1f}x the "
-                "model's mask's"
-                if own_score > 0
-                else f"edge score {edge_score(contrasts[n], strengths[n]):.3g}"
+            why, other, better = _edge_pick_reason(
+                edge_score(contrasts[0], strengths[0]),
+                edge_score(contrasts[n], strengths[n]),
+                like[0],
+                like[n],
             )
         else:
             contrasts = [own] + [border_contrast(image, *m) for m in masks[1:]]
@@ -627,7 +625,7 @@ class InteractiveSession:
             if n == 0:
                 return
             rule, why = "contrast guard", f"border contrast {own:.2f}"
-            better = f"border contrast {contrasts[n]:.2f}"
+            other, better = "a sharper one", f"border contrast {contrasts[n]:.2f}"
         best = candidates[n - 1]
         after = _ObjectState(state.clicks, best, state.roi, 0, best[0])
         before = self._undo[-1].before
@@ -641,7 +639,7 @@ class InteractiveSession:
             obj.label,
             rule,
             f"the model's mask ({np.count_nonzero(shown_block)} voxels"
-            f"{', ' + why if why else ''}) replaced by a sharper one "
+            f"{', ' + why if why else ''}) replaced by {other} "
             f"({self.voxel_count(obj.label)} voxels, {better}); the model's own mask is {where}",
         )
 
@@ -1054,6 +1052,25 @@ class InteractiveSession:
         else:
             obj.slices, obj.block = None, None
         self._current = label
+
+
+def _edge_pick_reason(
+    own_score: float, new_score: float, own_like: bool, new_like: bool
+) -> tuple[str, str, str]:
+    """The words of the edge pick's note: why the model's mask gave way, what replaced it,
+    and the scores (:func:`~sammed3d.inference.contrast.edge_pick`'s two reasons: an inside
+    unlike the clicked voxels, whatever the edges, or a weaker edge)."""
+    if not own_like and new_like:
+        why, other = "its inside is unlike the clicked voxels", "one like them"
+    else:
+        why = "its border follows no intensity edge" if own_score == 0 else ""
+        other = "a sharper one"
+    better = (
+        f"edge score {new_score / own_score:.1f}x the model's mask's"
+        if own_score > 0 and new_score >= own_score
+        else f"edge score {new_score:.3g}, the model's mask's {own_score:.3g}"
+    )
+    return why, other, better
 
 
 def _same_tile(a: Tile, b: Tile) -> bool:
