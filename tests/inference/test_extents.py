@@ -96,6 +96,7 @@ def test_extents_smallest_first_and_the_picked_one_is_current(lab):
     assert [e.voxels for e in found] == sorted(e.voxels for e in found)
     assert [e.current for e in found] == [True, False, False]  # score 0.9 x stability 1
     assert [e.picked for e in found] == [True, False, False]
+    assert [e.model_pick for e in found] == [True, False, False]  # no rule: the same mask
     assert all(e.spacing_mm == MAIN for e in found)
     assert found[0].volume_ml == pytest.approx(found[0].voxels / 1000.0)
     assert found[0].score == pytest.approx(0.9, abs=0.01)
@@ -443,6 +444,10 @@ def test_the_edge_pick_takes_the_extent_on_the_strongest_edge(lab, guard):
     found = session.extents()
     assert [e.picked for e in found] == [False, True, False]
     assert [e.current for e in found] == [False, True, False]
+    assert [e.model_pick for e in found] == [True, False, False]  # as the note says
+    session.choose_extent(2)  # a choice keeps which mask was whose
+    assert [e.model_pick for e in session.extents()] == [True, False, False]
+    session.undo()
     assert session.undo() and not session.clicks  # one undo takes the click back
     assert session.rule_note is None and session.rule is None  # it told of the click undone
     assert session.redo() and np.array_equal(session.mask, component)

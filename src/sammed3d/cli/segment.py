@@ -190,6 +190,8 @@ def _first_click_extents(session: InteractiveSession, extent: int | None) -> Non
     cells = []
     for e in found:
         cell = f"{e.index}: {e.volume_ml:.1f} ml at {e.spacing_mm:g} mm{mark if e.picked else ''}"
+        if e.model_pick and not e.picked:  # a rule took another: the model's own is marked too
+            cell += " (model)"
         if e.taken_voxels is None:
             cell += " (more when taken: it grows through a ROI face)"
         elif e.taken_voxels != e.voxels:

@@ -105,6 +105,8 @@ class Extent:
             ``voxels`` for the current mask and for a mask that reaches no ROI face; known
             for the others once a first-click rule has grown them (the edge pick does, at
             the click); None when it would grow and has not been grown yet.
+        model_pick: Whether it is the mask the model itself picked for the click (predicted
+            IoU x stability): the ``picked`` one, unless a first-click rule took another.
     """
 
     index: int
@@ -115,6 +117,7 @@ class Extent:
     current: bool
     picked: bool
     taken_voxels: int | None = None
+    model_pick: bool = False
 
 
 #: A native mask block: where it lies (index slices) and its bool voxels.
@@ -140,7 +143,8 @@ class _ObjectState:
     tiles: tuple[Tile, ...] = ()
     roi: RoiGrid | None = None  # ROI chosen for the object's first click, if set explicitly
     active: int | None = None  # tile of the last click
-    first_pick: Tile | None = None  # the model's own mask for the first click (extents)
+    first_pick: Tile | None = None  # the first click's pick (extents): the model's, or a rule's
+    model_pick: Tile | None = None  # the model's own, when a first-click rule took another
 
 
 @dataclass(eq=False)
@@ -458,6 +462,7 @@ class InteractiveSession:
         _, tiles, voxels, scores, _, grown = self._extent_cache
         pred = self.predictor
         prompted = state.tiles[state.active] if state.active is not None else None
+        model = state.model_pick if state.model_pick is not None else state.first_pick
         size = float(np.prod(self.predictor.volume.spacing)) / 1000.0
         found = []
         for n, tile in enumerate(tiles):
@@ -482,6 +487,7 @@ class InteractiveSession:
                     current=current,
                     picked=state.first_pick is not None and _same_tile(tile, state.first_pick),
                     taken_voxels=taken,
+                    model_pick=model is not None and _same_tile(tile, model),
                 )
             )
         return tuple(found)
@@ -510,7 +516,10 @@ class InteractiveSession:
         state = obj.state
         self.rule = self.rule_note = None  # the mask is now the one chosen
         chosen = self._extent_tiles(tiles[int(index)])
-        self._apply(obj, _ObjectState(state.clicks, chosen, state.roi, 0, state.first_pick))
+        self._apply(
+            obj,
+            _ObjectState(state.clicks, chosen, state.roi, 0, state.first_pick, state.model_pick),
+        )
         count = self.voxel_count(obj.label)
         size = float(np.prod(self.predictor.volume.spacing)) / 1000.0
         return replace(found[int(index)], current=True, voxels=count, volume_ml=count * size)
@@ -627,7 +636,7 @@ class InteractiveSession:
             rule, why = "contrast guard", f"border contrast {own:.2f}"
             other, better = "a sharper one", f"border contrast {contrasts[n]:.2f}"
         best = candidates[n - 1]
-        after = _ObjectState(state.clicks, best, state.roi, 0, best[0])
+        after = _ObjectState(state.clicks, best, state.roi, 0, best[0], shown)
         before = self._undo[-1].before
         self._set_state(obj.label, after)
         self._undo[-1] = _Action(obj.label, before, after)
