@@ -528,3 +528,33 @@ def test_a_4d_file_of_one_volume_is_that_volume_and_of_more_an_error(tmp_path, s
     np.testing.assert_array_equal(np.asarray(volume.array), one[..., 0])
     with pytest.raises(VolumeError, match=r"expected a 3-D volume, got a 4-D image of size"):
         read_volume(paths[1])
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize(
+    ("dtype", "slope", "inter", "expected"),
+    [
+        (np.int16, 2.0, -1024.0, np.float32),  # a CT stored with an offset (dcm2niix)
+        (np.uint8, 0.5, 10.0, np.float32),
+        (np.int32, 3.0, 0.0, np.float64),  # a wider raw type keeps its precision
+        (np.int16, 0.0, 5.0, np.int16),  # slope 0: no scaling (NIfTI-1)
+    ],
+)
+def test_nifti_scale_factors_are_applied_as_itk_applies_them(
+    tmp_path, suffix, dtype, slope, inter, expected
+):
+    """nibabel moves scl_slope/scl_inter off the loaded header: the reader must still apply
+    them (a CT with scl_inter -1024 read raw is off by 1024 HU)."""
+    raw = (np.arange(6 * 7 * 8) % 200).astype(dtype).reshape(6, 7, 8)
+    img = nib.Nifti1Image(raw, np.diag([0.8, 0.8, 2.0, 1.0]))
+    img.header["scl_slope"], img.header["scl_inter"] = slope, inter  # as stored on disk
+    path = tmp_path / f"scaled{suffix}"
+    nib.save(img, path)
+    volume = read_volume(path)
+    values = np.asarray(volume.array)
+    assert values.dtype == expected
+    want = raw.astype(np.float64) * slope + inter if slope else raw
+    np.testing.assert_allclose(values, want, rtol=1e-6)
+    if slope:  # ITK also adds scl_inter when scl_slope is 0; the standard (and nibabel) not
+        itk = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0)
+        np.testing.assert_allclose(values, itk, rtol=1e-6)  # what ITK-based tools read

@@ -72,9 +72,15 @@ def read_nifti(path: Path) -> Volume:
         raise VolumeError(f"{path}: expected a 3-D volume, got size {shape} (a single slice?)")
     _check_nifti_length(path, img)
     try:
-        slope, inter = hdr.get_slope_inter()
-        slope = 1.0 if slope is None else float(slope)
-        inter = 0.0 if inter is None else float(inter)
+        # nibabel moves scl_slope/scl_inter into the image's data proxy when it loads a file
+        # (the loaded header's get_slope_inter() then reads (None, None)); a slope of 0 or
+        # NaN means no scaling (NIfTI-1 standard), which the proxy already gives as 1 and 0
+        slope = float(getattr(img.dataobj, "slope", 1.0))
+        inter = float(getattr(img.dataobj, "inter", 0.0))
+        if not np.isfinite(slope) or slope == 0.0:
+            slope = 1.0
+        if not np.isfinite(inter):
+            inter = 0.0
         if volume_suffix(path) == ".nii.gz":
             offset = int(img.dataobj.offset)  # the loaded header's vox_offset reads 0
             raw = _read_gzip_data(path, offset, hdr.get_data_dtype(), shape)
