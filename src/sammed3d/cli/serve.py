@@ -32,6 +32,17 @@ logger = logging.getLogger(__name__)
 
 ENV_API_KEY = "SAMMED3D_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Addresses that mean "every interface": not an address a browser can open.
+ANY_ADDRESS = ("0.0.0.0", "::", "")
+
+
+def browser_url(host: str, port: int) -> tuple[str, bool]:
+    """The URL a browser on this machine can open for a server bound to ``host:port``, and
+    whether it listens on all interfaces (``0.0.0.0``, ``::``: shown as ``localhost``)."""
+    if host in ANY_ADDRESS:
+        return f"http://localhost:{port}", True
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}", False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "volumes",
         nargs="*",
         metavar="VOLUME",
-        help="image files the web page offers to open (NIfTI, NRRD, MHA, DICOM folder)",
+        help="image files the web page offers to open (NIfTI, NRRD, MHA, DICOM folder); each "
+        "is checked at start-up (read in full up to 256 MiB, else its header)",
     )
     parser.add_argument(
         "--host",
@@ -92,8 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_modality_arg(
         parser,
-        "image modality for every image; CT clamps intensities to [-1000, 1000] "
-        "(default: none for protocol images, the file's metadata for web uploads)",
+        "default image modality; CT clamps intensities to [-1000, 1000] (default: none for "
+        "protocol images, the file's metadata for web uploads; the web page can choose one "
+        "per image)",
     )
     parser.add_argument(
         "--weights-license",
@@ -127,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
 
     from sammed3d.build import load_checkpoint
     from sammed3d.inference.predictor import SamMed3DPredictor
+    from sammed3d.io import VolumeError
     from sammed3d.paths import BUNDLED_CHECKPOINT
+    from sammed3d.serve.images import check_startup_volume
     from sammed3d.serve.orientation import parse_orientation
 
     orientation = parse_orientation(args.orientation)
@@ -135,13 +150,21 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--port must be in 0..65535, got {args.port}")
     check_max_rois(args.max_rois)
     check_rule_args(args)
-    if args.max_upload_mb <= 0:
+    if not 0 < args.max_upload_mb < float("inf"):
         raise CLIError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    max_upload_bytes = int(args.max_upload_mb * 2**20)
     volumes = []
     for v in args.volumes:
         path = Path(v).expanduser()
         if not path.exists():
             raise CLIError(f"volume not found: {v}")
+        try:  # a bad file fails now, not when someone opens it on the page
+            check_startup_volume(path, max_upload_bytes)
+        except (OSError, VolumeError) as exc:
+            message = " ".join(str(exc).split())
+            if v not in message and str(path) not in message:
+                message = f"{v}: {message}"
+            raise CLIError(f"cannot serve volume {message}") from None
         volumes.append(path.resolve())
     api_key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY) or None
     if args.threads is not None:
@@ -167,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout,
         liveness_timeout=args.liveness_timeout,
         sweep_interval=min(5.0, args.liveness_timeout / 4),
-        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_upload_bytes=max_upload_bytes,
         orientation=orientation,
         modality=args.modality,
         weights_license=license_,
@@ -188,11 +211,15 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(make_predictor, config)
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}"
+    url, everywhere = browser_url(host, port)
     print(f"sammed3d serve: {ckpt.name} on {device}, up to {config.max_sessions} sessions")
     print(f"  web page:                 {url}/")
     print(f"  nnInteractive server URL: {url}   (3D Slicer / napari, remote mode)")
+    if everywhere:
+        print(
+            f"  listening on all interfaces ({host or '*'}): from another machine use this "
+            f"machine's name or address, e.g. http://{socket.gethostname()}:{port}/"
+        )
     if api_key:
         print("  API key required (Authorization: Bearer ...)")
     elif args.host not in LOOPBACK:

@@ -36,14 +36,24 @@ from sammed3d.serve import routes_protocol, routes_web
 from sammed3d.serve.config import ServeConfig
 from sammed3d.serve.context import KIND_PROTOCOL, KIND_WEB, Context, SessionState
 from sammed3d.serve.http import LEASE_HEADER, install_error_handlers, install_host_check
-from sammed3d.serve.leases import Lease, LeaseRegistry
+from sammed3d.serve.leases import Lease, LeaseGone, LeaseRegistry
 from sammed3d.serve.protocol import ProtocolSession
 from sammed3d.serve.routes_web import static_dir
 from sammed3d.serve.web import WebSession
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["create_app", "static_dir"]
+__all__ = ["create_app", "static_dir", "web_gone_message"]
+
+
+def web_gone_message(exc: LeaseGone) -> str:
+    """The web page's 410 line: why its session ended, and to reload."""
+    gone = exc.gone
+    if gone is None:  # unknown token: reaped long ago, or the server restarted
+        return f"this page's session is gone ({str(exc).split(';')[0]}): reload the page"
+    ended = "was released" if gone.why == "released" else "expired"
+    who = "the page" if gone.kind == KIND_WEB else "its client"
+    return f"this session {ended}: {gone.reason(who)}; reload the page"
 
 
 def create_app(
@@ -63,7 +73,12 @@ def create_app(
     def make_state(kind: str) -> SessionState:
         predictor = make_predictor()
         if kind == KIND_WEB:
-            return WebSession(predictor, compute_lock=compute_lock, modality=cfg.modality)
+            return WebSession(
+                predictor,
+                compute_lock=compute_lock,
+                modality=cfg.modality,
+                max_image_bytes=cfg.max_upload_bytes,
+            )
         return ProtocolSession(
             predictor,
             compute_lock=compute_lock,
@@ -122,7 +137,12 @@ def create_app(
         def dependency(
             x_lease_token: str | None = Header(default=None, alias=LEASE_HEADER),
         ) -> Lease[SessionState]:
-            return registry.get(x_lease_token, kind=kind)
+            if kind != KIND_WEB:
+                return registry.get(x_lease_token, kind=kind)
+            try:
+                return registry.get(x_lease_token, kind=kind)
+            except LeaseGone as exc:  # in the page's words: it shows this line as it is
+                raise LeaseGone(web_gone_message(exc), exc.gone) from None
 
         return Depends(dependency)
 

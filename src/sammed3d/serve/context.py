@@ -37,9 +37,9 @@ class Context:
 
     @staticmethod
     def run_locked(lease: Lease[SessionState], fn: Callable[[Any], Any]) -> Any:
-        """``fn(state)`` under the lease's lock, counted as a user action."""
-        lease.mark_active()
-        with lease.lock:
+        """``fn(state)`` under the lease's lock, counted as a user action (the lease is not
+        reaped while it runs: :meth:`Lease.working`)."""
+        with lease.working(), lease.lock:
             return fn(lease.state)
 
     def claim_body(self, lease: Lease[SessionState]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sammed3d.serve.images import ImageTooLarge
 from sammed3d.serve.leases import LeaseGone, ServerFull
 from sammed3d.serve.protocol import SessionClosed
 from sammed3d.serve.wire import WireError
@@ -71,6 +72,7 @@ def install_error_handlers(app: FastAPI) -> None:
     handle(SessionClosed, 410)
     handle(ServerFull, 503, **{"Retry-After": "10"})
     handle(WireError)  # 400, or 413 for too large
+    handle(ImageTooLarge)  # 413 (a VolumeError: before ValueError's handler in the MRO)
     handle(FileNotFoundError, 404)
     app.add_exception_handler(MemoryError, memory_error)  # type: ignore[arg-type]
     handle(ValueError, 400)  # VolumeError is a ValueError

@@ -8,8 +8,12 @@ rides in ``X-Lease-Token``). Two clocks per lease:
 * ``last_seen``: any request, heartbeats included. Silent longer than ``liveness_timeout``
   s (a crashed client) -> reaped.
 
+A lease with a request in progress (:meth:`Lease.working`: an upload still arriving, an
+image being decoded) is never reaped; both clocks restart when the request ends.
+
 A reaped or released lease's state is closed (its image and embeddings are dropped) and
-its token answers 410 Gone from then on.
+its token answers 410 Gone from then on, saying why (:class:`Gone`) for the most recent
+:data:`GONE_MEMORY` tokens.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -29,9 +35,53 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Reaped or released tokens whose reason is kept (the oldest are forgotten first).
+GONE_MEMORY = 1024
+
+
+@dataclass(frozen=True)
+class Gone:
+    """Why a lease ended.
+
+    Args:
+        kind: The lease's kind (``"web"``, ``"nninteractive"``).
+        why: ``"silent"`` (no request for ``limit`` s), ``"idle"`` (no user action for
+            ``limit`` s) or ``"released"``.
+        seconds: How long it had been silent or idle when it was reaped.
+        limit: The time-out it ran into (s).
+    """
+
+    kind: str
+    why: str
+    seconds: float = 0.0
+    limit: float = 0.0
+
+    def reason(self, who: str = "the client") -> str:
+        """The reason in words, e.g. ``no request from the page for 75 s (...)``."""
+        if self.why == "silent":
+            return (
+                f"no request from {who} for {self.seconds:.0f} s (the server frees a session "
+                f"after {self.limit:g} s without one, --liveness-timeout)"
+            )
+        if self.why == "idle":
+            return (
+                f"no user action for {self.seconds:.0f} s (the server frees a session after "
+                f"{self.limit:g} s without one, --idle-timeout)"
+            )
+        return f"{who} released it"
+
 
 class LeaseGone(LookupError):
-    """The token is missing, unknown, released or reaped (HTTP 410)."""
+    """The token is missing, unknown, released or reaped (HTTP 410).
+
+    Args:
+        message: The one-line message.
+        gone: Why the lease ended, when the token was one of the server's (else None).
+    """
+
+    def __init__(self, message: str, gone: Gone | None = None) -> None:
+        super().__init__(message)
+        self.gone = gone
 
 
 class ServerFull(RuntimeError):
@@ -49,6 +99,9 @@ class Lease(Generic[T]):
     created: float = field(default_factory=time.monotonic)
     last_active: float = 0.0
     last_seen: float = 0.0
+    #: Requests in progress on this lease (:meth:`working`); a busy lease is not reaped.
+    busy: int = 0
+    _busy_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.last_active = self.last_seen = self.created
@@ -58,6 +111,20 @@ class Lease(Generic[T]):
 
     def mark_active(self) -> None:
         self.last_active = self.last_seen = time.monotonic()
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        """A user action in progress (an upload arriving, an image decoding, a click): the
+        lease is not reaped meanwhile, and its clocks restart when the action ends."""
+        with self._busy_lock:
+            self.busy += 1
+        self.mark_active()
+        try:
+            yield
+        finally:
+            self.mark_active()
+            with self._busy_lock:
+                self.busy -= 1
 
 
 class LeaseRegistry(Generic[T]):
@@ -91,6 +158,7 @@ class LeaseRegistry(Generic[T]):
         self.idle_timeout = float(idle_timeout)
         self.liveness_timeout = float(liveness_timeout)
         self._leases: dict[str, Lease[T]] = {}
+        self._gone: OrderedDict[str, Gone] = OrderedDict()
         self._mu = threading.Lock()
 
     def __len__(self) -> int:
@@ -125,8 +193,14 @@ class LeaseRegistry(Generic[T]):
             )
         with self._mu:
             lease = self._leases.get(token)
+            gone = self._gone.get(token)
         if lease is None:
-            raise LeaseGone("lease expired or unknown; claim a new session with POST /claim")
+            if gone is None:
+                raise LeaseGone("lease expired or unknown; claim a new session with POST /claim")
+            ended = "released" if gone.why == "released" else "expired"
+            raise LeaseGone(
+                f"lease {ended}: {gone.reason()}; claim a new session with POST /claim", gone
+            )
         if kind is not None and lease.kind != kind:
             raise LeaseGone(f"this lease belongs to a {lease.kind} session, not a {kind} one")
         if touch:
@@ -140,6 +214,8 @@ class LeaseRegistry(Generic[T]):
         with self._mu:
             lease = self._leases.pop(token, None)
             count = len(self._leases)
+            if lease is not None:
+                self._remember(token, Gone(lease.kind, "released"))
         if lease is None:
             return False
         self._free(lease)
@@ -152,18 +228,29 @@ class LeaseRegistry(Generic[T]):
         reaped: list[tuple[Lease[T], str]] = []
         with self._mu:
             for token, lease in list(self._leases.items()):
+                if lease.busy > 0:  # a request is still running on it
+                    continue
                 if now - lease.last_seen > self.liveness_timeout:
                     why = "dead (no request)"
+                    gone = Gone(lease.kind, "silent", now - lease.last_seen, self.liveness_timeout)
                 elif now - lease.last_active > self.idle_timeout:
                     why = "idle"
+                    gone = Gone(lease.kind, "idle", now - lease.last_active, self.idle_timeout)
                 else:
                     continue
                 del self._leases[token]
+                self._remember(token, gone)
                 reaped.append((lease, why))
         for lease, why in reaped:
             self._free(lease)
             logger.info("reaped %s session %s...", why, lease.token[:8])
         return [lease.token for lease, _ in reaped]
+
+    def _remember(self, token: str, gone: Gone) -> None:
+        """Keep why ``token`` ended (caller holds ``_mu``)."""
+        self._gone[token] = gone
+        while len(self._gone) > GONE_MEMORY:
+            self._gone.popitem(last=False)
 
     def remaining(self, lease: Lease[T]) -> float:
         """Seconds until the idle time-out of ``lease``."""

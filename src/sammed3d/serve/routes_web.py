@@ -21,7 +21,7 @@ from sammed3d.serve.context import KIND_WEB, Context, SessionState
 from sammed3d.serve.http import META_HEADER, OCTET, field, flag, read_body, read_json
 from sammed3d.serve.leases import Lease
 from sammed3d.serve.patch import Patch
-from sammed3d.serve.web import WebSession
+from sammed3d.serve.web import WebSession, check_web_modality, known_modalities, parse_mm
 
 
 def static_dir() -> Any:
@@ -58,28 +58,44 @@ def register(app: FastAPI, ctx: Context) -> None:
             "volumes": [p.name for p in cfg.volumes],
             "max_upload_mb": cfg.max_upload_bytes / 2**20,
             "liveness_timeout_seconds": registry.liveness_timeout,
+            "modality": cfg.modality,  # the server's default (--modality), or null
+            "modalities": list(known_modalities()),  # what the page may choose
         }
 
     @app.post("/api/web/claim", dependencies=auth)
     def web_claim() -> dict[str, Any]:
         return ctx.claim_body(registry.claim(KIND_WEB))
 
+    @app.post("/api/web/heartbeat", dependencies=auth)
+    def web_heartbeat(lease: Lease[SessionState] = lease_dep) -> dict[str, float]:
+        # /heartbeat with the page's wording when the session is gone
+        return {"remaining_seconds": registry.remaining(lease)}
+
     @app.post("/api/web/open", dependencies=auth)
     async def web_open(request: Request, lease: Lease[SessionState] = lease_dep) -> dict:
-        index = field(await read_json(request), "index", int)
+        payload = await read_json(request)  # {"index": n, "modality": "CT" | "" | null}
+        index = field(payload, "index", int)
         if not 0 <= index < len(cfg.volumes):
             raise HTTPException(400, f"no start-up volume {index}; there are {len(cfg.volumes)}")
+        modality = check_web_modality(payload.get("modality"))
         path = cfg.volumes[index]
-        return await run_in_threadpool(run, lease, lambda s: s.open_path(path))
+        return await run_in_threadpool(run, lease, lambda s: s.open_path(path, modality=modality))
 
     @app.post("/api/web/upload", dependencies=auth)
     async def web_upload(
-        request: Request, filename: str, lease: Lease[SessionState] = lease_dep
+        request: Request,
+        filename: str,
+        modality: str | None = None,
+        lease: Lease[SessionState] = lease_dep,
     ) -> dict:
-        body = await read_body(request, cfg.max_upload_bytes)
-        if not body:
-            raise HTTPException(400, "empty upload")
-        return await run_in_threadpool(run, lease, lambda s: s.open_bytes(bytes(body), filename))
+        chosen = check_web_modality(modality)  # before the body is read
+        with lease.working():  # a long upload is activity: the session is not reaped
+            body = await read_body(request, cfg.max_upload_bytes)
+            if not body:
+                raise HTTPException(400, "empty upload")
+            return await run_in_threadpool(
+                run, lease, lambda s: s.open_bytes(bytes(body), filename, modality=chosen)
+            )
 
     @app.get("/api/web/image.nii.gz", dependencies=auth)
     async def web_image(lease: Lease[SessionState] = lease_dep) -> Response:
@@ -104,7 +120,9 @@ def register(app: FastAPI, ctx: Context) -> None:
     @app.post("/api/web/click", dependencies=auth)
     async def web_click(request: Request, lease: Lease[SessionState] = lease_dep) -> Response:
         payload = await read_json(request)
-        mm = field(payload, "mm", list)
+        if "mm" not in payload:
+            raise HTTPException(400, "missing required field: mm")
+        mm = parse_mm(payload["mm"])  # three numbers, else a one-line 400 saying so
         positive = flag(payload, "positive", True)
 
         def work(s: WebSession) -> Response:

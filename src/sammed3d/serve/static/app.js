@@ -13,6 +13,7 @@
     [170, 255, 195],
   ];
   const colour = (label) => PALETTE[(label - 1) % PALETTE.length];
+  const EXTENT_TITLE = document.getElementById("extent").title;
 
   const state = {
     token: null,
@@ -21,6 +22,7 @@
     info: null,
     negative: false,
     busy: false,
+    busyWhat: null,
     clicks: 0,
     lastClick: null,
     heartbeat: null,
@@ -55,8 +57,10 @@
       try { detail = (await resp.json()).detail || detail; } catch (e) { /* not JSON */ }
       if (resp.status === 401) showAuth();
       if (resp.status === 410) {
+        // the server says why (no request from the page for N s, no action for N s...)
         stopHeartbeat();
-        throw new ServerError(410, "this session expired (idle or disconnected): reload the page");
+        const why = /reload/.test(detail) ? detail : `this session ended (${detail}): reload the page`;
+        throw new ServerError(410, why);
       }
       throw new ServerError(resp.status, `${resp.status}: ${detail}`);
     }
@@ -73,12 +77,27 @@
     const every = Math.max(2, claimed.liveness_timeout_seconds / 3) * 1000;
     stopHeartbeat();
     state.heartbeat = setInterval(() => {
-      call("POST", "heartbeat").catch((e) => status(`connection lost: ${e.message}`, true));
+      beat().catch((e) => status(e.status === 410 ? e.message : `connection lost: ${e.message}`, true));
     }, every);
     const list = $("volumes");
     list.innerHTML = "";
     config.volumes.forEach((name, i) => list.add(new Option(name, String(i))));
     $("startup").hidden = config.volumes.length === 0;
+    const modality = $("modality");
+    modality.innerHTML = "";
+    const byDefault = config.modality ? `server default: ${config.modality}` : "not set";
+    modality.add(new Option(`as the server was started (${byDefault})`, ""));
+    (config.modalities || []).forEach((m) => modality.add(new Option(m, m)));
+  }
+
+  // A sign of life: also sent right before and after loading a volume into the viewer,
+  // which blocks the page (and its heartbeat timer) while it decodes a big image.
+  async function beat() {
+    if (state.token) await call("POST", "api/web/heartbeat");
+  }
+
+  function chosenModality() {
+    return $("modality").value || null;
   }
 
   function stopHeartbeat() {
@@ -117,14 +136,21 @@
 
   async function showVolume(info) {
     state.info = info;
+    status(`loading ${info.name} into the viewer…`);
+    await beat();
     const imageUrl = await fetchBlobUrl("api/web/image.nii.gz");
     const overlayUrl = await fetchBlobUrl("api/web/overlay.nii.gz");
-    await nv.loadVolumes([
-      { url: imageUrl, name: "image.nii.gz" },
-      { url: overlayUrl, name: "labels.nii.gz", opacity: 0.5, colormapLabel: labelColormap() },
-    ]);
-    URL.revokeObjectURL(imageUrl);
-    URL.revokeObjectURL(overlayUrl);
+    await beat();
+    try {
+      await nv.loadVolumes([
+        { url: imageUrl, name: "image.nii.gz" },
+        { url: overlayUrl, name: "labels.nii.gz", opacity: 0.5, colormapLabel: labelColormap() },
+      ]);
+    } finally {
+      URL.revokeObjectURL(imageUrl);
+      URL.revokeObjectURL(overlayUrl);
+    }
+    await beat();
     const overlay = nv.volumes[1];
     overlay.setColormapLabel(labelColormap());
     nv.setOpacity(1, 0.5);
@@ -133,10 +159,18 @@
     nv.updateGLVolume();
     const sp = info.spacing.map((s) => s.toFixed(2)).join(" × ");
     $("volume-info").textContent =
-      `${info.name}: ${info.shape.join(" × ")} voxels, ${sp} mm, ${info.dtype}` +
-      (info.modality ? `, ${info.modality}` : "");
+      `${info.name}: ${info.shape.join(" × ")} voxels, ${sp} mm, ${info.dtype}, ` +
+      modalityText(info);
     updateControls(info);
     status("click on the structure to segment");
+  }
+
+  function modalityText(info) {
+    if (!info.modality) return "modality not set (no intensity clamp)";
+    const from = { chosen: "chosen", server: "server default", file: "from the file" };
+    const clamp = info.modality === "CT" ? ", clamped to [−1000, 1000]" : "";
+    const source = from[info.modality_source] ? ` (${from[info.modality_source]}${clamp})` : "";
+    return `modality ${info.modality}${source}`;
   }
 
   function applyPatch(meta, buffer) {
@@ -167,8 +201,9 @@
     el.classList.toggle("error", !!error);
   }
 
-  function setBusy(busy) {
+  function setBusy(busy, what) {
     state.busy = busy;
+    state.busyWhat = busy ? (what || "busy") : null;
     document.body.dataset.state = busy ? "busy" : (state.info ? "ready" : "empty");
   }
 
@@ -177,6 +212,7 @@
     $("undo").disabled = !info.can_undo;
     $("redo").disabled = !info.can_redo;
     $("extent").disabled = !info.can_change_extent;
+    $("extent").title = info.can_change_extent ? EXTENT_TITLE : (info.extent_note || EXTENT_TITLE);
     $("new-object").disabled = false;
     $("download").disabled = false;
     const list = $("objects");
@@ -192,7 +228,8 @@
       li.addEventListener("click", () => guarded(async () => {
         const resp = await call("POST", "api/web/select_object", { json: { label } });
         updateControls(await resp.json());
-      }));
+        status(`object ${label}: click to edit it`);
+      }, `selecting object ${label}…`));
       list.append(li);
     }
     if (info.current === null || info.current === undefined) {
@@ -203,9 +240,15 @@
     }
   }
 
-  async function guarded(fn) {
-    if (state.busy) return;
-    setBusy(true);
+  // Runs one action at a time; `what` is the status line while it runs ("segmenting… (click
+  // 3)"). An action asked for meanwhile is not queued: the status line says it was ignored.
+  async function guarded(fn, what) {
+    if (state.busy) {
+      status(`ignored: still ${state.busyWhat}; wait for it to finish, then try again`);
+      return;
+    }
+    setBusy(true, what);
+    if (what) status(what);
     try {
       await fn();
     } catch (e) {
@@ -291,10 +334,15 @@
       if (Math.hypot(e.clientX - d.x, e.clientY - d.y) > 4) return; // a drag, not a click
       const positive = !(d.shift || e.shiftKey || state.negative);
       // NiiVue moves the crosshair on this click; read it once its handler has run
+      const n = state.clicks + 1;
+      if (state.busy) {
+        status(`click ignored: still ${state.busyWhat}; click again when it is done`);
+        return;
+      }
       setTimeout(() => guarded(async () => {
         const mm = nv.frac2mm(nv.scene.crosshairPos);
         await clickAt([mm[0], mm[1], mm[2]], positive);
-      }), 0);
+      }, `segmenting… (click ${n})`), 0);
     });
     nv.onLocationChange = (loc) => {
       state.viewerValue = loc && loc.values && loc.values[0] ? loc.values[0].value : null;
@@ -308,31 +356,36 @@
     });
     $("pos").addEventListener("click", () => setNegative(false));
     $("neg").addEventListener("click", () => setNegative(true));
-    $("extent").addEventListener("click", (e) => guarded(() => changeExtent(e.shiftKey ? -1 : 1)));
-    $("undo").addEventListener("click", () => guarded(() => history("undo")));
-    $("redo").addEventListener("click", () => guarded(() => history("redo")));
-    $("download").addEventListener("click", () => guarded(download));
+    $("extent").addEventListener("click", (e) => guarded(() => changeExtent(e.shiftKey ? -1 : 1), "changing the extent…"));
+    $("undo").addEventListener("click", () => guarded(() => history("undo"), "undoing…"));
+    $("redo").addEventListener("click", () => guarded(() => history("redo"), "redoing…"));
+    $("download").addEventListener("click", () => guarded(download, "preparing the label map…"));
     $("new-object").addEventListener("click", () => guarded(async () => {
       const info = await (await call("POST", "api/web/new_object")).json();
       updateControls(info);
       status(`object ${info.current}: click on it`);
-    }));
+    }, "starting a new object…"));
     $("upload").addEventListener("change", (e) => {
       const file = e.target.files[0];
       if (!file) return;
+      const mib = (file.size / 2 ** 20).toFixed(1);
       guarded(async () => {
-        status(`uploading ${file.name} (${(file.size / 2 ** 20).toFixed(1)} MiB)…`);
-        const path = "api/web/upload?filename=" + encodeURIComponent(file.name);
+        let path = "api/web/upload?filename=" + encodeURIComponent(file.name);
+        const modality = chosenModality();
+        if (modality) path += "&modality=" + encodeURIComponent(modality);
         const info = await (await call("POST", path, { body: file })).json();
         await showVolume(info);
-      });
+      }, `uploading ${file.name} (${mib} MiB)…`);
     });
     $("open").addEventListener("click", () => guarded(async () => {
       const index = Number($("volumes").value);
-      status("opening…");
-      const info = await (await call("POST", "api/web/open", { json: { index } })).json();
+      const json = { index, modality: chosenModality() };
+      const info = await (await call("POST", "api/web/open", { json })).json();
       await showVolume(info);
-    }));
+    }, "opening…"));
+    $("modality").addEventListener("change", () => {
+      if (state.info) status("the modality applies to the next volume opened: upload or open it again");
+    });
     $("api-key-set").addEventListener("click", () => {
       state.apiKey = $("api-key").value || null;
       if (state.apiKey) sessionStorage.setItem("sammed3d-api-key", state.apiKey);
@@ -342,16 +395,19 @@
       if (!state.info) return;
       const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement;
       if (!(e.ctrlKey || e.metaKey || e.altKey || typing) && e.key.toLowerCase() === "e") {
-        if (!$("extent").disabled) {
-          e.preventDefault();
-          guarded(() => changeExtent(e.shiftKey ? -1 : 1));
+        e.preventDefault();
+        if ($("extent").disabled) {
+          // nothing to cycle through: say why instead of showing "mask 0 of 0–0"
+          status(`E: ${state.info.extent_note || "no other extent for this object now"}`);
+        } else {
+          guarded(() => changeExtent(e.shiftKey ? -1 : 1), "changing the extent…");
         }
         return;
       }
       if (!(e.ctrlKey || e.metaKey)) return;
       const key = e.key.toLowerCase();
-      if (key === "z" && !e.shiftKey) { e.preventDefault(); guarded(() => history("undo")); }
-      if (key === "y" || (key === "z" && e.shiftKey)) { e.preventDefault(); guarded(() => history("redo")); }
+      if (key === "z" && !e.shiftKey) { e.preventDefault(); guarded(() => history("undo"), "undoing…"); }
+      if (key === "y" || (key === "z" && e.shiftKey)) { e.preventDefault(); guarded(() => history("redo"), "redoing…"); }
     });
     window.addEventListener("pagehide", () => {
       if (state.token) fetch("release", { method: "POST", headers: headers(), keepalive: true });
@@ -359,12 +415,13 @@
   }
 
   async function start() {
-    setBusy(true);
+    setBusy(true, "starting…");
     try {
       await claim();
       $("auth").hidden = true;
       status("open a volume");
       if (state.config.volumes.length === 1) {
+        status(`opening ${state.config.volumes[0]}…`);
         const info = await (await call("POST", "api/web/open", { json: { index: 0 } })).json();
         await showVolume(info);
       }
