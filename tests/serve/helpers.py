@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -135,6 +136,15 @@ def running(app) -> Iterator[str]:  # noqa: ANN001
         server.should_exit = True
         thread.join(15)
         sock.close()
+
+
+@contextmanager
+def web_client(url: str) -> Iterator[httpx.Client]:
+    """An HTTP client of the server at ``url`` holding a web lease (released afterwards)."""
+    with httpx.Client(base_url=url, timeout=30) as c:
+        c.headers["X-Lease-Token"] = c.post("/api/web/claim").json()["lease_token"]
+        yield c
+        c.post("/release")
 
 
 @contextmanager

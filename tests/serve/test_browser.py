@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -84,6 +85,23 @@ def wait_idle(page, clicks: int | None = None) -> None:  # noqa: ANN001
     if clicks is not None:
         cond += f" && document.body.dataset.clicks === '{clicks}'"
     page.wait_for_function(cond, timeout=30_000)
+
+
+@contextmanager
+def web_page(sync_api, app) -> Iterator[tuple[object, list[str]]]:  # noqa: ANN001
+    """The web page of ``app`` (served meanwhile) in headless Chromium, its single start-up
+    volume open: ``(page, the page's uncaught errors)``."""
+    with running(app) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            wait_idle(page)
+            yield page, errors
+        finally:
+            browser.close()
 
 
 def test_web_page_in_chromium(page_url: str, tmp_path: Path) -> None:
@@ -191,39 +209,30 @@ def test_other_extents_with_the_e_key(tmp_path: Path) -> None:
     path = tmp_path / "flipped.nii.gz"
     nib.save(nib.Nifti1Image(web_image(), AFFINE), path)
     app = create_app(lambda: SamMed3DPredictor(ExtentBlobModel(32)), ServeConfig(volumes=(path,)))
-    with running(app) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 700})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url + "/")
-            wait_idle(page)
-            page.select_option("#view", "axial")
-            page.wait_for_timeout(300)
-            rgb, box = canvas_rgb(page)
-            (ax, ay, _), _ = bright_boxes(rgb)
-            assert page.is_disabled("#extent")
-            page.mouse.click(box["x"] + ax, box["y"] + ay)
-            wait_idle(page, 1)
-            assert page.is_enabled("#extent")
+    with web_page(sync_api, app) as (page, errors):
+        page.select_option("#view", "axial")
+        page.wait_for_timeout(300)
+        rgb, box = canvas_rgb(page)
+        (ax, ay, _), _ = bright_boxes(rgb)
+        assert page.is_disabled("#extent")
+        page.mouse.click(box["x"] + ax, box["y"] + ay)
+        wait_idle(page, 1)
+        assert page.is_enabled("#extent")
 
-            def tinted_area() -> int:
-                shot, _ = canvas_rgb(page)
-                r, g, b = (shot[..., c] for c in range(3))
-                return int(((r > g + 60) & (r > b + 40)).sum())
+        def tinted_area() -> int:
+            shot, _ = canvas_rgb(page)
+            r, g, b = (shot[..., c] for c in range(3))
+            return int(((r > g + 60) & (r > b + 40)).sum())
 
-            picked = tinted_area()  # the small ball the model picks
-            page.keyboard.press("e")
-            wait_idle(page)
-            assert "mask 1 of 0–2" in page.inner_text("#status")
-            assert "the pick is mask 0" in page.inner_text("#status")
-            box_a = tinted_area()
-            assert box_a > 10 * max(picked, 1)  # box A's slice, not the ball
-            page.keyboard.press("Shift+E")
-            wait_idle(page)
-            assert "mask 0 of 0–2 (smallest first; the pick)" in page.inner_text("#status")
-            assert tinted_area() == picked
-            assert not errors, errors
-        finally:
-            browser.close()
+        picked = tinted_area()  # the small ball the model picks
+        page.keyboard.press("e")
+        wait_idle(page)
+        assert "mask 1 of 0–2" in page.inner_text("#status")
+        assert "the pick is mask 0" in page.inner_text("#status")
+        box_a = tinted_area()
+        assert box_a > 10 * max(picked, 1)  # box A's slice, not the ball
+        page.keyboard.press("Shift+E")
+        wait_idle(page)
+        assert "mask 0 of 0–2 (smallest first; the pick)" in page.inner_text("#status")
+        assert tinted_area() == picked
+        assert not errors, errors

@@ -13,14 +13,13 @@ import pytest
 from sammed3d.inference import SamMed3DPredictor
 from sammed3d.serve.app import create_app
 from sammed3d.serve.config import ServeConfig
-from tests.serve.helpers import BlobModel, running
+from tests.serve.helpers import BlobModel
 from tests.serve.test_browser import (
-    CHROMIUM,
-    LAUNCH_ARGS,
     bright_boxes,
     canvas_rgb,
     pytestmark,  # noqa: F401  (skipped without Chromium; slow)
     wait_idle,
+    web_page,
 )
 from tests.serve.test_web import AFFINE, web_image
 
@@ -44,14 +43,8 @@ def test_busy_feedback_modality_and_e_key(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(web_image(), AFFINE), path)
     app = create_app(lambda: SamMed3DPredictor(SlowBlobModel(32)), ServeConfig(volumes=(path,)))
     SlowBlobModel.slow = False
-    with running(app) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+    with web_page(sync_api, app) as (page, errors):
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 700})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url + "/")
-            wait_idle(page)
             assert "modality not set" in page.inner_text("#volume-info")
             options = page.eval_on_selector_all("#modality option", "os => os.map(o => o.text)")
             assert options[0] == "as the server was started (not set)"
@@ -93,4 +86,3 @@ def test_busy_feedback_modality_and_e_key(tmp_path: Path) -> None:
             assert not errors, errors
         finally:
             SlowBlobModel.slow = False
-            browser.close()

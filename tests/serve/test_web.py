@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from sammed3d.inference import SamMed3DPredictor
 from sammed3d.serve.app import create_app
 from sammed3d.serve.config import ServeConfig
-from tests.serve.helpers import BlobModel, ExtentBlobModel, running
+from tests.serve.helpers import BlobModel, ExtentBlobModel, running, web_client
 
 # x is flipped (i runs towards the patient's right), y and z are not; origin off-centre
 AFFINE = np.array(
@@ -52,10 +52,8 @@ def url(nifti_path: Path) -> Iterator[str]:
 
 @pytest.fixture()
 def client(url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=url, timeout=30) as c:
-        c.headers["X-Lease-Token"] = c.post("/api/web/claim").json()["lease_token"]
+    with web_client(url) as c:
         yield c
-        c.post("/release")
 
 
 def mm_of(ijk) -> list[float]:  # noqa: ANN001

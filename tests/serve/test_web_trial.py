@@ -32,7 +32,7 @@ from sammed3d.serve.images import (
     read_header,
 )
 from sammed3d.serve.leases import LeaseGone, LeaseRegistry
-from tests.serve.helpers import BlobModel, ExtentBlobModel, running
+from tests.serve.helpers import BlobModel, ExtentBlobModel, running, web_client
 from tests.serve.test_web import AFFINE, SHAPE, mm_of, web_image
 
 LIMIT = 16 * 2**20
@@ -66,10 +66,8 @@ def url(files: dict[str, Path]) -> Iterator[str]:
 
 @pytest.fixture()
 def client(url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=url, timeout=30) as c:
-        c.headers["X-Lease-Token"] = c.post("/api/web/claim").json()["lease_token"]
+    with web_client(url) as c:
         yield c
-        c.post("/release")
 
 
 def _upload(c: httpx.Client, name: str, data: bytes, **params: str) -> httpx.Response:
