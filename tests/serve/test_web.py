@@ -229,6 +229,7 @@ def test_other_extents_of_a_first_click(nifti_path: Path) -> None:
                 assert overlay[5:15, 9:27, 7:23].all() and not overlay[26:34, 10:20, 10:20].any()
         assert meta["extent"]["index"] == 0  # wrapped round to the smallest
         assert meta["extent"]["picked"] and meta["extent"]["picked_index"] == 0
+        assert meta["extent"]["model_index"] == 0  # no first-click rule: the same mask
         meta = apply(overlay, c.post("/api/web/extent", json={"step": -1}))  # backwards
         assert meta["extent"]["index"] == 2 and not meta["extent"]["picked"]
         meta = apply(overlay, c.post("/api/web/extent", json={"index": 0}))

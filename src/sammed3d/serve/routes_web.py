@@ -157,6 +157,7 @@ def register(app: FastAPI, ctx: Context) -> None:
                     "spacing_mm": extent.spacing_mm,
                     "picked": extent.picked,
                     "picked_index": next((e.index for e in found if e.picked), None),
+                    "model_index": next((e.index for e in found if e.model_pick), None),
                 },
                 "info": s.info(),
             }

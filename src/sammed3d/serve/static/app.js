@@ -295,7 +295,11 @@
     applyPatch(meta, await resp.arrayBuffer());
     updateControls(meta.info);
     const e = meta.extent;
-    const pick = e.picked ? "the pick" : `the pick is mask ${e.picked_index}`;
+    let pick = e.picked ? "the pick" : `the pick is mask ${e.picked_index}`;
+    if (e.model_index !== null && e.model_index !== e.picked_index) {
+      // a first-click rule took another mask than the model's own
+      pick += e.model_index === e.index ? "; the model's own" : `; the model's own is mask ${e.model_index}`;
+    }
     status(`mask ${e.index} of 0–${e.count - 1} (smallest first; ${pick}): ` +
       `${e.volume_ml.toFixed(1)} ml at ${e.spacing_mm} mm. E / Shift+E: next / previous; ` +
       "then click to refine");
