@@ -154,3 +154,24 @@ def test_info_describes_a_task_checkpoint(task_checkpoint, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["checkpoint"]["kind"].startswith("task model")
     assert info["checkpoint"]["task"]["classes"] == ["blob", "speck"]
+
+
+def test_a_case_whose_label_map_is_on_another_grid_is_skipped(tmp_path, task_checkpoint, capsys):
+    """As `evaluate` does: the other cases are scored and the summary lists the skipped one
+    (the run used to stop at it, after the cases before it, without per_case.csv)."""
+    data = write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=3, shape=(40, 36, 32))
+    label_file = data / "labelsTr" / "case_001.nii.gz"
+    label = read_volume(label_file)
+    write_volume(Volume(np.asarray(label.array)[2:], label.spacing), label_file)
+    out = tmp_path / "results"
+    argv = ["predict", "--checkpoint", str(task_checkpoint), "--data", str(data), "-o", str(out)]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"] == 2 and [s["case"] for s in summary["skipped"]] == ["case_001"]
+    assert (
+        "image shape (40, 36, 32) != label map shape (38, 36, 32)"
+        in summary["skipped"][0]["reason"]
+    )
+    assert len((out / "per_case.csv").read_text().splitlines()) == 1 + 2 * 2
+    printed = capsys.readouterr()
+    assert "case 2/3 case_001 skipped" in printed.out + printed.err

@@ -189,3 +189,17 @@ def test_option_defaults_come_from_cleaning_config(monkeypatch: pytest.MonkeyPat
     assert args.max_components == 3 and args.split_paired is False
     paired = build_parser(["prepare"]).parse_args(["prepare", "s", "-o", "o", "--paired", "Lung"])
     assert cleaning_config(paired).paired_classes == ("lung",)
+
+
+def test_prepare_that_keeps_no_mask_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 0 with nothing to train on used to pass silently: a warning names the rules."""
+    ds = _dataset(tmp_path / "raw")
+    argv = ["prepare", str(ds), "-o", str(tmp_path / "out"), "--no-progress", "--no-histograms"]
+    assert main([*argv, "--min-volume", "100000"]) == 0
+    captured = capsys.readouterr()
+    assert "0 masks kept, 2 dropped" in captured.out
+    assert "warning: no mask was kept (dropped: 2 by min_volume)" in captured.err
+    assert main([*argv, "--min-volume", "10", "--min-extent", "1", "--max-background", "1"]) == 0
+    assert "no mask was kept" not in capsys.readouterr().err

@@ -98,3 +98,18 @@ def test_encoder_of_another_architecture_is_refused(tmp_path):
     torch.save({"model_state_dict": {"backbone.w": torch.zeros(2)}}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="no 'image_encoder.\\*' keys"):
         encoder_state_from_checkpoint(tmp_path / "other.pth", get_config("sam_med3d_tiny"))
+
+
+def test_an_encoder_of_another_architecture_names_the_model_to_train_with():
+    """`--init default` under a config built for turbo: the error says which model.name fits
+    (a new user could not tell from the differing fields alone)."""
+    from sammed3d.build import MODEL_REGISTRY, CheckpointError
+    from sammed3d.task.checkpoint import encoder_state_from_checkpoint
+
+    with pytest.raises(CheckpointError) as err:
+        encoder_state_from_checkpoint("default", MODEL_REGISTRY["sam_med3d_turbo"])
+    message = str(err.value)
+    assert "its image encoder has another architecture: encoder_embed_dim=192" in message
+    assert message.endswith(
+        "it is a sam_med3d_demo: train with model.name=sam_med3d_demo to transfer its encoder"
+    )

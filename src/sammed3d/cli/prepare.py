@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
+from pathlib import Path
 
 from sammed3d.cli import dataclass_defaults
 from sammed3d.data.cleaning_config import CleaningConfig  # light: no numpy
@@ -173,6 +175,18 @@ def cleaning_config(args: argparse.Namespace) -> CleaningConfig:
     )
 
 
+def _dropped_by_rule(manifest: Path) -> str:
+    """``"12 by max_background, 4 by empty"``: the manifest's dropped masks per rule."""
+    counts: dict[str, int] = {}
+    for line in manifest.read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if record.get("status") == "dropped":
+            rule = str(record.get("rule") or "unknown")
+            counts[rule] = counts.get(rule, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{n} by {rule}" for rule, n in ranked) or "none recorded"
+
+
 def run(args: argparse.Namespace) -> int:
     from sammed3d.data.prepare import prepare_datasets
     from sammed3d.io import check_writable_folder
@@ -215,6 +229,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"report:   {result.report}")
         if result.cases_failed:
             print(f"warning: {result.cases_failed} case(s) failed; see 'errors' in the report")
+        if result.dropped and not result.kept:
+            print(
+                f"warning: no mask was kept (dropped: {_dropped_by_rule(result.manifest)}): "
+                "nothing here to train on; loosen the cleaning thresholds (sammed3d prepare "
+                "--help) or see the report",
+                file=sys.stderr,
+            )
         # names not in the category catalogue: prepare_datasets has logged a warning
     if result.cases and result.cases_failed == result.cases:
         from sammed3d.cli import CommandFailed

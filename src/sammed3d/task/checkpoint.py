@@ -76,8 +76,16 @@ def encoder_state_from_checkpoint(
             f"{k}={got[k]!r} (expected {want[k]!r})" for k in ENCODER_FIELDS if got[k] != want[k]
         ]
         if diffs:
+            from sammed3d.build import registered_names
+
+            names = registered_names(ckpt.config)
+            hint = (
+                f"; it is a {names[0]}: train with model.name={names[0]} to transfer its encoder"
+                if names
+                else ""
+            )
             raise CheckpointError(
-                f"{path}: its image encoder has another architecture: {', '.join(diffs[:4])}"
+                f"{path}: its image encoder has another architecture: {', '.join(diffs[:4])}{hint}"
             )
     state = {
         k.removeprefix("image_encoder."): v

@@ -72,13 +72,14 @@ def evaluate_task(
         FileNotFoundError / ValueError: dataset discovery problems; a layout with one mask
             file per class; a dataset that declares none of the model's classes; a label value
             the dataset does not declare (one line, naming the file; every label map is checked
-            before the first prediction).
+            before the first prediction). A case whose label map is on another grid than its
+            image is skipped with a warning and listed in the summary's ``skipped``.
         FileExistsError: results in ``out_dir`` without ``overwrite``.
     """
     from sammed3d.data.layout import discover_dataset
-    from sammed3d.evaluation.metrics import check_label_map, label_map_metrics
+    from sammed3d.evaluation.metrics import check_label_map, check_same_grid, label_map_metrics
     from sammed3d.inference.validation import load_image
-    from sammed3d.io import atomic_write_text, read_volume, write_volume
+    from sammed3d.io import VolumeError, atomic_write_text, read_volume, write_volume
 
     out = check_output_dir(out_dir, overwrite=overwrite)
     if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
@@ -103,6 +104,7 @@ def evaluate_task(
             )
     rows: list[dict[str, Any]] = []
     seconds: list[float] = []
+    skipped: list[dict[str, str]] = []
     for n, case in enumerate(cases, start=1):
         scored = [
             (i + 1, name, case.labels[name])
@@ -110,10 +112,20 @@ def evaluate_task(
             if name in case.labels
         ]
         gt = read_volume(case.label)
+        image = load_image(case.image)
+        try:  # a label map on another grid cannot score this case (as evaluate skips it)
+            check_same_grid(image, gt)
+        except VolumeError as exc:
+            reason = str(exc).replace("prediction", "image").replace("ground-truth", "label map")
+            logger.warning(
+                "case %d/%d %s skipped: %s and %s are on different grids (%s)",
+                n, len(cases), case.case_id, case.image, case.label, reason,
+            )  # fmt: skip
+            skipped.append({"case": case.case_id, "label": str(case.label), "reason": reason})
+            continue
         mapped = np.zeros(gt.shape, dtype=np.uint8 if len(classes) < 256 else np.uint16)
         for out_label, _, value in scored:
             mapped[np.asarray(gt.array) == value] = out_label
-        image = load_image(case.image)
         modality = case.modality if case.modality not in ("unknown", "") else None
         t0 = time.perf_counter()
         pred = predictor.predict(image, modality=modality)
@@ -148,7 +160,8 @@ def evaluate_task(
         data=str(data),
         split=split,
         tolerance_mm=tolerance_mm,
-        cases=len(cases),
+        cases=len(cases) - len(skipped),
+        skipped=skipped,
         seconds_per_case=float(np.mean(seconds)) if seconds else None,
         encoder_origin=dict(predictor.spec.encoder_origin),
         encoder=predictor.spec.encoder_name,
