@@ -203,3 +203,24 @@ def test_prepare_that_keeps_no_mask_warns(
     assert "warning: no mask was kept (dropped: 2 by min_volume)" in captured.err
     assert main([*argv, "--min-volume", "10", "--min-extent", "1", "--max-background", "1"]) == 0
     assert "no mask was kept" not in capsys.readouterr().err
+
+
+def test_another_split_into_the_same_folder_is_refused(tmp_path: Path, capsys) -> None:
+    """It used to replace the manifest's records of the first split (their files unlisted)."""
+    ds = _dataset(tmp_path / "raw")
+    (ds / "imagesTs").mkdir()
+    for name in ("imagesTr/s1_0000.nii.gz", "labelsTr/s1.nii.gz"):
+        target = ds / name.replace("Tr/s1", "Ts/t1")
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes((ds / name).read_bytes())
+    out = tmp_path / "out"
+    argv = ["prepare", str(ds), "-o", str(out), "--no-progress", "--no-histograms"]
+    assert main(argv) == 0
+    manifest = (out / "manifest.jsonl").read_text()
+    capsys.readouterr()
+    assert main([*argv, "--split", "test"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "holds the 'train' split of" in err and "use another --output" in err
+    assert (out / "manifest.jsonl").read_text() == manifest  # untouched
+    assert main([*argv[:3], str(tmp_path / "test_out"), *argv[4:], "--split", "test"]) == 0

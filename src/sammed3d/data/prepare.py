@@ -162,8 +162,9 @@ def prepare_datasets(
     Raises:
         FileNotFoundError: a source does not exist.
         ValueError: bad arguments, an unknown source layout, the output overlaps a source,
-            the output folder holds unrelated files, or two cases would be written to the
-            same output file (same class, ``<modality>_<dataset>`` folder and case id).
+            the output folder holds unrelated files or another split of a source, or two
+            cases would be written to the same output file (same class,
+            ``<modality>_<dataset>`` folder and case id).
     """
     from tqdm.auto import tqdm
 
@@ -182,6 +183,7 @@ def prepare_datasets(
             raise FileNotFoundError(f"source dataset not found: {src}")
     _check_no_overlap(src_paths, out)
     _check_output_folder(out)
+    _check_same_split(out, src_paths, split)
 
     jobs, problems = _plan_jobs(src_paths, out, split, cleaning, spacing, layout)
     settings = _settings(src_paths, cleaning, spacing, split, layout)
@@ -657,6 +659,27 @@ def _check_output_folder(out: Path) -> None:
         raise ValueError(
             f"output folder {out} is not empty and was not written by 'sammed3d prepare' "
             f"(no {SETTINGS_NAME}); use a new or empty folder"
+        )
+
+
+def _check_same_split(out: Path, sources: list[Path], split: str) -> None:
+    """Refuse to prepare another split of a source into a folder that holds one split of it:
+    the manifest, report and settings describe one run, so the earlier split's cases would
+    drop out of them (their files staying behind, unlisted)."""
+    path = out / SETTINGS_NAME
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # unreadable settings: the run rewrites them (as before)
+    old = before.get("split") if isinstance(before, dict) else None
+    shared = set(before.get("sources") or []) & {str(s.resolve()) for s in sources}
+    if shared and old is not None and old != split:
+        raise ValueError(
+            f"{out} holds the {old!r} split of {sorted(shared)[0]}; preparing the {split!r} "
+            "split into it would drop those cases from its manifest: use another --output "
+            "(one folder per split)"
         )
 
 
