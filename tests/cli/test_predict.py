@@ -45,6 +45,7 @@ def test_predict_writes_labels_on_the_input_grid(tmp_path, image, task_checkpoin
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "classes 1=blob, 2=speck; encoder sam_med3d_tiny from scratch" in printed
+    assert "modality: " in printed and "(from the model's training data)" in printed
     assert f"wrote {out}" in printed
     src, labels = read_volume(image), read_volume(out)
     assert labels.shape == src.shape and labels.array.dtype == np.uint8

@@ -147,6 +147,16 @@ def run(args: argparse.Namespace) -> int:
 
     volume = load_image(args.image, allow_label_like=args.allow_label_image)
     modality = args.modality or read_modality(args.image)
+    source = (
+        "--modality" if args.modality else "the file" if modality else "the model's training data"
+    )
+    used = modality or spec.modality
+    clamp = (
+        f"; intensities clamped to [{spec.ct_clamp[0]:g}, {spec.ct_clamp[1]:g}]"
+        if used == "CT" and spec.ct_clamp is not None
+        else ""
+    )
+    print(f"modality: {used or 'not set'} (from {source}){clamp}")
     t0 = time.perf_counter()
     labels = predictor.predict(volume, modality=modality)
     counts = np.bincount(np.asarray(labels.array).ravel(), minlength=spec.num_classes + 1)
