@@ -75,6 +75,7 @@ def test_predict_scores_a_dataset(tmp_path, task_checkpoint, capsys):
     assert len(rows) == 1 + 2 * 2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["classes"] == ["blob", "speck"] and summary["cases"] == 2
+    assert summary["split"] == "auto" and summary["splits_read"] == ["train"]
     assert summary["encoder_origin"]["init"] == "scratch"
     assert 0.0 <= summary["per_class"]["blob"]["dice"]["mean"] <= 1.0
     assert (out / "dice_per_class.png").stat().st_size > 0

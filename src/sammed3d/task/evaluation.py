@@ -159,6 +159,7 @@ def evaluate_task(
         checkpoint=checkpoint,
         data=str(data),
         split=split,
+        splits_read=sorted({c.split for c in cases}),  # what "auto" resolved to
         tolerance_mm=tolerance_mm,
         cases=len(cases) - len(skipped),
         skipped=skipped,
