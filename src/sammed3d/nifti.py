@@ -43,6 +43,27 @@ NIFTI_GEOMETRY_FIELDS = (
 _UNIT_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 1e-3, "unknown": 1.0}
 
 
+def nifti_scaling(img: Any) -> tuple[float, float]:
+    """``(scl_slope, scl_inter)`` of a loaded nibabel NIfTI image; ``(1.0, 0.0)`` unscaled.
+
+    nibabel moves them into the image's data proxy when it loads a file (the loaded header's
+    ``get_slope_inter()`` then reads ``(None, None)``); a slope of 0 or NaN means no scaling
+    (NIfTI-1 standard), which the proxy already gives as 1 and 0.
+    """
+    slope = float(getattr(img.dataobj, "slope", 1.0))
+    inter = float(getattr(img.dataobj, "inter", 0.0))
+    if not np.isfinite(slope) or slope == 0.0:
+        slope = 1.0
+    if not np.isfinite(inter):
+        inter = 0.0
+    return slope, inter
+
+
+def scaled_dtype(raw: np.dtype) -> np.dtype:
+    """The type of scaled voxels, as ITK gives them: float32 unless the raw type is wider."""
+    return np.dtype(np.float32 if np.dtype(raw).itemsize <= 2 else np.float64)
+
+
 def read_nifti(path: Path) -> Volume:
     """Read a NIfTI-1/2 file with nibabel (see the module docstring)."""
     import nibabel as nib
@@ -72,15 +93,7 @@ def read_nifti(path: Path) -> Volume:
         raise VolumeError(f"{path}: expected a 3-D volume, got size {shape} (a single slice?)")
     _check_nifti_length(path, img)
     try:
-        # nibabel moves scl_slope/scl_inter into the image's data proxy when it loads a file
-        # (the loaded header's get_slope_inter() then reads (None, None)); a slope of 0 or
-        # NaN means no scaling (NIfTI-1 standard), which the proxy already gives as 1 and 0
-        slope = float(getattr(img.dataobj, "slope", 1.0))
-        inter = float(getattr(img.dataobj, "inter", 0.0))
-        if not np.isfinite(slope) or slope == 0.0:
-            slope = 1.0
-        if not np.isfinite(inter):
-            inter = 0.0
+        slope, inter = nifti_scaling(img)
         if volume_suffix(path) == ".nii.gz":
             offset = int(img.dataobj.offset)  # the loaded header's vox_offset reads 0
             raw = _read_gzip_data(path, offset, hdr.get_data_dtype(), shape)
@@ -88,8 +101,8 @@ def read_nifti(path: Path) -> Volume:
             raw = np.array(np.asanyarray(img.dataobj.get_unscaled()), order="K")
         raw = raw.reshape(shape, order="A")  # drop trailing 1-sized axes
         array = raw
-        if slope != 1.0 or inter != 0.0:  # as ITK: float32 unless the raw type is wider
-            scaled = np.float32 if raw.dtype.itemsize <= 2 else np.float64
+        if slope != 1.0 or inter != 0.0:
+            scaled = scaled_dtype(raw.dtype).type
             array = raw.astype(scaled) * scaled(slope)
             array += scaled(inter)
     except (EOFError, OSError, ValueError, zlib.error) as exc:

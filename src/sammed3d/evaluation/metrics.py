@@ -436,23 +436,31 @@ def check_label_map(
     return labels.astype(np.int64)
 
 
-def check_same_grid(pred: Volume, gt: Volume, *, atol_mm: float = 1e-3) -> None:
-    """Raise :class:`VolumeError` unless both volumes share shape, spacing, origin, direction."""
+def check_same_grid(
+    pred: Volume,
+    gt: Volume,
+    *,
+    atol_mm: float = 1e-3,
+    names: tuple[str, str] = ("prediction", "ground-truth"),
+) -> None:
+    """Raise :class:`VolumeError` unless both volumes share shape, spacing, origin, direction
+    (the message calls them ``names``)."""
+    a, b = names
     if pred.shape != gt.shape:
-        raise VolumeError(f"prediction shape {pred.shape} != ground-truth shape {gt.shape}")
+        raise VolumeError(f"{a} shape {pred.shape} != {b} shape {gt.shape}")
     if not np.allclose(pred.spacing, gt.spacing, rtol=1e-4, atol=atol_mm):
         raise VolumeError(
-            f"prediction spacing {tuple(round(s, 4) for s in pred.spacing)} != ground-truth "
+            f"{a} spacing {tuple(round(s, 4) for s in pred.spacing)} != {b} "
             f"spacing {tuple(round(s, 4) for s in gt.spacing)}"
         )
     if not np.allclose(pred.origin, gt.origin, atol=max(atol_mm, 1e-3 * min(gt.spacing))):
         raise VolumeError(
-            f"prediction origin {tuple(round(o, 3) for o in pred.origin)} != ground-truth "
+            f"{a} origin {tuple(round(o, 3) for o in pred.origin)} != {b} "
             f"origin {tuple(round(o, 3) for o in gt.origin)}"
         )
     if not np.allclose(pred.direction, gt.direction, atol=1e-4):
         raise VolumeError(
-            f"prediction direction {np.round(pred.direction, 4).tolist()} != ground-truth "
+            f"{a} direction {np.round(pred.direction, 4).tolist()} != {b} "
             f"direction {np.round(gt.direction, 4).tolist()}"
         )
 

@@ -180,6 +180,8 @@ def _squeeze(shape: tuple[int, ...]) -> tuple[int, ...]:
 def _nifti_header(path: Path) -> ImageHeader | None:
     import nibabel as nib
 
+    from sammed3d.nifti import nifti_scaling, scaled_dtype
+
     img = nib.load(str(path))  # the header only: the voxels stay on disk
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         return None
@@ -187,16 +189,8 @@ def _nifti_header(path: Path) -> ImageHeader | None:
     dtype = np.dtype(hdr.get_data_dtype())
     if dtype.fields is not None or dtype.kind == "c":
         return None
-    # a loaded image keeps the file's scaling on its data object (its header's reads NaN)
-    slope = getattr(img.dataobj, "slope", None)
-    inter = getattr(img.dataobj, "inter", None)
-    if slope is None and inter is None:
-        slope, inter = hdr.get_slope_inter()
-    scaled = (slope is not None and float(slope) != 1.0) or (
-        inter is not None and float(inter) != 0.0
-    )
-    if scaled:  # scaled voxels are floats: float32 unless the raw type is wider (as ITK)
-        dtype = np.dtype(np.float32 if dtype.itemsize <= 2 else np.float64)
+    if nifti_scaling(img) != (1.0, 0.0):  # decoded as the reader decodes them
+        dtype = scaled_dtype(dtype)
     return ImageHeader(_squeeze(tuple(int(n) for n in img.shape)), dtype)
 
 
@@ -221,8 +215,6 @@ def _itk_header(path: Path) -> ImageHeader | None:
     if info is None:
         return None
     shape, dtype = info
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
     return ImageHeader(_squeeze(shape), dtype)
 
 

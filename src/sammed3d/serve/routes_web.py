@@ -17,11 +17,12 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from sammed3d.data.dataset_json import KNOWN_MODALITIES
 from sammed3d.serve.context import KIND_WEB, Context, SessionState
 from sammed3d.serve.http import META_HEADER, OCTET, field, flag, read_body, read_json
 from sammed3d.serve.leases import Lease
 from sammed3d.serve.patch import Patch
-from sammed3d.serve.web import WebSession, check_web_modality, known_modalities, parse_mm
+from sammed3d.serve.web import WebSession, check_web_modality, parse_mm
 
 
 def static_dir() -> Any:
@@ -59,7 +60,7 @@ def register(app: FastAPI, ctx: Context) -> None:
             "max_upload_mb": cfg.max_upload_bytes / 2**20,
             "liveness_timeout_seconds": registry.liveness_timeout,
             "modality": cfg.modality,  # the server's default (--modality), or null
-            "modalities": list(known_modalities()),  # what the page may choose
+            "modalities": list(KNOWN_MODALITIES),  # what the page may choose
         }
 
     @app.post("/api/web/claim", dependencies=auth)

@@ -45,11 +45,6 @@ MAX_WEB_OBJECTS = 255
 MODALITY_SOURCES = ("chosen", "server", "file")
 
 
-def known_modalities() -> tuple[str, ...]:
-    """The modalities a person may choose (:data:`sammed3d.data.dataset_json.KNOWN_MODALITIES`)."""
-    return KNOWN_MODALITIES
-
-
 def check_web_modality(value: object) -> str | None:
     """A modality chosen on the page (``"CT"``, ``"mr"``, ``"MRI"``...) in canonical form
     (:func:`~sammed3d.data.dataset_json.check_modality`); None or ``""`` (not chosen: the
@@ -174,7 +169,7 @@ class WebSession:
             # a header's code the page could not choose (``"OT"``, ``"NM"``) is not a clamp
             # setting: only the known ones are taken
             found = read_modality(path)
-            used = found if found in known_modalities() else None
+            used = found if found in KNOWN_MODALITIES else None
             source = "file" if used is not None else None
         self.session.set_image(volume, modality=used)
         self.modality_source = source
@@ -488,6 +483,5 @@ __all__ = [
     "ClickResult",
     "WebSession",
     "check_web_modality",
-    "known_modalities",
     "parse_mm",
 ]

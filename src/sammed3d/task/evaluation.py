@@ -114,9 +114,9 @@ def evaluate_task(
         gt = read_volume(case.label)
         image = load_image(case.image)
         try:  # a label map on another grid cannot score this case (as evaluate skips it)
-            check_same_grid(image, gt)
+            check_same_grid(image, gt, names=("image", "label map"))
         except VolumeError as exc:
-            reason = str(exc).replace("prediction", "image").replace("ground-truth", "label map")
+            reason = str(exc)
             logger.warning(
                 "case %d/%d %s skipped: %s and %s are on different grids (%s)",
                 n, len(cases), case.case_id, case.image, case.label, reason,
