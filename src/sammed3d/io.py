@@ -28,6 +28,9 @@ What :func:`read_volume` guarantees (every command reads through it):
   silently make it 1 mm).
 * **The world matrix other tools use.** For NIfTI the geometry is the matrix nibabel, FSL and
   3D Slicer use: the sform when ``sform_code > 0``, else the qform (ITK prefers the qform).
+* **Millimetres.** Spacing, origin and affine are in mm whatever unit the file gives: a NIfTI
+  header in metres or micrometres (``xyzt_units``) is converted (nibabel's own affine stays in
+  the file's unit), an unknown unit is mm.
 * **Regular DICOM series.** Slices missing, unreadable, duplicated, unevenly spaced, tilted or
   with differing orientation/size are an error naming the problem, or (spacing only, with
   ``irregular_slices="resample"``) the series is interpolated onto a regular grid through
@@ -272,6 +275,43 @@ def decompose_affine(
         direction,
         (float(origin[0]), float(origin[1]), float(origin[2])),
     )
+
+
+def world_extent(
+    grid: PhysicalGrid, shape: Sequence[int], *, space: str = "ras"
+) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
+    """The box a grid's voxels fill, in world mm: ``((x0, x1), (y0, y1), (z0, z1))``.
+
+    The box around the voxels' outer faces (index -0.5 to n - 0.5 on every axis), so a world
+    point inside it (on an axis-aligned grid) rounds to a voxel of the image.
+
+    Args:
+        grid: A :class:`Volume` or any :class:`PhysicalGrid`.
+        shape: Its voxels per axis.
+        space: ``"ras"`` (nibabel, 3D Slicer) or ``"lps"`` (ITK, DICOM).
+    """
+    if space not in ("ras", "lps"):
+        raise ValueError(f"space must be 'ras' or 'lps', got {space!r}")
+    n = np.asarray(shape, dtype=np.float64)
+    corners = np.array(
+        [[-0.5 + (n[a] if (c >> a) & 1 else 0.0) for a in range(3)] for c in range(8)]
+    )
+    mm = grid.index_to_physical(corners)
+    if space == "ras":
+        mm = mm @ LPS_TO_RAS.T
+    lo, hi = mm.min(axis=0), mm.max(axis=0)
+    return (
+        (float(lo[0]), float(hi[0])),
+        (float(lo[1]), float(hi[1])),
+        (float(lo[2]), float(hi[2])),
+    )
+
+
+def describe_world_extent(grid: PhysicalGrid, shape: Sequence[int], *, space: str = "ras") -> str:
+    """:func:`world_extent` for a message: ``"x -90.0 to 90.0, y ..., z ... mm (RAS)"``."""
+    box = world_extent(grid, shape, space=space)
+    axes = ", ".join(f"{a} {lo:.1f} to {hi:.1f}" for a, (lo, hi) in zip("xyz", box, strict=True))
+    return f"{axes} mm ({space.upper()})"
 
 
 def volume_suffix(path: str | os.PathLike[str]) -> str:
@@ -748,8 +788,10 @@ __all__ = [
     "check_writable_folder",
     "decompose_affine",
     "default_file_mode",
+    "describe_world_extent",
     "read_volume",
     "to_sitk",
     "volume_suffix",
+    "world_extent",
     "write_volume",
 ]

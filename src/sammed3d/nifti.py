@@ -4,9 +4,15 @@ SimpleITK reads a truncated NIfTI file as zero-filled, turns NaN into 0 and take
 when the sform differs (``sform_code`` 4 after a registration); nibabel, FSL, nilearn and
 3D Slicer take the sform when its code is > 0. :func:`read_nifti` therefore reads with nibabel,
 checks the data length against the header, and derives the geometry from the sform (code > 0),
-else the qform, else ``pixdim``, in millimetres (``xyzt_units`` m/µm converted).
-:func:`write_nifti_with_header` writes a volume on the same grid with the source's sform,
-qform, their codes, ``pixdim`` and units unchanged.
+else the qform, else ``pixdim``.
+
+Units: every length sammed3d uses is in millimetres. nibabel's ``affine`` is in the file's own
+spatial unit (``xyzt_units & 0x07``: 1 metre, 2 mm, 3 micrometre, 0 unknown), so a file in
+metres would read 1000x too small (each click in mm far outside it); :func:`read_nifti`
+converts metres and micrometres to mm (:func:`nifti_spatial_unit`; unknown is mm), as ITK
+does. :func:`write_nifti_with_header` writes a volume on the same grid with the source's
+sform, qform, their codes, ``pixdim`` and units unchanged: a mask of a file in metres is in
+metres too, and overlays it in every viewer.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import gzip
 import logging
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +47,78 @@ NIFTI_GEOMETRY_FIELDS = (
     "xyzt_units",
     "dim_info",
 )
-_UNIT_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 1e-3, "unknown": 1.0}
+
+
+@dataclass(frozen=True)
+class NiftiSpatialUnit:
+    """The spatial unit of a NIfTI header (``xyzt_units & 0x07``) and its way to mm.
+
+    Attributes:
+        code: The NIfTI code: 0 unknown, 1 metre, 2 mm, 3 micrometre (4-7 undefined).
+        name: How messages name it (``"m"``, ``"mm"``, ``"µm"``, ``"unknown"``).
+        multiplier / divisor: A length in this unit times ``multiplier`` over ``divisor``
+            is millimetres (two factors so that both conversions are one exact operation).
+    """
+
+    code: int
+    name: str
+    multiplier: float = 1.0
+    divisor: float = 1.0
+
+    @property
+    def is_mm(self) -> bool:
+        """Whether lengths are read unchanged (mm, unknown, undefined)."""
+        return self.multiplier == 1.0 and self.divisor == 1.0
+
+    def to_mm(self, values: Any, stored: Any = np.float32) -> np.ndarray:
+        """Lengths or positions in this unit -> float64 millimetres.
+
+        Converted in ``stored``, the precision the header keeps them in (float32 for NIfTI-1,
+        float64 for NIfTI-2): one correctly rounded operation, so a file in metres or
+        micrometres reads as the same file written in mm does (a stored 0.0015 m is 1.5 mm,
+        not 1.5000000130 mm, and clicks on voxel boundaries round the same way).
+        """
+        values = np.asarray(values, dtype=np.float64)
+        if self.is_mm:
+            return values
+        kind = np.dtype(stored).newbyteorder("=")
+        converted = values.astype(kind)
+        if self.multiplier != 1.0:
+            converted = converted * kind.type(self.multiplier)
+        if self.divisor != 1.0:
+            converted = converted / kind.type(self.divisor)
+        return converted.astype(np.float64)
+
+
+#: Defined NIfTI spatial unit codes. 0 (unknown) is read as mm, as nibabel, FSL, ITK and
+#: 3D Slicer do.
+NIFTI_SPATIAL_UNITS = {
+    0: NiftiSpatialUnit(0, "unknown"),
+    1: NiftiSpatialUnit(1, "m", multiplier=1000.0),
+    2: NiftiSpatialUnit(2, "mm"),
+    3: NiftiSpatialUnit(3, "µm", divisor=1000.0),
+}
+
+
+def nifti_spatial_unit(header: Any, *, where: object = "") -> NiftiSpatialUnit:
+    """The spatial unit of a NIfTI-1/2 header (``xyzt_units & 0x07``).
+
+    The time bits are ignored (nibabel's ``get_xyzt_units`` raises on a time code it does not
+    know). An undefined spatial code (4-7) is read as mm, as ITK does, with a warning naming
+    ``where``.
+    """
+    units = int(np.asarray(header["xyzt_units"]).item())
+    code = units & 0x07
+    if code in NIFTI_SPATIAL_UNITS:
+        return NIFTI_SPATIAL_UNITS[code]
+    logger.warning(
+        "%s: the NIfTI header gives an undefined spatial unit (code %d in xyzt_units %d); "
+        "its lengths are read as millimetres",
+        where or "image",
+        code,
+        units,
+    )
+    return NiftiSpatialUnit(code, f"unit code {code}")
 
 
 def nifti_scaling(img: Any) -> tuple[float, float]:
@@ -111,15 +189,24 @@ def read_nifti(path: Path) -> Volume:
         ) from None
     # the array stays (i, j, k)-indexed in the file's (Fortran) order: no transposing copy
 
-    affine, used = _nifti_affine(img, path)
+    unit = nifti_spatial_unit(hdr, where=path)
+    affine, used = _nifti_affine(img, path, unit)
     raw = _raw_nifti_header(path, hdr)
     pixdim = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
     if used != "sform" and not (np.all(np.isfinite(pixdim)) and np.all(pixdim != 0)):
         # nibabel silently turns a zero pixdim into 1 when it loads the header
-        shown = "(" + ", ".join(f"{v:g}" for v in pixdim) + ") mm"
+        shown = "(" + ", ".join(f"{v:g}" for v in pixdim) + f") {unit.name if unit.code else 'mm'}"
         raise VolumeError(f"{path}: the header gives voxel size {shown}: a zero axis; fix it")
     spacing, direction, origin = decompose_affine(affine, what=f"{path}: the {used}")
-    volume = Volume(array, spacing, origin, direction, path)
+    try:
+        volume = Volume(array, spacing, origin, direction, path)
+    except VolumeError as exc:
+        if unit.is_mm:
+            raise
+        # name the unit the sizes were converted from: a writer may have set it wrongly
+        text, fix, rest = str(exc).rpartition("; fix the header")
+        note = f" [converted from {unit.name}: the header's xyzt_units give code {unit.code}]"
+        raise VolumeError(f"{text}{note}{fix}{rest}" if fix else f"{exc}{note}") from None
     volume.header = SourceHeader("nifti", volume.shape, volume.affine, bytes(raw.binaryblock))
     return volume
 
@@ -135,17 +222,16 @@ def _raw_nifti_header(path: Path, loaded: Any) -> Any:
         return loaded
 
 
-def _nifti_affine(img: Any, path: Path) -> tuple[np.ndarray, str]:
-    """The world matrix nibabel/FSL/3D Slicer use, in mm: sform if its code > 0, else qform."""
-    hdr = img.header
-    unit = hdr.get_xyzt_units()[0]
-    scale = np.diag([_UNIT_TO_MM.get(unit, 1.0)] * 3 + [1.0])
+def _nifti_affine(img: Any, path: Path, unit: NiftiSpatialUnit) -> tuple[np.ndarray, str]:
+    """The world matrix nibabel/FSL/3D Slicer use, in mm: sform if its code > 0, else qform,
+    else ``pixdim``; lengths converted from the header's spatial ``unit``."""
+    hdr = header_in_mm(img.header, unit)
     sform, s_code = hdr.get_sform(coded=True)
     qform, q_code = hdr.get_qform(coded=True)
     if s_code and s_code > 0 and sform is not None:
         try:
             decompose_affine(np.asarray(sform, dtype=np.float64))
-            return scale @ np.asarray(sform, dtype=np.float64), "sform"
+            return np.asarray(sform, dtype=np.float64), "sform"
         except VolumeError as exc:
             if not (q_code and q_code > 0):
                 raise VolumeError(f"{path}: the sform {str(exc)[len('affine ') :]}") from None
@@ -155,8 +241,33 @@ def _nifti_affine(img: Any, path: Path) -> tuple[np.ndarray, str]:
                 str(exc)[len("affine ") :],
             )
     if q_code and q_code > 0 and qform is not None:
-        return scale @ np.asarray(qform, dtype=np.float64), "qform"
-    return scale @ np.asarray(hdr.get_base_affine(), dtype=np.float64), "pixdim"
+        return np.asarray(qform, dtype=np.float64), "qform"
+    return np.asarray(hdr.get_base_affine(), dtype=np.float64), "pixdim"
+
+
+#: Header fields that hold lengths (in the header's spatial unit).
+_LENGTH_FIELDS = ("qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z")
+
+
+def header_in_mm(header: Any, unit: NiftiSpatialUnit | None = None) -> Any:
+    """A copy of a NIfTI header with its lengths in mm (``header`` itself if they are).
+
+    The voxel sizes (``pixdim[1:4]``), ``qoffset_*`` and ``srow_*`` are converted in the
+    precision they are stored in, and the unit set to mm: nibabel's ``get_sform``,
+    ``get_qform`` and ``get_base_affine`` of the copy are the matrices of the same file
+    written in mm (bit for bit where the converted values are the ones it would store).
+    """
+    unit = nifti_spatial_unit(header) if unit is None else unit
+    if unit.is_mm:
+        return header
+    out = header.copy()
+    pixdim = np.array(out["pixdim"])
+    pixdim[1:4] = unit.to_mm(pixdim[1:4], stored=pixdim.dtype)
+    out["pixdim"] = pixdim
+    for key in _LENGTH_FIELDS:
+        out[key] = unit.to_mm(out[key], stored=out[key].dtype)
+    out["xyzt_units"] = (int(np.asarray(out["xyzt_units"]).item()) & ~0x07) | 2
+    return out
 
 
 def _read_gzip_data(path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
@@ -236,4 +347,12 @@ def _short(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-__all__ = ["NIFTI_GEOMETRY_FIELDS", "read_nifti", "write_nifti_with_header"]
+__all__ = [
+    "NIFTI_GEOMETRY_FIELDS",
+    "NIFTI_SPATIAL_UNITS",
+    "NiftiSpatialUnit",
+    "header_in_mm",
+    "nifti_spatial_unit",
+    "read_nifti",
+    "write_nifti_with_header",
+]

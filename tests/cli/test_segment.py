@@ -455,6 +455,14 @@ def test_a_physical_click_outside_the_image_is_named_as_typed(tmp_path, image, c
     err = _err(capsys)
     assert "outside the image" in err and "click 1 was given as RAS (9000, -250.5, 3) mm" in err
     assert not (tmp_path / "m.nii.gz").exists()
+    # and where the image is, in the same millimetres: the box around its voxels' outer faces
+    vol = read_volume(image)
+    n = np.array(vol.shape, dtype=float)
+    corners = np.array([[-0.5 + n[a] * ((c >> a) & 1) for a in range(3)] for c in range(8)])
+    ras = corners @ vol.affine[:3, :3].T + vol.affine[:3, 3]
+    lo, hi = ras.min(axis=0), ras.max(axis=0)
+    spans = ", ".join(f"{a} {lo[i]:.1f} to {hi[i]:.1f}" for i, a in enumerate("xyz"))
+    assert f"the image spans {spans} mm (RAS)" in err
 
 
 def test_a_mask_over_half_the_image_is_a_warning(tmp_path, image, ckpt, capsys, monkeypatch):

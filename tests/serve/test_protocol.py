@@ -111,6 +111,9 @@ def test_target_buffer_rules() -> None:
         ((1, 2), "3 finite"),
         ((1, float("nan"), 2), "3 finite"),
         ("abc", "3 "),
+        ((True, 1, 2), "3 finite"),  # JSON true is no coordinate (the web click's rule too)
+        (["1", "2", "3"], "3 finite"),
+        ((1, 2, 10**400), "3 finite"),
     ],
 )
 def test_bad_points(blob_session: ProtocolSession, point, message: str) -> None:  # noqa: ANN001
@@ -123,3 +126,15 @@ def test_closed_session_refuses_work(blob_session: ProtocolSession) -> None:
     assert not blob_session.predictor.is_image_set
     with pytest.raises(SessionClosed):
         blob_session.add_point((1, 1, 1), True)
+
+
+def test_finite_triple_shared_by_both_click_routes() -> None:
+    from sammed3d.serve.protocol import finite_triple
+    from sammed3d.serve.web import parse_mm
+
+    assert finite_triple(np.array([1, 2, 3], dtype=np.int16), "c") == (1.0, 2.0, 3.0)
+    assert parse_mm([1.5, -2, 0]) == (1.5, -2.0, 0.0)
+    with pytest.raises(ValueError, match=r"^mm must be 3 finite numbers, the click's RAS\+"):
+        parse_mm([1, 2])
+    with pytest.raises(ValueError, match=r"^coordinates must be 3 finite numbers, got \[1, 2\]$"):
+        finite_triple([1, 2], "coordinates")

@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     from sammed3d.cli import CLIError
     from sammed3d.devices import resolve_device
     from sammed3d.inference import InteractiveSession, SamMed3DPredictor
-    from sammed3d.io import LPS_TO_RAS, check_output_file
+    from sammed3d.io import LPS_TO_RAS, check_output_file, describe_world_extent
 
     clicks = args.clicks or []
     if not clicks:
@@ -291,8 +291,10 @@ def run(args: argparse.Namespace) -> int:
                 predictor.click_voxels(points[n - 1])
             except ValueError:
                 typed = ", ".join(f"{v:g}" for v in xyz)
+                extent = describe_world_extent(volume, volume.shape, space=args.coords)
                 raise ValueError(
-                    f"{exc}; click {n} was given as {args.coords.upper()} ({typed}) mm"
+                    f"{exc}; click {n} was given as {args.coords.upper()} ({typed}) mm, and "
+                    f"the image spans {extent}"
                 ) from None
         raise
 

@@ -31,6 +31,8 @@ the object) changes nothing; it is accepted and undoable, as in nnInteractive.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -48,6 +50,37 @@ logger = logging.getLogger(__name__)
 
 #: dtypes a target buffer may have (bool or integers, as nnInteractive accepts).
 BUFFER_KINDS = ("b", "i", "u")
+
+
+def finite_triple(value: object, name: str, meaning: str = "") -> tuple[float, float, float]:
+    """Three finite real numbers from a JSON value (a list/tuple/array of three; booleans and
+    strings are refused, as JSON's ``true`` or ``"1"`` is no coordinate).
+
+    Args:
+        value: what came (a decoded JSON value or an array).
+        name: the field's name, for the message (``coordinates``, ``mm``).
+        meaning: what the numbers are, appended to the message (``the click's ... mm``).
+
+    Raises:
+        ValueError: not three finite numbers (one line naming the field and what came).
+    """
+    values = value.tolist() if isinstance(value, np.ndarray) else value
+    out: list[float] = []
+    if isinstance(values, list | tuple) and len(values) == 3:
+        for v in values:
+            if not isinstance(v, numbers.Real) or isinstance(v, bool):
+                break
+            try:
+                f = float(v)
+            except OverflowError:  # an integer beyond float range
+                break
+            if not math.isfinite(f):
+                break
+            out.append(f)
+    if len(out) != 3:
+        what = f", {meaning}" if meaning else ""
+        raise ValueError(f"{name} must be 3 finite numbers{what}, got {value!r}")
+    return out[0], out[1], out[2]
 
 
 class SessionClosed(RuntimeError):
@@ -262,12 +295,7 @@ class ProtocolSession:
 
     def _check_point(self, coordinates: Any) -> tuple[int, int, int]:
         self._require_image()
-        try:
-            xyz = np.asarray(coordinates, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"coordinates must be 3 numbers, got {coordinates!r}") from None
-        if xyz.shape != (3,) or not np.isfinite(xyz).all():
-            raise ValueError(f"coordinates must be 3 finite numbers, got {coordinates!r}")
+        xyz = np.asarray(finite_triple(coordinates, "coordinates"), dtype=np.float64)
         # array indices are the native indices of the session's image: the predictor's one
         # rounding (nearest voxel, ties up) and image check, at queue time
         point = self.predictor.click_voxels(xyz)[0]

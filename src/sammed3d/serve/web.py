@@ -14,8 +14,6 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import math
-import numbers
 import os
 import re
 import tempfile
@@ -32,10 +30,10 @@ from sammed3d.inference.geometry import nearest_index
 from sammed3d.inference.predictor import SamMed3DPredictor, normalise_modality, read_modality
 from sammed3d.inference.session import Extent, InteractiveSession
 from sammed3d.inference.validation import load_image
-from sammed3d.io import VOLUME_SUFFIXES, Volume, VolumeError, volume_suffix
+from sammed3d.io import VOLUME_SUFFIXES, Volume, VolumeError, volume_suffix, world_extent
 from sammed3d.serve.images import check_decoded_size, check_nbytes
 from sammed3d.serve.patch import Patch, Slices, diff, union
-from sammed3d.serve.protocol import SessionClosed
+from sammed3d.serve.protocol import SessionClosed, finite_triple
 
 logger = logging.getLogger(__name__)
 
@@ -62,29 +60,12 @@ def check_web_modality(value: object) -> str | None:
 
 
 def parse_mm(mm: object) -> tuple[float, float, float]:
-    """A click's RAS+ millimetres ``(x, y, z)`` from JSON.
+    """A click's RAS+ millimetres ``(x, y, z)`` from JSON (:func:`finite_triple`'s rules).
 
     Raises:
         ValueError: not three finite numbers (one line saying what came).
     """
-    values = mm.tolist() if isinstance(mm, np.ndarray) else mm
-    out: list[float] = []
-    if isinstance(values, list | tuple) and len(values) == 3:
-        for v in values:
-            if not isinstance(v, numbers.Real) or isinstance(v, bool):
-                break
-            try:
-                f = float(v)
-            except OverflowError:  # an integer beyond float range
-                break
-            if not math.isfinite(f):
-                break
-            out.append(f)
-    if len(out) != 3:
-        raise ValueError(
-            f"mm must be 3 finite numbers, the click's RAS+ x, y, z in millimetres, got {mm!r}"
-        )
-    return out[0], out[1], out[2]
+    return finite_triple(mm, "mm", "the click's RAS+ x, y, z in millimetres")
 
 
 @dataclass(frozen=True, eq=False)
@@ -242,18 +223,7 @@ class WebSession:
         Raises:
             ValueError: no volume is open.
         """
-        shape = np.asarray(self.volume.shape, dtype=np.float64)
-        corners = np.array(
-            [[-0.5 + (shape[a] if (n >> a) & 1 else 0.0) for a in range(3)] for n in range(8)]
-        )
-        affine = self.volume.affine
-        mm = corners @ affine[:3, :3].T + affine[:3, 3]
-        lo, hi = mm.min(axis=0), mm.max(axis=0)
-        return (
-            (float(lo[0]), float(hi[0])),
-            (float(lo[1]), float(hi[1])),
-            (float(lo[2]), float(hi[2])),
-        )
+        return world_extent(self.volume, self.volume.shape)
 
     def _extent_note(self) -> str | None:
         """None when "other extent" can be offered now, else why not (one line)."""
