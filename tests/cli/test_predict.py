@@ -70,6 +70,7 @@ def test_predict_scores_a_dataset(tmp_path, task_checkpoint, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "blob: Dice" in printed and "mean Dice over classes" in printed
+    assert f" on 2 cases; results in {out}" in printed
     rows = (out / "per_case.csv").read_text().splitlines()
     assert rows[0] == "dataset,case,class,label,dice,nsd,gt_voxels,pred_voxels"
     assert len(rows) == 1 + 2 * 2
@@ -177,3 +178,52 @@ def test_a_case_whose_label_map_is_on_another_grid_is_skipped(tmp_path, task_che
     assert len((out / "per_case.csv").read_text().splitlines()) == 1 + 2 * 2
     printed = capsys.readouterr()
     assert "case 2/3 case_001 skipped" in printed.out + printed.err
+    assert " on 2 cases (1 skipped); results in" in printed.out
+
+
+def _as_per_class(data: Path, root: Path) -> Path:
+    """The nnU-Net dataset ``data`` in the per-class layout: one folder per class, each with
+    the images (hard links) and that class's binary masks."""
+    for label_file in sorted((data / "labelsTr").iterdir()):
+        case = label_file.name.removesuffix(".nii.gz")
+        label = read_volume(label_file)
+        for name, value in (("blob", 1), ("speck", 2)):
+            folder = root / name / "ct_Blobs"
+            (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+            (folder / "imagesTr" / f"{case}.nii.gz").hardlink_to(
+                data / "imagesTr" / f"{case}_0000.nii.gz"
+            )
+            mask = (np.asarray(label.array) == value).astype(np.uint8)
+            write_volume(label.with_array(mask), folder / "labelsTr" / f"{case}.nii.gz")
+    return root
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs sammed3d.task.evaluation.evaluate_task to merge the class folders of a scan "
+    "(sammed3d.data.layout.one_case_per_image) and read per-class mask files",
+)
+def test_per_class_data_predicts_each_image_once(tmp_path, task_checkpoint, capsys):
+    """The per-class layout lists each scan once per class folder: it was predicted once per
+    class (4 predictions and "cases": 4 for 2 images). Scored as per class folders, the
+    results are those of the same data as one nnU-Net label map per case."""
+    data = write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=2, shape=(40, 36, 32))
+    per_class = _as_per_class(data, tmp_path / "per_class")
+    base = ["predict", "--checkpoint", str(task_checkpoint), "--data"]
+    assert main([*base, str(data), "-o", str(tmp_path / "nnunet")]) == 0
+    capsys.readouterr()
+    assert main([*base, str(per_class), "-o", str(tmp_path / "pc")]) == 0
+    printed = capsys.readouterr()
+    said = printed.out + printed.err
+    assert "case 2/2 case_001: Dice blob" in said and "/4 " not in said
+    assert " on 2 cases; results in" in printed.out
+    per_case = (tmp_path / "pc" / "per_case.csv").read_text()
+    assert per_case == (tmp_path / "nnunet" / "per_case.csv").read_text()
+    assert len(per_case.splitlines()) == 1 + 2 * 2  # one row per image and class
+    summary = json.loads((tmp_path / "pc" / "summary.json").read_text())
+    expected = json.loads((tmp_path / "nnunet" / "summary.json").read_text())
+    assert summary["cases"] == 2 and summary["skipped"] == []
+    assert summary["per_class"] == expected["per_class"]
+    assert summary["mean_dice"] == expected["mean_dice"]
+    predictions = sorted(p.name for p in (tmp_path / "pc" / "predictions").iterdir())
+    assert predictions == ["Blobs__case_000.nii.gz", "Blobs__case_001.nii.gz"]

@@ -200,7 +200,8 @@ def test_prepare_that_keeps_no_mask_warns(
     assert main([*argv, "--min-volume", "100000"]) == 0
     captured = capsys.readouterr()
     assert "0 masks kept, 2 dropped" in captured.out
-    assert "warning: no mask was kept (dropped: 2 by min_volume)" in captured.err
+    assert "dropped 2 masks: 2 smaller than 100000 mm³ (--min-volume);" in captured.out
+    assert "warning: no mask was kept: nothing here to train on" in captured.err
     assert main([*argv, "--min-volume", "10", "--min-extent", "1", "--max-background", "1"]) == 0
     assert "no mask was kept" not in capsys.readouterr().err
 
@@ -224,3 +225,105 @@ def test_another_split_into_the_same_folder_is_refused(tmp_path: Path, capsys) -
     assert "holds the 'train' split of" in err and "use another --output" in err
     assert (out / "manifest.jsonl").read_text() == manifest  # untouched
     assert main([*argv[:3], str(tmp_path / "test_out"), *argv[4:], "--split", "test"]) == 0
+
+
+def _dataset_with_unpaired_image(root: Path) -> Path:
+    """``_dataset`` with 3 cases (each: Spleen kept, tiny dropped by min_volume), and an
+    image whose label file is missing."""
+    ds = _dataset(root)
+    for case in ("s2", "s3"):
+        for name in (f"imagesTr/{case}_0000.nii.gz", f"labelsTr/{case}.nii.gz"):
+            (ds / name).write_bytes((ds / name.replace(case, "s1")).read_bytes())
+    (ds / "imagesTr" / "s4_0000.nii.gz").write_bytes((ds / "imagesTr/s1_0000.nii.gz").read_bytes())
+    return ds
+
+
+def test_counts_agree_and_drops_are_explained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "3 case(s) to prepare", then "prepared 4 cases" (the 4th an image without its
+    label, counted as failed), and why masks were dropped was in report.json only."""
+    ds = _dataset_with_unpaired_image(tmp_path / "raw")
+    argv = ["prepare", str(ds), "-o", str(tmp_path / "out"), "--no-progress", "--no-histograms"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
+    assert "4 case(s) found in 1 source(s): 3 to prepare, 1 skipped" in err
+    assert "prepared 3 of 4 cases (0 resumed, 0 failed; 1 skipped): 3 masks kept, 3 dropped" in out
+    assert (
+        "dropped 3 masks: 3 smaller than 1000 mm³ (--min-volume); see 'by_rule' in report.json"
+        in out
+    )
+    image, missing = ds / "imagesTr" / "s4_0000.nii.gz", ds / "labelsTr" / "s4.nii.gz"
+    assert f"warning: skipped case Spleen/s4: no label for {image}: expected {missing}\n" in err
+    assert (
+        "warning: 1 case skipped (1 with a missing image or label file) and not prepared; "
+        "see 'skipped' in report.json" in err
+    )
+    assert "failed (" not in err and "no mask was kept" not in err
+
+    assert main([*argv, "--json"]) == 0  # resumed; the same counts, per rule
+    summary = json.loads(capsys.readouterr().out)
+    assert {k: summary[k] for k in ("cases", "cases_resumed", "cases_failed")} == {
+        "cases": 4,
+        "cases_resumed": 3,
+        "cases_failed": 0,
+    }
+    assert summary["cases_skipped"] == 1 and summary["skipped_by_rule"] == {"missing_file": 1}
+    assert summary["dropped_by_rule"] == {"min_volume": 3}
+
+
+def test_drops_of_several_rules_are_counted_per_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds = _dataset(tmp_path / "raw")
+    meta = json.loads((ds / "dataset.json").read_text())
+    meta["labels"]["absent"] = 3  # declared, in no voxel: "empty"
+    (ds / "dataset.json").write_text(json.dumps(meta))
+    argv = ["prepare", str(ds), "-o", str(tmp_path / "out"), "--no-progress", "--no-histograms"]
+    assert main([*argv, "--min-volume", "50", "--max-background", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "dropped 3 masks: 1 empty (the class is absent from the case), 1 with background over "
+        "50% of the volume (--max-background), 1 with a bounding-box side under 15 mm "
+        "(--min-extent); "
+        "see 'by_rule' in report.json"
+    ) in out
+
+
+def test_failed_cases_are_counted_with_their_rules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds = _dataset_with_unpaired_image(tmp_path / "raw")
+    label = ds / "labelsTr" / "s2.nii.gz"
+    write_volume(Volume(np.zeros((32, 32, 30), np.uint8), (1.5,) * 3), label)  # another grid
+    argv = ["prepare", str(ds), "-o", str(tmp_path / "out"), "--no-progress", "--no-histograms"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "prepared 3 of 4 cases (0 resumed, 1 failed; 1 skipped)" in captured.out
+    assert "warning: 1 case failed (1 integrity:shape); see 'errors' in report.json" in captured.err
+
+
+def test_nothing_prepared_when_every_case_is_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest whose every label file is missing: exit 1, not a silent empty output."""
+    from tests.data import replicas
+
+    study = replicas.manifest(tmp_path / "raw")
+    for label in (study / "seg").iterdir():
+        label.unlink()
+    out = tmp_path / "out"
+    assert main(["prepare", str(study), "-o", str(out), "--no-progress", "--split", "train"]) == 1
+    captured = capsys.readouterr()
+    manifest, label = study / "manifest.csv", study / "seg" / "p1.nii.gz"
+    said = f"warning: skipped case study/p1: {manifest} line 2: label not found: {label}\n"
+    assert said in captured.err
+    assert "prepared 0 of 2 cases (0 resumed, 0 failed; 2 skipped)" in captured.out
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("error: every case failed or was skipped (0 failed, 2 skipped); nothing")
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert [(s["case"], s["rule"]) for s in report["skipped"]] == [
+        ("p1", "missing_file"),
+        ("p2", "missing_file"),
+    ]

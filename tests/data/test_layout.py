@@ -368,3 +368,47 @@ def test_import_does_not_load_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_one_case_per_image_merges_the_class_folders_of_a_scan(tmp_path: Path) -> None:
+    """The per-class layout lists a scan once per class folder; per-image work (predict
+    --data) wants it once, with every class's mask file."""
+    from sammed3d.data.layout import one_case_per_image
+
+    top = tmp_path / "per_class"
+    scans = {"a": b"scan a", "b": b"scan b", "c": b"scan c"}
+    for cls, ids in (("liver", "abc"), ("kidney", "ac"), ("spleen", "a")):
+        for i in ids:
+            image = _touch(top / cls / "ct_AMOS" / "imagesTr" / f"{i}.nii.gz")
+            image.write_bytes(scans[i] + (b" cropped" if (cls, i) == ("kidney", "c") else b""))
+            _touch(top / cls / "ct_AMOS" / "labelsTr" / f"{i}.nii.gz")
+    linked = top / "spleen" / "ct_AMOS" / "imagesTr" / "b.nii.gz"  # a hard link, as prepare's
+    linked.hardlink_to(top / "liver" / "ct_AMOS" / "imagesTr" / "b.nii.gz")
+    _touch(top / "spleen" / "ct_AMOS" / "labelsTr" / "b.nii.gz")
+    cases = discover_dataset(top, split="train")
+    assert len(cases) == 7
+
+    merged = one_case_per_image(cases)
+    rows = [(c.case_id, sorted(c.labels), c.image.parts[-4]) for c in merged]
+    assert rows == [
+        ("a", ["kidney", "liver", "spleen"], "kidney"),
+        ("b", ["liver", "spleen"], "liver"),
+        ("c", ["kidney"], "kidney"),  # another image content (a crop): not the same scan
+        ("c", ["liver"], "liver"),
+    ]
+    a = merged[0]
+    assert a.labels == {"kidney": 1, "liver": 1, "spleen": 1}
+    assert a.masks == {n: top / n / "ct_AMOS" / "labelsTr" / "a.nii.gz" for n in a.labels}
+    assert [(p.parts[-4], v) for p, v in a.label_groups()] == [
+        ("kidney", {"kidney": 1}),
+        ("liver", {"liver": 1}),
+        ("spleen", {"spleen": 1}),
+    ]
+    assert [t.label for t in iter_targets([a])] == [a.masks[n] for n in sorted(a.masks)]
+    assert (a.dataset, a.modality, a.split, a.sequence) == ("AMOS", "CT", "train", None)
+    assert merged[2].masks == {} and merged[2] == cases[5]  # an unmerged case is unchanged
+
+    nnunet = discover_dataset(_nnunet_v2(tmp_path / "Dataset003_Liver", ["a", "b"]), "train")
+    assert one_case_per_image(nnunet) == nnunet  # one label map per case: nothing to merge
+    with pytest.raises(TypeError, match="expects Case objects"):
+        one_case_per_image(["a.nii.gz"])  # type: ignore[list-item]

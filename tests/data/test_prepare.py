@@ -223,7 +223,11 @@ def test_changed_settings_redo_and_remove_stale_outputs(tmp_path: Path) -> None:
     assert [next(iter(c.labels)) for c in discover_dataset(out)] == ["liver"]
 
 
-def test_missing_image_is_recorded_and_run_continues(tmp_path: Path) -> None:
+def test_unpaired_cases_are_skipped_with_a_warning_and_the_run_continues(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A missing image or label skips the case (named with the file, in the log and the
+    report); an unreadable label fails it. Both are counted per case, apart."""
     ct, mr = make_sources(tmp_path / "raw")
     (mr / "imagesTr" / "liver_1.nii.gz").unlink()
     _write(mr / "imagesTr" / "liver_2.nii.gz", np.zeros(SHAPE, np.float32), (1.5,) * 3)
@@ -231,17 +235,68 @@ def test_missing_image_is_recorded_and_run_continues(tmp_path: Path) -> None:
     for case in ("aniso01", "bad01", "ras01"):
         (ct / "labelsTr" / f"{case}.nii.gz").unlink()
         (ct / "imagesTr" / f"{case}_0000.nii.gz").unlink()
-    result = prepare_datasets([ct, mr], tmp_path / "out", show_progress=False, histograms=False)
+    out = tmp_path / "out"
+    with caplog.at_level("INFO", logger="sammed3d.data.prepare"):
+        result = prepare_datasets([ct, mr], out, show_progress=False, histograms=False)
     rules = sorted((r["case"], r["status"], r["rule"]) for r in result.records)
     assert rules == [
-        ("liver_1", "error", "missing_file"),
-        ("liver_2", "error", "missing_file"),
+        ("liver_1", "skipped", "missing_file"),
+        ("liver_2", "skipped", "missing_file"),
         ("lps01", "error", "error"),
         ("lps01", "error", "error"),
         ("lps01", "error", "error"),
     ]
     assert "cannot read" in _records(result, case="lps01")[0]["message"]
-    assert result.cases_failed == 3
+    counts = (result.cases, result.cases_failed, result.cases_skipped, result.kept)
+    assert counts == (3, 1, 2, 0)
+    missing_label = mr / "labelsTr" / "liver_2.nii.gz"
+    [skip] = _records(result, case="liver_2")
+    assert skip["file"] == str(mr / "imagesTr" / "liver_2.nii.gz")
+    assert skip["message"].endswith(f"expected {missing_label}")
+    said = [r.getMessage() for r in caplog.records]
+    assert "3 case(s) found in 2 source(s): 1 to prepare, 2 skipped" in said
+    assert f"warning: skipped case Liver/liver_2: {skip['message']}" in said
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["skipped"] == [
+        {k: r[k] for k in ("dataset", "case", "rule", "file", "message")}
+        for r in result.records
+        if r["status"] == "skipped"
+    ]
+    assert [e["case"] for e in report["errors"]] == ["lps01"]
+    totals = report["totals"]
+    assert (totals["cases"], totals["cases_failed"], totals["cases_skipped"]) == (3, 1, 2)
+    assert "missing_file" not in report["by_rule"] and "(unknown)" not in report["by_class"]
+    assert not list(out.rglob("liver_2.nii.gz"))  # nothing of a skipped case is written
+
+
+def test_many_skipped_cases_are_named_up_to_a_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sammed3d.data.prepare import SKIPPED_SHOWN
+
+    ct, _ = make_sources(tmp_path / "raw")
+    for n in range(SKIPPED_SHOWN + 2):  # images without labels
+        _write(ct / "imagesTr" / f"nolabel{n}_0000.nii.gz", np.zeros((4, 4, 4)), (1.5,) * 3)
+    with caplog.at_level("WARNING", logger="sammed3d.data.prepare"):
+        result = prepare_datasets([ct], tmp_path / "out", show_progress=False, histograms=False)
+    assert result.cases_skipped == SKIPPED_SHOWN + 2
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("warning: ")]
+    assert len(said) == SKIPPED_SHOWN + 1
+    assert said[-1] == "warning: and 2 more skipped case(s); all are listed under 'skipped' in " + (
+        "report.json"
+    )
+
+
+def test_failed_cases_are_counted_once_each(tmp_path: Path) -> None:
+    """The four BraTS sequences share one label file: an unreadable one fails four cases
+    (counted as one before: the count was by source, case id and label file)."""
+    ds = replicas.brats2021(tmp_path / "raw")
+    [label] = list(ds.rglob("*_seg.nii.gz"))
+    label.write_bytes(b"not a nifti")
+    result = prepare_datasets(
+        [ds], tmp_path / "out", cleaning=LENIENT, show_progress=False, histograms=False
+    )
+    assert (result.cases, result.cases_failed, result.cases_skipped, result.kept) == (4, 4, 0, 0)
 
 
 def test_parallel_workers_give_the_same_manifest(tmp_path: Path, prepared) -> None:
@@ -317,18 +372,18 @@ def test_manifest_broken_cases_write_nothing_and_the_rest_continues(tmp_path: Pa
     result = prepare_datasets([study / "manifest.csv"], out, cleaning=LENIENT, show_progress=False)
     got = sorted((r["case"], r["class_name"] or "", r["status"], r["rule"]) for r in result.records)
     assert got == [
-        ("gone", "", "error", "missing_file"),
-        ("p1", "", "error", "duplicate_row"),
+        ("gone", "", "skipped", "missing_file"),
+        ("p1", "", "skipped", "duplicate_row"),
         ("p1", "liver", "kept", None),
         ("p1", "liver_tumor", "kept", None),
         ("p1", "spleen", "dropped", "empty"),  # named in the row, absent from the file
         ("p2", "spleen", "error", "integrity:unexpected_labels"),
         ("p3", "prostate_uterus", "kept", None),
     ]
-    messages = {r["case"]: r["message"] for r in result.records if r["status"] == "error"}
+    messages = {r["case"]: r["message"] for r in result.records if r["status"] != "kept"}
     assert "line 3: image not found" in messages["gone"]
     assert "label values [2] are not declared (declared: [0, 1])" in messages["p2"]
-    assert result.cases_failed == 3
+    assert (result.cases, result.cases_failed, result.cases_skipped) == (5, 1, 2)
     assert not list(out.rglob("p2.nii.gz"))  # nothing written for the broken case
     assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/*/labelsTr/*.nii.gz")) == [
         "liver/ct_study/labelsTr/p1.nii.gz",

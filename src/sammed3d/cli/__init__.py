@@ -15,7 +15,7 @@ public API and report; heavy imports (torch, numpy, the model) stay inside ``run
 The contract every command follows (documented in ``docs/cli.md``):
 
 * **Exit codes** (:data:`EXIT_CODES`): 0 success; 1 the command ran but produced no usable
-  result (every case failed, no target scored) or an internal error (traceback); 2 bad input
+  result (no case prepared, no target scored) or an internal error (traceback); 2 bad input
   or usage, as a one-line ``error: ...`` (``--debug`` shows the traceback); 130 interrupted
   (Ctrl-C); 143 stopped by SIGTERM with its work saved (resume it).
 * **Outputs**: an existing output file is replaced only with ``--overwrite``; an input is
@@ -70,8 +70,9 @@ EXIT_TERMINATED = 143
 #: Every exit code a command can return, with its meaning (the table in docs/cli.md).
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
-    EXIT_FAILURE: "the command ran but produced no usable result (prepare: every case failed; "
-    "evaluate: no target scored), or an internal error (a traceback: please report it)",
+    EXIT_FAILURE: "the command ran but produced no usable result (prepare: every case failed "
+    "or was skipped; evaluate: no target scored), or an internal error (a traceback: please "
+    "report it)",
     EXIT_USAGE: "bad input or usage: one line 'error: ...' on stderr (--debug: the traceback)",
     EXIT_INTERRUPTED: "interrupted with Ctrl-C (SIGINT)",
     EXIT_TERMINATED: "stopped by SIGTERM after saving its work (train: resume with --resume)",

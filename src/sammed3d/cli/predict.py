@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from typing import Any
 
 from sammed3d.cli import add_device_arg, add_modality_arg, add_overwrite_arg
 
@@ -76,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_device_arg(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+
+
+def _cases_scored(summary: dict[str, Any]) -> str:
+    """``"2 cases (1 skipped)"``: the images scored (each once) and those skipped."""
+    n, skipped = summary["cases"], len(summary.get("skipped") or ())
+    return f"{n} case{'' if n == 1 else 's'}" + (f" ({skipped} skipped)" if skipped else "")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,7 +145,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{name}: Dice {dice['mean']:.3f} ± {dice['std']:.3f} (n={dice['n']})")
         if summary["mean_dice"] is None:
             raise CommandFailed(f"no class was scored in {args.data}")
-        print(f"mean Dice over classes {summary['mean_dice']:.3f}; results in {args.output}")
+        print(
+            f"mean Dice over classes {summary['mean_dice']:.3f} on {_cases_scored(summary)}; "
+            f"results in {args.output}"
+        )
         return 0
 
     from sammed3d.inference import read_modality

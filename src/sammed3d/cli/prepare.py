@@ -6,10 +6,13 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sammed3d.cli import dataclass_defaults
 from sammed3d.data.cleaning_config import CleaningConfig  # light: no numpy
+
+if TYPE_CHECKING:
+    from sammed3d.data.prepare import PrepareResult
 
 #: ``--layout`` choices (kept here so ``--help`` does not import the readers).
 LAYOUTS = ("nnunet", "per-class", "totalsegmentator", "case-folders", "bids", "manifest")
@@ -175,19 +178,90 @@ def cleaning_config(args: argparse.Namespace) -> CleaningConfig:
     )
 
 
-def _dropped_by_rule(manifest: Path) -> str:
-    """``"12 by max_background, 4 by empty"``: the manifest's dropped masks per rule."""
-    counts: dict[str, int] = {}
-    for line in manifest.read_text().splitlines():
-        record = json.loads(line) if line.strip() else {}
-        if record.get("status") == "dropped":
-            rule = str(record.get("rule") or "unknown")
-            counts[rule] = counts.get(rule, 0) + 1
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(f"{n} by {rule}" for rule, n in ranked) or "none recorded"
+#: The option that sets each cleaning rule's threshold (named next to the rule's count).
+RULE_OPTIONS = {
+    "min_volume": "--min-volume",
+    "min_extent": "--min-extent",
+    "max_background": "--max-background",
+}
+
+
+def _by_rule(counts: dict[str, int], cleaning: CleaningConfig, *, options: bool = False) -> str:
+    """``"2 smaller than 1000 mm³ (--min-volume), 1 empty (...)"``: counts per rule, most
+    frequent first, each with what the rule means (and, with ``options``, its option)."""
+    from sammed3d.data.curation_report import describe_rule
+
+    parts = []
+    for rule, n in counts.items():
+        option = RULE_OPTIONS.get(rule) if options else None
+        parts.append(f"{n} {describe_rule(rule, cleaning)}" + (f" ({option})" if option else ""))
+    return ", ".join(parts)
+
+
+def _print_summary(result: PrepareResult, cleaning: CleaningConfig) -> None:
+    """The console summary of a run: one count line, why masks were dropped and cases
+    failed or were skipped (per rule), where the details are."""
+    from sammed3d.data.curation_report import rule_counts
+
+    prepared = result.cases - result.cases_skipped
+    if result.cases_skipped:  # "prepared 3 of 4 cases (...; 1 skipped)"
+        counted = f"{prepared} of {_plural(result.cases, 'case')}"
+        skipped = f"; {result.cases_skipped} skipped"
+    else:
+        counted, skipped = _plural(prepared, "case"), ""
+    print(
+        f"prepared {counted} ({result.cases_resumed} resumed, {result.cases_failed} failed"
+        f"{skipped}): {_plural(result.kept, 'mask')} kept, {result.dropped} dropped"
+    )
+    report = result.report.name
+    if result.dropped:
+        dropped = rule_counts(result.records, "dropped")
+        print(
+            f"dropped {_plural(result.dropped, 'mask')}: "
+            f"{_by_rule(dropped, cleaning, options=True)}; see 'by_rule' in {report}"
+        )
+    print(f"manifest: {result.manifest}")
+    print(f"report:   {result.report}")
+    if result.cases_skipped:
+        reasons = _by_rule(rule_counts(result.records, "skipped"), cleaning)
+        print(
+            f"warning: {_plural(result.cases_skipped, 'case')} skipped ({reasons}) and not "
+            f"prepared; see 'skipped' in {report}",
+            file=sys.stderr,
+        )
+    if result.cases_failed:
+        failed = _failed_by_rule(result.records)
+        print(
+            f"warning: {_plural(result.cases_failed, 'case')} failed ({failed}); "
+            f"see 'errors' in {report}",
+            file=sys.stderr,
+        )
+    if result.dropped and not result.kept:
+        print(
+            "warning: no mask was kept: nothing here to train on; loosen the cleaning "
+            "thresholds named above (sammed3d prepare --help) or see the report",
+            file=sys.stderr,
+        )
+    # names not in the category catalogue: prepare_datasets has logged a warning
+
+
+def _failed_by_rule(records: list[dict[str, Any]]) -> str:
+    """``"1 integrity:shape, 1 error"``: failed cases (not masks: a case fails whole) per rule."""
+    from collections import Counter
+
+    rules = {
+        (r.get("source"), r.get("dataset"), r.get("case"), r.get("image")): r.get("rule")
+        for r in records
+        if r.get("status") == "error"
+    }
+    counts = Counter(str(rule or "error") for rule in rules.values())
+    return ", ".join(
+        f"{n} {rule}" for rule, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from sammed3d.data.curation_report import rule_counts
     from sammed3d.data.prepare import prepare_datasets
     from sammed3d.io import check_writable_folder
 
@@ -210,8 +284,11 @@ def run(args: argparse.Namespace) -> int:
         "cases": result.cases,
         "cases_resumed": result.cases_resumed,
         "cases_failed": result.cases_failed,
+        "cases_skipped": result.cases_skipped,
         "kept": result.kept,
         "dropped": result.dropped,
+        "dropped_by_rule": rule_counts(result.records, "dropped"),
+        "skipped_by_rule": rule_counts(result.records, "skipped"),
         "unmapped": result.unmapped,
         "manifest": str(result.manifest),
         "catalogue": str(result.catalogue),
@@ -220,27 +297,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(
-            f"prepared {_plural(result.cases, 'case')} ({result.cases_resumed} resumed, "
-            f"{result.cases_failed} failed): {_plural(result.kept, 'mask')} kept, "
-            f"{result.dropped} dropped"
-        )
-        print(f"manifest: {result.manifest}")
-        print(f"report:   {result.report}")
-        if result.cases_failed:
-            print(f"warning: {result.cases_failed} case(s) failed; see 'errors' in the report")
-        if result.dropped and not result.kept:
-            print(
-                f"warning: no mask was kept (dropped: {_dropped_by_rule(result.manifest)}): "
-                "nothing here to train on; loosen the cleaning thresholds (sammed3d prepare "
-                "--help) or see the report",
-                file=sys.stderr,
-            )
-        # names not in the category catalogue: prepare_datasets has logged a warning
-    if result.cases and result.cases_failed == result.cases:
+        _print_summary(result, cleaning)
+    if result.cases and result.cases_failed + result.cases_skipped == result.cases:
         from sammed3d.cli import CommandFailed
 
-        raise CommandFailed(
-            f"every case failed ({result.cases}); nothing was prepared (see {result.report})"
+        which = (
+            f"every case failed ({result.cases_failed})"
+            if not result.cases_skipped
+            else f"every case failed or was skipped ({result.cases_failed} failed, "
+            f"{result.cases_skipped} skipped)"
         )
+        raise CommandFailed(f"{which}; nothing was prepared (see {result.report})")
     return 0

@@ -104,8 +104,15 @@ def build_catalogue(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 def build_report(
     records: Iterable[Mapping[str, Any]], settings: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Counts per class, rule, dataset and modality, plus the list of failed cases."""
+    """Counts per class, rule, dataset and modality, plus the lists of failed and skipped cases.
+
+    Skipped cases (status ``"skipped"``: a missing image or label file, a bad manifest row)
+    have no class: they are counted in ``totals.cases_skipped`` and listed under ``skipped``
+    (dataset, case, rule, the file concerned and the message), not in the per-mask counts.
+    """
     records = list(records)
+    skipped = [_skipped_entry(r) for r in records if r.get("status") == "skipped"]
+    records = [r for r in records if r.get("status") != "skipped"]
     by_rule: Counter[str] = Counter()
     by_class: dict[str, dict[str, Any]] = {}
     by_dataset: dict[str, Counter[str]] = defaultdict(Counter)
@@ -152,8 +159,9 @@ def build_report(
     return {
         "settings": dict(settings or {}),
         "totals": {
-            "cases": len(cases),
+            "cases": len(cases) + len(skipped),
             "cases_failed": len({(e["dataset"], e["case"]) for e in errors}),
+            "cases_skipped": len(skipped),
             "masks": len(records),
             "kept": sum(r.get("status") == "kept" for r in records),
             "dropped": sum(r.get("status") == "dropped" for r in records),
@@ -169,10 +177,50 @@ def build_report(
         "by_dataset": {k: dict(v) for k, v in sorted(by_dataset.items())},
         "by_modality": {k: dict(v) for k, v in sorted(by_modality.items())},
         "errors": errors,
+        "skipped": skipped,
         "unmapped_names": {
             name: {**e, "datasets": sorted(e["datasets"])} for name, e in sorted(unmapped.items())
         },
     }
+
+
+def _skipped_entry(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "dataset": record.get("dataset"),
+        "case": record.get("case"),
+        "rule": record.get("rule"),
+        "file": record.get("file"),
+        "message": record.get("message"),
+    }
+
+
+def rule_counts(records: Iterable[Mapping[str, Any]], status: str) -> dict[str, int]:
+    """How many records of ``status`` (``"dropped"``, ``"error"``, ``"skipped"``) each rule
+    gave, most frequent first (ties by rule name)."""
+    counts = Counter(str(r.get("rule") or "unknown") for r in records if r.get("status") == status)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def describe_rule(rule: str, cleaning: CleaningConfig | None = None) -> str:
+    """What a manifest ``rule`` means, in a few words, with the threshold it applied.
+
+    ``"min_volume"`` -> ``"smaller than 1000 mm³"``; a rule without a description (an
+    ``integrity:<what>`` check, ``error``) is returned as it is.
+    """
+    c = cleaning or CleaningConfig()
+    where = "the volume" if c.background_crop is None else f"the {c.background_crop}³ crop"
+    descriptions = {
+        "empty": "empty (the class is absent from the case)",
+        "min_volume": f"smaller than {c.min_volume_mm3:g} mm³",
+        "min_extent": f"with a bounding-box side under {c.min_extent_mm:g} mm",
+        "max_background": f"with background over {100 * c.max_background_fraction:g}% of {where}",
+        "duplicate_class": "a second mask of a category already written for the case",
+        "missing_file": "with a missing image or label file",
+        "duplicate_row": "repeating an earlier manifest row",
+        "bad_row": "from an unreadable manifest row",
+        "no_label_names": "with a label file whose label names are missing",
+    }
+    return descriptions.get(rule, rule)
 
 
 def write_histograms(

@@ -29,8 +29,11 @@ Example::
 
 from __future__ import annotations
 
+import filecmp
 import logging
+import os
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from sammed3d.data.layouts import LAYOUT_NAMES, READERS, get_reader
@@ -50,6 +53,7 @@ __all__ = [
     "discover_dataset_lenient",
     "find_datasets",
     "iter_targets",
+    "one_case_per_image",
     "split_dataset_folder_name",
 ]
 
@@ -215,6 +219,70 @@ def iter_targets(cases: Iterable[Case]) -> list[Target]:
                 )
             )
     return targets
+
+
+def one_case_per_image(cases: Iterable[Case]) -> list[Case]:
+    """Merge the cases that are one scan seen from several class folders.
+
+    The per-class layout repeats each scan under every class folder
+    (``liver/ct_AMOS/imagesTr/a.nii.gz`` and ``kidney/ct_AMOS/imagesTr/a.nii.gz``, hard links
+    or copies), with one binary label per folder, so discovery returns one case per (scan,
+    class). Whatever works per image (predicting a whole volume) wants one case per scan:
+    cases with one class in one file, the same dataset, case id, sequence and split, and the
+    same image content become one case whose ``masks`` name each class's label file (the
+    form of TotalSegmentator subjects; ``image`` and ``label`` are the first case's). Images
+    that differ stay separate cases, as does every other case.
+
+    Args:
+        cases: Cases from :func:`discover_dataset`.
+
+    Returns:
+        The cases in their first appearance's order.
+    """
+    merged: list[Case] = []
+    groups: dict[tuple[str, str, str | None, str], list[int]] = {}
+    for case in cases:
+        if not isinstance(case, Case):
+            raise TypeError(f"one_case_per_image expects Case objects, got {type(case).__name__}")
+        if case.masks or len(case.labels) != 1:
+            merged.append(case)
+            continue
+        key = (case.dataset, case.case_id, case.sequence, case.split)
+        for i in groups.setdefault(key, []):
+            if _can_join(merged[i], case):
+                merged[i] = _joined(merged[i], case)
+                break
+        else:
+            groups[key].append(len(merged))
+            merged.append(case)
+    return merged
+
+
+def _can_join(group: Case, case: Case) -> bool:
+    """Whether ``case`` (one class in one file) is another class of ``group``'s scan."""
+    (name,) = case.labels
+    return name not in group.labels and _same_content(group.image, case.image)
+
+
+def _joined(group: Case, case: Case) -> Case:
+    """``group`` with ``case``'s class added as a mask file."""
+    masks = dict(group.masks) or {n: group.label for n in group.labels}
+    labels = {**group.labels, **case.labels}  # the value of each class in its own file
+    (name,) = case.labels
+    masks[name] = case.label
+    return replace(
+        group,
+        labels={n: labels[n] for n in sorted(labels)},
+        masks={n: masks[n] for n in sorted(masks)},
+    )
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    """Same file (a hard link) or the same bytes."""
+    try:
+        return os.path.samefile(a, b) or filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
 
 
 def _matching(root: Path) -> list[LayoutReader]:

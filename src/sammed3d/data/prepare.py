@@ -29,7 +29,13 @@ histograms (:mod:`sammed3d.data.curation_report`), and ``prepare.json`` (the set
 
 Cases run in a process pool; a finished case leaves a marker in ``OUTPUT/.prepare/cases`` and
 is skipped by the next run with the same settings (resumable). Sources are only read.
-A case that raises is recorded with status ``"error"`` and retried by the next run.
+A case that raises is recorded with status ``"error"`` and retried by the next run. A case the
+source lists but that cannot be paired (its label or image file is missing, a bad or duplicate
+manifest row) is **skipped**: a warning names it and the file, the manifest records it with
+status ``"skipped"`` and the layout problem as rule (``missing_file``, ...), ``report.json``
+lists it under ``skipped``, and nothing of it is written. (``train``, ``evaluate`` and
+``predict --data`` stop at such a case instead: they read a dataset as it is, while ``prepare``
+curates it, and its output holds only the cases it could prepare.)
 
 Example::
 
@@ -64,7 +70,7 @@ from sammed3d.data.cleaning import (
     clean_mask,
     paired_base,
 )
-from sammed3d.data.layout import Case, Split, discover_dataset_lenient
+from sammed3d.data.layout import Case, LayoutProblem, Split, discover_dataset_lenient
 from sammed3d.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -76,6 +82,8 @@ SETTINGS_NAME = "prepare.json"
 STATE_DIR = ".prepare"
 #: Bumped when the output format changes (invalidates resume markers).
 FORMAT_VERSION = 2
+#: How many skipped cases are named one by one in the log (all are in ``report.json``).
+SKIPPED_SHOWN = 5
 
 _SPLIT_SUFFIX = {"train": "Tr", "test": "Ts"}
 
@@ -89,9 +97,13 @@ class PrepareResult:
         manifest: ``manifest.jsonl`` path.
         catalogue: ``catalogue.json`` path.
         report: ``report.json`` path.
-        cases: Cases seen (including resumed and failed ones).
-        cases_resumed: Cases skipped because a previous run finished them.
-        cases_failed: Cases with status ``"error"`` (unreadable, missing file, crash).
+        cases: Cases found in the sources: the ones prepared (resumed and failed included)
+            and the skipped ones.
+        cases_resumed: Cases not processed again because a previous run finished them.
+        cases_failed: Cases that could not be prepared: status ``"error"`` (an unreadable
+            file, a failed integrity check, a crash).
+        cases_skipped: Cases the sources list but that cannot be paired (a missing image or
+            label file, a bad or duplicate manifest row): status ``"skipped"``, nothing written.
         kept: Kept masks (manifest lines with status ``"kept"``).
         dropped: Dropped masks (status ``"dropped"``).
         unmapped: Source class names the category catalogue does not know (kept under their
@@ -106,6 +118,7 @@ class PrepareResult:
     cases: int = 0
     cases_resumed: int = 0
     cases_failed: int = 0
+    cases_skipped: int = 0
     kept: int = 0
     dropped: int = 0
     unmapped: list[str] = field(default_factory=list)
@@ -185,7 +198,8 @@ def prepare_datasets(
     _check_output_folder(out)
     _check_same_split(out, src_paths, split)
 
-    jobs, problems = _plan_jobs(src_paths, out, split, cleaning, spacing, layout)
+    jobs, skipped = _plan_jobs(src_paths, out, split, cleaning, spacing, layout)
+    _log_plan(len(jobs), skipped, len(src_paths))
     settings = _settings(src_paths, cleaning, spacing, split, layout)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / SETTINGS_NAME, json.dumps(settings, indent=2) + "\n")
@@ -224,24 +238,23 @@ def prepare_datasets(
         bar.close()
 
     records: list[dict[str, Any]] = []
-    resumed = 0
+    resumed = failed = 0
     for i in range(len(jobs)):
         recs, was_resumed = results[i]
         resumed += was_resumed
+        failed += any(r["status"] == "error" for r in recs)  # one case, however many classes
         records += recs
-    for problem_records in problems:
-        records += problem_records
+    records += skipped
 
     result = PrepareResult(
         output=out,
         manifest=out / MANIFEST_NAME,
         catalogue=out / CATALOGUE_NAME,
         report=out / REPORT_NAME,
-        cases=len(jobs) + len(problems),
+        cases=len(jobs) + len(skipped),
         cases_resumed=resumed,
-        cases_failed=len(
-            {(r["source"], r["case"], r["label"]) for r in records if r["status"] == "error"}
-        ),
+        cases_failed=failed,
+        cases_skipped=len(skipped),
         kept=sum(r["status"] == "kept" for r in records),
         dropped=sum(r["status"] == "dropped" for r in records),
         unmapped=sorted(
@@ -271,10 +284,13 @@ def prepare_datasets(
         )
     # debug: ``sammed3d prepare`` prints this summary itself (said once)
     logger.debug(
-        "prepared %d case(s) (%d resumed, %d failed): %d mask(s) kept, %d dropped -> %s",
+        "prepared %d of %d case(s) (%d resumed, %d failed; %d skipped): %d mask(s) kept, "
+        "%d dropped -> %s",
+        result.cases - result.cases_skipped,
         result.cases,
         result.cases_resumed,
         result.cases_failed,
+        result.cases_skipped,
         result.kept,
         result.dropped,
         out,
@@ -522,10 +538,12 @@ def _plan_jobs(
     cleaning: CleaningConfig,
     spacing: tuple[float, float, float] | None,
     layout: str | None = None,
-) -> tuple[list[_Job], list[list[dict[str, Any]]]]:
+) -> tuple[list[_Job], list[dict[str, Any]]]:
+    """The cases to prepare, and the manifest records of the cases the sources list but that
+    cannot be paired (status ``"skipped"``, one per :class:`LayoutProblem`)."""
     settings_hash = _hash(_settings(sources, cleaning, spacing, split, layout))
     jobs: list[_Job] = []
-    problems: list[list[dict[str, Any]]] = []
+    skipped: list[dict[str, Any]] = []
     owner: dict[tuple[str, str, str, str], tuple[Path, Path]] = {}  # output -> (image, label)
     seen_sources: dict[Path, Path] = {}
     for src in sources:
@@ -560,26 +578,48 @@ def _plan_jobs(
                     protect=(str(case.image), str(case.label), *label_files),
                 )
             )
-        for p in missing:
-            problems.append(
-                [
-                    {
-                        "source": str(src),
-                        "dataset": p.dataset,
-                        "case": p.case_id,
-                        "modality": None,
-                        "class_name": None,
-                        "source_class": None,
-                        "status": "error",
-                        "rule": p.rule,
-                        "message": p.message,
-                        "image": str(p.path),
-                        "label": None,
-                    }
-                ]
-            )
-    logger.info("%d case(s) to prepare from %d source(s)", len(jobs), len(sources))
-    return jobs, problems
+        skipped += [_skipped_record(src, p) for p in missing]
+    return jobs, skipped
+
+
+def _skipped_record(source: Path, problem: LayoutProblem) -> dict[str, Any]:
+    """The manifest record of a case that cannot be paired: nothing of it is prepared."""
+    return {
+        "source": str(source),
+        "dataset": problem.dataset,
+        "case": problem.case_id,
+        "modality": None,
+        "class_name": None,
+        "source_class": None,
+        "status": "skipped",
+        "rule": problem.rule,
+        "message": problem.message,
+        "file": str(problem.path),
+        "image": None,
+        "label": None,
+    }
+
+
+def _log_plan(n_jobs: int, skipped: list[dict[str, Any]], n_sources: int) -> None:
+    """Say how many cases will be prepared, and name the skipped ones (a warning each)."""
+    if not skipped:
+        logger.info("%d case(s) to prepare from %d source(s)", n_jobs, n_sources)
+        return
+    logger.info(
+        "%d case(s) found in %d source(s): %d to prepare, %d skipped",
+        n_jobs + len(skipped),
+        n_sources,
+        n_jobs,
+        len(skipped),
+    )
+    for r in skipped[:SKIPPED_SHOWN]:
+        logger.warning("warning: skipped case %s/%s: %s", r["dataset"], r["case"], r["message"])
+    if len(skipped) > SKIPPED_SHOWN:
+        logger.warning(
+            "warning: and %d more skipped case(s); all are listed under 'skipped' in %s",
+            len(skipped) - SKIPPED_SHOWN,
+            REPORT_NAME,
+        )
 
 
 def _planned_classes(case: Case, cleaning: CleaningConfig) -> set[str]:
