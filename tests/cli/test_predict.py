@@ -198,11 +198,6 @@ def _as_per_class(data: Path, root: Path) -> Path:
     return root
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs sammed3d.task.evaluation.evaluate_task to merge the class folders of a scan "
-    "(sammed3d.data.layout.one_case_per_image) and read per-class mask files",
-)
 def test_per_class_data_predicts_each_image_once(tmp_path, task_checkpoint, capsys):
     """The per-class layout lists each scan once per class folder: it was predicted once per
     class (4 predictions and "cases": 4 for 2 images). Scored as per class folders, the

@@ -210,3 +210,21 @@ def test_allow_unsafe_pickle_is_accepted_by_train(tmp_path, dataset, capsys):
     assert _train(*base, "-o", str(tmp_path / "b"), "--allow-unsafe-pickle") == 0
     cfg = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text(encoding="utf-8"))
     assert cfg["model"]["allow_unsafe_pickle"] is True
+
+
+def test_a_case_on_another_grid_is_reported_once(tmp_path, capsys):
+    """Semantic runs printed the grid mismatch twice (when the cache failed the case, then
+    when the case was left out); a run that reuses the cache prints it once as well."""
+    from sammed3d.io import Volume, read_volume, write_volume
+
+    data = write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=3)
+    path = data / "labelsTr" / "case_001.nii.gz"
+    label = read_volume(path)
+    write_volume(Volume(label.array, (2.0, 1.5, 1.5), label.origin, label.direction), path)
+    args = ["--config", "tiny_cpu", "-o", str(tmp_path / "run"), "task.kind=semantic"]
+    for _ in ("build", "reuse"):
+        assert _train(*args, f"data.roots=[{data}]", "--cache-only") == 0
+        captured = capsys.readouterr()
+        said = [line for line in captured.err.splitlines() if "does not match its image" in line]
+        assert len(said) == 1 and "case_001" in said[0], said
+        assert "cache ready: 2 training cases" in captured.out

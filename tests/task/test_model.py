@@ -98,3 +98,8 @@ def test_spec_round_trip_and_validation():
         TaskSpec(get_config({"img_size": 64, "patch_size": 8}), ("a",))
     with pytest.raises(ValueError, match="unknown task spec keys"):
         TaskSpec.from_dict({**spec.to_dict(), "extra": 1})
+    assert spec.padding == "minimum" and spec.to_dict()["padding"] == "minimum"
+    older = {k: v for k, v in spec.to_dict().items() if k != "padding"}
+    assert TaskSpec.from_dict(older).padding == "zero"  # trained before it was recorded
+    with pytest.raises(ValueError, match="padding must be one of"):
+        tiny_spec(padding="mean")

@@ -102,3 +102,32 @@ def test_bad_settings_are_one_line():
         TaskPredictor(tiny_task_model(), overlap=1.0)
     with pytest.raises(ValueError, match="sw_batch_size"):
         TaskPredictor(tiny_task_model(), sw_batch_size=0)
+
+
+class RecordsWindows(nn.Module):
+    """A stand-in network that keeps the windows it is given (all background)."""
+
+    def __init__(self, **spec: object) -> None:
+        super().__init__()
+        self.spec = tiny_spec(classes=("x",), **spec)
+        self.windows: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.windows.append(x.clone())
+        return torch.cat([torch.ones_like(x), torch.zeros_like(x)], dim=1)
+
+
+@pytest.mark.parametrize(("padding", "raw"), [("minimum", -1000.0), ("zero", 0.0)])
+def test_a_small_image_is_padded_as_training_crops_are(padding, raw):
+    """Training pads crops with the case's lowest intensity (air, raw -1000 after the CT
+    clamp); a checkpoint that does not record its padding was trained with raw 0."""
+    from sammed3d.task.preprocess import zscore_stats
+
+    array = np.full((20, 20, 20), -1000.0, np.float32)
+    array[4:16, 4:16, 4:16] = 40.0 + np.arange(12**3, dtype=np.float32).reshape(12, 12, 12) % 7
+    image = Volume(array, (1.5, 1.5, 1.5))
+    model = RecordsWindows(padding=padding)
+    TaskPredictor(model).predict(image, modality="CT")  # type: ignore[arg-type]
+    (window,) = model.windows
+    mean, std = zscore_stats(array)
+    assert float(window[0, 0, 0, 0, 0]) == pytest.approx((raw - mean) / std, rel=1e-5)

@@ -319,3 +319,62 @@ def test_a_class_in_no_training_crop_is_reported(tmp_path, caplog):
     train(cfg, show_progress=False)
     crops = json.loads((tmp_path / "balanced" / "summary.json").read_text())["class_crops"]
     assert crops["far"] >= 1 and crops["near"] >= 1
+
+
+def test_dice_ce_loss_is_monais_and_leaves_the_padding_out():
+    from monai.losses import DiceCELoss
+
+    from sammed3d.training.semantic import dice_ce_loss
+    from sammed3d.training.semantic_data import IGNORE_LABEL
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, 8)
+    label = torch.randint(0, 3, (2, 1, 8, 8, 8))
+    monai = DiceCELoss(to_onehot_y=True, softmax=True)(logits, label)
+    assert float(dice_ce_loss(logits, label)) == pytest.approx(float(monai), rel=1e-6)
+    # the image is the first 4 voxels of each axis; the rest is padding
+    padded = label.clone()
+    outside = torch.ones(8, 8, 8, dtype=torch.bool)
+    outside[:4, :4, :4] = False
+    padded[:, :, outside] = IGNORE_LABEL
+    inner = DiceCELoss(to_onehot_y=True, softmax=True)(
+        logits[..., :4, :4, :4], label[..., :4, :4, :4]
+    )
+    assert float(dice_ce_loss(logits, padded)) == pytest.approx(float(inner), rel=1e-6)
+    # what the network says about the padding changes nothing, and gets no gradient
+    other = logits.clone()
+    other[:, 1, outside] = 50.0  # "foreground" everywhere in the padding
+    other.requires_grad_(True)
+    loss = dice_ce_loss(other, padded)
+    assert float(loss.detach()) == pytest.approx(float(inner), rel=1e-6)
+    loss.backward()
+    assert other.grad is not None
+    assert float(other.grad[:, :, outside].abs().max()) == 0.0
+
+
+def test_crop_dice_leaves_the_padding_out():
+    from sammed3d.training.semantic import crop_dice
+    from sammed3d.training.semantic_data import IGNORE_LABEL
+
+    label = torch.full((1, 8, 8, 8), IGNORE_LABEL, dtype=torch.int64)
+    label[0, :4, :4, :4] = 0
+    label[0, :2, :2, :2] = 1  # 8 voxels of class 1 in the image
+    pred = torch.ones(1, 8, 8, 8, dtype=torch.int64)  # class 1 in the padding too
+    pred[0, :4, :4, :4] = 0
+    pred[0, :2, :2, :4] = 1  # 16 predicted voxels in the image, 8 of them right
+    dice = crop_dice(pred, label, 2)
+    assert dice.tolist() == pytest.approx([2 * 8 / (16 + 8), 1.0])  # class 2: nowhere
+
+
+def test_step_accepts_the_ignore_label_only():
+    from tests.task.conftest import tiny_task_model
+
+    step = SemanticStep(tiny_task_model().train())
+    image = torch.randn(1, 1, 64, 64, 64)
+    label = torch.full((1, 1, 64, 64, 64), -1, dtype=torch.int64)
+    label[:, :, :32, :32, :32] = 0
+    label[:, :, 8:16, 8:16, 8:16] = 1
+    out = step(image, label)
+    assert torch.isfinite(out["loss"]) and out["class_crops"].tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match=r"label values must be in 0\.\.2 \(-1 beyond"):
+        step(image, label - 1)

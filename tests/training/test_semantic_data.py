@@ -14,8 +14,10 @@ from sammed3d.io import Volume, read_volume, write_volume
 from sammed3d.training import ConfigError, load_config
 from sammed3d.training.data import sample_rng
 from sammed3d.training.semantic_data import (
+    IGNORE_LABEL,
     build_semantic_cases,
     build_semantic_dataset,
+    crop_case,
     resolve_task_data,
 )
 from tests.task.conftest import one_thread  # noqa: F401 - autouse fixture
@@ -48,17 +50,64 @@ def test_cases_classes_and_crops(tmp_path, nnunet_dataset):
     sample = dataset[(0, 3)]
     assert sample["image"].shape == (1, 64, 64, 64) and sample["image"].dtype == torch.float32
     assert sample["label"].dtype == torch.int64
-    assert set(sample["label"].unique().tolist()) <= {0, 1, 2}
+    assert set(sample["label"].unique().tolist()) <= {IGNORE_LABEL, 0, 1, 2}
     again = dataset[(0, 3)]
     assert torch.equal(sample["image"], again["image"]) and torch.equal(
         sample["label"], again["label"]
     )
     assert not torch.equal(dataset[(1, 3)]["image"], sample["image"])  # other epoch, other crop
-    # the cases (48x44x40 voxels) are smaller than the 64^3 crop: zero-padded, label background
-    which, _ = dataset.choose(sample_rng(cfg.train.seed, 0, 3))
-    zero = (0.0 - dataset.cases[which].mean) / dataset.cases[which].std  # raw 0, z-scored
-    padded = torch.isclose(sample["image"], torch.tensor(zero, dtype=torch.float32)).float().mean()
-    assert padded > 0.5
+
+
+def test_crops_beyond_the_image_are_padded_with_air_and_ignored(tmp_path, nnunet_dataset):
+    """The 48x44x40 cases are smaller than the 64^3 crop. Padding looks like the case's air
+    (raw -1000 after the CT clamp), not raw 0 (soft tissue), and is labelled "ignore"."""
+    cfg = _cfg(
+        tmp_path,
+        [nnunet_dataset],
+        "task.samples_per_epoch=4",
+        "data.flip_prob=0",
+        "data.intensity_aug_prob=0",
+    )
+    dataset = build_semantic_dataset(cfg, show_progress=False)
+    assert [c.pad for c in dataset.cases] == [-1000.0] * 4  # the case minimum (air)
+    for index in range(4):
+        sample = dataset[(0, index)]
+        which, _ = dataset.choose(sample_rng(cfg.train.seed, 0, index))
+        case = dataset.cases[which]
+        air = torch.tensor((-1000.0 - case.mean) / case.std, dtype=torch.float32)
+        outside = sample["label"] == IGNORE_LABEL
+        assert int(outside.sum()) == 64**3 - int((sample["label"] >= 0).sum())
+        assert int((sample["label"] >= 0).sum()) <= 48 * 44 * 40
+        assert outside.float().mean() > 0.3
+        assert torch.equal(sample["image"][outside], air.expand(int(outside.sum())))
+
+
+def test_crop_case_values():
+    image = np.arange(4 * 4 * 4, dtype=np.float32).reshape(4, 4, 4) + 10.0
+    label = np.zeros((4, 4, 4), np.uint8)
+    label[0, 0, 0], label[3, 3, 3] = 1, 2
+    lut = (0, 2, 0)  # value 1 is output class 2; value 2 is background (not chosen)
+    img, lab = crop_case(image, label, lut, (1.5, 1.5, 1.5), 8, pad=-7.0)
+    assert img.shape == lab.shape == (8, 8, 8) and lab.dtype == np.int64
+    inside = (slice(2, 6),) * 3  # the 4^3 case sits in the middle of the 8^3 crop
+    np.testing.assert_array_equal(img[inside], image)
+    assert int((lab == IGNORE_LABEL).sum()) == 8**3 - 4**3
+    assert set(np.unique(img[lab == IGNORE_LABEL])) == {-7.0}
+    assert lab[2, 2, 2] == 2 and lab[5, 5, 5] == 0
+    assert int((lab == 0).sum()) == 4**3 - 1
+
+
+def test_a_cache_of_an_older_version_is_refreshed(tmp_path, nnunet_dataset):
+    cfg = _cfg(tmp_path, [nnunet_dataset])
+    cases, _ = build_semantic_cases(cfg, show_progress=False)
+    stats = Path(cases[0].stats)
+    with np.load(stats) as npz:  # a version-1 file: no padding intensity
+        old = {k: npz[k] for k in npz.files if k != "pad"}
+    old["version"] = np.array(1)
+    with open(stats, "wb") as fh:
+        np.savez(fh, **old)
+    cases, _ = build_semantic_cases(cfg, show_progress=False)
+    assert cases[0].pad == -1000.0
 
 
 def test_crops_are_class_balanced(tmp_path):
@@ -88,7 +137,7 @@ def test_a_subset_of_classes_and_the_rest_is_background(tmp_path, nnunet_dataset
     dataset = build_semantic_dataset(cfg, show_progress=False)
     assert dataset.num_classes == 1 and dataset.cases[0].lut[:3] == (0, 0, 1)
     labels = torch.cat([dataset[(0, i)]["label"] for i in range(4)])
-    assert set(labels.unique().tolist()) <= {0, 1}
+    assert set(labels.unique().tolist()) <= {IGNORE_LABEL, 0, 1}
 
 
 def test_undeclared_label_value_is_one_line(tmp_path, nnunet_dataset):
@@ -135,12 +184,85 @@ def test_class_names_across_datasets(tmp_path):
         resolve_task_data(_cfg(tmp_path, [a], "task.classes=[liver]"))
 
 
-def test_per_class_mask_layouts_are_refused(tmp_path):
+def _prepared(tmp_path: Path, source: Path) -> Path:
+    """``sammed3d prepare``'s output for ``source`` (lenient cleaning: every mask kept)."""
+    from sammed3d.data.cleaning_config import CleaningConfig
+    from sammed3d.data.prepare import prepare_datasets
+
+    lenient = CleaningConfig(min_volume_mm3=0, min_extent_mm=0, max_background_fraction=1.0)
+    out = tmp_path / "prepared"
+    prepare_datasets([source], out, cleaning=lenient, show_progress=False, histograms=False)
+    return out
+
+
+def test_prepare_output_trains_like_its_source(tmp_path, nnunet_dataset):
+    """The per-class folders of prepare (one binary mask per class and scan) give the same
+    cases, classes and labels as the nnU-Net dataset they were made from."""
+    prepared = _prepared(tmp_path, nnunet_dataset)
+    source, _ = build_semantic_cases(_cfg(tmp_path / "a", [nnunet_dataset]), show_progress=False)
+    cases, data = build_semantic_cases(_cfg(tmp_path / "b", [prepared]), show_progress=False)
+    assert data.classes == ("blob", "speck") and data.modality == "CT"
+    assert [c.case_id for c in cases] == [c.case_id for c in source]  # once per scan
+    for a, b in zip(source, cases, strict=True):
+        labels_a = np.asarray(a.lut)[np.load(a.label)]
+        labels_b = np.asarray(b.lut)[np.load(b.label)]
+        np.testing.assert_array_equal(labels_b, labels_a)
+        assert b.class_voxels == a.class_voxels and b.class_voxels[1] == 8
+
+
+def test_a_mask_prepare_dropped_is_background_in_that_case(tmp_path, nnunet_dataset, caplog):
+    prepared = _prepared(tmp_path, nnunet_dataset)
+    for folder in ("imagesTr", "labelsTr"):  # as if cleaning had dropped this speck
+        (prepared / "speck" / "ct_Blobs" / folder / "case_001.nii.gz").unlink()
+    with caplog.at_level(logging.INFO, logger="sammed3d"):
+        cases, data = build_semantic_cases(_cfg(tmp_path, [prepared]), show_progress=False)
+    assert data.classes == ("blob", "speck") and len(cases) == 4
+    assert [c.class_voxels[1] for c in cases] == [8, 0, 8, 8]
+    assert "class 'speck' is absent from 1 of 4 cases" in caplog.text
+    # a scan with a single class folder is a mask case too (no "does not declare" error)
+    for folder in ("imagesTr", "labelsTr"):
+        (prepared / "blob" / "ct_Blobs" / folder / "case_002.nii.gz").unlink()
+    data = resolve_task_data(_cfg(tmp_path, [prepared]))
+    assert data.classes == ("blob", "speck") and len(data.cases) == 4
+
+
+def test_a_mask_with_another_value_is_one_line(tmp_path, nnunet_dataset):
+    prepared = _prepared(tmp_path, nnunet_dataset)
+    path = prepared / "blob" / "ct_Blobs" / "labelsTr" / "case_002.nii.gz"
+    vol = read_volume(path)
+    write_volume(vol.with_array((np.asarray(vol.array) * 255).astype(np.uint8)), path)
+    with pytest.raises(ValueError, match="label value 255 in the mask of class 'blob'") as info:
+        build_semantic_cases(_cfg(tmp_path, [prepared]), show_progress=False)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_masks_of_a_scan_on_different_grids_skip_it_once(tmp_path, nnunet_dataset, caplog):
+    prepared = _prepared(tmp_path, nnunet_dataset)
+    path = prepared / "speck" / "ct_Blobs" / "labelsTr" / "case_002.nii.gz"
+    vol = read_volume(path)
+    write_volume(Volume(vol.array, (2.0, 1.5, 1.5), vol.origin, vol.direction), path)
+    for _ in ("build", "reuse"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sammed3d"):
+            cases, _ = build_semantic_cases(_cfg(tmp_path, [prepared]), show_progress=False)
+        assert [c.case_id for c in cases] == ["case_000", "case_001", "case_003"]
+        said = [r.getMessage() for r in caplog.records if "case_002" in r.getMessage()]
+        assert len(said) == 1 and "spacing" in said[0], said
+
+
+def test_one_mask_file_per_class_layouts_train(tmp_path):
+    """TotalSegmentator subjects: the mask files of a subject become one label map."""
     from tests.data import replicas
 
     root = replicas.totalsegmentator(tmp_path)
-    with pytest.raises(ValueError, match="one label map per case"):
-        resolve_task_data(_cfg(tmp_path, [root]))
+    data = resolve_task_data(_cfg(tmp_path, [root]))
+    assert data.classes == ("kidney_left", "kidney_right", "liver", "rib_left_3", "vertebrae_L1")
+    cfg = _cfg(tmp_path, [root], "task.classes=[liver,kidney_left]")
+    cases, _ = build_semantic_cases(cfg, show_progress=False)
+    assert [c.case_id for c in cases] == ["s0000", "s0001"]  # train + val subjects
+    assert [c.class_voxels for c in cases] == [(125, 125)] * 2  # 5^3 boxes
+    with pytest.raises(ValueError, match="class 'rib_left_3' occurs in no training case"):
+        build_semantic_cases(_cfg(tmp_path, [root]), show_progress=False)
 
 
 def test_config_rules():

@@ -1,9 +1,12 @@
 """Score a task model on a labelled dataset: Dice and NSD per class, CSV + JSON + plot.
 
-For every case of the dataset (nnU-Net/MSD and the other layouts with one label map per case;
-``split="auto"``: the held-out split when it is labelled) the model predicts the whole volume
-(:class:`~sammed3d.task.predictor.TaskPredictor`), the ground truth is mapped to the model's
-labels by class **name** (``dataset.json`` values may differ from the model's), and the
+For every scan of the dataset (any layout: one label map per case, or one mask file per class
+as TotalSegmentator and the per-class folders ``sammed3d prepare`` writes, whose class folders
+of one scan are merged by :func:`sammed3d.data.layout.one_case_per_image`, so each image is
+predicted once; ``split="auto"``: the held-out split when it is labelled) the model predicts
+the whole volume (:class:`~sammed3d.task.predictor.TaskPredictor`), the ground truth is mapped
+to the model's labels by class **name** (``dataset.json`` values may differ from the model's),
+and the
 project's metrics (:func:`sammed3d.evaluation.metrics.label_map_metrics`: Dice, NSD at
 ``tolerance_mm``) are computed per class on the input grid. A class the dataset does not
 declare is not scored; a declared class absent from a case is scored (Dice 0 for any false
@@ -69,75 +72,60 @@ def evaluate_task(
     """Predict and score every case of ``data``; write the outputs; return the summary.
 
     Raises:
-        FileNotFoundError / ValueError: dataset discovery problems; a layout with one mask
-            file per class; a dataset that declares none of the model's classes; a label value
-            the dataset does not declare (one line, naming the file; every label map is checked
-            before the first prediction). A case whose label map is on another grid than its
-            image is skipped with a warning and listed in the summary's ``skipped``.
+        FileNotFoundError / ValueError: dataset discovery problems; a dataset that declares
+            none of the model's classes; a label value the dataset does not declare (one line,
+            naming the file; every label file is checked before the first prediction). A case
+            whose label map (or a mask file) is on another grid than its image is skipped with
+            a warning and listed in the summary's ``skipped``.
         FileExistsError: results in ``out_dir`` without ``overwrite``.
     """
-    from sammed3d.data.layout import discover_dataset
-    from sammed3d.evaluation.metrics import check_label_map, check_same_grid, label_map_metrics
+    from sammed3d.data.layout import discover_dataset, one_case_per_image
+    from sammed3d.evaluation.metrics import check_same_grid, label_map_metrics
     from sammed3d.inference.validation import load_image
-    from sammed3d.io import VolumeError, atomic_write_text, read_volume, write_volume
+    from sammed3d.io import VolumeError, atomic_write_text, write_volume
+    from sammed3d.task.labels import check_declared_values, class_label_map
 
     out = check_output_dir(out_dir, overwrite=overwrite)
     if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
         raise ValueError(f"tolerance_mm must be a finite number >= 0, got {tolerance_mm}")
-    cases = discover_dataset(data, split=split)  # type: ignore[arg-type]
+    cases = one_case_per_image(discover_dataset(data, split=split))  # type: ignore[arg-type]
     classes = predictor.classes
-    if any(c.masks for c in cases):
-        raise ValueError(f"{data}: scoring needs one label map per case (found per-class masks)")
     if not any(name in c.labels for c in cases for name in classes):
         declared = sorted({n for c in cases for n in c.labels})
         raise ValueError(
             f"{data} declares none of the model's classes {list(classes)} (it declares {declared})"
         )
     for case in cases:  # every ground truth is checked before the first prediction
-        values = check_label_map(read_volume(case.label), "the ground truth")
-        declared = set(case.labels.values())
-        undeclared = [int(v) for v in values if int(v) not in declared]
-        if undeclared:
-            raise ValueError(
-                f"{case.label}: label value {undeclared[0]} is not declared in the dataset's "
-                f"dataset.json (declared: {sorted(declared | {0})})"
-            )
+        check_declared_values(case)
     rows: list[dict[str, Any]] = []
     seconds: list[float] = []
     skipped: list[dict[str, str]] = []
     for n, case in enumerate(cases, start=1):
-        scored = [
-            (i + 1, name, case.labels[name])
-            for i, name in enumerate(classes)
-            if name in case.labels
-        ]
-        gt = read_volume(case.label)
+        scored = [(i + 1, name) for i, name in enumerate(classes) if name in case.labels]
         image = load_image(case.image)
         try:  # a label map on another grid cannot score this case (as evaluate skips it)
+            gt = class_label_map(case, {name: label for label, name in scored})
             check_same_grid(image, gt, names=("image", "label map"))
         except VolumeError as exc:
             reason = str(exc)
             logger.warning(
                 "case %d/%d %s skipped: %s and %s are on different grids (%s)",
-                n, len(cases), case.case_id, case.image, case.label, reason,
+                n, len(cases), case.case_id, case.image, gt_name(case), reason,
             )  # fmt: skip
-            skipped.append({"case": case.case_id, "label": str(case.label), "reason": reason})
+            skipped.append({"case": case.case_id, "label": gt_name(case), "reason": reason})
             continue
-        mapped = np.zeros(gt.shape, dtype=np.uint8 if len(classes) < 256 else np.uint16)
-        for out_label, _, value in scored:
-            mapped[np.asarray(gt.array) == value] = out_label
         modality = case.modality if case.modality not in ("unknown", "") else None
         t0 = time.perf_counter()
         pred = predictor.predict(image, modality=modality)
         seconds.append(time.perf_counter() - t0)
         metrics = label_map_metrics(
             pred,
-            gt.with_array(mapped),
+            gt,
             tolerance_mm=tolerance_mm,
-            labels=[label for label, _, _ in scored],
+            labels=[label for label, _ in scored],
             metrics=("dice", "nsd"),
         )
-        for out_label, name, _ in scored:
+        for out_label, name in scored:
             row = metrics[out_label]
             rows.append(
                 {
@@ -150,7 +138,7 @@ def evaluate_task(
             )
         if write_predictions:
             write_volume(pred, out / "predictions" / f"{case.dataset}__{case.case_id}.nii.gz")
-        shown = ", ".join(f"{name} {metrics[label]['dice']:.3f}" for label, name, _ in scored)
+        shown = ", ".join(f"{name} {metrics[label]['dice']:.3f}" for label, name in scored)
         logger.info(
             "case %d/%d %s: Dice %s (%.1f s)", n, len(cases), case.case_id, shown, seconds[-1]
         )
@@ -177,6 +165,15 @@ def evaluate_task(
     atomic_write_text(out / "summary.json", json.dumps(json_safe(summary), indent=2) + "\n")
     plot_per_class(summary, out / "dice_per_class.png", title=checkpoint or "")
     return summary
+
+
+def gt_name(case: Any) -> str:
+    """The ground truth of ``case`` as messages name it: its label map, or its mask files'
+    folders (one per class)."""
+    if not case.masks:
+        return str(case.label)
+    folders = sorted({str(Path(p).parent) for p in case.masks.values()})
+    return folders[0] if len(folders) == 1 else f"{folders[0]} (and {len(folders) - 1} more)"
 
 
 def summarize_rows(rows: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> dict[str, Any]:

@@ -69,6 +69,9 @@ class TaskSpec:
         modality: Modality of the training images (``CT``, ``MR``, ...; ``mixed`` or
             ``unknown``): the default at inference.
         sw_overlap: Overlap of the sliding windows at inference.
+        padding: How voxels beyond the image are filled, as in training
+            (:data:`sammed3d.task.preprocess.PADDING_MODES`; a checkpoint that does not record
+            it was trained with ``zero``).
         encoder_origin: Where the encoder's initial weights came from: ``{"init": "scratch"}``
             or ``{"init": "checkpoint", "checkpoint": <argument>, "file": <path>, "sha256":
             <hex>}``, plus ``frozen`` and ``layer_decay``.
@@ -83,6 +86,7 @@ class TaskSpec:
     ct_clamp: tuple[float, float] | None = (-1000.0, 1000.0)
     modality: str = "unknown"
     sw_overlap: float = 0.5
+    padding: str = "minimum"
     encoder_origin: dict[str, Any] = field(default_factory=lambda: {"init": "scratch"})
 
     def __post_init__(self) -> None:
@@ -129,6 +133,10 @@ class TaskSpec:
             raise ValueError(f"spacing must be 3 positive values, got {self.spacing}")
         if not 0.0 <= self.sw_overlap < 1.0:
             raise ValueError(f"sw_overlap must be in [0, 1), got {self.sw_overlap}")
+        from sammed3d.task.preprocess import PADDING_MODES
+
+        if self.padding not in PADDING_MODES:
+            raise ValueError(f"padding must be one of {list(PADDING_MODES)}, got {self.padding!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python values (``torch.load(weights_only=True)``-safe, JSON-able)."""
@@ -151,6 +159,7 @@ class TaskSpec:
         if unknown:
             raise ValueError(f"unknown task spec keys {unknown}; known: {sorted(known)}")
         values = dict(data)
+        values.setdefault("padding", "zero")  # checkpoints from before the rule was recorded
         values["encoder"] = ModelConfig.from_dict(dict(values["encoder"]))
         if values.get("ct_clamp") is not None:
             values["ct_clamp"] = tuple(values["ct_clamp"])

@@ -4,10 +4,11 @@ Steps (``docs/transfer.md``): the image is pre-processed as for training
 (:mod:`sammed3d.task.preprocess`: resampled to the model's spacing, RAS, CT clamp, z-score of
 the case), MONAI's ``sliding_window_inference`` runs the network over patches of the
 encoder's input size (Gaussian blending, ``spec.sw_overlap``; an image smaller than a patch is
-padded with its background value and the padding is dropped again), the class probabilities
-are resampled linearly onto the input's own voxel grid (by physical position; outside the
-resampled grid: background), and the label of each voxel is the most probable class. The
-result is a label map with the input's geometry: label ``i + 1`` is ``spec.classes[i]``.
+padded as training crops are, with the case's lowest intensity (``spec.padding``), and the
+padding is dropped again), the class probabilities are resampled linearly onto the input's own
+voxel grid (by physical position; outside the resampled grid: background), and the label of
+each voxel is the most probable class. The result is a label map with the input's geometry:
+label ``i + 1`` is ``spec.classes[i]``.
 
 Example:
     >>> predictor = TaskPredictor.from_checkpoint("runs/brain/checkpoints/final.pth")
@@ -25,7 +26,12 @@ import torch
 
 from sammed3d.io import Volume
 from sammed3d.task.model import TaskModel
-from sammed3d.task.preprocess import normalise, prepare_volume, zscore_stats
+from sammed3d.task.preprocess import (
+    normalise,
+    padding_intensity,
+    prepare_volume,
+    zscore_stats,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +108,8 @@ class TaskPredictor:
         )
         mean, std = zscore_stats(prepared.array)
         image = torch.from_numpy(normalise(prepared.array, mean, std))[None, None]
-        background = float((0.0 - mean) / std)
+        raw = padding_intensity(prepared.array, spec.padding)
+        background = float(normalise(np.array(raw), mean, std))
         size = spec.patch_size
         with torch.inference_mode():
             logits = sliding_window_inference(

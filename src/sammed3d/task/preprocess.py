@@ -8,8 +8,12 @@ through the same steps, so the network sees the same intensities in both:
 2. clamp CT to ``spec.ct_clamp`` (modality from metadata or the checkpoint, never the path);
 3. z-score with the mean and standard deviation of the **case's** voxels > 0 (the published
    ``ZNormalization(masking_method=x > 0)``, computed once per case instead of per 128^3 crop,
-   so that overlapping sliding windows see identical values). Zero padding outside the image
-   is normalised like a background voxel of value 0.
+   so that overlapping sliding windows see identical values);
+4. **padding**: a training crop or an inference window that reaches beyond the image is filled
+   with the case's lowest intensity (:func:`padding_intensity`: air in CT, the empty
+   background of MR), so that it looks like what lies outside a patient and not like tissue
+   (raw 0 is water in CT). Training labels the padded voxels "ignore": they count neither in
+   the loss nor in the logged Dice, and inference drops them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ import numpy as np
 from sammed3d.io import Volume
 
 logger = logging.getLogger(__name__)
+
+#: How voxels beyond the image are filled (:func:`padding_intensity`). ``zero`` (raw 0) is the
+#: rule of task checkpoints written before the rule was recorded in them.
+PADDING_MODES = ("minimum", "zero")
 
 
 def zscore_stats(array: np.ndarray) -> tuple[float, float]:
@@ -57,6 +65,25 @@ def prepare_volume(
     return out.with_array(np.ascontiguousarray(array))
 
 
+def padding_intensity(array: np.ndarray, mode: str = "minimum") -> float:
+    """Raw intensity (before the z-score) of the voxels beyond a case's image.
+
+    Args:
+        array: The pre-processed case (:func:`prepare_volume`: resampled, CT-clamped).
+        mode: ``minimum``: the case's lowest value; ``zero``: 0.
+
+    Raises:
+        ValueError: an unknown ``mode``.
+    """
+    if mode not in PADDING_MODES:
+        raise ValueError(f"padding must be one of {list(PADDING_MODES)}, got {mode!r}")
+    values = np.asarray(array)
+    if mode == "zero" or values.size == 0:
+        return 0.0
+    low = float(values.min())
+    return low if np.isfinite(low) else 0.0
+
+
 def normalise(array: np.ndarray, mean: float, std: float) -> np.ndarray:
     """Step 3: ``(array - mean) / std`` as float32."""
     return ((np.asarray(array, dtype=np.float32) - np.float32(mean)) / np.float32(std)).astype(
@@ -64,4 +91,4 @@ def normalise(array: np.ndarray, mean: float, std: float) -> np.ndarray:
     )
 
 
-__all__ = ["normalise", "prepare_volume", "zscore_stats"]
+__all__ = ["PADDING_MODES", "normalise", "padding_intensity", "prepare_volume", "zscore_stats"]

@@ -6,9 +6,12 @@ else (config, DDP, AMP, exact resume, checkpoints, TensorBoard, SIGTERM) is shar
 * :func:`build_task_model`: the encoder of ``model.name``, initialised from the
   ``image_encoder`` of ``model.init_checkpoint`` (loaded strictly; null: from scratch), and a
   fresh UNETR decoder; or the model of a checkpoint being resumed.
-* :class:`SemanticStep`: one forward pass with MONAI ``DiceCELoss(softmax, one-hot target)``
-  (soft Dice over all channels, background included, per sample, plus cross-entropy; 1:1),
-  as in MONAI's UNETR/Swin-UNETR recipes.
+* :class:`SemanticStep`: one forward pass with the DiceCE loss of MONAI's UNETR/Swin-UNETR
+  recipes (``DiceCELoss(softmax, one-hot target)``: soft Dice over all channels, background
+  included, per sample, plus cross-entropy; 1:1), over the voxels of the image only: crop
+  voxels beyond the image (label :data:`~sammed3d.training.semantic_data.IGNORE_LABEL`) count
+  neither in the loss nor in the logged Dice (:func:`dice_ce_loss`, :func:`crop_dice`), as
+  inference drops them.
 * :func:`semantic_param_groups`: AdamW groups with layer-wise learning-rate decay.
 """
 
@@ -24,6 +27,7 @@ from torch import nn
 from sammed3d.task.model import TaskModel, TaskSpec
 from sammed3d.training.config import ConfigError, TrainingConfig
 from sammed3d.training.interaction import autocast_context
+from sammed3d.training.semantic_data import IGNORE_LABEL, PADDING
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ def task_spec(cfg: TrainingConfig, classes: Sequence[str], modality: str) -> Tas
         ct_clamp=None if d.ct_clamp is None else (d.ct_clamp[0], d.ct_clamp[1]),
         modality=modality,
         sw_overlap=k.sw_overlap,
+        padding=PADDING,
     )
 
 
@@ -179,6 +184,62 @@ def semantic_base_lr(cfg: TrainingConfig, group: dict[str, Any]) -> float:
     return cfg.optim.lr * cfg.task.layer_decay ** int(group["lr_exponent"])
 
 
+#: Smoothing terms of the soft Dice (MONAI ``DiceLoss`` defaults).
+SMOOTH_NR = SMOOTH_DR = 1e-5
+
+
+def dice_ce_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """MONAI's ``DiceCELoss(to_onehot_y=True, softmax=True)`` over the labelled voxels only.
+
+    Soft Dice per sample and channel (background included), averaged, plus the cross-entropy
+    averaged per sample, then over samples (so a batch of 2 equals 2 ranks of 1). Voxels
+    labelled :data:`IGNORE_LABEL` (crop padding) are left out of both; without such voxels
+    this is exactly MONAI's value.
+
+    Args:
+        logits: ``(B, N + 1, ...)`` network output (float).
+        label: ``(B, 1, ...)`` integers in 0..N or :data:`IGNORE_LABEL`.
+    """
+    import torch.nn.functional as F
+
+    valid = (label[:, 0] != IGNORE_LABEL).to(logits.dtype)  # (B, ...)
+    target = label[:, 0].clamp(min=0)
+    spatial = tuple(range(1, valid.ndim))
+    probs = torch.softmax(logits, dim=1)
+    onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+    weight = valid.unsqueeze(1)
+    inter = (probs * onehot * weight).sum(dim=tuple(d + 1 for d in spatial))  # (B, C)
+    denom = ((probs + onehot) * weight).sum(dim=tuple(d + 1 for d in spatial))
+    dice = 1.0 - (2.0 * inter + SMOOTH_NR) / (denom + SMOOTH_DR)
+    ce = F.cross_entropy(logits, target, reduction="none")  # (B, ...)
+    ce_mean = (ce * valid).sum(dim=spatial) / valid.sum(dim=spatial).clamp(min=1.0)
+    return dice.mean() + ce_mean.mean()
+
+
+def crop_dice(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Hard Dice per foreground class over the labelled voxels of crops, all crops pooled.
+
+    The score ``sammed3d predict --data`` gives a whole case, restricted to what the crops
+    show: voxels labelled :data:`IGNORE_LABEL` (beyond the image) are left out, as inference
+    drops the padding. 1 when a class is in neither prediction nor ground truth.
+
+    Args:
+        pred: ``(B, ...)`` predicted labels.
+        label: ``(B, ...)`` ground truth in 0..N or :data:`IGNORE_LABEL`.
+        num_classes: N.
+
+    Returns:
+        ``(N,)`` float.
+    """
+    valid = label != IGNORE_LABEL
+    classes = torch.arange(1, num_classes + 1, device=pred.device).view(-1, *[1] * pred.ndim)
+    p = (pred.unsqueeze(0) == classes) & valid  # (N, B, ...)
+    g = label.unsqueeze(0) == classes
+    inter = (p & g).flatten(1).sum(1).float()
+    total = (p.flatten(1).sum(1) + g.flatten(1).sum(1)).float()
+    return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+
+
 class SemanticStep(nn.Module):
     """One training forward pass of a task model (an ``nn.Module`` so DDP can wrap it).
 
@@ -187,20 +248,17 @@ class SemanticStep(nn.Module):
         autocast_dtype: ``torch.bfloat16`` / ``torch.float16`` for mixed precision, or None.
 
     Called like the click loop, ``step(image, label, seeds, mask_only)`` (``seeds`` and
-    ``mask_only`` are unused), it returns ``loss`` (scalar DiceCE), ``dice`` (``(N,)``
-    detached hard Dice per foreground class over the micro-batch, all its crops pooled; 1 when
-    a class is in neither prediction nor ground truth) and ``class_crops`` (``(N,)`` float: how
-    many crops of the micro-batch contain each class; the trainer warns about a class that no
-    crop of a run contained, :func:`absent_class_message`).
+    ``mask_only`` are unused), it returns ``loss`` (scalar DiceCE over the image's voxels,
+    :func:`dice_ce_loss`), ``dice`` (``(N,)`` detached hard Dice per foreground class over the
+    micro-batch's crops, padding left out, :func:`crop_dice`) and ``class_crops`` (``(N,)``
+    float: how many crops of the micro-batch contain each class; the trainer warns about a
+    class that no crop of a run contained, :func:`absent_class_message`).
     """
 
     def __init__(self, model: TaskModel, *, autocast_dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        from monai.losses import DiceCELoss
-
         self.model = model
         self.autocast_dtype = autocast_dtype
-        self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
 
     def forward(
         self,
@@ -209,10 +267,11 @@ class SemanticStep(nn.Module):
         seeds: torch.Tensor | None = None,
         mask_only: Sequence[int] = (),
     ) -> dict[str, torch.Tensor]:
-        """``image`` ``(B, 1, S, S, S)``, ``label`` ``(B, 1, S, S, S)`` integers in 0..N.
+        """``image`` ``(B, 1, S, S, S)``, ``label`` ``(B, 1, S, S, S)`` integers in 0..N, or
+        :data:`IGNORE_LABEL` beyond the image.
 
         Raises:
-            ValueError: shapes that do not match, or label values outside 0..N.
+            ValueError: shapes that do not match, or other label values.
         """
         n = self.model.spec.num_classes
         if label.shape != (image.shape[0], 1, *image.shape[2:]):
@@ -221,21 +280,21 @@ class SemanticStep(nn.Module):
                 f"{tuple(label.shape)}"
             )
         label = label.long()
-        if int(label.min()) < 0 or int(label.max()) > n:
-            raise ValueError(f"label values must be in 0..{n}, got {int(label.max())}")
+        low, high = int(label.min()), int(label.max())
+        if high > n or (low < 0 and low != IGNORE_LABEL):
+            bad = high if high > n else low
+            raise ValueError(
+                f"label values must be in 0..{n} ({IGNORE_LABEL} beyond the image), got {bad}"
+            )
         with autocast_context(image.device, self.autocast_dtype):
             logits = self.model(image)
         logits = logits.float()
-        loss = self.loss(logits, label)
+        loss = dice_ce_loss(logits, label)
         with torch.no_grad():
-            pred = logits.argmax(1)
             gt = label[:, 0]
-            classes = torch.arange(1, n + 1, device=pred.device).view(-1, 1, 1, 1, 1)
-            p, g = pred.unsqueeze(0) == classes, gt.unsqueeze(0) == classes  # (N, B, S, S, S)
-            inter = (p & g).flatten(1).sum(1).float()
-            total = (p.flatten(1).sum(1) + g.flatten(1).sum(1)).float()
-            dice = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
-            class_crops = g.flatten(2).any(2).sum(1).float()
+            dice = crop_dice(logits.argmax(1), gt, n)
+            classes = torch.arange(1, n + 1, device=gt.device).view(-1, 1, 1, 1, 1)
+            class_crops = (gt.unsqueeze(0) == classes).flatten(2).any(2).sum(1).float()
         return {"loss": loss, "dice": dice, "class_crops": class_crops}
 
 
@@ -269,6 +328,8 @@ __all__ = [
     "SemanticStep",
     "absent_class_message",
     "build_task_model",
+    "crop_dice",
+    "dice_ce_loss",
     "encoder_layer_depths",
     "freeze_task_model",
     "semantic_base_lr",

@@ -1,0 +1,54 @@
+"""Scoring a task model on a labelled dataset: every layout, each image predicted once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sammed3d.io import Volume, read_volume, write_volume
+from sammed3d.task import TaskPredictor, evaluate_task
+from tests.training.conftest import write_nnunet_dataset
+
+
+class CountingPredictor(TaskPredictor):
+    """Counts the volumes it predicts."""
+
+    calls = 0
+
+    def predict(self, volume: Volume, *, modality: str | None = None) -> Volume:
+        type(self).calls += 1
+        return super().predict(volume, modality=modality)
+
+
+def _as_per_class(data: Path, root: Path) -> Path:
+    """The nnU-Net dataset ``data`` in the per-class layout ``sammed3d prepare`` writes."""
+    for label_file in sorted((data / "labelsTr").iterdir()):
+        case = label_file.name.removesuffix(".nii.gz")
+        label = read_volume(label_file)
+        for name, value in (("blob", 1), ("speck", 2)):
+            folder = root / name / "ct_Blobs"
+            (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+            (folder / "imagesTr" / f"{case}.nii.gz").hardlink_to(
+                data / "imagesTr" / f"{case}_0000.nii.gz"
+            )
+            mask = (np.asarray(label.array) == value).astype(np.uint8)
+            write_volume(label.with_array(mask), folder / "labelsTr" / f"{case}.nii.gz")
+    return root
+
+
+def test_per_class_folders_score_like_their_label_maps(tmp_path, task_checkpoint):
+    data = write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=2, shape=(40, 36, 32))
+    per_class = _as_per_class(data, tmp_path / "per_class")
+    predictor = CountingPredictor.from_checkpoint(task_checkpoint)
+    expected = evaluate_task(predictor, data, tmp_path / "nnunet")
+    CountingPredictor.calls = 0
+    summary = evaluate_task(predictor, per_class, tmp_path / "pc")
+    assert CountingPredictor.calls == 2  # once per image, not once per class folder
+    assert summary["cases"] == 2 and summary["skipped"] == []
+    assert summary["per_class"] == expected["per_class"]
+    rows = (tmp_path / "pc" / "per_case.csv").read_text()
+    assert rows == (tmp_path / "nnunet" / "per_case.csv").read_text()
+    assert len(rows.splitlines()) == 1 + 2 * 2  # one row per image and class
+    predictions = sorted(p.name for p in (tmp_path / "pc" / "predictions").iterdir())
+    assert predictions == ["Blobs__case_000.nii.gz", "Blobs__case_001.nii.gz"]
