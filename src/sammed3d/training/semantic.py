@@ -189,7 +189,8 @@ SMOOTH_NR = SMOOTH_DR = 1e-5
 
 
 def dice_ce_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """MONAI's ``DiceCELoss(to_onehot_y=True, softmax=True)`` over the labelled voxels only.
+    """MONAI's ``DiceCELoss(to_onehot_y=True, softmax=True)`` over the labelled voxels only
+    (MONAI's ``MaskedDiceLoss`` plus the cross-entropy of the labelled voxels).
 
     Soft Dice per sample and channel (background included), averaged, plus the cross-entropy
     averaged per sample, then over samples (so a batch of 2 equals 2 ranks of 1). Voxels
@@ -201,19 +202,20 @@ def dice_ce_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         label: ``(B, 1, ...)`` integers in 0..N or :data:`IGNORE_LABEL`.
     """
     import torch.nn.functional as F
+    from monai.losses import MaskedDiceLoss
 
     valid = (label[:, 0] != IGNORE_LABEL).to(logits.dtype)  # (B, ...)
     target = label[:, 0].clamp(min=0)
     spatial = tuple(range(1, valid.ndim))
-    probs = torch.softmax(logits, dim=1)
+    # softmax first, then the padding masked out of prediction and one-hot target alike (the
+    # target one-hot before masking: a masked label would be background, not nothing)
     onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).to(logits.dtype)
-    weight = valid.unsqueeze(1)
-    inter = (probs * onehot * weight).sum(dim=tuple(d + 1 for d in spatial))  # (B, C)
-    denom = ((probs + onehot) * weight).sum(dim=tuple(d + 1 for d in spatial))
-    dice = 1.0 - (2.0 * inter + SMOOTH_NR) / (denom + SMOOTH_DR)
+    dice = MaskedDiceLoss(softmax=True, smooth_nr=SMOOTH_NR, smooth_dr=SMOOTH_DR)(
+        logits, onehot, mask=valid.unsqueeze(1)
+    )
     ce = F.cross_entropy(logits, target, reduction="none")  # (B, ...)
     ce_mean = (ce * valid).sum(dim=spatial) / valid.sum(dim=spatial).clamp(min=1.0)
-    return dice.mean() + ce_mean.mean()
+    return dice + ce_mean.mean()
 
 
 def crop_dice(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
