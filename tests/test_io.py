@@ -558,3 +558,17 @@ def test_nifti_scale_factors_are_applied_as_itk_applies_them(
     if slope:  # ITK also adds scl_inter when scl_slope is 0; the standard (and nibabel) not
         itk = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0)
         np.testing.assert_allclose(values, itk, rtol=1e-6)  # what ITK-based tools read
+
+
+@pytest.mark.parametrize("name", ["adir/", "folder"])
+def test_an_output_that_is_a_folder_is_named_as_given(tmp_path, name: str) -> None:
+    """``-o adir/`` was "cannot write '': ..." (the empty base name of the path)."""
+    from sammed3d.io import check_volume_name
+
+    (tmp_path / "folder").mkdir()
+    given = f"{tmp_path}/{name}"  # "adir/" does not exist: its slash makes it a folder
+    with pytest.raises(VolumeError, match="^cannot write '.+': it is a folder; give a file name"):
+        check_volume_name(given)
+    with pytest.raises(VolumeError, match=r"^cannot write '.+x\.png': the output must end in"):
+        check_volume_name(tmp_path / "x.png")
+    check_volume_name(tmp_path / "ok.nii.gz")

@@ -585,12 +585,9 @@ def write_volume(
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         PermissionError: the folder is not writable (the message names ``path``).
     """
+    check_volume_name(path)
     path = Path(path)
     suffix = volume_suffix(path)
-    if suffix not in WRITE_SUFFIXES:
-        raise VolumeError(
-            f"cannot write {path.name!r}: use a .nii.gz, .nii, .nrrd or .mha file name"
-        )
     check_output_file(path, overwrite=overwrite, protect=protect)
     header = (
         volume.header if volume.header is not None and volume.header.describes(volume) else None
@@ -703,6 +700,25 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
+def check_volume_name(path: str | os.PathLike[str]) -> None:
+    """Check that ``path`` names a volume file sammed3d can write (by its ending).
+
+    Raises:
+        VolumeError: a folder (an existing one, or a name ending in a path separator) or
+            another ending than .nii.gz, .nii, .nrrd, .mha (one line naming the path as given).
+    """
+    text = os.fspath(path)
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        raise VolumeError(
+            f"cannot write {text!r}: it is a folder; give a file name such as "
+            f"{os.path.join(text, 'mask.nii.gz')!r}"
+        )
+    if volume_suffix(text) not in WRITE_SUFFIXES:
+        raise VolumeError(
+            f"cannot write {text!r}: the output must end in .nii.gz, .nii, .nrrd or .mha"
+        )
+
+
 def check_output_file(
     path: str | os.PathLike[str],
     *,
@@ -784,6 +800,7 @@ __all__ = [
     "atomic_write_text",
     "check_finite",
     "check_output_file",
+    "check_volume_name",
     "check_spacing",
     "check_writable_folder",
     "decompose_affine",

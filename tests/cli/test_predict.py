@@ -222,3 +222,34 @@ def test_per_class_data_predicts_each_image_once(tmp_path, task_checkpoint, caps
     assert summary["mean_dice"] == expected["mean_dice"]
     predictions = sorted(p.name for p in (tmp_path / "pc" / "predictions").iterdir())
     assert predictions == ["Blobs__case_000.nii.gz", "Blobs__case_001.nii.gz"]
+
+
+def test_unscored_classes_are_said(tmp_path, task_checkpoint, capsys):
+    """A model class the dataset does not declare and a scan without a class's mask file
+    (per-class layout): one warning each, counts in summary.json, the mean names its classes."""
+    data = write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=2, shape=(40, 36, 32))
+    per_class = _as_per_class(data, tmp_path / "per_class")
+    for folder in ("imagesTr", "labelsTr"):
+        (per_class / "speck" / "ct_Blobs" / folder / "case_001.nii.gz").unlink()
+    base = ["predict", "--checkpoint", str(task_checkpoint), "--data"]
+    assert main([*base, str(per_class), "-o", str(tmp_path / "a"), "--no-predictions"]) == 0
+    printed = capsys.readouterr()
+    assert "class 'speck' is not scored in 1 of 2 cases: they have no mask file" in printed.err
+    assert "mean Dice over classes " in printed.out and "(1 of 2" not in printed.out
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["cases_without_mask"] == {"blob": 0, "speck": 1}
+    assert summary["classes_not_scored"] == {}
+    assert summary["per_class"]["speck"]["dice"]["n"] == 1
+    # the dataset calls the speck "dot": the model's speck is not scored at all
+    (per_class / "speck").rename(per_class / "dot")
+    assert main([*base, str(per_class), "-o", str(tmp_path / "b"), "--no-predictions"]) == 0
+    printed = capsys.readouterr()
+    said = [line for line in printed.err.splitlines() if line.startswith("warning: ")]
+    assert said == [
+        "warning: model class 'speck' is not scored: the dataset declares no class of this "
+        "name (it declares ['blob', 'dot']; classes are matched by name)"
+    ]
+    assert "mean Dice over classes (1 of 2: blob) " in printed.out
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert list(summary["classes_not_scored"]) == ["speck"]
+    assert summary["cases_without_mask"] == {"blob": 0}

@@ -46,7 +46,7 @@ def test_prepare_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     }
     # Resumed run; then rules from the command line change the outcome.
     assert main(argv) == 0
-    assert "1 resumed" in capsys.readouterr().out
+    assert "1 taken from an earlier run" in capsys.readouterr().out
     assert (
         main([*argv, "--min-volume", "10", "--min-extent", "1", "--max-background", "1", "--json"])
         == 0
@@ -87,8 +87,9 @@ def test_prepare_summary_is_said_once(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(argv) == 0
     captured = capsys.readouterr()
     both = captured.out + captured.err
-    assert "prepared 1 case (0 resumed, 0 failed): 1 mask kept, 1 dropped" in captured.out
-    assert both.count("resumed, 0 failed)") == 1 and "1 cases" not in both
+    line = "prepared 1 of 1 case (0 failed, 0 skipped; 0 taken from an earlier run): "
+    assert f"{line}1 mask kept, 1 dropped" in captured.out
+    assert both.count("taken from an earlier run)") == 1 and "1 cases" not in both
 
 
 def test_prepare_missing_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,7 +107,7 @@ def test_prepare_layouts_and_unknown_folder(
     base = ["prepare", "--no-progress", "--no-histograms", "--min-volume", "0", "--min-extent", "0"]
     assert main([*base, str(kits), "-o", str(tmp_path / "o1"), "--layout", "case-folders"]) == 0
     printed = capsys.readouterr().out
-    assert "2 cases (0 resumed, 0 failed)" in printed
+    assert "2 of 2 cases (0 failed, 0 skipped; 0 taken from an earlier run)" in printed
     assert (
         tmp_path / "o1" / "kidney_tumor" / "ct_KiTS" / "labelsTr" / "case_00000.nii.gz"
     ).is_file()
@@ -249,7 +250,8 @@ def test_counts_agree_and_drops_are_explained(
     captured = capsys.readouterr()
     out, err = captured.out, captured.err
     assert "4 case(s) found in 1 source(s): 3 to prepare, 1 skipped" in err
-    assert "prepared 3 of 4 cases (0 resumed, 0 failed; 1 skipped): 3 masks kept, 3 dropped" in out
+    counts = "prepared 3 of 4 cases (0 failed, 1 skipped; 0 taken from an earlier run): "
+    assert f"{counts}3 masks kept, 3 dropped" in out
     assert (
         "dropped 3 masks: 3 smaller than 1000 mm³ (--min-volume); see 'by_rule' in report.json"
         in out
@@ -300,7 +302,8 @@ def test_failed_cases_are_counted_with_their_rules(
     argv = ["prepare", str(ds), "-o", str(tmp_path / "out"), "--no-progress", "--no-histograms"]
     assert main(argv) == 0
     captured = capsys.readouterr()
-    assert "prepared 3 of 4 cases (0 resumed, 1 failed; 1 skipped)" in captured.out
+    counts = "prepared 2 of 4 cases (1 failed, 1 skipped; 0 taken from an earlier run)"
+    assert counts in captured.out
     assert "warning: 1 case failed (1 integrity:shape); see 'errors' in report.json" in captured.err
 
 
@@ -319,7 +322,8 @@ def test_nothing_prepared_when_every_case_is_skipped(
     manifest, label = study / "manifest.csv", study / "seg" / "p1.nii.gz"
     said = f"warning: skipped case study/p1: {manifest} line 2: label not found: {label}\n"
     assert said in captured.err
-    assert "prepared 0 of 2 cases (0 resumed, 0 failed; 2 skipped)" in captured.out
+    counts = "prepared 0 of 2 cases (0 failed, 2 skipped; 0 taken from an earlier run)"
+    assert counts in captured.out
     last = captured.err.strip().splitlines()[-1]
     assert last.startswith("error: every case failed or was skipped (0 failed, 2 skipped); nothing")
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))

@@ -177,6 +177,9 @@ def test_integrity_check() -> None:
     moved = Volume(lab, (1.0, 1.0, 2.0), (1.0, 2.0, 13.0))
     [problem] = check_integrity(image, moved, [2])
     assert problem.rule == "integrity:origin" and "13" in problem.message
+    # the origin is ITK's (LPS), which nibabel prints with x and y negated: say so
+    said = "(1, 2, 13) (mm, LPS: ITK's axes; nibabel shows x and y negated)"
+    assert problem.message.endswith(said)
 
     cropped = Volume(lab[:, :, :18], (1.0, 1.0, 1.0), (1.0, 2.0, 3.0), RAS_ORIENTED)
     rules = {p.rule for p in check_integrity(image, cropped, [2])}

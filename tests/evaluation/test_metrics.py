@@ -189,3 +189,20 @@ def test_the_demo_mri_is_not_a_label_map_but_its_atlas_is() -> None:
     assert check_label_map(atlas, "atlas").tolist() == [1, 2, 3]
     assert check_label_map(t1, "t1", max_labels=None).size > 200  # explicit labels: accepted
     assert equal_neighbour_fraction(np.zeros((3, 3, 3))) == 1.0
+
+
+def test_check_same_grid_names_the_axes_of_an_origin() -> None:
+    """Origins are ITK's (LPS); nibabel prints them with x and y negated: the message says so."""
+    from sammed3d.evaluation.metrics import check_same_grid
+    from sammed3d.io import Volume, VolumeError
+
+    lab = np.zeros((4, 4, 4), np.uint8)
+    a = Volume(lab, (1.0, 1.0, 1.0), (50.0, 40.0, -30.0))
+    b = Volume(lab, (1.0, 1.0, 1.0), (47.0, 40.0, -30.0))
+    check_same_grid(a, Volume(lab, (1.0, 1.0, 1.0), (50.0, 40.0, -30.0)))
+    with pytest.raises(VolumeError) as info:
+        check_same_grid(a, b, names=("image", "label map"))
+    assert str(info.value) == (
+        "image origin (50.0, 40.0, -30.0) != label map origin (47.0, 40.0, -30.0) (mm, LPS: "
+        "ITK's axes; nibabel shows x and y negated)"
+    )

@@ -52,3 +52,41 @@ def test_per_class_folders_score_like_their_label_maps(tmp_path, task_checkpoint
     assert len(rows.splitlines()) == 1 + 2 * 2  # one row per image and class
     predictions = sorted(p.name for p in (tmp_path / "pc" / "predictions").iterdir())
     assert predictions == ["Blobs__case_000.nii.gz", "Blobs__case_001.nii.gz"]
+
+
+def test_unscored_classes_and_cases_are_counted(tmp_path, caplog):
+    """A model class the dataset does not declare, and the scans of a per-class layout
+    without a mask file for a class: not scored, each said once and in summary.json."""
+    import json
+    import logging
+
+    from sammed3d.task.checkpoint import save_task_checkpoint
+    from tests.task.conftest import tiny_task_model
+
+    checkpoint = save_task_checkpoint(
+        tiny_task_model(classes=("blob", "speck", "kidney")), tmp_path / "task.pth"
+    )
+    data = write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=3, shape=(40, 36, 32))
+    per_class = _as_per_class(data, tmp_path / "per_class")
+    for case in ("case_001", "case_002"):  # as if prepare had dropped these specks
+        for folder in ("imagesTr", "labelsTr"):
+            (per_class / "speck" / "ct_Blobs" / folder / f"{case}.nii.gz").unlink()
+    predictor = TaskPredictor.from_checkpoint(checkpoint)
+    with caplog.at_level(logging.INFO, logger="sammed3d"):
+        summary = evaluate_task(predictor, per_class, tmp_path / "out", write_predictions=False)
+    assert summary["cases"] == 3
+    assert list(summary["classes_not_scored"]) == ["kidney"]
+    assert "declares no class of this name" in summary["classes_not_scored"]["kidney"]
+    assert summary["cases_without_mask"] == {"blob": 0, "speck": 2}
+    assert summary["per_class"]["speck"]["dice"]["n"] == 1
+    assert summary["per_class"]["kidney"]["dice"]["n"] == 0
+    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert on_disk["cases_without_mask"] == {"blob": 0, "speck": 2}
+    assert on_disk["classes_not_scored"] == summary["classes_not_scored"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("warning: model class 'kidney' is not scored: the dataset ")
+    assert "it declares ['blob', 'speck']" in warnings[0]
+    assert warnings[1].startswith(
+        "warning: class 'speck' is not scored in 2 of 3 cases: they have no mask file"
+    )

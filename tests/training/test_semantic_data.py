@@ -218,12 +218,48 @@ def test_a_mask_prepare_dropped_is_background_in_that_case(tmp_path, nnunet_data
         cases, data = build_semantic_cases(_cfg(tmp_path, [prepared]), show_progress=False)
     assert data.classes == ("blob", "speck") and len(cases) == 4
     assert [c.class_voxels[1] for c in cases] == [8, 0, 8, 8]
-    assert "class 'speck' is absent from 1 of 4 cases" in caplog.text
+    assert "class 'speck' has no mask file in 1 of 4 cases (taken as background there; " in (
+        caplog.text
+    )
+    assert "manifest.jsonl records no dropped mask for them)" in caplog.text
+    assert "absent from" not in caplog.text
     # a scan with a single class folder is a mask case too (no "does not declare" error)
     for folder in ("imagesTr", "labelsTr"):
         (prepared / "blob" / "ct_Blobs" / folder / "case_002.nii.gz").unlink()
     data = resolve_task_data(_cfg(tmp_path, [prepared]))
     assert data.classes == ("blob", "speck") and len(data.cases) == 4
+
+
+def test_masks_prepare_dropped_are_counted_by_rule(tmp_path, nnunet_dataset, caplog):
+    """The warning says the mask file is missing (not the structure), how many of those masks
+    prepare's manifest.jsonl records as dropped and why, and the options that keep them."""
+    prepared = _prepared(tmp_path, nnunet_dataset)
+    dropped = {"case_000": "min_extent", "case_001": "min_volume", "case_002": "min_extent"}
+    for case in dropped:
+        for folder in ("imagesTr", "labelsTr"):
+            (prepared / "speck" / "ct_Blobs" / folder / f"{case}.nii.gz").unlink()
+    manifest = prepared / "manifest.jsonl"
+    lines = []
+    for line in manifest.read_text().splitlines():
+        rec = json.loads(line)
+        if rec["class_name"] == "speck" and rec["case"] in dropped:
+            rec.update(status="dropped", rule=dropped[rec["case"]])
+        lines.append(json.dumps(rec))
+    lines += ["not json", json.dumps({"status": "dropped"}), "[1, 2]"]  # read leniently
+    manifest.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.INFO, logger="sammed3d"):
+        cases, _ = build_semantic_cases(_cfg(tmp_path, [prepared]), show_progress=False)
+    assert [c.class_voxels[1] for c in cases] == [0, 0, 0, 8]
+    said = [r for r in caplog.records if "'speck'" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    assert said[0].getMessage() == (
+        "warning: class 'speck' has no mask file in 3 of 4 cases: prepare dropped 3 of them "
+        "(2 min_extent (--min-extent), 1 min_volume (--min-volume); see "
+        f"{manifest}), so the structure, though it may be in those images, is trained as "
+        "background there (to keep such masks, re-run sammed3d prepare with looser "
+        "--min-extent/--min-volume)"
+    )
+    assert "'blob'" not in caplog.text  # every case has its blob
 
 
 def test_a_mask_with_another_value_is_one_line(tmp_path, nnunet_dataset):

@@ -145,8 +145,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{name}: Dice {dice['mean']:.3f} ± {dice['std']:.3f} (n={dice['n']})")
         if summary["mean_dice"] is None:
             raise CommandFailed(f"no class was scored in {args.data}")
+        scored = [n for n in spec.classes if summary["per_class"][n]["dice"]["n"]]
+        over = (
+            f"over classes ({len(scored)} of {len(spec.classes)}: {', '.join(scored)})"
+            if len(scored) < len(spec.classes)
+            else "over classes"
+        )
         print(
-            f"mean Dice over classes {summary['mean_dice']:.3f} on {_cases_scored(summary)}; "
+            f"mean Dice {over} {summary['mean_dice']:.3f} on {_cases_scored(summary)}; "
             f"results in {args.output}"
         )
         return 0

@@ -203,15 +203,12 @@ def _print_summary(result: PrepareResult, cleaning: CleaningConfig) -> None:
     failed or were skipped (per rule), where the details are."""
     from sammed3d.data.curation_report import rule_counts
 
-    prepared = result.cases - result.cases_skipped
-    if result.cases_skipped:  # "prepared 3 of 4 cases (...; 1 skipped)"
-        counted = f"{prepared} of {_plural(result.cases, 'case')}"
-        skipped = f"; {result.cases_skipped} skipped"
-    else:
-        counted, skipped = _plural(prepared, "case"), ""
+    # the three parts add up: prepared + failed + skipped = found
+    prepared = result.cases - result.cases_skipped - result.cases_failed
     print(
-        f"prepared {counted} ({result.cases_resumed} resumed, {result.cases_failed} failed"
-        f"{skipped}): {_plural(result.kept, 'mask')} kept, {result.dropped} dropped"
+        f"prepared {prepared} of {_plural(result.cases, 'case')} ({result.cases_failed} failed, "
+        f"{result.cases_skipped} skipped; {result.cases_resumed} taken from an earlier run): "
+        f"{_plural(result.kept, 'mask')} kept, {result.dropped} dropped"
     )
     report = result.report.name
     if result.dropped:

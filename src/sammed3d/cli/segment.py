@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -171,13 +170,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_output_name(path: str) -> None:
-    from sammed3d.io import WRITE_SUFFIXES, volume_suffix
+    from sammed3d.io import check_volume_name
 
-    if volume_suffix(path) not in WRITE_SUFFIXES:
-        raise ValueError(
-            f"cannot write {os.path.basename(path)!r}: the output must end in .nii.gz, .nii, "
-            ".nrrd or .mha"
-        )
+    check_volume_name(path)
 
 
 def _first_click_extents(session: InteractiveSession, extent: int | None) -> None:

@@ -460,12 +460,16 @@ def check_integrity(
         add("spacing", f"image spacing {_fmt(sp_i)} != label spacing {_fmt(sp_l)}")
     or_i, or_l = np.asarray(image.origin), np.asarray(label.origin)
     if not np.allclose(or_i, or_l, rtol=0, atol=origin_atol_mm):
-        add("origin", f"image origin {_fmt(or_i)} != label origin {_fmt(or_l)} (mm)")
+        add(
+            "origin",
+            f"image origin {_fmt(or_i)} != label origin {_fmt(or_l)} (mm, LPS: ITK's axes; "
+            "nibabel shows x and y negated)",
+        )
     if not np.allclose(image.direction, label.direction, rtol=0, atol=direction_atol):
         add(
             "direction",
             f"image direction {_fmt(image.direction.ravel())} != label direction "
-            f"{_fmt(label.direction.ravel())}",
+            f"{_fmt(label.direction.ravel())} (LPS, row by row)",
         )
     arr = image.array
     if np.issubdtype(arr.dtype, np.floating):

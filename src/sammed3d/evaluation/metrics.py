@@ -456,12 +456,13 @@ def check_same_grid(
     if not np.allclose(pred.origin, gt.origin, atol=max(atol_mm, 1e-3 * min(gt.spacing))):
         raise VolumeError(
             f"{a} origin {tuple(round(o, 3) for o in pred.origin)} != {b} "
-            f"origin {tuple(round(o, 3) for o in gt.origin)}"
+            f"origin {tuple(round(o, 3) for o in gt.origin)} (mm, LPS: ITK's axes; nibabel "
+            "shows x and y negated)"
         )
     if not np.allclose(pred.direction, gt.direction, atol=1e-4):
         raise VolumeError(
             f"{a} direction {np.round(pred.direction, 4).tolist()} != {b} "
-            f"direction {np.round(gt.direction, 4).tolist()}"
+            f"direction {np.round(gt.direction, 4).tolist()} (LPS)"
         )
 
 

@@ -8,12 +8,17 @@ the whole volume (:class:`~sammed3d.task.predictor.TaskPredictor`), the ground t
 to the model's labels by class **name** (``dataset.json`` values may differ from the model's),
 and the
 project's metrics (:func:`sammed3d.evaluation.metrics.label_map_metrics`: Dice, NSD at
-``tolerance_mm``) are computed per class on the input grid. A class the dataset does not
-declare is not scored; a declared class absent from a case is scored (Dice 0 for any false
-positive; NaN, left out of the means, when both are empty).
+``tolerance_mm``) are computed per class on the input grid. A model class the dataset does
+not declare is not scored (a warning names it). A case is scored for a class when it has that
+class's ground truth: a label map scores every class its dataset declares, present or not
+(Dice 0 for any false positive; NaN, left out of the means, when both are empty); a scan of a
+per-class layout without a mask file for the class is *not* scored for it (``prepare`` may
+have dropped the mask of a structure that is in the image; a warning counts such cases).
 
 Outputs in ``out_dir``: ``per_case.csv`` (one row per case and class), ``summary.json``
-(mean ± std per class, the mean over classes, the checkpoint's classes and encoder origin),
+(mean ± std per class, the mean over classes, the checkpoint's classes and encoder origin,
+``classes_not_scored``: model class -> why, ``cases_without_mask``: per scored class, the
+cases not scored for it because they have no mask file for it; both also logged as warnings),
 ``dice_per_class.png`` and, with ``write_predictions``, ``predictions/<dataset>__<case>.nii.gz``.
 """
 
@@ -97,6 +102,18 @@ def evaluate_task(
         )
     for case in cases:  # every ground truth is checked before the first prediction
         check_declared_values(case)
+    not_scored, without_mask = unscored_classes(cases, classes)
+    for name, reason in not_scored.items():
+        logger.warning("warning: model class %r is not scored: %s", name, reason)
+    for name, n in without_mask.items():
+        if n:
+            logger.warning(
+                "warning: class %r is not scored in %d of %d cases: they have no mask file "
+                "(or no declaration) for it; a case is scored for a class only when it has "
+                "its ground truth (prepare may have dropped a mask of a structure that is "
+                "there: see its manifest.jsonl)",
+                name, n, len(cases),
+            )  # fmt: skip
     rows: list[dict[str, Any]] = []
     seconds: list[float] = []
     skipped: list[dict[str, str]] = []
@@ -151,6 +168,8 @@ def evaluate_task(
         tolerance_mm=tolerance_mm,
         cases=len(cases) - len(skipped),
         skipped=skipped,
+        classes_not_scored=not_scored,
+        cases_without_mask=without_mask,
         seconds_per_case=float(np.mean(seconds)) if seconds else None,
         encoder_origin=dict(predictor.spec.encoder_origin),
         encoder=predictor.spec.encoder_name,
@@ -165,6 +184,32 @@ def evaluate_task(
     atomic_write_text(out / "summary.json", json.dumps(json_safe(summary), indent=2) + "\n")
     plot_per_class(summary, out / "dice_per_class.png", title=checkpoint or "")
     return summary
+
+
+def unscored_classes(
+    cases: Sequence[Any], classes: Sequence[str]
+) -> tuple[dict[str, str], dict[str, int]]:
+    """What of the model's ``classes`` goes unscored in ``cases``.
+
+    Returns:
+        ``(not_scored, without_mask)``: the model classes no case declares (name -> why, in
+        words), and for every other model class the number of cases without its ground
+        truth (per-class layouts: no mask file for the class in that scan; a label map
+        declares every class of its dataset, so 0 there).
+    """
+    declared = sorted({n for c in cases for n in c.labels})
+    not_scored = {
+        name: f"the dataset declares no class of this name (it declares {declared}; "
+        "classes are matched by name)"
+        for name in classes
+        if name not in declared
+    }
+    without_mask = {
+        name: sum(1 for c in cases if name not in c.labels)
+        for name in classes
+        if name not in not_scored
+    }
+    return not_scored, without_mask
 
 
 def gt_name(case: Any) -> str:

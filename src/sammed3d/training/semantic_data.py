@@ -21,7 +21,11 @@ Pipeline (``docs/transfer.md``):
 3. **Checks** (one-line ``ValueError`` naming file and value): a label value that the
    dataset does not declare; a chosen class that occurs in no training case. A class missing
    from *some* cases is allowed: every case is taken as fully annotated (as in nnU-Net), so a
-   class absent from a label map is absent from that image.
+   class absent from a label map is absent from that image, and a scan of a per-class layout
+   without a mask file for a class is background for it. The latter gets one warning per
+   class that counts those cases and, when the root is a ``sammed3d prepare`` output, how many
+   of those masks its ``manifest.jsonl`` records as dropped and by which rules
+   (:func:`prepare_drops`): such a structure may be in the image, yet is trained as background.
 4. **Crops** (class-balanced): with probability ``task.foreground_fraction`` a class is drawn
    uniformly among the classes, then a case that contains it, then one of its voxels, and the
    crop is centred within a quarter of the crop size of it; otherwise the crop centre is
@@ -280,6 +284,7 @@ def build_semantic_cases(
     d = cfg.data
     data = resolve_task_data(cfg)
     cache_dir = Path(d.cache_dir) if d.cache_dir else Path(cfg.run.output_dir) / "cache"
+    drops = prepare_drops(d.roots)  # before the mask cases become label maps
     data = dataclasses.replace(data, cases=build_label_maps(data.cases, cache_dir, ctx))
     params = CacheParams(
         target_spacing=(d.target_spacing[0], d.target_spacing[1], d.target_spacing[2]),
@@ -321,7 +326,98 @@ def build_semantic_cases(
     barrier(ctx)
     spacing = "x".join(f"{v:g}" for v in d.target_spacing)
     report = earlier if ctx.is_main else set()
-    return _load_cases(entries, data, spacing, report_failed=report), data
+    return _load_cases(entries, data, spacing, report_failed=report, drops=drops), data
+
+
+#: The option of ``sammed3d prepare`` that sets each cleaning rule's threshold.
+PREPARE_RULE_OPTIONS = {
+    "min_volume": "--min-volume",
+    "min_extent": "--min-extent",
+    "max_background": "--max-background",
+}
+
+
+@dataclass(frozen=True)
+class PrepareDrops:
+    """The masks ``sammed3d prepare`` dropped, from the ``manifest.jsonl`` of the roots.
+
+    Attributes:
+        rules: ``(dataset, case, class_name)`` -> the rule that dropped the mask.
+        manifests: The manifests read (none: no root is a prepare output).
+    """
+
+    rules: dict[tuple[str, str, str], str]
+    manifests: tuple[Path, ...] = ()
+
+
+def prepare_drops(roots: Any) -> PrepareDrops:
+    """Read the ``manifest.jsonl`` that ``sammed3d prepare`` wrote next to each per-class
+    root (the root, class or dataset folder of its output), leniently: lines that are not
+    JSON objects with ``dataset``, ``case``, ``class_name`` and ``status`` are ignored."""
+    from sammed3d.data.layouts.per_class import level
+
+    rules: dict[tuple[str, str, str], str] = {}
+    manifests: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        up = {"root": 0, "class": 1, "dataset": 2}.get(level(root) or "", None)
+        if up is None:
+            continue
+        manifest = (root.parents[up - 1] if up else root) / "manifest.jsonl"
+        if manifest in manifests or not manifest.is_file():
+            continue
+        manifests.append(manifest)
+        try:
+            lines = manifest.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict) or rec.get("status") != "dropped":
+                continue
+            fields = [rec.get(k) for k in ("dataset", "case", "class_name")]
+            if not all(isinstance(f, str) for f in fields):
+                continue
+            dataset, case, name = fields
+            rule = str(rec.get("rule") or "unknown")
+            rules[(dataset, case, name)] = rule
+            if isinstance(rec.get("sequence"), str):  # its output folder ends in the sequence
+                rules[(f"{dataset}_{rec['sequence']}", case, name)] = rule
+    return PrepareDrops(rules, tuple(manifests))
+
+
+def _missing_mask_message(
+    name: str, missing: list[tuple[str, str]], total: int, drops: PrepareDrops
+) -> str:
+    """The warning about the cases without a mask file of class ``name``."""
+    from collections import Counter
+
+    text = f"class {name!r} has no mask file in {len(missing)} of {total} cases"
+    if not drops.manifests:
+        return text + " (taken as background there)"
+    where = str(drops.manifests[0]) + (
+        f" and {len(drops.manifests) - 1} more" if len(drops.manifests) > 1 else ""
+    )
+    counts = Counter(
+        drops.rules[(ds, case, name)] for ds, case in missing if (ds, case, name) in drops.rules
+    )
+    if not counts:
+        return text + f" (taken as background there; {where} records no dropped mask for them)"
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    options = [PREPARE_RULE_OPTIONS[r] for r, _ in ordered if r in PREPARE_RULE_OPTIONS]
+    rules = ", ".join(
+        f"{n} {r}" + (f" ({PREPARE_RULE_OPTIONS[r]})" if r in PREPARE_RULE_OPTIONS else "")
+        for r, n in ordered
+    )
+    keep = "/".join(options or PREPARE_RULE_OPTIONS.values())
+    return (
+        text + f": prepare dropped {sum(counts.values())} of them ({rules}; see {where}), so "
+        "the structure, though it may be in those images, is trained as background there "
+        f"(to keep such masks, re-run sammed3d prepare with looser {keep})"
+    )
 
 
 def build_label_maps(cases: list[Any], cache_dir: Path, ctx: Any) -> list[Any]:
@@ -410,11 +506,14 @@ def _load_cases(
     spacing: str,
     *,
     report_failed: set[Path] | None = None,
+    drops: PrepareDrops | None = None,
 ) -> list[SemanticCase]:
     """The usable cases of ``entries``; ``report_failed``: the stats files of failed cases to
-    warn about (the others were reported when they failed)."""
+    warn about (the others were reported when they failed); ``drops``: what prepare dropped
+    (:func:`prepare_drops`), named in the warning about cases without a class's mask file."""
     classes = data.classes
     out: list[SemanticCase] = []
+    no_file: dict[str, list[tuple[str, str]]] = {name: [] for name in classes}
     skipped = 0
     for case, image, label, stats_file, stats in entries:
         error = _failed(stats_file)
@@ -437,6 +536,9 @@ def _load_cases(
                 f"dataset.json (declared: {sorted(declared)}); fix the label file or declare "
                 "the class"
             )
+        for name in classes:  # a mask case without the class's file (prepare may drop it)
+            if name not in case.labels:
+                no_file[name].append((case.dataset, case.case_id))
         lut = [0] * (max(declared) + 1)
         for i, name in enumerate(classes):
             if name in case.labels:  # a mask case may lack a class: no such voxel
@@ -472,7 +574,16 @@ def _load_cases(
         )
     for name, i in zip(classes, range(len(classes)), strict=True):
         lacking = sum(1 for c in out if c.class_voxels[i] == 0)
-        if lacking:
+        missing = no_file[name]
+        if missing:  # one line per class: no mask file (and, if any, empty in more cases)
+            empty = lacking - len(missing)
+            more = f"; it is empty in {empty} more (taken as background there)" if empty else ""
+            logger.warning(
+                "warning: %s%s",
+                _missing_mask_message(name, missing, len(out), drops or PrepareDrops({})),
+                more,
+            )
+        elif lacking:
             logger.info(
                 "class %r is absent from %d of %d cases (taken as background there)",
                 name,
@@ -635,7 +746,9 @@ __all__ = [
     "IGNORE_LABEL",
     "LOCATIONS_PER_VALUE",
     "PADDING",
+    "PREPARE_RULE_OPTIONS",
     "CachedCaseDataset",
+    "PrepareDrops",
     "SemanticCase",
     "TaskData",
     "as_mask_case",
@@ -644,5 +757,6 @@ __all__ = [
     "build_semantic_dataset",
     "crop_case",
     "declared_classes",
+    "prepare_drops",
     "resolve_task_data",
 ]
