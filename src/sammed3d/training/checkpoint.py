@@ -277,6 +277,27 @@ def resumed_model(path: Path, obj: Mapping[str, Any], model_name: str) -> Sam3D:
     return model
 
 
+def stop_after_steps_note(stop_after_steps: int | None, step: int, total_steps: int | None) -> str:
+    """`` (steps of this invocation: this run stops at step N)`` for a run resumed at ``step``
+    with ``run.stop_after_steps``: the limit counts this invocation's steps, not a total.
+
+    >>> stop_after_steps_note(30, 20, None)
+    ' (steps of this invocation: this run stops at step 50)'
+    >>> stop_after_steps_note(None, 20, 100)
+    ' (no step limit: this run trains to step 100)'
+    """
+    if stop_after_steps is None:
+        end = "the end" if total_steps is None else f"step {total_steps}"
+        return f" (no step limit: this run trains to {end})"
+    stop = step + stop_after_steps
+    if total_steps is not None and stop >= total_steps:
+        return (
+            f" (steps of this invocation: this run stops at step {total_steps}, "
+            "the end of the last epoch)"
+        )
+    return f" (steps of this invocation: this run stops at step {stop})"
+
+
 def restore_training_state(
     path: Path,
     obj: Mapping[str, Any],
@@ -284,17 +305,27 @@ def restore_training_state(
     optimizer: torch.optim.Optimizer,
     scaler: Any,
     ctx: DistContext,
+    *,
+    total_steps: int | None = None,
 ) -> Position:
     """Put a resumed run's optimizer, grad scaler and RNG back; return its position.
 
     The optimizer gets the saved AdamW moments and the current ``optim.*`` settings (changed
-    settings are logged as warnings); the learning rate is not read: the scheduler derives it
-    from the config at the returned step (:func:`sammed3d.training.optim.build_scheduler`). RNG
-    states are restored on rank 0 of a run with the saved world size.
+    settings are logged as warnings; a changed ``run.stop_after_steps`` also says where this
+    invocation stops, as it counts the steps of this invocation, not a total); the learning rate
+    is not read: the scheduler derives it from the config at the returned step
+    (:func:`sammed3d.training.optim.build_scheduler`). RNG states are restored on rank 0 of a
+    run with the saved world size.
+
+    Args:
+        total_steps: Optimizer steps of the whole run (``train.epochs`` x steps per epoch), to
+            say where a changed ``run.stop_after_steps`` stops; None: not said.
 
     Raises:
         ConfigError: the saved optimizer state does not fit the trainable parameters.
     """
+    state = obj["train_state"]
+    position = Position(int(state["epoch"]), int(state["step_in_epoch"]), int(state["global_step"]))
     saved_cfg = obj.get("train_config")
     if saved_cfg is not None:
         try:
@@ -302,6 +333,10 @@ def restore_training_state(
         except ConfigError:
             changes = ["(saved config no longer valid)"]
         for change in changes:
+            if change.startswith("run.stop_after_steps:"):
+                change += stop_after_steps_note(
+                    cfg.run.stop_after_steps, position.global_step, total_steps
+                )
             logger.warning("resumed with a changed setting: %s", change)
     try:
         optimizer.load_state_dict(obj["optimizer_state_dict"])
@@ -313,8 +348,6 @@ def restore_training_state(
     apply_optim_config(optimizer, cfg)
     if obj.get("scaler_state_dict"):
         scaler.load_state_dict(obj["scaler_state_dict"])
-    state = obj["train_state"]
-    position = Position(int(state["epoch"]), int(state["step_in_epoch"]), int(state["global_step"]))
     saved_world = state.get("world_size", ctx.world_size)
     if saved_world != ctx.world_size:
         logger.warning(
@@ -347,6 +380,7 @@ __all__ = [
     "load_resume_checkpoint",
     "read_training_checkpoint",
     "restore_training_state",
+    "stop_after_steps_note",
     "resumed_model",
     "rng_state",
     "save_training_checkpoint",

@@ -312,7 +312,9 @@ class Trainer:
         if resume is not None:
             path, obj = resume
             resume = None  # free the CPU copy of the checkpoint after the restore
-            pos = restore_training_state(path, obj, cfg, self.optimizer, self.scaler, ctx)
+            pos = restore_training_state(
+                path, obj, cfg, self.optimizer, self.scaler, ctx, total_steps=t.epochs * n_steps
+            )
             del obj
             self.epoch, self.step_in_epoch = pos.epoch, pos.step_in_epoch
             self.global_step = self._last_saved_step = pos.global_step
@@ -337,10 +339,8 @@ class Trainer:
         self.loop = run.loop
         self._open_outputs(run)
         logger.info(
-            "training %s: %d targets, %d process(es) on %s, global batch %d, %d steps/epoch, "
-            "%d epochs, amp=%s",
-            cfg.model.name,
-            len(dataset),  # type: ignore[arg-type]
+            "training %s, %d process(es) on %s, global batch %d, %d steps/epoch, %d epochs, amp=%s",
+            self._describe_data(model, dataset),
             ctx.world_size,
             ctx.device,
             t.batch_size * t.accumulation_steps * ctx.world_size,
@@ -348,7 +348,39 @@ class Trainer:
             t.epochs,
             autocast_dtype or "fp32",
         )
+        stop = cfg.run.stop_after_steps
+        if stop is not None:
+            logger.info(
+                "run.stop_after_steps=%d: this invocation runs %d step(s), from step %d to %d",
+                stop,
+                self._steps_this_invocation(),
+                self.global_step,
+                self.global_step + self._steps_this_invocation(),
+            )
         return run
+
+    def _describe_data(self, model: nn.Module, dataset: Dataset[Any]) -> str:
+        """What is trained on what, for the start line: ``sam_med3d_demo: 250 targets`` or
+        ``task model (3 classes: a, b, c) on the sam_med3d_demo encoder: 250 crops/epoch from
+        12 cases``."""
+        size = len(dataset)  # type: ignore[arg-type]
+        if not self.semantic:
+            return f"{self.cfg.model.name}: {size} targets"
+        classes = list(model.spec.classes)  # type: ignore[attr-defined]
+        cases = getattr(dataset, "cases", None)
+        source = "" if cases is None else f" from {len(cases)} cases"
+        return (
+            f"task model ({len(classes)} classes: {', '.join(classes)}) on the "
+            f"{self.cfg.model.name} encoder: {size} crops/epoch{source}"
+        )
+
+    def _steps_this_invocation(self) -> int:
+        """Optimizer steps this invocation will run: to the end of the last epoch, or
+        ``run.stop_after_steps`` of them if that comes first (a time limit or a signal may
+        stop it earlier)."""
+        left = max(self.cfg.train.epochs * self._steps_per_epoch - self.global_step, 0)
+        stop = self.cfg.run.stop_after_steps
+        return left if stop is None else min(left, stop)
 
     def _training_data(self) -> tuple[Dataset[dict[str, torch.Tensor]], int]:
         """The dataset (given or configured) and its optimizer steps per epoch.
@@ -366,7 +398,8 @@ class Trainer:
         )
         if n_steps == 0:
             raise ConfigError(
-                f"{size} training targets are too few for one optimizer step: "
+                f"{size} training {'crops' if self.semantic else 'targets'} are too few for one "
+                "optimizer step: "
                 f"need batch_size x accumulation_steps x world_size = "
                 f"{t.batch_size * t.accumulation_steps * ctx.world_size}"
             )
@@ -487,9 +520,11 @@ class Trainer:
 
             classes = model.spec.classes  # type: ignore[attr-defined]
             self._dice_names = [f"dice_{c}" for c in classes]
+            self._dice_labels = list(classes)
             loop: nn.Module = SemanticStep(model, autocast_dtype=autocast_dtype)  # type: ignore[arg-type]
         else:
             self._dice_names = [f"dice_click_{i + 1:02d}" for i in range(t.num_clicks)]
+            self._dice_labels = [f"click {i + 1}" for i in range(t.num_clicks)]
             loop = ClickLoop(
                 model,
                 num_clicks=t.num_clicks,
@@ -538,15 +573,20 @@ class Trainer:
                     log_dir=str(self.run_dir / "tensorboard"),
                     purge_step=self.global_step + 1 if run.resumed else None,
                 )
+        # with a step limit: the steps of this invocation; else the run's, from where it is
+        limited = r.stop_after_steps is not None
         run.bar = tqdm(
-            total=self.cfg.train.epochs * self._steps_per_epoch,
-            initial=self.global_step,
+            total=self._steps_this_invocation() if limited else self._total_steps(),
+            initial=0 if limited else self.global_step,
             desc="train",
             unit="step",
             disable=not (self.show_progress and self.ctx.is_main),
             dynamic_ncols=True,
         )
         run.class_crops = torch.zeros(len(self._dice_names), dtype=torch.float64)
+
+    def _total_steps(self) -> int:
+        return self.cfg.train.epochs * self._steps_per_epoch
 
     def _trim_log(self) -> None:
         """Keep only ``log.jsonl`` lines up to the restored step (all of them on a fresh run)."""
@@ -635,6 +675,7 @@ class Trainer:
             "epoch": self.epoch,
             "loss": loss,
             "dice": dice,
+            "dice_names": list(self._dice_labels),
             "lr": dict(self._step_lrs),
             "samples_per_second": window["samples"] * ctx.world_size / elapsed,
         }
@@ -651,7 +692,17 @@ class Trainer:
             for name, lr in record["lr"].items():
                 w.add_scalar(f"train/lr_{name}", lr, self.global_step)
             w.add_scalar("train/samples_per_second", record["samples_per_second"], self.global_step)
-        run.bar.set_postfix(loss=f"{loss:.4f}", dice=f"{dice[-1]:.3f}", epoch=self.epoch)
+        run.bar.set_postfix(self._bar_postfix(loss, dice))
+
+    def _bar_postfix(self, loss: float, dice: list[float]) -> dict[str, Any]:
+        """The progress bar's values: the loss, the mean Dice over the classes (semantic) or
+        the Dice after the last click (interactive), the epoch."""
+        if self.semantic:
+            key = f"dice(mean of {len(dice)} classes)"
+            value = sum(dice) / len(dice)
+        else:
+            key, value = f"dice(click {len(dice)})", dice[-1]
+        return {"loss": f"{loss:.4f}", key: f"{value:.3f}", "epoch": self.epoch}
 
     # ---------------------------------------------------------------- main loop
 
