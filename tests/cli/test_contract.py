@@ -265,3 +265,28 @@ def test_train_stopped_by_a_signal_checkpoints_and_resumes(
     monkeypatch.setattr(trainer, "mask_only_iterations", original)
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+
+
+def test_every_logged_warning_reads_as_one(capsys) -> None:
+    """A library warning logged without the word (``dataset.json says numTraining=6 but ...``)
+    was printed bare among ``warning: ...`` lines; each is marked once, info lines are not."""
+    import logging
+
+    from sammed3d.cli import setup_logging
+
+    setup_logging()
+    try:
+        log = logging.getLogger("sammed3d.data.layouts.nnunet")
+        log.warning("%s: dataset.json says numTraining=%d", "ds", 6)
+        log.warning("warning: already marked")
+        log.warning("note: 2 class name(s) not in the catalogue")
+        log.info("prepared 1 of 1 case")
+        err = capsys.readouterr().err.splitlines()
+    finally:
+        logging.getLogger().handlers.clear()
+    assert err == [
+        "warning: ds: dataset.json says numTraining=6",
+        "warning: already marked",
+        "note: 2 class name(s) not in the catalogue",
+        "prepared 1 of 1 case",
+    ]

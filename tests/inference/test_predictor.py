@@ -128,6 +128,21 @@ def test_ct_clamp_applies_only_for_ct(lab):
         assert predictor.modality == ("CT" if clip else None)
 
 
+def test_ct_without_values_below_zero_is_questioned(lab, caplog):
+    """``--modality CT`` given to an MR image (no air or fat below 0 HU) was clamped unseen."""
+    import logging
+
+    vol, _, _, _ = _sphere_setup(lab, "lps_aniso")
+    predictor = SamMed3DPredictor(lab.OracleModel(img_size=48), extend=False)
+    positive = vol.with_array(np.abs(vol.array) + 5.0)
+    with caplog.at_level(logging.WARNING, logger="sammed3d.inference.predictor"):
+        predictor.set_image(positive, modality="CT")
+        predictor.set_image(positive, modality="MR")  # said MR: nothing to question
+        predictor.set_image(positive.with_array(positive.array - 1000.0), modality="CT")
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "has no value below 0" in said[0] and "--modality MR" in said[0]
+
+
 def test_an_unknown_modality_is_refused_where_a_person_names_it(lab, tmp_path):
     """A typo such as "CTX" would skip the CT clamp silently (as the CLI's --modality
     refuses it); a file header's other codes are not typos and pass."""

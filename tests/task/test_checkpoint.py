@@ -62,6 +62,14 @@ def test_a_sam_model_is_not_a_task_checkpoint(tmp_path):
         load_task_checkpoint(tmp_path / "missing.pth")
 
 
+@pytest.mark.parametrize("name", ["default", "turbo"])
+def test_a_promptable_model_name_is_named_as_such(name: str, tmp_path, monkeypatch) -> None:
+    """``predict --checkpoint default`` said "task checkpoint not found: default"."""
+    monkeypatch.chdir(tmp_path)  # no file of that name here
+    with pytest.raises(FileNotFoundError, match=rf"^'{name}' names a promptable SAM-Med3D model"):
+        load_task_checkpoint(name)
+
+
 def test_run_folder_resolves_to_its_newest_checkpoint(tmp_path):
     model = tiny_task_model()
     save_task_checkpoint(model, tmp_path / "run" / "checkpoints" / "final.pth")

@@ -154,6 +154,19 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     return parser
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """Messages as written, a warning marked ``warning: `` (unless it says ``warning``/``note``
+    itself), so every warning on the console reads as one, whichever module logged it."""
+
+    MARKS = ("warning", "note", "error")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING and not text.lower().startswith(self.MARKS):
+            text = f"warning: {text}"
+        return text
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Configure the root logger for CLI use (library code only gets loggers)."""
     logging.basicConfig(
@@ -162,6 +175,9 @@ def setup_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
         force=True,
     )
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(_ConsoleFormatter("%(message)s"))
 
 
 #: Failures reported as a one-line ``error: ...`` (exit 2) instead of a traceback.

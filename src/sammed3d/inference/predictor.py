@@ -153,6 +153,20 @@ def read_modality(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def _warn_if_not_hounsfield(volume: Volume) -> None:
+    """Warn when an image said to be CT has no value below 0: a CT of a body holds air and fat
+    (below 0 HU), an MR image rarely does, and the CT clamp to [-1000, 1000] then silently
+    changes what the model sees (``--modality CT`` given to an MR image)."""
+    lowest = float(np.min(volume.array))
+    if lowest >= 0:
+        logger.warning(
+            "warning: the image is treated as CT (intensities clamped to [-1000, 1000] HU) "
+            "but has no value below 0 (lowest %g): if it is not a CT in Hounsfield units, "
+            "give its modality (e.g. --modality MR)",
+            lowest,
+        )
+
+
 class SamMed3DPredictor:
     """Promptable segmentation of a 3-D image in its own (native) voxel space.
 
@@ -455,6 +469,8 @@ class SamMed3DPredictor:
         self._modality = (
             modality if modality is not None else (self.default_modality or meta_modality)
         )
+        if self._modality == "CT":
+            _warn_if_not_hounsfield(volume)
         logger.debug(
             "image %s, lattice %s, modality %s (%.3f s)",
             volume,

@@ -131,6 +131,14 @@ def resolve_task_checkpoint(path: str | os.PathLike[str]) -> Path:
     """
     p = Path(path).expanduser()
     if not p.exists():
+        from sammed3d.weights import looks_like_name, lookup
+
+        if looks_like_name(str(path)) and lookup(str(path)) is not None:
+            raise FileNotFoundError(
+                f"{path!r} names a promptable SAM-Med3D model, not a task model: use it with "
+                "`sammed3d segment`, or train a task model on its encoder with `sammed3d train "
+                f"--config semantic --init {path}` (docs/transfer.md)"
+            )
         raise FileNotFoundError(f"task checkpoint not found: {p}")
     if p.is_dir():
         from sammed3d.training.checkpoint import find_latest_checkpoint
