@@ -13,7 +13,7 @@ from sammed3d.cli import main
 from sammed3d.io import Volume, read_volume, write_volume
 from sammed3d.task.checkpoint import save_task_checkpoint
 from tests.task.conftest import one_thread, tiny_task_model  # noqa: F401 - autouse fixture
-from tests.training.conftest import write_nnunet_dataset
+from tests.training.conftest import write_nnunet_dataset, write_per_class_copy
 
 OBLIQUE = np.array([[0.96, -0.28, 0.0], [0.28, 0.96, 0.0], [0.0, 0.0, 1.0]])
 
@@ -181,29 +181,12 @@ def test_a_case_whose_label_map_is_on_another_grid_is_skipped(tmp_path, task_che
     assert " on 2 cases (1 skipped); results in" in printed.out
 
 
-def _as_per_class(data: Path, root: Path) -> Path:
-    """The nnU-Net dataset ``data`` in the per-class layout: one folder per class, each with
-    the images (hard links) and that class's binary masks."""
-    for label_file in sorted((data / "labelsTr").iterdir()):
-        case = label_file.name.removesuffix(".nii.gz")
-        label = read_volume(label_file)
-        for name, value in (("blob", 1), ("speck", 2)):
-            folder = root / name / "ct_Blobs"
-            (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
-            (folder / "imagesTr" / f"{case}.nii.gz").hardlink_to(
-                data / "imagesTr" / f"{case}_0000.nii.gz"
-            )
-            mask = (np.asarray(label.array) == value).astype(np.uint8)
-            write_volume(label.with_array(mask), folder / "labelsTr" / f"{case}.nii.gz")
-    return root
-
-
 def test_per_class_data_predicts_each_image_once(tmp_path, task_checkpoint, capsys):
     """The per-class layout lists each scan once per class folder: it was predicted once per
     class (4 predictions and "cases": 4 for 2 images). Scored as per class folders, the
     results are those of the same data as one nnU-Net label map per case."""
     data = write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=2, shape=(40, 36, 32))
-    per_class = _as_per_class(data, tmp_path / "per_class")
+    per_class = write_per_class_copy(data, tmp_path / "per_class")
     base = ["predict", "--checkpoint", str(task_checkpoint), "--data"]
     assert main([*base, str(data), "-o", str(tmp_path / "nnunet")]) == 0
     capsys.readouterr()
@@ -228,7 +211,7 @@ def test_unscored_classes_are_said(tmp_path, task_checkpoint, capsys):
     """A model class the dataset does not declare and a scan without a class's mask file
     (per-class layout): one warning each, counts in summary.json, the mean names its classes."""
     data = write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=2, shape=(40, 36, 32))
-    per_class = _as_per_class(data, tmp_path / "per_class")
+    per_class = write_per_class_copy(data, tmp_path / "per_class")
     for folder in ("imagesTr", "labelsTr"):
         (per_class / "speck" / "ct_Blobs" / folder / "case_001.nii.gz").unlink()
     base = ["predict", "--checkpoint", str(task_checkpoint), "--data"]

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-
-from sammed3d.io import Volume, read_volume, write_volume
+from sammed3d.io import Volume
 from sammed3d.task import TaskPredictor, evaluate_task
-from tests.training.conftest import write_nnunet_dataset
+from tests.training.conftest import write_nnunet_dataset, write_per_class_copy
 
 
 class CountingPredictor(TaskPredictor):
@@ -21,25 +17,9 @@ class CountingPredictor(TaskPredictor):
         return super().predict(volume, modality=modality)
 
 
-def _as_per_class(data: Path, root: Path) -> Path:
-    """The nnU-Net dataset ``data`` in the per-class layout ``sammed3d prepare`` writes."""
-    for label_file in sorted((data / "labelsTr").iterdir()):
-        case = label_file.name.removesuffix(".nii.gz")
-        label = read_volume(label_file)
-        for name, value in (("blob", 1), ("speck", 2)):
-            folder = root / name / "ct_Blobs"
-            (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
-            (folder / "imagesTr" / f"{case}.nii.gz").hardlink_to(
-                data / "imagesTr" / f"{case}_0000.nii.gz"
-            )
-            mask = (np.asarray(label.array) == value).astype(np.uint8)
-            write_volume(label.with_array(mask), folder / "labelsTr" / f"{case}.nii.gz")
-    return root
-
-
 def test_per_class_folders_score_like_their_label_maps(tmp_path, task_checkpoint):
     data = write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=2, shape=(40, 36, 32))
-    per_class = _as_per_class(data, tmp_path / "per_class")
+    per_class = write_per_class_copy(data, tmp_path / "per_class")
     predictor = CountingPredictor.from_checkpoint(task_checkpoint)
     expected = evaluate_task(predictor, data, tmp_path / "nnunet")
     CountingPredictor.calls = 0
@@ -67,7 +47,7 @@ def test_unscored_classes_and_cases_are_counted(tmp_path, caplog):
         tiny_task_model(classes=("blob", "speck", "kidney")), tmp_path / "task.pth"
     )
     data = write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=3, shape=(40, 36, 32))
-    per_class = _as_per_class(data, tmp_path / "per_class")
+    per_class = write_per_class_copy(data, tmp_path / "per_class")
     for case in ("case_001", "case_002"):  # as if prepare had dropped these specks
         for folder in ("imagesTr", "labelsTr"):
             (per_class / "speck" / "ct_Blobs" / folder / f"{case}.nii.gz").unlink()

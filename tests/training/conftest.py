@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sammed3d.io import Volume, write_volume
+from sammed3d.io import Volume, read_volume, write_volume
 
 
 def write_nnunet_dataset(
@@ -63,3 +63,21 @@ def nnunet_dataset(tmp_path: Path) -> Path:
 def tiny_overrides(run_dir: Path, *extra: str) -> list[str]:
     """Overrides of the packaged ``tiny_cpu`` config for a seconds-long run."""
     return [f"run.output_dir={run_dir}", *extra]
+
+
+def write_per_class_copy(data: Path, root: Path) -> Path:
+    """The nnU-Net dataset ``data`` (:func:`write_nnunet_dataset`, classes blob 1 and speck 2)
+    in the per-class layout ``sammed3d prepare`` writes: one folder per class, each with the
+    images (hard links) and that class's binary masks. Returns ``root``."""
+    for label_file in sorted((data / "labelsTr").iterdir()):
+        case = label_file.name.removesuffix(".nii.gz")
+        label = read_volume(label_file)
+        for name, value in (("blob", 1), ("speck", 2)):
+            folder = root / name / "ct_Blobs"
+            (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+            (folder / "imagesTr" / f"{case}.nii.gz").hardlink_to(
+                data / "imagesTr" / f"{case}_0000.nii.gz"
+            )
+            mask = (np.asarray(label.array) == value).astype(np.uint8)
+            write_volume(label.with_array(mask), folder / "labelsTr" / f"{case}.nii.gz")
+    return root
