@@ -90,9 +90,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sammed3d.cli import CLIError, CommandFailed
-    from sammed3d.cli.segment import _check_output_name
     from sammed3d.devices import resolve_device
-    from sammed3d.io import check_output_file
+    from sammed3d.io import check_output_file, check_volume_name
 
     if (args.image is None) == (args.data is None):
         raise CLIError("give either an IMAGE or --data DATASET (not both)")
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     # everything that can be checked before the work: output, device
     if args.data is None:
-        _check_output_name(args.output)
+        check_volume_name(args.output)
         check_output_file(args.output, overwrite=args.overwrite, protect=(args.image,))
     else:
         from sammed3d.task.evaluation import check_output_dir

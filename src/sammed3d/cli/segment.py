@@ -169,12 +169,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
 
 
-def _check_output_name(path: str) -> None:
-    from sammed3d.io import check_volume_name
-
-    check_volume_name(path)
-
-
 def _first_click_extents(session: InteractiveSession, extent: int | None) -> None:
     """Print the masks the first click could get; take ``extent`` of them if given."""
     import numpy as np
@@ -221,7 +215,12 @@ def run(args: argparse.Namespace) -> int:
     from sammed3d.cli import CLIError
     from sammed3d.devices import resolve_device
     from sammed3d.inference import InteractiveSession, SamMed3DPredictor
-    from sammed3d.io import LPS_TO_RAS, check_output_file, describe_world_extent
+    from sammed3d.io import (
+        LPS_TO_RAS,
+        check_output_file,
+        check_volume_name,
+        describe_world_extent,
+    )
 
     clicks = args.clicks or []
     if not clicks:
@@ -232,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--label must be in 1..65535, got {args.label}")
     check_max_rois(args.max_rois)
     check_rule_args(args)
-    _check_output_name(args.output)
+    check_volume_name(args.output)
     # everything that can be checked before the work: output, device
     check_output_file(args.output, overwrite=args.overwrite, protect=(args.image,))
     if args.threads is not None:
