@@ -350,12 +350,13 @@ class Trainer:
         )
         stop = cfg.run.stop_after_steps
         if stop is not None:
+            steps = self._steps_this_invocation()
             logger.info(
                 "run.stop_after_steps=%d: this invocation runs %d step(s), from step %d to %d",
                 stop,
-                self._steps_this_invocation(),
+                steps,
                 self.global_step,
-                self.global_step + self._steps_this_invocation(),
+                self.global_step + steps,
             )
         return run
 
@@ -378,7 +379,7 @@ class Trainer:
         """Optimizer steps this invocation will run: to the end of the last epoch, or
         ``run.stop_after_steps`` of them if that comes first (a time limit or a signal may
         stop it earlier)."""
-        left = max(self.cfg.train.epochs * self._steps_per_epoch - self.global_step, 0)
+        left = max(self._total_steps() - self.global_step, 0)
         stop = self.cfg.run.stop_after_steps
         return left if stop is None else min(left, stop)
 
@@ -586,6 +587,7 @@ class Trainer:
         run.class_crops = torch.zeros(len(self._dice_names), dtype=torch.float64)
 
     def _total_steps(self) -> int:
+        """Optimizer steps of the whole run: ``train.epochs`` x steps per epoch."""
         return self.cfg.train.epochs * self._steps_per_epoch
 
     def _trim_log(self) -> None:
