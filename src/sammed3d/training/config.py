@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import types
 from collections.abc import Mapping, Sequence
@@ -229,6 +230,10 @@ class TrainSection:
     #: target (highest IoU) instead of the one the IoU head ranks first: a person who took
     #: another extent (``InteractiveSession.choose_extent``) and clicks on from there.
     choose_extent_fraction: float = 0.0
+    #: Option (ours, ``loss_resolution=low``; published: 0): weight of a hinge on each later
+    #: click's soft Dice falling below the previous click's (``losses.dice_fall_penalty``):
+    #: more gradient exactly where a click made the mask worse.
+    dice_fall_weight: float = 0.0
     #: Option: DDP ``find_unused_parameters``. Off: parameters that the regime never trains
     #: (IoU head, ``no_mask_embed``) are frozen instead, which AdamW treats identically.
     find_unused_parameters: bool = False
@@ -420,6 +425,12 @@ def validate_config(cfg: TrainingConfig) -> None:
             "train.choose_extent_fraction > 0 needs train.loss_resolution=low and "
             "train.first_click_multimask=true"
         )
+    if not (math.isfinite(t.dice_fall_weight) and t.dice_fall_weight >= 0):
+        raise ConfigError(
+            f"train.dice_fall_weight must be a finite number >= 0, got {t.dice_fall_weight}"
+        )
+    if t.dice_fall_weight > 0 and t.loss_resolution != "low":
+        raise ConfigError("train.dice_fall_weight > 0 needs train.loss_resolution=low")
     if t.iou_loss_weight < 0:
         raise ConfigError(f"train.iou_loss_weight must be >= 0, got {t.iou_loss_weight}")
     if t.first_click_weight <= 0 or not 0.0 <= t.center_click_fraction <= 1.0:

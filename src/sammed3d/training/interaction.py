@@ -14,6 +14,7 @@ no ``forward``).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -26,7 +27,7 @@ from torch import nn
 from sammed3d.clicks import sample_clicks_batch, sample_next_click
 from sammed3d.modeling import Sam3D, select_by_iou
 from sammed3d.training.leaks import LEAK_FRACTION_RANGE, leaked_prompt
-from sammed3d.training.losses import build_seg_loss, hard_dice
+from sammed3d.training.losses import build_seg_loss, dice_fall_penalty, hard_dice, soft_dice
 from sammed3d.training.multimask import multimask_first_click_loss
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class ClickLoop(nn.Module):
         leak_prompt_any_click: bool = False,
         leak_prompt_max_fraction: float = LEAK_FRACTION_RANGE[1],
         choose_extent_fraction: float = 0.0,
+        dice_fall_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if num_clicks < 1:
@@ -170,6 +172,13 @@ class ClickLoop(nn.Module):
                 "choose_extent_fraction needs loss_resolution='low' and first_click_multimask"
             )
         self.choose_extent_fraction = float(choose_extent_fraction)
+        if not (math.isfinite(dice_fall_weight) and dice_fall_weight >= 0):
+            raise ValueError(
+                f"dice_fall_weight must be a finite number >= 0, got {dice_fall_weight}"
+            )
+        if dice_fall_weight > 0 and loss_resolution != "low":
+            raise ValueError("dice_fall_weight needs loss_resolution='low'")
+        self.dice_fall_weight = float(dice_fall_weight)
         if not leak_prompt_max_fraction >= LEAK_FRACTION_RANGE[0]:
             raise ValueError(
                 f"leak_prompt_max_fraction must be >= {LEAK_FRACTION_RANGE[0]}, "
@@ -332,6 +341,7 @@ class ClickLoop(nn.Module):
         labels_so_far: list[torch.Tensor] = []
         loss = torch.zeros((), device=device)
         dices = []
+        soft_before: torch.Tensor | None = None  # the previous click's soft Dice (fall hinge)
         for it in range(self.num_clicks):
             if it == 0:
                 clicks = [
@@ -387,8 +397,16 @@ class ClickLoop(nn.Module):
                     closest = outputs[torch.arange(batch), best][:, None]
                     keep = chosen.to(device).view(-1, *([1] * (low_res.dim() - 1)))
                     low_res = torch.where(keep, closest, low_res)
+                if self.dice_fall_weight > 0:
+                    soft_before = soft_dice(low_res.detach(), target)
                 continue
             loss = loss + weight * self.seg_loss(low_res, target)
+            if self.dice_fall_weight > 0:
+                if soft_before is None:
+                    soft_before = soft_dice(low_res.detach(), target)
+                else:
+                    fall, soft_before = dice_fall_penalty(low_res, target, soft_before)
+                    loss = loss + self.dice_fall_weight * fall
             dices.append(hard_dice(low_res.detach(), target_bool.float()))
         dice_per_sample = torch.stack(dices, dim=1)
         return {"loss": loss, "dice": dice_per_sample.mean(0), "dice_per_sample": dice_per_sample}

@@ -10,7 +10,7 @@ DDP gradient averaging equals one process with the global batch.
 from __future__ import annotations
 
 import torch
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
 
@@ -46,4 +46,54 @@ def hard_dice(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.0
     return torch.where(total > 0, 2.0 * inter / total.clamp(min=1.0), torch.ones_like(total))
 
 
-__all__ = ["build_seg_loss", "hard_dice"]
+_SOFT_DICE_LOSS = DiceLoss(sigmoid=True, squared_pred=True, reduction="none")
+
+
+def soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft Dice per sample, as the Dice term of :func:`build_seg_loss` measures it.
+
+    ``2 * sum(p * t) / (sum(p ** 2) + sum(t ** 2))`` with ``p = sigmoid(logits)`` (MONAI
+    ``DiceLoss(sigmoid=True, squared_pred=True)``, smoothing 1e-5), per sample and channel,
+    averaged over the channels.
+
+    Args:
+        logits: ``(B, C, D, H, W)``.
+        target: Same shape, float in [0, 1] (area fractions allowed).
+
+    Returns:
+        ``(B,)`` soft Dice in [0, 1], differentiable in ``logits``.
+
+    Raises:
+        ValueError: the shapes differ.
+    """
+    if logits.shape != target.shape:
+        raise ValueError(
+            f"logits and target must have the same shape, got {tuple(logits.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    return 1.0 - _SOFT_DICE_LOSS(logits, target).flatten(1).mean(1)
+
+
+def dice_fall_penalty(
+    logits: torch.Tensor, target: torch.Tensor, before: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hinge on a click lowering the soft Dice: ``mean(relu(before - soft_dice(logits)))``.
+
+    Ours (``train.dice_fall_weight``): the per-click loss already asks every click for the
+    target; this adds a gradient exactly where a click made the mask worse than the one it
+    was given (issue 10: "Dice does not fall as clicks are added").
+
+    Args:
+        logits: ``(B, 1, D, H, W)`` this click's logits.
+        target: Same shape, float in [0, 1].
+        before: ``(B,)`` the previous click's soft Dice (detached here).
+
+    Returns:
+        ``(penalty, dice)``: the scalar hinge, and this click's ``(B,)`` soft Dice, detached,
+        for the next click.
+    """
+    dice = soft_dice(logits, target)
+    return torch.relu(before.detach() - dice).mean(), dice.detach()
+
+
+__all__ = ["build_seg_loss", "dice_fall_penalty", "hard_dice", "soft_dice"]

@@ -544,6 +544,7 @@ class Trainer:
                 leak_prompt_any_click=t.leak_prompt_any_click,
                 leak_prompt_max_fraction=t.leak_prompt_max_fraction,
                 choose_extent_fraction=t.choose_extent_fraction,
+                dice_fall_weight=t.dice_fall_weight,
             )
         if not ctx.distributed:
             return loop
