@@ -576,7 +576,18 @@ def test_an_extent_beyond_the_list_names_the_flag(tmp_path, capsys):
     path = write_volume(Volume(img.astype(np.float32), (1.0, 1.0, 1.0)), tmp_path / "ball.nii.gz")
     argv = ["segment", str(path), "-p", "32", "32", "32", "--checkpoint", "default"]
     out = tmp_path / "m.nii.gz"
-    assert main([*argv, "-o", str(out), "--extent", "50"]) == 2
-    expected = r"--extent must be in 0\.\.\d+ \(the masks listed above\), got 50"
+    # within what the model can list (3 outputs x the main and the zoom lattice) but beyond
+    # what this click lists: refused after the model ran, naming the listed masks
+    assert main([*argv, "-o", str(out), "--extent", "5"]) == 2
+    expected = r"--extent must be in 0\.\.\d \(the masks listed above\), got 5"
     assert re.search(expected, _err(capsys))
+    assert not out.exists()
+    # beyond what the model can ever list: refused before the image is read or encoded
+    assert main([*argv, "-o", str(out), "--extent", "6"]) == 2
+    captured = capsys.readouterr()
+    assert (
+        "--extent must be in 0..5 for this model (its first click lists at most 6 masks), "
+        "got 6" in captured.err
+    )
+    assert "loaded" in captured.out and "read " not in captured.out
     assert not out.exists()

@@ -279,6 +279,16 @@ def test_extent_errors_are_one_line(lab):
         plain.extents()
 
 
+@pytest.mark.parametrize(("zoom", "fine", "most"), [(0.0, 0.0, 3), (1.0, 0.0, 6), (1.0, 0.5, 9)])
+def test_max_extents_bounds_the_list_before_any_image(lab, zoom, fine, most):
+    session, scene = _session(lab, zoom=zoom, fine=fine)
+    assert session.predictor.max_extents() == most  # 3 outputs on each lattice
+    session.add_point(scene.centre)
+    assert 1 <= len(session.extents()) <= most
+    plain = SamMed3DPredictor(lab.OracleModel(img_size=SIZE), target_spacing=(MAIN,) * 3)
+    assert plain.max_extents() == 0
+
+
 def test_simulated_extent_choice_takes_the_best_dice(lab):
     session, scene = _session(lab)
     method = ModelMethod(session, choose_extent=True)

@@ -255,6 +255,11 @@ def run(args: argparse.Namespace) -> int:
             f"--extent needs a model that offers several masks per click; {predictor.checkpoint}"
             " decodes one mask per click"
         )
+    if args.extent is not None and args.extent >= predictor.max_extents():
+        raise CLIError(  # before the image is read and encoded; the click may list fewer
+            f"--extent must be in 0..{predictor.max_extents() - 1} for this model (its first "
+            f"click lists at most {predictor.max_extents()} masks), got {args.extent}"
+        )
 
     t0 = time.perf_counter()
     session = InteractiveSession(predictor, accumulate_clicks=args.accumulate)

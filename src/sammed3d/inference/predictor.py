@@ -844,6 +844,19 @@ class SamMed3DPredictor:
         trained with ``first_click_multimask``); :meth:`first_click_extents` lists them."""
         return bool(getattr(self.model, "first_click_multimask", False))
 
+    def max_extents(self) -> int:
+        """The most masks :meth:`first_click_extents` can list for one click, known before
+        any image: the multimask outputs on the main lattice and on each zoom lattice the
+        settings allow (``zoom_spacing``, ``fine_zoom_spacing``); 0 for a model that decodes
+        one mask per click. Duplicates and masks that reach a zoom ROI's faces are dropped
+        later, so a click may list fewer."""
+        if not self.offers_extents():
+            return 0
+        lattices = 1 + int(bool(self.zoom_spacing)) + int(bool(self.fine_zoom_spacing))
+        decoder = getattr(self.model, "mask_decoder", None)
+        outputs = int(getattr(decoder, "num_multimask_outputs", 3))  # published: 3
+        return outputs * lattices
+
     def first_click_extents(
         self, roi: RoiGrid, points: np.ndarray, labels: np.ndarray, *, zoom: bool = True
     ) -> list[tuple[Tile, float]]:
