@@ -42,12 +42,14 @@ class Table:
         self.falls: dict[str, list[bool]] = defaultdict(list)
 
 
-def collect(method_dir: Path) -> Table:
-    """Every run folder of one method, pooled per row label."""
+def collect(method_dir: Path, groups: dict[str, str] | None = None) -> Table:
+    """Every run folder of one method, pooled per row label (``groups``: run name without
+    its ``_s<seed>`` -> row label template; default :data:`GROUPS`)."""
+    groups = GROUPS if groups is None else groups
     table = Table()
     for run in sorted(p for p in method_dir.iterdir() if (p / "per_click.csv").is_file()):
         base = re.sub(r"_s\d+$", "", run.name)
-        template = GROUPS.get(base, base)
+        template = groups.get(base, base)
         curves: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
         with (run / "per_click.csv").open(encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
