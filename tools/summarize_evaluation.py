@@ -47,6 +47,8 @@ def collect(method_dir: Path, groups: dict[str, str] | None = None) -> Table:
     its ``_s<seed>`` -> row label template; default :data:`GROUPS`)."""
     groups = GROUPS if groups is None else groups
     table = Table()
+    if not method_dir.is_dir():  # e.g. no baseline run (evaluate_default_model.sh BASELINE=0)
+        return table
     for run in sorted(p for p in method_dir.iterdir() if (p / "per_click.csv").is_file()):
         base = re.sub(r"_s\d+$", "", run.name)
         template = groups.get(base, base)
@@ -75,6 +77,13 @@ def _share(flags: list[bool]) -> str:
 def main(argv: list[str]) -> int:
     root = Path(argv[0]) if argv else Path("runs/eval")
     model = collect(root / "model")
+    if not model.dice:
+        print(
+            f"error: no {root}/model/<run>/per_click.csv (expected the output of "
+            "tools/evaluate_default_model.sh)",
+            file=sys.stderr,
+        )
+        return 2
     baseline = collect(root / "region_growing")
     clicks = sorted({c for rows in model.dice.values() for c in rows})
     head = " | ".join(f"{c} click{'s' if c > 1 else ''}" for c in clicks)

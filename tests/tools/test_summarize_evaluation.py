@@ -59,3 +59,24 @@ def test_table_counts_first_click_hits_and_falls(tmp_path: Path) -> None:
         "| Colin27 synthetic lesions (2) | default model | 0.400 | 0.450 | 0.610 | 1/2 | 1/4 |"
     )
     assert baseline.endswith("| 0.300 | 0.280 | 0.300 | - | 0/4 |")
+
+
+def test_without_a_baseline_run_its_rows_show_dashes(tmp_path: Path) -> None:
+    # evaluate_default_model.sh BASELINE=0 writes no region_growing folder
+    _write_run(tmp_path / "model" / "lesions", {"a": [0.6, 0.7, 0.8]}, {"a": "1"})
+    out = subprocess.run(
+        [sys.executable, str(TOOL), str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert (
+        "| Colin27 synthetic lesions (1) | default model | 0.600 | 0.700 | 0.800 | 1/1 | 0/2 |"
+        in out
+    )
+    assert "| Colin27 synthetic lesions (1) | region growing | - | - | - | - | - |" in out
+
+
+def test_no_model_runs_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(TOOL), str(tmp_path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "no " in proc.stderr and "per_click.csv" in proc.stderr
