@@ -32,6 +32,18 @@ TUNING_GROUPS = {
 }
 
 
+#: Row order of the table (the docs' order); other labels follow in the order found.
+ROW_ORDER = (
+    "whole brain",
+    "white matter",
+    "lateral ventricles",
+    "lesions 1 mm",
+    "lesions 1.5 mm",
+    "fresh lesions 1 mm",
+    "fresh lesions 1.5 mm",
+)
+
+
 def _count(flags: list[bool]) -> str:
     return f"{sum(flags)}/{len(flags)}" if flags else "-"
 
@@ -57,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     means: dict[int, list[float]] = {c: [] for c in clicks}
     holds: list[bool] = []
     falls: list[bool] = []
-    for label, by_click in table.dice.items():
+    order = {label: n for n, label in enumerate(ROW_ORDER)}
+    rows = sorted(table.dice.items(), key=lambda item: order.get(item[0], len(order)))
+    for label, by_click in rows:
         cells = []
         for c in clicks:
             values = by_click.get(c, [])

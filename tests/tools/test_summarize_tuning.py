@@ -63,6 +63,13 @@ def test_seeds_pooled_and_kinds_weighed_once(tmp_path: Path) -> None:
     assert "| lateral ventricles (1) | 0.200 | 0.400 | 1/1 | 0/2 |" in lines
     assert "| lesions 1 mm (3) | 0.200 | 0.200 | 3/3 | 0/6 |" in lines
     # mean of the four kinds, not of the seven targets: (0.5 + 0.7 + 0.2 + 0.2) / 4 = 0.4
+    # the docs' row order: whole brain, white matter, ventricles, lesions
+    assert [line.split(" (")[0] for line in lines[2:-1]] == [
+        "| whole brain",
+        "| white matter",
+        "| lateral ventricles",
+        "| lesions 1 mm",
+    ]
     assert lines[-1] == "| mean of the 4 kinds | **0.400** | **0.500** | 7/7 | 1/14 |"
 
 
