@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
+from sammed3d import build_model
 from sammed3d.io import Volume, read_volume, write_volume
+from sammed3d.training.interaction import ClickLoop
 
 
 def write_nnunet_dataset(
@@ -81,3 +85,20 @@ def write_per_class_copy(data: Path, root: Path) -> Path:
             mask = (np.asarray(label.array) == value).astype(np.uint8)
             write_volume(label.with_array(mask), folder / "labelsTr" / f"{case}.nii.gz")
     return root
+
+
+def dense_click_loop(num_clicks: int = 3, **options: Any) -> ClickLoop:
+    """A :class:`ClickLoop` of our regime (accumulated clicks, detached prompt, loss on the
+    low-res grid, clicks at logit 0) on ``sam_med3d_tiny_dense`` with seeded weights;
+    ``options``: the ClickLoop option under test."""
+    torch.manual_seed(0)
+    model = build_model("sam_med3d_tiny_dense").train()
+    return ClickLoop(
+        model,
+        num_clicks=num_clicks,
+        click_threshold=0.0,
+        accumulate_clicks=True,
+        detach_mask_prompt=True,
+        loss_resolution="low",
+        **options,
+    )

@@ -11,20 +11,11 @@ from sammed3d import build_model
 from sammed3d.training.config import ConfigError, TrainingConfig, validate_config
 from sammed3d.training.interaction import ClickLoop
 
+from .conftest import dense_click_loop
+
 
 def _loop(fraction: float) -> ClickLoop:
-    torch.manual_seed(0)
-    model = build_model("sam_med3d_tiny_dense").train()
-    return ClickLoop(
-        model,
-        num_clicks=2,
-        click_threshold=0.0,
-        accumulate_clicks=True,
-        detach_mask_prompt=True,
-        loss_resolution="low",
-        first_click_multimask=True,
-        choose_extent_fraction=fraction,
-    )
+    return dense_click_loop(2, first_click_multimask=True, choose_extent_fraction=fraction)
 
 
 def _spy(

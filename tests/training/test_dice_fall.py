@@ -14,6 +14,8 @@ from sammed3d.training.config import ConfigError, TrainingConfig, validate_confi
 from sammed3d.training.interaction import ClickLoop
 from sammed3d.training.losses import dice_fall_penalty, soft_dice
 
+from .conftest import dense_click_loop
+
 
 def _target() -> torch.Tensor:
     t = torch.zeros(2, 1, 8, 8, 8)
@@ -53,17 +55,7 @@ def test_fall_penalty_counts_only_falls():
 
 
 def _loop(weight: float) -> ClickLoop:
-    torch.manual_seed(0)
-    model = build_model("sam_med3d_tiny_dense").train()
-    return ClickLoop(
-        model,
-        num_clicks=3,
-        click_threshold=0.0,
-        accumulate_clicks=True,
-        detach_mask_prompt=True,
-        loss_resolution="low",
-        dice_fall_weight=weight,
-    )
+    return dense_click_loop(dice_fall_weight=weight)
 
 
 def test_click_loop_adds_the_weighted_hinge_of_each_fall():

@@ -11,6 +11,8 @@ from sammed3d import build_model
 from sammed3d.training.interaction import ClickLoop
 from sammed3d.training.leaks import leaked_prompt
 
+from .conftest import dense_click_loop
+
 G = 32
 
 
@@ -64,17 +66,7 @@ def test_the_same_rng_gives_the_same_leak():
 
 
 def _loop(fraction: float) -> ClickLoop:
-    torch.manual_seed(0)
-    model = build_model("sam_med3d_tiny_dense").train()
-    return ClickLoop(
-        model,
-        num_clicks=3,
-        click_threshold=0.0,
-        accumulate_clicks=True,
-        detach_mask_prompt=True,
-        loss_resolution="low",
-        leak_prompt_fraction=fraction,
-    )
+    return dense_click_loop(leak_prompt_fraction=fraction)
 
 
 def _spy(loop: ClickLoop) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
