@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from sammed3d import load_checkpoint
     from sammed3d.training.config import ConfigError, load_config
     from sammed3d.training.data import build_generated_dataset
-    from sammed3d.training.interaction import ClickLoop
+    from sammed3d.training.trainer import build_click_loop
 
     torch.set_num_threads(args.threads)
     try:
@@ -59,20 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({cfg.model.name}) draws {dataset[0]['image'].shape[-1]}^3 crops: pass "
             "model.name=<the checkpoint's architecture>"
         )
-    t = cfg.train
-    loop = ClickLoop(
-        model.train(),
-        num_clicks=args.clicks,
-        click_threshold=t.click_threshold,
-        accumulate_clicks=t.accumulate_clicks,
-        detach_mask_prompt=True,
-        loss_resolution=t.loss_resolution,
-        first_click_weight=t.first_click_weight,
-        center_click_fraction=t.center_click_fraction,
-        first_click_multimask=t.first_click_multimask,
-        centre_first_click=t.centre_first_click,
-    )
-    size = t.batch_size
+    loop = build_click_loop(model.train(), cfg, num_clicks=args.clicks)
+    size = cfg.train.batch_size
     rows = []
     for b in range(args.batches):
         items = [dataset[(b * size + i) % len(dataset)] for i in range(size)]

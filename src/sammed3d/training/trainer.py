@@ -526,26 +526,7 @@ class Trainer:
         else:
             self._dice_names = [f"dice_click_{i + 1:02d}" for i in range(t.num_clicks)]
             self._dice_labels = [f"click {i + 1}" for i in range(t.num_clicks)]
-            loop = ClickLoop(
-                model,
-                num_clicks=t.num_clicks,
-                click_threshold=t.click_threshold,
-                accumulate_clicks=t.accumulate_clicks,
-                detach_mask_prompt=t.detach_mask_prompt,
-                freeze_image_encoder=cfg.model.freeze_image_encoder,
-                autocast_dtype=autocast_dtype,
-                loss_resolution=t.loss_resolution,
-                first_click_weight=t.first_click_weight,
-                center_click_fraction=t.center_click_fraction,
-                first_click_multimask=t.first_click_multimask,
-                iou_loss_weight=t.iou_loss_weight,
-                centre_first_click=t.centre_first_click,
-                leak_prompt_fraction=t.leak_prompt_fraction,
-                leak_prompt_any_click=t.leak_prompt_any_click,
-                leak_prompt_max_fraction=t.leak_prompt_max_fraction,
-                choose_extent_fraction=t.choose_extent_fraction,
-                dice_fall_weight=t.dice_fall_weight,
-            )
+            loop = build_click_loop(model, cfg, autocast_dtype=autocast_dtype)
         if not ctx.distributed:
             return loop
         ddp_kwargs: dict[str, Any] = {"broadcast_buffers": False}
@@ -941,3 +922,35 @@ __all__ = [
     "resolve_amp",
     "train",
 ]
+
+
+def build_click_loop(
+    model: nn.Module,
+    cfg: TrainingConfig,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    num_clicks: int | None = None,
+) -> ClickLoop:
+    """The :class:`ClickLoop` of ``cfg.train`` (and ``cfg.model.freeze_image_encoder``) on
+    ``model``, as the trainer runs it; ``num_clicks`` replaces ``train.num_clicks``."""
+    t = cfg.train
+    return ClickLoop(
+        model,  # type: ignore[arg-type]
+        num_clicks=t.num_clicks if num_clicks is None else num_clicks,
+        click_threshold=t.click_threshold,
+        accumulate_clicks=t.accumulate_clicks,
+        detach_mask_prompt=t.detach_mask_prompt,
+        freeze_image_encoder=cfg.model.freeze_image_encoder,
+        autocast_dtype=autocast_dtype,
+        loss_resolution=t.loss_resolution,
+        first_click_weight=t.first_click_weight,
+        center_click_fraction=t.center_click_fraction,
+        first_click_multimask=t.first_click_multimask,
+        iou_loss_weight=t.iou_loss_weight,
+        centre_first_click=t.centre_first_click,
+        leak_prompt_fraction=t.leak_prompt_fraction,
+        leak_prompt_any_click=t.leak_prompt_any_click,
+        leak_prompt_max_fraction=t.leak_prompt_max_fraction,
+        choose_extent_fraction=t.choose_extent_fraction,
+        dice_fall_weight=t.dice_fall_weight,
+    )
