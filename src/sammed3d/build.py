@@ -244,6 +244,7 @@ def build_model(
                 first_pick=ckpt.config.first_pick,
                 later_check=ckpt.config.later_check,
                 fine_zoom_spacing=ckpt.config.fine_zoom_spacing,
+                rim_edit=ckpt.config.rim_edit,
             )
     return model.to(resolve_model_device(device)).eval()
 

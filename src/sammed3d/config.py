@@ -16,6 +16,9 @@ MAX_REFINE_BOUNDARY_MM = 10.0
 #: Highest ``contrast_guard`` (border contrasts of real structures lie around 0.5-2).
 MAX_CONTRAST_GUARD = 10.0
 
+#: Widest ``rim_edit`` radius (mm): beyond it the edit is no local one for a small object.
+MAX_RIM_EDIT_MM = 10.0
+
 
 def _checked(name: str, value: object, high: float, what: str) -> float:
     """``value`` as a float in ``[0, high]`` (0: off); numpy scalars count, bools do not.
@@ -46,6 +49,19 @@ def check_refine_boundary(value: object, name: str = "refine_boundary") -> float
         ValueError: not a number, not finite, negative or above ``MAX_REFINE_BOUNDARY_MM``.
     """
     return _checked(name, value, MAX_REFINE_BOUNDARY_MM, "a width of at most {:g} mm")
+
+
+def check_rim_edit(value: object, name: str = "rim_edit") -> float:
+    """``value`` as the rim edit's radius in mm (0: off).
+
+    Args:
+        value: The radius.
+        name: What the error calls it (a field, or a command-line flag).
+
+    Raises:
+        ValueError: not a number, not finite, negative or above ``MAX_RIM_EDIT_MM``.
+    """
+    return _checked(name, value, MAX_RIM_EDIT_MM, "a radius of at most {:g} mm")
 
 
 def check_contrast_guard(value: object, name: str = "contrast_guard") -> float:
@@ -98,10 +114,10 @@ class ModelConfig:
     """Architecture of a SAM-Med3D model.
 
     The first eight fields are those of the published builders; the rest default to the
-    released ``vit_b_ori`` values and exist so that small variants can be built. The last ten
-    (``click_maps``, ``hires_channels``, ``first_click_multimask``,
+    released ``vit_b_ori`` values and exist so that small variants can be built. The last
+    eleven (``click_maps``, ``hires_channels``, ``first_click_multimask``,
     ``negative_click_similarity``, ``zoom_spacing``, ``refine_boundary``, ``contrast_guard``,
-    ``first_pick``, ``later_check``, ``fine_zoom_spacing``)
+    ``first_pick``, ``later_check``, ``fine_zoom_spacing``, ``rim_edit``)
     are options of our own models; published
     checkpoints always get the published behaviour (``negative_click_similarity`` only acts
     with the first two).
@@ -186,6 +202,12 @@ class ModelConfig:
     #: rule tried after training and not bundled (slower first clicks; docs/default_model.md);
     #: not compared when weights are matched.
     fine_zoom_spacing: float = field(default=0.0, compare=False)
+    #: Our models only (published: 0, off). The rim edit: a positive later click that
+    #: touches the mask of a small object (one on a zoom lattice) changes its low-res logits
+    #: only within this many mm of the click, where the new logits may raise the old ones
+    #: (:meth:`sammed3d.inference.SamMed3DPredictor.rim_edit_tile`). An inference rule chosen
+    #: after training (docs/default_model.md); not compared when weights are matched.
+    rim_edit: float = field(default=0.0, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -274,6 +296,7 @@ class ModelConfig:
         check_contrast_guard(self.contrast_guard)
         check_first_pick(self.first_pick)
         check_later_check(self.later_check)
+        check_rim_edit(self.rim_edit)
         if self.first_click_multimask and self.num_multimask_outputs < 1:
             raise ValueError("first_click_multimask needs num_multimask_outputs >= 1, got 0")
         if self.mask_in_chans % 4:

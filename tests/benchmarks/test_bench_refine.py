@@ -50,6 +50,11 @@ def test_each_rule_off_is_compared_with_the_bundled_settings() -> None:
         ("fine zoom", "brain"),
     ]
     assert all(float(c[2]) > 0 for c in checks)
+    # the ball's rim click, with the rim edit on (bundled) and off
+    assert re.search(r"^bundled .*, ball: rim click median \d+ ms$", proc.stdout, re.M)
+    assert re.search(r"^rim edit off, ball: rim click median \d+ ms$", proc.stdout, re.M)
+    rim = re.search(r"^ratio bundled / rim edit off, ball: rim click ([\d.]+)x$", proc.stdout, re.M)
+    assert rim and float(rim.group(1)) > 0
 
 
 def test_bad_repeat_is_one_line() -> None:

@@ -103,6 +103,8 @@ def test_shards_and_merge(
         (["--method", "sam-med3d", "--contrast-guard", "nan"], "--contrast-guard must be 0"),
         (["--method", "region-growing", "--first-pick", "edges"], "only apply to sam-med3d"),
         (["--method", "region-growing", "--later-check", "none"], "only apply to sam-med3d"),
+        (["--method", "region-growing", "--rim-edit", "3"], "only apply to sam-med3d"),
+        (["--method", "sam-med3d", "--rim-edit", "-3"], "--rim-edit must be 0 (off)"),
     ],
 )
 def test_bad_arguments_exit_2(

@@ -113,6 +113,7 @@ def test_no_checkpoint_is_a_clear_error(tmp_path, image, monkeypatch, capsys):
         (["-p", "15", "14", "8", "--refine-boundary", "100"], "a width of at most 10 mm, got 100"),
         (["-p", "15", "14", "8", "--contrast-guard", "-0.4"], "--contrast-guard must be 0 (off)"),
         (["-p", "15", "14", "8", "--contrast-guard", "inf"], "a border contrast of at most 10"),
+        (["-p", "15", "14", "8", "--rim-edit", "20"], "--rim-edit must be 0 (off) or a radius"),
     ],
 )
 def test_bad_clicks_are_one_line_errors(tmp_path, image, ckpt, capsys, extra, match):

@@ -553,3 +553,40 @@ def test_an_extent_listed_is_written_with_the_voxels_it_lists_as_taken(caplog):
     for extent in found:
         session.choose_extent(extent.index)
         assert session.voxel_count() == extent.taken_voxels
+
+
+def test_a_small_extent_taken_on_the_main_lattice_moves_to_the_zoom_lattice_at_the_next_click(lab):
+    session, scene = _session(lab, zoom=1.0)
+    pred = session.predictor
+    session.add_point(scene.centre)
+    ball = int(scene.ball.sum())
+    main = [e for e in session.extents() if e.spacing_mm == MAIN]
+    component = min(main, key=lambda e: abs(e.voxels - ball))
+    session.choose_extent(component.index)
+    chosen = session.tiles[0]
+    assert not pred.is_zoomed(chosen)
+    shown = session.mask
+    # the next click is predicted in the zoomed ROI of the first click, with the chosen
+    # tile's logits resampled there as its prompt
+    zoomed = pred.enter_zoom(chosen, scene.centre, (42, 48, 48))
+    assert zoomed is not None and pred.is_zoomed(zoomed)
+    assert zoomed.roi == pred._zoom_lattice.roi_at(scene.centre, pred.roi_size)
+    mask = session.add_point((42, 48, 48))
+    assert pred.is_zoomed(session.tiles[0]) and len(session.tiles) == 1
+    torch.testing.assert_close(pred.model.decode_calls[-1]["mask_input"], zoomed.low_res_logits)
+    assert mask[scene.dist <= 4.0].all() and not mask[scene.dist >= 6.5].any()
+    session.undo()  # one undo step: the chosen main-lattice mask again
+    assert not pred.is_zoomed(session.tiles[0])
+    np.testing.assert_array_equal(session.mask, shown)
+
+
+def test_a_large_extent_taken_on_the_main_lattice_stays_there(lab):
+    session, scene = _session(lab, zoom=1.0)
+    pred = session.predictor
+    session.add_point(scene.centre)
+    large = max(session.extents(), key=lambda e: e.voxels)
+    assert large.spacing_mm == MAIN
+    session.choose_extent(large.index)
+    assert pred.enter_zoom(session.tiles[0], scene.centre, (42, 48, 48)) is None
+    session.add_point((42, 48, 48))
+    assert not pred.is_zoomed(session.tiles[0])

@@ -453,10 +453,15 @@ def test_first_click_keeps_the_mask_the_iou_head_ranks_first(lab, multimask):
 
 @pytest.mark.parametrize(
     ("option", "value", "limit"),
-    [("refine_boundary", 3.0, "at most 10 mm"), ("contrast_guard", 0.4, "at most 10,")],
+    [
+        ("refine_boundary", 3.0, "at most 10 mm"),
+        ("contrast_guard", 0.4, "at most 10,"),
+        ("rim_edit", 3.0, "a radius of at most 10 mm"),
+    ],
 )
 def test_rule_settings_come_from_the_config_and_are_checked(lab, option, value, limit):
-    """The inference rules a checkpoint carries (boundary refinement, contrast guard)."""
+    """The inference rules a checkpoint carries (boundary refinement, contrast guard, rim
+    edit)."""
     model = lab.OracleModel(img_size=32)
     assert getattr(SamMed3DPredictor(model), option) == 0.0  # no config: off
     model.config = ModelConfig(**{option: value})

@@ -12,8 +12,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from sammed3d.inference import InteractiveSession, SamMed3DPredictor
+from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import Lattice
 from sammed3d.inference.zoom import ZOOM_FILL, resample_roi_logits, zoom_roi
 from sammed3d.io import Volume
@@ -206,3 +208,120 @@ def test_leaving_the_zoom_recentres_only_when_the_first_roi_misses_the_click(lab
     assert back.roi == pred.roi_at(s.centre)
     moved = pred.leave_zoom(tile, far, np.array([s.centre, far]), np.array([1, 1]), first=s.centre)
     assert moved.roi == pred.roi_at(far)
+
+
+def test_enter_zoom_only_moves_a_small_main_lattice_tile_whose_zoomed_roi_holds_the_click(lab):
+    vol, s = _scene()
+    pred, model = _predictor(lab, extend=False)
+    pred.set_image(vol)
+    first = pred.predict_tile(pred.roi_at(s.centre), np.array([[16, 16, 16]]), np.array([1]))
+    calls = model.decode_calls[:]
+    zoomed = pred.enter_zoom(first, s.centre, (42, 48, 48))
+    assert model.decode_calls == calls  # no model run: the logits are resampled
+    assert zoomed is not None and pred.is_zoomed(zoomed)
+    assert zoomed.roi.lattice.grid.spacing == (ZOOM,) * 3
+    low = first.low_res_logits.shape[-1]
+    want = resample_roi_logits(first.low_res_logits, first.roi, zoomed.roi, low)
+    torch.testing.assert_close(zoomed.low_res_logits, want)
+    # its mask is the same ball, on the finer ROI
+    native = np.argwhere(s.dist <= 3.0)
+    inside = zoomed.roi.native_to_roi(native.astype(np.float64)).round().astype(int)
+    assert zoomed.mask[tuple(inside.T)].all()
+    assert pred.enter_zoom(first, s.centre, (70, 48, 48)) is None  # outside the zoomed ROI
+    assert pred.enter_zoom(zoomed, s.centre, (42, 48, 48)) is None  # zoomed already
+    plain, _ = _predictor(lab, zoom=0.0, extend=False)
+    plain.set_image(vol)
+    tile = plain.predict_tile(plain.roi_at(s.centre), np.array([[16, 16, 16]]), np.array([1]))
+    assert plain.enter_zoom(tile, s.centre, (42, 48, 48)) is None  # zoom-in off
+    slab_vol, slab = _scene(slab=True)
+    pred.set_image(slab_vol)
+    wide = pred.predict_tile(pred.roi_at((60, 48, 48)), np.array([[16, 16, 16]]), np.array([1]))
+    assert pred.enter_zoom(wide, (60, 48, 48), (60, 48, 48)) is None  # not small
+
+
+# ----------------------------------------------------------------------------- rim edit
+
+
+def _grow_model(lab):
+    """The oracle at a first click; at a later positive click it grows the whole previous
+    mask by 3 ROI voxels (the over-growth of a real model answering a click on the rim)."""
+
+    class GrowModel(lab.OracleModel):
+        def decode(self, emb, coords, labels, mask_input, multimask_output=False):
+            later = mask_input is not None and bool((mask_input > 0).any())
+            if not later or not bool(labels[0, -1] == 1):
+                return super().decode(emb, coords, labels, mask_input, multimask_output)
+            self.decode_calls.append({"coords": coords.clone(), "labels": labels.clone()})
+            prev = self.upsample_logits(mask_input)[0, 0].numpy() > 0
+            grown = ndimage.binary_dilation(prev, iterations=3)
+            logits = np.where(grown, 10.0, -10.0).astype(np.float32)
+            return torch.from_numpy(logits)[None, None], torch.ones(1, 1)
+
+    return GrowModel(img_size=SIZE)
+
+
+def _rim_session(lab, rim: float) -> tuple[InteractiveSession, SimpleNamespace]:
+    vol, s = _scene()
+    pred = SamMed3DPredictor(
+        _grow_model(lab), target_spacing=(MAIN,) * 3, zoom_spacing=ZOOM, rim_edit=rim
+    )
+    session = InteractiveSession(pred, accumulate_clicks=True)
+    session.set_image(vol)
+    session.add_point(s.centre)
+    assert pred.is_zoomed(session.tiles[0])
+    return session, s
+
+
+def test_a_positive_click_on_a_small_objects_rim_changes_it_only_near_the_click(lab):
+    session, s = _rim_session(lab, rim=3.0)
+    before = session.mask
+    rim = (46, 48, 48)  # the ball's mask ends at i = 45: one voxel outside it
+    assert not before[rim] and before[45, 48, 48]
+    after = session.add_point(rim)
+    assert after[rim] and (after | before).sum() == after.sum()  # nothing lost
+    grid = np.indices(before.shape).transpose(1, 2, 3, 0)
+    changed = np.argwhere(after != before)
+    assert len(changed) > 0
+    assert np.linalg.norm(changed - np.asarray(rim), axis=1).max() <= 3.0 + 1.0
+    assert session.rule == "rim edit" and "3 mm" in (session.rule_note or "")
+    far = np.linalg.norm(grid - np.asarray(rim), axis=-1) > 4.0
+    np.testing.assert_array_equal(after[far], before[far])
+    session.undo()
+    np.testing.assert_array_equal(session.mask, before)
+
+
+def test_without_the_rim_edit_or_off_the_rim_the_models_answer_is_taken(lab):
+    session, s = _rim_session(lab, rim=0.0)
+    before = session.mask
+    after = session.add_point((46, 48, 48))
+    assert after.sum() > 2 * before.sum() and session.rule is None  # the whole ball grew
+    # a click two voxels from the mask is no rim click: the model's answer stands
+    session, s = _rim_session(lab, rim=3.0)
+    before = session.mask
+    after = session.add_point((47, 48, 48))
+    assert after.sum() > 2 * before.sum() and session.rule is None
+
+
+def test_rim_edit_tile_takes_the_larger_logits_only_within_the_radius(lab):
+    vol, s = _scene()
+    pred = SamMed3DPredictor(
+        lab.OracleModel(img_size=SIZE), target_spacing=(MAIN,) * 3, zoom_spacing=ZOOM
+    )
+    pred.set_image(vol)
+    roi = pred._zoom_lattice.roi_at(s.centre, SIZE)
+    low = torch.full((1, 1, SIZE, SIZE, SIZE), 5.0)
+    tile = Tile.create(roi, low, np.ones((SIZE,) * 3, dtype=bool))
+    prompt = torch.full_like(low, -5.0)
+    assert pred.rim_edit_tile(tile, prompt, s.centre) is tile  # off (no checkpoint setting)
+    pred.rim_edit = 3.0
+    edited = pred.rim_edit_tile(tile, prompt, s.centre)
+    centre = np.round(roi.native_to_roi(np.asarray(s.centre, dtype=np.float64))).astype(int)
+    dist = np.linalg.norm(np.indices((SIZE,) * 3).transpose(1, 2, 3, 0) - centre, axis=-1)
+    values = edited.low_res_logits[0, 0].numpy()  # 1 mm cells (low_res_factor 1)
+    np.testing.assert_array_equal(values[dist <= 3.0], 5.0)
+    np.testing.assert_array_equal(values[dist > 3.0], -5.0)
+    np.testing.assert_array_equal(edited.mask, dist <= 3.0)
+    with pytest.raises(ValueError, match="previous low-res logits"):
+        pred.rim_edit_tile(tile, prompt[:, :, :4], s.centre)
+    with pytest.raises(ValueError, match="rim_edit must be 0 .off. or a radius of at most 10"):
+        SamMed3DPredictor(lab.OracleModel(img_size=SIZE), rim_edit=11.0)

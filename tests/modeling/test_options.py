@@ -247,6 +247,9 @@ def test_without_negative_click_similarity_only_negative_clicks_change(option_mo
         {"first_pick": None},
         {"later_check": "edge"},
         {"later_check": None},
+        {"rim_edit": -3.0},
+        {"rim_edit": 12.0},
+        {"rim_edit": "3"},
     ],
 )
 def test_bad_option_values(bad):
@@ -261,6 +264,7 @@ def test_bad_option_values(bad):
         ("refine_boundary", 3.0),
         ("contrast_guard", 0.4),
         ("fine_zoom_spacing", 0.5),
+        ("rim_edit", 3.0),
     ],
 )
 def test_inference_options_travel_with_the_weights(option_model, tmp_path, option, value):

@@ -263,8 +263,8 @@ def add_extension_args(parser: argparse.ArgumentParser, no_extend_help: str) -> 
 
 
 #: The options of the inference rules a checkpoint carries (zoom-in, boundary refinement,
-#: contrast guard, first pick, later check, the fine zoom lattice): ``--flag`` -> predictor
-#: keyword.
+#: contrast guard, first pick, later check, the fine zoom lattice, the rim edit): ``--flag``
+#: -> predictor keyword.
 RULE_OPTIONS = {
     "--zoom-spacing": "zoom_spacing",
     "--fine-zoom-spacing": "fine_zoom_spacing",
@@ -272,6 +272,7 @@ RULE_OPTIONS = {
     "--contrast-guard": "contrast_guard",
     "--first-pick": "first_pick",
     "--later-check": "later_check",
+    "--rim-edit": "rim_edit",
 }
 
 
@@ -336,11 +337,20 @@ def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         "Dice at 3 and 5 clicks fell (none: every click's mask is taken; default: the "
         "checkpoint's setting, none for the bundled and the published models)",
     )
+    parser.add_argument(
+        "--rim-edit",
+        type=float,
+        metavar="MM",
+        help=f"{prefix}rim edit: a positive later click that touches the mask of a small "
+        "(zoomed-in) object changes it only within this many mm of the click, instead of "
+        "wherever the model's new mask differs; at most 10 (0: off; default: the "
+        "checkpoint's setting, 3 for the bundled model, off for the published ones)",
+    )
 
 
 def check_rule_args(args: argparse.Namespace) -> None:
     """Raises :class:`CLIError` for a bad value of an :data:`RULE_OPTIONS` option."""
-    from sammed3d.config import check_contrast_guard, check_refine_boundary
+    from sammed3d.config import check_contrast_guard, check_refine_boundary, check_rim_edit
     from sammed3d.data.transforms import DEFAULT_SPACING  # at run time: keeps --help light
 
     zoom = args.zoom_spacing
@@ -366,6 +376,7 @@ def check_rule_args(args: argparse.Namespace) -> None:
     for flag, check in (
         ("--refine-boundary", check_refine_boundary),
         ("--contrast-guard", check_contrast_guard),
+        ("--rim-edit", check_rim_edit),
     ):
         value = getattr(args, RULE_OPTIONS[flag])
         if value is not None:

@@ -178,6 +178,7 @@ class ModelMethod:
             "zoom_spacing": p.zoom_spacing,
             "zoom_fill": p.zoom_fill,
             "fine_zoom_spacing": p.fine_zoom_spacing,
+            "rim_edit": p.rim_edit,
             "refine_boundary": p.refine_boundary,
             "contrast_guard": p.contrast_guard,
             "first_pick": p.first_pick,

@@ -53,6 +53,7 @@ from sammed3d.config import (
     check_first_pick,
     check_later_check,
     check_refine_boundary,
+    check_rim_edit,
 )
 from sammed3d.data.dataset_json import check_modality
 from sammed3d.data.transforms import (
@@ -222,11 +223,17 @@ class SamMed3DPredictor:
             (:func:`sammed3d.inference.contrast.later_click_refused`); ``"none"``: every
             click's mask is taken; None (default) takes the checkpoint's ``later_check``
             (``"none"`` for the bundled and the published models).
+        rim_edit: The rim edit (applied by :class:`~sammed3d.InteractiveSession`, see
+            :meth:`rim_edit_tile`): the radius in mm around a positive later click that
+            touches a small (zoomed-in) object's mask within which its new logits may
+            change the object; 0 turns it off, None (default) takes the checkpoint's
+            ``rim_edit`` (0 for the published models); at most ``MAX_RIM_EDIT_MM`` (10).
 
     Raises:
         ValueError: bad ``target_spacing``, ``roi_size``, ``max_rois``, ``cache_size``,
             ``zoom_spacing``, ``zoom_fill``, ``refine_boundary``, ``contrast_guard``,
-            ``first_pick``, ``later_check`` or ``modality`` (:func:`check_modality`);
+            ``first_pick``, ``later_check``, ``rim_edit`` or ``modality``
+            (:func:`check_modality`);
             :class:`~sammed3d.devices.DeviceError` (a ``ValueError``) for a device this
             installation cannot use.
 
@@ -260,6 +267,7 @@ class SamMed3DPredictor:
         contrast_guard: float | None = None,
         first_pick: str | None = None,
         later_check: str | None = None,
+        rim_edit: float | None = None,
     ) -> None:
         spacing = tuple(float(s) for s in target_spacing)
         if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
@@ -307,6 +315,10 @@ class SamMed3DPredictor:
             config = getattr(model, "config", None)
             later_check = getattr(config, "later_check", None) or "none"
         later_check = check_later_check(later_check)
+        if rim_edit is None:
+            config = getattr(model, "config", None)
+            rim_edit = float(getattr(config, "rim_edit", 0.0) or 0.0)
+        rim_edit = check_rim_edit(rim_edit)
         if device is not None:
             from sammed3d.build import resolve_model_device
 
@@ -338,6 +350,8 @@ class SamMed3DPredictor:
         self.first_pick = first_pick
         #: Whether a later click's mask must keep its edges: "none" or "edges" (the edge check).
         self.later_check = later_check
+        #: Radius (mm) of a small object's rim edit (:meth:`rim_edit_tile`); 0: off.
+        self.rim_edit = rim_edit
         self._volume: Volume | None = None
         self._lattice: Lattice | None = None
         self._zoom_lattice: Lattice | None = None
@@ -962,6 +976,96 @@ class SamMed3DPredictor:
             return tile
         logger.debug("zoom: first click predicted again at %.2f mm", self.zoom_spacing)
         return zoomed
+
+    def enter_zoom(self, tile: Tile, first: Sequence[int], voxel: Sequence[int]) -> Tile | None:
+        """A small object's main-lattice tile moved onto the zoom lattice before a later click.
+
+        A first click's object can end on the main lattice although it is small: a
+        first-click rule (the edge pick) or a person
+        (:meth:`InteractiveSession.choose_extent`) took one of its main-lattice masks. Its
+        later clicks then go where zoom-in would have put them: the zoomed ROI centred on the
+        first click (:func:`~sammed3d.inference.zoom.zoom_roi`, the rule of
+        :meth:`zoom_first_tile`), with the tile's low-res logits resampled onto it
+        (:func:`~sammed3d.inference.zoom.resample_roi_logits`) as the returned tile's logits,
+        which the click then gets as its mask prompt. No model run.
+
+        Args:
+            tile: The object's only tile, on the main lattice.
+            first: The object's first click, native voxel ``(i, j, k)``.
+            voxel: The native voxel of the click about to be added.
+
+        Returns:
+            The tile on the zoomed ROI (its mask: the resampled logits upsampled, > 0), or
+            None: zoom-in off, ``tile`` not on the main lattice, its mask not small (empty,
+            on a ROI face, or wider than ``zoom_fill`` of the zoomed ROI), or the zoomed ROI
+            does not hold ``voxel``.
+        """
+        if self._zoom_lattice is None or tile.roi.lattice is not self._lattice:
+            return None
+        roi = zoom_roi(tile.mask, tile.roi, first, self._zoom_lattice, self.zoom_fill)
+        if roi is None or not roi.contains_native(np.asarray([voxel], dtype=np.float64))[0]:
+            return None
+        low_size = int(tile.low_res_logits.shape[-1])
+        with torch.inference_mode():
+            prompt = resample_roi_logits(tile.low_res_logits, tile.roi, roi, low_size)
+            up = self.model.upsample_logits(prompt)
+        mask = (up[0, 0] > 0).cpu().numpy()
+        logger.debug("zoom: a small object moved onto the zoom lattice for a later click")
+        keep = up if tile.logits is not None else None
+        return Tile.create(roi, prompt, mask, "prompt", None, keep)
+
+    def rim_edit_tile(self, tile: Tile, prompt: torch.Tensor, voxel: Sequence[int]) -> Tile:
+        """A positive click on a small object's rim, applied as a local edit.
+
+        Random corrective clicks on a good mask of a small object mostly touch its rim (the
+        error is a shell a voxel thick), and the model answers such a positive click by
+        growing the whole object (docs/default_model.md, "Later clicks of a small object").
+        The rim edit keeps the previous low-res logits ``prompt`` except within
+        ``rim_edit`` mm of the click, where the new logits may raise them (elementwise
+        maximum); distances are taken between the click and the cell centres of the ROI's
+        low-res grid, in mm. :class:`~sammed3d.InteractiveSession` applies it to a positive
+        later click outside an object's mask within 1.5 native voxels of it
+        (:data:`~sammed3d.inference.session.RIM_DISTANCE_VOXELS`), when the object lies on a
+        zoom lattice.
+
+        Args:
+            tile: The model's answer to the click (:meth:`predict_tile` on the object's ROI).
+            prompt: ``(1, 1, l, l, l)`` the low-res logits the click got as mask prompt (the
+                same ROI).
+            voxel: The click's native voxel ``(i, j, k)``.
+
+        Returns:
+            The tile with the edited logits and their mask; ``tile`` itself with the rim
+            edit off.
+
+        Raises:
+            ValueError: ``prompt`` is not of the shape of ``tile``'s logits.
+        """
+        if not self.rim_edit:
+            return tile
+        low = tile.low_res_logits
+        if tuple(prompt.shape) != tuple(low.shape):
+            raise ValueError(
+                f"prompt must be the ROI's previous low-res logits {tuple(low.shape)}, got "
+                f"{tuple(prompt.shape)}"
+            )
+        roi = tile.roi
+        n = np.asarray(low.shape[2:], dtype=np.float64)
+        size = np.asarray(roi.size, dtype=np.float64)
+        cell_mm = np.asarray(roi.grid.spacing, dtype=np.float64) * size / n  # per axis
+        centre = (roi.native_to_roi(np.asarray(voxel, dtype=np.float64)) + 0.5) * n / size - 0.5
+        axes = [
+            ((np.arange(int(k)) - c) * mm) ** 2 for k, c, mm in zip(n, centre, cell_mm, strict=True)
+        ]
+        dist2 = axes[0][:, None, None] + axes[1][None, :, None] + axes[2][None, None, :]
+        ball = torch.as_tensor(dist2 <= self.rim_edit**2, device=low.device)[None, None]
+        with torch.inference_mode():
+            old = prompt.to(low.device, low.dtype)
+            edited = torch.where(ball, torch.maximum(old, low), old)
+            up = self.model.upsample_logits(edited)
+        mask = (up[0, 0] > 0).cpu().numpy()
+        keep = up if tile.logits is not None else None
+        return Tile.create(roi, edited, mask, tile.source, tile.parent, keep)
 
     def outgrew_zoom(self, tile: Tile) -> bool:
         """Whether a zoomed tile's mask reaches a face of its ROI (where the image goes on):

@@ -17,6 +17,10 @@ object is empty or keeps less than half of its voxels in the written file.
 With a predictor that zooms (``zoom_spacing``, :mod:`sammed3d.inference.zoom`), a small
 object's first click is predicted again in a finer ROI, where its later clicks go until it
 outgrows that ROI or a positive click falls outside it; it then continues on the main lattice.
+A small object left on the main lattice by a first-click rule or
+:meth:`~InteractiveSession.choose_extent` moves to the finer ROI at its next click
+(:meth:`SamMed3DPredictor.enter_zoom`). With ``rim_edit`` on, a positive click on the rim of
+such a zoomed object changes it only near the click (:meth:`SamMed3DPredictor.rim_edit_tile`).
 
 The evaluation drives this same class with simulated clicks. For the published protocol
 that centres the ROI on the ground-truth box, call :meth:`InteractiveSession.set_roi_from_mask`
@@ -129,7 +133,12 @@ _ExtentCache = tuple[
 ]
 
 #: The rules that can change what a click gives (:attr:`InteractiveSession.rule`).
-RULES = ("edge pick", "contrast guard", "edge check")
+RULES = ("edge pick", "contrast guard", "edge check", "rim edit")
+
+#: A positive later click outside an object's mask within this many native voxels of it
+#: (face and edge neighbours) is a rim click: with the rim edit on, a small object changes
+#: only near it (:meth:`SamMed3DPredictor.rim_edit_tile`).
+RIM_DISTANCE_VOXELS = 1.5
 
 #: Two first-click masks with at least this Dice are offered once (the better-scored one).
 EXTENT_DUPLICATE_DICE = 0.9
@@ -324,6 +333,11 @@ class InteractiveSession:
         edges is refused: the object keeps its mask, the click is not among its
         :attr:`clicks` (it leaves no undo step) and :attr:`rule_note` says so.
 
+        With the rim edit on (``rim_edit``), a positive later click on the rim of a zoomed-in
+        object (outside its mask, within :data:`RIM_DISTANCE_VOXELS` native voxels of it)
+        changes the object only near the click (:meth:`SamMed3DPredictor.rim_edit_tile`);
+        :attr:`rule` is then ``"rim edit"``.
+
         Args:
             coord: Native voxel index ``(i, j, k)``; a fractional one is rounded to the
                 nearest voxel, ties up (``2.5 -> 3``).
@@ -354,6 +368,12 @@ class InteractiveSession:
         obj = self._current_or_new()
         state = obj.state
         tiles = list(state.tiles)
+        if state.clicks and state.roi is None and len(tiles) == 1:
+            # a small object that a first-click rule or choose_extent left on the main
+            # lattice: its later clicks go to the zoom lattice, as zoom-in's would
+            zoomed = pred.enter_zoom(tiles[0], state.clicks[0].coord, voxel[0])
+            if zoomed is not None:
+                tiles = [zoomed]
         index = self._tile_for(tiles, voxel)
         clicks = (*state.clicks, click)
         if index is None and click.positive and tiles and pred.is_zoomed(tiles[0]):
@@ -393,6 +413,17 @@ class InteractiveSession:
         vox = roi.native_points_to_voxels(np.asarray([c.coord for c in inside], dtype=np.float64))
         labels = np.asarray([int(c.positive) for c in inside], dtype=np.int64)
         tile = pred.predict_tile(roi, vox, labels, mask_input)
+        rim = (
+            pred.rim_edit > 0
+            and old is not None
+            and mask_input is not None
+            and click.positive
+            and pred.is_zoomed(tile)
+            and _on_rim(obj, voxel[0])
+        )
+        if rim:
+            assert mask_input is not None
+            tile = pred.rim_edit_tile(tile, mask_input, voxel[0])
         if old is None and not tiles and state.roi is None:  # a small object: zoom in
             points = np.asarray([c.coord for c in inside], dtype=np.int64)
             tile = pred.zoom_first_tile(tile, voxel[0], points, labels)
@@ -420,6 +451,13 @@ class InteractiveSession:
             refused = history is not None and self._edge_check(obj, state, before, history)
             if not refused and pred.contrast_guard:
                 self._guard_later_click(obj, state, before)
+            if rim and not refused and self.rule is None:
+                self._tell(
+                    obj.label,
+                    "rim edit",
+                    f"a positive click on the rim of a small object changed it only within "
+                    f"{pred.rim_edit:g} mm of the click ({self.voxel_count(obj.label)} voxels)",
+                )
         logger.debug(
             "click %s %s on object %d: %d ROI(s), %.3f s",
             "+" if click.positive else "-",
@@ -1080,6 +1118,27 @@ def _edge_pick_reason(
         else f"edge score {new_score:.3g}, the model's mask's {own_score:.3g}"
     )
     return why, other, better
+
+
+def _on_rim(obj: _Object, voxel: np.ndarray) -> bool:
+    """Whether native ``voxel`` lies outside ``obj``'s mask, within
+    :data:`RIM_DISTANCE_VOXELS` native voxels of one of its voxels."""
+    if obj.slices is None or obj.block is None:
+        return False
+    lo = np.asarray([s.start for s in obj.slices], dtype=np.int64)
+    rel = np.asarray(voxel, dtype=np.int64) - lo
+    shape = np.asarray(obj.block.shape)
+    if ((rel >= 0) & (rel < shape)).all() and obj.block[tuple(rel)]:
+        return False
+    reach = int(math.floor(RIM_DISTANCE_VOXELS))
+    a = np.maximum(rel - reach, 0)
+    b = np.minimum(rel + reach + 1, shape)
+    if not (b > a).all():
+        return False
+    near = np.argwhere(obj.block[tuple(slice(x, y) for x, y in zip(a, b, strict=True))]) + a
+    if not len(near):
+        return False
+    return bool(np.sqrt(((near - rel) ** 2).sum(axis=1)).min() <= RIM_DISTANCE_VOXELS)
 
 
 def _same_tile(a: Tile, b: Tile) -> bool:
