@@ -101,6 +101,7 @@ METAVARS: dict[str | tuple[str, str], str] = {
     ("--zoom-spacing", "MM"): "1.0",
     ("--fine-zoom-spacing", "MM"): "0.5",
     ("--refine-boundary", "MM"): "3",
+    ("--rim-edit", "MM"): "3",
     ("--contrast-guard", "C"): "0.4",
     "N": "1",
     "CKPT": "tiny.pth",
