@@ -342,9 +342,11 @@ def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         type=float,
         metavar="MM",
         help=f"{prefix}rim edit: a positive later click that touches the mask of a small "
-        "(zoomed-in) object changes it only within this many mm of the click, instead of "
-        "wherever the model's new mask differs; at most 10 (0: off; default: the "
-        "checkpoint's setting, 3 for the bundled model, off for the published ones)",
+        "(zoomed-in) object changes the model's logits only within this many mm of the "
+        "click, instead of wherever its new answer differs (the mask can move a little "
+        "further out through upsampling and boundary refinement); at most 10 (0: off; "
+        "default: the checkpoint's setting, 3 for the bundled model, off for the published "
+        "ones)",
     )
 
 

@@ -347,17 +347,23 @@ def run(args: argparse.Namespace) -> int:
         if args.choose_extent:
             run_info["method"] = "sam_med3d_choose_extent"
     else:
-        rules = [flag for flag, key in RULE_OPTIONS.items() if getattr(args, key) is not None]
-        if (
-            args.checkpoint
-            or args.no_extend
-            or args.accumulate_clicks
-            or rules
-            or args.choose_extent
-        ):
+        given = [
+            flag
+            for flag, value in (
+                ("--checkpoint", args.checkpoint),
+                ("--no-extend", args.no_extend),
+                ("--accumulate-clicks", args.accumulate_clicks),
+                *((flag, getattr(args, key) is not None) for flag, key in RULE_OPTIONS.items()),
+                ("--choose-extent", args.choose_extent),
+            )
+            if value
+        ]
+        if given:
             raise CLIError(
-                "--checkpoint, --no-extend, --accumulate-clicks, "
-                f"{', '.join(RULE_OPTIONS)} and --choose-extent only apply to sam-med3d"
+                f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to "
+                "--method sam-med3d, not region-growing (the options of the model: "
+                f"--checkpoint, --no-extend, --accumulate-clicks, {', '.join(RULE_OPTIONS)}, "
+                "--choose-extent)"
             )
         method = RegionGrowing()
         run_info["params"] = {

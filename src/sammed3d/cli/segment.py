@@ -301,8 +301,8 @@ def run(args: argparse.Namespace) -> int:
     for n, (voxel, (_, positive)) in enumerate(zip(voxels, clicks, strict=True), start=1):
         t0 = time.perf_counter()
         slow = (
-            f"click {n}/{len(clicks)}: still segmenting after {SLOW_CLICK_NOTICE_S:g} s (an "
-            "object larger than the model's ROI is predicted ROI by ROI)"
+            f"click {n}/{len(clicks)}: still segmenting after {SLOW_CLICK_NOTICE_S:g} s (a busy "
+            "CPU, or an object larger than the model's ROI, which is predicted ROI by ROI)"
         )
         with held_messages() as held, notice_if_slow(slow, SLOW_CLICK_NOTICE_S):
             click = session.add_click(voxel, positive=positive)

@@ -455,8 +455,9 @@ class InteractiveSession:
                 self._tell(
                     obj.label,
                     "rim edit",
-                    f"a positive click on the rim of a small object changed it only within "
-                    f"{pred.rim_edit:g} mm of the click ({self.voxel_count(obj.label)} voxels)",
+                    f"a positive click on the rim of a small object changed the model's "
+                    f"answer only within {pred.rim_edit:g} mm of the click "
+                    f"({self.voxel_count(obj.label)} voxels)",
                 )
         logger.debug(
             "click %s %s on object %d: %d ROI(s), %.3f s",
