@@ -413,17 +413,16 @@ class InteractiveSession:
         vox = roi.native_points_to_voxels(np.asarray([c.coord for c in inside], dtype=np.float64))
         labels = np.asarray([int(c.positive) for c in inside], dtype=np.int64)
         tile = pred.predict_tile(roi, vox, labels, mask_input)
-        rim = (
+        rim = False  # a positive later click on the rim of a zoomed-in (small) object
+        if (
             pred.rim_edit > 0
-            and old is not None
             and mask_input is not None
             and click.positive
             and pred.is_zoomed(tile)
             and _on_rim(obj, voxel[0])
-        )
-        if rim:
-            assert mask_input is not None
+        ):
             tile = pred.rim_edit_tile(tile, mask_input, voxel[0])
+            rim = True
         if old is None and not tiles and state.roi is None:  # a small object: zoom in
             points = np.asarray([c.coord for c in inside], dtype=np.int64)
             tile = pred.zoom_first_tile(tile, voxel[0], points, labels)
