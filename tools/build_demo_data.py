@@ -414,18 +414,24 @@ def build_colin_sets(src: dict[str, Path], root: Path, n_lesions: int) -> dict[s
     return maps
 
 
-def build_synthetic_set(root: Path, n: int) -> None:
+def generated_cases(n: int, first_seed: int = 0) -> list[tuple[str, Volume, Volume]]:
+    """``n`` crops of the generator (``SyntheticGenerator.sample_raw``, one target each, 1.5 mm)
+    from seeds ``first_seed + i``: cases ``synth{i:03d}``."""
     from sammed3d.training.synthesis import SyntheticGenerator
 
     gen = SyntheticGenerator()
     cases = []
-    for seed in range(n):
-        image, label = gen.sample_raw(seed, 1)
+    for i in range(n):
+        image, label = gen.sample_raw(first_seed + i, 1)
         spacing = (1.5, 1.5, 1.5)
         img = Volume(image.numpy().astype(np.float32), spacing)
         lab = Volume(label[0].numpy().astype(np.uint8), spacing)
-        cases.append((f"synth{seed:03d}", img, lab))
-    write_dataset(root, "Dataset205_Synthetic", cases, {"target": 1}, "MR")
+        cases.append((f"synth{i:03d}", img, lab))
+    return cases
+
+
+def build_synthetic_set(root: Path, n: int) -> None:
+    write_dataset(root, "Dataset205_Synthetic", generated_cases(n), {"target": 1}, "MR")
 
 
 def write_demo_asset(src: dict[str, Path], labels: dict[str, np.ndarray]) -> None:

@@ -11,10 +11,14 @@ MNI152 2009a T1 (PyPI nilearn) that training already uses:
 * ``Dataset305_MNI152_Lesions15``: the same cases resampled to 1.5 mm (a coarser scanner);
 * with ``--fresh-lesions N``: ``Dataset306_MNI152_LesionsB`` (N more lesions, seed 778) and
   ``Dataset307_MNI152_LesionsB15`` (1.5 mm), for a choice that must not be made on the sets a
-  rule was already chosen on.
+  rule was already chosen on;
+* with ``--synthetic N``: ``Dataset308_Synthetic``, N crops of the generator from seeds
+  60,000 + i (a range that training, the held-out set ``Dataset205_Synthetic`` (seeds 0..N-1)
+  and the validation crops of ``tools/validation_crops.py`` (40,000+, 50,000+) never draw),
+  the tuning twin of the held-out generated crops.
 
     .venv/bin/python tools/build_tuning_sets.py [--out data/model/tune] [--cache DIR]
-                                              [--fresh-lesions N]
+                                              [--fresh-lesions N] [--synthetic N]
 
 Needs the sources that ``build_demo_data.py`` downloads (it fetches them if missing).
 """
@@ -34,8 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_demo_data import (  # noqa: E402
     fetch_sources,
     fill_holes,
+    generated_cases,
     largest_component,
     visible_structures,
+    write_dataset,
     write_lesion_set,
     write_structure_sets,
 )
@@ -44,6 +50,8 @@ from sammed3d.io import read_volume  # noqa: E402
 
 LESIONS = 16
 SEED = 777
+#: First generator seed of ``Dataset308_Synthetic``.
+SYNTHETIC_SEED = 60_000
 
 
 def resample_dataset(src: Path, dst: Path, spacing: float) -> None:
@@ -69,16 +77,34 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("data/model/tune"))
     parser.add_argument("--cache", type=Path, default=Path(".cache/demo_sources"))
     parser.add_argument("--fresh-lesions", type=int, default=0, metavar="N")
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--only-synthetic", action="store_true", help="write Dataset308_Synthetic only"
+    )
     args = parser.parse_args()
-    if args.fresh_lesions < 0:
-        parser.error(f"--fresh-lesions must be >= 0, got {args.fresh_lesions}")
+    for name in ("fresh_lesions", "synthetic"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.only_synthetic and args.synthetic <= 0:
+        parser.error("--only-synthetic needs --synthetic N with N >= 1")
+    root = args.out
+    if args.synthetic > 0:
+        write_dataset(
+            root,
+            "Dataset308_Synthetic",
+            generated_cases(args.synthetic, SYNTHETIC_SEED),
+            {"target": 1},
+            "MR",
+        )
+        if args.only_synthetic:
+            print(f"wrote 1 tuning set under {root}")
+            return
     src = fetch_sources(args.cache)
     mni = read_volume(src["mni_t1"])
     gm = read_volume(src["mni_gm"]).array.astype(np.float32)
     wm = read_volume(src["mni_wm"]).array.astype(np.float32)
     brain = largest_component(fill_holes(ndimage.binary_closing(gm + wm > 127, iterations=2)))
     found = visible_structures(mni.array, brain, float(np.mean(mni.spacing)))
-    root = args.out
     write_structure_sets(
         root, ("Dataset301_MNI152_Brain", "Dataset302_MNI152_Tissue"), "mni152", mni, found
     )
@@ -101,6 +127,7 @@ def main() -> None:
             root / "Dataset306_MNI152_LesionsB", root / "Dataset307_MNI152_LesionsB15", 1.5
         )
         written += 2
+    written += args.synthetic > 0
     print(f"wrote {written} tuning sets under {root}")
 
 

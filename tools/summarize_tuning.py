@@ -4,9 +4,9 @@ that lowered a target's Dice by more than 0.05 (``sammed3d evaluate``'s threshol
 
 Reads ``OUT/<run>/per_click.csv`` written by ``tools/evaluate_tuning_sets.sh``: runs
 ``brain_s<seed>`` and ``tissue_s<seed>`` are pooled over their click seeds (one row per
-structure), ``lesions``, ``lesions_15mm``, ``fresh_lesions`` and ``fresh_lesions_15mm`` are
-one row each. The mean over the kinds weighs every kind once, whatever its number of targets
-(the docs' "mean of the seven").
+structure), ``lesions``, ``lesions_15mm``, ``fresh_lesions``, ``fresh_lesions_15mm`` and
+``synthetic`` (the generated crops) are one row each. The mean over the kinds weighs every
+kind once, whatever its number of targets (the docs' "mean of the seven").
 
 Usage: .venv/bin/python tools/summarize_tuning.py runs/tune_X [--clicks 1,3,5]
 """
@@ -29,6 +29,7 @@ TUNING_GROUPS = {
     "lesions_15mm": "lesions 1.5 mm",
     "fresh_lesions": "fresh lesions 1 mm",
     "fresh_lesions_15mm": "fresh lesions 1.5 mm",
+    "synthetic": "generated crops",
 }
 
 
@@ -41,6 +42,7 @@ ROW_ORDER = (
     "lesions 1.5 mm",
     "fresh lesions 1 mm",
     "fresh lesions 1.5 mm",
+    "generated crops",
 )
 
 

@@ -133,3 +133,20 @@ def test_plot_anatomy_structures_bad_files_give_one_line(tmp_path: Path) -> None
             text=True,
         )
         assert proc.returncode == 0, proc.stderr
+
+
+def test_generated_cases_start_at_their_seed() -> None:
+    """The tuning twin of the held-out generated crops draws other seeds than the held-out set
+    (seeds 0..N-1): case i of ``generated_cases(n, first)`` is the generator's seed first + i."""
+    import torch
+
+    from sammed3d.training.synthesis import SyntheticGenerator
+
+    build = _load("build_demo_data")
+    ((name, image, label),) = build.generated_cases(1, 60_000)
+    assert name == "synth000" and image.spacing == (1.5, 1.5, 1.5)
+    expected_image, expected_label = SyntheticGenerator().sample_raw(60_000, 1)
+    assert np.array_equal(image.array, expected_image.numpy().astype(np.float32))
+    assert np.array_equal(label.array, expected_label[0].numpy().astype(np.uint8))
+    held_out = SyntheticGenerator().sample_raw(0, 1)[0]
+    assert not torch.equal(held_out, expected_image)

@@ -73,6 +73,18 @@ def test_seeds_pooled_and_kinds_weighed_once(tmp_path: Path) -> None:
     assert lines[-1] == "| mean of the 4 kinds | **0.400** | **0.500** | 7/7 | 1/14 |"
 
 
+def test_generated_crops_are_their_own_kind_after_the_lesions(tmp_path: Path) -> None:
+    _write_run(tmp_path / "synthetic", {("s0", "target"): [0.3, 0.5], ("s1", "target"): [0.5, 0.3]})
+    _write_run(tmp_path / "fresh_lesions", {("l1", "lesion"): [0.6, 0.7]})
+    proc = _run(str(tmp_path), "--clicks", "1,2")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[2:4] == [
+        "| fresh lesions 1 mm (1) | 0.600 | 0.700 | 1/1 | 0/1 |",
+        "| generated crops (2) | 0.400 | 0.400 | 2/2 | 1/2 |",
+    ]
+
+
 def test_bad_input_is_one_line(tmp_path: Path) -> None:
     for args, expected in (
         ([str(tmp_path / "missing")], "is not a folder"),
