@@ -18,7 +18,8 @@ each rule not bundled, switched on, to the bundled settings (issue 10's targets 
 model: first click <= 0.5 s, refinement click <= 50 ms). After its three refinement clicks the
 ball gets a fourth, positive one just outside its mask (a rim click: the rim edit acts on
 it); it is reported apart, for the bundled settings against the rim edit off (``rim_edit``
-0).
+0). The second refinement click is negative: its time is compared with the click bounds on
+(``click_bounds`` "negative", not bundled) against the bundled settings.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         "edge check on": {"later_check": "edges"},
         "fine zoom on": {"fine_zoom_spacing": 0.5},
         "rim edit off": {"rim_edit": 0.0},
+        "click bounds on": {"click_bounds": "negative"},
     }
     rim_medians: dict[str, float] = {}
+    negative_medians: dict[str, dict[str, float]] = {}
     for name, kwargs in settings.items():
         predictor = bundled_predictor(**kwargs)
         if name == "bundled":
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                     session.add_click(rim, positive=True)
                     rims.append(time.perf_counter() - t0)
             medians[name][what] = (statistics.median(firsts), statistics.median(refines))
+            negative_medians.setdefault(name, {})[what] = statistics.median(by_click[1])
             each = " / ".join(f"{1000 * statistics.median(t):.0f}" for t in by_click)
             counts = " / ".join(f"{statistics.median(r):g}" for r in rois)
             print(
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             if rims:
                 rim_medians[name] = statistics.median(rims)
                 print(f"{name}, ball: rim click median {1000 * rim_medians[name]:.0f} ms")
-    on, *offs, check, fine, _ = medians.values()
+    on, *offs, check, fine, _, _ = medians.values()
     for rule, off in zip(("refinement", "guard", "edge pick"), offs, strict=True):
         for what in ("ball", "brain"):
             first, refine = (on[what][k] / off[what][k] for k in (0, 1))
@@ -122,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
             )
     bundled_rim, rim_off = rim_medians[next(iter(rim_medians))], rim_medians["rim edit off"]
     print(f"ratio bundled / rim edit off, ball: rim click {bundled_rim / rim_off:.2f}x")
+    bundled_negative = next(iter(negative_medians.values()))
+    for what in ("ball", "brain"):
+        ratio = negative_medians["click bounds on"][what] / bundled_negative[what]
+        print(f"ratio click bounds on / bundled, {what}: negative click {ratio:.2f}x")
     print(f"load average after {os.getloadavg()[0]:.2f}")
     return 0
 

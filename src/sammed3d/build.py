@@ -245,6 +245,7 @@ def build_model(
                 later_check=ckpt.config.later_check,
                 fine_zoom_spacing=ckpt.config.fine_zoom_spacing,
                 rim_edit=ckpt.config.rim_edit,
+                click_bounds=ckpt.config.click_bounds,
             )
     return model.to(resolve_model_device(device)).eval()
 

@@ -103,6 +103,20 @@ def check_later_check(value: object) -> str:
     return _choice("later_check", value, LATER_CHECKS)
 
 
+#: The values of ``click_bounds`` (:mod:`sammed3d.inference.bounds`): off, negative later
+#: clicks only, later clicks of both signs.
+CLICK_BOUNDS = ("none", "negative", "both")
+
+
+def check_click_bounds(value: object) -> str:
+    """``value`` as a click-bounds setting: ``"none"``, ``"negative"`` or ``"both"``.
+
+    Raises:
+        ValueError: anything else.
+    """
+    return _choice("click_bounds", value, CLICK_BOUNDS)
+
+
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -115,9 +129,9 @@ class ModelConfig:
 
     The first eight fields are those of the published builders; the rest default to the
     released ``vit_b_ori`` values and exist so that small variants can be built. The last
-    eleven (``click_maps``, ``hires_channels``, ``first_click_multimask``,
+    twelve (``click_maps``, ``hires_channels``, ``first_click_multimask``,
     ``negative_click_similarity``, ``zoom_spacing``, ``refine_boundary``, ``contrast_guard``,
-    ``first_pick``, ``later_check``, ``fine_zoom_spacing``, ``rim_edit``)
+    ``first_pick``, ``later_check``, ``fine_zoom_spacing``, ``rim_edit``, ``click_bounds``)
     are options of our own models; published
     checkpoints always get the published behaviour (``negative_click_similarity`` only acts
     with the first two).
@@ -208,6 +222,11 @@ class ModelConfig:
     #: (:meth:`sammed3d.inference.SamMed3DPredictor.rim_edit_tile`). An inference rule chosen
     #: after training (docs/default_model.md); not compared when weights are matched.
     rim_edit: float = field(default=0.0, compare=False)
+    #: Our models only (published: "none"). Click bounds: a negative later click never adds
+    #: voxels to an object's mask (``"negative"``), and with ``"both"`` a positive one never
+    #: removes any either (:mod:`sammed3d.inference.bounds`). An inference rule chosen after
+    #: training (docs/default_model.md); not compared when weights are matched.
+    click_bounds: str = field(default="none", compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -297,6 +316,7 @@ class ModelConfig:
         check_first_pick(self.first_pick)
         check_later_check(self.later_check)
         check_rim_edit(self.rim_edit)
+        check_click_bounds(self.click_bounds)
         if self.first_click_multimask and self.num_multimask_outputs < 1:
             raise ValueError("first_click_multimask needs num_multimask_outputs >= 1, got 0")
         if self.mask_in_chans % 4:

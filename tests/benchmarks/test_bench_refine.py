@@ -55,6 +55,11 @@ def test_each_rule_off_is_compared_with_the_bundled_settings() -> None:
     assert re.search(r"^rim edit off, ball: rim click median \d+ ms$", proc.stdout, re.M)
     rim = re.search(r"^ratio bundled / rim edit off, ball: rim click ([\d.]+)x$", proc.stdout, re.M)
     assert rim and float(rim.group(1)) > 0
+    # the second refinement click (negative), with the click bounds on (not bundled)
+    bounds = re.findall(
+        r"^ratio click bounds on / bundled, (\w+): negative click ([\d.]+)x$", proc.stdout, re.M
+    )
+    assert [b[0] for b in bounds] == ["ball", "brain"] and all(float(b[1]) > 0 for b in bounds)
 
 
 def test_bad_repeat_is_one_line() -> None:

@@ -108,6 +108,10 @@ def test_shards_and_merge(
             "--no-extend, --rim-edit only apply to --method sam-med3d, not region-growing",
         ),
         (["--method", "sam-med3d", "--rim-edit", "-3"], "--rim-edit must be 0 (off)"),
+        (
+            ["--method", "region-growing", "--click-bounds", "negative"],
+            "--click-bounds only applies to --method sam-med3d",
+        ),
     ],
 )
 def test_bad_arguments_exit_2(

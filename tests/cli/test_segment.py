@@ -122,7 +122,10 @@ def test_bad_clicks_are_one_line_errors(tmp_path, image, ckpt, capsys, extra, ma
     assert match in _err(capsys)
 
 
-@pytest.mark.parametrize(("flag", "bad"), [("--first-pick", "best"), ("--later-check", "yes")])
+@pytest.mark.parametrize(
+    ("flag", "bad"),
+    [("--first-pick", "best"), ("--later-check", "yes"), ("--click-bounds", "positive")],
+)
 def test_an_unknown_rule_choice_is_a_usage_error(tmp_path, image, ckpt, capsys, flag, bad):
     argv = ["segment", str(image), "-p", "15", "14", "8", flag, bad]
     with pytest.raises(SystemExit) as stop:

@@ -250,6 +250,8 @@ def test_without_negative_click_similarity_only_negative_clicks_change(option_mo
         {"rim_edit": -3.0},
         {"rim_edit": 12.0},
         {"rim_edit": "3"},
+        {"click_bounds": "positive"},
+        {"click_bounds": None},
     ],
 )
 def test_bad_option_values(bad):
@@ -280,14 +282,21 @@ def test_inference_options_travel_with_the_weights(option_model, tmp_path, optio
     assert getattr(build_model(TINY_OPTIONS).config, option) == 0.0
 
 
-@pytest.mark.parametrize(("option", "default"), [("first_pick", "model"), ("later_check", "none")])
-def test_the_rule_choices_travel_with_the_weights(option_model, tmp_path, option, default):
-    """The edge pick and the edge check (rules chosen or tried after training): recorded in
-    the file; the model's own ranking / no check for published defaults and files without
-    them."""
+@pytest.mark.parametrize(
+    ("option", "default", "value"),
+    [
+        ("first_pick", "model", "edges"),
+        ("later_check", "none", "edges"),
+        ("click_bounds", "none", "negative"),
+    ],
+)
+def test_the_rule_choices_travel_with_the_weights(option_model, tmp_path, option, default, value):
+    """The edge pick, the edge check and the click bounds (rules chosen or tried after
+    training): recorded in the file; the model's own ranking / no check / no bounds for
+    published defaults and files without them."""
     assert getattr(ModelConfig(), option) == default
-    option_model.config = replace(TINY_OPTIONS, **{option: "edges"})
+    option_model.config = replace(TINY_OPTIONS, **{option: value})
     path = save_checkpoint(option_model, tmp_path / f"{option}.pth")
-    assert getattr(load_checkpoint(path).config, option) == "edges"
-    assert getattr(build_model(TINY_OPTIONS, path).config, option) == "edges"
+    assert getattr(load_checkpoint(path).config, option) == value
+    assert getattr(build_model(TINY_OPTIONS, path).config, option) == value
     assert getattr(build_model(TINY_OPTIONS).config, option) == default

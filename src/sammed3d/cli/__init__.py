@@ -263,8 +263,8 @@ def add_extension_args(parser: argparse.ArgumentParser, no_extend_help: str) -> 
 
 
 #: The options of the inference rules a checkpoint carries (zoom-in, boundary refinement,
-#: contrast guard, first pick, later check, the fine zoom lattice, the rim edit): ``--flag``
-#: -> predictor keyword.
+#: contrast guard, first pick, later check, the fine zoom lattice, the rim edit, click
+#: bounds): ``--flag`` -> predictor keyword.
 RULE_OPTIONS = {
     "--zoom-spacing": "zoom_spacing",
     "--fine-zoom-spacing": "fine_zoom_spacing",
@@ -273,12 +273,17 @@ RULE_OPTIONS = {
     "--first-pick": "first_pick",
     "--later-check": "later_check",
     "--rim-edit": "rim_edit",
+    "--click-bounds": "click_bounds",
 }
 
 
 def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """The shared options of the inference rules that travel with a checkpoint."""
-    from sammed3d.config import FIRST_PICKS, LATER_CHECKS  # at run time: keeps --help light
+    from sammed3d.config import (  # at run time: keeps --help light
+        CLICK_BOUNDS,
+        FIRST_PICKS,
+        LATER_CHECKS,
+    )
 
     parser.add_argument(
         "--zoom-spacing",
@@ -347,6 +352,15 @@ def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         "further out through upsampling and boundary refinement); at most 10 (0: off; "
         "default: the checkpoint's setting, 3 for the bundled model, off for the published "
         "ones)",
+    )
+    parser.add_argument(
+        "--click-bounds",
+        choices=CLICK_BOUNDS,
+        help=f"{prefix}click bounds: the mask after a negative later click stays within the "
+        "mask before it, without the clicked voxel (negative), and with both the mask after a "
+        "positive later click holds the mask before it; fewer clicks lower Dice, but held out "
+        "the mean Dice at 5 clicks fell (none: the model's answer is taken as it is; default: "
+        "the checkpoint's setting, none for the bundled and the published models)",
     )
 
 

@@ -183,6 +183,7 @@ class ModelMethod:
             "contrast_guard": p.contrast_guard,
             "first_pick": p.first_pick,
             "later_check": p.later_check,
+            "click_bounds": p.click_bounds,
             "choose_extent": self.choose_extent,
         }
 

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from sammed3d.config import (
+    check_click_bounds,
     check_contrast_guard,
     check_first_pick,
     check_later_check,
@@ -228,11 +229,16 @@ class SamMed3DPredictor:
             touches a small (zoomed-in) object's mask within which its new logits may
             change the object; 0 turns it off, None (default) takes the checkpoint's
             ``rim_edit`` (0 for the published models); at most ``MAX_RIM_EDIT_MM`` (10).
+        click_bounds: Click bounds (applied by :class:`~sammed3d.InteractiveSession`,
+            :mod:`sammed3d.inference.bounds`): ``"negative"``, a negative later click never
+            adds voxels to the object's mask; ``"both"``, nor does a positive one remove
+            any; ``"none"``, off; None (default) takes the checkpoint's ``click_bounds``
+            (``"none"`` for the published models).
 
     Raises:
         ValueError: bad ``target_spacing``, ``roi_size``, ``max_rois``, ``cache_size``,
             ``zoom_spacing``, ``zoom_fill``, ``refine_boundary``, ``contrast_guard``,
-            ``first_pick``, ``later_check``, ``rim_edit`` or ``modality``
+            ``first_pick``, ``later_check``, ``rim_edit``, ``click_bounds`` or ``modality``
             (:func:`check_modality`);
             :class:`~sammed3d.devices.DeviceError` (a ``ValueError``) for a device this
             installation cannot use.
@@ -268,6 +274,7 @@ class SamMed3DPredictor:
         first_pick: str | None = None,
         later_check: str | None = None,
         rim_edit: float | None = None,
+        click_bounds: str | None = None,
     ) -> None:
         spacing = tuple(float(s) for s in target_spacing)
         if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
@@ -319,6 +326,10 @@ class SamMed3DPredictor:
             config = getattr(model, "config", None)
             rim_edit = float(getattr(config, "rim_edit", 0.0) or 0.0)
         rim_edit = check_rim_edit(rim_edit)
+        if click_bounds is None:
+            config = getattr(model, "config", None)
+            click_bounds = getattr(config, "click_bounds", None) or "none"
+        click_bounds = check_click_bounds(click_bounds)
         if device is not None:
             from sammed3d.build import resolve_model_device
 
@@ -352,6 +363,8 @@ class SamMed3DPredictor:
         self.later_check = later_check
         #: Radius (mm) of a small object's rim edit (:meth:`rim_edit_tile`); 0: off.
         self.rim_edit = rim_edit
+        #: Which later clicks are bounded by the mask before them: "none", "negative", "both".
+        self.click_bounds = click_bounds
         self._volume: Volume | None = None
         self._lattice: Lattice | None = None
         self._zoom_lattice: Lattice | None = None
@@ -1062,10 +1075,25 @@ class SamMed3DPredictor:
         with torch.inference_mode():
             old = prompt.to(low.device, low.dtype)
             edited = torch.where(ball, torch.maximum(old, low), old)
-            up = self.model.upsample_logits(edited)
+        return self.edited_tile(tile, edited)
+
+    def edited_tile(self, tile: Tile, low_res_logits: torch.Tensor) -> Tile:
+        """``tile`` with other low-res logits (an inference rule's edit of the model's answer,
+        same shape): its mask and full-size logits are made from them again.
+
+        Raises:
+            ValueError: the logits are not of the shape of ``tile``'s.
+        """
+        if tuple(low_res_logits.shape) != tuple(tile.low_res_logits.shape):
+            raise ValueError(
+                f"low-res logits must have the shape {tuple(tile.low_res_logits.shape)}, got "
+                f"{tuple(low_res_logits.shape)}"
+            )
+        with torch.inference_mode():
+            up = self.model.upsample_logits(low_res_logits)
         mask = (up[0, 0] > 0).cpu().numpy()
         keep = up if tile.logits is not None else None
-        return Tile.create(roi, edited, mask, tile.source, tile.parent, keep)
+        return Tile.create(tile.roi, low_res_logits, mask, tile.source, tile.parent, keep)
 
     def outgrew_zoom(self, tile: Tile) -> bool:
         """Whether a zoomed tile's mask reaches a face of its ROI (where the image goes on):

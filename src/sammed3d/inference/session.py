@@ -54,6 +54,7 @@ import torch
 
 from sammed3d.clicks import Click
 from sammed3d.inference import extend as _extend
+from sammed3d.inference.bounds import MaskBound, bound_logits, bounds_click
 from sammed3d.inference.contrast import (
     CONTRAST_RATIO,
     GUARD_GROWTH,
@@ -154,6 +155,7 @@ class _ObjectState:
     active: int | None = None  # tile of the last click
     first_pick: Tile | None = None  # the first click's pick (extents): the model's, or a rule's
     model_pick: Tile | None = None  # the model's own, when a first-click rule took another
+    bound: MaskBound | None = None  # click bounds: the mask before the last click, its bound
 
 
 @dataclass(eq=False)
@@ -338,6 +340,11 @@ class InteractiveSession:
         changes the object only near the click (:meth:`SamMed3DPredictor.rim_edit_tile`);
         :attr:`rule` is then ``"rim edit"``.
 
+        With click bounds on (``click_bounds``, :mod:`sammed3d.inference.bounds`), the mask
+        after a negative later click lies within the mask before it (without the clicked
+        voxel), and with ``"both"`` the mask after a positive later click holds the mask
+        before it.
+
         Args:
             coord: Native voxel index ``(i, j, k)``; a fractional one is rounded to the
                 nearest voxel, ties up (``2.5 -> 3``).
@@ -368,6 +375,11 @@ class InteractiveSession:
         obj = self._current_or_new()
         state = obj.state
         tiles = list(state.tiles)
+        bounded = bool(state.clicks) and bounds_click(pred.click_bounds, click.positive)
+        bound = None
+        if bounded and obj.slices is not None and obj.block is not None:
+            cleared = None if click.positive else click.coord
+            bound = MaskBound.of(not click.positive, obj.slices, obj.block, cleared)
         if state.clicks and state.roi is None and len(tiles) == 1:
             # a small object that a first-click rule or choose_extent left on the main
             # lattice: its later clicks go to the zoom lattice, as zoom-in's would
@@ -384,7 +396,7 @@ class InteractiveSession:
             tiles = [tile]
             if pred.extend:
                 tiles += pred.extend_tile(tile, existing=[tile.roi])
-            self._apply(obj, _ObjectState(clicks, tuple(tiles), state.roi, 0))
+            self._apply(obj, _ObjectState(clicks, tuple(tiles), state.roi, 0, bound=bound))
             return click
         if index is None:
             if state.roi is not None and not tiles:
@@ -413,6 +425,10 @@ class InteractiveSession:
         vox = roi.native_points_to_voxels(np.asarray([c.coord for c in inside], dtype=np.float64))
         labels = np.asarray([int(c.positive) for c in inside], dtype=np.int64)
         tile = pred.predict_tile(roi, vox, labels, mask_input)
+        if bounded and mask_input is not None:  # the clicked ROI's logits get the bound too
+            tile = pred.edited_tile(
+                tile, bound_logits(mask_input, tile.low_res_logits, click.positive)
+            )
         rim = False  # a positive later click on the rim of a zoomed-in (small) object
         if (
             pred.rim_edit > 0
@@ -443,7 +459,7 @@ class InteractiveSession:
         active = next(i for i, t in enumerate(tiles) if t.roi == roi)
         pick = tile if len(clicks) == 1 else None
         before = (obj.slices, obj.block)
-        self._apply(obj, _ObjectState(clicks, tuple(tiles), state.roi, active, pick))
+        self._apply(obj, _ObjectState(clicks, tuple(tiles), state.roi, active, pick, bound=bound))
         if pick is not None and pred.offers_extents():
             self._first_pick_rules(obj)
         elif pick is None:
@@ -1096,6 +1112,8 @@ class InteractiveSession:
             points = np.asarray([c.coord for c in state.clicks], dtype=np.int64).reshape(-1, 3)
             labels = np.asarray([int(c.positive) for c in state.clicks], dtype=np.int64)
             obj.slices, obj.block = self.predictor.native_block(state.tiles, points, labels)
+            if state.bound is not None:
+                obj.slices, obj.block = state.bound.apply(obj.slices, obj.block)
         else:
             obj.slices, obj.block = None, None
         self._current = label
