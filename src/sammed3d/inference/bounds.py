@@ -4,15 +4,19 @@ A negative click says "this is not the object"; a positive one "this is". The mo
 a click with a whole new mask, and on the tuning chains of the bundled model that new mask
 sometimes went the other way: a negative click that made a lesion's mask larger (boundary
 refinement re-deciding the band of a slightly shrunk mask outwards), a positive click that
-shrank a mask (docs/default_model.md, "Click bounds"). With click bounds on
-(``ModelConfig.click_bounds``), :class:`~sammed3d.InteractiveSession` keeps the mask after a
-negative later click within the mask before it (a *cap*), and with ``"both"`` the mask after
-a positive later click holds the mask before it (a *floor*); the low-res logits of the clicked
-ROI get the same bound (elementwise minimum or maximum with the logits the click got as mask
-prompt), so the next click's prompt agrees with the mask shown.
+shrank a mask (docs/default_model.md, "Click bounds (2026-12-03, not bundled)"). With click
+bounds on (``ModelConfig.click_bounds``), :class:`~sammed3d.InteractiveSession` keeps the
+mask after a negative later click within the mask before it (a *cap*), and with ``"both"``
+the mask after a positive later click holds the mask before it (a *floor*); the low-res
+logits of the clicked ROI get the same bound (elementwise minimum or maximum with the logits
+the click got as mask prompt), so the next click's prompt agrees with the mask shown.
 
 A bound is stored with the object's state (as packed bits), so undo and redo give the same
 mask again.
+
+Off for the bundled model: on the tuning chains the bounds cut the clicks that lowered Dice
+and raised the mean at 3 clicks, but held out they lowered it at 5 clicks, as negative
+clicks after a wrong first mask can then only shrink that mask, not move it to the object.
 """
 
 from __future__ import annotations
