@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Tuning sets from the MNI152 training source, for choices made after training (e.g. the
-bundled model's ``zoom_spacing``), so that no choice is made on the held-out Colin27 sets.
+"""Tuning sets from the MNI152 training source and the generator, for choices made after
+training (e.g. the bundled model's ``zoom_spacing``), so that no choice is made on the
+held-out sets.
 
 Same rules as the held-out sets of ``tools/build_demo_data.py`` (its functions), on the
 MNI152 2009a T1 (PyPI nilearn) that training already uses:
@@ -13,14 +14,17 @@ MNI152 2009a T1 (PyPI nilearn) that training already uses:
   ``Dataset307_MNI152_LesionsB15`` (1.5 mm), for a choice that must not be made on the sets a
   rule was already chosen on;
 * with ``--synthetic N``: ``Dataset308_Synthetic``, N crops of the generator from seeds
-  60,000 + i (a range that training, the held-out set ``Dataset205_Synthetic`` (seeds 0..N-1)
+  60,000 + i (a range that training, the held-out set ``Dataset205_Synthetic`` (seeds from 0)
   and the validation crops of ``tools/validation_crops.py`` (40,000+, 50,000+) never draw),
-  the tuning twin of the held-out generated crops.
+  the tuning twin of the held-out generated crops; written afresh (a smaller N leaves no old
+  cases behind). ``--only-synthetic`` writes that set alone.
 
     .venv/bin/python tools/build_tuning_sets.py [--out data/model/tune] [--cache DIR]
                                               [--fresh-lesions N] [--synthetic N]
+                                              [--only-synthetic]
 
-Needs the sources that ``build_demo_data.py`` downloads (it fetches them if missing).
+The MNI152 sets need the sources that ``build_demo_data.py`` downloads (it fetches them if
+missing); ``--only-synthetic`` needs none.
 """
 
 from __future__ import annotations
@@ -73,11 +77,32 @@ def resample_dataset(src: Path, dst: Path, spacing: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("data/model/tune"))
-    parser.add_argument("--cache", type=Path, default=Path(".cache/demo_sources"))
-    parser.add_argument("--fresh-lesions", type=int, default=0, metavar="N")
-    parser.add_argument("--synthetic", type=int, default=0, metavar="N")
+    parser = argparse.ArgumentParser(
+        description=" ".join(__doc__.split("\n\n")[0].split()).replace("``", "")
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("data/model/tune"), help="folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(".cache/demo_sources"),
+        help="downloaded sources (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fresh-lesions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N fresh lesions at 1 and 1.5 mm (Dataset306/307; default: none)",
+    )
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N generated crops, seeds 60,000+ (Dataset308; default: none)",
+    )
     parser.add_argument(
         "--only-synthetic", action="store_true", help="write Dataset308_Synthetic only"
     )
@@ -87,8 +112,11 @@ def main() -> None:
             parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.only_synthetic and args.synthetic <= 0:
         parser.error("--only-synthetic needs --synthetic N with N >= 1")
+    if args.only_synthetic and args.fresh_lesions:
+        parser.error("--only-synthetic writes the generated crops only: drop --fresh-lesions")
     root = args.out
     if args.synthetic > 0:
+        shutil.rmtree(root / "Dataset308_Synthetic", ignore_errors=True)
         write_dataset(
             root,
             "Dataset308_Synthetic",

@@ -1,4 +1,4 @@
-"""The MNI152 tuning chains of one checkpoint as a Markdown table: mean Dice per kind of target
+"""The tuning chains of one checkpoint as a Markdown table: mean Dice per kind of target
 at 1 / 3 / 5 clicks, the mean over the kinds, first masks that hold their click and clicks
 that lowered a target's Dice by more than 0.05 (``sammed3d evaluate``'s threshold).
 
@@ -6,7 +6,8 @@ Reads ``OUT/<run>/per_click.csv`` written by ``tools/evaluate_tuning_sets.sh``: 
 ``brain_s<seed>`` and ``tissue_s<seed>`` are pooled over their click seeds (one row per
 structure), ``lesions``, ``lesions_15mm``, ``fresh_lesions``, ``fresh_lesions_15mm`` and
 ``synthetic`` (the generated crops) are one row each. The mean over the kinds weighs every
-kind once, whatever its number of targets (the docs' "mean of the seven").
+kind once, whatever its number of targets (the docs' "mean of the seven", or of the eight
+with the generated crops).
 
 Usage: .venv/bin/python tools/summarize_tuning.py runs/tune_X [--clicks 1,3,5]
 """
@@ -51,7 +52,9 @@ def _count(flags: list[bool]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=" ".join(__doc__.split("\n\n")[0].split()).replace("``", "")
+    )
     parser.add_argument("out", type=Path, help="the folder tools/evaluate_tuning_sets.sh wrote")
     parser.add_argument("--clicks", default="1,3,5", help="click counts to show (default 1,3,5)")
     args = parser.parse_args(argv)

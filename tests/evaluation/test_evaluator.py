@@ -359,3 +359,18 @@ def test_a_resume_mismatch_names_the_setting_as_evaluate_spells_it():
     assert _setting_name("run.checkpoint") == "--checkpoint"
     assert _setting_name("run.uses_gt") == "--method"
     assert _setting_name("run.params").startswith("the model's settings")
+
+
+def test_a_refused_resume_names_the_model_setting_that_differs() -> None:
+    from sammed3d.evaluation.evaluator import _setting_diff
+
+    there = {"zoom_spacing": 1.0, "click_bounds": "negative", "rim_edit": 3.0}
+    now = {"zoom_spacing": 1.0, "click_bounds": "none", "rim_edit": 3.0}
+    assert _setting_diff("run.params", there, now) == (
+        "the model's setting click_bounds: 'negative' there, 'none' now"
+    )
+    now["rim_edit"] = 0.0
+    assert _setting_diff("run.params", there, now).endswith("'none' now; 1 more differ")
+    assert _setting_diff("strategy", ["center"], ["random"]) == (
+        "--strategy: ['center'] there, ['random'] now"
+    )

@@ -150,3 +150,14 @@ def test_generated_cases_start_at_their_seed() -> None:
     assert np.array_equal(label.array, expected_label[0].numpy().astype(np.uint8))
     held_out = SyntheticGenerator().sample_raw(0, 1)[0]
     assert not torch.equal(held_out, expected_image)
+
+
+def test_a_smaller_synthetic_tuning_set_leaves_no_old_cases(tmp_path: Path) -> None:
+    tool = TOOLS / "build_tuning_sets.py"
+    for n in ("2", "1"):
+        argv = [sys.executable, str(tool), "--out", str(tmp_path), "--synthetic", n]
+        proc = subprocess.run([*argv, "--only-synthetic"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    images = sorted(p.name for p in (tmp_path / "Dataset308_Synthetic" / "imagesTs").iterdir())
+    labels = sorted(p.name for p in (tmp_path / "Dataset308_Synthetic" / "labelsTs").iterdir())
+    assert images == ["synth000_0000.nii.gz"] and labels == ["synth000.nii.gz"]

@@ -338,7 +338,7 @@ def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         choices=LATER_CHECKS,
         help=f"{prefix}edges: a later click whose mask loses its edges (edge score below 70%% "
         "of the previous mask's for a positive click, 30%% for a negative one) is refused: the "
-        "mask stays and the click is not kept; fewer clicks lower Dice, but held out the mean "
+        "mask stays and the click is not kept; fewer clicks that lower Dice, but held out the mean "
         "Dice at 3 and 5 clicks fell (none: every click's mask is taken; default: the "
         "checkpoint's setting, none for the bundled and the published models)",
     )
@@ -358,7 +358,7 @@ def add_rule_args(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         choices=CLICK_BOUNDS,
         help=f"{prefix}click bounds: the mask after a negative later click stays within the "
         "mask before it, without the clicked voxel (negative), and with both the mask after a "
-        "positive later click holds the mask before it; fewer clicks lower Dice, but held out "
+        "positive later click holds the mask before it; fewer clicks that lower Dice, but held out "
         "the mean Dice at 5 clicks fell (none: the model's answer is taken as it is; default: "
         "the checkpoint's setting, none for the bundled and the published models)",
     )

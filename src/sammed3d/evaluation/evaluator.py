@@ -175,10 +175,25 @@ def _setting_name(key: str) -> str:
     option (``tolerance_mm`` -> ``--tolerance-mm``, ``run.checkpoint`` -> ``--checkpoint``),
     or the model's settings for ``run.params``."""
     if key == "run.params":
-        return "the model's settings (zoom, refinement, first-click rules)"
+        return "the model's settings (zoom, refinement, click rules)"
     if key == "run.uses_gt":
         return "--method"
     return "--" + key.removeprefix("run.").replace("_", "-")
+
+
+def _setting_diff(key: str, there: Any, now: Any) -> str:
+    """``key``'s values in a refused resume, as ``"NAME: THERE there, NOW now"``; for the
+    model's settings (a dict) only the first setting that differs is named, and how many
+    more do."""
+    if isinstance(there, dict) and isinstance(now, dict):
+        subs = sorted(k for k in set(there) | set(now) if there.get(k) != now.get(k))
+        if subs:
+            more = f"; {len(subs) - 1} more differ" if len(subs) > 1 else ""
+            sub = subs[0]
+            return (
+                f"the model's setting {sub}: {there.get(sub)!r} there, {now.get(sub)!r} now{more}"
+            )
+    return f"{_setting_name(key)}: {there!r} there, {now!r} now"
 
 
 def _write_config(
@@ -195,11 +210,10 @@ def _write_config(
             raise ValueError(f"{exc}; use --overwrite") from None
         diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
         if diff:
-            k = diff[0]
             raise ValueError(
-                f"{output_dir} holds results made with other settings ({_setting_name(k)}: "
-                f"{old.get(k)!r} there, {identity.get(k)!r} now); use another --output "
-                f"or --overwrite"
+                f"{output_dir} holds results made with other settings "
+                f"({_setting_diff(diff[0], old.get(diff[0]), identity.get(diff[0]))}); use "
+                "another --output or --overwrite"
             )
     text = json.dumps(
         {"identity": identity, "clicks": list(config.clicks), "config": asdict(config)},

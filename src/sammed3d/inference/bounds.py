@@ -4,7 +4,7 @@ A negative click says "this is not the object"; a positive one "this is". The mo
 a click with a whole new mask, and on the tuning chains of the bundled model that new mask
 sometimes went the other way: a negative click that made a lesion's mask larger (boundary
 refinement re-deciding the band of a slightly shrunk mask outwards), a positive click that
-shrank a mask (docs/default_model.md, "Click bounds (2026-12-03, not bundled)"). With click
+removed part of a mask (docs/default_model.md, "Click bounds (2026-12-03, not bundled)"). With click
 bounds on (``ModelConfig.click_bounds``), :class:`~sammed3d.InteractiveSession` keeps the
 mask after a negative later click within the mask before it (a *cap*), and with ``"both"``
 the mask after a positive later click holds the mask before it (a *floor*); the low-res
