@@ -143,3 +143,14 @@ def test_with_both_a_positive_click_never_removes_and_off_the_model_is_taken(lab
     session, before = _session(lab, "none")
     grown = session.add_point((38, 32, 32), positive=False)
     assert grown.sum() > before.sum() and grown[38, 32, 32]
+
+
+def test_the_rules_in_effect_are_summed_up_in_one_line(lab):
+    model = lab.OracleModel(img_size=SIZE)
+    model.config = ModelConfig(refine_boundary=3.0, rim_edit=3.0, contrast_guard=0.4)
+    line = SamMed3DPredictor(model, click_bounds="negative").rules_summary()
+    assert line == (
+        "zoom-in off, boundary refinement 3 mm, contrast guard 0.4, first pick model, "
+        "later check none, rim edit 3 mm, click bounds negative"
+    )
+    assert "\n" not in line

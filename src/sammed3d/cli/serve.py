@@ -215,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"sammed3d serve: {ckpt.name} on {device}, up to {config.max_sessions} sessions")
     print(f"  web page:                 {url}/")
     print(f"  nnInteractive server URL: {url}   (3D Slicer / napari, remote mode)")
+    print(f"  inference rules:          {make_predictor().rules_summary()}")
     if everywhere:
         print(
             f"  listening on all interfaces ({host or '*'}): from another machine use this "

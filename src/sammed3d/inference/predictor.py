@@ -1077,6 +1077,28 @@ class SamMed3DPredictor:
             edited = torch.where(ball, torch.maximum(old, low), old)
         return self.edited_tile(tile, edited)
 
+    def rules_summary(self) -> str:
+        """The inference rules in effect, one line for a person (a server's start-up banner),
+        e.g. ``"zoom-in 1 mm, boundary refinement 3 mm, contrast guard 0.4, first pick edges,
+        later check none, rim edit 3 mm, click bounds none"``; rules that are off say so."""
+
+        def mm(name: str, value: float) -> str:
+            return f"{name} {value:g} mm" if value else f"{name} off"
+
+        parts = [
+            mm("zoom-in", self.zoom_spacing),
+            *([mm("fine zoom", self.fine_zoom_spacing)] if self.fine_zoom_spacing else []),
+            mm("boundary refinement", self.refine_boundary),
+            f"contrast guard {self.contrast_guard:g}"
+            if self.contrast_guard
+            else "contrast guard off",
+            f"first pick {self.first_pick}",
+            f"later check {self.later_check}",
+            mm("rim edit", self.rim_edit),
+            f"click bounds {self.click_bounds}",
+        ]
+        return ", ".join(parts)
+
     def edited_tile(self, tile: Tile, low_res_logits: torch.Tensor) -> Tile:
         """``tile`` with other low-res logits (an inference rule's edit of the model's answer,
         same shape): its mask and full-size logits are made from them again.
