@@ -356,7 +356,8 @@ def test_the_pick_is_kept(lab, threshold, click):
     assert session.rule_note is None
 
 
-def test_a_later_click_that_blows_the_mask_up_into_a_blur_is_not_taken(lab):
+@pytest.mark.parametrize("refine", [0.0, 3.0])
+def test_a_later_click_that_blows_the_mask_up_into_a_blur_is_not_taken(lab, refine):
     vol, scene = _scene()
     masks = {}
     for threshold in (0.0, 0.5):
@@ -364,13 +365,16 @@ def test_a_later_click_that_blows_the_mask_up_into_a_blur_is_not_taken(lab):
             _multimask_model(lab, blow_up=True),
             target_spacing=(MAIN,) * 3,
             contrast_guard=threshold,
+            refine_boundary=refine,
         )
         session = InteractiveSession(pred)
         session.set_image(vol)
         session.add_point(scene.centre)
         session.choose_extent(1)  # the bright ball (contrast 1.26)
         first = session.mask.copy()
-        session.add_point((41, 48, 48))  # the model answers with the large ball (contrast 0.09)
+        # the model answers with the large ball (contrast 0.09); the click lies just outside the
+        # bright ball, where boundary refinement would take its voxel in
+        session.add_point((47, 48, 48))
         masks[threshold] = session.mask.copy()
         assert len(session.clicks) == 2
         if threshold:

@@ -72,6 +72,9 @@ class MaskBound:
         shape: The block's shape.
         bits: ``np.packbits`` of the bool block (C order).
         clear: A cap's negative click, native voxel ``(i, j, k)``: never in the bounded mask.
+        exact: The bounded mask is this mask itself, whatever is bounded (a click that the
+            contrast guard did not take: its point must not move the mask through boundary
+            refinement either).
     """
 
     cap: bool
@@ -79,6 +82,7 @@ class MaskBound:
     shape: tuple[int, int, int]
     bits: np.ndarray
     clear: tuple[int, int, int] | None = None
+    exact: bool = False
 
     @classmethod
     def of(
@@ -87,8 +91,10 @@ class MaskBound:
         slices: Slices3,
         block: np.ndarray,
         clear: tuple[int, int, int] | None = None,
+        exact: bool = False,
     ) -> MaskBound:
-        """The bound given by a native mask block (copied, packed); ``clear``: see the class.
+        """The bound given by a native mask block (copied, packed); ``clear``, ``exact``: see
+        the class.
 
         Raises:
             ValueError: ``block`` is not 3-d of the extent of ``slices``; ``clear`` with a floor.
@@ -101,7 +107,7 @@ class MaskBound:
         if clear is not None and not cap:
             raise ValueError("only a cap (a negative click's bound) clears its click's voxel")
         shape = (int(block.shape[0]), int(block.shape[1]), int(block.shape[2]))
-        return cls(bool(cap), slices, shape, np.packbits(block), clear)
+        return cls(bool(cap), slices, shape, np.packbits(block), clear, bool(exact))
 
     def block(self) -> np.ndarray:
         """The bool block at :attr:`slices`."""
@@ -121,6 +127,8 @@ class MaskBound:
             empty mask keeps the slices it came with (an all-False block of that shape).
         """
         bound = self.block()
+        if self.exact:
+            return self.slices, bound
         if self.cap:
             lo = [max(a.start, b.start) for a, b in zip(slices, self.slices, strict=True)]
             hi = [min(a.stop, b.stop) for a, b in zip(slices, self.slices, strict=True)]

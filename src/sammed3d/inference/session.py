@@ -731,7 +731,10 @@ class InteractiveSession:
         old_c = border_contrast(image, slices, block)
         if new_c * CONTRAST_RATIO > old_c:
             return
-        after = replace(obj.state, tiles=state.tiles, active=state.active)
+        # the mask stays exactly as it was: the kept click's point must not move it through
+        # boundary refinement (a positive click's voxel is always refined in)
+        pinned = MaskBound.of(True, slices, block, exact=True)  # type: ignore[arg-type]
+        after = replace(obj.state, tiles=state.tiles, active=state.active, bound=pinned)
         undo_before = self._undo[-1].before
         grown = int(np.count_nonzero(obj.block))
         self._set_state(obj.label, after)
