@@ -109,6 +109,11 @@ class MaskBound:
         shape = (int(block.shape[0]), int(block.shape[1]), int(block.shape[2]))
         return cls(bool(cap), slices, shape, np.packbits(block), clear, bool(exact))
 
+    @classmethod
+    def pin(cls, slices: Slices3, block: np.ndarray) -> MaskBound:
+        """An ``exact`` bound: the bounded mask is ``block`` at ``slices`` itself."""
+        return cls.of(True, slices, block, exact=True)
+
     def block(self) -> np.ndarray:
         """The bool block at :attr:`slices`."""
         n = int(np.prod(self.shape))

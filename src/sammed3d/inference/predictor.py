@@ -306,30 +306,18 @@ class SamMed3DPredictor:
             zoom_spacing,
             f"zoom_spacing = {zoom_spacing:g} mm",
         )
-        if refine_boundary is None:
-            config = getattr(model, "config", None)
-            refine_boundary = float(getattr(config, "refine_boundary", 0.0) or 0.0)
-        refine_boundary = check_refine_boundary(refine_boundary)
-        if contrast_guard is None:
-            config = getattr(model, "config", None)
-            contrast_guard = float(getattr(config, "contrast_guard", 0.0) or 0.0)
-        contrast_guard = check_contrast_guard(contrast_guard)
-        if first_pick is None:
-            config = getattr(model, "config", None)
-            first_pick = getattr(config, "first_pick", None) or "model"
-        first_pick = check_first_pick(first_pick)
-        if later_check is None:
-            config = getattr(model, "config", None)
-            later_check = getattr(config, "later_check", None) or "none"
-        later_check = check_later_check(later_check)
-        if rim_edit is None:
-            config = getattr(model, "config", None)
-            rim_edit = float(getattr(config, "rim_edit", 0.0) or 0.0)
-        rim_edit = check_rim_edit(rim_edit)
-        if click_bounds is None:
-            config = getattr(model, "config", None)
-            click_bounds = getattr(config, "click_bounds", None) or "none"
-        click_bounds = check_click_bounds(click_bounds)
+        config = getattr(model, "config", None)
+
+        def setting(value: Any, name: str, off: Any) -> Any:
+            """``value``, or (None) the checkpoint's setting ``name`` (``off`` without one)."""
+            return (getattr(config, name, None) or off) if value is None else value
+
+        refine_boundary = check_refine_boundary(setting(refine_boundary, "refine_boundary", 0.0))
+        contrast_guard = check_contrast_guard(setting(contrast_guard, "contrast_guard", 0.0))
+        first_pick = check_first_pick(setting(first_pick, "first_pick", "model"))
+        later_check = check_later_check(setting(later_check, "later_check", "none"))
+        rim_edit = check_rim_edit(setting(rim_edit, "rim_edit", 0.0))
+        click_bounds = check_click_bounds(setting(click_bounds, "click_bounds", "none"))
         if device is not None:
             from sammed3d.build import resolve_model_device
 

@@ -733,7 +733,7 @@ class InteractiveSession:
             return
         # the mask stays exactly as it was: the kept click's point must not move it through
         # boundary refinement (a positive click's voxel is always refined in)
-        pinned = MaskBound.of(True, slices, block, exact=True)  # type: ignore[arg-type]
+        pinned = MaskBound.pin(slices, block)  # type: ignore[arg-type]
         after = replace(obj.state, tiles=state.tiles, active=state.active, bound=pinned)
         undo_before = self._undo[-1].before
         grown = int(np.count_nonzero(obj.block))
