@@ -161,3 +161,18 @@ def test_a_smaller_synthetic_tuning_set_leaves_no_old_cases(tmp_path: Path) -> N
     images = sorted(p.name for p in (tmp_path / "Dataset308_Synthetic" / "imagesTs").iterdir())
     labels = sorted(p.name for p in (tmp_path / "Dataset308_Synthetic" / "labelsTs").iterdir())
     assert images == ["synth000_0000.nii.gz"] and labels == ["synth000.nii.gz"]
+
+
+def test_bad_tuning_set_options_are_one_line_errors(tmp_path: Path) -> None:
+    tool = TOOLS / "build_tuning_sets.py"
+    for args, expected in (
+        (["--only-synthetic"], "--only-synthetic needs --synthetic N with N >= 1"),
+        (["--synthetic", "-1"], "--synthetic must be >= 0, got -1"),
+        (["--synthetic", "2", "--only-synthetic", "--fresh-lesions", "3"], "drop --fresh-lesions"),
+    ):
+        argv = [sys.executable, str(tool), "--out", str(tmp_path), *args]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        assert proc.returncode == 2
+        last = proc.stderr.strip().splitlines()[-1]
+        assert expected in last and "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())  # nothing written
