@@ -508,7 +508,12 @@ def test_extent_takes_another_first_mask_with_the_bundled_model(tmp_path, capsys
     argv = ["segment", str(path), "-p", "32", "32", "32", "--checkpoint", "default"]
     argv += ["--refine-boundary", "0"]
     assert main([*argv, "-o", str(tmp_path / "auto.nii.gz")]) == 0
-    listed = [ln for ln in capsys.readouterr().out.splitlines() if "could get" in ln]
+    lines = capsys.readouterr().out.splitlines()
+    # the rules in effect are printed once, the command line's override included
+    rules = [ln for ln in lines if ln.startswith("inference rules: ")]
+    assert len(rules) == 1 and "boundary refinement off" in rules[0]
+    assert "zoom-in 1 mm" in rules[0]
+    listed = [ln for ln in lines if "could get" in ln]
     assert len(listed) == 1 and listed[0].count(" ml") >= 2
     # each mask with the spacing of the lattice it was predicted on (1.5 mm, or zoomed)
     assert listed[0].count(" ml") == len(re.findall(r" ml at (1\.5|1|0\.5) mm", listed[0]))

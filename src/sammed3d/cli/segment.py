@@ -250,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
         **rule_kwargs(args),
     )
     print(f"loaded {predictor.checkpoint} on {device} ({time.perf_counter() - t0:.2f} s)")
+    print(f"inference rules: {predictor.rules_summary()}")
     if args.extent is not None and not predictor.offers_extents():
         raise CLIError(
             f"--extent needs a model that offers several masks per click; {predictor.checkpoint}"
