@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from sammed3d import CheckpointError, ModelConfig, build_model, load_checkpoint, save_checkpoint
-from sammed3d.build import MODEL_REGISTRY, _build_sam3d, export_published, infer_config
+from sammed3d.build import (
+    MODEL_REGISTRY,
+    _build_sam3d,
+    export_published,
+    infer_config,
+    settings_beyond_weights,
+)
 
 
 def _meta_vit_b():
@@ -101,6 +107,19 @@ def test_export_published(tmp_path, tiny_model):
     raw = torch.load(path, weights_only=True)
     assert list(raw) == ["model_state_dict"]
     assert load_checkpoint(path).config == MODEL_REGISTRY["sam_med3d_tiny"]
+
+
+def test_settings_beyond_weights_names_what_a_bare_state_dict_loses(tmp_path):
+    """Published architectures lose nothing; a behaviour field or a decoder head count other
+    than the released 8 is named, and is indeed lost when only the weights are written."""
+    assert settings_beyond_weights(build_model("sam_med3d_tiny")) == ()
+    base = dataclasses.replace(MODEL_REGISTRY["sam_med3d_tiny"])
+    cfg = dataclasses.replace(base, decoder_num_heads=4, first_click_multimask=True, rim_edit=3.0)
+    model = build_model(cfg)
+    lost = settings_beyond_weights(model)
+    assert lost == ("decoder_num_heads", "first_click_multimask", "rim_edit")
+    reloaded = load_checkpoint(export_published(model, tmp_path / "bare.pth")).config
+    assert all(getattr(reloaded, name) != getattr(cfg, name) for name in lost)
 
 
 def test_build_model_with_checkpoint(tmp_path, tiny_model):

@@ -658,8 +658,34 @@ def write_checkpoint(
     return path
 
 
+def settings_beyond_weights(model: Sam3D) -> tuple[str, ...]:
+    """The fields of a model's :class:`ModelConfig` that its weights alone do not give back.
+
+    A file with ``model_state_dict`` only (:func:`export_published`) is loaded with the
+    config :func:`infer_config` reads from the tensor shapes; every field where that config
+    differs from the model's own is lost with it: our behaviours that change no shape
+    (``first_click_multimask``, the inference rules such as ``zoom_spacing``) and what shapes
+    cannot show (``decoder_num_heads`` other than the released 8). Empty for the published
+    models.
+
+    Returns:
+        The field names, in :class:`ModelConfig` order.
+    """
+    module = getattr(model, "module", model)
+    own = model_config_of(module)
+    inferred = infer_config(module.state_dict())
+    return tuple(
+        f.name
+        for f in dataclasses.fields(ModelConfig)
+        if f.name != "extra" and getattr(own, f.name) != getattr(inferred, f.name)
+    )
+
+
 def export_published(model: Sam3D, path: str | os.PathLike[str]) -> Path:
-    """Write ``{"model_state_dict": ...}`` only, the layout the published tools read."""
+    """Write ``{"model_state_dict": ...}`` only, the layout the published tools read.
+
+    What the weights alone do not carry (:func:`settings_beyond_weights`) is not written;
+    :func:`save_checkpoint` keeps it next to the same ``model_state_dict``."""
     path = Path(path)
     module = getattr(model, "module", model)
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}

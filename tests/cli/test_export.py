@@ -67,3 +67,42 @@ def test_every_command_takes_the_run_folder_export_takes(
         assert main([*argv, "--overwrite"] if argv[0] == "segment" else argv) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("error: no checkpoint in run folder") and "final.pth" in err
+
+
+def test_our_settings_survive_export_and_weights_only_says_what_it_drops(tmp_path, capsys):
+    """The bundled model's first-click and inference settings live in its config, which a
+    bare state dict cannot hold: export keeps config and metadata next to model_state_dict
+    (published loaders read only that key), so loading the file gives the same model;
+    --weights-only writes the bare layout and names on stderr what is lost."""
+    from sammed3d.build import load_checkpoint, read_checkpoint
+
+    bundled = read_checkpoint("default")
+    kept = tmp_path / "kept.pth"
+    assert main(["export", "default", str(kept)]) == 0
+    out = capsys.readouterr().out
+    assert "kept model_config and metadata" in out and "first_click_multimask" in out
+    assert "only sammed3d loads it" in out  # click maps and a high-res path
+    raw = torch.load(kept, map_location="cpu", weights_only=True)
+    assert {"model_state_dict", "model_config", "metadata"} <= set(raw)
+    again = read_checkpoint(kept)
+    assert again.config == bundled.config and again.config.to_dict() == bundled.config.to_dict()
+    assert again.metadata == bundled.metadata
+    assert all(torch.equal(again.state_dict[k], v) for k, v in bundled.state_dict.items())
+
+    bare = tmp_path / "bare.pth"
+    assert main(["export", "default", str(bare), "--weights-only"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: --weights-only left out") and "first_click_multimask" in err
+    assert set(torch.load(bare, map_location="cpu", weights_only=True)) == {"model_state_dict"}
+    assert load_checkpoint(bare).config.first_click_multimask is False
+
+
+@pytest.mark.parametrize("name", ["model.txt", "model", "weights.safetensors"])
+def test_an_output_that_is_not_a_checkpoint_file_is_refused(tmp_path, tiny_model, capsys, name):
+    ckpt = save_checkpoint(tiny_model, tmp_path / "c.pth")
+    assert main(["export", str(ckpt), str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"error: output must be a PyTorch checkpoint file ending in .pth or .pt, got {name}"
+    )
+    assert not (tmp_path / name).exists()

@@ -203,14 +203,16 @@ def test_resume_skips_finished_and_redoes_partial(targets: list, tmp_path: Path)
     evaluate_targets(RecordingMethod(), targets, ref_dir, cfg, show_progress=False)
     evaluate_targets(RecordingMethod(), targets, run_dir, cfg, show_progress=False)
     again = evaluate_targets(RecordingMethod(), targets, run_dir, cfg, show_progress=False)
-    assert (again.evaluated, again.resumed) == (0, 4)
+    # the target skipped in the first call (case_1 has no box) is counted apart from the
+    # evaluated ones, as the summary counts it
+    assert (again.evaluated, again.resumed, again.resumed_skipped) == (0, 3, 1)
     # simulate a crash in the middle of the last target: drop its last rows
     part = run_dir / "parts" / "per_click.shard0of1.csv"
     lines = part.read_text(encoding="utf-8").splitlines(keepends=True)
     part.write_text("".join(lines[:-2]) + lines[-2][:10])
     rec = RecordingMethod()
     third = evaluate_targets(rec, targets, run_dir, cfg, show_progress=False)
-    assert third.evaluated == 1 and third.resumed == 3
+    assert (third.evaluated, third.resumed, third.resumed_skipped) == (1, 2, 1)
     assert _without_time(run_dir / "per_click.csv") == _without_time(ref_dir / "per_click.csv")
 
 
@@ -232,6 +234,25 @@ def test_settings_change_is_refused_unless_overwrite(targets: list, tmp_path: Pa
     fewer = EvalConfig(clicks=(2,), strategy=("center",), seed=7)
     res = evaluate_targets(OracleMethod(), targets[:1], tmp_path, fewer, show_progress=False)
     assert res.evaluated == 0 and list(res.summary["overall"]) == ["2"]
+
+
+def test_merge_reports_counts_beyond_the_last_run_from_the_rows_there(
+    targets: list, tmp_path: Path
+) -> None:
+    """A run with fewer clicks after one with more keeps the longer rows: merge reports the
+    larger counts from them; counts no evaluated target reached are a one-line error."""
+    evaluate_targets(RecordingMethod(), targets, tmp_path, EvalConfig(clicks=(1, 5), seed=5),
+                     show_progress=False)  # fmt: skip
+    full = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    short = evaluate_targets(
+        RecordingMethod(), targets, tmp_path, EvalConfig(clicks=(1, 3), seed=5), show_progress=False
+    )
+    assert short.summary is not None and "5" not in short.summary["overall"]
+    merged = merge_results(tmp_path, clicks=(1, 5))
+    assert merged["overall"]["5"]["dice"] == full["overall"]["5"]["dice"]
+    assert merged["overall"]["5"]["dice"]["n"] == 3
+    with pytest.raises(ValueError, match=r"3 of the 3 evaluated targets .* click 5 only, not 6"):
+        merge_results(tmp_path, clicks=(6,))
 
 
 def test_shards_merge_to_the_single_run(targets: list, tmp_path: Path) -> None:

@@ -389,7 +389,7 @@ def run(args: argparse.Namespace) -> int:
         *result.shard,
         result.evaluated,
         result.resumed,
-        result.skipped,
+        result.skipped + result.resumed_skipped,
     )
     if result.summary is not None:
         _print_summary(result.summary)

@@ -102,7 +102,8 @@ class EvalResult:
         output_dir: The output folder.
         shard: ``(index, count)``.
         evaluated: Targets evaluated in this call.
-        resumed: Targets of this shard already finished before this call.
+        resumed: Targets of this shard already evaluated before this call.
+        resumed_skipped: Targets of this shard skipped before this call (not tried again).
         skipped: Targets skipped in this call (reasons in ``skipped.csv``).
         summary: The merged summary when this call completed the run, else None.
         skipped_reasons: The reasons of those skips.
@@ -114,6 +115,7 @@ class EvalResult:
     shard: tuple[int, int]
     evaluated: int = 0
     resumed: int = 0
+    resumed_skipped: int = 0
     skipped: int = 0
     summary: dict[str, Any] | None = None
     skipped_reasons: list[str] = field(default_factory=list)
@@ -472,8 +474,9 @@ def evaluate_targets(
 
     # resume: finished targets from any part file; drop half-written targets from ours
     all_rows = [r for p in _part_files(output_dir, "per_click") for r in read_rows(p)]
-    finished = complete_targets(all_rows, config.max_clicks)
-    finished |= {target_key(r) for r in _read_skipped(_part_files(output_dir, "skipped"))}
+    evaluated = complete_targets(all_rows, config.max_clicks)
+    skipped_before = {target_key(r) for r in _read_skipped(_part_files(output_dir, "skipped"))}
+    finished = evaluated | skipped_before
     mine = read_rows(my_csv)
     kept = [r for r in mine if target_key(r) in finished]
     if len(kept) != len(mine):
@@ -487,13 +490,23 @@ def evaluate_targets(
     groups = _shard_cases(targets, shard)
     total = sum(len(g) for g in groups)
     result = EvalResult(output_dir=output_dir, shard=shard)
-    result.resumed = sum(1 for g in groups for t in g if _key_of(t) in finished)
-    if result.resumed:
-        logger.info("resuming: %d of %d targets already done", result.resumed, total)
+    result.resumed = sum(1 for g in groups for t in g if _key_of(t) in evaluated)
+    result.resumed_skipped = sum(
+        1 for g in groups for t in g if _key_of(t) in skipped_before - evaluated
+    )
+    done = result.resumed + result.resumed_skipped
+    if done:
+        logger.info(
+            "resuming: %d of %d targets already done (%d evaluated, %d skipped)",
+            done,
+            total,
+            result.resumed,
+            result.resumed_skipped,
+        )
     last_dice: list[float] = []
     with tqdm(
         total=total,
-        initial=result.resumed,
+        initial=done,
         disable=not show_progress,
         desc=f"evaluate {run_info['method']}"
         + (f" [{shard[0]}/{shard[1]}]" if shard[1] > 1 else ""),
@@ -580,20 +593,25 @@ def merge_results(
 
     Args:
         output_dir: An evaluation output folder.
-        clicks: Click counts to report (default: those in ``config.json``).
+        clicks: Click counts to report (default: those in ``config.json``); counts beyond
+            its largest need every evaluated target's rows that far in the part files.
 
     Returns:
         The summary.
 
     Raises:
         FileNotFoundError: no ``config.json`` in ``output_dir``.
-        ValueError: its ``config.json`` is not one :func:`evaluate_targets` wrote.
+        ValueError: its ``config.json`` is not one :func:`evaluate_targets` wrote; ``clicks``
+            go beyond the rows of some evaluated target.
     """
     output_dir = Path(output_dir)
     saved = read_config(output_dir)
     clicks = sorted({int(k) for k in (clicks or saved["clicks"])})
     metrics = [m for m in saved["config"]["metrics"] if m in METRIC_NAMES]
-    max_clicks = int(max(saved["clicks"]))
+    # counts beyond the last run's are reported when the part files hold their rows (an
+    # earlier run of the same settings simulated more clicks)
+    saved_max = int(max(saved["clicks"]))
+    max_clicks = max(saved_max, clicks[-1])
 
     rows: list[dict[str, Any]] = []
     seen: set[tuple[Any, ...]] = set()
@@ -604,6 +622,19 @@ def merge_results(
                 seen.add(ident)
                 rows.append(r)
     complete = complete_targets(rows, max_clicks)
+    if max_clicks > saved_max:
+        evaluated = complete_targets(rows, saved_max)
+        short = evaluated - complete
+        if short:
+            reach = next(
+                n for n in range(max_clicks - 1, saved_max - 1, -1)
+                if complete_targets(rows, n) >= evaluated
+            )  # fmt: skip
+            raise ValueError(
+                f"{len(short)} of the {len(evaluated)} evaluated targets in {output_dir} have "
+                f"rows up to click {reach} only, not {max_clicks}: run the evaluation again "
+                f"with --clicks up to {max_clicks} to simulate the rest"
+            )
     rows = [r for r in rows if target_key(r) in complete and int(r["click"]) <= max_clicks]
     rows.sort(key=lambda r: (*target_key(r), int(r["click"])))
     skipped_all = _read_skipped(_part_files(output_dir, "skipped"))
