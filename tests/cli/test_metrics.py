@@ -237,3 +237,21 @@ def test_labels_in_common_or_a_note(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert main(["metrics", "--pred", pred, "--gt", pred, "--no-hd95"]) == 0
     assert "note" not in json.loads(capsys.readouterr().out)
+
+
+def test_a_requested_label_in_neither_file_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--labels 7 (a typo for 1) scores nulls as "both empty" would: the note says so."""
+    box = np.zeros((20, 18, 12), np.uint8)
+    box[5:10, 5:10, 3:8] = 1
+    path = _write(tmp_path / "m.nii.gz", box)
+    assert main(["metrics", "--pred", path, "--gt", path, "--labels", "7", "--no-hd95"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["labels"]["7"]["dice"] is None
+    assert report["note"] == (
+        "--labels 7: in neither file (--pred holds label 1, --gt holds label 1); their "
+        "metrics are null"
+    )
+    assert main(["metrics", "--pred", path, "--gt", path, "--labels", "1", "--no-hd95"]) == 0
+    assert "note" not in json.loads(capsys.readouterr().out)

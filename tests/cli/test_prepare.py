@@ -331,3 +331,19 @@ def test_nothing_prepared_when_every_case_is_skipped(
         ("p1", "missing_file"),
         ("p2", "missing_file"),
     ]
+
+
+def test_a_test_only_dataset_names_the_split_that_reads_it(tmp_path: Path, capsys) -> None:
+    """prepare defaults to the train split; a dataset with labelsTs only is told which
+    --split reads it instead of only that labelsTr is missing."""
+    ds = _dataset(tmp_path / "raw")
+    (ds / "imagesTr").rename(ds / "imagesTs")
+    (ds / "labelsTr").rename(ds / "labelsTs")
+    argv = ["prepare", str(ds), "-o", str(tmp_path / "out"), "--no-progress", "--no-histograms"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: expected a label folder {ds / 'labelsTr'} for split 'train'; labelled here: "
+        "labelsTs (split 'test')"
+    )
+    assert main([*argv, "--split", "test"]) == 0

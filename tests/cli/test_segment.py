@@ -514,15 +514,17 @@ def test_extent_takes_another_first_mask_with_the_bundled_model(tmp_path, capsys
     assert len(rules) == 1 and "boundary refinement off" in rules[0]
     assert "zoom-in 1 mm" in rules[0]
     listed = [ln for ln in lines if "could get" in ln]
-    assert len(listed) == 1 and listed[0].count(" ml") >= 2
-    # each mask with the spacing of the lattice it was predicted on (1.5 mm, or zoomed)
-    assert listed[0].count(" ml") == len(re.findall(r" ml at (1\.5|1|0\.5) mm", listed[0]))
+    # each mask with its size (ml, or voxels when under 0.05 ml) and the spacing of the
+    # lattice it was predicted on (1.5 mm, or zoomed)
+    entries = re.findall(r"\d+: [\d.]+ (?:ml|voxels?) at (?:1\.5|1|0\.5) mm", listed[0])
+    assert len(listed) == 1 and len(entries) >= 2
+    assert len(entries) == len(re.findall(r"\d+: ", listed[0]))
     # the pick is marked once: the model's, or the edge pick's when it took another mask,
     # which then also marks the model's own (the one its note names)
     assert listed[0].count("(model)") == 1 and listed[0].count("(edge pick)") <= 1
     if "(edge pick)" in listed[0]:
         assert "(model)" not in re.search(r"\d+: [^:]*\(edge pick\)", listed[0])[0]
-    last = listed[0].count(" ml") - 1
+    last = len(entries) - 1
     counts = {}
     for n in (0, last):
         out = tmp_path / f"extent{n}.nii.gz"
@@ -600,3 +602,47 @@ def test_an_extent_beyond_the_list_names_the_flag(tmp_path, capsys):
     )
     assert "loaded" in captured.out and "read " not in captured.out
     assert not out.exists()
+
+
+def test_the_masks_list_says_tiny_masks_in_voxels_and_a_replaced_pick_as_taken(tmp_path, capsys):
+    """A CT-like liver with a hypodense lesion (a fresh-user trial's case): the edge pick
+    replaces the model's lesion-sized mask by the liver. The list shows a 2-voxel mask as
+    voxels (not "0.0 ml"), and the model's own mask with the size it had as the object's
+    mask, not "more when taken" (it had been grown already)."""
+    rng = np.random.default_rng(0)
+    x, y, z = np.meshgrid(np.arange(160.0), np.arange(160.0), np.arange(60) * 2.5, indexing="ij")
+    ct = np.full(x.shape, -1000.0)
+    ct[(x - 80) ** 2 + (y - 80) ** 2 <= 70**2] = 0.0
+    ct[((x - 60) / 25) ** 2 + ((y - 70) / 20) ** 2 + ((z - 75) / 30) ** 2 <= 1] = 60.0
+    ct[(x - 60) ** 2 + (y - 70) ** 2 + (z - 75) ** 2 <= 36] = -20.0
+    ct += rng.normal(0, 15, ct.shape)
+    path = write_volume(Volume(ct.astype(np.float32), (1.0, 1.0, 2.5)), tmp_path / "ct.nii.gz")
+    argv = ["segment", str(path), "--modality", "CT", "-p", "60", "70", "30"]
+    assert main([*argv, "--checkpoint", "default", "-o", str(tmp_path / "m.nii.gz")]) == 0
+    out = capsys.readouterr().out
+    listed = next(ln for ln in out.splitlines() if "could get" in ln)
+    assert " 0.0 ml" not in listed
+    assert "more when taken" not in listed  # every mask here was grown or reaches no face
+    if "(edge pick)" in listed:
+        own = re.search(r"\d+: ([\d.]+ ml) at [\d.]+ mm \(model\)", listed)
+        note = re.search(r"the model's mask \((\d+) voxels", out)
+        assert own and note
+        ml = int(note[1]) * 2.5 / 1000
+        assert own[1] == f"{ml:.1f} ml"
+
+
+def test_a_click_on_the_voxel_of_an_earlier_click_of_the_other_sign_is_noted(
+    tmp_path, image, ckpt, capsys
+):
+    """The model gets both clicks (as the API and the server give them); segment says they
+    contradict and where the voxel ended (8.4 rounds to 8: the same voxel)."""
+    argv = ["segment", str(image), "-p", "15", "14", "8", "-n", "15", "14", "8.4"]
+    assert main([*argv, "--checkpoint", str(ckpt), "-o", str(tmp_path / "m.nii.gz")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    notes = [ln for ln in lines if "contradict" in ln]
+    assert len(notes) == 1 and lines[lines.index(notes[0]) - 1].startswith("click 2/2 - at")
+    inside = bool(read_volume(tmp_path / "m.nii.gz").array[15, 14, 8])
+    assert notes[0] == (
+        "  note: this click is on the voxel of click 1, which was positive: the two "
+        f"contradict; the voxel is {'in' if inside else 'out of'} the mask now"
+    )

@@ -318,10 +318,12 @@ def test_click_voxels_rounds_once_to_the_nearest_voxel_ties_up(lab):
     vol, _, _, _ = _sphere_setup(lab, "lps_aniso")  # shape (41, 35, 19)
     predictor = SamMed3DPredictor(lab.OracleModel(img_size=32), extend=False)
     predictor.set_image(vol)
-    got = predictor.click_voxels([[2.5, 3.49, 4.51], [-0.5, 0.0, 17.9], [30.4999999, 1, 2]])
-    assert got.dtype == np.int64 and got.shape == (3, 3)
-    # ties go up (ITK's rule); values within 1e-6 of a tie count as the tie
-    assert got.tolist() == [[3, 3, 5], [0, 0, 18], [31, 1, 2]]
+    clicks = [[2.5, 3.49, 4.51], [-0.5, 0.0, 17.9], [30.4999999, 1, 2], [13.4999979, 1, 2]]
+    got = predictor.click_voxels(clicks + [[13.4998, 1, 2]])
+    assert got.dtype == np.int64 and got.shape == (5, 3)
+    # ties go up (ITK's rule); values within 1e-4 voxel of a tie count as the tie (13.4999979:
+    # the tie 13.5 reached from millimetres through a float32 spacing of 0.8 mm)
+    assert got.tolist() == [[3, 3, 5], [0, 0, 18], [31, 1, 2], [14, 1, 2], [13, 1, 2]]
     assert predictor.click_voxels((7, 8, 9)).tolist() == [[7, 8, 9]]  # one point: (1, 3)
     with pytest.raises(ValueError) as exc:
         predictor.click_voxels([[1, 1, 1], [40.5, 2, 3]])

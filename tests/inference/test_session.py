@@ -164,6 +164,23 @@ def test_reset_and_click_errors(lab):
         InteractiveSession(SamMed3DPredictor(lab.OracleModel(img_size=48))).add_point(ca)
 
 
+def test_contains_reads_a_voxel_of_an_objects_mask(lab):
+    vol, _, (ca, cb), _ = _two_spheres(lab)
+    session, _ = _session(lab, vol)
+    assert session.contains((0, 0, 0)) is False  # no object yet
+    session.add_point(ca)
+    mask = session.mask
+    rng = np.random.default_rng(0)
+    inside = np.argwhere(mask)[rng.choice(int(mask.sum()), 20)]
+    for voxel in [*inside, *rng.integers(0, vol.shape, (40, 3)), np.asarray(vol.shape) - 1]:
+        assert session.contains(tuple(int(v) for v in voxel)) == bool(mask[tuple(voxel)])
+    assert session.contains(tuple(int(round(v)) for v in ca), label=1)
+    with pytest.raises(ValueError, match="no object 3"):
+        session.contains((1, 2, 3), label=3)
+    with pytest.raises(ValueError, match="three whole numbers"):
+        session.contains((1.5, 2, 3))
+
+
 def test_roi_can_be_placed_from_a_mask_or_a_centre(lab):
     vol, _, (ca, cb), (da, _) = _two_spheres(lab)
     session, _ = _session(lab, vol)

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from sammed3d.cli import add_overwrite_arg
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _labels(text: str) -> list[int]:
@@ -85,12 +89,21 @@ def run(args: argparse.Namespace) -> int:
         "labels": {str(k): v for k, v in per_label.items()},
         "mean_over_gt_labels": mean,
     }
-    note = _disjoint_note(
-        [k for k, row in per_label.items() if row["pred_voxels"]],
-        [k for k, row in per_label.items() if row["gt_voxels"]],
-    )
-    if note:
-        report["note"] = note
+    notes = [
+        _disjoint_note(
+            [k for k, row in per_label.items() if row["pred_voxels"]],
+            [k for k, row in per_label.items() if row["gt_voxels"]],
+        )
+    ]
+    absent = [k for k, row in per_label.items() if not row["pred_voxels"] and not row["gt_voxels"]]
+    if args.labels and absent:  # asked for by name: a typo must not pass as "both empty"
+        notes.append(
+            f"--labels {', '.join(str(k) for k in absent)}: in neither file (--pred holds "
+            f"{_label_list(_labels_in(pred.array))}, --gt holds "
+            f"{_label_list(_labels_in(gt.array))}); their metrics are null"
+        )
+    if any(notes):
+        report["note"] = "; ".join(n for n in notes if n)
     text = json.dumps(json_safe(report), indent=2)
     if args.output:  # first: a closed pipe on stdout must not lose the file
         from sammed3d.io import atomic_write_text
@@ -112,7 +125,16 @@ def _disjoint_note(pred_labels: list[int], gt_labels: list[int]) -> str | None:
     )
 
 
+def _labels_in(array: np.ndarray) -> list[int]:
+    """The non-zero values of a label map, ascending."""
+    import numpy as np
+
+    return [int(v) for v in np.unique(array) if v != 0]
+
+
 def _label_list(labels: list[int], limit: int = 8) -> str:
+    if not labels:
+        return "no label"
     shown = ", ".join(str(v) for v in labels[:limit])
     more = f", ... ({len(labels)} labels)" if len(labels) > limit else ""
     word = "label" if len(labels) == 1 else "labels"

@@ -176,15 +176,20 @@ def _first_click_extents(session: InteractiveSession, extent: int | None) -> Non
     found = session.extents()  # ValueError (one line) for a model with one mask per click
     mark = f" ({session.rule})" if session.rule else " (model)"
     ml_per_voxel = float(np.prod(session.predictor.volume.spacing)) / 1000.0
+
+    def size(voxels: int) -> str:  # a mask too small for "0.0 ml" is counted in voxels
+        ml = voxels * ml_per_voxel
+        return f"{ml:.1f} ml" if ml >= 0.05 else f"{voxels} voxel{'s' * (voxels != 1)}"
+
     cells = []
     for e in found:
-        cell = f"{e.index}: {e.volume_ml:.1f} ml at {e.spacing_mm:g} mm{mark if e.picked else ''}"
+        cell = f"{e.index}: {size(e.voxels)} at {e.spacing_mm:g} mm{mark if e.picked else ''}"
         if e.model_pick and not e.picked:  # a rule took another: the model's own is marked too
             cell += " (model)"
         if e.taken_voxels is None:
             cell += " (more when taken: it grows through a ROI face)"
         elif e.taken_voxels != e.voxels:
-            cell += f" ({e.taken_voxels * ml_per_voxel:.1f} ml when taken: grown through ROI faces)"
+            cell += f" ({size(e.taken_voxels)} when taken: grown through ROI faces)"
         cells.append(cell)
     print(f"  masks this click could get (--extent N): {'  '.join(cells)}")
     if extent is not None:
@@ -314,6 +319,18 @@ def run(args: argparse.Namespace) -> int:
         )
         if session.rule_note:
             print(f"  {session.rule_note}")
+        earlier = next(
+            (m for m, (v, (_, p)) in enumerate(zip(voxels[: n - 1], clicks, strict=False), 1)
+             if p != positive and tuple(v) == tuple(voxel)),
+            None,
+        )  # fmt: skip
+        if earlier is not None:  # the model gets both; say which one the voxel follows
+            inside = session.contains(tuple(int(v) for v in voxel))
+            print(
+                f"  note: this click is on the voxel of click {earlier}, which was "
+                f"{'negative' if positive else 'positive'}: the two contradict; the voxel is "
+                f"{'in' if inside else 'out of'} the mask now"
+            )
         sys.stdout.flush()
         release(held)
         if n == 1 and (predictor.offers_extents() or args.extent is not None):

@@ -46,13 +46,20 @@ from sammed3d.io import PhysicalGrid, Volume
 logger = logging.getLogger(__name__)
 
 
-def nearest_index(x: np.ndarray) -> np.ndarray:
+#: Decimals to which a click's continuous voxel index is snapped before rounding: a click
+#: typed in millimetres reaches its index through the file's spacing, stored as float32
+#: (0.8 mm is 0.800000012), which moves a tie at voxel 137.5 to 137.4999979.
+CLICK_DECIMALS = 4
+
+
+def nearest_index(x: np.ndarray, decimals: int = 6) -> np.ndarray:
     """Nearest voxel index of continuous indices (ties round up, as ITK does).
 
-    Values are first snapped to 1e-6 voxel so that exact ties (frequent when spacings are
-    commensurate, e.g. 0.75 vs 1.5 mm) do not depend on floating-point noise.
+    Values are first snapped to ``decimals`` decimals of a voxel (1e-6 by default) so that
+    exact ties (frequent when spacings are commensurate, e.g. 0.75 vs 1.5 mm) do not depend
+    on floating-point noise; clicks use :data:`CLICK_DECIMALS`.
     """
-    return np.floor(np.round(np.asarray(x, dtype=np.float64), 6) + 0.5)
+    return np.floor(np.round(np.asarray(x, dtype=np.float64), decimals) + 0.5)
 
 
 @dataclass(frozen=True, eq=False)

@@ -66,7 +66,7 @@ from sammed3d.data.transforms import (
 )
 from sammed3d.inference import extend as _extend
 from sammed3d.inference.extend import Tile
-from sammed3d.inference.geometry import Lattice, RoiGrid, nearest_index
+from sammed3d.inference.geometry import CLICK_DECIMALS, Lattice, RoiGrid, nearest_index
 from sammed3d.inference.refine import refine_boundary
 from sammed3d.inference.validation import check_image_array, load_image
 from sammed3d.inference.zoom import ZOOM_FILL, resample_roi_logits, zoom_roi
@@ -547,7 +547,8 @@ class SamMed3DPredictor:
 
         A click is a voxel. Continuous (fractional) indices are accepted and rounded here, once,
         to the nearest voxel with ties rounded up (ITK's nearest-neighbour rule: 2.5 -> 3,
-        -0.5 -> 0; values are snapped to 1e-6 voxel first,
+        -0.5 -> 0; values are snapped to 1e-4 voxel first, so that a tie reached from
+        millimetres through a float32 spacing stays a tie,
         :func:`~sammed3d.inference.geometry.nearest_index`). Everything downstream (ROI
         placement, prompts, the session's history) uses the returned voxel.
 
@@ -579,7 +580,7 @@ class SamMed3DPredictor:
             )
         if not np.isfinite(pts).all():
             raise ValueError("points must be finite numbers")
-        voxels = nearest_index(pts)
+        voxels = nearest_index(pts, CLICK_DECIMALS)
         last = np.asarray(volume.shape) - 1
         bad = np.flatnonzero(np.any((voxels < 0) | (voxels > last), axis=1))
         if bad.size:

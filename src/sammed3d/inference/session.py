@@ -631,6 +631,9 @@ class InteractiveSession:
             zip(tiles, found_scores, blocks, strict=True)
         ):
             if shown is not None and _same_tile(tile, shown):
+                # the object's mask is this extent as taken (grown through ROI faces): listed
+                # with that size should another rule take another extent
+                grown[n] = int(np.count_nonzero(obj.block))
                 continue
             # grown quietly: a budget cut is told if the user takes this extent
             chosen = self._extent_tiles(tile, quiet=True)
@@ -941,6 +944,32 @@ class InteractiveSession:
         obj = self._objects[label]
         return 0 if obj.block is None else int(np.count_nonzero(obj.block))
 
+    def contains(self, voxel: Sequence[int], label: int | None = None) -> bool:
+        """Whether a native voxel ``(i, j, k)`` is in an object's mask (default: the current
+        object's; False if there is none), read from its block without a full-size mask.
+
+        Raises:
+            ValueError: no object ``label``; ``voxel`` is not three whole numbers.
+        """
+        if len(voxel) != 3 or not all(float(v).is_integer() for v in voxel):
+            raise ValueError(f"voxel must be three whole numbers (i, j, k), got {tuple(voxel)}")
+        if label is None:
+            label = self._current
+            if label is None:
+                return False
+        elif label not in self._objects:
+            raise ValueError(f"no object {label}; existing: {sorted(self._objects)}")
+        obj = self._objects[label]
+        if obj.block is None or obj.slices is None:
+            return False
+        at = []
+        for v, sl in zip(voxel, obj.slices, strict=True):
+            local = int(v) - (sl.start or 0)
+            if not 0 <= local < sl.stop - (sl.start or 0):
+                return False
+            at.append(local)
+        return bool(obj.block[tuple(at)])
+
     @property
     def clicks(self) -> tuple[Click, ...]:
         """The current object's clicks, in order."""
@@ -1050,7 +1079,9 @@ class InteractiveSession:
             path: Output file.
             protect: More paths that must not be overwritten.
             overlap: Overlap rule (default: the session's ``overlap``).
-            overwrite: Replace an existing ``path``.
+            overwrite: Replace an existing ``path`` (the default, as a viewer's save does;
+                the CLI's ``segment`` passes False unless ``--overwrite``). The image's
+                own file and ``protect`` are refused either way.
         """
         volume = self.predictor.volume
         guard = list(protect) + ([volume.path] if volume.path is not None else [])

@@ -150,9 +150,18 @@ def choose_split(
         return None
     tried = SPLIT_DIRS[split] if split != "auto" else (pair,)
     wanted = " or ".join(str(root / p[1]) for p in tried)
+    # the split that would read this dataset, when another one has labels
+    other = [
+        f"{p[1]} (split {name!r})"
+        for name, pairs in SPLIT_DIRS.items()
+        if name != split
+        for p in pairs
+        if labelled(p)
+    ]
+    hint = f"; labelled here: {', '.join(other)}" if other else ""
     if (root / pair[1]).is_dir():
-        raise ValueError(f"no label files found in {wanted}")
-    raise FileNotFoundError(f"expected a label folder {wanted} for split {split!r}")
+        raise ValueError(f"no label files found in {wanted}{hint}")
+    raise FileNotFoundError(f"expected a label folder {wanted} for split {split!r}{hint}")
 
 
 def _channel_of(stem: str) -> str | None:
