@@ -290,3 +290,47 @@ def test_a_programming_error_is_a_traceback_not_bad_input(
     monkeypatch.setattr(evaluator, "merge_results", broken)
     with pytest.raises(TypeError, match="unsupported operand"):
         main(["evaluate", "--merge", "--output", str(tmp_path), "--no-progress"])
+
+
+def test_a_resume_compares_the_model_file_however_it_was_named(
+    dataset: Path,
+    tmp_path: Path,
+    tiny_model,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The checkpoint's content decides a resume, whether it came from --checkpoint,
+    $SAMMED3D_CHECKPOINT or the default: another model from the environment is refused (it
+    used to resume silently), a copy of the same file elsewhere is the same model."""
+    import shutil
+
+    import torch
+
+    from sammed3d import paths, save_checkpoint
+
+    first = save_checkpoint(tiny_model, tmp_path / "a.pth")
+    copy = shutil.copy(first, tmp_path / "copy_of_a.pth")
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    key = next(k for k in state if k.startswith("mask_decoder.") and state[k].is_floating_point())
+    state[key] = state[key] * 0.5
+    perturbed = tmp_path / "b.pth"
+    torch.save({"model_state_dict": state}, perturbed)
+    out = tmp_path / "ev"
+    argv = ["evaluate", "--data", str(dataset), "--clicks", "1", "-o", str(out), "--no-progress"]
+    assert main([*argv, "--checkpoint", str(first)]) == 0
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))["identity"]
+    assert (
+        saved["run.checkpoint"] == str(first.resolve())
+        and len(saved["run.checkpoint_sha256"]) == 64
+    )
+    capsys.readouterr()
+    monkeypatch.setenv(paths.ENV_CHECKPOINT, str(perturbed))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"error: {out} holds results made with other settings (--checkpoint (the file's sha256): "
+    )
+    assert "\n" not in err
+    monkeypatch.setenv(paths.ENV_CHECKPOINT, str(copy))
+    assert main(argv) == 0  # the same model under another path: resumed, nothing redone
+    assert "0 evaluated, 3 already done" in capsys.readouterr().err

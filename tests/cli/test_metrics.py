@@ -247,7 +247,9 @@ def test_a_requested_label_in_neither_file_is_named(
     box[5:10, 5:10, 3:8] = 1
     path = _write(tmp_path / "m.nii.gz", box)
     assert main(["metrics", "--pred", path, "--gt", path, "--labels", "7", "--no-hd95"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert captured.err == f"warning: {report['note']}\n"
     assert report["labels"]["7"]["dice"] is None
     assert report["note"] == (
         "--labels 7: in neither file (--pred holds label 1, --gt holds label 1); their "

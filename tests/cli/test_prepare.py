@@ -344,6 +344,6 @@ def test_a_test_only_dataset_names_the_split_that_reads_it(tmp_path: Path, capsy
     err = capsys.readouterr().err.strip()
     assert err == (
         f"error: expected a label folder {ds / 'labelsTr'} for split 'train'; labelled here: "
-        "labelsTs (split 'test')"
+        "labelsTs (split 'test': --split test)"
     )
     assert main([*argv, "--split", "test"]) == 0

@@ -248,9 +248,15 @@ def test_merge_reports_counts_beyond_the_last_run_from_the_rows_there(
         RecordingMethod(), targets, tmp_path, EvalConfig(clicks=(1, 3), seed=5), show_progress=False
     )
     assert short.summary is not None and "5" not in short.summary["overall"]
+    short_rows = _without_time(tmp_path / "per_click.csv")
     merged = merge_results(tmp_path, clicks=(1, 5))
     assert merged["overall"]["5"]["dice"] == full["overall"]["5"]["dice"]
     assert merged["overall"]["5"]["dice"]["n"] == 3
+    assert merged["config"]["clicks"] == [1, 5] and merged["dice_falls"] == full["dice_falls"]
+    # fewer clicks than the rows hold: the files a run with those clicks writes
+    again = merge_results(tmp_path, clicks=(1, 3))
+    assert _without_time(tmp_path / "per_click.csv") == short_rows
+    assert again["dice_falls"] == short.summary["dice_falls"]
     with pytest.raises(ValueError, match=r"3 of the 3 evaluated targets .* click 5 only, not 6"):
         merge_results(tmp_path, clicks=(6,))
 

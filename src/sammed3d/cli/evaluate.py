@@ -341,8 +341,14 @@ def run(args: argparse.Namespace) -> int:
             **rule_kwargs(args),
             choose_extent=args.choose_extent,
         )
-        if args.checkpoint and method.session.predictor.checkpoint is not None:
-            run_info["checkpoint"] = str(method.session.predictor.checkpoint.resolve())
+        used = method.session.predictor.checkpoint
+        if used is not None:  # --checkpoint, $SAMMED3D_CHECKPOINT or the bundled file
+            from sammed3d.weights import sha256_of
+
+            # the file's content decides a resume (a copy or a moved checkout is the same
+            # model, another file of the same name is not); its path is shown only
+            run_info["checkpoint"] = str(used.resolve())
+            run_info["checkpoint_sha256"] = sha256_of(used)
         run_info["params"] = method.settings
         if args.choose_extent:
             run_info["method"] = "sam_med3d_choose_extent"

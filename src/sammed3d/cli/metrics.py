@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING
 
 from sammed3d.cli import add_overwrite_arg
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             f"{_label_list(_labels_in(pred.array))}, --gt holds "
             f"{_label_list(_labels_in(gt.array))}); their metrics are null"
         )
+        print(f"warning: {notes[-1]}", file=sys.stderr)  # scripts may read only the numbers
     if any(notes):
         report["note"] = "; ".join(n for n in notes if n)
     text = json.dumps(json_safe(report), indent=2)

@@ -172,6 +172,11 @@ def _part_files(output_dir: Path, kind: str) -> list[Path]:
     )
 
 
+#: ``config.json`` identity keys shown for a person but not compared on resume: the
+#: checkpoint's path (its ``run.checkpoint_sha256`` is compared).
+SHOWN_ONLY = frozenset({"run.checkpoint"})
+
+
 def _setting_name(key: str) -> str:
     """A ``config.json`` identity key as ``sammed3d evaluate`` spells the setting: the
     option (``tolerance_mm`` -> ``--tolerance-mm``, ``run.checkpoint`` -> ``--checkpoint``),
@@ -180,6 +185,8 @@ def _setting_name(key: str) -> str:
         return "the model's settings (zoom, refinement, click rules)"
     if key == "run.uses_gt":
         return "--method"
+    if key == "run.checkpoint_sha256":  # given, from $SAMMED3D_CHECKPOINT, or the bundled
+        return "--checkpoint (the file's sha256)"
     return "--" + key.removeprefix("run.").replace("_", "-")
 
 
@@ -195,6 +202,8 @@ def _setting_diff(key: str, there: Any, now: Any) -> str:
             return (
                 f"the model's setting {sub}: {there.get(sub)!r} there, {now.get(sub)!r} now{more}"
             )
+    if key == "run.checkpoint_sha256":  # a file: its hash's first digits tell it apart
+        there, now = (v[:12] + "..." if isinstance(v, str) else v for v in (there, now))
     return f"{_setting_name(key)}: {there!r} there, {now!r} now"
 
 
@@ -210,7 +219,11 @@ def _write_config(
             old = read_config(output_dir)["identity"]
         except ValueError as exc:
             raise ValueError(f"{exc}; use --overwrite") from None
-        diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+        diff = sorted(
+            k
+            for k in set(old) | set(identity)
+            if k not in SHOWN_ONLY and old.get(k) != identity.get(k)
+        )
         if diff:
             raise ValueError(
                 f"{output_dir} holds results made with other settings "
@@ -497,7 +510,7 @@ def evaluate_targets(
     done = result.resumed + result.resumed_skipped
     if done:
         logger.info(
-            "resuming: %d of %d targets already done (%d evaluated, %d skipped)",
+            "resuming: %d of %d targets already done (%d with results, %d skipped before)",
             done,
             total,
             result.resumed,
@@ -608,10 +621,11 @@ def merge_results(
     saved = read_config(output_dir)
     clicks = sorted({int(k) for k in (clicks or saved["clicks"])})
     metrics = [m for m in saved["config"]["metrics"] if m in METRIC_NAMES]
-    # counts beyond the last run's are reported when the part files hold their rows (an
-    # earlier run of the same settings simulated more clicks)
+    # the rows up to the largest count reported, as a run with these clicks writes them;
+    # counts beyond the last run's when the part files hold their rows (an earlier run of
+    # the same settings simulated more clicks)
     saved_max = int(max(saved["clicks"]))
-    max_clicks = max(saved_max, clicks[-1])
+    max_clicks = clicks[-1]
 
     rows: list[dict[str, Any]] = []
     seen: set[tuple[Any, ...]] = set()
@@ -658,12 +672,18 @@ def merge_results(
     atomic_write_text(output_dir / "per_click.csv", format_rows(rows, CSV_FIELDS, header=True))
     atomic_write_text(output_dir / "skipped.csv", format_rows(skipped, SKIPPED_FIELDS, header=True))
     atomic_write_text(output_dir / "failed.csv", format_rows(failed, SKIPPED_FIELDS, header=True))
-    config = {**saved["config"], **{k: v for k, v in saved["identity"].items() if "." in k}}
+    config = {
+        **saved["config"],
+        "clicks": clicks,  # what this summary reports (config.json keeps the last run's)
+        **{k: v for k, v in saved["identity"].items() if "." in k},
+    }
     summary = build_summary(
         rows, clicks, metrics=metrics, config=config, skipped=skipped, failed=failed
     )
     write_summary(output_dir / "summary.json", summary)
     method = saved["identity"].get("run.method", "")
+    if saved["identity"].get("run.checkpoint"):  # which model: sam_med3d is the code path
+        method += f" ({Path(saved['identity']['run.checkpoint']).name})"
     plot_dice_vs_clicks(
         [r for r in rows if int(r["click"]) <= max(clicks)],
         output_dir / "dice_vs_clicks.png",

@@ -152,7 +152,7 @@ def choose_split(
     wanted = " or ".join(str(root / p[1]) for p in tried)
     # the split that would read this dataset, when another one has labels
     other = [
-        f"{p[1]} (split {name!r})"
+        f"{p[1]} (split {name!r}: --split {name})"
         for name, pairs in SPLIT_DIRS.items()
         if name != split
         for p in pairs
