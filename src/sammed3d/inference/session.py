@@ -935,14 +935,8 @@ class InteractiveSession:
         Raises:
             ValueError: no object ``label``.
         """
-        if label is None:
-            label = self._current
-            if label is None:
-                return 0
-        elif label not in self._objects:
-            raise ValueError(f"no object {label}; existing: {sorted(self._objects)}")
-        obj = self._objects[label]
-        return 0 if obj.block is None else int(np.count_nonzero(obj.block))
+        obj = self._object_or_none(label)
+        return 0 if obj is None or obj.block is None else int(np.count_nonzero(obj.block))
 
     def contains(self, voxel: Sequence[int], label: int | None = None) -> bool:
         """Whether a native voxel ``(i, j, k)`` is in an object's mask (default: the current
@@ -953,22 +947,24 @@ class InteractiveSession:
         """
         if len(voxel) != 3 or not all(float(v).is_integer() for v in voxel):
             raise ValueError(f"voxel must be three whole numbers (i, j, k), got {tuple(voxel)}")
-        if label is None:
-            label = self._current
-            if label is None:
-                return False
-        elif label not in self._objects:
-            raise ValueError(f"no object {label}; existing: {sorted(self._objects)}")
-        obj = self._objects[label]
-        if obj.block is None or obj.slices is None:
+        obj = self._object_or_none(label)
+        if obj is None or obj.block is None or obj.slices is None:
             return False
-        at = []
-        for v, sl in zip(voxel, obj.slices, strict=True):
-            local = int(v) - (sl.start or 0)
-            if not 0 <= local < sl.stop - (sl.start or 0):
-                return False
-            at.append(local)
-        return bool(obj.block[tuple(at)])
+        at = tuple(int(v) - sl.start for v, sl in zip(voxel, obj.slices, strict=True))
+        inside = all(0 <= a < n for a, n in zip(at, obj.block.shape, strict=True))
+        return inside and bool(obj.block[at])
+
+    def _object_or_none(self, label: int | None) -> _Object | None:
+        """Object ``label``, or the current one (None when there is none).
+
+        Raises:
+            ValueError: no object ``label``.
+        """
+        if label is None:
+            return None if self._current is None else self._objects[self._current]
+        if label not in self._objects:
+            raise ValueError(f"no object {label}; existing: {sorted(self._objects)}")
+        return self._objects[label]
 
     @property
     def clicks(self) -> tuple[Click, ...]:
@@ -1145,9 +1141,12 @@ class InteractiveSession:
         if state.tiles:
             points = np.asarray([c.coord for c in state.clicks], dtype=np.int64).reshape(-1, 3)
             labels = np.asarray([int(c.positive) for c in state.clicks], dtype=np.int64)
-            obj.slices, obj.block = self.predictor.native_block(state.tiles, points, labels)
-            if state.bound is not None:
-                obj.slices, obj.block = state.bound.apply(obj.slices, obj.block)
+            if state.bound is not None and state.bound.exact:  # the pinned mask, as it was
+                obj.slices, obj.block = state.bound.slices, state.bound.block()
+            else:
+                obj.slices, obj.block = self.predictor.native_block(state.tiles, points, labels)
+                if state.bound is not None:
+                    obj.slices, obj.block = state.bound.apply(obj.slices, obj.block)
         else:
             obj.slices, obj.block = None, None
         self._current = label
