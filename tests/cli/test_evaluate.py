@@ -334,3 +334,16 @@ def test_a_resume_compares_the_model_file_however_it_was_named(
     monkeypatch.setenv(paths.ENV_CHECKPOINT, str(copy))
     assert main(argv) == 0  # the same model under another path: resumed, nothing redone
     assert "0 evaluated, 3 already done" in capsys.readouterr().err
+
+
+def test_merge_beyond_the_simulated_clicks_is_a_one_line_error(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rg"
+    argv = ["evaluate", "--data", str(dataset), "--method", "region-growing", "--clicks", "1,2"]
+    assert main([*argv, "-o", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--merge", "-o", str(out), "--clicks", "1,4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: 3 of the 3 evaluated targets") and "\n" not in err
+    assert "up to click 2 only, not 4" in err
