@@ -112,6 +112,19 @@ def _rate(run_dir: Path) -> float | None:
     return float(json.loads(lines[-1])["samples_per_second"])
 
 
+#: Exit codes of a probe that was stopped, not crashed: done (0), or ended by its SIGTERM
+#: (143: the trainer checkpointed and stopped; -15: killed before its handler was set).
+STOPPED_EXITS = (0, 143, -15)
+
+
+def _probe_crashed(returncode: int | None, stopped_by_us: bool) -> bool:
+    """Whether a probe's exit means a crash (bf16 the likely cause), not a slow start.
+
+    A probe this script stopped at its time limit is never a crash, whatever its exit code;
+    otherwise only the exit codes of ``STOPPED_EXITS`` are a clean stop."""
+    return not stopped_by_us and returncode not in STOPPED_EXITS
+
+
 def _check_inputs(args: argparse.Namespace, variants: dict[str, list[str]]) -> str | None:
     """What is wrong with the command line, in one line, or None: checked before any work."""
     if args.init is not None and not args.init.is_file():
@@ -226,18 +239,20 @@ def main(argv: list[str] | None = None) -> int:
             "run.tensorboard=false",
         ]
         probes[name] = (run_dir, _launch(cmd, args.work / f"{name}.log"))
+    stopped: set[str] = set()
     for name, (_run_dir, proc) in probes.items():
         try:  # the trainer stops itself after a step; a slow first step gets a minute more
             proc.wait(timeout=max(args.probe_seconds + 60 - elapsed(), 1))
         except subprocess.TimeoutExpired:
             print(f"[{elapsed():.0f}s] {name}: probe still running, stopping it", flush=True)
+            stopped.add(name)
             proc.terminate()
             proc.wait()
     rates: dict[str, float] = dict.fromkeys(variants, args.rate) if args.rate else {}
     amp: dict[str, list[str]] = {}
     for name, (run_dir, proc) in probes.items():
         rate = _rate(run_dir)
-        if proc.returncode not in (0, -15):  # a crash, not slowness: bf16 is the likely cause
+        if _probe_crashed(proc.returncode, name in stopped):
             print(
                 f"[{elapsed():.0f}s] {name}: probe failed (exit {proc.returncode}); fp32 from here",
                 flush=True,
@@ -250,6 +265,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. the real runs: as many crops as the measured rate fills until the deadline
     left = args.deadline_seconds - elapsed() - (25 if args.dry_run else 40)  # start-up + export
+    if left < (20 if args.dry_run else 60):
+        print(
+            f"[{elapsed():.0f}s] warning: the probes left {max(left, 0):.0f} s to train "
+            f"(--deadline-seconds {args.deadline_seconds:g}); give a longer deadline, "
+            "or --rate to skip the probe",
+            flush=True,
+        )
     runs = {}
     plan = {}
     for name, ov in variants.items():

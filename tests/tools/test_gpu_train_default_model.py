@@ -91,3 +91,21 @@ def test_rate_is_the_last_logged_window(tmp_path: Path) -> None:
     with log.open("a") as fh:
         fh.write(json.dumps({"step": 10, "samples_per_second": 4.0}) + "\n\n")
     assert rate(tmp_path) == 4.0
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stopped_by_us", "crashed"),
+    [
+        (0, False, False),  # finished its probe
+        (143, False, False),  # the trainer's own exit after SIGTERM: work saved
+        (-15, False, False),  # SIGTERM before the trainer's handler was set
+        (143, True, False),  # stopped by the script at the time limit (2026-12-03: was "failed")
+        (-9, True, False),
+        (1, False, True),  # an exception: bf16 is the likely cause
+        (-11, False, True),
+    ],
+)
+def test_a_stopped_probe_is_not_a_crash(
+    returncode: int, stopped_by_us: bool, crashed: bool
+) -> None:
+    assert _module()._probe_crashed(returncode, stopped_by_us) is crashed
