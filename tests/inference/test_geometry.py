@@ -8,6 +8,7 @@ import SimpleITK as sitk
 
 from sammed3d.data.transforms import crop_or_pad, resample, to_canonical
 from sammed3d.inference.geometry import AxisMap, Lattice, union_roi
+from sammed3d.io import Volume
 
 GEOMETRY_NAMES = ["lps_aniso", "ras_stored", "oblique", "permuted_flipped"]
 
@@ -243,3 +244,34 @@ def test_a_roi_on_the_native_voxels_is_copied_as_resampling_would_give(lab, geom
     assert not far.resample_from_native(vol.array, zero_outside_lattice=False).any()
     finer = Lattice.from_native(vol, tuple(0.5 * s for s in vol.spacing)).roi_at((3, 3, 3), 8)
     assert finer._copy_from_native(vol.array, np.dtype(np.float32)) is None
+
+
+@pytest.mark.parametrize(
+    ("exact", "noisy"),
+    [
+        (2.5, 2.49999999),  # a DICOM series' slice spacing from positions (2.499999993)
+        (2.5, 2.50000001),
+        (0.9, float(np.float32(0.9))),  # a NIfTI pixdim is float32: 0.8999999762
+    ],
+)
+def test_one_scan_gives_one_lattice_whatever_its_file_says_of_the_spacing(exact, noisy):
+    """The same scan read from two formats differs in its spacing's last digits; the lattice,
+    the ROI of a click and the pasted mask must not (2026-12-03: 60 slices of 2.49999999 mm
+    gave a 99-voxel lattice axis against 100, and a mask 4 % different)."""
+    rng = np.random.default_rng(5)
+    shape = (40, 36, 60)
+    grids = []
+    for s in (exact, noisy):
+        vol = Volume(
+            np.zeros(shape, np.float32), (0.78, 0.78 * s / exact, s), (-100.0, -120.0, -400.0)
+        )
+        grids.append(Lattice.from_native(vol, (1.5, 1.5, 1.5)))
+    a, b = grids
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a.grid.origin, b.grid.origin, atol=1e-5)
+    roi_a, roi_b = a.roi_at((20, 18, 30), 32), b.roi_at((20, 18, 30), 32)
+    assert roi_a.start == roi_b.start
+    tile = rng.random((32, 32, 32)) > 0.5
+    (sa, pa), (sb, pb) = roi_a.paste_to_native(tile), roi_b.paste_to_native(tile)
+    assert sa == sb
+    np.testing.assert_array_equal(pa, pb)

@@ -321,6 +321,12 @@ def to_canonical(volume: Volume) -> Volume:
     return Volume.from_affine(array, affine)
 
 
+#: Decimals to which ``size * old_spacing / new_spacing`` is snapped before the floor of
+#: :func:`resampled_grid`: a voxel count, so 1e-4 is far below any real change of extent
+#: and far above the float noise of stored spacings.
+SIZE_DECIMALS = 4
+
+
 def resampled_grid(
     volume: Volume | HasGeometry, spacing: Sequence[float] = DEFAULT_SPACING
 ) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
@@ -332,14 +338,19 @@ def resampled_grid(
     The new grid keeps the direction, has ``floor(size * old_spacing / spacing)`` voxels
     per axis (at least 1) and the same centre as the input (centre of the first and last
     voxel centres), so it never extends beyond the input's voxel centres by more than half
-    a new voxel.
+    a new voxel. The ratio is snapped to :data:`SIZE_DECIMALS` decimals before the floor,
+    so that one scan gives one grid whatever file it came from: a DICOM series' slice
+    spacing computed from positions (2.499999993 mm) or a NIfTI's float32 pixdim (0.9 is
+    0.8999999762) would otherwise drop a voxel against the same scan stored with exact
+    spacings, which moves every lattice voxel by half a new voxel (torchio floors the exact
+    ratio; the two differ only for ratios within 1e-4 below a whole number).
     """
     new_spacing = np.asarray([float(s) for s in spacing], dtype=np.float64)
     if new_spacing.shape != (3,) or not np.all(new_spacing > 0):
         raise ValueError(f"spacing must be three positive numbers, got {spacing}")
     old_size = np.asarray(volume.shape, dtype=np.float64)
     old_spacing = np.asarray(volume.spacing, dtype=np.float64)
-    new_size = np.floor(old_size * old_spacing / new_spacing + 1e-9)
+    new_size = np.floor(np.round(old_size * old_spacing / new_spacing, SIZE_DECIMALS))
     new_size = np.maximum(new_size, 1)
     new_size[old_size == 1] = 1
     first = np.asarray(volume.origin, dtype=np.float64)
