@@ -256,7 +256,7 @@ def _gap_message(
         f"{folder}: the DICOM series is not evenly spaced: "
         f"{_gap_summary(files, positions, distances, gaps)}{extra}; fix the series, or read it "
         "onto a regular grid through the true slice positions with --irregular-slices resample "
-        "(API: irregular_slices='resample')"
+        "(segment, serve, predict; API: irregular_slices='resample')"
     )
 
 

@@ -236,3 +236,20 @@ def test_unscored_classes_are_said(tmp_path, task_checkpoint, capsys):
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert list(summary["classes_not_scored"]) == ["speck"]
     assert summary["cases_without_mask"] == {"blob": 0}
+
+
+def test_a_gapped_dicom_series_is_refused_or_read_onto_true_positions(
+    tmp_path, task_checkpoint, capsys
+):
+    from tests.volumes import write_dicom_series
+
+    files, _ = write_dicom_series(tmp_path / "series", n=12, dz=2.5, shape=(30, 28))
+    files[6].unlink()
+    argv = ["predict", "--checkpoint", str(task_checkpoint), str(tmp_path / "series")]
+    assert main([*argv, "-o", str(tmp_path / "a.nii.gz")]) == 2
+    err = _err(capsys)
+    assert "1 slice(s) missing?" in err and "--irregular-slices resample" in err
+    out = tmp_path / "b.nii.gz"
+    assert main([*argv, "-o", str(out), "--irregular-slices", "resample"]) == 0
+    labels = read_volume(out)
+    assert labels.shape == (28, 30, 12) and labels.spacing[2] == pytest.approx(2.5)

@@ -407,3 +407,29 @@ def test_big_start_up_volumes_get_header_checks_only(tmp_path: Path) -> None:
     assert check_startup_volume(good, LIMIT) == "read"
     header = read_header(good)
     assert header is not None and header.shape == SHAPE and header.dtype == np.float32
+
+
+def test_a_gapped_dicom_series_is_refused_or_resampled_as_the_server_was_told(
+    tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """serve's hint for a series with a missing slice names ``--irregular-slices resample``,
+    which serve itself has (2026-12-03 trial: only segment had it)."""
+    from tests.volumes import write_dicom_series
+
+    folder = tmp_path / "series"
+    files_, _ = write_dicom_series(folder, n=12, dz=2.5, shape=(30, 28))
+    files_[6].unlink()
+    ckpt = ["--checkpoint", str(tiny_checkpoint)]
+    assert main(["serve", str(folder), *ckpt]) == 2
+    err = _err(capsys)
+    assert "1 slice(s) missing?" in err and "--irregular-slices resample (segment, serve" in err
+    with pytest.raises(ValueError, match="not evenly spaced"):
+        check_startup_volume(folder, LIMIT)
+    assert check_startup_volume(folder, LIMIT, irregular_slices="resample") == "read"
+    config = ServeConfig(volumes=(folder,), irregular_slices="resample")
+    app = create_app(lambda: SamMed3DPredictor(BlobModel(32)), config)
+    with running(app) as base, httpx.Client(base_url=base, timeout=30) as c:
+        c.headers["X-Lease-Token"] = c.post("/api/web/claim").json()["lease_token"]
+        resp = c.post("/api/web/open", json={"index": 0})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["shape"] == [28, 30, 12]

@@ -244,6 +244,19 @@ def add_modality_arg(parser: argparse.ArgumentParser, help: str) -> None:  # noq
     parser.add_argument("--modality", type=modality_arg, help=help)
 
 
+def add_irregular_slices_arg(parser: argparse.ArgumentParser, written: str) -> None:
+    """The shared ``--irregular-slices`` option of every command that reads a DICOM series
+    as an image (``written``: what is then on the regular grid, for the help text)."""
+    parser.add_argument(
+        "--irregular-slices",
+        choices=("error", "resample"),
+        default="error",
+        help="a DICOM series with unevenly spaced slices (one missing, say): refuse it "
+        "(default), or resample it onto a regular grid through the true slice positions "
+        f"({written})",
+    )
+
+
 def add_device_arg(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     """The shared ``--device`` option (resolved by :func:`sammed3d.devices.resolve_device`)."""
     parser.add_argument(

@@ -19,7 +19,12 @@ import logging
 import time
 from typing import Any
 
-from sammed3d.cli import add_device_arg, add_modality_arg, add_overwrite_arg
+from sammed3d.cli import (
+    add_device_arg,
+    add_irregular_slices_arg,
+    add_modality_arg,
+    add_overwrite_arg,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept an image with only a few integer values (it looks like a label map)",
     )
+    add_irregular_slices_arg(parser, "the label map is then written on that grid")
     add_device_arg(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
 
@@ -160,7 +166,11 @@ def run(args: argparse.Namespace) -> int:
     from sammed3d.inference.validation import load_image
     from sammed3d.io import write_volume
 
-    volume = load_image(args.image, allow_label_like=args.allow_label_image)
+    volume = load_image(
+        args.image,
+        allow_label_like=args.allow_label_image,
+        irregular_slices=args.irregular_slices,
+    )
     modality = args.modality or read_modality(args.image)
     source = (
         "--modality" if args.modality else "the file" if modality else "the model's training data"

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sammed3d.cli import (
     add_device_arg,
     add_extension_args,
+    add_irregular_slices_arg,
     add_modality_arg,
     add_overwrite_arg,
     add_rule_args,
@@ -157,14 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept an image with only a few integer values (it looks like a label map)",
     )
-    parser.add_argument(
-        "--irregular-slices",
-        choices=("error", "resample"),
-        default="error",
-        help="a DICOM series with unevenly spaced slices (one missing, say): refuse it "
-        "(default), or resample it onto a regular grid through the true slice positions "
-        "(the mask is then written on that grid)",
-    )
+    add_irregular_slices_arg(parser, "the mask is then written on that grid")
     add_device_arg(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
 

@@ -20,6 +20,7 @@ import sys
 from sammed3d.cli import (
     add_device_arg,
     add_extension_args,
+    add_irregular_slices_arg,
     add_modality_arg,
     add_rule_args,
     add_unsafe_pickle_arg,
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image files the web page offers to open (NIfTI, NRRD, MHA, DICOM folder); each "
         "is checked at start-up (read in full up to 256 MiB, else its header)",
     )
+    add_irregular_slices_arg(parser, "for the VOLUME folders; the page's masks are on that grid")
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -159,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         if not path.exists():
             raise CLIError(f"volume not found: {v}")
         try:  # a bad file fails now, not when someone opens it on the page
-            check_startup_volume(path, max_upload_bytes)
+            check_startup_volume(path, max_upload_bytes, irregular_slices=args.irregular_slices)
         except (OSError, VolumeError) as exc:
             message = " ".join(str(exc).split())
             if v not in message and str(path) not in message:
@@ -196,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         weights_license=license_,
         model_name=ckpt.name,
         volumes=tuple(volumes),
+        irregular_slices=args.irregular_slices,
         allowed_hosts=LOOPBACK + (args.host,) if args.host in LOOPBACK else None,
     )
 

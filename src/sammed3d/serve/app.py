@@ -78,6 +78,7 @@ def create_app(
                 compute_lock=compute_lock,
                 modality=cfg.modality,
                 max_image_bytes=cfg.max_upload_bytes,
+                irregular_slices=cfg.irregular_slices,
             )
         return ProtocolSession(
             predictor,

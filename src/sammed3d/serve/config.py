@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sammed3d.serve.orientation import DEFAULT_ORIENTATION, parse_orientation
+
+if TYPE_CHECKING:
+    from sammed3d.io import IrregularSlices
 
 #: The string nnInteractive uses for "the weights' licence is unknown".
 LICENSE_UNKNOWN = "!!MISSING!!"
@@ -30,6 +34,8 @@ class ServeConfig:
         weights_license: The ``license`` reported in ``/capabilities``.
         model_name: Architecture name reported in ``/capabilities``.
         volumes: Files the web page offers to open (given at start-up).
+        irregular_slices: What opening a DICOM series with uneven slice gaps does:
+            ``"error"`` or ``"resample"`` (:func:`sammed3d.io.read_volume`).
         allowed_hosts: If set, requests whose ``Host`` header names another host get 400
             (a server bound to 127.0.0.1 thus cannot be reached through DNS rebinding from
             a web page of another site).
@@ -46,6 +52,7 @@ class ServeConfig:
     weights_license: str = LICENSE_UNKNOWN
     model_name: str = "sam_med3d"
     volumes: tuple[Path, ...] = field(default_factory=tuple)
+    irregular_slices: IrregularSlices = "error"
     allowed_hosts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:

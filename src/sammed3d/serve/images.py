@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from sammed3d.io import VolumeError, volume_suffix
+from sammed3d.io import IrregularSlices, VolumeError, volume_suffix
 
 #: Start-up volumes that decode to at most this many bytes are read in full at start-up
 #: (NaN, constant, label-like voxels are found then); larger ones get the header checks only,
@@ -135,13 +135,19 @@ def _size(nbytes: int) -> str:
 
 
 def check_startup_volume(
-    path: str | os.PathLike[str], max_bytes: int, *, full_check_bytes: int = FULL_CHECK_BYTES
+    path: str | os.PathLike[str],
+    max_bytes: int,
+    *,
+    full_check_bytes: int = FULL_CHECK_BYTES,
+    irregular_slices: IrregularSlices = "error",
 ) -> str:
     """Check an image named on ``sammed3d serve``'s command line before the server starts.
 
     Images that decode to at most ``full_check_bytes`` are read and checked in full
     (:func:`sammed3d.inference.validation.load_image`: 3-D, finite, not constant, not a label
     map); larger ones get the header checks (readable, 3-D, within ``max_bytes``).
+    ``irregular_slices`` is :func:`sammed3d.io.read_volume`'s (a DICOM series with uneven
+    slice gaps).
 
     Returns:
         ``"read"`` (fully checked) or ``"header"`` (header checks only).
@@ -162,7 +168,7 @@ def check_startup_volume(
         if len(shape) != 3 or min(shape) < 2:
             raise VolumeError(f"{path}: expected a 3-D volume, got size {shape}")
         return "header"
-    volume = load_image(path)
+    volume = load_image(path, irregular_slices=irregular_slices)
     check_nbytes(volume.array.nbytes, max_bytes, name=str(path), what=_describe(volume.array))
     return "read"
 

@@ -30,7 +30,14 @@ from sammed3d.inference.geometry import nearest_index
 from sammed3d.inference.predictor import SamMed3DPredictor, normalise_modality, read_modality
 from sammed3d.inference.session import Extent, InteractiveSession
 from sammed3d.inference.validation import load_image
-from sammed3d.io import VOLUME_SUFFIXES, Volume, VolumeError, volume_suffix, world_extent
+from sammed3d.io import (
+    VOLUME_SUFFIXES,
+    IrregularSlices,
+    Volume,
+    VolumeError,
+    volume_suffix,
+    world_extent,
+)
 from sammed3d.serve.images import check_decoded_size, check_nbytes
 from sammed3d.serve.patch import Patch, Slices, diff, union
 from sammed3d.serve.protocol import SessionClosed, finite_triple
@@ -86,6 +93,8 @@ class WebSession:
             chosen on the page overrides it; without either, the file's metadata.
         max_image_bytes: Largest decoded image accepted (``--max-upload-mb``), checked from
             the file's header before its voxels are read.
+        irregular_slices: A DICOM series with uneven slice gaps: ``"error"`` or
+            ``"resample"`` (:func:`sammed3d.io.read_volume`; ``serve --irregular-slices``).
     """
 
     def __init__(
@@ -95,12 +104,14 @@ class WebSession:
         compute_lock: threading.Lock,
         modality: str | None = None,
         max_image_bytes: int | None = None,
+        irregular_slices: IrregularSlices = "error",
     ) -> None:
         self.predictor = predictor
         self.session = InteractiveSession(predictor)
         self.compute_lock = compute_lock
         self.modality = normalise_modality(modality)
         self.max_image_bytes = max_image_bytes
+        self.irregular_slices: IrregularSlices = irregular_slices
         self.closed = False
         self.name: str | None = None
         self.modality_source: str | None = None  # one of MODALITY_SOURCES, or None
@@ -136,7 +147,7 @@ class WebSession:
         limit = self.max_image_bytes
         if limit is not None:
             check_decoded_size(path, limit)
-        volume = load_image(path)
+        volume = load_image(path, irregular_slices=self.irregular_slices)
         if limit is not None:  # a header that could not be read ahead: the voxels now
             shape = " x ".join(str(n) for n in volume.shape)
             what = f"{shape} {volume.array.dtype}"
