@@ -572,3 +572,60 @@ def test_an_output_that_is_a_folder_is_named_as_given(tmp_path, name: str) -> No
     with pytest.raises(VolumeError, match=r"^cannot write '.+x\.png': the output must end in"):
         check_volume_name(tmp_path / "x.png")
     check_volume_name(tmp_path / "ok.nii.gz")
+
+
+@pytest.mark.parametrize(
+    ("written", "named", "says"),
+    [
+        (
+            "x.nii.gz",
+            "a.nrrd",
+            "it holds gzip-compressed NIfTI data, not NRRD: rename it to end in .nii.gz",
+        ),
+        (
+            "x.nii.gz",
+            "a.mha",
+            "it holds gzip-compressed NIfTI data, not MetaImage: rename it to end in .nii.gz",
+        ),
+        (
+            "x.nii",
+            "b.nii.gz",
+            "it holds NIfTI data, not gzip-compressed NIfTI: rename it to end in .nii",
+        ),
+        (
+            "x.nii.gz",
+            "c.nii",
+            "it holds gzip-compressed NIfTI data, not NIfTI: rename it to end in .nii.gz",
+        ),
+        (
+            "x.nrrd",
+            "d.nii.gz",
+            "it holds NRRD data, not gzip-compressed NIfTI: rename it to end in .nrrd",
+        ),
+        ("x.mha", "e.nrrd", "it holds MetaImage data, not NRRD: rename it to end in .mha"),
+        ("x.nrrd", "f.mha", "it holds NRRD data, not MetaImage: rename it to end in .nrrd"),
+    ],
+)
+def test_a_file_named_as_another_format_is_named_for_what_it_holds(tmp_path, written, named, says):
+    """2026-12-03 trial: a NIfTI renamed .nrrd gave SimpleITK's 'Unable to determine ImageIO
+    reader'; an uncompressed NIfTI named .nii.gz gave 'not a gzip file'."""
+    import shutil
+
+    vol = Volume(np.random.default_rng(0).random((10, 11, 12)).astype(np.float32), (1, 1, 2))
+    src = write_volume(vol, tmp_path / written)
+    shutil.copy(src, tmp_path / named)
+    with pytest.raises(VolumeError) as info:
+        read_volume(tmp_path / named)
+    assert str(info.value) == f"cannot read {tmp_path / named}: {says}"
+
+
+def test_an_html_page_named_as_an_image_is_called_one(tmp_path):
+    page = tmp_path / "scan.nii.gz"
+    page.write_bytes(b"<!DOCTYPE html><html><title>Quota exceeded</title></html>")
+    with pytest.raises(VolumeError, match="it is an HTML page, not gzip-compressed NIfTI"):
+        read_volume(page)
+    junk = tmp_path / "junk.nrrd"  # the right format, broken: the reader's own reason
+    junk.write_bytes(b"NRRD0004\ngarbage\n")
+    with pytest.raises(VolumeError) as info:
+        read_volume(junk)
+    assert "rename" not in str(info.value)

@@ -367,15 +367,28 @@ def read_volume(
                 f"unsupported file type {path.name!r}: expected one of "
                 f"{', '.join(VOLUME_SUFFIXES)} or a DICOM folder"
             )
-        if suffix in (".nii", ".nii.gz"):
-            from sammed3d.nifti import read_nifti
+        try:
+            volume = _read_file(path, suffix)
+        except VolumeError as exc:
+            from sammed3d.sniff import misnamed_volume
 
-            volume = read_nifti(path)
-        else:
-            volume = _from_sitk(_read_itk(path), path)
-            if suffix in (".nrrd", ".nhdr"):
-                volume.header = _nrrd_header(path, volume)
+            why = misnamed_volume(path, suffix or ".dcm")
+            if why is None or not str(exc).startswith("cannot read"):
+                raise
+            raise VolumeError(f"cannot read {path}: {why}") from None
     check_finite(volume.array, name=str(path))
+    return volume
+
+
+def _read_file(path: Path, suffix: str) -> Volume:
+    """One image file by the reader its ending names."""
+    if suffix in (".nii", ".nii.gz"):
+        from sammed3d.nifti import read_nifti
+
+        return read_nifti(path)
+    volume = _from_sitk(_read_itk(path), path)
+    if suffix in (".nrrd", ".nhdr"):
+        volume.header = _nrrd_header(path, volume)
     return volume
 
 

@@ -135,3 +135,84 @@ def _looks_like_text(head: bytes) -> bool:
             return False
     printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
     return bool(text) and printable / len(text) > 0.95
+
+
+# ------------------------------------------------------------------------------------------
+# image files
+
+#: What :func:`volume_format` names, with the endings that hold it.
+VOLUME_FORMATS: dict[str, tuple[str, ...]] = {
+    "NIfTI": (".nii",),
+    "gzip-compressed NIfTI": (".nii.gz",),
+    "NRRD": (".nrrd", ".nhdr"),
+    "MetaImage": (".mha", ".mhd"),
+    "DICOM": (".dcm",),
+}
+
+
+def _nifti_magic(head: bytes) -> bool:
+    """NIfTI-1 (``sizeof_hdr`` 348, magic at 344) or NIfTI-2 (540, magic at 4), either
+    byte order."""
+    if len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return True
+    return len(head) >= 8 and head[4:8] in (b"n+2\x00", b"ni2\x00")
+
+
+def volume_format(path: str | os.PathLike[str]) -> str | None:
+    """The image format a file holds, judged from its first bytes (not its name).
+
+    Returns:
+        A key of :data:`VOLUME_FORMATS`, ``"gzip-compressed file"`` for other gzip
+        content, ``"HTML page"``, or None when the bytes match none of them.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    import zlib
+
+    with Path(path).open("rb") as fh:
+        head = fh.read(_HEAD_BYTES)
+    if head.startswith(b"\x1f\x8b"):
+        try:  # the first bytes of the stream: enough for a NIfTI header
+            inner = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 1024)
+        except zlib.error:
+            inner = b""
+        return "gzip-compressed NIfTI" if _nifti_magic(inner) else "gzip-compressed file"
+    if _nifti_magic(head):
+        return "NIfTI"
+    if head.startswith(b"NRRD000"):
+        return "NRRD"
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "DICOM"
+    text = head[:256].decode("latin-1").lower()
+    if re.match(r"\s*(objecttype|ndims|comment|transformtype)\s*=", text):
+        return "MetaImage"
+    lowered = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if lowered.startswith(_HTML_MARKERS):
+        return "HTML page"
+    return None
+
+
+def misnamed_volume(path: str | os.PathLike[str], suffix: str) -> str | None:
+    """Why a file named with ``suffix`` could not be read, when its bytes are another format.
+
+    Returns:
+        A phrase such as ``"it holds gzip-compressed NIfTI data, not NRRD: rename it to
+        end in .nii.gz"``, or None when the bytes are of the format the name says (or of
+        none this module knows): the reader's own reason then stands.
+    """
+    try:
+        found = volume_format(path)
+    except OSError:
+        return None
+    if found is None:
+        return None
+    said = next((name for name, ends in VOLUME_FORMATS.items() if suffix in ends), suffix)
+    if found == said:
+        return None
+    ends = VOLUME_FORMATS.get(found)
+    if found == "HTML page":
+        return f"it is an HTML page, not {said} (a failed download?)"
+    if ends is None:
+        return f"it holds {found} data, not {said}"
+    return f"it holds {found} data, not {said}: rename it to end in {ends[0]}"

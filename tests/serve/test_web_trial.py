@@ -186,6 +186,7 @@ def _bad_uploads() -> list[tuple[str, bytes, str]]:
     return [
         ("2-D", _nifti_gz(np.ones((96, 96), np.float32)), "3-D"),
         ("not gzip", b"not a nifti at all", "cannot read"),
+        ("uncompressed", gzip.decompress(good), "rename it to end in .nii"),
         ("truncated", good[: len(good) // 2], "cannot read"),
         ("NaN", _nifti_gz(nan), "NaN"),
         ("label map", _nifti_gz(labels), "label"),
@@ -388,6 +389,12 @@ def test_bad_start_up_volumes_stop_the_server(
     assert "big.nii.gz" in err and "decodes to 17.2 MiB" in err and "--max-upload-mb" in err
     assert main(["serve", "junk.nrrd", *ckpt]) == 2
     assert "junk.nrrd" in _err(capsys)
+    (tmp_path / "nifti.nrrd").write_bytes((tmp_path / "nan.nii.gz").read_bytes())
+    assert main(["serve", "nifti.nrrd", *ckpt]) == 2  # said once, not "volume cannot read"
+    assert _err(capsys) == (
+        "error: cannot serve volume nifti.nrrd: it holds gzip-compressed NIfTI data, "
+        "not NRRD: rename it to end in .nii.gz"
+    )
 
 
 def test_big_start_up_volumes_get_header_checks_only(tmp_path: Path) -> None:

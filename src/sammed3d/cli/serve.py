@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         try:  # a bad file fails now, not when someone opens it on the page
             check_startup_volume(path, max_upload_bytes, irregular_slices=args.irregular_slices)
         except (OSError, VolumeError) as exc:
-            message = " ".join(str(exc).split())
+            message = " ".join(str(exc).split()).removeprefix("cannot read ")
             if v not in message and str(path) not in message:
                 message = f"{v}: {message}"
             raise CLIError(f"cannot serve volume {message}") from None
