@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from sammed3d.inference.geometry import CLICK_DECIMALS, nearest_index
 from sammed3d.inference.predictor import SamMed3DPredictor, normalise_modality
 from sammed3d.inference.session import InteractiveSession
 from sammed3d.serve.orientation import DEFAULT_ORIENTATION, parse_orientation, protocol_volume
@@ -294,8 +295,18 @@ class ProtocolSession:
         return Patch(change.slices, change.values.astype(self._buffer_dtype))
 
     def _check_point(self, coordinates: Any) -> tuple[int, int, int]:
-        self._require_image()
+        shape = self._require_image()
         xyz = np.asarray(finite_triple(coordinates, "coordinates"), dtype=np.float64)
+        voxel = nearest_index(xyz, CLICK_DECIMALS)
+        if np.any(voxel < 0) or np.any(voxel > np.asarray(shape) - 1):
+            # the client's terms: indices of the array it sent, in its axis order (the
+            # predictor's message speaks of the file's native (i, j, k), which it never saw)
+            shown = ", ".join(f"{v:g}" for v in xyz)
+            ranges = " x ".join(f"[0, {n - 1}]" for n in shape)
+            raise ValueError(
+                f"point at ({shown}) is outside the image: coordinates index the image "
+                f"array as sent, of shape {tuple(shape)}, and must lie in {ranges}"
+            )
         # array indices are the native indices of the session's image: the predictor's one
         # rounding (nearest voxel, ties up) and image check, at queue time
         point = self.predictor.click_voxels(xyz)[0]
