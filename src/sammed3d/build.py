@@ -234,20 +234,25 @@ def build_model(
         _load_state_dict_strict(model, ckpt.state_dict, source=str(ckpt.path))
         model.checkpoint_path = ckpt.path  # type: ignore[assignment]
         if ckpt.config is not None:  # behaviours the weights were trained for
-            model.config = dataclasses.replace(  # type: ignore[assignment]
-                cfg,
-                first_click_multimask=ckpt.config.first_click_multimask,
-                negative_click_similarity=ckpt.config.negative_click_similarity,
-                zoom_spacing=ckpt.config.zoom_spacing,
-                refine_boundary=ckpt.config.refine_boundary,
-                contrast_guard=ckpt.config.contrast_guard,
-                first_pick=ckpt.config.first_pick,
-                later_check=ckpt.config.later_check,
-                fine_zoom_spacing=ckpt.config.fine_zoom_spacing,
-                rim_edit=ckpt.config.rim_edit,
-                click_bounds=ckpt.config.click_bounds,
-            )
+            model.config = with_behaviours(cfg, ckpt.config)  # type: ignore[assignment]
     return model.to(resolve_model_device(device)).eval()
+
+
+def with_behaviours(cfg: ModelConfig, saved: ModelConfig) -> ModelConfig:
+    """``cfg`` with the behaviours a checkpoint records taken from ``saved``.
+
+    Behaviours are the :class:`ModelConfig` fields that change no tensor shape and do not
+    take part in comparing architectures (``compare=False``: ``first_click_multimask``,
+    ``negative_click_similarity`` and the inference rules such as ``zoom_spacing``); every
+    loader of a checkpoint with a ``model_config`` (:func:`build_model`, a resumed training
+    run) keeps them, so a model is the same model however it is read back.
+    """
+    kept = {
+        f.name: getattr(saved, f.name)
+        for f in dataclasses.fields(ModelConfig)
+        if not f.compare and f.name != "extra"
+    }
+    return dataclasses.replace(cfg, **kept)
 
 
 class _Checkpoint:

@@ -148,3 +148,35 @@ def test_rng_state_round_trip():
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1])
     assert first[2] == again[2]
+
+
+def test_a_resumed_model_keeps_its_behaviours_and_inference_rules(tmp_path):
+    """2026-12-03 trial: a run started from the bundled model (--init default) lost zoom-in,
+    boundary refinement, the edge pick and the rim edit at its first resume (the resumed
+    model was rebuilt from the registry config), and a run trained without the negative-click
+    similarity map got it back."""
+    import dataclasses
+
+    from sammed3d.build import model_config_of
+    from sammed3d.training.checkpoint import resumed_model
+
+    ours = build_model("sam_med3d_tiny")
+    rules = {
+        "first_click_multimask": True,
+        "negative_click_similarity": False,
+        "zoom_spacing": 1.0,
+        "refine_boundary": 3.0,
+        "contrast_guard": 0.4,
+        "first_pick": "edges",
+        "later_check": "edges",
+        "fine_zoom_spacing": 0.5,
+        "rim_edit": 3.0,
+        "click_bounds": "negative",
+    }
+    ours.config = dataclasses.replace(model_config_of(ours), **rules)
+    path = _save(ours, tmp_path, 3)
+    _, obj = load_resume_checkpoint(tmp_path, path)
+    back = model_config_of(resumed_model(path, obj, "sam_med3d_tiny"))
+    assert {k: getattr(back, k) for k in rules} == rules
+    # the loader of every other command reads the same file the same way
+    assert model_config_of(load_checkpoint(path)).to_dict() == back.to_dict()

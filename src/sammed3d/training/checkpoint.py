@@ -40,6 +40,7 @@ from sammed3d.build import (
     build_model,
     get_config,
     save_checkpoint,
+    with_behaviours,
 )
 from sammed3d.config import ModelConfig
 from sammed3d.io import atomic_write_text
@@ -267,13 +268,16 @@ def resumed_model(path: Path, obj: Mapping[str, Any], model_name: str) -> Sam3D:
     """
     expected = get_config(model_name)
     saved = obj.get("model_config")
-    if saved is not None and (got := ModelConfig.from_dict(dict(saved))) != expected:
+    got = None if saved is None else ModelConfig.from_dict(dict(saved))
+    if got is not None and got != expected:
         raise CheckpointError(
             f"{path} was trained with a different architecture than model.name={model_name!r}: "
             f"{_config_diff(got, expected)}"
         )
     model = build_model(expected)
     _load_state_dict_strict(model, obj["model_state_dict"], str(path))
+    if got is not None:  # its behaviours and inference rules (lost on resume before 2026-12-03)
+        model.config = with_behaviours(expected, got)  # type: ignore[assignment]
     return model
 
 

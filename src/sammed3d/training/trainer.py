@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sammed3d.build import build_model, get_config, model_config_of
+from sammed3d.config import ModelConfig
 from sammed3d.io import atomic_write_text
 from sammed3d.modeling import Sam3D
 from sammed3d.training.checkpoint import (
@@ -236,6 +237,16 @@ class _Run:
     steps: int = 0  # optimizer steps of this invocation
     #: semantic runs: crops of this invocation that contained each class (this rank)
     class_crops: torch.Tensor | None = None
+
+
+def _behaviours_beyond(cfg: ModelConfig, base: ModelConfig) -> str:
+    """``zoom_spacing=1.0, first_pick=edges``: the behaviours of ``cfg`` (fields that change
+    no shape) that differ from ``base``, for the log; empty when none does."""
+    return ", ".join(
+        f"{f.name}={getattr(cfg, f.name)}"
+        for f in dataclasses.fields(ModelConfig)
+        if not f.compare and f.name != "extra" and getattr(cfg, f.name) != getattr(base, f.name)
+    )
 
 
 class Trainer:
@@ -445,7 +456,12 @@ class Trainer:
                 )
             except FileNotFoundError as exc:
                 raise FileNotFoundError(f"init {exc}") from None
-            logger.info("initialised from %s", m.init_checkpoint)
+            kept = _behaviours_beyond(model_config_of(model), expected)
+            logger.info(
+                "initialised from %s%s",
+                m.init_checkpoint,
+                f" (its inference settings kept: {kept})" if kept else "",
+            )
             return model
         if m.require_init:
             raise ConfigError(
