@@ -98,7 +98,14 @@ def test_missing_or_incompatible_init_exit_2(tmp_path, dataset, capsys):
     assert "init checkpoint not found" in _err(capsys)
     small = save_checkpoint(build_model("sam_med3d_small"), tmp_path / "small.pth")
     assert _train(*base, "--init", str(small), f"data.roots=[{dataset}]") == 2
-    assert "small.pth does not fit the model: it was saved for another architecture" in _err(capsys)
+    err = _err(capsys)
+    assert "small.pth does not fit the model: it was saved for another architecture" in err
+    assert err.endswith("; it is a sam_med3d_small: fine-tune it with model.name=sam_med3d_small")
+    # the bundled model under the published regime's model: the config that fits it
+    assert _train(*base, "--init", "default", f"data.roots=[{dataset}]") == 2
+    assert _err(capsys).endswith(
+        "; it is a sam_med3d_demo: fine-tune it with --config finetune_default"
+    )
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 

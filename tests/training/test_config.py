@@ -52,6 +52,21 @@ def test_finetune_config_requires_init_and_uses_finetune_lr():
     assert cfg.optim.lr == 8e-5 and cfg.train.batch_size == 2
 
 
+def test_finetune_default_is_the_bundled_models_regime_on_labelled_data():
+    """Every training option of default_model.yaml but its generated data and schedule."""
+    ft, dm = load_config("finetune_default"), load_config("default_model")
+    assert ft.model.name == dm.model.name == "sam_med3d_demo" and ft.model.require_init
+    assert ft.data.synthetic_per_epoch == 0 and ft.data.targets_per_crop == 1
+    assert ft.data.shape_bank is None and ft.data.anatomy_fraction == 0
+    schedule = {"epochs", "seed"}
+    assert {k: v for k, v in vars(ft.train).items() if k not in schedule} == {
+        k: v for k, v in vars(dm.train).items() if k not in schedule
+    }
+    for key in ("weight_decay", "schedule", "min_lr_ratio", "grad_clip"):
+        assert getattr(ft.optim, key) == getattr(dm.optim, key)
+    assert ft.optim.lr < dm.optim.lr
+
+
 def test_overrides_are_typed():
     cfg = load_config(
         "tiny_cpu",

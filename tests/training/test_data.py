@@ -18,6 +18,7 @@ from sammed3d.training.data import (
     SyntheticDataset,
     batch_zscore,
     build_cache,
+    drop_summary,
     finish_sample,
     load_cached_targets,
     sample_rng,
@@ -140,8 +141,17 @@ def test_cache_is_reused_and_bad_cases_are_dropped(tmp_path):
 
     targets = iter_targets(discover_dataset(root, split="train"))
     cache = build_cache(targets, tmp_path / "c", CacheParams(), show_progress=False)
-    kept = load_cached_targets(targets, cache, min_target_voxels=20, write_manifest=True)
+    drops: dict[str, int] = {}
+    kept = load_cached_targets(
+        targets, cache, min_target_voxels=20, write_manifest=True, drops=drops
+    )
     assert [k.case_id for k in kept] == ["case_000"]
+    # the second case's two targets failed; case_000's speck (8 voxels) is under 20
+    assert drops == {"pre-processing failed": 2, "too small": 1}
+    assert drop_summary(drops, 20, [1.5, 1.5, 1.5]) == (
+        "1 dropped with fewer than data.min_target_voxels=20 voxels at 1.5 mm (68 mm³); "
+        "2 whose case failed pre-processing"
+    )
     lines = [
         json.loads(x) for x in (cache / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
     ]

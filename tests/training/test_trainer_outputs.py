@@ -147,6 +147,17 @@ def test_interactive_log_names_the_clicks_and_resume_says_where_it_stops(tmp_pat
         "run.stop_after_steps: 3 -> None (no step limit: this run trains to step 6)" in caplog.text
     )
     assert bars[2].kwargs["total"] == 6 and bars[2].kwargs["initial"] == 5
+    assert "already finished" not in caplog.text
+
+    # a finished run resumed as it is: said, with what to change (2026-12-03 trial: silent)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sammed3d"):
+        result = train(load_config(run / "config.yaml"), resume=True, dataset=data)
+    assert result.finished and result.global_step == 6
+    assert (
+        "this run has already finished its 3 epochs: nothing to train; to train on, resume "
+        "with a larger train.epochs (e.g. train.epochs=6)" in caplog.text
+    )
 
 
 def test_stop_after_steps_note():

@@ -26,8 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         metavar="CONFIG",
-        help="YAML config, or a packaged one: default (the published regime), finetune_turbo, "
-        "tiny_cpu, semantic (a multi-class task model on a SAM-Med3D encoder)",
+        help="YAML config, or a packaged one: default (the published regime), finetune_turbo "
+        "(fine-tune the published turbo), finetune_default (fine-tune the bundled model on "
+        "your data), default_model (how the bundled model was trained), tiny_cpu, semantic "
+        "(a multi-class task model on a SAM-Med3D encoder)",
     )
     parser.add_argument(
         "--init",
@@ -64,7 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sammed3d.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CLIError
-    from sammed3d.training.config import config_to_yaml, load_config, validate_config
+    from sammed3d.training.config import (
+        PACKAGED_CONFIGS,
+        config_to_yaml,
+        load_config,
+        validate_config,
+    )
 
     overrides = list(args.overrides)
     bad = [o for o in overrides if "=" not in o]
@@ -89,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.config:
             raise CLIError(
-                "--config is required (a YAML file or a packaged name: default, "
-                "finetune_turbo, tiny_cpu), or --resume RUN_DIR"
+                "--config is required (a YAML file or a packaged name: "
+                f"{', '.join(PACKAGED_CONFIGS)}), or --resume RUN_DIR"
             )
         cfg = load_config(args.config, overrides)
         if args.init:

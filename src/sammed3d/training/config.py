@@ -39,7 +39,14 @@ DeviceChoice = Literal["auto", "cpu", "cuda"]
 TaskKind = Literal["interactive", "semantic"]
 
 #: Names of the packaged configs (``sammed3d/configs/train/<name>.yaml``).
-PACKAGED_CONFIGS = ("default", "finetune_turbo", "tiny_cpu", "default_model", "semantic")
+PACKAGED_CONFIGS = (
+    "default",
+    "finetune_turbo",
+    "finetune_default",
+    "tiny_cpu",
+    "default_model",
+    "semantic",
+)
 
 
 class ConfigError(ValueError):

@@ -469,6 +469,7 @@ def load_cached_targets(
     *,
     min_target_voxels: int = 1000,
     write_manifest: bool = False,
+    drops: dict[str, int] | None = None,
 ) -> list[CachedTarget]:
     """The kept targets of a built cache, in ``targets`` order.
 
@@ -477,6 +478,8 @@ def load_cached_targets(
         cache_root: The folder :func:`build_cache` returned.
         min_target_voxels: Drop targets with fewer foreground voxels after resampling.
         write_manifest: Write ``manifest.jsonl`` (one line per target: kept or the drop reason).
+        drops: If given, filled with the number of dropped targets per reason
+            (``"too small"``, ``"pre-processing failed"``).
 
     Raises:
         FileNotFoundError: a case is missing from the cache (build it first).
@@ -505,12 +508,16 @@ def load_cached_targets(
         if "error" in entry:
             record.update(kept=False, reason=f"pre-processing failed: {entry['error']}")
             lines.append(json.dumps(record))
+            if drops is not None:
+                drops["pre-processing failed"] = drops.get("pre-processing failed", 0) + 1
             continue
         stats = entry["targets"].get(str(int(t.label_value)))
         if stats is None:
             raise FileNotFoundError(f"cache entry {stats_file} lacks label value {t.label_value}")
         if stats["voxels"] < max(1, min_target_voxels):
             record.update(kept=False, reason=f"{stats['voxels']} voxels < {min_target_voxels}")
+            if drops is not None:
+                drops["too small"] = drops.get("too small", 0) + 1
         else:
             record.update(kept=True, reason="", voxels=stats["voxels"])
             kept.append(
@@ -682,6 +689,25 @@ def _check_anatomy_file(path: str, needs_structures: bool, structure_clicks: str
         raise ConfigError(f"data.anatomy {path}: {exc}") from None
 
 
+def drop_summary(drops: dict[str, int], min_voxels: int, spacing: Sequence[float]) -> str:
+    """Why targets were dropped, per reason, naming the setting that decides it.
+
+    >>> drop_summary({"too small": 5}, 1000, [1.5, 1.5, 1.5])
+    '5 dropped with fewer than data.min_target_voxels=1000 voxels at 1.5 mm (3,375 mm³)'
+    """
+    parts = []
+    if drops.get("too small"):
+        mm3 = min_voxels * float(np.prod(np.asarray(spacing, dtype=np.float64)))
+        grid = " x ".join(f"{s:g}" for s in spacing) if len(set(spacing)) > 1 else f"{spacing[0]:g}"
+        parts.append(
+            f"{drops['too small']} dropped with fewer than data.min_target_voxels={min_voxels} "
+            f"voxels at {grid} mm ({mm3:,.0f} mm³)"
+        )
+    if drops.get("pre-processing failed"):
+        parts.append(f"{drops['pre-processing failed']} whose case failed pre-processing")
+    return "; ".join(parts) or "none dropped"
+
+
 def build_training_dataset(
     cfg: TrainingConfig, ctx: DistContext | None = None, *, show_progress: bool = True
 ) -> CachedTargetDataset:
@@ -720,12 +746,21 @@ def build_training_dataset(
         show_progress=show_progress and ctx.is_main,
     )
     barrier(ctx)
+    drops: dict[str, int] = {}
     kept = load_cached_targets(
-        targets, root, min_target_voxels=d.min_target_voxels, write_manifest=ctx.is_main
+        targets,
+        root,
+        min_target_voxels=d.min_target_voxels,
+        write_manifest=ctx.is_main,
+        drops=drops,
     )
     if len(kept) < len(targets):
         logger.info(
-            "kept %d of %d targets (see %s)", len(kept), len(targets), root / "manifest.jsonl"
+            "kept %d of %d targets: %s (see %s)",
+            len(kept),
+            len(targets),
+            drop_summary(drops, d.min_target_voxels, d.target_spacing),
+            root / "manifest.jsonl",
         )
     if not kept:
         raise ValueError(

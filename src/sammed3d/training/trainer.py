@@ -44,7 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sammed3d.build import build_model, get_config, model_config_of
+from sammed3d.build import CheckpointError, build_model, get_config, model_config_of
 from sammed3d.config import ModelConfig
 from sammed3d.io import atomic_write_text
 from sammed3d.modeling import Sam3D
@@ -239,6 +239,29 @@ class _Run:
     class_crops: torch.Tensor | None = None
 
 
+#: The packaged config that fine-tunes a registered model, where one exists.
+FINETUNE_CONFIGS = {"sam_med3d_turbo": "finetune_turbo", "sam_med3d_demo": "finetune_default"}
+
+
+def _init_hint(init: str, allow_unsafe_pickle: bool) -> str:
+    """``; it is a sam_med3d_demo: ...`` for an ``--init`` file of another registered
+    architecture than ``model.name``: the config (or the key) that fits it; empty when the
+    file names no registered architecture."""
+    from sammed3d.build import infer_config, read_checkpoint, registered_names
+
+    try:
+        ckpt = read_checkpoint(init, allow_unsafe_pickle=allow_unsafe_pickle)
+        config = ckpt.config if ckpt.config is not None else infer_config(ckpt.state_dict)
+    except (OSError, ValueError):  # CheckpointError is a ValueError
+        return ""
+    names = registered_names(config)
+    if not names:
+        return ""
+    config = FINETUNE_CONFIGS.get(names[0])
+    fit = f"--config {config}" if config else f"model.name={names[0]}"
+    return f"; it is a {names[0]}: fine-tune it with {fit}"
+
+
 def _behaviours_beyond(cfg: ModelConfig, base: ModelConfig) -> str:
     """``zoom_spacing=1.0, first_pick=edges``: the behaviours of ``cfg`` (fields that change
     no shape) that differ from ``base``, for the log; empty when none does."""
@@ -350,15 +373,26 @@ class Trainer:
         self.loop = run.loop
         self._open_outputs(run)
         logger.info(
-            "training %s, %d process(es) on %s, global batch %d, %d steps/epoch, %d epochs, amp=%s",
+            "training %s, %d process(es) on %s, global batch %d, %d step%s/epoch, %d epoch%s, "
+            "amp=%s",
             self._describe_data(model, dataset),
             ctx.world_size,
             ctx.device,
             t.batch_size * t.accumulation_steps * ctx.world_size,
             n_steps,
+            "" if n_steps == 1 else "s",
             t.epochs,
+            "" if t.epochs == 1 else "s",
             autocast_dtype or "fp32",
         )
+        if newest is not None and self.epoch >= t.epochs:
+            logger.warning(
+                "this run has already finished its %d epoch%s: nothing to train; to train "
+                "on, resume with a larger train.epochs (e.g. train.epochs=%d)",
+                t.epochs,
+                "" if t.epochs == 1 else "s",
+                t.epochs * 2,
+            )
         stop = cfg.run.stop_after_steps
         if stop is not None:
             steps = self._steps_this_invocation()
@@ -377,7 +411,7 @@ class Trainer:
         12 cases``."""
         size = len(dataset)  # type: ignore[arg-type]
         if not self.semantic:
-            return f"{self.cfg.model.name}: {size} targets"
+            return f"{self.cfg.model.name}: {size} target{'' if size == 1 else 's'}"
         classes = list(model.spec.classes)  # type: ignore[attr-defined]
         cases = getattr(dataset, "cases", None)
         source = "" if cases is None else f" from {len(cases)} cases"
@@ -456,6 +490,11 @@ class Trainer:
                 )
             except FileNotFoundError as exc:
                 raise FileNotFoundError(f"init {exc}") from None
+            except CheckpointError as exc:
+                hint = _init_hint(m.init_checkpoint, m.allow_unsafe_pickle)
+                if not hint:
+                    raise
+                raise CheckpointError(f"{exc}{hint}") from None
             kept = _behaviours_beyond(model_config_of(model), expected)
             logger.info(
                 "initialised from %s%s",
