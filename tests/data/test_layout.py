@@ -60,7 +60,9 @@ def test_nnunet_v2_train(tmp_path: Path) -> None:
     assert a.dataset == "Liver"
     targets = iter_targets(cases)
     assert len(targets) == 6
-    assert targets[0] == Target("a", a.image, a.label, 1, "Liver", "CT", "Liver")
+    assert targets[0] == Target(
+        "a", a.image, a.label, 1, "Liver", "CT", "Liver", declared_values=(1, 2)
+    )
     assert [t.class_name for t in targets[:2]] == ["Liver", "Kidney"]
 
 

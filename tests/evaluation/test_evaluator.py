@@ -401,3 +401,31 @@ def test_a_refused_resume_names_the_model_setting_that_differs() -> None:
     assert _setting_diff("strategy", ["center"], ["random"]) == (
         "--strategy: ['center'] there, ['random'] now"
     )
+
+
+def test_a_label_value_nobody_declared_is_warned_about(tmp_path: Path, caplog) -> None:
+    """2026-12-03 trial: a label file holding value 7 (dataset.json declares 1 and 2) was
+    evaluated without a word, while prepare and semantic training refuse it."""
+    import logging
+
+    from sammed3d.data.layout import undeclared_values
+    from sammed3d.io import write_volume
+
+    root = make_nnunet_dataset(tmp_path / "Dataset002_Odd")
+    path = root / "labelsTr" / "case_0.nii.gz"
+    label = read_volume(path)
+    array = np.asarray(label.array).copy()
+    array[0, 0, :3] = 7
+    write_volume(label.with_array(array), path)
+    targets = iter_targets(discover_dataset(root, split="train"))
+    assert {t.declared_values for t in targets} == {(1, 2)}
+    with caplog.at_level(logging.WARNING, logger="sammed3d.evaluation"):
+        evaluate_targets(OracleMethod(), targets, tmp_path / "out", CFG, show_progress=False)
+    assert (
+        "case case_0: case_0.nii.gz holds label value(s) 7 that its dataset.json does not "
+        "declare: not evaluated (a wrong label file?)" in caplog.text
+    )
+    assert "case_1" not in caplog.text
+    assert undeclared_values(array, (1, 2)) == [7]
+    assert undeclared_values(array.astype(np.float32), (1, 2, 7)) == []
+    assert undeclared_values(array > 0, ()) == [1]

@@ -165,3 +165,25 @@ def test_empty_roots_is_an_error(tmp_path):
     cfg = load_config("tiny_cpu", [f"run.output_dir={tmp_path}"])
     with pytest.raises(ValueError, match="data.roots is empty"):
         build_training_dataset(cfg, show_progress=False)
+
+
+def test_a_label_value_nobody_declared_is_recorded_and_warned_about(tmp_path, caplog):
+    """2026-12-03 trial: interactive training took a label file holding an undeclared value
+    without a word (prepare and semantic training refuse it)."""
+    import logging
+
+    from sammed3d.io import write_volume
+
+    root = write_nnunet_dataset(tmp_path / "Dataset004_Odd", n_cases=2)
+    path = root / "labelsTr" / "case_000.nii.gz"
+    label = read_volume(path)
+    array = np.asarray(label.array).copy()
+    array[40:44, 40:42, 30:32] = 7
+    write_volume(label.with_array(array), path)
+    cfg = load_config("tiny_cpu", [f"run.output_dir={tmp_path / 'run'}", f"data.roots=[{root}]"])
+    with caplog.at_level(logging.WARNING, logger="sammed3d.training"):
+        build_training_dataset(cfg, show_progress=False)
+    assert (
+        "1 label file(s) hold values their dataset.json does not declare, never trained on "
+        "(a wrong label file?): case_000.nii.gz: 7" in caplog.text
+    )

@@ -36,6 +36,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from sammed3d.data.layouts import LAYOUT_NAMES, READERS, get_reader
 from sammed3d.data.layouts.base import Case, LayoutProblem, LayoutReader, Split, Target, subdirs
 from sammed3d.data.layouts.nnunet import dataset_name_from_folder
@@ -55,6 +57,7 @@ __all__ = [
     "iter_targets",
     "one_case_per_image",
     "split_dataset_folder_name",
+    "undeclared_values",
 ]
 
 logger = logging.getLogger(__name__)
@@ -191,6 +194,23 @@ def detect_layout(root: str | Path) -> str:
     raise ValueError(f"unknown dataset layout at {root}: looked for {wanted}")
 
 
+def undeclared_values(array: np.ndarray, declared: Iterable[int]) -> list[int]:
+    """The non-zero values of a label map that are not in ``declared``, ascending.
+
+    Integer maps of values in [0, 65535] are counted with ``np.bincount`` (one pass);
+    others with ``np.unique``.
+    """
+    a = np.asarray(array)
+    if a.dtype == np.bool_:
+        present = [1] if a.any() else []
+    elif np.issubdtype(a.dtype, np.integer) and a.size and a.min() >= 0 and a.max() < 2**16:
+        present = np.flatnonzero(np.bincount(a.ravel())).tolist()
+    else:
+        present = [int(v) for v in np.unique(a) if float(v).is_integer()]
+    known = {int(v) for v in declared} | {0}
+    return sorted(int(v) for v in present if int(v) not in known)
+
+
 def iter_targets(cases: Iterable[Case]) -> list[Target]:
     """Expand cases into one :class:`Target` per declared class (ordered by label value).
 
@@ -205,6 +225,7 @@ def iter_targets(cases: Iterable[Case]) -> list[Target]:
     for case in cases:
         if not isinstance(case, Case):
             raise TypeError(f"iter_targets expects Case objects, got {type(case).__name__}")
+        declared = () if case.masks else tuple(sorted(set(case.labels.values())))
         for name, value in sorted(case.labels.items(), key=lambda kv: (kv[1], kv[0])):
             targets.append(
                 Target(
@@ -216,6 +237,7 @@ def iter_targets(cases: Iterable[Case]) -> list[Target]:
                     modality=case.modality,
                     dataset=case.dataset,
                     sequence=case.sequence,
+                    declared_values=declared,
                 )
             )
     return targets

@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from sammed3d.clicks import sample_next_click
+from sammed3d.data.layout import undeclared_values
 from sammed3d.evaluation.config import EvalConfig
 from sammed3d.evaluation.methods import ClickMethod
 from sammed3d.evaluation.metrics import (
@@ -538,6 +539,16 @@ def evaluate_targets(
                 _skip(my_skipped, todo, reason, result)
                 bar.update(len(todo))
                 continue
+            declared = getattr(todo[0], "declared_values", ())
+            extra = undeclared_values(label.array, declared) if declared else []
+            if extra:
+                logger.warning(
+                    "case %s: %s holds label value(s) %s that its dataset.json does not "
+                    "declare: not evaluated (a wrong label file?)",
+                    todo[0].case_id,
+                    Path(todo[0].label).name,
+                    ", ".join(map(str, extra)),
+                )
             case_failure = None
             try:
                 modality = getattr(todo[0], "modality", None)

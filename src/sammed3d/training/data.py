@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from sammed3d.data.layout import undeclared_values
 from sammed3d.io import atomic_write_text
 from sammed3d.training.config import ConfigError
 
@@ -423,11 +424,12 @@ def build_cache(
     cases: dict[tuple[str, str], tuple[Path, Path, str, set[int]]] = {}
     for t in targets:
         key = (str(t.image), str(t.label))
-        entry = cases.setdefault(key, (Path(t.image), Path(t.label), t.modality, set()))
+        entry = cases.setdefault(key, (Path(t.image), Path(t.label), t.modality, set(), set()))
         entry[3].add(int(t.label_value))
+        entry[4].update(int(v) for v in getattr(t, "declared_values", ()))
     work = sorted(cases.values(), key=lambda e: (str(e[1]), str(e[0])))[rank::world_size]
     bar = tqdm(work, desc="cache", unit="case", disable=not show_progress or rank != 0)
-    for image_path, label_path, modality, values in bar:
+    for image_path, label_path, modality, values, declared in bar:
         img_key, lab_key = _file_key(image_path), _file_key(label_path)
         img_file = root / "images" / f"{img_key}.npy"
         lab_file = root / "labels" / f"{lab_key}__{img_key}.npy"
@@ -459,6 +461,8 @@ def build_cache(
             "shape": list(lab.shape),
             "targets": {str(v): s for v, s in _target_stats(lab, sorted(values)).items()},
         }
+        if declared:  # a value nobody declared: usually the wrong label file
+            stats["undeclared"] = undeclared_values(lab, declared)
         atomic_write_text(stats_file, json.dumps(stats))
     return root
 
@@ -470,6 +474,7 @@ def load_cached_targets(
     min_target_voxels: int = 1000,
     write_manifest: bool = False,
     drops: dict[str, int] | None = None,
+    undeclared: dict[str, list[int]] | None = None,
 ) -> list[CachedTarget]:
     """The kept targets of a built cache, in ``targets`` order.
 
@@ -480,6 +485,8 @@ def load_cached_targets(
         write_manifest: Write ``manifest.jsonl`` (one line per target: kept or the drop reason).
         drops: If given, filled with the number of dropped targets per reason
             (``"too small"``, ``"pre-processing failed"``).
+        undeclared: If given, filled with label file -> the values it holds that its dataset
+            does not declare (recorded when the cache was built; never trained on).
 
     Raises:
         FileNotFoundError: a case is missing from the cache (build it first).
@@ -511,6 +518,8 @@ def load_cached_targets(
             if drops is not None:
                 drops["pre-processing failed"] = drops.get("pre-processing failed", 0) + 1
             continue
+        if undeclared is not None and entry.get("undeclared"):
+            undeclared[str(label_path)] = list(entry["undeclared"])
         stats = entry["targets"].get(str(int(t.label_value)))
         if stats is None:
             raise FileNotFoundError(f"cache entry {stats_file} lacks label value {t.label_value}")
@@ -747,13 +756,27 @@ def build_training_dataset(
     )
     barrier(ctx)
     drops: dict[str, int] = {}
+    undeclared: dict[str, list[int]] = {}
     kept = load_cached_targets(
         targets,
         root,
         min_target_voxels=d.min_target_voxels,
         write_manifest=ctx.is_main,
         drops=drops,
+        undeclared=undeclared,
     )
+    if undeclared and ctx.is_main:
+        shown = "; ".join(
+            f"{Path(p).name}: {', '.join(map(str, v))}" for p, v in list(undeclared.items())[:3]
+        )
+        more = f" and {len(undeclared) - 3} more" if len(undeclared) > 3 else ""
+        logger.warning(
+            "%d label file(s) hold values their dataset.json does not declare, never trained "
+            "on (a wrong label file?): %s%s",
+            len(undeclared),
+            shown,
+            more,
+        )
     if len(kept) < len(targets):
         logger.info(
             "kept %d of %d targets: %s (see %s)",

@@ -82,6 +82,9 @@ class Target:
         modality: ``"CT"``, ``"MR"``, ``"US"``, ... or ``"unknown"``.
         dataset: Dataset name.
         sequence: MR sequence / channel of ``image`` (see :class:`Case`), else ``None``.
+        declared_values: Every value the dataset declares for ``label`` (a label map of
+            several classes), so that readers can name a value it holds but nobody declared;
+            empty for one-file-per-class masks and hand-made targets (nothing is checked).
     """
 
     case_id: str
@@ -92,6 +95,7 @@ class Target:
     modality: str
     dataset: str
     sequence: str | None = None
+    declared_values: tuple[int, ...] = ()
 
     @property
     def category(self) -> str | None:
