@@ -629,6 +629,14 @@ def test_the_masks_list_says_tiny_masks_in_voxels_and_a_replaced_pick_as_taken(t
         assert own and note
         ml = int(note[1]) * 2.5 / 1000
         assert own[1] == f"{ml:.1f} ml"
+        # and how to take it (2026-12-03 trial: a 4 ml lesion shown as the 2.4 l body)
+        index = re.search(r"(\d+): [\d.]+ ml at [\d.]+ mm \(model\)", listed)[1]
+        assert (
+            f"  not the structure you clicked? --extent {index} takes the model's own mask "
+            "(--first-pick model: the model's pick for every first click)" in out
+        )
+    else:
+        assert "not the structure you clicked?" not in out
 
 
 def test_a_click_on_the_voxel_of_an_earlier_click_of_the_other_sign_is_noted(

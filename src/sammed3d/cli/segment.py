@@ -186,6 +186,15 @@ def _first_click_extents(session: InteractiveSession, extent: int | None) -> Non
             cell += f" ({size(e.taken_voxels)} when taken: grown through ROI faces)"
         cells.append(cell)
     print(f"  masks this click could get (--extent N): {'  '.join(cells)}")
+    picked = next((e for e in found if e.picked), None)
+    model = next((e for e in found if e.model_pick), None)
+    if extent is None and picked and model and picked is not model:
+        # a rule took a mask of another size than the model's: say how to get the model's
+        # (a CT lesion's 4 ml became the 2.4 l body, whose edge is sharper; 2026-12-03 trial)
+        print(
+            f"  not the structure you clicked? --extent {model.index} takes the model's own "
+            "mask (--first-pick model: the model's pick for every first click)"
+        )
     if extent is not None:
         if extent >= len(found):
             raise ValueError(
