@@ -141,6 +141,11 @@ GENERATED_TRAIN_OVERRIDES = [
 ]
 
 
+#: Packaged configs that fine-tune the bundled model's kind of architecture (click maps, a
+#: high-res path): the harness gives them a tiny model of that kind and its own --init file.
+DENSE_INIT_CONFIGS = {"finetune_default"}
+
+
 def _config_of(argv: list[str]) -> str | None:
     """The value of ``--config`` in a ``train`` argv, if any."""
     return argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
@@ -492,6 +497,15 @@ def _materialize(argv: list[str], cwd: Path, ckpt: Path) -> list[str]:
                 dataset(METAVARS["SRC"])
                 argv = [*argv, f"data.roots=[{METAVARS['SRC']}]"]
             argv = [*argv, *TRAIN_OVERRIDES]
+            if _config_of(argv) in DENSE_INIT_CONFIGS and "--init" in argv[:-1]:
+                # the bundled model's kind of architecture, tiny: its own tiny --init file
+                from sammed3d import build_model, save_checkpoint
+
+                dense = cwd / "tiny_dense_init.pth"
+                if not dense.exists():
+                    save_checkpoint(build_model("sam_med3d_tiny_dense"), dense)
+                argv[argv.index("--init") + 1] = str(dense)
+                argv = [*argv, "model.name=sam_med3d_tiny_dense"]
     return argv
 
 
