@@ -629,3 +629,43 @@ def test_an_html_page_named_as_an_image_is_called_one(tmp_path):
     with pytest.raises(VolumeError) as info:
         read_volume(junk)
     assert "rename" not in str(info.value)
+
+
+def test_a_file_of_a_dicom_series_reads_its_series_and_a_folder_of_several_names_them(tmp_path):
+    """2026-12-03 trial: a PACS export (two series in one folder) could not be read at all,
+    the error gave bare UIDs, and one slice file of a series was refused as a single slice."""
+    import shutil
+
+    from tests.volumes import UID_ROOT, write_dicom_series
+
+    a_files, _ = write_dicom_series(tmp_path / "a", n=12, uid=f"{UID_ROOT}.77")
+    b_files, _ = write_dicom_series(tmp_path / "b", n=8, uid=f"{UID_ROOT}.88", dz=3.0)
+    both = tmp_path / "export"
+    both.mkdir()
+    for f in a_files:
+        shutil.copy(f, both / f"A_{f.name}")
+    for f in b_files:
+        shutil.copy(f, both / f"B_{f.stem}")  # no ending: DICOM by its bytes
+    with pytest.raises(VolumeError) as info:
+        read_volume(both)
+    msg = str(info.value)
+    assert msg.startswith(f"{both} holds 2 DICOM series: ")
+    assert "(12 file(s), e.g. A_IM0000.dcm, UID " in msg and "(8 file(s), e.g. B_IM0000" in msg
+    assert msg.endswith(
+        "give one file of the series you want (its series is read), or a folder with one series"
+    )
+    alone_a, alone_b = read_volume(tmp_path / "a"), read_volume(tmp_path / "b")
+    from_a = read_volume(both / "A_IM0005.dcm")
+    from_b = read_volume(both / "B_IM0002")
+    for got, want in ((from_a, alone_a), (from_b, alone_b)):
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got.array, want.array)
+        np.testing.assert_allclose(got.affine, want.affine, atol=1e-6)
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(a_files[0], lone / "only.dcm")  # one slice, nothing else: still refused
+    with pytest.raises(VolumeError, match="single slice"):
+        read_volume(lone / "only.dcm")
+    (tmp_path / "notes").write_text("not an image")
+    with pytest.raises(VolumeError, match="unsupported file type 'notes'"):
+        read_volume(tmp_path / "notes")

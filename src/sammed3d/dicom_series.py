@@ -73,11 +73,19 @@ def _quiet_itk() -> Iterator[None]:
         sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
-def read_dicom_series(folder: Path, *, irregular_slices: IrregularSlices = "error") -> Any:
-    """Read the single DICOM series in ``folder`` as a SimpleITK image (see module doc).
+def read_dicom_series(
+    folder: Path, *, irregular_slices: IrregularSlices = "error", series_uid: str | None = None
+) -> Any:
+    """Read one DICOM series of ``folder`` as a SimpleITK image (see module doc).
+
+    Args:
+        folder: The folder of the slice files.
+        irregular_slices: See :func:`sammed3d.io.read_volume`.
+        series_uid: The ``SeriesInstanceUID`` to read; None: the folder must hold one series.
 
     Raises:
-        VolumeError: no series, several series, an unreadable slice, or an irregular series.
+        VolumeError: no series, several series (each named with its description and number
+            of files) and no ``series_uid``, an unreadable slice, or an irregular series.
     """
     import SimpleITK as sitk
 
@@ -86,10 +94,13 @@ def read_dicom_series(folder: Path, *, irregular_slices: IrregularSlices = "erro
         series = reader.GetGDCMSeriesIDs(str(folder)) or ()
     if not series:
         raise VolumeError(f"{folder} is a folder without a DICOM series")
+    if series_uid is not None and series_uid in series:
+        series = (series_uid,)
     if len(series) > 1:
         raise VolumeError(
-            f"{folder} holds {len(series)} DICOM series ({', '.join(series[:3])}"
-            f"{', ...' if len(series) > 3 else ''}); point to a folder with exactly one"
+            f"{folder} holds {len(series)} DICOM series: {_describe_series(reader, folder, series)}"
+            "; give one file of the series you want (its series is read), or a folder with "
+            "one series"
         )
     with _quiet_itk():
         files = [Path(f) for f in reader.GetGDCMSeriesFileNames(str(folder), series[0])]
@@ -116,6 +127,56 @@ def read_dicom_series(folder: Path, *, irregular_slices: IrregularSlices = "erro
         _gap_summary(files, positions, distances, gaps),
     )
     return resample_to_regular(image, positions)
+
+
+_SERIES_DESCRIPTION = "0008|103e"
+_SERIES_UID = "0020|000e"
+
+
+def _describe_series(reader: Any, folder: Path, series: tuple[str, ...], shown: int = 4) -> str:
+    """``'T1 axial' (120 files, UID 1.2...), ...`` for an error naming a folder's series."""
+    parts = []
+    for uid in series[:shown]:
+        with _quiet_itk():
+            files = reader.GetGDCMSeriesFileNames(str(folder), uid)
+        description = _tag(Path(files[0]), _SERIES_DESCRIPTION) if files else None
+        name = f"{description!r} " if description else ""
+        parts.append(f"{name}({len(files)} file(s), e.g. {Path(files[0]).name}, UID {uid})")
+    more = f", and {len(series) - shown} more" if len(series) > shown else ""
+    return ", ".join(parts) + more
+
+
+def _tag(file: Path, key: str) -> str | None:
+    """One DICOM tag of a file (stripped), or None when it is absent or unreadable."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(file))
+    try:
+        with _quiet_itk():
+            reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    if not reader.HasMetaDataKey(key):
+        return None
+    return reader.GetMetaData(key).strip() or None
+
+
+def series_of_file(file: Path) -> str | None:
+    """The ``SeriesInstanceUID`` of a DICOM file when its folder holds more files of that
+    series (so the file is one slice of a volume), else None."""
+    import SimpleITK as sitk
+
+    uid = _tag(file, _SERIES_UID)
+    if uid is None:
+        return None
+    reader = sitk.ImageSeriesReader()
+    with _quiet_itk():
+        series = reader.GetGDCMSeriesIDs(str(file.parent)) or ()
+        if uid not in series:
+            return None
+        files = reader.GetGDCMSeriesFileNames(str(file.parent), uid)
+    return uid if len(files) > 1 else None
 
 
 def _execute(reader: Any, files: list[Path], folder: Path) -> Any:

@@ -362,22 +362,52 @@ def read_volume(
         volume = _from_sitk(image, path)
     else:
         suffix = volume_suffix(path)
-        if not suffix and path.suffix.lower() != ".dcm":
-            raise VolumeError(
-                f"unsupported file type {path.name!r}: expected one of "
-                f"{', '.join(VOLUME_SUFFIXES)} or a DICOM folder"
-            )
-        try:
-            volume = _read_file(path, suffix)
-        except VolumeError as exc:
-            from sammed3d.sniff import misnamed_volume
-
-            why = misnamed_volume(path, suffix or ".dcm")
-            if why is None or not str(exc).startswith("cannot read"):
-                raise
-            raise VolumeError(f"cannot read {path}: {why}") from None
+        if not suffix:
+            return _read_dicom_file(path, irregular_slices)
+        volume = _read_named(path, suffix)
     check_finite(volume.array, name=str(path))
     return volume
+
+
+def _read_dicom_file(path: Path, irregular_slices: IrregularSlices) -> Volume:
+    """A file without an image ending: a DICOM file (by its bytes, or a ``.dcm`` ending) is
+    read with the rest of its series when its folder holds more slices of it, else alone (a
+    multi-frame volume); anything else is an unsupported type."""
+    from sammed3d.sniff import volume_format
+
+    try:
+        dicom = path.suffix.lower() == ".dcm" or volume_format(path) == "DICOM"
+    except OSError:
+        dicom = False
+    if not dicom:
+        raise VolumeError(
+            f"unsupported file type {path.name!r}: expected one of "
+            f"{', '.join(VOLUME_SUFFIXES)}, a DICOM file or a DICOM folder"
+        )
+    from sammed3d.dicom_series import read_dicom_series, series_of_file
+
+    uid = series_of_file(path)
+    if uid is not None:
+        image = read_dicom_series(path.parent, irregular_slices=irregular_slices, series_uid=uid)
+        volume = _from_sitk(image, path.parent)
+    else:
+        volume = _read_named(path, ".dcm")
+    check_finite(volume.array, name=str(path))
+    return volume
+
+
+def _read_named(path: Path, suffix: str) -> Volume:
+    """:func:`_read_file`; when it fails and the bytes are another format than ``suffix``
+    names, the error says which (and the ending to give the file)."""
+    try:
+        return _read_file(path, suffix)
+    except VolumeError as exc:
+        from sammed3d.sniff import misnamed_volume
+
+        why = misnamed_volume(path, suffix)
+        if why is None or not str(exc).startswith("cannot read"):
+            raise
+        raise VolumeError(f"cannot read {path}: {why}") from None
 
 
 def _read_file(path: Path, suffix: str) -> Volume:
