@@ -82,6 +82,8 @@ def read_header(path: str | os.PathLike[str]) -> ImageHeader | None:
     try:
         if path.is_dir():
             return _dicom_header(path)
+        if not volume_suffix(path):  # a DICOM file: the reader takes its whole series
+            return None
         if volume_suffix(path) in (".nii", ".nii.gz"):
             return _nifti_header(path)
         return _itk_header(path)
