@@ -79,3 +79,18 @@ def test_affine_extension_replaces_the_assumption() -> None:
 def test_bad_geometry(image: np.ndarray, props: dict, message: str) -> None:
     with pytest.raises(VolumeError, match=message):
         protocol_volume(image, props)
+
+
+def test_an_image_without_spacing_is_said_to_get_1_mm(caplog: pytest.LogCaptureFixture) -> None:
+    """2026-12-03 trial: set_image with empty image_properties was taken silently."""
+    import logging
+
+    arr = np.random.default_rng(0).random((1, 6, 7, 8)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="sammed3d.serve"):
+        volume = protocol_volume(arr, {})
+    assert tuple(volume.spacing) == (1.0, 1.0, 1.0)
+    assert "set_image without image_properties.spacing (or an affine): 1 mm voxels" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sammed3d.serve"):
+        protocol_volume(arr, {"spacing": [1.0, 2.0, 3.0]})
+    assert caplog.text == ""

@@ -23,12 +23,15 @@ axis order, whatever is assumed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from sammed3d.io import Volume, VolumeError
+
+logger = logging.getLogger(__name__)
 
 #: Direction letter -> RAS+ unit vector.
 _AXES = {
@@ -134,5 +137,10 @@ def protocol_volume(
                 f"{[round(float(v), 6) for v in norms]}"
             )
     else:
+        if spacing is None:  # the model resamples to 1.5 mm: a wrong guess changes the mask
+            logger.warning(
+                "set_image without image_properties.spacing (or an affine): 1 mm voxels "
+                "assumed; send the spacing for masks at the image's true scale"
+            )
         affine = assumed_affine(spacing or (1.0, 1.0, 1.0), orientation)
     return Volume.from_affine(image[0], affine)
