@@ -149,7 +149,7 @@ def test_cache_is_reused_and_bad_cases_are_dropped(tmp_path):
     # the second case's two targets failed; case_000's speck (8 voxels) is under 20
     assert drops == {"pre-processing failed": 2, "too small": 1}
     assert drop_summary(drops, 20, [1.5, 1.5, 1.5]) == (
-        "1 dropped with fewer than data.min_target_voxels=20 voxels at 1.5 mm (68 mm³); "
+        "1 dropped with fewer than data.min_target_voxels=20 voxels at 1.5 mm (0.0675 ml); "
         "2 whose case failed pre-processing"
     )
     lines = [

@@ -42,7 +42,9 @@ def _run_torchrun(args: list[str], run_dir: Path, nproc: int = 2) -> None:
         "--no-progress",
         *args,
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=420)
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, encoding="utf-8", timeout=420
+    )
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
     finished = summary.get("status") == "finished" and summary.get("world_size") == nproc

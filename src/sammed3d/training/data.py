@@ -702,7 +702,7 @@ def drop_summary(drops: dict[str, int], min_voxels: int, spacing: Sequence[float
     """Why targets were dropped, per reason, naming the setting that decides it.
 
     >>> drop_summary({"too small": 5}, 1000, [1.5, 1.5, 1.5])
-    '5 dropped with fewer than data.min_target_voxels=1000 voxels at 1.5 mm (3,375 mm³)'
+    '5 dropped with fewer than data.min_target_voxels=1000 voxels at 1.5 mm (3.38 ml)'
     """
     parts = []
     if drops.get("too small"):
@@ -710,7 +710,7 @@ def drop_summary(drops: dict[str, int], min_voxels: int, spacing: Sequence[float
         grid = " x ".join(f"{s:g}" for s in spacing) if len(set(spacing)) > 1 else f"{spacing[0]:g}"
         parts.append(
             f"{drops['too small']} dropped with fewer than data.min_target_voxels={min_voxels} "
-            f"voxels at {grid} mm ({mm3:,.0f} mm³)"
+            f"voxels at {grid} mm ({mm3 / 1000:.3g} ml)"
         )
     if drops.get("pre-processing failed"):
         parts.append(f"{drops['pre-processing failed']} whose case failed pre-processing")
