@@ -146,15 +146,21 @@ def _describe_series(reader: Any, folder: Path, series: tuple[str, ...], shown: 
     return ", ".join(parts) + more
 
 
-def _tag(file: Path, key: str) -> str | None:
-    """One DICOM tag of a file (stripped), or None when it is absent or unreadable."""
+def _header_reader(file: Path) -> Any:
+    """A SimpleITK reader holding ``file``'s header (no pixels); RuntimeError if unreadable."""
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(file))
+    with _quiet_itk():
+        reader.ReadImageInformation()
+    return reader
+
+
+def _tag(file: Path, key: str) -> str | None:
+    """One DICOM tag of a file (stripped), or None when it is absent or unreadable."""
     try:
-        with _quiet_itk():
-            reader.ReadImageInformation()
+        reader = _header_reader(file)
     except RuntimeError:
         return None
     if not reader.HasMetaDataKey(key):
@@ -192,13 +198,8 @@ def _execute(reader: Any, files: list[Path], folder: Path) -> Any:
 
 
 def _slice_header(file: Path) -> SliceHeader | None:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(file))
     try:
-        with _quiet_itk():
-            reader.ReadImageInformation()
+        reader = _header_reader(file)
     except RuntimeError:
         raise VolumeError(f"cannot read the DICOM slice {file} (corrupt or truncated)") from None
     keys = set(reader.GetMetaDataKeys())
