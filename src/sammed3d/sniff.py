@@ -1,4 +1,5 @@
-"""What a file is, judged from its bytes, before ``torch.load`` is trusted with it.
+"""What a file is, judged from its bytes: a checkpoint before ``torch.load`` is trusted with
+it, and an image file whose ending names another format (:func:`misnamed_volume`).
 
 A failed download does not look like a failed download: a file host that runs out of quota, a
 login wall or a proxy answers with an HTML page, and a broken connection leaves a file cut short.
