@@ -257,8 +257,8 @@ def _init_hint(init: str, allow_unsafe_pickle: bool) -> str:
     names = registered_names(config)
     if not names:
         return ""
-    config = FINETUNE_CONFIGS.get(names[0])
-    fit = f"--config {config}" if config else f"model.name={names[0]}"
+    packaged = FINETUNE_CONFIGS.get(names[0])
+    fit = f"--config {packaged}" if packaged else f"model.name={names[0]}"
     return f"; it is a {names[0]}: fine-tune it with {fit}"
 
 
