@@ -206,3 +206,26 @@ def test_check_same_grid_names_the_axes_of_an_origin() -> None:
         "image origin (50.0, 40.0, -30.0) != label map origin (47.0, 40.0, -30.0) (mm, LPS: "
         "ITK's axes; nibabel shows x and y negated)"
     )
+
+
+def test_a_grid_in_another_axis_order_is_named_as_such():
+    """2026-12-03 trial: a label stored LPS for a RAS image (the same voxels) was refused as
+    an origin mismatch; the direction is the cause and is now named first, with axis codes."""
+    from sammed3d.evaluation.metrics import check_same_grid
+    from sammed3d.io import Volume, VolumeError
+
+    image = Volume(np.zeros((10, 12, 8), np.float32), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
+    flipped = np.diag([-1.0, -1.0, 1.0])
+    same_voxels = Volume(
+        np.zeros((10, 12, 8), np.float32), (1.0, 1.0, 2.0), (9.0, 11.0, 0.0), flipped
+    )
+    elsewhere = Volume(np.zeros((10, 12, 8), np.float32), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), flipped)
+    with pytest.raises(VolumeError) as info:
+        check_same_grid(same_voxels, image, names=("label", "image"))
+    assert str(info.value).endswith(
+        "(LPS; axes RAS vs LPS: the same voxels stored in another axis order; reorient one to "
+        "the other)"
+    )
+    with pytest.raises(VolumeError) as info:
+        check_same_grid(elsewhere, image, names=("label", "image"))
+    assert str(info.value).endswith("(LPS; axes RAS vs LPS)")

@@ -453,17 +453,34 @@ def check_same_grid(
             f"{a} spacing {tuple(round(s, 4) for s in pred.spacing)} != {b} "
             f"spacing {tuple(round(s, 4) for s in gt.spacing)}"
         )
+    # the direction first: a flipped or permuted axis also moves the origin
+    if not np.allclose(pred.direction, gt.direction, atol=1e-4):
+        raise VolumeError(
+            f"{a} direction {np.round(pred.direction, 4).tolist()} != {b} "
+            f"direction {np.round(gt.direction, 4).tolist()} (LPS; {direction_note(pred, gt)})"
+        )
     if not np.allclose(pred.origin, gt.origin, atol=max(atol_mm, 1e-3 * min(gt.spacing))):
         raise VolumeError(
             f"{a} origin {tuple(round(o, 3) for o in pred.origin)} != {b} "
             f"origin {tuple(round(o, 3) for o in gt.origin)} (mm, LPS: ITK's axes; nibabel "
             "shows x and y negated)"
         )
-    if not np.allclose(pred.direction, gt.direction, atol=1e-4):
-        raise VolumeError(
-            f"{a} direction {np.round(pred.direction, 4).tolist()} != {b} "
-            f"direction {np.round(gt.direction, 4).tolist()} (LPS)"
-        )
+
+
+def direction_note(a: Volume, b: Volume) -> str:
+    """``axes RAS vs LPS`` (nibabel's axis codes of each), and whether the two grids cover
+    the same voxels in space (a file stored in another axis order); for grid messages."""
+    import nibabel as nib
+
+    codes = ["".join(nib.orientations.aff2axcodes(v.affine)) for v in (a, b)]
+    note = f"axes {codes[0]} vs {codes[1]}"
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
+    ends = [corners * (np.asarray(v.shape, float) - 1) for v in (a, b)]
+    pa = np.sort(np.round(a.index_to_physical(ends[0]), 3), axis=0)
+    pb = np.sort(np.round(b.index_to_physical(ends[1]), 3), axis=0)
+    if pa.shape == pb.shape and np.allclose(pa, pb, atol=1e-2):
+        note += ": the same voxels stored in another axis order; reorient one to the other"
+    return note
 
 
 def label_map_metrics(

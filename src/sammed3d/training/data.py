@@ -367,14 +367,16 @@ def _preprocess_case(
 def _check_same_grid(image: Any, label: Any, image_path: Path, label_path: Path) -> None:
     """Image and label must share shape, spacing, origin and direction (never "fixed")."""
     problems = []
+    if not np.allclose(image.direction, label.direction, atol=1e-4):  # first: it moves origins
+        from sammed3d.evaluation.metrics import direction_note
+
+        problems.append(f"direction differs from the image's ({direction_note(label, image)})")
     if image.shape != label.shape:
         problems.append(f"shape {label.shape} vs image {image.shape}")
     if not np.allclose(image.spacing, label.spacing, rtol=1e-3, atol=1e-4):
         problems.append(f"spacing {label.spacing} vs image {image.spacing}")
     if not np.allclose(image.origin, label.origin, rtol=0, atol=1e-2 * max(image.spacing)):
         problems.append(f"origin {label.origin} vs image {image.origin}")
-    if not np.allclose(image.direction, label.direction, atol=1e-4):
-        problems.append("direction differs from the image's")
     if problems:
         raise ValueError(f"{label_path} does not match its image {image_path}: {problems[0]}")
 
