@@ -50,6 +50,8 @@ def test_segment_writes_a_mask_on_the_input_grid(tmp_path, image, ckpt, capsys):
     printed = capsys.readouterr().out
     assert "click 1/2 + at (15, 14, 8)" in printed and "click 2/2 - at (12, 10, 6)" in printed
     assert f"wrote {out}" in printed
+    # an NRRD says no modality: the line says how to get the CT clamp (2026-12-03 re-trial)
+    assert "modality: not CT (no clamp; the file does not say: --modality CT for a CT)" in printed
     src, mask = read_volume(image), read_volume(out)
     assert mask.shape == src.shape and mask.array.dtype == np.uint8
     assert set(np.unique(mask.array)) <= {0, 3}

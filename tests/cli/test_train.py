@@ -68,6 +68,10 @@ def test_init_from_exported_checkpoint(tmp_path, dataset, capsys):
     assert _train(*args, f"data.roots=[{dataset}]", "train.epochs=1", "train.batch_size=1") == 0
     cfg = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text(encoding="utf-8"))
     assert cfg["model"]["init_checkpoint"] == str(published)
+    # the run's model says what it started from and what it saw (2026-12-03 re-trial); export
+    # keeps this metadata for models with settings beyond their weights (the bundled kind)
+    meta = load_checkpoint(tmp_path / "ft").metadata
+    assert meta["init_checkpoint"] == str(published) and meta["data_roots"] == [str(dataset)]
 
 
 @pytest.mark.parametrize(

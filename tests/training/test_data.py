@@ -187,3 +187,22 @@ def test_a_label_value_nobody_declared_is_recorded_and_warned_about(tmp_path, ca
         "1 label file(s) hold values their dataset.json does not declare, never trained on "
         "(a wrong label file?): case_000.nii.gz: 7" in caplog.text
     )
+
+
+def test_a_class_with_no_target_left_is_named(tmp_path, caplog):
+    """2026-12-03 re-trial: every lesion under data.min_target_voxels, and train said only
+    'kept 5 of 10 targets'."""
+    import logging
+
+    root = write_nnunet_dataset(tmp_path / "Dataset005_Specks", n_cases=2)  # specks: 8 voxels
+    cfg = load_config(
+        "tiny_cpu",
+        [f"run.output_dir={tmp_path / 'run'}", f"data.roots=[{root}]", "data.min_target_voxels=20"],
+    )
+    with caplog.at_level(logging.WARNING, logger="sammed3d.training"):
+        kept = build_training_dataset(cfg, show_progress=False)
+    assert len(kept) == 2
+    assert (
+        "class(es) 'speck': no training target left (every one dropped, see above), so never "
+        "trained; lower data.min_target_voxels (now 20) to train small ones" in caplog.text
+    )

@@ -168,3 +168,18 @@ def test_stop_after_steps_note():
         " (steps of this invocation: this run stops at step 40, the end of the last epoch)"
     )
     assert stop_after_steps_note(None, 20, None) == " (no step limit: this run trains to the end)"
+
+
+def test_a_warm_up_longer_than_the_run_is_said(tmp_path, caplog, bars):
+    """2026-12-03 re-trial: a 12-step fine-tune with optim.warmup_steps=20 peaked at a fifth
+    of optim.lr without a word."""
+    data = SyntheticDataset(4, 64, seed=1)
+    over = ["train.epochs=1", "optim.warmup_steps=20", "run.stop_after_steps=1"]
+    cfg = load_config("tiny_cpu", tiny_overrides(tmp_path / "run", *over))
+    with caplog.at_level(logging.WARNING, logger="sammed3d.training"):
+        result = train(cfg, dataset=data)
+    total = result.global_step
+    assert (
+        "optim.warmup_steps=20 for a run of 2 steps: the learning rate never reaches optim.lr; "
+        "lower optim.warmup_steps (e.g. 1) or train longer" in caplog.text
+    ), (total, caplog.text)

@@ -283,7 +283,11 @@ def run(args: argparse.Namespace) -> int:
         f"read {args.image}: shape {volume.shape}, spacing "
         f"{tuple(round(s, 3) for s in volume.spacing)} mm ({time.perf_counter() - t0:.2f} s)"
     )
-    print(f"modality: {predictor.modality or 'not CT (no clamp)'}")
+    print(
+        f"modality: {predictor.modality}"
+        if predictor.modality
+        else "modality: not CT (no clamp; the file does not say: --modality CT for a CT)"
+    )
     points = np.asarray([xyz for xyz, _ in clicks], dtype=np.float64)
     if args.coords != "voxel":
         lps = points @ LPS_TO_RAS if args.coords == "ras" else points  # RAS->LPS: same flip

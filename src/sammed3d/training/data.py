@@ -787,6 +787,14 @@ def build_training_dataset(
             drop_summary(drops, d.min_target_voxels, d.target_spacing),
             root / "manifest.jsonl",
         )
+    lost = sorted({t.class_name for t in targets} - {k.class_name for k in kept})
+    if lost and kept and ctx.is_main:
+        logger.warning(
+            "class(es) %s: no training target left (every one dropped, see above), so never "
+            "trained; lower data.min_target_voxels (now %d) to train small ones",
+            ", ".join(repr(c) for c in lost),
+            d.min_target_voxels,
+        )
     if not kept:
         raise ValueError(
             f"all {len(targets)} targets were dropped (fewer than data.min_target_voxels="

@@ -385,6 +385,18 @@ class Trainer:
             "" if t.epochs == 1 else "s",
             autocast_dtype or "fp32",
         )
+        warmup, total = cfg.optim.warmup_steps, t.epochs * n_steps
+        if newest is None and 0 < total <= 2 * warmup:
+            logger.warning(
+                "optim.warmup_steps=%d for a run of %d steps: the learning rate %s; lower "
+                "optim.warmup_steps (e.g. %d) or train longer",
+                warmup,
+                total,
+                "never reaches optim.lr"
+                if total <= warmup
+                else "warms up over half of the run or more",
+                max(total // 10, 1),
+            )
         if newest is not None and self.epoch >= t.epochs:
             logger.warning(
                 "this run has already finished its %d epoch%s: nothing to train; to train "
@@ -665,6 +677,9 @@ class Trainer:
                 "finished": final,
                 "run_dir": str(self.run_dir),
                 "source": "sammed3d.training",
+                # provenance that export keeps: what the run started from, what it saw
+                "init_checkpoint": self.cfg.model.init_checkpoint,
+                "data_roots": list(self.cfg.data.roots),
             },
             state={
                 "epoch": self.epoch,
