@@ -409,3 +409,20 @@ def test_behind_a_proxy_the_name_is_not_resolved_here(monkeypatch):
     monkeypatch.delenv("https_proxy", raising=False)
     with pytest.raises(WeightsError, match="cannot reach https://huggingface.co"):
         weights._check_reachable(entry)
+
+
+def test_every_named_weights_file_names_a_registered_architecture():
+    from sammed3d import MODEL_REGISTRY
+    from sammed3d.weights import WEIGHTS
+
+    assert {e.name: e.architecture for e in WEIGHTS.values()} == {
+        "turbo": "sam_med3d_turbo",
+        "sam_med3d": "sam_med3d",
+        "default": "sam_med3d_demo",
+    }
+    assert all(e.architecture in MODEL_REGISTRY for e in WEIGHTS.values())
+    from sammed3d import load_checkpoint
+    from sammed3d.build import model_config_of, registered_names
+
+    bundled = registered_names(model_config_of(load_checkpoint("default")))
+    assert bundled[0] == WEIGHTS["default"].architecture

@@ -90,6 +90,8 @@ class PublishedWeights:
         manual_url: Where to fetch the file by hand when it is not on the Hub.
         needs_unsafe_pickle: The file pickles Python objects (``--allow-unsafe-pickle``).
         bundled: Shipped inside the package (``sammed3d/assets``), nothing to fetch.
+        architecture: Its registry name (:data:`sammed3d.MODEL_REGISTRY`), so that a command
+            can refuse a name that cannot fit its model before fetching the file.
     """
 
     name: str
@@ -106,6 +108,7 @@ class PublishedWeights:
     manual_url: str | None = None
     needs_unsafe_pickle: bool = False
     bundled: bool = False
+    architecture: str | None = None
 
     @property
     def url(self) -> str | None:
@@ -132,6 +135,7 @@ WEIGHTS: dict[str, PublishedWeights] = {
             description="SAM-Med3D-turbo, the published ViT-B fine-tuned on 44 datasets "
             "(recommended)",
             repo_id=HF_REPO,
+            architecture="sam_med3d_turbo",
             size_text="402 MB",
             sha256="899a46d04d3b70f723282ceb489149373558bf0aaba389a346f5ab57da5cdd3c",
             source="Hub file page, Git LFS details (file last changed in commit 07f6f69, "
@@ -144,6 +148,7 @@ WEIGHTS: dict[str, PublishedWeights] = {
             description="the original SAM-Med3D (2023); not on the Hub, Google Drive only",
             manual_url="https://drive.google.com/file/d/1PFeUjlFMAppllS9x1kAWyCYUJM9re2Ub/view",
             needs_unsafe_pickle=True,
+            architecture="sam_med3d",
             source="authors' README (checkpoint table); size and hash not published",
         ),
         PublishedWeights(
@@ -152,6 +157,7 @@ WEIGHTS: dict[str, PublishedWeights] = {
             filename="sammed3d_default.pth",
             description="the small demonstration model bundled with sammed3d",
             bundled=True,
+            architecture="sam_med3d_demo",
             source="ships inside the package (sammed3d/assets)",
         ),
     )

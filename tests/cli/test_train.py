@@ -86,6 +86,11 @@ def test_init_from_exported_checkpoint(tmp_path, dataset, capsys):
         (["--config", "tiny_cpu", "lr"], "section.key=value"),
         (["--config", "tiny_cpu"], "data.roots is empty"),
         (["--config", "finetune_turbo", "data.roots=[.]"], "refusing to train from scratch"),
+        (  # refused by name, before a 402 MB download (2026-12-03 re-trial)
+            ["--config", "finetune_default", "--init", "turbo", "data.roots=[.]"],
+            "--init turbo is a sam_med3d_turbo, which cannot fit model.name=sam_med3d_demo: "
+            "fine-tune it with --config finetune_turbo",
+        ),
         (["--config", "tiny_cpu", "data.roots=[nowhere]"], "dataset folder not found: nowhere"),
     ],
 )
@@ -107,6 +112,13 @@ def test_missing_or_incompatible_init_exit_2(tmp_path, dataset, capsys):
     assert err.endswith("; it is a sam_med3d_small: fine-tune it with model.name=sam_med3d_small")
     # the bundled model under the published regime's model: the config that fits it
     assert _train(*base, "--init", "default", f"data.roots=[{dataset}]") == 2
+    assert _err(capsys) == (
+        "error: --init default is a sam_med3d_demo, which cannot fit model.name=sam_med3d_tiny: "
+        "fine-tune it with --config finetune_default"
+    )
+    from sammed3d.paths import BUNDLED_CHECKPOINT  # the same file by its path: read, then told
+
+    assert _train(*base, "--init", str(BUNDLED_CHECKPOINT), f"data.roots=[{dataset}]") == 2
     assert _err(capsys).endswith(
         "; it is a sam_med3d_demo: fine-tune it with --config finetune_default"
     )

@@ -122,7 +122,19 @@ def run(args: argparse.Namespace) -> int:
     check_writable_folder(run_dir)
     if cfg.model.init_checkpoint:
         from sammed3d.paths import require_checkpoint
+        from sammed3d.weights import lookup
 
+        init = cfg.model.init_checkpoint
+        entry = None if Path(init).exists() else lookup(init)
+        if entry is not None and entry.architecture not in (None, cfg.model.name):
+            from sammed3d.training.config import FINETUNE_CONFIGS
+
+            packaged = FINETUNE_CONFIGS.get(entry.architecture)
+            fit = f"--config {packaged}" if packaged else f"model.name={entry.architecture}"
+            raise CLIError(
+                f"--init {init} is a {entry.architecture}, which cannot "
+                f"fit model.name={cfg.model.name}: fine-tune it with {fit}"
+            )
         try:  # a file, or a published name such as turbo (fetched and verified now)
             require_checkpoint(cfg.model.init_checkpoint)
         except FileNotFoundError as exc:

@@ -38,6 +38,9 @@ LossResolution = Literal["full", "low"]
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 TaskKind = Literal["interactive", "semantic"]
 
+#: The packaged config that fine-tunes a registered model, where one exists.
+FINETUNE_CONFIGS = {"sam_med3d_turbo": "finetune_turbo", "sam_med3d_demo": "finetune_default"}
+
 #: Names of the packaged configs (``sammed3d/configs/train/<name>.yaml``).
 PACKAGED_CONFIGS = (
     "default",

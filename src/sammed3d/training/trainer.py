@@ -239,15 +239,12 @@ class _Run:
     class_crops: torch.Tensor | None = None
 
 
-#: The packaged config that fine-tunes a registered model, where one exists.
-FINETUNE_CONFIGS = {"sam_med3d_turbo": "finetune_turbo", "sam_med3d_demo": "finetune_default"}
-
-
 def _init_hint(init: str, allow_unsafe_pickle: bool) -> str:
     """``; it is a sam_med3d_demo: ...`` for an ``--init`` file of another registered
     architecture than ``model.name``: the config (or the key) that fits it; empty when the
     file names no registered architecture."""
     from sammed3d.build import infer_config, read_checkpoint, registered_names
+    from sammed3d.training.config import FINETUNE_CONFIGS
 
     try:
         ckpt = read_checkpoint(init, allow_unsafe_pickle=allow_unsafe_pickle)
