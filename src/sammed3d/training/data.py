@@ -423,7 +423,7 @@ def build_cache(
     root = Path(cache_dir) / params.folder_name()
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "params.json", json.dumps(asdict(params), indent=2))
-    cases: dict[tuple[str, str], tuple[Path, Path, str, set[int]]] = {}
+    cases: dict[tuple[str, str], tuple[Path, Path, str, set[int], set[int]]] = {}
     for t in targets:
         key = (str(t.image), str(t.label))
         entry = cases.setdefault(key, (Path(t.image), Path(t.label), t.modality, set(), set()))
