@@ -563,10 +563,11 @@ def _offline_weights(monkeypatch: pytest.MonkeyPatch, home: Path, ckpt: Path) ->
     """Published weights by name, offline: a loopback Hub serving the tiny checkpoint.
 
     What is stubbed: the Hub itself (:class:`tests.fake_hub.FakeHub` on 127.0.0.1, at
-    ``$HF_ENDPOINT``) and, in the weights table, the size and SHA-256 of every Hub-hosted entry,
-    which become the stand-in file's (the real ``sam_med3d_turbo.pth`` is 402 MB and not here).
-    Entries not on the Hub (``sam_med3d``: Google Drive) get the stand-in as a hand-placed local
-    copy in ``$SAMMED3D_HOME``, the documented offline route. What still runs for real: name
+    ``$HF_ENDPOINT``) and, in the weights table, the size, SHA-256 and architecture of every
+    Hub-hosted entry, which become the stand-in file's (the real ``sam_med3d_turbo.pth`` is
+    402 MB and not here). Entries not on the Hub (``sam_med3d``: Google Drive) get the
+    stand-in as a hand-placed local copy in ``$SAMMED3D_HOME``, the documented offline route.
+    What still runs for real: name
     lookup, ``huggingface_hub`` download into ``$HF_HOME`` (under ``home``, one per document, so
     a document's ``weights download`` is seen by its later commands), size/hash/format
     verification, cache hits, local copies.
@@ -583,7 +584,9 @@ def _offline_weights(monkeypatch: pytest.MonkeyPatch, home: Path, ckpt: Path) ->
     for key, entry in weights.WEIGHTS.items():
         if entry.bundled:
             continue
-        stand_in = dataclasses.replace(entry, size=len(body), sha256=sha256)
+        # the stand-in file is a tiny model, and the table says so (train checks it by name)
+        tiny = "sam_med3d_tiny" if entry.architecture else None
+        stand_in = dataclasses.replace(entry, size=len(body), sha256=sha256, architecture=tiny)
         monkeypatch.setitem(weights.WEIGHTS, key, stand_in)
         if entry.repo_id is not None:
             hub.host(entry.repo_id, entry.filename, body)

@@ -91,6 +91,12 @@ def test_init_from_exported_checkpoint(tmp_path, dataset, capsys):
             "--init turbo is a sam_med3d_turbo, which cannot fit model.name=sam_med3d_demo: "
             "fine-tune it with --config finetune_turbo",
         ),
+        (  # the fitting config with its model overridden: the override is what to change
+            ["--config", "finetune_turbo", "--init", "turbo", "model.name=sam_med3d_tiny"]
+            + ["data.roots=[.]"],
+            "--init turbo is a sam_med3d_turbo, which cannot fit model.name=sam_med3d_tiny: "
+            "fine-tune it with model.name=sam_med3d_turbo",
+        ),
         (["--config", "tiny_cpu", "data.roots=[nowhere]"], "dataset folder not found: nowhere"),
     ],
 )

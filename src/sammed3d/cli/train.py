@@ -127,10 +127,9 @@ def run(args: argparse.Namespace) -> int:
         init = cfg.model.init_checkpoint
         entry = None if Path(init).exists() else lookup(init)
         if entry is not None and entry.architecture not in (None, cfg.model.name):
-            from sammed3d.training.config import FINETUNE_CONFIGS
+            from sammed3d.training.config import finetune_fit
 
-            packaged = FINETUNE_CONFIGS.get(entry.architecture)
-            fit = f"--config {packaged}" if packaged else f"model.name={entry.architecture}"
+            fit = finetune_fit(entry.architecture, args.config)
             raise CLIError(
                 f"--init {init} is a {entry.architecture}, which cannot "
                 f"fit model.name={cfg.model.name}: fine-tune it with {fit}"

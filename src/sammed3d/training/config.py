@@ -41,6 +41,18 @@ TaskKind = Literal["interactive", "semantic"]
 #: The packaged config that fine-tunes a registered model, where one exists.
 FINETUNE_CONFIGS = {"sam_med3d_turbo": "finetune_turbo", "sam_med3d_demo": "finetune_default"}
 
+
+def finetune_fit(architecture: str, config: str | None = None) -> str:
+    """What makes a run fit an init checkpoint of ``architecture``, for messages:
+    ``--config finetune_turbo`` where a packaged config fits it and is not ``config`` (the
+    config the run already uses, so its ``model.name`` was overridden), else
+    ``model.name=<architecture>``."""
+    packaged = FINETUNE_CONFIGS.get(architecture)
+    if packaged is not None and packaged != config:
+        return f"--config {packaged}"
+    return f"model.name={architecture}"
+
+
 #: Names of the packaged configs (``sammed3d/configs/train/<name>.yaml``).
 PACKAGED_CONFIGS = (
     "default",

@@ -244,7 +244,7 @@ def _init_hint(init: str, allow_unsafe_pickle: bool) -> str:
     architecture than ``model.name``: the config (or the key) that fits it; empty when the
     file names no registered architecture."""
     from sammed3d.build import infer_config, read_checkpoint, registered_names
-    from sammed3d.training.config import FINETUNE_CONFIGS
+    from sammed3d.training.config import finetune_fit
 
     try:
         ckpt = read_checkpoint(init, allow_unsafe_pickle=allow_unsafe_pickle)
@@ -254,9 +254,7 @@ def _init_hint(init: str, allow_unsafe_pickle: bool) -> str:
     names = registered_names(config)
     if not names:
         return ""
-    packaged = FINETUNE_CONFIGS.get(names[0])
-    fit = f"--config {packaged}" if packaged else f"model.name={names[0]}"
-    return f"; it is a {names[0]}: fine-tune it with {fit}"
+    return f"; it is a {names[0]}: fine-tune it with {finetune_fit(names[0])}"
 
 
 def _behaviours_beyond(cfg: ModelConfig, base: ModelConfig) -> str:
