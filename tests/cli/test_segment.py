@@ -656,3 +656,19 @@ def test_a_click_on_the_voxel_of_an_earlier_click_of_the_other_sign_is_noted(
         "  note: this click is on the voxel of click 1, which was positive: the two "
         f"contradict; the voxel is {'in' if inside else 'out of'} the mask now"
     )
+
+
+def test_a_later_click_that_leaves_a_tenth_of_the_mask_is_noted():
+    """A trial's negative click took a lesion from 4,110 voxels to 2 without a word."""
+    from sammed3d.cli.segment import shrink_note
+
+    assert shrink_note(4110, 2, positive=False) == (
+        "  note: this negative click left 2 of the mask's 4110 voxels (100.0% fewer): if the "
+        "mask was right before it, leave this click out or place it elsewhere"
+    )
+    assert shrink_note(1000, 99, positive=True).startswith(
+        "  note: this positive click left 99 of the mask's 1000 voxels (90.1% fewer)"
+    )
+    assert shrink_note(1000, 100, positive=False) == ""  # a tenth is left: no note
+    assert shrink_note(0, 0, positive=True) == ""  # nothing before (an empty first mask)
+    assert shrink_note(10, 5000, positive=True) == ""  # growth is not noted

@@ -47,6 +47,22 @@ logger = logging.getLogger(__name__)
 LARGE_MASK_FRACTION = 0.5
 #: A click still running after this many seconds gets a line saying so (a large object).
 SLOW_CLICK_NOTICE_S = 3.0
+#: A later click that leaves fewer than this share of the mask's voxels gets a note (one
+#: click can undo a good mask: README, "What it does not do yet").
+SHRINK_NOTE_FRACTION = 0.1
+
+
+def shrink_note(before: int, after: int, positive: bool) -> str:
+    """The note for a later click that took the mask from ``before`` to ``after`` voxels:
+    empty unless fewer than ``SHRINK_NOTE_FRACTION`` of them are left."""
+    if before <= 0 or after >= SHRINK_NOTE_FRACTION * before:
+        return ""
+    return (
+        f"  note: this {'positive' if positive else 'negative'} click left {after} of the "
+        f"mask's {before} voxels "
+        f"({100.0 * (before - after) / before:.1f}% fewer): if the mask was right before it, "
+        "leave this click out or place it elsewhere"
+    )
 
 
 class _ClickAction(argparse.Action):
@@ -317,6 +333,7 @@ def run(args: argparse.Namespace) -> int:
             f"click {n}/{len(clicks)}: still segmenting after {SLOW_CLICK_NOTICE_S:g} s (a busy "
             "CPU, or an object larger than the model's ROI, which is predicted ROI by ROI)"
         )
+        before = session.voxel_count()
         with held_messages() as held, notice_if_slow(slow, SLOW_CLICK_NOTICE_S):
             click = session.add_click(voxel, positive=positive)
         print(
@@ -326,6 +343,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if session.rule_note:
             print(f"  {session.rule_note}")
+        if n > 1 and (note := shrink_note(before, session.voxel_count(), positive)):
+            print(note)
         earlier = next(
             (m for m, (v, (_, p)) in enumerate(zip(voxels[: n - 1], clicks, strict=False), 1)
              if p != positive and tuple(v) == tuple(voxel)),
