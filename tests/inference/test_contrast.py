@@ -282,7 +282,9 @@ def test_click_like_inside_edge_cases_and_errors():
     assert click_like_inside(image, whole, mask, (5, 5, 5))  # nothing inside: no objection
     mask[2:8, 2:8, 2:8] = True
     assert click_like_inside(image, whole, mask, (0, 0, 0))  # constant: exactly alike
-    image[0, 0, 0] = 9.0
+    image[0, 0, 0] = 9.0  # one voxel of the clipped 2x2x2 block: its median is still 7
+    assert click_like_inside(image, whole, mask, (0, 0, 0))
+    image[0, 0, 1] = image[0, 1, 0] = image[1, 0, 0] = image[1, 1, 1] = 9.0  # now most of it
     assert not click_like_inside(image, whole, mask, (0, 0, 0))  # spread 0, not alike
     with pytest.raises(ValueError, match="lies outside the image"):
         click_like_inside(image, whole, mask, (10, 0, 0))
@@ -365,3 +367,99 @@ def test_face_morphology_equals_scipy(shape):
                 face_dilation(mask, steps), ndimage.binary_dilation(mask, iterations=steps)
             )
     assert face_dilation(mask, 0) is not mask and np.array_equal(face_dilation(mask, 0), mask)
+
+
+def test_neighbourhoods_span_the_finest_axis_voxels_and_as_many_mm_along_coarser_axes():
+    from sammed3d.inference.contrast import axis_steps
+
+    assert axis_steps(2, None) == (2, 2, 2)
+    assert axis_steps(2, (1.5, 1.5, 1.5)) == (2, 2, 2)  # isotropic: the count as given
+    assert axis_steps(1, (0.8, 0.8, 3.0)) == (1, 1, 0)  # 0.8 mm: no 3 mm slice above
+    assert axis_steps(8, (0.8, 0.8, 3.0)) == (8, 8, 2)  # 6.4 mm: 2.13 slices
+    assert axis_steps(1, (0.8, 0.8, 3.0), at_least=1) == (1, 1, 1)
+    assert axis_steps(5, (1.0, 2.0, 1.0)) == (5, 3, 5)  # 2.5 rounds half up
+    with pytest.raises(ValueError, match="spacing must be three positive numbers in mm"):
+        axis_steps(1, (1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="steps must be >= 0 voxels, got -1"):
+        axis_steps(-1, None)
+
+
+def test_on_thick_slices_a_click_in_a_one_slice_lesion_is_like_the_lesion():
+    # 0.8 x 0.8 x 3 mm: a lesion in one slice; a 3x3x3 block reached 3 mm above and below it,
+    # into the tissue, and its mean was unlike the lesion (a CT trial's lesion got a 4-voxel
+    # mask). With the spacing the block is 3x3x1.
+    rng = np.random.default_rng(4)
+    shape = (40, 40, 9)
+    lesion = np.zeros(shape, bool)
+    lesion[14:26, 14:26, 4] = True
+    image = np.where(lesion, 300.0, 40.0) + rng.normal(0, 10, shape)
+    whole = tuple(slice(0, n) for n in shape)
+    spacing = (0.8, 0.8, 3.0)
+    assert click_like_inside(image, whole, lesion, (20, 20, 4), spacing=spacing)
+    assert not click_like_inside(image, whole, lesion, (20, 20, 4))  # as if isotropic
+    # the tissue around it is unlike the clicked lesion, with the spacing too
+    tissue = ~lesion
+    assert not click_like_inside(image, whole, tissue, (20, 20, 4), spacing=spacing)
+    # isotropic spacing of any size: the voxel counts as given
+    for iso in ((1.0,) * 3, (1.5,) * 3):
+        for c in ((20, 20, 4), (14, 14, 4), (5, 5, 5)):
+            assert click_inside_z(image, whole, lesion, c, spacing=iso) == click_inside_z(
+                image, whole, lesion, c
+            )
+        assert border_contrast(image, whole, lesion, spacing=iso) == border_contrast(
+            image, whole, lesion
+        )
+        assert edge_strength(image, whole, lesion, spacing=iso) == edge_strength(
+            image, whole, lesion
+        )
+
+
+def test_a_click_on_the_edge_of_a_lesion_is_like_the_lesion():
+    # a click on the lesion's face: 18 of its 27 block voxels are the lesion's, 9 the organ's;
+    # the block's mean lies between the two (unlike both), its median is the lesion's
+    rng = np.random.default_rng(5)
+    organ, lesion = _ball(12.0), np.zeros((30, 30, 30), bool)
+    lesion[15:20, 15:20, 15:20] = True
+    image = 20.0 + 100.0 * organ + 200.0 * lesion + rng.normal(0, 3, organ.shape)
+    face = (15, 17, 17)
+    assert click_like_inside(image, FULL, lesion, face)
+    assert not click_like_inside(image, FULL, organ, face)
+    values = image[14:17, 16:19, 16:19]
+    assert click_inside_z(image, FULL, lesion, face, near=0) == pytest.approx(
+        abs(np.median(values) - np.median(image[lesion]))
+        / (np.subtract(*np.percentile(image[lesion], [75, 25])) / 1.349)
+    )
+    # a click on its corner (8 of 27 in the lesion): the median is the organ's
+    assert click_like_inside(image, FULL, organ, (15, 15, 15))
+
+
+def test_on_thick_slices_the_ring_and_window_reach_as_many_mm_along_each_axis():
+    # a slab 2 slices thick at 3 mm, bright; 2 slices above and below it (6 mm) a dark layer
+    # that a 2-voxel ring on 0.8 mm voxels (1.6 mm) should not reach along the slices
+    shape = (30, 30, 12)
+    slab = np.zeros(shape, bool)
+    slab[8:22, 8:22, 5:7] = True
+    rng = np.random.default_rng(6)
+    image = np.where(slab, 200.0, 100.0) + rng.normal(0, 5, shape)
+    image[:, :, 3] = image[:, :, 8] = 0.0  # 2 slices off the slab's faces
+    whole = tuple(slice(0, n) for n in shape)
+    spacing = (0.8, 0.8, 3.0)
+    # isotropic reading: the ring reaches the dark layers, its spread (and so the contrast
+    # and the edge's step) changes; with the spacing it stays in the tissue next to the slab
+    aniso = border_contrast(image, whole, slab, spacing=spacing)
+    assert aniso > border_contrast(image, whole, slab)
+    from sammed3d.inference.contrast import _ring_dilation
+
+    grown = _ring_dilation(slab, (2, 2, 1))
+    # 2 voxels in-plane, 1 slice across: a voxel d_i, d_j, d_k steps off the slab's box joins
+    # when d_i / 2 + d_j / 2 + d_k / 1 <= 1
+    idx = np.indices(shape)
+    off = [
+        np.maximum(np.maximum(lo - x, x - hi + 1), 0)
+        for x, lo, hi in zip(idx, (8, 8, 5), (22, 22, 7), strict=True)
+    ]
+    np.testing.assert_array_equal(grown, off[0] / 2 + off[1] / 2 + off[2] <= 1)
+    assert grown[:, :, 3].sum() == 0 and grown[:, :, 8].sum() == 0
+    assert grown[6, 15, 5] and not grown[6, 15, 4]  # 2 in-plane steps, or 1 slice: not both
+    with pytest.raises(ValueError, match="spacing must be three positive numbers"):
+        edge_strength(image, whole, slab, spacing=(0.8, 0.8))

@@ -475,6 +475,30 @@ def test_the_edge_pick_takes_the_extent_on_the_strongest_edge(lab, guard):
     assert dice(session.mask, component) > 0.9
 
 
+def test_the_first_click_rules_read_the_image_with_its_spacing(lab, monkeypatch):
+    """On thick slices a 3x3x3 block reaches a slice above and below the click: the rules get
+    the image's spacing (sammed3d.inference.contrast.axis_steps; a CT trial's one-slice
+    lesion got a 4-voxel mask)."""
+    from sammed3d.inference import session as module
+
+    vol, scene = _scene()
+    thick = Volume(vol.array, (0.8, 0.8, 3.0))
+    seen: dict[str, set] = {}
+    for name in ("border_contrast", "edge_strength", "click_like_inside"):
+        real = getattr(module, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            seen.setdefault(_name, set()).add(kwargs.get("spacing"))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    pred = SamMed3DPredictor(_multimask_model(lab), target_spacing=(MAIN,) * 3, first_pick="edges")
+    session = InteractiveSession(pred)
+    session.set_image(thick)
+    session.add_point(scene.centre)
+    assert seen == {n: {(0.8, 0.8, 3.0)} for n in seen} and len(seen) == 3
+
+
 def test_the_edge_pick_note_gives_the_reason_that_decided():
     from sammed3d.inference.session import _edge_pick_reason
 

@@ -34,6 +34,12 @@ out it also refused right answers (a small first mask in the whole brain growing
 brain at the next positive clicks: the brain's border is the weaker edge), and the mean Dice
 at 3 and 5 clicks fell.
 
+Every neighbourhood here (the contrast ring, the edge window, the click's block and the
+cube around it) is set in voxels of the image's finest axis; along a coarser axis it spans
+about the same millimetres in fewer voxels (:func:`axis_steps`), so that on 3 mm slices a
+click's block does not reach 3 mm above and below it. On isotropic images, the kind the
+rules were chosen on, this is the voxel count as given.
+
 Chosen on the MNI152 tuning sets and generated validation crops (docs/default_model.md).
 """
 
@@ -42,8 +48,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
-#: Width in native voxels of the ring outside a mask that its contrast compares against.
+#: Width in native voxels (of the finest axis) of the ring outside a mask that its contrast
+#: compares against.
 CONTRAST_RING_VOXELS = 2
 #: A mask of fewer voxels (a 2-voxel cube) has no meaningful contrast: :func:`border_contrast`
 #: gives it 0, so it never replaces a pick nor blocks a later click.
@@ -55,8 +63,8 @@ CONTRAST_RATIO = 2.0
 #: A later click's mask is checked only when it has more than this many times the voxels the
 #: object had before the click.
 GUARD_GROWTH = 2.0
-#: Side in voxels of the window in which :func:`edge_strength` compares a boundary voxel's
-#: neighbours inside the mask with those outside it.
+#: Side in voxels (of the finest axis) of the window in which :func:`edge_strength` compares
+#: a boundary voxel's neighbours inside the mask with those outside it.
 EDGE_WINDOW = 5
 #: :func:`edge_strength` reads at most this many boundary voxels (a regular subsample).
 EDGE_SAMPLES = 20_000
@@ -64,8 +72,9 @@ EDGE_SAMPLES = 20_000
 #: share of it lies inside the mask; only such windows count.
 EDGE_MIXED = 0.05
 #: The edge pick passes over an extent whose inside is unlike the clicked voxels: the mean of
-#: the click's 3x3x3 neighbourhood lies more than this many (robust) standard deviations of
-#: the inside from the inside's median (a lesion's click in an organ mask around it).
+#: the click's block (``CLICK_BLOCK_VOXELS`` each side), and its median, lie
+#: more than this many (robust) standard deviations of the inside from the inside's median
+#: (a lesion's click in an organ mask around it).
 CLICK_LIKE_SDS = 2.5
 #: The edge check refuses a positive later click whose mask's edge score is below this share
 #: of the previous mask's (on the tuning chains, 26 of the 29 positive clicks below 0.7 had
@@ -78,10 +87,54 @@ LATER_NEGATIVE_KEEP = 0.3
 #: voxels of it (a cube): a lesion is unlike the tissue right around it even when a
 #: brain-sized mask's whole inside spans the lesion's intensity.
 CLICK_NEAR_VOXELS = 8
+#: Half-side in voxels of the click's block whose mean :func:`click_inside_z` compares (1:
+#: 3x3x3 on an isotropic image).
+CLICK_BLOCK_VOXELS = 1
 #: Interquartile range of a normal distribution in standard deviations.
 IQR_PER_SD = 1.349
 #: :func:`click_like_inside` reads at most this many inside voxels (a regular subsample).
 INSIDE_SAMPLES = 200_000
+
+
+def axis_steps(
+    steps: int, spacing: Sequence[float] | None, at_least: int = 0
+) -> tuple[int, int, int]:
+    """A neighbourhood's half-side per axis: ``steps`` voxels of the finest axis, and along
+    each coarser axis about as many millimetres, ``round(steps * finest / spacing)``.
+
+    Args:
+        steps: Voxels along the finest axis (>= 0).
+        spacing: ``(si, sj, sk)`` in mm, in the image's axis order; None: isotropic.
+        at_least: Lower bound of every axis's count.
+
+    Returns:
+        ``(ni, nj, nk)``; ``(steps,) * 3`` for an isotropic image.
+
+    Raises:
+        ValueError: ``steps`` < 0, or ``spacing`` is not three positive numbers.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0 voxels, got {steps}")
+    if spacing is None:
+        return (max(steps, at_least),) * 3
+    sp = tuple(float(v) for v in spacing)
+    if len(sp) != 3 or not all(v > 0 for v in sp):
+        raise ValueError(f"spacing must be three positive numbers in mm, got {tuple(spacing)}")
+    finest = min(sp)
+    # half up, not to even: 2.5 voxels of the finest axis is 3, as a reader would expect
+    i, j, k = (max(int(np.floor(steps * finest / v + 0.5)), at_least) for v in sp)
+    return i, j, k
+
+
+def _ring_dilation(mask: np.ndarray, steps: tuple[int, int, int]) -> np.ndarray:
+    """``mask`` dilated by ``steps`` face-connected steps per axis: a voxel joins when some
+    mask voxel lies within ``sum(|d_a| / steps_a) <= 1`` of it (the L1 ball of those radii;
+    :func:`face_dilation` when all three are equal). Every step >= 1."""
+    if len(set(steps)) == 1:
+        return face_dilation(mask, steps[0])
+    grids = np.meshgrid(*(np.arange(-n, n + 1) for n in steps), indexing="ij")
+    reach = sum(np.abs(g) / n for g, n in zip(grids, steps, strict=True))
+    return ndimage.binary_dilation(mask, structure=np.asarray(reach) <= 1 + 1e-9)
 
 
 def border_contrast(
@@ -89,34 +142,39 @@ def border_contrast(
     slices: tuple[slice, ...],
     block: np.ndarray,
     ring: int = CONTRAST_RING_VOXELS,
+    spacing: Sequence[float] | None = None,
 ) -> float:
     """How well a mask separates from its surroundings by intensity.
 
     ``|mean(inside) - mean(ring)| / (std(inside) + std(ring))``, the ring being the voxels
-    within ``ring`` face-connected steps outside the mask (clipped to the image). A
+    within ``ring`` face-connected steps outside the mask (clipped to the image; fewer steps
+    along a coarser axis, :func:`axis_steps`). A
     scale-free Fisher-like separation (cf. the two-region model of Chan and Vese 2001).
 
     Args:
         image: ``(I, J, K)`` native intensities (any real dtype).
         slices: Where ``block`` lies in ``image`` (native index slices).
         block: Bool mask of the shape those slices select.
-        ring: Ring width in voxels (>= 1).
+        ring: Ring width in voxels of the finest axis (>= 1; at least 1 along every axis).
+        spacing: ``(si, sj, sk)`` of ``image`` in mm; None: isotropic.
 
     Returns:
         The contrast (>= 0); 0 for a mask of fewer than ``MIN_CONTRAST_VOXELS`` voxels or one
         without any voxel around it.
 
     Raises:
-        ValueError: ``block`` does not have the shape ``slices`` select, or ``ring`` < 1.
+        ValueError: ``block`` does not have the shape ``slices`` select, ``ring`` < 1, or a
+            bad ``spacing``.
     """
     if ring < 1:
         raise ValueError(f"ring must be at least 1 voxel, got {ring}")
     _check_block(image, slices, block)
     if np.count_nonzero(block) < MIN_CONTRAST_VOXELS:
         return 0.0
-    native, mask, _ = _grown_box(image.shape, slices, block, ring)
+    steps = axis_steps(ring, spacing, at_least=1)
+    native, mask, _ = _grown_box(image.shape, slices, block, steps)
     values = np.asarray(image[native], dtype=np.float64)
-    around = face_dilation(mask, ring) & ~mask
+    around = _ring_dilation(mask, steps) & ~mask
     if not around.any():
         return 0.0
     inside, outside = values[mask], values[around]
@@ -150,12 +208,16 @@ def contrast_pick(contrasts: Sequence[float], picked: int, threshold: float) -> 
 
 
 def _grown_box(
-    image_shape: tuple[int, ...], slices: tuple[slice, ...], block: np.ndarray, margin: int
+    image_shape: tuple[int, ...],
+    slices: tuple[slice, ...],
+    block: np.ndarray,
+    margins: tuple[int, int, int],
 ) -> tuple[tuple[slice, ...], np.ndarray, list[tuple[int, int]]]:
-    """The mask's own box grown by ``margin`` (clipped to the image): its native slices, the
-    mask there, and per axis how many voxels the clipping took off (low, high side)."""
+    """The mask's own box grown by ``margins`` (voxels per axis; clipped to the image): its
+    native slices, the mask there, and per axis how many voxels the clipping took off (low,
+    high side)."""
     own, grown, put, clipped = [], [], [], []
-    for axis, s in enumerate(slices):
+    for axis, (s, margin) in enumerate(zip(slices, margins, strict=True)):
         hit = np.flatnonzero(block.any(axis=tuple(a for a in range(3) if a != axis)))
         first, last = int(hit[0]), int(hit[-1]) + 1
         offset = s.indices(image_shape[axis])[0]
@@ -219,6 +281,7 @@ def edge_strength(
     slices: tuple[slice, ...],
     block: np.ndarray,
     window: int = EDGE_WINDOW,
+    spacing: Sequence[float] | None = None,
 ) -> float:
     """How strong an intensity edge a mask's boundary follows, locally.
 
@@ -227,7 +290,8 @@ def edge_strength(
     two means are compared; the result is the median over the boundary voxels whose window
     is mixed (between ``EDGE_MIXED`` and ``1 - EDGE_MIXED`` inside) of ``|mean inside - mean
     outside|``. Unlike :func:`border_contrast` it is local: a mask whose border runs along an
-    edge scores high even where the tissue on either side varies across the image. Windows
+    edge scores high even where the tissue on either side varies across the image. Along a
+    coarser axis the window spans fewer voxels (:func:`axis_steps`, at least 3). Windows
     are clipped to the image by repeating its border voxels. At most ``EDGE_SAMPLES``
     boundary voxels are read (a regular subsample of them in index order).
 
@@ -235,22 +299,23 @@ def edge_strength(
         image: ``(I, J, K)`` native intensities (any real dtype).
         slices: Where ``block`` lies in ``image`` (native index slices).
         block: Bool mask of the shape those slices select.
-        window: Odd window side in voxels (>= 3).
+        window: Odd window side in voxels of the finest axis (>= 3).
+        spacing: ``(si, sj, sk)`` of ``image`` in mm; None: isotropic.
 
     Returns:
         The edge strength in the image's intensity units (>= 0); 0 for a mask of fewer than
         ``MIN_CONTRAST_VOXELS`` voxels or without a mixed window.
 
     Raises:
-        ValueError: ``block`` does not have the shape ``slices`` select, or ``window`` is
-            even or below 3.
+        ValueError: ``block`` does not have the shape ``slices`` select, ``window`` is
+            even or below 3, or a bad ``spacing``.
     """
     if window < 3 or window % 2 == 0:
         raise ValueError(f"window must be an odd number of voxels >= 3, got {window}")
     _check_block(image, slices, block)
     if np.count_nonzero(block) < MIN_CONTRAST_VOXELS:
         return 0.0
-    r = window // 2
+    r = axis_steps(window // 2, spacing, at_least=1)
     native, mask, clipped = _grown_box(image.shape, slices, block, r)
     # boundary: mask voxels with a face neighbour outside (beyond the image: outside; but
     # windows repeat the image's and the mask's face voxels, so a window on a face that cuts
@@ -265,8 +330,8 @@ def edge_strength(
     padded = np.pad(mask, clipped, mode="edge")
     shift = np.asarray([c[0] for c in clipped])
     centres = np.stack(np.unravel_index(boundary, mask.shape), axis=1) + shift
-    steps = np.arange(-r, r + 1)
-    offsets = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), axis=-1).reshape(-1, 3)
+    steps = [np.arange(-n, n + 1) for n in r]
+    offsets = np.stack(np.meshgrid(*steps, indexing="ij"), axis=-1).reshape(-1, 3)
     # flat indices of every window voxel: centre's plus offset's (no window leaves the arrays)
     strides = np.asarray([padded.shape[1] * padded.shape[2], padded.shape[2], 1])
     flat = (centres @ strides)[:, None] + (offsets @ strides)[None, :]
@@ -296,17 +361,26 @@ def edge_score(contrast: float, strength: float) -> float:
     return float(np.sqrt(contrast) * strength)
 
 
-def mask_edge_score(image: np.ndarray, slices: tuple[slice, ...], block: np.ndarray) -> float:
+def mask_edge_score(
+    image: np.ndarray,
+    slices: tuple[slice, ...],
+    block: np.ndarray,
+    spacing: Sequence[float] | None = None,
+) -> float:
     """:func:`edge_score` of a native mask: from its :func:`border_contrast` and
-    :func:`edge_strength`; 0 for an empty mask.
+    :func:`edge_strength` (``spacing``: the image's, in mm; None: isotropic); 0 for an empty
+    mask.
 
     Raises:
-        ValueError: ``block`` does not have the shape ``slices`` select.
+        ValueError: ``block`` does not have the shape ``slices`` select, or a bad ``spacing``.
     """
     _check_block(image, slices, block)
     if not block.any():
         return 0.0
-    return edge_score(border_contrast(image, slices, block), edge_strength(image, slices, block))
+    return edge_score(
+        border_contrast(image, slices, block, spacing=spacing),
+        edge_strength(image, slices, block, spacing=spacing),
+    )
 
 
 def later_click_refused(before: float, after: float, positive: bool) -> bool:
@@ -332,23 +406,28 @@ def click_inside_z(
     block: np.ndarray,
     click: Sequence[int],
     near: int = CLICK_NEAR_VOXELS,
+    spacing: Sequence[float] | None = None,
 ) -> float:
     """How unlike the inside of a mask the clicked voxels are, in robust standard deviations.
 
-    The mean intensity of the click's 3x3x3 neighbourhood (clipped to the image) is compared
-    with the median of the inside's intensities: ``|mean - median| / sd``, the standard
-    deviation estimated robustly as the interquartile range / ``IQR_PER_SD``, for the whole
-    inside and for the inside voxels within ``near`` voxels of the click (a cube; skipped
-    when none is there); the larger of the two. At most ``INSIDE_SAMPLES`` voxels of the
-    whole inside are read (a regular subsample).
+    The click's block (``CLICK_BLOCK_VOXELS`` each side: 3x3x3 on an isotropic image, fewer
+    voxels along a coarser axis, :func:`axis_steps`; clipped to the image) gives two values,
+    its mean and its median (a click on a structure's edge, whose block holds some of the
+    neighbour: the median stays on the side most of the block is on). Each is compared with
+    the median of the inside's intensities, ``|value - median| / sd``, the standard deviation
+    estimated robustly as the interquartile range / ``IQR_PER_SD``, and the nearer of the
+    two counts. That for the whole inside and for the inside voxels within ``near`` voxels
+    of the click (a cube; skipped when none is there); the larger of the two. At most
+    ``INSIDE_SAMPLES`` voxels of the whole inside are read (a regular subsample).
 
     Args:
         image: ``(I, J, K)`` native intensities.
         slices: Where ``block`` lies in ``image``.
         block: Bool mask of the shape those slices select.
         click: Native voxel ``(i, j, k)`` of the click.
-        near: Half-side in voxels of the cube around the click for the local comparison
-            (0: whole inside only).
+        near: Half-side in voxels of the finest axis of the cube around the click for the
+            local comparison (fewer along a coarser axis; 0: whole inside only).
+        spacing: ``(si, sj, sk)`` of ``image`` in mm; None: isotropic.
 
     Returns:
         The distance (>= 0); 0 for an empty mask; for a mask of constant inside (spread 0),
@@ -356,7 +435,7 @@ def click_inside_z(
 
     Raises:
         ValueError: ``block`` does not have the shape ``slices`` select, ``click`` lies
-            outside the image, or ``near`` < 0.
+            outside the image, ``near`` < 0, or a bad ``spacing``.
     """
     if near < 0:
         raise ValueError(f"near must be >= 0 voxels, got {near}")
@@ -364,13 +443,17 @@ def click_inside_z(
     if len(click) != 3 or not all(0 <= int(c) < n for c, n in zip(click, image.shape, strict=True)):
         raise ValueError(f"click {tuple(click)} lies outside the image of shape {image.shape}")
     at = tuple(int(c) for c in click)
-    around = tuple(slice(max(c - 1, 0), c + 2) for c in at)
-    at_click = float(np.mean(image[around], dtype=np.float64))
+    half = axis_steps(CLICK_BLOCK_VOXELS, spacing)
+    around = tuple(slice(max(c - h, 0), c + h + 1) for c, h in zip(at, half, strict=True))
+    # the block's mean (robust to noise) and its median (a click on a structure's edge,
+    # whose block is part the neighbour's: the median stays with the side most of it is on)
+    values = np.asarray(image[around], dtype=np.float64)
+    at_click = (float(values.mean()), float(np.median(values)))
 
     def distance(inside: np.ndarray) -> float:
         q25, median, q75 = np.percentile(inside, [25, 50, 75])
         spread = (q75 - q25) / IQR_PER_SD  # robust: a few voxels of the ring do not widen it
-        gap = abs(at_click - median)
+        gap = min(abs(v - median) for v in at_click)
         if spread == 0:
             return 0.0 if gap == 0 else float("inf")
         return float(gap / spread)
@@ -385,8 +468,9 @@ def click_inside_z(
         return z
     # the inside within ``near`` voxels of the click: the block's part of that cube
     offset = [s.indices(n)[0] for s, n in zip(slices, image.shape, strict=True)]
-    lo = [max(c - near - o, 0) for c, o in zip(at, offset, strict=True)]
-    hi = [min(c + near + 1 - o, n) for c, o, n in zip(at, offset, block.shape, strict=True)]
+    reach = axis_steps(near, spacing)
+    lo = [max(c - r - o, 0) for c, r, o in zip(at, reach, offset, strict=True)]
+    hi = [min(c + r + 1 - o, n) for c, r, o, n in zip(at, reach, offset, block.shape, strict=True)]
     if any(h <= low for low, h in zip(lo, hi, strict=True)):
         return z
     cube = tuple(slice(low, h) for low, h in zip(lo, hi, strict=True))
@@ -402,6 +486,7 @@ def click_like_inside(
     click: Sequence[int],
     sds: float = CLICK_LIKE_SDS,
     near: int = CLICK_NEAR_VOXELS,
+    spacing: Sequence[float] | None = None,
 ) -> bool:
     """Whether the clicked voxels look like the inside of a mask: :func:`click_inside_z` is
     at most ``sds``, for the whole inside and for the inside voxels within ``near`` voxels of
@@ -418,7 +503,7 @@ def click_like_inside(
     """
     if not sds > 0:
         raise ValueError(f"sds must be > 0, got {sds}")
-    return click_inside_z(image, slices, block, click, near) <= sds
+    return click_inside_z(image, slices, block, click, near, spacing) <= sds
 
 
 def edge_pick(

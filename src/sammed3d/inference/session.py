@@ -659,10 +659,11 @@ class InteractiveSession:
         if not edges and not pred.contrast_guard:
             return
         state = obj.state
-        image = pred.require_image().array
+        volume = pred.require_image()
+        image, sp = volume.array, volume.spacing
         assert obj.slices is not None and obj.block is not None
         if not edges:
-            own = border_contrast(image, obj.slices, obj.block)
+            own = border_contrast(image, obj.slices, obj.block, spacing=sp)
             if own >= pred.contrast_guard:
                 return
         shown_block = obj.block
@@ -672,9 +673,9 @@ class InteractiveSession:
         tiles = self._extent_cache[1]
         if edges:
             click = state.clicks[0].coord
-            contrasts = [border_contrast(image, *m) for m in masks]
-            strengths = [edge_strength(image, *m) for m in masks]
-            like = [click_like_inside(image, *m, click) for m in masks]
+            contrasts = [border_contrast(image, *m, spacing=sp) for m in masks]
+            strengths = [edge_strength(image, *m, spacing=sp) for m in masks]
+            like = [click_like_inside(image, *m, click, spacing=sp) for m in masks]
             n = edge_pick(contrasts, strengths, like)
             if n == 0:
                 return
@@ -686,7 +687,7 @@ class InteractiveSession:
                 like[n],
             )
         else:
-            contrasts = [own] + [border_contrast(image, *m) for m in masks[1:]]
+            contrasts = [own] + [border_contrast(image, *m, spacing=sp) for m in masks[1:]]
             n = contrast_pick(contrasts, 0, pred.contrast_guard)
             if n == 0:
                 return
@@ -727,11 +728,12 @@ class InteractiveSession:
         if np.count_nonzero(obj.block) <= GUARD_GROWTH * old:
             return
         pred = self.predictor
-        image = pred.require_image().array
-        new_c = border_contrast(image, obj.slices, obj.block)
+        volume = pred.require_image()
+        image, sp = volume.array, volume.spacing
+        new_c = border_contrast(image, obj.slices, obj.block, spacing=sp)
         if new_c >= pred.contrast_guard:
             return
-        old_c = border_contrast(image, slices, block)
+        old_c = border_contrast(image, slices, block, spacing=sp)
         if new_c * CONTRAST_RATIO > old_c:
             return
         # the mask stays exactly as it was: the kept click's point must not move it through
@@ -765,12 +767,13 @@ class InteractiveSession:
         slices, block = before
         if slices is None or block is None or obj.slices is None or obj.block is None:
             return False
-        image = self.predictor.require_image().array
+        volume = self.predictor.require_image()
+        image, sp = volume.array, volume.spacing
         cached = self._edge_scores.get(obj.label)
         old = cached[1] if cached is not None and cached[0] is block else None
         if old is None:
-            old = mask_edge_score(image, slices, block)
-        new = mask_edge_score(image, obj.slices, obj.block)
+            old = mask_edge_score(image, slices, block, spacing=sp)
+        new = mask_edge_score(image, obj.slices, obj.block, spacing=sp)
         click = obj.state.clicks[-1]
         if not later_click_refused(old, new, click.positive):
             self._edge_scores[obj.label] = (obj.block, new)
