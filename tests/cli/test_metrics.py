@@ -257,3 +257,37 @@ def test_a_requested_label_in_neither_file_is_named(
     )
     assert main(["metrics", "--pred", path, "--gt", path, "--labels", "1", "--no-hd95"]) == 0
     assert "note" not in json.loads(capsys.readouterr().out)
+
+
+def test_a_one_label_mask_against_a_multi_label_truth_gets_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``segment`` mask (label 1) against an atlas of labels 1-3: labels 2 and 3 are misses
+    in the mean; stderr says so and how to score the one structure (the JSON is unchanged)."""
+    gt = np.zeros((20, 18, 12), np.uint8)
+    gt[2:6, 2:7, 2:7] = 1
+    gt[10:15, 10:14, 4:9] = 2
+    gt[16:19, 2:6, 2:6] = 3
+    pred = (gt == 1).astype(np.uint8)
+    p, g = _write(tmp_path / "mask.nii.gz", pred), _write(tmp_path / "atlas.nii.gz", gt)
+    assert main(["metrics", "--pred", p, "--gt", g, "--no-hd95"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["labels"]["1"]["dice"] == 1.0
+    assert report["mean_over_gt_labels"]["dice"]["mean"] == pytest.approx(1 / 3)
+    assert "note" not in report
+    assert captured.err == (
+        "note: --pred holds only label 1, --gt holds labels 1, 2, 3: labels 2, 3 count as "
+        "misses in mean_over_gt_labels; to score the one structure pass --labels 1 (a mask of "
+        "another --gt structure: write it with that value, `sammed3d segment ... --label N`, "
+        "and pass --labels N)\n"
+    )
+    # as the note says: --labels 1 scores the structure alone, without a note
+    assert main(["metrics", "--pred", p, "--gt", g, "--no-hd95", "--labels", "1"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["mean_over_gt_labels"]["dice"]["mean"] == 1.0
+    assert captured.err == ""
+    # several labels in both files, or one in each: nothing to say
+    for other in (g, p):
+        assert main(["metrics", "--pred", other, "--gt", other, "--no-hd95"]) == 0
+        assert capsys.readouterr().err == ""

@@ -106,6 +106,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {notes[-1]}", file=sys.stderr)  # scripts may read only the numbers
     if any(notes):
         report["note"] = "; ".join(n for n in notes if n)
+    if not args.labels:  # a mask of one structure against a whole atlas: the mean hides it
+        one = _one_label_note(
+            [k for k, row in per_label.items() if row["pred_voxels"]],
+            [k for k, row in per_label.items() if row["gt_voxels"]],
+        )
+        if one:
+            print(f"note: {one}", file=sys.stderr)  # the JSON stays the numbers
     text = json.dumps(json_safe(report), indent=2)
     if args.output:  # first: a closed pipe on stdout must not lose the file
         from sammed3d.io import atomic_write_text
@@ -124,6 +131,22 @@ def _disjoint_note(pred_labels: list[int], gt_labels: list[int]) -> str | None:
         f"--pred and --gt have no label in common: --pred holds {_label_list(pred_labels)}, "
         f"--gt holds {_label_list(gt_labels)}; a structure must have the same value in both "
         "files to be compared (relabel one)"
+    )
+
+
+def _one_label_note(pred_labels: list[int], gt_labels: list[int]) -> str | None:
+    """One line when --pred holds one label that --gt also holds, and --gt holds more (a
+    ``segment`` mask of one structure against a multi-label ground truth: the other labels
+    count as misses in ``mean_over_gt_labels``); how to score that structure alone."""
+    if len(pred_labels) != 1 or pred_labels[0] not in gt_labels or len(gt_labels) < 2:
+        return None
+    (label,) = pred_labels
+    missed = [v for v in gt_labels if v != label]
+    return (
+        f"--pred holds only label {label}, --gt holds {_label_list(gt_labels)}: "
+        f"{_label_list(missed)} count as misses in mean_over_gt_labels; to score the one "
+        f"structure pass --labels {label} (a mask of another --gt structure: write it with "
+        "that value, `sammed3d segment ... --label N`, and pass --labels N)"
     )
 
 
