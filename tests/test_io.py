@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from sammed3d._wording import cli_wording
 from sammed3d.io import (
     Volume,
     VolumeError,
@@ -397,8 +398,11 @@ def test_output_checks(tmp_path: Path) -> None:
     src = write_volume(_volume(), tmp_path / "in.nii.gz")
     with pytest.raises(VolumeError, match="input"):
         check_output_file(src, overwrite=True, protect=(src,))
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError) as exists:
         check_output_file(src)
+    # worded for a Python caller; the command line prints its own spelling of the advice
+    assert str(exists.value) == f"output {src} exists; pass overwrite=True to replace it"
+    assert cli_wording(exists.value) == f"output {src} exists; pass --overwrite to replace it"
     check_output_file(src, overwrite=True)
     check_output_file(tmp_path / "new" / "deeper" / "out.nii.gz")
     assert not (tmp_path / "new").exists()  # nothing created

@@ -57,6 +57,8 @@ from typing import Literal
 
 import numpy as np
 
+from sammed3d._wording import with_cli_wording
+
 logger = logging.getLogger(__name__)
 
 #: File endings we read and write (DICOM is read from a folder).
@@ -792,7 +794,10 @@ def check_output_file(
         if path.is_dir():
             raise IsADirectoryError(f"output {path} is a folder; give a file name")
         if not overwrite:
-            raise FileExistsError(f"output {path} exists; pass --overwrite to replace it")
+            raise with_cli_wording(
+                FileExistsError(f"output {path} exists; pass overwrite=True to replace it"),
+                f"output {path} exists; pass --overwrite to replace it",
+            )
     check_writable_folder(path.parent, for_path=path)
     return path
 

@@ -82,7 +82,9 @@ def test_predict_scores_a_dataset(tmp_path, task_checkpoint, capsys):
     assert (out / "dice_per_class.png").stat().st_size > 0
     assert len(list((out / "predictions").glob("*.nii.gz"))) == 2
     assert main(argv) == 2
-    assert "already holds results" in _err(capsys)
+    assert f"{out} already holds results (per_case.csv); pass --overwrite to replace them" in (
+        _err(capsys)
+    )
 
 
 def test_bad_test_sets(tmp_path, task_checkpoint, capsys):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sammed3d._wording import cli_wording
 from sammed3d.clicks import Click
 from sammed3d.data.layout import discover_dataset, iter_targets
 from sammed3d.evaluation import (
@@ -219,8 +220,11 @@ def test_resume_skips_finished_and_redoes_partial(targets: list, tmp_path: Path)
 def test_settings_change_is_refused_unless_overwrite(targets: list, tmp_path: Path) -> None:
     evaluate_targets(OracleMethod(), targets[:1], tmp_path, CFG, show_progress=False)
     other = EvalConfig(clicks=(1, 3), strategy=("center",), seed=7)
-    with pytest.raises(ValueError, match="strategy"):
+    with pytest.raises(ValueError, match="strategy") as refused:
         evaluate_targets(OracleMethod(), targets[:1], tmp_path, other, show_progress=False)
+    # the API's advice names its keywords; the command line's, its options
+    assert str(refused.value).endswith("; use another output_dir or pass overwrite=True")
+    assert cli_wording(refused.value).endswith("; use another --output or --overwrite")
     res = evaluate_targets(
         OracleMethod(), targets[:1], tmp_path, other, show_progress=False, overwrite=True
     )

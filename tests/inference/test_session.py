@@ -8,7 +8,7 @@ import torch
 
 from sammed3d.clicks import Click
 from sammed3d.inference import InteractiveSession, SamMed3DPredictor
-from sammed3d.io import read_volume, write_volume
+from sammed3d.io import VolumeError, read_volume, write_volume
 
 
 def _two_spheres(lab, geometry="oblique"):
@@ -300,6 +300,45 @@ def test_export_warns_about_an_empty_object(lab, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         session.export_label_map(tmp_path / "l.nii.gz")
     assert "object 5 is empty" in caplog.text
+
+
+def test_export_checks_its_path_before_it_warns(lab, tmp_path, caplog):
+    """A refused output (the image's own file, no volume ending, an existing file without
+    overwrite) fails before the warnings about the label map's content."""
+    vol, _, (ca, _), _ = _two_spheres(lab)
+    src = write_volume(vol, tmp_path / "image.nii.gz")
+    session, _ = _session(lab, src)
+    session.add_point(ca)
+    session.new_object(5)  # never clicked: an export warns that it is empty
+    (tmp_path / "old.nii.gz").write_bytes(b"x")
+    refused = [
+        (src, {}, VolumeError, "refusing to overwrite the input file"),
+        (tmp_path / "labels.png", {}, VolumeError, "must end in .nii.gz"),
+        (tmp_path / "old.nii.gz", {"overwrite": False}, FileExistsError, "exists"),
+    ]
+    for path, kwargs, error, match in refused:
+        with caplog.at_level("WARNING"), pytest.raises(error, match=match):
+            session.export_label_map(path, **kwargs)
+        assert caplog.text == "", path
+    with caplog.at_level("WARNING"):
+        session.export_label_map(tmp_path / "labels.nii.gz")
+    assert "object 5 is empty" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("image", "got"),
+    [([[[1.0, 2.0]]], "a list of 1 item"), (None, "None"), (3, "an int")],
+)
+def test_an_image_of_another_kind_is_named(lab, image, got):
+    """``set_image(list)`` raised a TypeError where every other bad image is a ValueError."""
+    session = InteractiveSession(SamMed3DPredictor(lab.OracleModel(img_size=32)))
+    with pytest.raises(VolumeError) as exc:
+        session.set_image(image, spacing=(1.0, 1.0, 1.0))
+    assert str(exc.value) == (
+        "image: expected a 3-D numpy array or torch tensor (with spacing= or affine=), a "
+        f"sammed3d.io.Volume, or the path of an image file or DICOM folder, got {got}"
+    )
+    assert isinstance(exc.value, ValueError) and not session.predictor.is_image_set
 
 
 def test_add_click_returns_the_voxel_used_and_voxel_count_needs_no_full_mask(lab):

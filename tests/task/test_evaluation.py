@@ -70,3 +70,19 @@ def test_unscored_classes_and_cases_are_counted(tmp_path, caplog):
     assert warnings[1].startswith(
         "warning: class 'speck' is not scored in 2 of 3 cases: they have no mask file"
     )
+
+
+def test_existing_results_are_refused_in_the_callers_words(tmp_path):
+    """The API's advice names ``overwrite=True``; the command line prints ``--overwrite``."""
+    import pytest
+
+    from sammed3d._wording import cli_wording
+    from sammed3d.task.evaluation import check_output_dir
+
+    (tmp_path / "summary.json").write_text("{}")
+    with pytest.raises(FileExistsError) as exc:
+        check_output_dir(tmp_path)
+    held = f"{tmp_path} already holds results (summary.json)"
+    assert str(exc.value) == f"{held}; pass overwrite=True to replace them"
+    assert cli_wording(exc.value) == f"{held}; pass --overwrite to replace them"
+    assert check_output_dir(tmp_path, overwrite=True) == tmp_path

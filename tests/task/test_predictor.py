@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 from torch import nn
 
 from sammed3d.evaluation.metrics import dice
-from sammed3d.io import Volume, read_volume, write_volume
+from sammed3d.io import Volume, VolumeError, read_volume, write_volume
 from sammed3d.task.predictor import TaskPredictor
 
 from .conftest import tiny_spec, tiny_task_model
@@ -102,6 +102,24 @@ def test_bad_settings_are_one_line():
         TaskPredictor(tiny_task_model(), overlap=1.0)
     with pytest.raises(ValueError, match="sw_batch_size"):
         TaskPredictor(tiny_task_model(), sw_batch_size=0)
+
+
+@pytest.mark.parametrize(
+    ("image", "got"),
+    [
+        (np.zeros((8, 8, 8), np.float32), "a numpy array of shape (8, 8, 8)"),
+        ("ct.nii.gz", "a str"),
+        ([[[0.0]]], "a list of 1 item"),
+    ],
+)
+def test_an_image_that_is_no_volume_is_named(image: object, got: str) -> None:
+    """An array or a path failed deep inside with an AttributeError."""
+    with pytest.raises(VolumeError) as exc:
+        TaskPredictor(tiny_task_model()).predict(image)  # type: ignore[arg-type]
+    assert str(exc.value) == (
+        "volume: expected a sammed3d.io.Volume (a file: sammed3d.io.read_volume(path); an "
+        f"array: Volume(array, spacing)), got {got}"
+    )
 
 
 class RecordsWindows(nn.Module):

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Sequence
 from types import ModuleType
 from typing import Any, NoReturn
 
+from sammed3d._wording import cli_wording
 from sammed3d.data.dataset_json import KNOWN_MODALITIES as KNOWN_MODALITIES  # noqa: F401  (re-exported)
 
 #: Subcommands in the order ``--help`` lists them: name -> one-line help (also the description
@@ -503,7 +504,8 @@ def _run(args: argparse.Namespace) -> int:
     except EXPECTED_ERRORS as exc:
         if args.debug:
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = cli_wording(exc).strip()  # an API error's advice as the command line spells it
+        msg = text.splitlines()[0] if text else type(exc).__name__
         if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
             msg = f"{msg}: {exc.filename}"
         print(f"error: {msg}", file=sys.stderr)

@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from sammed3d._wording import with_cli_wording
 from sammed3d.clicks import sample_next_click
 from sammed3d.data.layout import undeclared_values
 from sammed3d.evaluation.config import EvalConfig
@@ -219,17 +220,22 @@ def _write_config(
         try:
             old = read_config(output_dir)["identity"]
         except ValueError as exc:
-            raise ValueError(f"{exc}; use --overwrite") from None
+            raise with_cli_wording(
+                ValueError(f"{exc}; pass overwrite=True"), f"{exc}; use --overwrite"
+            ) from None
         diff = sorted(
             k
             for k in set(old) | set(identity)
             if k not in SHOWN_ONLY and old.get(k) != identity.get(k)
         )
         if diff:
-            raise ValueError(
+            held = (
                 f"{output_dir} holds results made with other settings "
-                f"({_setting_diff(diff[0], old.get(diff[0]), identity.get(diff[0]))}); use "
-                "another --output or --overwrite"
+                f"({_setting_diff(diff[0], old.get(diff[0]), identity.get(diff[0]))})"
+            )
+            raise with_cli_wording(
+                ValueError(f"{held}; use another output_dir or pass overwrite=True"),
+                f"{held}; use another --output or --overwrite",
             )
     text = json.dumps(
         {"identity": identity, "clicks": list(config.clicks), "config": asdict(config)},

@@ -434,7 +434,8 @@ class SamMed3DPredictor:
 
         Raises:
             FileNotFoundError: missing path.
-            VolumeError: unreadable file, not 3-D, NaN/Inf, constant, label-like image.
+            VolumeError: unreadable file, not 3-D, NaN/Inf, constant, label-like image; not an
+                image at all (a list, None, ...).
             ValueError: bad spacing/affine arguments; a modality that is not a known one
                 (:func:`check_modality`).
         """
@@ -469,8 +470,12 @@ class SamMed3DPredictor:
                     "an array needs its geometry: pass spacing=(si, sj, sk) in mm or a RAS affine="
                 )
         else:
-            raise TypeError(
-                f"image must be a Volume, a path or an array, got {type(image).__name__}"
+            from sammed3d._wording import kind_of
+
+            raise VolumeError(
+                "image: expected a 3-D numpy array or torch tensor (with spacing= or affine=), "
+                "a sammed3d.io.Volume, or the path of an image file or DICOM folder, got "
+                f"{kind_of(image)}"
             )
         if not isinstance(image, str | os.PathLike):  # load_image checked files already
             check_image_array(volume.array, allow_label_like=allow_label_like)

@@ -70,7 +70,7 @@ from sammed3d.inference.contrast import (
 from sammed3d.inference.extend import Tile
 from sammed3d.inference.geometry import RoiGrid
 from sammed3d.inference.predictor import SamMed3DPredictor
-from sammed3d.io import write_volume
+from sammed3d.io import check_output_file, check_volume_name, write_volume
 
 logger = logging.getLogger(__name__)
 
@@ -1081,10 +1081,18 @@ class InteractiveSession:
             overwrite: Replace an existing ``path`` (the default, as a viewer's save does;
                 the CLI's ``segment`` passes False unless ``--overwrite``). The image's
                 own file and ``protect`` are refused either way.
+
+        Raises:
+            VolumeError: an ending that is no volume format, or ``path`` is the image's file or
+                one of ``protect``.
+            FileExistsError: ``path`` exists and ``overwrite`` is False.
         """
         volume = self.predictor.volume
         guard = list(protect) + ([volume.path] if volume.path is not None else [])
         rule = self.overlap if overlap is None else _check_overlap(overlap)
+        # the path first: a refused file must not come after warnings about its content
+        check_volume_name(path)
+        check_output_file(path, overwrite=overwrite, protect=guard)
         label_map = self.make_label_map(rule)
         for label, (own, kept) in self.overlap_report(label_map).items():
             if own == 0:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from sammed3d._wording import with_cli_wording
 from sammed3d.task.predictor import TaskPredictor
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,10 @@ def check_output_dir(out_dir: str | os.PathLike[str], *, overwrite: bool = False
         raise NotADirectoryError(f"output {out} is a file; give a folder")
     found = [name for name in OUTPUT_FILES if (out / name).exists()]
     if found and not overwrite:
-        raise FileExistsError(
-            f"{out} already holds results ({found[0]}); pass --overwrite to replace them"
+        held = f"{out} already holds results ({found[0]})"
+        raise with_cli_wording(
+            FileExistsError(f"{held}; pass overwrite=True to replace them"),
+            f"{held}; pass --overwrite to replace them",
         )
     check_writable_folder(out)
     return out

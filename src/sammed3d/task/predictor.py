@@ -24,7 +24,7 @@ import os
 import numpy as np
 import torch
 
-from sammed3d.io import Volume
+from sammed3d.io import Volume, VolumeError
 from sammed3d.task.model import TaskModel
 from sammed3d.task.preprocess import (
     normalise,
@@ -99,9 +99,13 @@ class TaskPredictor:
         Returns:
             ``(grid, probabilities)``: the resampled canonical volume (its geometry) and
             ``(N + 1, I, J, K)`` float32 softmax probabilities on it.
+
+        Raises:
+            VolumeError: ``volume`` is not a :class:`~sammed3d.io.Volume`.
         """
         from monai.inferers import sliding_window_inference
 
+        _check_volume(volume)
         spec = self.spec
         prepared = prepare_volume(
             volume, spec.spacing, modality=self._modality(modality), ct_clamp=spec.ct_clamp
@@ -136,11 +140,26 @@ class TaskPredictor:
         Returns:
             A :class:`~sammed3d.io.Volume` with ``volume``'s geometry (and source header, so
             :func:`sammed3d.io.write_volume` keeps the input's header fields).
+
+        Raises:
+            VolumeError: ``volume`` is not a :class:`~sammed3d.io.Volume`.
         """
         grid, probs = self.predict_resampled(volume, modality=modality)
         labels = probabilities_to_native(grid, probs, volume)
         dtype = np.uint8 if self.spec.num_classes < 256 else np.uint16
         return volume.with_array(labels.astype(dtype))
+
+
+def _check_volume(volume: object) -> None:
+    """Raise :class:`~sammed3d.io.VolumeError` unless ``volume`` is a Volume (an array or a
+    path failed deep inside, as an AttributeError)."""
+    if not isinstance(volume, Volume):
+        from sammed3d._wording import kind_of
+
+        raise VolumeError(
+            "volume: expected a sammed3d.io.Volume (a file: sammed3d.io.read_volume(path); an "
+            f"array: Volume(array, spacing)), got {kind_of(volume)}"
+        )
 
 
 def probabilities_to_native(grid: Volume, probs: np.ndarray, native: Volume) -> np.ndarray:
