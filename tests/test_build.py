@@ -382,3 +382,22 @@ def test_registered_names():
     assert registered_names(tweaked) == ["sam_med3d_tiny"]
     custom = dataclasses.replace(MODEL_REGISTRY["sam_med3d_tiny"], encoder_depth=3)
     assert registered_names(custom) == []
+
+
+def test_model_name_names_the_weights_not_only_the_code_path(tmp_path, tiny_model, monkeypatch):
+    """What an evaluation calls the model: the bundled file is sam_med3d_demo, a published
+    file by its hash (turbo and the original share an architecture), else the architecture."""
+    from sammed3d import weights
+    from sammed3d.build import model_name
+
+    assert model_name(load_checkpoint(None)) == "sam_med3d_demo"  # the bundled default
+    path = save_checkpoint(tiny_model, tmp_path / "mine.pth")
+    assert model_name(load_checkpoint(path)) == "sam_med3d_tiny"
+    assert model_name(tiny_model) == "sam_med3d_tiny"  # built in memory: no file
+    turbo = dataclasses.replace(weights.WEIGHTS["turbo"], sha256=weights.sha256_of(path))
+    monkeypatch.setitem(weights.WEIGHTS, "turbo", turbo)  # as if it were the published file
+    assert model_name(load_checkpoint(path)) == "sam_med3d_turbo"
+    cfg = dataclasses.replace(
+        MODEL_REGISTRY["sam_med3d_tiny"], encoder_depth=1, encoder_global_attn_indexes=(0,)
+    )
+    assert model_name(build_model(cfg)) == "custom"

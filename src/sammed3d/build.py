@@ -610,6 +610,28 @@ def model_config_of(model: Sam3D) -> ModelConfig:
     return infer_config(model.state_dict())
 
 
+def model_name(model: Sam3D) -> str:
+    """The name a loaded model goes by in reports (an evaluation's progress bar and plot).
+
+    A published or bundled file, recognised by its sha256, is named by the weights table's
+    architecture (``sam_med3d_turbo``, ``sam_med3d_demo``: turbo and the original share one
+    architecture); any other model by the first registry name of its architecture
+    (``sam_med3d`` for a fine-tuned ViT-B, :func:`registered_names`), else ``"custom"``.
+    """
+    from sammed3d import weights
+
+    path = getattr(model, "checkpoint_path", None)
+    if path is not None:
+        try:
+            entry = weights.match_sha256(weights.sha256_cached(path))
+        except OSError:  # moved or deleted since it was loaded: named by its architecture
+            entry = None
+        if entry is not None and entry.architecture:
+            return entry.architecture
+    names = registered_names(model_config_of(model))
+    return names[0] if names else "custom"
+
+
 def save_checkpoint(
     model: Sam3D,
     path: str | os.PathLike[str],

@@ -270,12 +270,22 @@ def bundled_sha256(entry: PublishedWeights) -> str | None:
     an entry that is not bundled or whose asset is missing."""
     if not entry.bundled:
         return None
-    path = bundled_path(entry)
     try:
-        st = path.stat()
+        return sha256_cached(bundled_path(entry))
     except OSError:
         return None
-    return _hash_once(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def sha256_cached(path: str | os.PathLike[str]) -> str:
+    """:func:`sha256_of`, computed once per process for a file of a given size and
+    modification time (a run that identifies a checkpoint and names its model hashes it once).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    return _hash_once(str(path), st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -347,3 +348,25 @@ def test_merge_beyond_the_simulated_clicks_is_a_one_line_error(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: 3 of the 3 evaluated targets") and "\n" not in err
     assert "up to click 2 only, not 4" in err
+
+
+def test_results_are_not_written_among_the_dataset_files(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-o the dataset folder or its imagesTr/labelsTr wrote the results among the images;
+    refused before any work, one line. A folder of their own inside the dataset is fine."""
+    before = sorted(p.relative_to(dataset) for p in dataset.rglob("*"))
+    argv = ["evaluate", "--data", str(dataset), "--method", "region-growing", "--clicks", "1"]
+    expected = "error: output: expected a folder of its own for the results, got "
+    for folder, reason in (
+        (dataset, "the dataset folder itself"),
+        (dataset / "imagesTr", "which holds the dataset's images (e.g. case_0_0000.nii.gz)"),
+        (dataset / "labelsTr", "which holds the dataset's labels (e.g. case_0.nii.gz)"),
+    ):
+        assert main([*argv, "-o", str(folder), "--no-progress"]) == 2
+        assert capsys.readouterr().err == f"{expected}{folder}, {reason}\n"
+    assert sorted(p.relative_to(dataset) for p in dataset.rglob("*")) == before
+    copy = tmp_path / "Dataset001_Toy"
+    shutil.copytree(dataset, copy)
+    assert main([*argv[:2], str(copy), *argv[3:], "-o", str(copy / "eval"), "--no-progress"]) == 0
+    assert (copy / "eval" / "summary.json").exists()

@@ -13,6 +13,7 @@ from sammed3d.data.layout import (
     LAYOUT_NAMES,
     Case,
     Target,
+    check_results_folder,
     detect_layout,
     discover_dataset,
     discover_dataset_lenient,
@@ -414,3 +415,33 @@ def test_one_case_per_image_merges_the_class_folders_of_a_scan(tmp_path: Path) -
     assert one_case_per_image(nnunet) == nnunet  # one label map per case: nothing to merge
     with pytest.raises(TypeError, match="expects Case objects"):
         one_case_per_image(["a.nii.gz"])  # type: ignore[list-item]
+
+
+def test_results_are_refused_among_the_images_and_labels(tmp_path: Path) -> None:
+    """A results folder that is the dataset folder, one that holds its images or labels, or
+    one between the two (a dataset of a collection, a TotalSegmentator subject, a DICOM
+    series) is refused; a folder of its own, also inside the dataset folder, is fine."""
+    collection = tmp_path / "collection"
+    root = _nnunet_v2(collection / "Dataset003_Liver", ["a", "b"])
+    ts = replicas.totalsegmentator(collection)
+    cases = discover_dataset(collection)
+    expected = "output: expected a folder of its own for the results, got "
+    refused = {
+        collection: "the dataset folder itself",
+        root: "a folder of the dataset (its images are in imagesTr)",
+        root / "imagesTr": "which holds the dataset's images (e.g. a_0000.nii.gz)",
+        root / "labelsTr": "which holds the dataset's labels (e.g. a.nii.gz)",
+        ts / "s0002": "which holds the dataset's images and labels (e.g. ct.nii.gz)",
+        ts / "s0002" / "segmentations": "which is the dataset's label",
+    }
+    for folder, reason in refused.items():
+        with pytest.raises(ValueError) as exc:
+            check_results_folder(folder, cases, root=collection)
+        assert str(exc.value).startswith(f"{expected}{folder}, {reason}"), folder
+    # the targets alone (the API's evaluate_targets): the folders that hold their files
+    with pytest.raises(ValueError, match="which holds the dataset's labels"):
+        check_results_folder(root / "labelsTr", iter_targets(cases))
+    (root / "results").mkdir()
+    for fine in (root / "results", collection / "new", tmp_path, root / "imagesTr" / "new"):
+        check_results_folder(fine, cases, root=collection)
+    check_results_folder(root, cases)  # without the root, its own folders only

@@ -433,3 +433,34 @@ def test_a_label_value_nobody_declared_is_warned_about(tmp_path: Path, caplog) -
     assert undeclared_values(array, (1, 2)) == [7]
     assert undeclared_values(array.astype(np.float32), (1, 2, 7)) == []
     assert undeclared_values(array > 0, ()) == [1]
+
+
+def test_a_method_names_its_model_apart_from_the_method(
+    targets: list, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run.method`` is the kind of method; a method's ``model_name`` is recorded as
+    ``run.model`` and names the run in its progress bar; a run written before the field
+    existed resumes (the model is identified by its checkpoint's hash)."""
+    from sammed3d.evaluation.evaluator import run_name
+
+    class NamedOracle(OracleMethod):
+        model_name = "sam_med3d_demo"
+
+    evaluate_targets(OracleMethod(), targets[:1], tmp_path, CFG, show_progress=False)
+    res = evaluate_targets(NamedOracle(), targets[:1], tmp_path, CFG)
+    assert res.evaluated == 0 and res.resumed == 1  # resumed, nothing redone
+    assert "evaluate oracle with sam_med3d_demo: " in capsys.readouterr().err
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["config"]["run.method"] == "oracle"
+    assert summary["config"]["run.model"] == "sam_med3d_demo"
+    assert run_name("sam_med3d", "sam_med3d_turbo") == "sam_med3d_turbo"
+    assert run_name("sam_med3d_choose_extent", "sam_med3d_demo") == (
+        "sam_med3d_choose_extent with sam_med3d_demo"
+    )
+    assert run_name("region_growing") == "region_growing"
+
+
+def test_results_are_refused_in_a_folder_of_the_targets(targets: list, dataset: Path) -> None:
+    with pytest.raises(ValueError, match="which holds the dataset's images"):
+        evaluate_targets(OracleMethod(), targets[:1], dataset / "imagesTr", CFG)
+    assert not (dataset / "imagesTr" / "config.json").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -81,16 +82,35 @@ def test_first_click_lies_in_the_roi(dataset: Path, checkpoint: Path) -> None:
 
 
 def test_cli_evaluates_a_checkpoint(
-    dataset: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    dataset: Path,
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from sammed3d.evaluation import evaluator
+
+    titles: list[str] = []
+    plot = evaluator.plot_dice_vs_clicks
+
+    def recording(*args: Any, title: str, **kwargs: Any) -> Any:
+        titles.append(title)
+        return plot(*args, title=title, **kwargs)
+
+    monkeypatch.setattr(evaluator, "plot_dice_vs_clicks", recording)
     out = tmp_path / "model"
     argv = ["evaluate", "--data", str(dataset), "--checkpoint", str(checkpoint), "--clicks", "2"]
-    argv += ["--output", str(out), "--no-progress", "--device", "cpu", "--no-extend"]
+    argv += ["--output", str(out), "--device", "cpu", "--no-extend"]
     torch.manual_seed(0)
     assert main(argv) == 0
-    assert "Dice (2 targets, 0 skipped)" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "Dice (2 targets, 0 skipped)" in printed.out
+    # the model by its name (the method is the code path, sam_med3d, whatever the model)
+    assert "evaluate sam_med3d_tiny: " in printed.err  # the progress bar
+    assert titles == ["sam_med3d_tiny (tiny.pth): Dice vs clicks (2 targets)"]
     summary = (out / "summary.json").read_text(encoding="utf-8")
     assert '"run.method": "sam_med3d"' in summary
+    assert '"run.model": "sam_med3d_tiny"' in summary
     assert '"extend": false' in summary
     assert len(read_rows(out / "per_click.csv")) == 4
 

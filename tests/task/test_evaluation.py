@@ -86,3 +86,17 @@ def test_existing_results_are_refused_in_the_callers_words(tmp_path):
     assert str(exc.value) == f"{held}; pass overwrite=True to replace them"
     assert cli_wording(exc.value) == f"{held}; pass --overwrite to replace them"
     assert check_output_dir(tmp_path, overwrite=True) == tmp_path
+
+
+def test_results_are_refused_among_the_images(tmp_path, task_checkpoint):
+    """``predict --data D -o D/imagesTr`` wrote the predicted label maps among the images
+    (which a later discovery would take for cases)."""
+    import pytest
+
+    data = write_nnunet_dataset(tmp_path / "Dataset001_Blobs", n_cases=1, shape=(40, 36, 32))
+    before = sorted(data.rglob("*"))
+    predictor = TaskPredictor.from_checkpoint(task_checkpoint)
+    for folder in (data, data / "imagesTr", data / "labelsTr"):
+        with pytest.raises(ValueError, match="expected a folder of its own for the results"):
+            evaluate_task(predictor, data, folder)
+    assert sorted(data.rglob("*")) == before

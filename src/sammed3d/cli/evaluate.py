@@ -309,9 +309,10 @@ def run(args: argparse.Namespace) -> int:
             "which does not exist"
         )
 
-    from sammed3d.data.layout import discover_dataset, iter_targets
+    from sammed3d.data.layout import check_results_folder, discover_dataset, iter_targets
 
     cases = discover_dataset(args.data, split=args.split, layout=args.layout)
+    check_results_folder(output, cases, root=args.data)  # before the model is loaded
     if args.limit:
         cases = cases[: args.limit]
     targets = iter_targets(cases)
@@ -343,12 +344,12 @@ def run(args: argparse.Namespace) -> int:
         )
         used = method.session.predictor.checkpoint
         if used is not None:  # --checkpoint, $SAMMED3D_CHECKPOINT or the bundled file
-            from sammed3d.weights import sha256_of
+            from sammed3d.weights import sha256_cached
 
             # the file's content decides a resume (a copy or a moved checkout is the same
             # model, another file of the same name is not); its path is shown only
             run_info["checkpoint"] = str(used.resolve())
-            run_info["checkpoint_sha256"] = sha256_of(used)
+            run_info["checkpoint_sha256"] = sha256_cached(used)  # model_name hashes it too
         run_info["params"] = method.settings
         if args.choose_extent:
             run_info["method"] = "sam_med3d_choose_extent"

@@ -49,6 +49,7 @@ __all__ = [
     "LayoutProblem",
     "Split",
     "Target",
+    "check_results_folder",
     "dataset_name_from_folder",
     "detect_layout",
     "discover_dataset",
@@ -241,6 +242,50 @@ def iter_targets(cases: Iterable[Case]) -> list[Target]:
                 )
             )
     return targets
+
+
+def check_results_folder(
+    output: str | os.PathLike[str],
+    data: Iterable[Case | Target],
+    root: str | os.PathLike[str] | None = None,
+) -> None:
+    """Refuse an output folder that is part of the dataset it scores: results (CSV, JSON,
+    plots, predicted label maps) written there would lie among the images and labels.
+
+    Refused: ``root`` itself (the dataset folder, when given), a folder that holds an image
+    or label file of ``data`` (``imagesTr``, a case folder, a DICOM series folder) and every
+    folder between ``root`` and those; a new folder, or one beside or below them
+    (``<root>/results``), is fine.
+
+    Raises:
+        ValueError: one line naming the folder and what of the dataset it holds.
+    """
+    out = Path(output)
+    if not out.is_dir():  # a folder yet to be made holds no part of the dataset
+        return
+    here = os.path.realpath(out)
+    top = os.path.realpath(root) if root is not None and os.path.isdir(root) else None
+    expected = f"output: expected a folder of its own for the results, got {output}"
+    if here == top:
+        raise ValueError(f"{expected}, the dataset folder itself")
+    holders: dict[str, dict[str, str]] = {}  # folder -> kind ("images", "labels") -> a file
+    for item in data:
+        files = [("images", item.image), ("labels", item.label)]
+        files += [("labels", m) for m in getattr(item, "masks", {}).values()]
+        for kind, path in files:
+            text = os.path.abspath(path)
+            if text == here or os.path.abspath(out) == text:  # a DICOM series folder, ...
+                raise ValueError(f"{expected}, which is the dataset's {kind[:-1]} {path}")
+            holders.setdefault(os.path.dirname(text), {}).setdefault(kind, text)
+    for folder, held in holders.items():
+        real = os.path.realpath(folder)
+        what = " and ".join(held)
+        if real == here:
+            example = os.path.basename(next(iter(held.values())))
+            raise ValueError(f"{expected}, which holds the dataset's {what} (e.g. {example})")
+        if top is not None and real.startswith(here + os.sep) and here.startswith(top + os.sep):
+            below = os.path.relpath(real, here)
+            raise ValueError(f"{expected}, a folder of the dataset (its {what} are in {below})")
 
 
 def one_case_per_image(cases: Iterable[Case]) -> list[Case]:

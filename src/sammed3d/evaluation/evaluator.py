@@ -64,7 +64,7 @@ import numpy as np
 
 from sammed3d._wording import with_cli_wording
 from sammed3d.clicks import sample_next_click
-from sammed3d.data.layout import undeclared_values
+from sammed3d.data.layout import check_results_folder, undeclared_values
 from sammed3d.evaluation.config import EvalConfig
 from sammed3d.evaluation.methods import ClickMethod
 from sammed3d.evaluation.metrics import (
@@ -175,8 +175,19 @@ def _part_files(output_dir: Path, kind: str) -> list[Path]:
 
 
 #: ``config.json`` identity keys shown for a person but not compared on resume: the
-#: checkpoint's path (its ``run.checkpoint_sha256`` is compared).
-SHOWN_ONLY = frozenset({"run.checkpoint"})
+#: checkpoint's path and the model's name (its ``run.checkpoint_sha256`` is compared; runs
+#: written before ``run.model`` existed resume).
+SHOWN_ONLY = frozenset({"run.checkpoint", "run.model"})
+
+
+def run_name(method: str, model: str | None = None) -> str:
+    """What a run is called in its progress bar, log lines and plot title: the model's name
+    for the model's own clicks (``sam_med3d_demo``, not the method ``sam_med3d``), the method
+    with the model for another method of it (``sam_med3d_choose_extent with
+    sam_med3d_demo``), the method alone without a model (``region_growing``)."""
+    if not model:
+        return method
+    return model if method == "sam_med3d" else f"{method} with {model}"
 
 
 def _setting_name(key: str) -> str:
@@ -447,7 +458,9 @@ def evaluate_targets(
         output_dir: Output folder (created).
         config: Protocol settings.
         run_info: Extra settings that define the results (method, checkpoint, ...), stored in
-            ``config.json`` and checked on resume.
+            ``config.json`` and checked on resume. ``method`` defaults to ``method.name``
+            (the kind of method), ``model`` to ``method.model_name`` when it has one (the
+            model's name, shown in the progress bar and the plot title; not compared).
         shard: ``(index, count)``: this process evaluates the cases with
             ``case_number % count == index``; the last shard to finish merges the results.
         show_progress: Show a tqdm progress bar.
@@ -457,7 +470,9 @@ def evaluate_targets(
         Counts, and the summary if this call completed the run.
 
     Raises:
-        ValueError: bad settings, or ``output_dir`` holds a run with other settings.
+        ValueError: bad settings, or ``output_dir`` holds a run with other settings, or it is
+            a folder that holds images or labels of ``targets``
+            (:func:`~sammed3d.data.layout.check_results_folder`).
         TypeError: ``method`` is not a click method (a programming error).
     """
     from tqdm.auto import tqdm
@@ -470,6 +485,10 @@ def evaluate_targets(
         raise TypeError(
             f"method must implement set_image/start_target/add_click, got {type(method)}"
         )
+    model = getattr(method, "model_name", None)
+    if isinstance(model, str) and model:
+        run_info.setdefault("model", model)
+    name = run_name(str(run_info["method"]), run_info.get("model"))
     if not targets:
         raise ValueError("no targets to evaluate")
     keys = [_key_of(t) for t in targets]
@@ -478,6 +497,7 @@ def evaluate_targets(
         raise ValueError(f"duplicate target {dup} (dataset, case, class, label)")
     shard = parse_shard(f"{shard[0]}/{shard[1]}")
     output_dir = Path(output_dir)
+    check_results_folder(output_dir, targets)  # not among the images and labels it scores
     output_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:
         if shard[1] == 1:
@@ -528,8 +548,7 @@ def evaluate_targets(
         total=total,
         initial=done,
         disable=not show_progress,
-        desc=f"evaluate {run_info['method']}"
-        + (f" [{shard[0]}/{shard[1]}]" if shard[1] > 1 else ""),
+        desc=f"evaluate {name}" + (f" [{shard[0]}/{shard[1]}]" if shard[1] > 1 else ""),
         unit="target",
         dynamic_ncols=True,
     ) as bar:
@@ -561,9 +580,7 @@ def evaluate_targets(
                 method.set_image(image, modality=None if modality == "unknown" else modality)
             except ValueError as exc:  # the method's problem, not the data's: score as misses
                 case_failure = _reason(exc)
-                logger.error(
-                    "%s fails on case %s: %s", run_info["method"], todo[0].case_id, case_failure
-                )
+                logger.error("%s fails on case %s: %s", name, todo[0].case_id, case_failure)
             for target in todo:
                 gt = np.asarray(label.array) == target.label_value
                 if not gt.any():
@@ -576,9 +593,7 @@ def evaluate_targets(
                 append_rows(my_csv, rows, CSV_FIELDS)
                 if failure is not None:
                     if failure != case_failure:
-                        logger.error(
-                            "%s fails on %s: %s", run_info["method"], _key_of(target), failure
-                        )
+                        logger.error("%s fails on %s: %s", name, _key_of(target), failure)
                     _record(my_failed, [target], failure)
                     result.failed += 1
                 result.evaluated += 1
@@ -698,13 +713,14 @@ def merge_results(
         rows, clicks, metrics=metrics, config=config, skipped=skipped, failed=failed
     )
     write_summary(output_dir / "summary.json", summary)
-    method = saved["identity"].get("run.method", "")
-    if saved["identity"].get("run.checkpoint"):  # which model: sam_med3d is the code path
-        method += f" ({Path(saved['identity']['run.checkpoint']).name})"
+    identity = saved["identity"]
+    name = run_name(str(identity.get("run.method", "")), identity.get("run.model"))
+    if identity.get("run.checkpoint"):  # which file: the model's name may fit several
+        name += f" ({Path(identity['run.checkpoint']).name})"
     plot_dice_vs_clicks(
         [r for r in rows if int(r["click"]) <= max(clicks)],
         output_dir / "dice_vs_clicks.png",
-        title=f"{method}: Dice vs clicks ({len(complete)} targets)",
+        title=f"{name}: Dice vs clicks ({len(complete)} targets)",
     )
     logger.info(
         "wrote %s (%d targets, %d skipped)",

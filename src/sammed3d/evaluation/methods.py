@@ -16,6 +16,10 @@ as ``gt`` (baselines that simulate their own prompts, such as a slice-by-slice 2
 and test oracles); the run's ``config.json``/``summary.json`` record it. The model must not
 use it.
 
+A method that runs a model may name it in ``model_name`` (the run records it as
+``run.model``; the progress bar and the plot title show it, as ``name`` says only which kind
+of method ran).
+
 Optionally a method implements ``roi_contains(coords) -> bool array`` (native ``(N, 3)``
 voxel indices -> whether the current target's ROI covers them, or None before the ROI is
 placed). With ``--roi gt`` the harness then draws the first click from the ground truth
@@ -31,6 +35,7 @@ The methods here:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -100,7 +105,8 @@ class ModelMethod:
     Args:
         session: The session (its predictor's ``extend``/``max_rois`` and the session's
             ``accumulate_clicks`` apply).
-        name: Method name recorded in the outputs.
+        name: Method name recorded in the outputs (``run.method``; the model's own name is
+            :attr:`model_name`).
         choose_extent: Simulate the extent choice after the first click.
 
     Raises:
@@ -164,6 +170,14 @@ class ModelMethod:
         )
         session = InteractiveSession(predictor, accumulate_clicks=accumulate_clicks)
         return cls(session, choose_extent=choose_extent)
+
+    @functools.cached_property
+    def model_name(self) -> str:
+        """The model's name (:func:`sammed3d.build.model_name`: ``sam_med3d_demo`` for the
+        bundled weights, ``sam_med3d_turbo``, ...), recorded as ``run.model``."""
+        from sammed3d.build import model_name
+
+        return model_name(self.session.predictor.model)
 
     @property
     def settings(self) -> dict[str, Any]:

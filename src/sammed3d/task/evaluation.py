@@ -80,14 +80,16 @@ def evaluate_task(
     """Predict and score every case of ``data``; write the outputs; return the summary.
 
     Raises:
-        FileNotFoundError / ValueError: dataset discovery problems; a dataset that declares
+        FileNotFoundError / ValueError: dataset discovery problems; ``out_dir`` is the dataset
+            folder or one that holds its images or labels
+            (:func:`~sammed3d.data.layout.check_results_folder`); a dataset that declares
             none of the model's classes; a label value the dataset does not declare (one line,
             naming the file; every label file is checked before the first prediction). A case
             whose label map (or a mask file) is on another grid than its image is skipped with
             a warning and listed in the summary's ``skipped``.
         FileExistsError: results in ``out_dir`` without ``overwrite``.
     """
-    from sammed3d.data.layout import discover_dataset, one_case_per_image
+    from sammed3d.data.layout import check_results_folder, discover_dataset, one_case_per_image
     from sammed3d.evaluation.metrics import check_same_grid, label_map_metrics
     from sammed3d.inference.validation import load_image
     from sammed3d.io import VolumeError, atomic_write_text, write_volume
@@ -97,6 +99,7 @@ def evaluate_task(
     if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
         raise ValueError(f"tolerance_mm must be a finite number >= 0, got {tolerance_mm}")
     cases = one_case_per_image(discover_dataset(data, split=split))  # type: ignore[arg-type]
+    check_results_folder(out, cases, root=data)  # not among the images and labels it scores
     classes = predictor.classes
     if not any(name in c.labels for c in cases for name in classes):
         declared = sorted({n for c in cases for n in c.labels})
