@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 from collections.abc import Iterable
 
 from sammed3d.cli import (
@@ -351,6 +352,14 @@ def run(args: argparse.Namespace) -> int:
             run_info["checkpoint"] = str(used.resolve())
             run_info["checkpoint_sha256"] = sha256_cached(used)  # model_name hashes it too
         run_info["params"] = method.settings
+        zoom = float(method.settings.get("zoom_spacing") or 0.0)
+        if config.roi == "gt" and zoom > 0:  # a trial's lesion: 0.0006 here, 0.917 with click
+            print(
+                f"note: --roi gt centres the ROI on each target's box (the published protocol), "
+                f"where this model's zoom-in for small objects ({zoom:g} mm) does not run; "
+                "--roi click places it on the first click, as segment and serve do",
+                file=sys.stderr,
+            )
         if args.choose_extent:
             run_info["method"] = "sam_med3d_choose_extent"
     else:
