@@ -154,6 +154,26 @@ def test_missing_inputs_are_one_line(tmp_path, image, task_checkpoint, capsys):
     assert "either an IMAGE or --data" in _err(capsys)
 
 
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        (np.uint8([0, 1, 2]), "only 3 distinct integer values: 0, 1, 2"),
+        (np.float32([0, 0.999, 1]), "only 3 distinct values: 0, 0.999, 1"),  # a float mask
+    ],
+    ids=["labels", "float_mask"],
+)
+def test_a_label_map_given_as_the_image_is_refused(
+    tmp_path, task_checkpoint, capsys, values, match
+):
+    mask = np.random.default_rng(0).choice(values, size=(20, 18, 12))
+    path = write_volume(Volume(mask, (1.0, 1.0, 2.0)), tmp_path / "mask.nii.gz")
+    out = tmp_path / "o.nii.gz"
+    assert main(["predict", "--checkpoint", str(task_checkpoint), str(path), "-o", str(out)]) == 2
+    err = _err(capsys)
+    assert "mask.nii.gz: looks like a label map" in err and match in err
+    assert not out.exists()
+
+
 def test_info_describes_a_task_checkpoint(task_checkpoint, capsys):
     assert main(["info", "--checkpoint", str(task_checkpoint), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -257,6 +257,11 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     cases["inf"] = (_write(inf, tmp / "inf.nii.gz"), "infinite")
     label = (rng.random((12, 14, 16)) > 0.7).astype(np.uint8)
     cases["label"] = (_write(label, tmp / "label.nii.gz"), "label map")
+    mask = rng.choice(np.float32([0, 0.999, 1]), size=(12, 14, 16))  # a mask saved as floats
+    cases["float_label"] = (
+        _write(mask, tmp / "mask.nii.gz"),
+        "only 3 distinct values: 0, 0.999, 1",
+    )
     full = _write(good, tmp / "full.nii")
     (tmp / "trunc.nii").write_bytes(full.read_bytes()[:500])
     cases["truncated"] = (tmp / "trunc.nii", "cannot read")
@@ -279,6 +284,7 @@ CASES = [
     "nan",
     "inf",
     "label",
+    "float_label",
     "truncated",
     "truncated_gz",
     "junk",

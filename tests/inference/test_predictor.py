@@ -227,6 +227,11 @@ def test_predict_before_set_image_raises(lab):
             {"spacing": (1, 1, 1)},
             "label map",
         ),
+        (
+            (np.random.default_rng(0).random((10, 10, 10)) > 0.5) * np.float32(0.999),
+            {"spacing": (1, 1, 1)},
+            "only 2 distinct values: 0, 0.999",
+        ),
         (np.random.default_rng(0).random((10, 10, 10)) > 0.5, {"spacing": (1, 1, 1)}, "mask"),
         (np.random.default_rng(0).random((10, 10, 10)), {}, "spacing"),
     ],

@@ -29,12 +29,13 @@ def _one_line(exc: pytest.ExceptionInfo[BaseException]) -> str:
     [
         _ct(),
         np.random.default_rng(1).random((5, 6, 7)).astype(np.float32),  # fractional floats
-        np.random.default_rng(2).integers(0, 4, (6, 6, 6)).astype(np.float64) + 0.5,
+        # few values, but negative ones (as for integers)
+        np.random.default_rng(2).choice([-0.5, 0.25, 0.75], size=(6, 6, 6)),
         # few integer values, but negative ones: a CT window, not a label map
         np.random.default_rng(3).choice([-1000, 0, 40], size=(6, 7, 8)).astype(np.int16),
         np.arange(4 * (LABEL_LIKE_MAX_VALUES + 1)).reshape(2, 2, -1),  # one more value
     ],
-    ids=["ct_int16", "float", "half_values", "negative_ints", "many_ints"],
+    ids=["ct_int16", "float", "negative_floats", "negative_ints", "many_ints"],
 )
 def test_intensity_images_pass(array: np.ndarray) -> None:
     check_image_array(array)  # no exception
@@ -81,8 +82,33 @@ def test_label_maps_are_refused_unless_allowed() -> None:
     )
     check_image_array(labels, allow_label_like=True)
     # integer-valued floats count as integers
-    with pytest.raises(VolumeError, match="label map"):
+    with pytest.raises(VolumeError, match=r"only 5 distinct integer values: 0, 1, 2, 3, 4\)"):
         check_image_array(labels.astype(np.float32))
+
+
+def test_float_masks_are_refused_by_their_number_of_values() -> None:
+    """A mask saved as floats with a value off an integer (a fresh-user trial's 0, 0.999, 1)
+    is no scan: segment wrote a 35 ml mask from it."""
+    mask = np.random.default_rng(0).choice(np.float32([0, 0.999, 1]), size=(10, 10, 10))
+    with pytest.raises(VolumeError) as exc:
+        check_image_array(mask, name="mask.nii.gz")
+    assert _one_line(exc) == (
+        "mask.nii.gz: looks like a label map (only 3 distinct values: 0, 0.999, 1); "
+        "pass the intensity image, not a segmentation"
+    )
+    check_image_array(mask, allow_label_like=True)
+    halves = np.random.default_rng(2).integers(0, 4, (6, 6, 6)).astype(np.float64) + 0.5
+    with pytest.raises(VolumeError, match=r"only 4 distinct values: 0\.5, 1\.5, 2\.5, 3\.5\)"):
+        check_image_array(halves)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_label_threshold_is_the_number_of_distinct_values(dtype: type) -> None:
+    n = LABEL_LIKE_MAX_VALUES
+    at_limit = np.resize(np.arange(n) / 7, (4, 4, n)).astype(dtype)
+    with pytest.raises(VolumeError, match=f"only {n} distinct values: 0, 0.142857, 0.285714, "):
+        check_image_array(at_limit)
+    check_image_array(np.resize(np.arange(n + 1) / 7, at_limit.shape).astype(dtype))
 
 
 def test_label_threshold_is_the_number_of_distinct_values() -> None:
@@ -125,6 +151,12 @@ def test_load_image_names_the_file_in_its_errors(tmp_path: Path) -> None:
         load_image(labels)
     assert _one_line(exc).startswith(f"{labels}: looks like a label map")
     assert load_image(labels, allow_label_like=True).shape == (8, 8, 8)
+    mask = np.random.default_rng(0).choice(np.float32([0, 0.999, 1]), size=(8, 8, 8))
+    for name in ("mask.nii.gz", "mask.nrrd"):
+        path = _write(tmp_path, mask, name)
+        with pytest.raises(VolumeError) as exc:
+            load_image(path)
+        assert _one_line(exc).startswith(f"{path}: looks like a label map (only 3 distinct values")
     flat = _write(tmp_path, np.full((6, 6, 6), 3, np.int16), "flat.mha")
     with pytest.raises(VolumeError, match=r"flat\.mha: is constant"):
         load_image(flat)

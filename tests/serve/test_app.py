@@ -87,6 +87,8 @@ GOOD = image_body(phantom(SHAPE)[None])
         (image_body(np.where(phantom(SHAPE) > 200, np.nan, phantom(SHAPE))[None]), 400, "NaN"),
         (image_body(np.full((1, *SHAPE), 7.0, np.float32)), 400, "constant"),
         (image_body(np.ones((1, *SHAPE), bool)), 400, "boolean"),
+        (image_body((phantom(SHAPE) > 200).astype(np.uint8)[None]), 400, "label map"),
+        (image_body((phantom(SHAPE) > 200)[None] * np.float32(0.999)), 400, "distinct values"),
     ],
     ids=[
         "half",
@@ -98,6 +100,8 @@ GOOD = image_body(phantom(SHAPE)[None])
         "nan",
         "constant",
         "bool",
+        "label-map",
+        "float-mask",
     ],
 )
 def test_bad_images(client: httpx.Client, body: bytes, status: int, text: str) -> None:

@@ -22,6 +22,7 @@ import torch
 
 from sammed3d.cli import main
 from sammed3d.inference import SamMed3DPredictor
+from sammed3d.io import VolumeError
 from sammed3d.serve import images as serve_images
 from sammed3d.serve import web as serve_web
 from sammed3d.serve.app import create_app
@@ -190,6 +191,7 @@ def _bad_uploads() -> list[tuple[str, bytes, str]]:
         ("truncated", good[: len(good) // 2], "cannot read"),
         ("NaN", _nifti_gz(nan), "NaN"),
         ("label map", _nifti_gz(labels), "label"),
+        ("float mask", _nifti_gz(labels * np.float32(0.4995)), "only 3 distinct values: 0, 0.4995"),
         ("constant", _nifti_gz(np.full((20, 20, 20), 7, np.float32)), "constant"),
     ]
 
@@ -395,6 +397,22 @@ def test_bad_start_up_volumes_stop_the_server(
         "error: cannot serve volume nifti.nrrd: it holds gzip-compressed NIfTI data, "
         "not NRRD: rename it to end in .nii.gz"
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        (np.uint8([0, 1, 2]), "integer values: 0, 1, 2"),
+        (np.float32([0, 0.999, 1]), "values: 0, 0.999, 1"),
+    ],
+    ids=["labels", "float_mask"],
+)
+def test_a_start_up_label_map_is_refused(tmp_path: Path, values: np.ndarray, match: str) -> None:
+    """(Checked here, not through ``main``: a volume that passed would start the server.)"""
+    mask = np.random.default_rng(0).choice(values, size=(20, 20, 20))
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "mask.nii.gz")
+    with pytest.raises(VolumeError, match=f"looks like a label map \\(only 3 distinct {match}\\)"):
+        check_startup_volume(tmp_path / "mask.nii.gz", LIMIT)
 
 
 def test_big_start_up_volumes_get_header_checks_only(tmp_path: Path) -> None:

@@ -172,7 +172,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-label-image",
         action="store_true",
-        help="accept an image with only a few integer values (it looks like a label map)",
+        help="accept an image with only a few distinct values (it looks like a label map)",
     )
     add_irregular_slices_arg(parser, "the mask is then written on that grid")
     add_device_arg(parser)

@@ -428,7 +428,7 @@ class SamMed3DPredictor:
             affine: ``4 x 4`` voxel -> RAS+ mm (nibabel), for arrays.
             modality: ``"CT"`` enables the [-1000, 1000] clamp. Default: the constructor's
                 value, else the file's metadata, else none (no clamp).
-            allow_label_like: Accept images with only a few integer values.
+            allow_label_like: Accept images with only a few distinct values.
             irregular_slices: A path to a DICOM series with uneven slice gaps: ``"error"``
                 (refuse) or ``"resample"`` (see :func:`sammed3d.io.read_volume`).
 

@@ -17,8 +17,9 @@ from sammed3d.io import IrregularSlices, Volume, VolumeError, read_volume
 
 logger = logging.getLogger(__name__)
 
-#: Most distinct non-negative integer values an intensity image may have before it is taken
-#: for a label map (a segmentation passed as the image).
+#: Most distinct values an intensity image may have before it is taken for a label map or mask
+#: (a segmentation passed as the image), when none is negative; integer or float voxels alike
+#: (a mask stored as floats, e.g. 0, 0.999 and 1, is no scan either).
 LABEL_LIKE_MAX_VALUES = 32
 
 
@@ -32,7 +33,7 @@ def load_image(
 
     Args:
         path: Image file or DICOM series folder.
-        allow_label_like: Accept an image with only a few integer values.
+        allow_label_like: Accept an image with only a few distinct values.
         irregular_slices: See :func:`sammed3d.io.read_volume`.
 
     Raises:
@@ -51,8 +52,9 @@ def check_image_array(
     """Raise :class:`~sammed3d.io.VolumeError` if ``array`` is not a usable intensity volume.
 
     Checks: 3-D with at least 2 voxels per axis; a real numeric dtype; no NaN/Inf; not
-    constant; and (unless ``allow_label_like``) not a label map, i.e. not only a few
-    non-negative integer values.
+    constant; and (unless ``allow_label_like``) not a label map, i.e. not at most
+    :data:`LABEL_LIKE_MAX_VALUES` distinct non-negative values, whatever the dtype (judged on
+    a sample of about a million voxels).
     """
     if array.ndim != 3:
         raise VolumeError(f"{name}: expected a 3-D volume, got an array of shape {array.shape}")
@@ -78,13 +80,20 @@ def check_image_array(
     if allow_label_like:
         return
     step = max(1, array.size // 1_000_000)
-    sample = array.reshape(-1)[::step]
-    if np.issubdtype(array.dtype, np.floating) and not np.all(np.mod(sample, 1) == 0):
-        return
-    values = np.unique(sample)
+    values = np.unique(array.reshape(-1)[::step])
     if len(values) <= LABEL_LIKE_MAX_VALUES and values[0] >= 0:
-        shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+        whole = np.issubdtype(values.dtype, np.integer) or bool(np.all(np.mod(values, 1) == 0))
+        shown = ", ".join(_show(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
         raise VolumeError(
-            f"{name}: looks like a label map (only {len(values)} distinct integer values: "
-            f"{shown}); pass the intensity image, not a segmentation"
+            f"{name}: looks like a label map (only {len(values)} distinct "
+            f"{'integer ' if whole else ''}values: {shown}); pass the intensity image, "
+            "not a segmentation"
         )
+
+
+def _show(value: np.generic) -> str:
+    """A voxel value as the user would write it: ``3`` (also for 3.0), ``0.999``."""
+    number = value.item()
+    if isinstance(number, float):
+        return str(int(number)) if number.is_integer() else f"{number:.6g}"
+    return str(number)
