@@ -32,6 +32,7 @@ from tests.volumes import (
     read_text_header,
     write_dicom_series,
     write_mha,
+    write_not_volume,
     write_nrrd,
 )
 
@@ -633,6 +634,64 @@ def test_an_html_page_named_as_an_image_is_called_one(tmp_path):
     with pytest.raises(VolumeError) as info:
         read_volume(junk)
     assert "rename" not in str(info.value)
+
+
+READS = (
+    "sammed3d reads 3-D volumes (NIfTI .nii/.nii.gz, NRRD .nrrd/.nhdr, MetaImage .mha/.mhd, "
+    "a DICOM series)"
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "named", "says"),
+    [
+        ("png", "x.nii.gz", f"it is a PNG image, not gzip-compressed NIfTI: {READS}"),
+        ("png", "x.nrrd", f"it is a PNG image, not NRRD: {READS}"),  # read by ITK as 2-D
+        ("png", "x.dcm", f"it is a PNG image, not DICOM: {READS}"),
+        ("jpg", "x.nii", f"it is a JPEG image, not NIfTI: {READS}"),
+        ("jpg", "x.mha", f"it is a JPEG image, not MetaImage: {READS}"),
+        ("bmp", "x.nrrd", f"it is a BMP image, not NRRD: {READS}"),  # read by ITK as RGB
+        ("gif", "x.nii.gz", f"it is a GIF image, not gzip-compressed NIfTI: {READS}"),
+        ("pdf", "x.nhdr", f"it is a PDF document, not NRRD: {READS}"),
+        (
+            "zip",
+            "x.nii.gz",
+            f"it is a ZIP archive, not gzip-compressed NIfTI: {READS}; unzip it and give the "
+            "volume inside",
+        ),
+        ("npy", "x.nii", f"it is a NumPy .npy array, not NIfTI: {READS}"),
+        ("h5", "x.mha", f"it is an HDF5 file, not MetaImage: {READS}"),
+        (
+            "tif",
+            "x.nrrd",
+            f"it is a TIFF image, not NRRD: {READS}; save a TIFF stack as one of them, with its "
+            "voxel size",
+        ),
+        (
+            "lfs",
+            "x.nii.gz",
+            "it is a Git LFS pointer file, not the gzip-compressed NIfTI image it stands for: "
+            "fetch the real file (`git lfs pull`)",
+        ),
+    ],
+)
+def test_a_file_that_holds_no_volume_is_named_for_what_it_is(tmp_path, kind, named, says):
+    """Fresh-user trial: a PNG named x.nii.gz gave "not a valid NIfTI file (... is not a gzip
+    file)", named x.nrrd "expected a 3-D volume, got a 2-D image of size (64, 64)"."""
+    path = write_not_volume(kind, tmp_path / named)
+    with pytest.raises(VolumeError) as info:
+        read_volume(path)
+    assert str(info.value) == f"cannot read {path}: {says}"
+
+
+def test_a_tiff_stack_under_an_itk_ending_is_still_read(tmp_path):
+    """SimpleITK reads a 3-D TIFF whatever its ending: only a TIFF the reader fails on is
+    named (under a NIfTI ending nibabel cannot read it)."""
+    stack = write_not_volume("tif", tmp_path / "stack.nrrd", stack=True)
+    assert read_volume(stack).shape == (32, 24, 8)
+    nifti = write_not_volume("tif", tmp_path / "stack.nii.gz", stack=True)
+    with pytest.raises(VolumeError, match=r"stack\.nii\.gz: it is a TIFF image, not gzip-comp"):
+        read_volume(nifti)
 
 
 def test_a_file_of_a_dicom_series_reads_its_series_and_a_folder_of_several_names_them(tmp_path):

@@ -170,3 +170,50 @@ def write_dicom_series(
         writer.Execute(img)
         files.append(path)
     return files, data
+
+
+#: Files that hold no volume, by the extension their writer takes (see :func:`not_volume_bytes`).
+NOT_VOLUME_KINDS = ("png", "jpg", "bmp", "gif", "tif", "pdf", "zip", "npy", "h5", "lfs")
+
+
+def not_volume_bytes(kind: str, *, stack: bool = False) -> bytes:
+    """The bytes of a file that holds no volume: a picture (``png``, ``jpg``, ``bmp``,
+    ``gif``, ``tif``; ``stack``: a 3-D TIFF of 8 pages), a PDF, a ZIP archive, a NumPy
+    ``.npy`` array, an HDF5 file or a Git LFS pointer (``lfs``)."""
+    import io
+    import tempfile
+    import zipfile
+
+    rng = np.random.default_rng(0)
+    picture = (rng.random((8, 24, 32) if stack else (24, 32)) * 255).astype(np.uint8)
+    if kind in ("png", "jpg", "bmp", "tif"):  # ITK picks its writer by the ending
+        with tempfile.TemporaryDirectory() as tmp:
+            written = Path(tmp) / f"picture.{kind}"
+            sitk.WriteImage(sitk.GetImageFromArray(picture), str(written))
+            return written.read_bytes()
+    if kind == "gif":
+        return b"GIF89a\x20\x00\x18\x00\x80\x00\x00" + bytes(64)
+    if kind == "pdf":
+        return b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n"
+    if kind in ("zip", "npy"):
+        buf = io.BytesIO()
+        if kind == "npy":
+            np.save(buf, picture)
+        else:
+            with zipfile.ZipFile(buf, "w") as zf:
+                zf.writestr("series/IM0001.dcm", bytes(200))
+        return buf.getvalue()
+    if kind == "h5":
+        return b"\x89HDF\r\n\x1a\n" + bytes(200)
+    if kind == "lfs":
+        return (
+            b"version https://git-lfs.github.com/spec/v1\n"
+            b"oid sha256:" + b"ab" * 32 + b"\nsize 31457280\n"
+        )
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def write_not_volume(kind: str, path: Path, *, stack: bool = False) -> Path:
+    """:func:`not_volume_bytes` written to ``path``, whatever its ending says."""
+    path.write_bytes(not_volume_bytes(kind, stack=stack))
+    return path

@@ -400,14 +400,17 @@ def _read_dicom_file(path: Path, irregular_slices: IrregularSlices) -> Volume:
 
 def _read_named(path: Path, suffix: str) -> Volume:
     """:func:`_read_file`; when it fails and the bytes are another format than ``suffix``
-    names, the error says which (and the ending to give the file)."""
+    names, the error says which (and the ending to give the file, or, for a picture or other
+    file that holds no volume, what sammed3d reads)."""
     try:
         return _read_file(path, suffix)
     except VolumeError as exc:
         from sammed3d.sniff import misnamed_volume
 
-        why = misnamed_volume(path, suffix)
-        if why is None or not str(exc).startswith("cannot read"):
+        # a reader that opened the file (a PNG read by SimpleITK as a 2-D image) said why
+        # it is unusable, not that it could not read it
+        why = misnamed_volume(path, suffix, opened=not str(exc).startswith("cannot read"))
+        if why is None:
             raise
         raise VolumeError(f"cannot read {path}: {why}") from None
 

@@ -1,5 +1,6 @@
 """What a file is, judged from its bytes: a checkpoint before ``torch.load`` is trusted with
-it, and an image file whose ending names another format (:func:`misnamed_volume`).
+it, and an image file whose ending names another format (:func:`misnamed_volume`: another
+volume format, or no volume at all, such as a PNG, JPEG or TIFF picture, a PDF or a ZIP).
 
 A failed download does not look like a failed download: a file host that runs out of quota, a
 login wall or a proxy answers with an HTML page, and a broken connection leaves a file cut short.
@@ -151,6 +152,34 @@ VOLUME_FORMATS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Files that hold no volume, by their first bytes: what :func:`volume_format` calls them.
+_NOT_VOLUMES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG image"),
+    (b"\xff\xd8\xff", "JPEG image"),
+    (b"GIF87a", "GIF image"),
+    (b"GIF89a", "GIF image"),
+    (b"%PDF-", "PDF document"),
+    (b"PK\x03\x04", "ZIP archive"),
+    (b"PK\x05\x06", "ZIP archive"),  # an empty one
+    (b"\x93NUMPY", "NumPy .npy array"),
+    (b"\x89HDF\r\n\x1a\n", "HDF5 file"),
+    (b"version https://git-lfs.github.com/spec/", "Git LFS pointer"),
+)
+#: Little- and big-endian TIFF and BigTIFF. A TIFF can be a 3-D stack (SimpleITK reads one
+#: under another image ending), so it is named only when the reader failed.
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+#: What :func:`volume_format` may return for a file that holds no volume format.
+NOT_VOLUMES = frozenset(
+    {name for _, name in _NOT_VOLUMES} | {"BMP image", "TIFF image", "HTML page"}
+)
+
+_READS = (
+    "sammed3d reads 3-D volumes (NIfTI .nii/.nii.gz, NRRD .nrrd/.nhdr, MetaImage .mha/.mhd, "
+    "a DICOM series)"
+)
+
+
 def _nifti_magic(head: bytes) -> bool:
     """NIfTI-1 (``sizeof_hdr`` 348, magic at 344) or NIfTI-2 (540, magic at 4), either
     byte order."""
@@ -159,12 +188,23 @@ def _nifti_magic(head: bytes) -> bool:
     return len(head) >= 8 and head[4:8] in (b"n+2\x00", b"ni2\x00")
 
 
+def _bmp_magic(head: bytes) -> bool:
+    """``BM``, two reserved zero words and a known DIB header size (12 to 124 bytes)."""
+    if len(head) < 18 or not head.startswith(b"BM") or head[6:10] != b"\x00" * 4:
+        return False
+    (dib,) = struct.unpack("<I", head[14:18])
+    return dib in (12, 16, 40, 52, 56, 64, 108, 124)
+
+
 def volume_format(path: str | os.PathLike[str]) -> str | None:
     """The image format a file holds, judged from its first bytes (not its name).
 
     Returns:
-        A key of :data:`VOLUME_FORMATS`, ``"gzip-compressed file"`` for other gzip
-        content, ``"HTML page"``, or None when the bytes match none of them.
+        A key of :data:`VOLUME_FORMATS`; ``"gzip-compressed file"`` for other gzip
+        content; for a file that holds no volume format, one of :data:`NOT_VOLUMES`
+        (``"PNG image"``, ``"JPEG image"``, ``"TIFF image"``, ``"BMP image"``, ``"GIF image"``,
+        ``"PDF document"``, ``"ZIP archive"``, ``"NumPy .npy array"``, ``"HDF5 file"``,
+        ``"Git LFS pointer"``, ``"HTML page"``); or None when the bytes match none of them.
 
     Raises:
         OSError: the file cannot be read.
@@ -188,25 +228,43 @@ def volume_format(path: str | os.PathLike[str]) -> str | None:
     text = head[:256].decode("latin-1").lower()
     if re.match(r"\s*(objecttype|ndims|comment|transformtype)\s*=", text):
         return "MetaImage"
+    for magic, name in _NOT_VOLUMES:
+        if head.startswith(magic):
+            return name
+    if head.startswith(_TIFF_MAGIC):
+        return "TIFF image"
+    if _bmp_magic(head):
+        return "BMP image"
     lowered = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if lowered.startswith(_HTML_MARKERS):
         return "HTML page"
     return None
 
 
-def misnamed_volume(path: str | os.PathLike[str], suffix: str) -> str | None:
+def misnamed_volume(
+    path: str | os.PathLike[str], suffix: str, *, opened: bool = False
+) -> str | None:
     """Why a file named with ``suffix`` could not be read, when its bytes are another format.
+
+    Args:
+        path: The file.
+        suffix: Its image ending (one of those in :data:`VOLUME_FORMATS`).
+        opened: The reader opened the file and refused what it found (a 2-D or RGB image):
+            only a file that holds no volume format (:data:`NOT_VOLUMES`) is then named, since
+            a volume of another format that the reader opened under this name has the reader's
+            reason.
 
     Returns:
         A phrase such as ``"it holds gzip-compressed NIfTI data, not NRRD: rename it to
-        end in .nii.gz"``, or None when the bytes are of the format the name says (or of
-        none this module knows): the reader's own reason then stands.
+        end in .nii.gz"`` or ``"it is a PNG image, not NRRD: sammed3d reads 3-D volumes
+        (...)"``, or None when the bytes are of the format the name says (or of none this
+        module knows): the reader's own reason then stands.
     """
     try:
         found = volume_format(path)
     except OSError:
         return None
-    if found is None:
+    if found is None or (opened and found not in NOT_VOLUMES):
         return None
     said = next((name for name, ends in VOLUME_FORMATS.items() if suffix in ends), suffix)
     if found == said:
@@ -214,6 +272,21 @@ def misnamed_volume(path: str | os.PathLike[str], suffix: str) -> str | None:
     ends = VOLUME_FORMATS.get(found)
     if found == "HTML page":
         return f"it is an HTML page, not {said} (a failed download?)"
+    if found == "Git LFS pointer":
+        return (
+            f"it is a Git LFS pointer file, not the {said} image it stands for: fetch the "
+            "real file (`git lfs pull`)"
+        )
+    if found == "TIFF image":
+        return (
+            f"it is a TIFF image, not {said}: {_READS}; save a TIFF stack as one of them, "
+            "with its voxel size"
+        )
+    if found == "ZIP archive":
+        return f"it is a ZIP archive, not {said}: {_READS}; unzip it and give the volume inside"
+    if found in NOT_VOLUMES:
+        article = "an" if found[0] in "AEIOUH" else "a"
+        return f"it is {article} {found}, not {said}: {_READS}"
     if ends is None:
         return f"it holds {found} data, not {said}"
     return f"it holds {found} data, not {said}: rename it to end in {ends[0]}"

@@ -14,6 +14,7 @@ import torch
 from sammed3d import save_checkpoint
 from sammed3d.cli import main
 from sammed3d.io import Volume, read_volume, write_volume
+from tests.volumes import write_not_volume
 
 OBLIQUE = np.array([[0.96, -0.28, 0.0], [0.28, 0.96, 0.0], [0.0, 0.0, 1.0]])  # 16 degrees about z
 
@@ -270,6 +271,11 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     cases["truncated_gz"] = (tmp / "trunc.nii.gz", "cannot read")
     (tmp / "junk.nii.gz").write_bytes(gzip.compress(b"not an image at all" * 10))
     cases["junk"] = (tmp / "junk.nii.gz", "cannot read")
+    # a picture under a volume ending (fresh-user trial: "not a valid NIfTI file")
+    cases["png_as_nifti"] = (
+        write_not_volume("png", tmp / "picture.nii.gz"),
+        "it is a PNG image, not gzip-compressed NIfTI: sammed3d reads 3-D volumes",
+    )
     (tmp / "image.png").write_bytes(b"\x89PNG")
     cases["extension"] = (tmp / "image.png", "unsupported file type")
     cases["missing"] = (tmp / "nope.nii.gz", "no such file")
@@ -288,6 +294,7 @@ CASES = [
     "truncated",
     "truncated_gz",
     "junk",
+    "png_as_nifti",
     "extension",
     "missing",
 ]

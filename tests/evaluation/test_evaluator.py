@@ -383,6 +383,20 @@ def test_a_label_file_that_is_not_a_label_map_is_skipped_with_the_reason(tmp_pat
     assert "not a label map" in res.skipped_reasons[0]
 
 
+def test_a_case_whose_image_is_a_picture_is_skipped_saying_so(tmp_path: Path) -> None:
+    from tests.volumes import write_not_volume
+
+    root = make_nnunet_dataset(tmp_path / "Dataset008_Png", n_cases=1)
+    write_not_volume("jpg", root / "imagesTr" / "case_0_0000.nii.gz")
+    targets = iter_targets(discover_dataset(root))
+    res = evaluate_targets(OracleMethod(), targets, tmp_path / "out", CFG, show_progress=False)
+    assert res.evaluated == 0 and res.skipped == 2
+    assert (
+        "case_0_0000.nii.gz: it is a JPEG image, not gzip-compressed NIfTI"
+        in (res.skipped_reasons[0])
+    )
+
+
 def test_a_resume_mismatch_names_the_setting_as_evaluate_spells_it():
     from sammed3d.evaluation.evaluator import _setting_name
 

@@ -35,6 +35,7 @@ from sammed3d.serve.images import (
 from sammed3d.serve.leases import LeaseGone, LeaseRegistry
 from tests.serve.helpers import BlobModel, ExtentBlobModel, running, web_client
 from tests.serve.test_web import AFFINE, SHAPE, mm_of, web_image
+from tests.volumes import not_volume_bytes
 
 LIMIT = 16 * 2**20
 BIG = (300, 300, 200)  # uint8: 17.2 MiB decoded, a few kB as .nii.gz
@@ -188,6 +189,7 @@ def _bad_uploads() -> list[tuple[str, bytes, str]]:
         ("2-D", _nifti_gz(np.ones((96, 96), np.float32)), "3-D"),
         ("not gzip", b"not a nifti at all", "cannot read"),
         ("uncompressed", gzip.decompress(good), "rename it to end in .nii"),
+        ("PNG", not_volume_bytes("png"), "it is a PNG image, not gzip-compressed NIfTI: sammed3d"),
         ("truncated", good[: len(good) // 2], "cannot read"),
         ("NaN", _nifti_gz(nan), "NaN"),
         ("label map", _nifti_gz(labels), "label"),
@@ -397,6 +399,12 @@ def test_bad_start_up_volumes_stop_the_server(
         "error: cannot serve volume nifti.nrrd: it holds gzip-compressed NIfTI data, "
         "not NRRD: rename it to end in .nii.gz"
     )
+    (tmp_path / "picture.nrrd").write_bytes(not_volume_bytes("png"))  # was "a 2-D image"
+    assert main(["serve", "picture.nrrd", *ckpt]) == 2
+    assert _err(capsys).startswith(
+        "error: cannot serve volume picture.nrrd: it is a PNG image, not NRRD: sammed3d reads "
+        "3-D volumes ("
+    )
 
 
 @pytest.mark.parametrize(
@@ -427,6 +435,9 @@ def test_big_start_up_volumes_get_header_checks_only(tmp_path: Path) -> None:
         ImageTooLarge, match="decodes to 31.2 KiB; this server accepts at most 1.0 KiB"
     ):
         check_startup_volume(tmp_path / "nan.nii.gz", 1024, full_check_bytes=0)
+    (tmp_path / "picture.mha").write_bytes(not_volume_bytes("png"))  # a big one: its header
+    with pytest.raises(VolumeError, match=r"picture\.mha: it is a PNG image, not MetaImage"):
+        check_startup_volume(tmp_path / "picture.mha", LIMIT, full_check_bytes=0)
     good = tmp_path / "good.nii.gz"
     nib.save(nib.Nifti1Image(web_image(), AFFINE), good)
     assert check_startup_volume(good, LIMIT) == "read"

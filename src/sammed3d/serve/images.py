@@ -168,6 +168,11 @@ def check_startup_volume(
     if header is not None and header.nbytes > full_check_bytes:
         shape = header.shape
         if len(shape) != 3 or min(shape) < 2:
+            from sammed3d.sniff import misnamed_volume
+
+            why = misnamed_volume(path, volume_suffix(path), opened=True)  # a big picture
+            if why is not None:
+                raise VolumeError(f"cannot read {path}: {why}")
             raise VolumeError(f"{path}: expected a 3-D volume, got size {shape}")
         return "header"
     volume = load_image(path, irregular_slices=irregular_slices)
