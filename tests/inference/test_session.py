@@ -249,6 +249,21 @@ def test_export_label_map_keeps_geometry_and_protects_the_input(lab, tmp_path, s
         session.export_label_map(src)
 
 
+def test_export_refuses_an_existing_file_unless_told(lab, tmp_path):
+    """An image set from an array has no file the session knows: a trial's export over the
+    scan it had loaded itself replaced the scan (the default was to replace)."""
+    vol, _, (ca, _), _ = _two_spheres(lab)
+    scan = write_volume(vol, tmp_path / "t1.nii.gz")
+    session, _ = _session(lab, vol)  # from the array, not the file
+    session.add_point(ca)
+    before = scan.read_bytes()
+    with pytest.raises(FileExistsError, match="pass overwrite=True to replace it"):
+        session.export_label_map(scan)
+    assert scan.read_bytes() == before
+    out = session.export_label_map(scan, overwrite=True)  # asked for: replaced
+    np.testing.assert_array_equal(read_volume(out).array, session.label_map)
+
+
 def _ball_model(lab):
     """A model that segments a ball of ``radius`` ROI voxels around the newest positive click
     (set ``radius`` between objects: an organ, then a tumour inside it)."""
@@ -287,7 +302,7 @@ def test_a_nested_object_is_not_lost_in_the_export(lab, tmp_path, caplog, suffix
     assert int((written == 1).sum()) == int(organ.sum() - tumour.sum())
     assert "warning" not in caplog.text
     with caplog.at_level("WARNING"):
-        session.export_label_map(out, overlap="earlier-kept")
+        session.export_label_map(out, overlap="earlier-kept", overwrite=True)
     assert int((read_volume(out).array == 2).sum()) == 0
     assert f"object 2 keeps 0 of its {int(tumour.sum())} voxels" in caplog.text
 

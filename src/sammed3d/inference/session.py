@@ -1064,7 +1064,7 @@ class InteractiveSession:
         *,
         protect: Sequence[str | os.PathLike[str]] = (),
         overlap: str | None = None,
-        overwrite: bool = True,
+        overwrite: bool = False,
     ) -> Path:
         """Write the label map with the image's exact geometry (atomic).
 
@@ -1078,9 +1078,10 @@ class InteractiveSession:
             path: Output file.
             protect: More paths that must not be overwritten.
             overlap: Overlap rule (default: the session's ``overlap``).
-            overwrite: Replace an existing ``path`` (the default, as a viewer's save does;
-                the CLI's ``segment`` passes False unless ``--overwrite``). The image's
-                own file and ``protect`` are refused either way.
+            overwrite: Replace an existing ``path``; by default an existing file is refused
+                (an image set from an array has no file the session could protect: a trial's
+                export over its own T1 replaced the scan). The image's own file and
+                ``protect`` are refused either way.
 
         Raises:
             VolumeError: an ending that is no volume format, or ``path`` is the image's file or
