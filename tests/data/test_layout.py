@@ -420,7 +420,8 @@ def test_one_case_per_image_merges_the_class_folders_of_a_scan(tmp_path: Path) -
 def test_results_are_refused_among_the_images_and_labels(tmp_path: Path) -> None:
     """A results folder that is the dataset folder, one that holds its images or labels, or
     one between the two (a dataset of a collection, a TotalSegmentator subject, a DICOM
-    series) is refused; a folder of its own, also inside the dataset folder, is fine."""
+    series) is refused, and so is one inside a folder of images or labels; a folder of its
+    own beside them, also inside the dataset folder, is fine."""
     collection = tmp_path / "collection"
     root = _nnunet_v2(collection / "Dataset003_Liver", ["a", "b"])
     ts = replicas.totalsegmentator(collection)
@@ -442,6 +443,12 @@ def test_results_are_refused_among_the_images_and_labels(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="which holds the dataset's labels"):
         check_results_folder(root / "labelsTr", iter_targets(cases))
     (root / "results").mkdir()
-    for fine in (root / "results", collection / "new", tmp_path, root / "imagesTr" / "new"):
+    for fine in (root / "results", collection / "new", tmp_path, root / "results" / "new"):
         check_results_folder(fine, cases, root=collection)
+    # a folder inside one that holds the dataset's files, made or not (a trial wrote its
+    # results into imagesTr/ev)
+    (root / "imagesTr" / "made").mkdir()
+    for inside in (root / "imagesTr" / "ev", root / "imagesTr" / "made", ts / "s0002" / "x"):
+        with pytest.raises(ValueError, match=f"^{expected}{inside}, inside "):
+            check_results_folder(inside, cases, root=collection)
     check_results_folder(root, cases)  # without the root, its own folders only

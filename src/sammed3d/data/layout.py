@@ -253,17 +253,15 @@ def check_results_folder(
     plots, predicted label maps) written there would lie among the images and labels.
 
     Refused: ``root`` itself (the dataset folder, when given), a folder that holds an image
-    or label file of ``data`` (``imagesTr``, a case folder, a DICOM series folder) and every
-    folder between ``root`` and those; a new folder, or one beside or below them
-    (``<root>/results``), is fine.
+    or label file of ``data`` (``imagesTr``, a case folder, a DICOM series folder), every
+    folder inside those (made or yet to be made: ``imagesTr/eval``) and every folder between
+    ``root`` and those; a folder beside them (``<root>/results``) is fine.
 
     Raises:
         ValueError: one line naming the folder and what of the dataset it holds.
     """
     out = Path(output)
-    if not out.is_dir():  # a folder yet to be made holds no part of the dataset
-        return
-    here = os.path.realpath(out)
+    here = os.path.realpath(out)  # also for a folder yet to be made: its made part resolved
     top = os.path.realpath(root) if root is not None and os.path.isdir(root) else None
     expected = f"output: expected a folder of its own for the results, got {output}"
     if here == top:
@@ -280,9 +278,13 @@ def check_results_folder(
     for folder, held in holders.items():
         real = os.path.realpath(folder)
         what = " and ".join(held)
+        example = os.path.basename(next(iter(held.values())))
         if real == here:
-            example = os.path.basename(next(iter(held.values())))
             raise ValueError(f"{expected}, which holds the dataset's {what} (e.g. {example})")
+        if here.startswith(real + os.sep):
+            raise ValueError(
+                f"{expected}, inside {folder}, which holds the dataset's {what} (e.g. {example})"
+            )
         if top is not None and real.startswith(here + os.sep) and here.startswith(top + os.sep):
             below = os.path.relpath(real, here)
             raise ValueError(f"{expected}, a folder of the dataset (its {what} are in {below})")
