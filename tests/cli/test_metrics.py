@@ -291,3 +291,12 @@ def test_a_one_label_mask_against_a_multi_label_truth_gets_a_note(
     for other in (g, p):
         assert main(["metrics", "--pred", other, "--gt", other, "--no-hd95"]) == 0
         assert capsys.readouterr().err == ""
+    # a structure asked for that the mask does not hold (it was written as 1): said, not a
+    # silent 0 (2026-12-03 trial: --labels 2 against a label-1 mask)
+    assert main(["metrics", "--pred", p, "--gt", g, "--no-hd95", "--labels", "2"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["labels"]["2"]["dice"] == 0.0
+    assert captured.err == (
+        "note: --labels 2: in --gt but not in --pred (it holds label 1), so they score 0; a mask "
+        "written with another value scores under that value (segment --label N writes it as N)\n"
+    )

@@ -104,6 +104,14 @@ def run(args: argparse.Namespace) -> int:
             f"{_label_list(_labels_in(gt.array))}); their metrics are null"
         )
         print(f"warning: {notes[-1]}", file=sys.stderr)  # scripts may read only the numbers
+    unmatched = [k for k, row in per_label.items() if row["gt_voxels"] and not row["pred_voxels"]]
+    if args.labels and unmatched:  # asked for, but the prediction holds another value
+        print(
+            f"note: --labels {', '.join(str(k) for k in unmatched)}: in --gt but not in --pred "
+            f"(it holds {_label_list(_labels_in(pred.array))}), so they score 0; a mask written "
+            "with another value scores under that value (segment --label N writes it as N)",
+            file=sys.stderr,
+        )
     if any(notes):
         report["note"] = "; ".join(n for n in notes if n)
     if not args.labels:  # a mask of one structure against a whole atlas: the mean hides it
