@@ -685,3 +685,19 @@ def test_a_later_click_that_leaves_a_tenth_of_the_mask_is_noted():
     assert shrink_note(1000, 100, positive=False) == ""  # a tenth is left: no note
     assert shrink_note(0, 0, positive=True) == ""  # nothing before (an empty first mask)
     assert shrink_note(10, 5000, positive=True) == ""  # growth is not noted
+
+
+def test_a_click_the_mask_does_not_follow_is_noted():
+    """A trial's negative click beside a lesion left its own voxel inside the mask (334 ->
+    416 voxels) without a word."""
+    from sammed3d.cli.segment import unfollowed_note
+
+    assert unfollowed_note(positive=False, inside=True) == (
+        "  note: the voxel of this negative click is in the mask: the model did not follow it "
+        "(leave it out, or click where the mask is clearly wrong)"
+    )
+    assert unfollowed_note(positive=True, inside=False).startswith(
+        "  note: the voxel of this positive click is out of the mask"
+    )
+    assert unfollowed_note(positive=True, inside=True) == ""
+    assert unfollowed_note(positive=False, inside=False) == ""

@@ -52,6 +52,18 @@ SLOW_CLICK_NOTICE_S = 3.0
 SHRINK_NOTE_FRACTION = 0.1
 
 
+def unfollowed_note(positive: bool, inside: bool) -> str:
+    """The note for a click whose voxel the mask does not follow (a negative click's voxel
+    inside it, a positive one's outside); empty when it does."""
+    if inside == positive:
+        return ""
+    return (
+        f"  note: the voxel of this {'positive' if positive else 'negative'} click is "
+        f"{'out of' if positive else 'in'} the mask: the model did not follow it (leave it "
+        "out, or click where the mask is clearly wrong)"
+    )
+
+
 def shrink_note(before: int, after: int, positive: bool) -> str:
     """The note for a later click that took the mask from ``before`` to ``after`` voxels:
     empty unless fewer than ``SHRINK_NOTE_FRACTION`` of them are left."""
@@ -350,13 +362,15 @@ def run(args: argparse.Namespace) -> int:
              if p != positive and tuple(v) == tuple(voxel)),
             None,
         )  # fmt: skip
+        inside = session.contains(tuple(int(v) for v in click.coord))
         if earlier is not None:  # the model gets both; say which one the voxel follows
-            inside = session.contains(tuple(int(v) for v in voxel))
             print(
                 f"  note: this click is on the voxel of click {earlier}, which was "
                 f"{'negative' if positive else 'positive'}: the two contradict; the voxel is "
                 f"{'in' if inside else 'out of'} the mask now"
             )
+        elif not session.rule_note and (note := unfollowed_note(positive, inside)):
+            print(note)  # (a click a rule refused says why itself)
         sys.stdout.flush()
         release(held)
         if n == 1 and (predictor.offers_extents() or args.extent is not None):
