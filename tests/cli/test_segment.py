@@ -701,3 +701,18 @@ def test_a_click_the_mask_does_not_follow_is_noted():
     )
     assert unfollowed_note(positive=True, inside=True) == ""
     assert unfollowed_note(positive=False, inside=False) == ""
+
+
+def test_an_image_in_hounsfield_units_without_a_modality_gets_a_hint():
+    """A trial's int16 CT (air at -1000) was read as 'not CT' with no word about its values."""
+    from sammed3d.cli.segment import _not_ct_line
+
+    plain = "modality: not CT (no clamp; the file does not say: --modality CT for a CT)"
+    ct = np.full((4, 4, 4), 40, np.int16)
+    ct[0] = -1024
+    assert _not_ct_line(ct) == (
+        f"{plain}; its darkest voxel is -1024, like air in Hounsfield units: if it is a CT, "
+        "--modality CT clamps it to [-1000, 1000] as in training"
+    )
+    assert _not_ct_line(np.linspace(0, 900, 64).reshape(4, 4, 4)) == plain  # an MR
+    assert _not_ct_line(np.full((4, 4, 4), -899.0)) == plain

@@ -39,6 +39,8 @@ from sammed3d.cli import (
 from sammed3d.logs import held_messages, notice_if_slow, release
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from sammed3d.inference import InteractiveSession
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,26 @@ SLOW_CLICK_NOTICE_S = 3.0
 #: A later click that leaves fewer than this share of the mask's voxels gets a note (one
 #: click can undo a good mask: README, "What it does not do yet").
 SHRINK_NOTE_FRACTION = 0.1
+
+
+#: An image without a modality whose darkest voxel is at or below this looks like CT in
+#: Hounsfield units (air is -1000 HU; MR intensities are not negative): segment says so.
+HU_AIR_HINT = -900.0
+
+
+def _not_ct_line(array: np.ndarray) -> str:
+    """The modality line of an image that names none: with a hint when its intensities look
+    like Hounsfield units (a CT saved without its modality)."""
+    import numpy as np
+
+    line = "modality: not CT (no clamp; the file does not say: --modality CT for a CT)"
+    low = float(np.min(array))
+    if low <= HU_AIR_HINT:
+        line += (
+            f"; its darkest voxel is {low:g}, like air in Hounsfield units: if it is a CT, "
+            "--modality CT clamps it to [-1000, 1000] as in training"
+        )
+    return line
 
 
 def unfollowed_note(positive: bool, inside: bool) -> str:
@@ -311,11 +333,7 @@ def run(args: argparse.Namespace) -> int:
         f"read {args.image}: shape {volume.shape}, spacing "
         f"{tuple(round(s, 3) for s in volume.spacing)} mm ({time.perf_counter() - t0:.2f} s)"
     )
-    print(
-        f"modality: {predictor.modality}"
-        if predictor.modality
-        else "modality: not CT (no clamp; the file does not say: --modality CT for a CT)"
-    )
+    print(f"modality: {predictor.modality}" if predictor.modality else _not_ct_line(volume.array))
     points = np.asarray([xyz for xyz, _ in clicks], dtype=np.float64)
     if args.coords != "voxel":
         lps = points @ LPS_TO_RAS if args.coords == "ras" else points  # RAS->LPS: same flip
