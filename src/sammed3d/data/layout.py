@@ -376,4 +376,7 @@ def _short_listing(names: list[str], width: int = 160) -> str:
 
 def _ambiguous(root: Path, readers: list[LayoutReader]) -> str:
     names = " and ".join(r.name for r in readers)
-    return f"{root} looks like several layouts ({names}); choose one with --layout NAME"
+    return (
+        f"{root} looks like several layouts ({names}); choose one with --layout NAME "
+        "(layout= in Python)"
+    )

@@ -218,7 +218,8 @@ def grow(
                     logging.DEBUG if quiet else logging.INFO,
                     "ROI extension stopped: the object reached its ROI budget (%d new ROI(s) "
                     "allowed for this click, --max-rois); its mask may be cut at a ROI face: "
-                    "raise --max-rois or click inside the missing part",
+                    "raise --max-rois (max_rois= of the predictor in Python) or click inside "
+                    "the missing part",
                     max_new,
                 )
                 return new

@@ -164,7 +164,7 @@ def _warn_if_not_hounsfield(volume: Volume) -> None:
         logger.warning(
             "warning: the image is treated as CT (intensities clamped to [-1000, 1000] HU) "
             "but has no value below 0 (lowest %g): if it is not a CT in Hounsfield units, "
-            "give its modality (e.g. --modality MR)",
+            "give its modality (e.g. --modality MR; modality='MR' in Python)",
             lowest,
         )
 
