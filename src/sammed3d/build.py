@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from sammed3d.config import ModelConfig
+from sammed3d.config import BEHAVIOUR_FIELDS, ModelConfig
 from sammed3d.io import atomic_write
 from sammed3d.modeling import ImageEncoderViT3D, MaskDecoder3D, PromptEncoder3D, Sam3D
 from sammed3d.modeling.hires import HiResStem
@@ -247,12 +247,7 @@ def with_behaviours(cfg: ModelConfig, saved: ModelConfig) -> ModelConfig:
     loader of a checkpoint with a ``model_config`` (:func:`build_model`, a resumed training
     run) keeps them, so a model is the same model however it is read back.
     """
-    kept = {
-        f.name: getattr(saved, f.name)
-        for f in dataclasses.fields(ModelConfig)
-        if not f.compare and f.name != "extra"
-    }
-    return dataclasses.replace(cfg, **kept)
+    return dataclasses.replace(cfg, **{n: getattr(saved, n) for n in BEHAVIOUR_FIELDS})
 
 
 class _Checkpoint:

@@ -353,3 +353,11 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
         return cls(**data)
+
+
+#: The :class:`ModelConfig` fields that are behaviours: they change no tensor shape and take
+#: no part in comparing architectures (``compare=False``, ``extra`` aside), such as
+#: ``first_click_multimask`` and the inference rules (``zoom_spacing``, ``first_pick``, ...).
+BEHAVIOUR_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(ModelConfig) if not f.compare and f.name != "extra"
+)

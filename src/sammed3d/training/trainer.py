@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sammed3d.build import CheckpointError, build_model, get_config, model_config_of
-from sammed3d.config import ModelConfig
+from sammed3d.config import BEHAVIOUR_FIELDS, ModelConfig
 from sammed3d.io import atomic_write_text
 from sammed3d.modeling import Sam3D
 from sammed3d.training.checkpoint import (
@@ -261,9 +261,7 @@ def _behaviours_beyond(cfg: ModelConfig, base: ModelConfig) -> str:
     """``zoom_spacing=1.0, first_pick=edges``: the behaviours of ``cfg`` (fields that change
     no shape) that differ from ``base``, for the log; empty when none does."""
     return ", ".join(
-        f"{f.name}={getattr(cfg, f.name)}"
-        for f in dataclasses.fields(ModelConfig)
-        if not f.compare and f.name != "extra" and getattr(cfg, f.name) != getattr(base, f.name)
+        f"{n}={getattr(cfg, n)}" for n in BEHAVIOUR_FIELDS if getattr(cfg, n) != getattr(base, n)
     )
 
 
